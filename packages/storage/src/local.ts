@@ -1,0 +1,163 @@
+// Local directory storage: atomic writes by temp file + rename.
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve, sep } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { StorageError } from './errors.js';
+import type { ByteRange, Storage, StorageEntry } from './types.js';
+
+/** Marker in temp file names; list() hides them. */
+export const TEMP_MARKER = '.catdog-tmp-';
+
+function localError(url: string, err: unknown): StorageError {
+  const e = err as NodeJS.ErrnoException;
+  const code = e?.code ?? '';
+  if (code === 'ENOENT') return new StorageError(url, 'not-found', 'not found', { cause: err });
+  if (code === 'EACCES' || code === 'EPERM') return new StorageError(url, 'access-denied', `permission denied (${code})`, { cause: err });
+  if (code === 'EISDIR') return new StorageError(url, 'io', 'is a directory', { cause: err });
+  if (code === 'ENOSPC') return new StorageError(url, 'io', 'no space left on device', { cause: err });
+  return new StorageError(url, 'io', `${code || 'error'}: ${e?.message ?? String(err)}`, { cause: err });
+}
+
+function checkPath(path: string): string {
+  const parts = path.split('/').filter((p) => p !== '' && p !== '.');
+  if (parts.some((p) => p === '..')) throw new StorageError(path, 'invalid-path', 'path may not contain ..');
+  return parts.join(sep);
+}
+
+export class LocalStorage implements Storage {
+  readonly url: string;
+  readonly remote = false;
+  constructor(root: string) {
+    this.url = resolve(root);
+  }
+
+  urlOf(path: string): string {
+    return join(this.url, checkPath(path));
+  }
+
+  async read(path: string): Promise<Buffer> {
+    const file = this.urlOf(path);
+    try {
+      return await readFile(file);
+    } catch (err) {
+      throw localError(file, err);
+    }
+  }
+
+  async readStream(path: string, range?: ByteRange): Promise<Readable> {
+    const file = this.urlOf(path);
+    // Open eagerly so a missing file fails here, not on the first read.
+    const s = await stat(file).catch((err) => {
+      throw localError(file, err);
+    });
+    if (s.isDirectory()) throw localError(file, Object.assign(new Error('is a directory'), { code: 'EISDIR' }));
+    const stream = createReadStream(file, range ? { start: range.start, end: range.end } : undefined);
+    await new Promise<void>((res, rej) => {
+      stream.once('open', () => res());
+      stream.once('error', (err) => rej(localError(file, err)));
+    });
+    return stream;
+  }
+
+  private tempFor(file: string): string {
+    return `${file}${TEMP_MARKER}${process.pid}-${randomBytes(4).toString('hex')}`;
+  }
+
+  async write(path: string, data: Buffer | Uint8Array | string): Promise<void> {
+    const file = this.urlOf(path);
+    const temp = this.tempFor(file);
+    try {
+      await mkdir(dirname(file), { recursive: true });
+      await writeFile(temp, data);
+      await rename(temp, file);
+    } catch (err) {
+      await rm(temp, { force: true }).catch(() => {});
+      throw localError(file, err);
+    }
+  }
+
+  async writeStream(path: string, source: Readable | AsyncIterable<Uint8Array>): Promise<void> {
+    const file = this.urlOf(path);
+    const temp = this.tempFor(file);
+    try {
+      await mkdir(dirname(file), { recursive: true });
+      const input = source instanceof Readable ? source : Readable.from(source);
+      await pipeline(input, createWriteStream(temp));
+      await rename(temp, file);
+    } catch (err) {
+      await rm(temp, { force: true }).catch(() => {});
+      if (err instanceof StorageError) throw err;
+      // Errors raised by the source (e.g. an encoder) pass through unchanged.
+      if ((err as NodeJS.ErrnoException)?.syscall) throw localError(file, err);
+      throw err;
+    }
+  }
+
+  async stat(path: string): Promise<{ size: number } | undefined> {
+    const file = this.urlOf(path);
+    try {
+      const s = await stat(file);
+      return s.isFile() ? { size: s.size } : undefined;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
+      throw localError(file, err);
+    }
+  }
+
+  async *list(prefix = ''): AsyncIterable<StorageEntry> {
+    // Walk the deepest directory the prefix names, then filter by string prefix (S3 semantics).
+    const slash = prefix.lastIndexOf('/');
+    const base = slash >= 0 ? prefix.slice(0, slash) : '';
+    const entries: StorageEntry[] = [];
+    const walk = async (relDir: string): Promise<void> => {
+      const dir = join(this.url, checkPath(relDir));
+      let names;
+      try {
+        names = await readdir(dir, { withFileTypes: true });
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' || code === 'ENOTDIR') return;
+        throw localError(dir, err);
+      }
+      for (const d of names) {
+        const rel = relDir ? `${relDir}/${d.name}` : d.name;
+        if (d.name.includes(TEMP_MARKER)) continue;
+        if (d.isDirectory()) {
+          if (rel.startsWith(prefix) || prefix.startsWith(`${rel}/`)) await walk(rel);
+        } else if (rel.startsWith(prefix)) {
+          // Symlinks are followed; a dangling one is listed with size 0 so the reader reports it.
+          let size = 0;
+          if (d.isFile()) size = (await stat(join(dir, d.name)).catch(() => ({ size: 0 }))).size;
+          else if (d.isSymbolicLink()) {
+            const s = await stat(join(dir, d.name)).catch(() => undefined);
+            if (s?.isDirectory()) {
+              await walk(rel);
+              continue;
+            }
+            size = s?.size ?? 0;
+          } else continue;
+          entries.push({ path: rel, size });
+        }
+      }
+    };
+    await walk(base);
+    entries.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+    yield* entries;
+  }
+
+  async delete(path: string): Promise<void> {
+    const file = this.urlOf(path);
+    try {
+      await rm(file, { force: true });
+    } catch (err) {
+      throw localError(file, err);
+    }
+  }
+
+  child(prefix: string): Storage {
+    return new LocalStorage(this.urlOf(prefix));
+  }
+}

@@ -1,0 +1,112 @@
+// manifest.json: the only thing readers trust. Written last by prep.
+import { openStorage, resolveLocation, UserError, StorageError, type Storage, type StorageOptions } from '@catdog/storage';
+
+export const MANIFEST_FILE = 'manifest.json';
+export const FORMAT_VERSION = 1;
+export type SplitName = 'train' | 'validation' | 'test';
+export const SPLITS: readonly SplitName[] = ['train', 'validation', 'test'];
+/** Keras flow_from_directory labels: class names sorted alphabetically. */
+export const BOOK_CLASSES = ['cats', 'dogs'];
+
+export interface ShardInfo {
+  /** Relative to the dataset root, e.g. 'train/train-000000.tar'. */
+  path: string;
+  count: number;
+  bytes: number;
+  sha256: string;
+  classCounts: Record<string, number>;
+}
+
+export interface SplitInfo {
+  count: number;
+  classCounts: Record<string, number>;
+  shards: ShardInfo[];
+}
+
+/** Resize applied at prep time: `{ width, height }` squashes to exactly that size (Keras target_size); `{ shortestSide }` keeps the aspect ratio. */
+export type ResizeSpec = { width: number; height: number } | { shortestSide: number };
+
+export interface SkippedFile {
+  /** Source file (relative to the source root, or zip entry name). */
+  source: string;
+  className: string;
+  split: SplitName | 'reserve';
+  reason: string;
+  /** The key that took its place, keeping the split's counts exact (absent when no replacement was left). */
+  replacedBy?: string;
+}
+
+export interface Manifest {
+  formatVersion: number;
+  /** sha256 of the plan (membership, order, image and shard parameters): equal ids mean byte-identical shards. */
+  planId: string;
+  source: { url: string; layout: 'flat' | 'class-folders' | 'zip' };
+  split: {
+    /** Requested per class: counts, or fractions (< 1) of each class's images. */
+    requested: Record<SplitName, number>;
+    /** Resolved per-class counts. */
+    perClass: Record<SplitName, number>;
+    order: 'interleaved' | 'shuffled';
+    seed?: number;
+  };
+  classes: string[];
+  image: { format: 'jpeg'; resize?: ResizeSpec; quality: number; reencode: 'always' | 'when-needed' };
+  sharding: { samplesPerShard: number };
+  createdBy: { tool: string; version: string; workers: number };
+  createdAt: string;
+  splits: Record<SplitName, SplitInfo>;
+  /** Source files that could not be used, with reasons and their replacements. */
+  skipped: SkippedFile[];
+}
+
+function fail(url: string, why: string): never {
+  throw new UserError(`${url}: not a valid dataset manifest (${why})`);
+}
+
+/** Structural validation so readers fail early with a clear message instead of deep inside training. */
+export function validateManifest(value: unknown, url = MANIFEST_FILE): Manifest {
+  const m = value as Manifest;
+  if (!m || typeof m !== 'object') fail(url, 'not a JSON object');
+  if (m.formatVersion !== FORMAT_VERSION) fail(url, `formatVersion ${String(m.formatVersion)}, this tool reads ${FORMAT_VERSION}`);
+  if (!Array.isArray(m.classes) || m.classes.length < 1 || !m.classes.every((c) => typeof c === 'string')) fail(url, 'classes missing');
+  if (!m.splits || typeof m.splits !== 'object') fail(url, 'splits missing');
+  for (const name of SPLITS) {
+    const s = m.splits[name];
+    if (!s || !Array.isArray(s.shards) || typeof s.count !== 'number') fail(url, `split ${name} missing`);
+    let total = 0;
+    for (const sh of s.shards) {
+      if (typeof sh.path !== 'string' || typeof sh.sha256 !== 'string' || typeof sh.bytes !== 'number' || typeof sh.count !== 'number') {
+        fail(url, `bad shard entry in ${name}`);
+      }
+      if (sh.path.split('/').includes('..') || sh.path.startsWith('/')) fail(url, `shard path ${sh.path} escapes the dataset`);
+      total += sh.count;
+    }
+    if (total !== s.count) fail(url, `split ${name} count ${s.count} but its shards hold ${total}`);
+  }
+  return m;
+}
+
+/** Reads and validates `<url>/manifest.json` (url: local directory or s3://bucket/prefix). */
+export async function readManifest(url: string, options: StorageOptions = {}): Promise<Manifest> {
+  return readManifestFrom(openStorage(resolveLocation(url), options));
+}
+
+export async function readManifestFrom(storage: Storage): Promise<Manifest> {
+  const where = storage.urlOf(MANIFEST_FILE);
+  let text: string;
+  try {
+    text = (await storage.read(MANIFEST_FILE)).toString('utf8');
+  } catch (err) {
+    if (err instanceof StorageError && err.code === 'not-found') {
+      throw new UserError(`${where}: no manifest.json (not a prepared dataset, or prep has not finished: run prep split / prep finalize)`);
+    }
+    throw err;
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    fail(where, `invalid JSON: ${(err as Error).message}`);
+  }
+  return validateManifest(parsed, where);
+}

@@ -1,0 +1,171 @@
+// WebDataset tar shards: <key>.jpg + <key>.cls, deterministic headers so any worker writes identical bytes.
+import { createHash } from 'node:crypto';
+import { PassThrough, Readable, Transform } from 'node:stream';
+import * as tar from 'tar-stream';
+import { UserError, type Storage } from '@catdog/storage';
+import { BOOK_CLASSES, type ShardInfo } from './manifest.js';
+
+export interface EncodedSample {
+  /** Source file stem, e.g. 'cat.123'. */
+  key: string;
+  label: number;
+  className: string;
+  /** Encoded image bytes (JPEG for prepared datasets). */
+  bytes: Uint8Array;
+  /** Image extension without the dot, e.g. 'jpg'. */
+  ext: string;
+}
+
+/** Fixed tar header fields: no timestamps, owners or modes from the machine that wrote the shard. */
+function header(name: string, size: number): tar.Header {
+  return { name, size, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0, uname: '', gname: '', type: 'file', linkname: null, devmajor: 0, devminor: 0 };
+}
+
+/** Streams one shard into storage while hashing it; returns its size and sha256. */
+export class ShardWriter {
+  private readonly pack = tar.pack();
+  private readonly hash = createHash('sha256');
+  private bytes = 0;
+  private readonly done: Promise<void>;
+  count = 0;
+  readonly classCounts: Record<string, number> = {};
+
+  constructor(storage: Storage, readonly path: string) {
+    const meter = new Transform({
+      transform: (chunk: Buffer, _enc, cb) => {
+        this.hash.update(chunk);
+        this.bytes += chunk.length;
+        cb(null, chunk);
+      },
+    });
+    const out = new PassThrough();
+    this.pack.pipe(meter).pipe(out);
+    this.pack.on('error', (err) => out.destroy(err));
+    this.done = storage.writeStream(path, out);
+    // Avoid an unhandled rejection before finish() is awaited.
+    this.done.catch(() => {});
+  }
+
+  private entry(name: string, data: Uint8Array): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.pack.entry(header(name, data.length), Buffer.from(data.buffer, data.byteOffset, data.length), (err) =>
+        err ? reject(err) : resolve(),
+      );
+    });
+  }
+
+  async add(sample: { key: string; label: number; className: string; bytes: Uint8Array; ext: string }): Promise<void> {
+    await this.entry(`${sample.key}.${sample.ext}`, sample.bytes);
+    await this.entry(`${sample.key}.cls`, Buffer.from(String(sample.label)));
+    this.count++;
+    this.classCounts[sample.className] = (this.classCounts[sample.className] ?? 0) + 1;
+  }
+
+  async finish(): Promise<ShardInfo> {
+    this.pack.finalize();
+    await this.done;
+    return { path: this.path, count: this.count, bytes: this.bytes, sha256: this.hash.digest('hex'), classCounts: this.classCounts };
+  }
+
+  abort(err: Error): void {
+    this.pack.destroy(err);
+  }
+}
+
+export function sha256(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** Hashes a stored object by streaming it; bounded memory. */
+export async function hashObject(storage: Storage, path: string): Promise<{ sha256: string; bytes: number }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of await storage.readStream(path)) {
+    hash.update(chunk as Buffer);
+    bytes += (chunk as Buffer).length;
+  }
+  return { sha256: hash.digest('hex'), bytes };
+}
+
+/** Splits a member name at its last dot: 'cat.123.jpg' → ['cat.123', 'jpg'] (keys keep the source stem). */
+export function splitMemberName(name: string): [string, string] {
+  const base = name.slice(name.lastIndexOf('/') + 1);
+  const dot = base.lastIndexOf('.');
+  if (dot <= 0) return [name, ''];
+  return [name.slice(0, name.length - (base.length - dot)), base.slice(dot + 1)];
+}
+
+const IMAGE_EXTS = new Set(['jpg', 'jpeg', 'png', 'webp', 'gif', 'tif', 'tiff', 'bmp', 'avif']);
+
+/** Parses tar bytes (a Readable) into samples, grouping members by key. */
+export async function* parseShard(input: Readable, where: string, classes: string[] = BOOK_CLASSES): AsyncGenerator<EncodedSample> {
+  const extract = tar.extract();
+  input.on('error', (err) => extract.destroy(err));
+  input.pipe(extract);
+  let pending: { key: string; bytes?: Uint8Array; ext?: string; label?: number } | undefined;
+  const flush = function* (): Generator<EncodedSample> {
+    if (!pending) return;
+    const p = pending;
+    pending = undefined;
+    if (!p.bytes || p.label === undefined) throw new UserError(`${where}: sample ${p.key} lacks an image or a .cls label`);
+    const className = classes[p.label];
+    if (className === undefined) throw new UserError(`${where}: sample ${p.key} has label ${p.label}, outside the ${classes.length} classes`);
+    yield { key: p.key, label: p.label, className, bytes: p.bytes, ext: p.ext ?? 'jpg' };
+  };
+  try {
+    for await (const entry of extract) {
+      const chunks: Buffer[] = [];
+      for await (const c of entry) chunks.push(c as Buffer);
+      if (entry.header.type !== 'file') continue;
+      const [key, ext] = splitMemberName(entry.header.name);
+      if (pending && pending.key !== key) yield* flush();
+      pending ??= { key };
+      const data = Buffer.concat(chunks);
+      if (ext === 'cls') {
+        const label = Number.parseInt(data.toString('utf8').trim(), 10);
+        if (!Number.isInteger(label)) throw new UserError(`${where}: ${entry.header.name} is not a decimal label`);
+        pending.label = label;
+      } else if (IMAGE_EXTS.has(ext.toLowerCase())) {
+        pending.bytes = data;
+        pending.ext = ext;
+      }
+    }
+    yield* flush();
+  } catch (err) {
+    if (err instanceof UserError) throw err;
+    throw new UserError(`${where}: unreadable tar shard (${(err as Error).message})`, { cause: err });
+  }
+}
+
+export interface ReadShardOptions {
+  /** Check size and sha256 against the manifest before yielding anything (the shard is buffered). Default false. */
+  verify?: boolean;
+  /** Class names indexed by label. Default ['cats', 'dogs']. */
+  classes?: string[];
+}
+
+/** Streams a shard's samples. With verify, a mismatch throws naming the shard. */
+export async function* readShard(
+  storage: Storage,
+  shard: Pick<ShardInfo, 'path'> & Partial<ShardInfo>,
+  options: ReadShardOptions = {},
+): AsyncGenerator<EncodedSample> {
+  const where = storage.urlOf(shard.path);
+  if (options.verify) {
+    const data = await storage.read(shard.path);
+    checkShardBytes(data, shard, where);
+    yield* parseShard(Readable.from([data]), where, options.classes);
+    return;
+  }
+  yield* parseShard(await storage.readStream(shard.path), where, options.classes);
+}
+
+export function checkShardBytes(data: Uint8Array, shard: Partial<ShardInfo>, where: string): void {
+  if (shard.bytes !== undefined && data.length !== shard.bytes) {
+    throw new UserError(`${where}: shard is ${data.length} bytes, manifest says ${shard.bytes}`);
+  }
+  if (shard.sha256 !== undefined) {
+    const actual = sha256(data);
+    if (actual !== shard.sha256) throw new UserError(`${where}: sha256 mismatch (got ${actual}, manifest says ${shard.sha256})`);
+  }
+}

@@ -18,7 +18,7 @@ export interface EncodedSample {
 
 /** Fixed tar header fields: no timestamps, owners or modes from the machine that wrote the shard. */
 function header(name: string, size: number): tar.Header {
-  return { name, size, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0, uname: '', gname: '', type: 'file', linkname: null, devmajor: 0, devminor: 0 };
+  return { name, size, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0, uname: '', gname: '', type: 'file', linkname: '', devmajor: 0, devminor: 0 };
 }
 
 /** Streams one shard into storage while hashing it; returns its size and sha256. */

@@ -1,0 +1,7 @@
+// @catdog/backend: tfjs backend selection and the wasm training kernels.
+export { initBackend, BACKEND_REQUESTS } from './select.js';
+export type { BackendRequest, BackendChoice, InitBackendOptions } from './select.js';
+export { addBackendOptions } from './cli.js';
+export type { BackendCliOptions } from './cli.js';
+export { BackendUnavailableError } from './errors.js';
+export { registerWasmTrainingKernels, wasmTrainingKernelNames } from './wasm-kernels.js';

@@ -1,0 +1,391 @@
+// Training kernels for @tensorflow/tfjs-backend-wasm.
+//
+// The wasm backend (4.22) lacks Conv2DBackpropFilter and both depthwise backprop kernels, and its
+// Conv2DBackpropInput is a naive loop ~10× slower than the forward conv. Here the convolution
+// gradients are rewritten as forward convolutions so that they run on the backend's own XNNPACK
+// conv (the fastest code in the binary):
+//   dx = conv(dy with zeros inserted between rows/cols for stride > 1, filter flipped in space and
+//        with in/out channels swapped), padded so the output has the input's size;
+//   dW = conv(x transposed to [Cin, H, W, B], dy transposed to [Ho, Wo, B, Cout]) with the forward
+//        stride as dilation, giving [Cin, kh, kw, Cout], transposed back to [kh, kw, Cin, Cout].
+// Depthwise gradients are cheap (one MAC per output element and tap) and run as tight loops over
+// channels-last data directly on the wasm heap.
+// Anything outside what these rewrites cover (NCHW data, unusual explicit padding) falls back to
+// the backend's original kernel, so registering never makes a case fail that worked before.
+import * as tf from '@tensorflow/tfjs';
+
+type Shape = number[];
+interface TensorInfo {
+  dataId: object;
+  shape: Shape;
+  dtype: tf.DataType;
+}
+interface WasmBackend {
+  dataIdMap: { get(dataId: object): { id: number; memoryOffset: number } };
+  makeOutput(shape: Shape, dtype: tf.DataType): TensorInfo;
+  typedArrayFromHeap(t: TensorInfo): Float32Array | Int32Array | Uint8Array;
+  disposeData(dataId: object, force?: boolean): boolean;
+}
+type Attrs = Record<string, unknown>;
+type KernelFn = (args: { inputs: Record<string, TensorInfo>; backend: WasmBackend; attrs: Attrs }) => TensorInfo;
+
+const BACKEND = 'wasm';
+
+function kernel(name: string): KernelFn {
+  const k = tf.getKernel(name, BACKEND);
+  if (!k) throw new Error(`wasm kernel ${name} is not registered (is @tensorflow/tfjs-backend-wasm imported?)`);
+  return k.kernelFunc as unknown as KernelFn;
+}
+
+function f32(backend: WasmBackend, t: TensorInfo): Float32Array {
+  // A fresh view every time: any allocation may grow (and detach) the heap's ArrayBuffer.
+  return backend.typedArrayFromHeap(t) as Float32Array;
+}
+
+function transpose(backend: WasmBackend, x: TensorInfo, perm: number[]): TensorInfo {
+  return kernel('Transpose')({ inputs: { x }, backend, attrs: { perm } });
+}
+
+function conv2dForward(
+  backend: WasmBackend,
+  x: TensorInfo,
+  filter: TensorInfo,
+  strides: [number, number],
+  dilations: [number, number],
+  pad: [[number, number], [number, number], [number, number], [number, number]],
+): TensorInfo {
+  return kernel('Conv2D')({
+    inputs: { x, filter },
+    backend,
+    attrs: { strides, dilations, pad, dataFormat: 'NHWC', dimRoundingMode: undefined },
+  });
+}
+
+function isChannelsLast(dataFormat: unknown): boolean {
+  return dataFormat == null || dataFormat === 'NHWC' || dataFormat === 'channelsLast';
+}
+
+/** Saved original kernels, for the cases the rewrites do not cover. */
+const originals = new Map<string, KernelFn>();
+
+function fallback(name: string): KernelFn {
+  const k = originals.get(name);
+  if (!k) throw new Error(`wasm kernel ${name}: no fallback for this configuration`);
+  return k;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conv2DBackpropInput
+
+function conv2DBackpropInput({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
+  const { dy, filter } = inputs as { dy: TensorInfo; filter: TensorInfo };
+  const { strides, pad, dataFormat, dimRoundingMode, inputShape } = attrs as {
+    strides: number | [number, number];
+    pad: tf.backend_util.ExplicitPadding | 'valid' | 'same' | number;
+    dataFormat?: string;
+    dimRoundingMode?: 'floor' | 'round' | 'ceil';
+    inputShape: [number, number, number, number];
+  };
+  if (!isChannelsLast(dataFormat)) return fallback('Conv2DBackpropInput')({ inputs, backend, attrs });
+  const info = tf.backend_util.computeConv2DInfo(
+    inputShape,
+    filter.shape as [number, number, number, number],
+    strides,
+    1,
+    pad,
+    dimRoundingMode,
+  );
+  const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
+  const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
+  const padTop = kh - 1 - info.padInfo.top;
+  const padLeft = kw - 1 - info.padInfo.left;
+  const hd = (Ho - 1) * sh + 1; // height of dy with zeros inserted
+  const wd = (Wo - 1) * sw + 1;
+  const padBottom = H + kh - 1 - padTop - hd;
+  const padRight = W + kw - 1 - padLeft - wd;
+  if (padTop < 0 || padLeft < 0 || padBottom < 0 || padRight < 0) {
+    return fallback('Conv2DBackpropInput')({ inputs, backend, attrs });
+  }
+
+  // Filter flipped in space, channels swapped: [kh, kw, Ci, Co] -> [kh, kw, Co, Ci].
+  const flipped = backend.makeOutput([kh, kw, Co, Ci], 'float32');
+  {
+    const src = f32(backend, filter);
+    const dst = f32(backend, flipped);
+    for (let i = 0; i < kh; i++) {
+      for (let j = 0; j < kw; j++) {
+        const s0 = ((kh - 1 - i) * kw + (kw - 1 - j)) * Ci * Co;
+        const d0 = (i * kw + j) * Co * Ci;
+        for (let c = 0; c < Ci; c++) {
+          const sRow = s0 + c * Co;
+          for (let o = 0; o < Co; o++) dst[d0 + o * Ci + c] = src[sRow + o];
+        }
+      }
+    }
+  }
+
+  let source = dy;
+  let dilated: TensorInfo | null = null;
+  if (sh > 1 || sw > 1) {
+    dilated = backend.makeOutput([B, hd, wd, Co], 'float32');
+    const src = f32(backend, dy);
+    const dst = f32(backend, dilated);
+    dst.fill(0);
+    for (let b = 0; b < B; b++) {
+      for (let r = 0; r < Ho; r++) {
+        for (let c = 0; c < Wo; c++) {
+          const s = ((b * Ho + r) * Wo + c) * Co;
+          const d = ((b * hd + r * sh) * wd + c * sw) * Co;
+          dst.set(src.subarray(s, s + Co), d);
+        }
+      }
+    }
+    source = dilated;
+  }
+  const out = conv2dForward(backend, source, flipped, [1, 1], [1, 1], [
+    [0, 0],
+    [padTop, padBottom],
+    [padLeft, padRight],
+    [0, 0],
+  ]);
+  backend.disposeData(flipped.dataId);
+  if (dilated) backend.disposeData(dilated.dataId);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conv2DBackpropFilter
+
+function conv2DBackpropFilter({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
+  const { x, dy } = inputs as { x: TensorInfo; dy: TensorInfo };
+  const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs as {
+    strides: number | [number, number];
+    pad: tf.backend_util.ExplicitPadding | 'valid' | 'same' | number;
+    dataFormat?: string;
+    dimRoundingMode?: 'floor' | 'round' | 'ceil';
+    filterShape: [number, number, number, number];
+  };
+  if (!isChannelsLast(dataFormat)) {
+    throw new Error('Conv2DBackpropFilter on wasm supports channels-last (NHWC) data only');
+  }
+  const info = tf.backend_util.computeConv2DInfo(
+    x.shape as [number, number, number, number],
+    filterShape,
+    strides,
+    1,
+    pad,
+    dimRoundingMode,
+  );
+  const { inHeight: H, inWidth: W, outHeight: Ho, outWidth: Wo } = info;
+  const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
+  const padTop = info.padInfo.top;
+  const padLeft = info.padInfo.left;
+  // Rows the correlation of x (padded) with dy (dilated by the stride) needs: (kh-1) + (Ho-1)*sh + 1.
+  const needH = kh + (Ho - 1) * sh;
+  const needW = kw + (Wo - 1) * sw;
+  let padBottom = needH - H - padTop;
+  let padRight = needW - W - padLeft;
+  // Rows of x beyond needH are never read by the forward conv (valid padding with leftovers):
+  // with zero bottom padding the result has extra rows, which are cut below.
+  const extraH = padBottom < 0 ? -padBottom : 0;
+  const extraW = padRight < 0 ? -padRight : 0;
+  padBottom = Math.max(0, padBottom);
+  padRight = Math.max(0, padRight);
+
+  const xT = transpose(backend, x, [3, 1, 2, 0]); // [Ci, H, W, B]
+  const dyT = transpose(backend, dy, [1, 2, 0, 3]); // [Ho, Wo, B, Co]
+  let g = conv2dForward(backend, xT, dyT, [1, 1], [sh, sw], [
+    [0, 0],
+    [padTop, padBottom],
+    [padLeft, padRight],
+    [0, 0],
+  ]); // [Ci, kh(+extraH), kw(+extraW), Co]
+  backend.disposeData(xT.dataId);
+  backend.disposeData(dyT.dataId);
+  if (extraH > 0 || extraW > 0) {
+    const cut = kernel('Slice')({
+      inputs: { x: g },
+      backend,
+      attrs: { begin: [0, 0, 0, 0], size: [g.shape[0], kh, kw, g.shape[3]] },
+    });
+    backend.disposeData(g.dataId);
+    g = cut;
+  }
+  const out = transpose(backend, g, [1, 2, 0, 3]);
+  backend.disposeData(g.dataId);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Depthwise conv gradients: loops over (batch, output position, tap), channels innermost.
+
+interface DepthwiseGeometry {
+  B: number;
+  H: number;
+  W: number;
+  C: number;
+  m: number;
+  Ho: number;
+  Wo: number;
+  kh: number;
+  kw: number;
+  sh: number;
+  sw: number;
+  dh: number;
+  dw: number;
+  padTop: number;
+  padLeft: number;
+}
+
+function depthwiseGeometry(
+  xShape: [number, number, number, number],
+  filterShape: [number, number, number, number],
+  attrs: Attrs,
+): DepthwiseGeometry {
+  const { strides, pad, dilations, dimRoundingMode } = attrs as {
+    strides: number | [number, number];
+    pad: tf.backend_util.ExplicitPadding | 'valid' | 'same' | number;
+    dilations?: number | [number, number];
+    dimRoundingMode?: 'floor' | 'round' | 'ceil';
+  };
+  const info = tf.backend_util.computeConv2DInfo(
+    xShape,
+    filterShape,
+    strides,
+    dilations ?? 1,
+    pad,
+    dimRoundingMode,
+    true,
+  );
+  return {
+    B: info.batchSize,
+    H: info.inHeight,
+    W: info.inWidth,
+    C: info.inChannels,
+    m: filterShape[3],
+    Ho: info.outHeight,
+    Wo: info.outWidth,
+    kh: info.filterHeight,
+    kw: info.filterWidth,
+    sh: info.strideHeight,
+    sw: info.strideWidth,
+    dh: info.dilationHeight,
+    dw: info.dilationWidth,
+    padTop: info.padInfo.top,
+    padLeft: info.padInfo.left,
+  };
+}
+
+/**
+ * Visits every (input position, tap, output position) triple of a depthwise conv and calls
+ * `body(xBase, fBase, yBase)` with the flat offsets of channel 0 at the input, the filter tap and
+ * the output; the body loops over channels.
+ */
+function forEachTap(g: DepthwiseGeometry, body: (xBase: number, fBase: number, yBase: number) => void): void {
+  const { B, H, W, C, m, Ho, Wo, kh, kw, sh, sw, dh, dw, padTop, padLeft } = g;
+  const Cm = C * m;
+  for (let b = 0; b < B; b++) {
+    for (let oi = 0; oi < Ho; oi++) {
+      for (let ki = 0; ki < kh; ki++) {
+        const i = oi * sh + ki * dh - padTop;
+        if (i < 0 || i >= H) continue;
+        for (let oj = 0; oj < Wo; oj++) {
+          const yBase = ((b * Ho + oi) * Wo + oj) * Cm;
+          for (let kj = 0; kj < kw; kj++) {
+            const j = oj * sw + kj * dw - padLeft;
+            if (j < 0 || j >= W) continue;
+            body(((b * H + i) * W + j) * C, (ki * kw + kj) * Cm, yBase);
+          }
+        }
+      }
+    }
+  }
+}
+
+function depthwiseBackpropInput({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
+  const { dy, filter } = inputs as { dy: TensorInfo; filter: TensorInfo };
+  const inputShape = attrs.inputShape as [number, number, number, number];
+  const g = depthwiseGeometry(inputShape, filter.shape as [number, number, number, number], attrs);
+  const out = backend.makeOutput(inputShape, 'float32');
+  const dx = f32(backend, out);
+  const dyv = f32(backend, dy);
+  const w = f32(backend, filter);
+  dx.fill(0);
+  const { C, m } = g;
+  if (m === 1) {
+    forEachTap(g, (xb, fb, yb) => {
+      for (let c = 0; c < C; c++) dx[xb + c] += dyv[yb + c] * w[fb + c];
+    });
+  } else {
+    forEachTap(g, (xb, fb, yb) => {
+      for (let c = 0; c < C; c++) {
+        let s = 0;
+        for (let q = 0; q < m; q++) s += dyv[yb + c * m + q] * w[fb + c * m + q];
+        dx[xb + c] += s;
+      }
+    });
+  }
+  return out;
+}
+
+function depthwiseBackpropFilter({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
+  const { x, dy } = inputs as { x: TensorInfo; dy: TensorInfo };
+  const filterShape = attrs.filterShape as [number, number, number, number];
+  const g = depthwiseGeometry(x.shape as [number, number, number, number], filterShape, attrs);
+  const acc = new Float32Array(filterShape[0] * filterShape[1] * filterShape[2] * filterShape[3]);
+  const xv = f32(backend, x);
+  const dyv = f32(backend, dy);
+  const { C, m } = g;
+  if (m === 1) {
+    forEachTap(g, (xb, fb, yb) => {
+      for (let c = 0; c < C; c++) acc[fb + c] += xv[xb + c] * dyv[yb + c];
+    });
+  } else {
+    forEachTap(g, (xb, fb, yb) => {
+      for (let c = 0; c < C; c++) {
+        const xc = xv[xb + c];
+        for (let q = 0; q < m; q++) acc[fb + c * m + q] += xc * dyv[yb + c * m + q];
+      }
+    });
+  }
+  const out = backend.makeOutput(filterShape, 'float32');
+  f32(backend, out).set(acc);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const TRAINING_KERNELS: Array<{ kernelName: string; kernelFunc: KernelFn }> = [
+  { kernelName: 'Conv2DBackpropInput', kernelFunc: conv2DBackpropInput },
+  { kernelName: 'Conv2DBackpropFilter', kernelFunc: conv2DBackpropFilter },
+  { kernelName: 'DepthwiseConv2dNativeBackpropInput', kernelFunc: depthwiseBackpropInput },
+  { kernelName: 'DepthwiseConv2dNativeBackpropFilter', kernelFunc: depthwiseBackpropFilter },
+];
+
+let registered = false;
+
+/** Names of the kernels this package registers (or replaces) for the wasm backend. */
+export const wasmTrainingKernelNames: readonly string[] = TRAINING_KERNELS.map((k) => k.kernelName);
+
+/**
+ * Registers the training kernels for 'wasm' (idempotent). Call after importing
+ * @tensorflow/tfjs-backend-wasm, whose own registrations are replaced where they exist.
+ */
+export function registerWasmTrainingKernels(): void {
+  if (registered) return;
+  for (const { kernelName, kernelFunc } of TRAINING_KERNELS) {
+    const existing = tf.getKernel(kernelName, BACKEND);
+    if (existing) {
+      originals.set(kernelName, existing.kernelFunc as unknown as KernelFn);
+      tf.unregisterKernel(kernelName, BACKEND);
+    }
+    // The original's setupFunc (binding its C function) must still run at backend init for the fallback.
+    tf.registerKernel({
+      kernelName,
+      backendName: BACKEND,
+      kernelFunc: kernelFunc as unknown as tf.KernelFunc,
+      setupFunc: existing?.setupFunc,
+    });
+  }
+  registered = true;
+}

@@ -1,0 +1,249 @@
+// Every wasm training kernel registered by @catdog/backend against the cpu backend's reference
+// kernel, over a grid of shapes, strides, paddings, dilations, channel counts and batch sizes.
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-cpu';
+import { initBackend, wasmTrainingKernelNames } from '@catdog/backend';
+
+type Pad = 'valid' | 'same';
+
+function random(n: number, seed: number): Float32Array {
+  // Deterministic values in [-1, 1) (LCG), so failures reproduce.
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s / 2 ** 31 - 1;
+  }
+  return out;
+}
+
+function size(shape: number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Runs one kernel on a backend with the given inputs (as flat arrays) and returns its output. */
+function runKernel(
+  backend: string,
+  kernelName: string,
+  inputs: Record<string, { shape: number[]; values: Float32Array }>,
+  attrs: Record<string, unknown>,
+): { shape: number[]; values: Float32Array } {
+  tf.setBackend(backend);
+  return tf.tidy(() => {
+    const ins: Record<string, tf.Tensor> = {};
+    for (const [k, v] of Object.entries(inputs)) ins[k] = tf.tensor(v.values, v.shape);
+    const out = tf.engine().runKernel(kernelName, ins, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
+    return { shape: out.shape, values: out.dataSync() as Float32Array };
+  });
+}
+
+function assertClose(
+  actual: { shape: number[]; values: Float32Array },
+  expected: { shape: number[]; values: Float32Array },
+  label: string,
+): void {
+  assert.deepEqual(actual.shape, expected.shape, `${label}: shape`);
+  let scale = 1;
+  for (const v of expected.values) scale = Math.max(scale, Math.abs(v));
+  let worst = 0;
+  for (let i = 0; i < expected.values.length; i++) {
+    worst = Math.max(worst, Math.abs(actual.values[i]! - expected.values[i]!));
+  }
+  assert.ok(worst <= 1e-5 * scale * 10, `${label}: max abs error ${worst} (scale ${scale})`);
+}
+
+function compare(
+  kernelName: string,
+  inputs: Record<string, { shape: number[]; values: Float32Array }>,
+  attrs: Record<string, unknown>,
+  label: string,
+): void {
+  assertClose(runKernel('wasm', kernelName, inputs, attrs), runKernel('cpu', kernelName, inputs, attrs), label);
+}
+
+/** A [k, k, C, m] filter with d-1 zeros between taps: dilation d equals dilation 1 with it. */
+function dilateFilter(values: Float32Array, k: number, C: number, m: number, d: number): { shape: number[]; values: Float32Array } {
+  const K = (k - 1) * d + 1;
+  const out = new Float32Array(K * K * C * m);
+  for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) {
+    out.set(values.subarray((i * k + j) * C * m, (i * k + j + 1) * C * m), (i * d * K + j * d) * C * m);
+  }
+  return { shape: [K, K, C, m], values: out };
+}
+
+function convCases(): Array<{ B: number; H: number; W: number; Ci: number; Co: number; kh: number; kw: number; s: number; pad: Pad }> {
+  const cases = [];
+  for (const [B, H, W] of [
+    [1, 7, 7],
+    [3, 8, 11],
+    [2, 5, 4],
+  ] as const) {
+    for (const [Ci, Co] of [
+      [1, 2],
+      [3, 8],
+      [6, 5],
+    ] as const) {
+      for (const [kh, kw] of [
+        [1, 1],
+        [3, 3],
+        [2, 3],
+      ] as const) {
+        if (kh > H || kw > W) continue;
+        for (const s of [1, 2]) for (const pad of ['valid', 'same'] as Pad[]) cases.push({ B, H, W, Ci, Co, kh, kw, s, pad });
+      }
+    }
+  }
+  return cases;
+}
+
+before(async () => {
+  await initBackend({ backend: 'wasm', log: () => {} });
+  await tf.setBackend('cpu');
+  await tf.ready();
+});
+
+test('the package registers the training kernels for wasm', () => {
+  for (const name of [
+    'Conv2DBackpropInput',
+    'Conv2DBackpropFilter',
+    'DepthwiseConv2dNativeBackpropInput',
+    'DepthwiseConv2dNativeBackpropFilter',
+  ]) {
+    assert.ok(wasmTrainingKernelNames.includes(name), name);
+    assert.ok(tf.getKernel(name, 'wasm'), `${name} registered for wasm`);
+  }
+});
+
+test('Conv2DBackpropInput matches cpu over shapes, strides and paddings', () => {
+  let n = 0;
+  for (const c of convCases()) {
+    const info = tf.backend_util.computeConv2DInfo([c.B, c.H, c.W, c.Ci], [c.kh, c.kw, c.Ci, c.Co], c.s, 1, c.pad);
+    const dyShape = [c.B, info.outHeight, info.outWidth, c.Co];
+    const wShape = [c.kh, c.kw, c.Ci, c.Co];
+    compare(
+      'Conv2DBackpropInput',
+      { dy: { shape: dyShape, values: random(size(dyShape), ++n) }, filter: { shape: wShape, values: random(size(wShape), ++n) } },
+      { inputShape: [c.B, c.H, c.W, c.Ci], strides: [c.s, c.s], pad: c.pad, dataFormat: 'NHWC' },
+      `dx ${JSON.stringify(c)}`,
+    );
+  }
+  assert.ok(n > 100);
+});
+
+test('Conv2DBackpropFilter matches cpu over shapes, strides and paddings', () => {
+  let n = 0;
+  for (const c of convCases()) {
+    const info = tf.backend_util.computeConv2DInfo([c.B, c.H, c.W, c.Ci], [c.kh, c.kw, c.Ci, c.Co], c.s, 1, c.pad);
+    const xShape = [c.B, c.H, c.W, c.Ci];
+    const dyShape = [c.B, info.outHeight, info.outWidth, c.Co];
+    compare(
+      'Conv2DBackpropFilter',
+      { x: { shape: xShape, values: random(size(xShape), ++n) }, dy: { shape: dyShape, values: random(size(dyShape), ++n) } },
+      { filterShape: [c.kh, c.kw, c.Ci, c.Co], strides: [c.s, c.s], pad: c.pad, dataFormat: 'NHWC' },
+      `dW ${JSON.stringify(c)}`,
+    );
+  }
+  assert.ok(n > 100);
+});
+
+test('Conv2D gradients with explicit padding and rectangular strides match cpu', () => {
+  const xShape = [2, 9, 10, 3];
+  const wShape = [3, 2, 3, 4];
+  const pad = [
+    [0, 0],
+    [1, 2],
+    [0, 1],
+    [0, 0],
+  ];
+  const info = tf.backend_util.computeConv2DInfo(xShape as [number, number, number, number], wShape as [number, number, number, number], [2, 1], 1, pad as tf.backend_util.ExplicitPadding);
+  const dyShape = [2, info.outHeight, info.outWidth, 4];
+  const attrs = { strides: [2, 1], pad, dataFormat: 'NHWC' };
+  compare('Conv2DBackpropInput', { dy: { shape: dyShape, values: random(size(dyShape), 7) }, filter: { shape: wShape, values: random(size(wShape), 8) } }, { ...attrs, inputShape: xShape }, 'dx explicit');
+  compare('Conv2DBackpropFilter', { x: { shape: xShape, values: random(size(xShape), 9) }, dy: { shape: dyShape, values: random(size(dyShape), 10) } }, { ...attrs, filterShape: wShape }, 'dW explicit');
+});
+
+test('depthwise conv gradients match cpu over shapes, strides, dilations, multipliers and paddings', () => {
+  let n = 0;
+  for (const [B, H, W] of [
+    [1, 7, 7],
+    [3, 8, 9],
+  ] as const) {
+    for (const C of [1, 4, 7]) {
+      for (const m of [1, 2]) {
+        for (const k of [1, 3]) {
+          for (const [s, d] of [
+            [1, 1],
+            [2, 1],
+            [1, 2],
+          ] as const) {
+            for (const pad of ['valid', 'same'] as Pad[]) {
+              const xShape = [B, H, W, C];
+              const wShape = [k, k, C, m];
+              const info = tf.backend_util.computeConv2DInfo(xShape as [number, number, number, number], wShape as [number, number, number, number], s, d, pad, undefined, true);
+              const dyShape = [B, info.outHeight, info.outWidth, C * m];
+              const attrs = { strides: [s, s], dilations: [d, d], pad };
+              const label = JSON.stringify({ B, H, W, C, m, k, s, d, pad });
+              const dy = { shape: dyShape, values: random(size(dyShape), ++n) };
+              const filter = { shape: wShape, values: random(size(wShape), ++n) };
+              const x = { shape: xShape, values: random(size(xShape), ++n) };
+              if (d === 1) {
+                compare('DepthwiseConv2dNativeBackpropInput', { dy, filter }, { ...attrs, inputShape: xShape }, `depthwise dx ${label}`);
+                compare('DepthwiseConv2dNativeBackpropFilter', { x, dy }, { ...attrs, filterShape: wShape }, `depthwise dW ${label}`);
+              } else {
+                // The cpu kernels ignore dilations; the reference is dilation 1 with a zero-dilated filter.
+                const big = dilateFilter(filter.values, k, C, m, d);
+                const plain = { strides: [s, s], dilations: [1, 1], pad };
+                assertClose(
+                  runKernel('wasm', 'DepthwiseConv2dNativeBackpropInput', { dy, filter }, { ...attrs, inputShape: xShape }),
+                  runKernel('cpu', 'DepthwiseConv2dNativeBackpropInput', { dy, filter: big }, { ...plain, inputShape: xShape }),
+                  `depthwise dx ${label}`,
+                );
+                const gBig = runKernel('cpu', 'DepthwiseConv2dNativeBackpropFilter', { x, dy }, { ...plain, filterShape: big.shape });
+                const K = big.shape[0]!;
+                const taps = new Float32Array(size(wShape));
+                for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) {
+                  taps.set(gBig.values.subarray((i * d * K + j * d) * C * m, (i * d * K + j * d + 1) * C * m), (i * k + j) * C * m);
+                }
+                assertClose(
+                  runKernel('wasm', 'DepthwiseConv2dNativeBackpropFilter', { x, dy }, { ...attrs, filterShape: wShape }),
+                  { shape: wShape, values: taps },
+                  `depthwise dW ${label}`,
+                );
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  assert.ok(n > 200);
+});
+
+test('end-to-end gradients of conv2d + depthwise + relu through tf.grads match cpu', () => {
+  const xShape = [2, 12, 12, 3];
+  const x0 = random(size(xShape), 101);
+  const w1 = random(3 * 3 * 3 * 8, 102);
+  const w2 = random(3 * 3 * 8 * 1, 103);
+  const grads = (backend: string) => {
+    tf.setBackend(backend);
+    return tf.tidy(() => {
+      const x = tf.tensor4d(x0, xShape as [number, number, number, number]);
+      const a = tf.tensor4d(w1, [3, 3, 3, 8]);
+      const b = tf.tensor4d(w2, [3, 3, 8, 1]);
+      const f = (x: tf.Tensor4D, a: tf.Tensor4D, b: tf.Tensor4D) =>
+        tf.depthwiseConv2d(tf.relu(tf.conv2d(x, a, 2, 'same')), b, 1, 'valid').square().mean();
+      return tf.grads(f as (...args: tf.Tensor[]) => tf.Tensor)([x, a, b]).map((g) => g.dataSync() as Float32Array);
+    });
+  };
+  const expected = grads('cpu');
+  const actual = grads('wasm');
+  for (let k = 0; k < expected.length; k++) {
+    const e = expected[k]!;
+    const a = actual[k]!;
+    let scale = 1e-6;
+    for (const v of e) scale = Math.max(scale, Math.abs(v));
+    for (let i = 0; i < e.length; i++) assert.ok(Math.abs(a[i]! - e[i]!) <= 1e-4 * scale, `grad ${k}[${i}]`);
+  }
+});

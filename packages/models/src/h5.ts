@@ -1,7 +1,7 @@
 // Keras HDF5 weight files (save_weights files and full-model model.save files), read with h5wasm and
 // mapped onto a tfjs model by layer name, as Keras' load_weights(by_name=True) does.
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile, stat } from 'node:fs/promises';
+import { mkdtemp, open, rm, writeFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -70,6 +70,24 @@ function toFloat32(dataset: H5Dataset, where: string): Float32Array {
   throw new UserError(`${where}: weight dataset has unsupported type ${JSON.stringify(dataset.dtype)}`);
 }
 
+const HDF5_SIGNATURE = Buffer.from([0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]);
+
+/** HDF5's superblock signature sits at offset 0, 512, 1024, 2048, … (checked here to fail cleanly, without HDF5's diagnostics). */
+async function hasHdf5Signature(path: string): Promise<boolean> {
+  const fh = await open(path, 'r');
+  try {
+    for (const offset of [0, 512, 1024, 2048, 4096]) {
+      const buf = Buffer.alloc(8);
+      const { bytesRead } = await fh.read(buf, 0, 8, offset);
+      if (bytesRead < 8) return false;
+      if (buf.equals(HDF5_SIGNATURE)) return true;
+    }
+    return false;
+  } finally {
+    await fh.close();
+  }
+}
+
 /** Fetches http(s):// and s3:// files into a temporary local file (h5wasm reads from the host filesystem). */
 async function localCopy(fileOrUrl: string): Promise<{ path: string; cleanup: () => Promise<void> }> {
   if (/^https?:\/\//.test(fileOrUrl) || isS3Url(fileOrUrl)) {
@@ -113,6 +131,7 @@ export async function readKerasH5Weights(fileOrUrl: string): Promise<KerasH5Weig
   const { path, cleanup } = await localCopy(fileOrUrl);
   let file: InstanceType<H5Module['File']> | undefined;
   try {
+    if (!(await hasHdf5Signature(path))) throw new UserError(`${fileOrUrl}: not an HDF5 file (no HDF5 signature; expected a Keras .h5 weight file)`);
     try {
       file = new h5wasm.File(path, 'r');
     } catch (err) {

@@ -1,0 +1,168 @@
+// Keras HDF5 weight files: the real fixtures in ../shared/fixtures/keras-h5 (see their SOURCE.md notes).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { kerasH5Dir } from '../helpers/fixtures.js';
+import { readKerasH5Weights, loadKerasH5Weights, leafLayers } from '@catdog/models';
+
+await tf.setBackend('cpu');
+const mnistFile = join(kerasH5Dir, 'mnist_cnn_full_model.h5');
+const mobilenetFile = join(kerasH5Dir, 'mobilenet_2_5_224_tf_no_top.h5');
+
+/** The training script's model (kerasMNIST.py), with tf.keras' layer names. */
+function buildMnist(denseUnits = 128, extra = false): tf.LayersModel {
+  const m = tf.sequential();
+  m.add(tf.layers.conv2d({ name: 'conv2d', filters: 30, kernelSize: 5, activation: 'relu', inputShape: [28, 28, 1] }));
+  m.add(tf.layers.maxPooling2d({ name: 'max_pooling2d', poolSize: 2 }));
+  m.add(tf.layers.conv2d({ name: 'conv2d_1', filters: 15, kernelSize: 3, activation: 'relu' }));
+  m.add(tf.layers.maxPooling2d({ name: 'max_pooling2d_1', poolSize: 2 }));
+  m.add(tf.layers.dropout({ name: 'dropout', rate: 0.2 }));
+  m.add(tf.layers.flatten({ name: 'flatten' }));
+  m.add(tf.layers.dense({ name: 'dense', units: denseUnits, activation: 'relu' }));
+  m.add(tf.layers.dense({ name: 'dense_1', units: 50, activation: 'relu' }));
+  m.add(tf.layers.dense({ name: 'dense_2', units: 10, activation: 'softmax' }));
+  if (extra) m.add(tf.layers.dense({ name: 'dense_3', units: 2 }));
+  return m;
+}
+
+const sum = (a: Float32Array | number[]) => Array.from(a).reduce((s, v) => s + v, 0);
+
+test('reads a full-model file (model_weights group): layer names, weight names, shapes, values', async () => {
+  const f = await readKerasH5Weights(mnistFile);
+  assert.equal(f.kind, 'model');
+  assert.equal(f.kerasVersion, '2.4.0');
+  assert.equal(f.backend, 'tensorflow');
+  assert.deepEqual(f.layerNames, ['conv2d', 'max_pooling2d', 'conv2d_1', 'max_pooling2d_1', 'dropout', 'flatten', 'dense', 'dense_1', 'dense_2']);
+  assert.deepEqual([...f.layers.keys()], ['conv2d', 'conv2d_1', 'dense', 'dense_1', 'dense_2']);
+  const [kernel, bias] = f.layers.get('conv2d')!;
+  assert.equal(kernel.name, 'conv2d/kernel:0');
+  assert.deepEqual(kernel.shape, [5, 5, 1, 30]);
+  assert.ok(Math.abs(kernel.values[0] - 0.0005567583) < 1e-9);
+  assert.ok(Math.abs(kernel.values[1] - 0.1742226) < 1e-6);
+  assert.ok(Math.abs(sum(kernel.values) - -15.740608) < 1e-3);
+  assert.deepEqual(bias.shape, [30]);
+  assert.deepEqual(f.layers.get('dense')![0].shape, [375, 128]);
+  assert.ok(Math.abs(sum(f.layers.get('dense')![0].values) - -851.71789) < 1e-2);
+  const params = [...f.layers.values()].flat().reduce((n, w) => n + w.values.length, 0);
+  assert.equal(params, 59933);
+});
+
+test('loads the full-model file into the same architecture built in code and runs it', async () => {
+  const model = buildMnist();
+  const result = await loadKerasH5Weights(model, mnistFile);
+  assert.deepEqual(result.loaded, ['conv2d', 'conv2d_1', 'dense', 'dense_1', 'dense_2']);
+  assert.deepEqual(result.missing, []);
+  assert.deepEqual(result.unused, []);
+  const k = model.getLayer('dense_2').getWeights()[0];
+  assert.deepEqual(k.shape, [50, 10]);
+  const kv = k.dataSync();
+  assert.ok(Math.abs(kv[0] - -0.3683812) < 1e-6 && Math.abs(kv[1] - 0.07413241) < 1e-6);
+  assert.ok(Math.abs(sum(model.getLayer('dense_2').getWeights()[1].dataSync() as Float32Array) - -0.028086) < 1e-4);
+  // A forward pass: a white vertical bar on black, roughly a "1"; the trained net gives a probability distribution.
+  const img = tf.tidy(() => {
+    const buf = tf.buffer([1, 28, 28, 1]);
+    for (let y = 4; y < 24; y++) for (let x = 13; x < 16; x++) buf.set(1, 0, y, x, 0);
+    return buf.toTensor();
+  });
+  const p = (model.predict(img) as tf.Tensor).dataSync();
+  assert.equal(p.length, 10);
+  assert.ok(Math.abs(sum(p as Float32Array) - 1) < 1e-4);
+  const loadedOut = Array.from(p);
+  // The loaded weights, not random ones, produce it.
+  const fresh = (buildMnist().predict(img) as tf.Tensor).dataSync();
+  assert.notDeepEqual(Array.from(fresh), loadedOut);
+});
+
+test('shape mismatch names the layer, expected and found shapes; nothing is assigned', async () => {
+  const model = buildMnist(64);
+  const before = model.getLayer('conv2d').getWeights()[0].dataSync().slice(0, 4);
+  await assert.rejects(loadKerasH5Weights(model, mnistFile), (err: Error) => {
+    assert.equal(err.name, 'UserError');
+    assert.match(err.message, /layer 'dense' weight 0 'dense\/kernel:0': expected shape \[375, 64\], found \[375, 128\]/);
+    assert.match(err.message, /layer 'dense_1'.*expected shape \[64, 50\], found \[128, 50\]/);
+    return true;
+  });
+  assert.deepEqual(model.getLayer('conv2d').getWeights()[0].dataSync().slice(0, 4), before);
+  const skipped = await loadKerasH5Weights(model, mnistFile, { skipMismatch: true });
+  assert.deepEqual(skipped.loaded, ['conv2d', 'conv2d_1', 'dense_2']);
+  assert.deepEqual(skipped.skipped.map((s) => s.layer), ['dense', 'dense_1']);
+});
+
+test('missing layers are named; allowMissing loads the rest', async () => {
+  const model = buildMnist(128, true);
+  await assert.rejects(loadKerasH5Weights(model, mnistFile), /1 model layer\(s\) have no weights in the file: dense_3 \(the file has: conv2d, conv2d_1, dense, dense_1, dense_2\)/);
+  const r = await loadKerasH5Weights(model, mnistFile, { allowMissing: true });
+  assert.deepEqual(r.missing, ['dense_3']);
+  assert.equal(r.loaded.length, 5);
+});
+
+test('bad files: not found, not HDF5', async () => {
+  await assert.rejects(readKerasH5Weights(join(kerasH5Dir, 'nope.h5')), /nope\.h5: Keras weight file not found/);
+  await assert.rejects(readKerasH5Weights(join(kerasH5Dir, 'mnist_cnn_full_model.SOURCE.md')), /not an HDF5 file/);
+});
+
+/** Keras' MobileNet v1 (alpha 0.25) conv base in code: conv1 + 13 depthwise-separable blocks, BN after every conv, ReLU6. */
+function buildMobileNetV1(alpha: number, size: number): tf.LayersModel {
+  const input = tf.input({ shape: [size, size, 3], name: 'input_1' });
+  const relu6 = (name: string) => tf.layers.reLU({ maxValue: 6, name });
+  let x = tf.layers.conv2d({ name: 'conv1', filters: 32 * alpha, kernelSize: 3, strides: 2, padding: 'same', useBias: false }).apply(input) as tf.SymbolicTensor;
+  x = tf.layers.batchNormalization({ name: 'conv1_bn' }).apply(x) as tf.SymbolicTensor;
+  x = relu6('conv1_relu').apply(x) as tf.SymbolicTensor;
+  const blocks: [number, number][] = [[64, 1], [128, 2], [128, 1], [256, 2], [256, 1], [512, 2], [512, 1], [512, 1], [512, 1], [512, 1], [512, 1], [1024, 2], [1024, 1]];
+  blocks.forEach(([filters, stride], i) => {
+    const id = i + 1;
+    x = tf.layers.depthwiseConv2d({ name: `conv_dw_${id}`, kernelSize: 3, strides: stride, padding: 'same', useBias: false }).apply(x) as tf.SymbolicTensor;
+    x = tf.layers.batchNormalization({ name: `conv_dw_${id}_bn` }).apply(x) as tf.SymbolicTensor;
+    x = relu6(`conv_dw_${id}_relu`).apply(x) as tf.SymbolicTensor;
+    x = tf.layers.conv2d({ name: `conv_pw_${id}`, filters: filters * alpha, kernelSize: 1, useBias: false }).apply(x) as tf.SymbolicTensor;
+    x = tf.layers.batchNormalization({ name: `conv_pw_${id}_bn` }).apply(x) as tf.SymbolicTensor;
+    x = relu6(`conv_pw_${id}_relu`).apply(x) as tf.SymbolicTensor;
+  });
+  return tf.model({ inputs: input, outputs: x, name: 'mobilenet_0.25_224' });
+}
+
+test('reads the weights-only MobileNet v1 file (root layer_names, Keras 2.0.4) by name', async () => {
+  const f = await readKerasH5Weights(mobilenetFile);
+  assert.equal(f.kind, 'weights');
+  assert.equal(f.kerasVersion, '2.0.4');
+  assert.equal(f.layerNames.length, 83);
+  assert.equal(f.layerNames[0], 'input_1');
+  assert.equal(f.layerNames[82], 'global_average_pooling2d_1');
+  assert.equal(f.layers.size, 83 - 29);
+  const all = [...f.layers.values()].flat();
+  assert.equal(all.length, 135);
+  assert.equal(all.reduce((n, w) => n + w.values.length, 0), 218544);
+  const bn = f.layers.get('conv_dw_1_bn')!;
+  assert.deepEqual(bn.map((w) => w.name), ['conv_dw_1_bn/gamma:0', 'conv_dw_1_bn/beta:0', 'conv_dw_1_bn/moving_mean:0', 'conv_dw_1_bn/moving_variance:0']);
+  assert.ok(Math.abs(bn[2].values[0] - 48.27794) < 1e-4);
+  assert.deepEqual(f.layers.get('conv_dw_13')![0].shape, [3, 3, 256, 1]);
+  assert.deepEqual(f.layers.get('conv_pw_13')![0].shape, [1, 1, 256, 256]);
+  assert.ok(Math.abs(sum(f.layers.get('conv_pw_13_bn')![0].values) - 2058.310894) < 1e-2);
+});
+
+test('loads the MobileNet v1 file into MobileNet v1 built in code; pretrained BN statistics keep activations sane', async () => {
+  const model = buildMobileNetV1(0.25, 64);
+  const r = await loadKerasH5Weights(model, mobilenetFile);
+  assert.equal(r.loaded.length, 54);
+  assert.deepEqual(r.unused, []);
+  assert.equal(leafLayers(model).filter((l) => l.weights.length > 0).length, 54);
+  assert.equal(model.countParams(), 218544);
+  const mv = model.getLayer('conv1_bn').getWeights()[3].dataSync();
+  assert.ok(Math.abs(mv[0] - 4.523281) < 1e-5);
+  const x = tf.randomUniform([2, 64, 64, 3], -1, 1, 'float32', 7);
+  const y = model.predict(x) as tf.Tensor;
+  assert.deepEqual(y.shape, [2, 2, 2, 256]);
+  const v = y.dataSync();
+  assert.ok(v.every((e) => Number.isFinite(e) && e >= 0 && e <= 6));
+  assert.ok(v.some((e) => e > 0));
+  // A subset of the layers (the stem) in its own stack also loads by name.
+  const stemIn = tf.input({ shape: [32, 32, 3] });
+  let s = tf.layers.conv2d({ name: 'conv1', filters: 8, kernelSize: 3, strides: 2, padding: 'same', useBias: false }).apply(stemIn) as tf.SymbolicTensor;
+  s = tf.layers.batchNormalization({ name: 'conv1_bn' }).apply(s) as tf.SymbolicTensor;
+  const stem = tf.model({ inputs: stemIn, outputs: s });
+  const rs = await loadKerasH5Weights(stem, mobilenetFile);
+  assert.deepEqual(rs.loaded, ['conv1', 'conv1_bn']);
+  assert.equal(rs.unused.length, 52);
+  assert.ok(Math.abs(stem.getLayer('conv1').getWeights()[0].dataSync()[0] - 0.656571) < 1e-6);
+});

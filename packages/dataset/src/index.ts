@@ -27,3 +27,34 @@ export {
 } from './shards.js';
 export { openSource, naturalCompare, flatClassName, type Source, type SourceItem, type SourceLayout } from './sources.js';
 export { openSplit, openImageFolder, type SampleSource, type SplitSource, type OpenSplitOptions } from './readers.js';
+export {
+  buildPlan,
+  parseResize,
+  seededRandom,
+  shardPath,
+  BOOK_SPLIT,
+  DEFAULT_SAMPLES_PER_SHARD,
+  DEFAULT_QUALITY,
+  type Plan,
+  type PlanOptions,
+  type PlannedShard,
+  type SplitSpec,
+} from './plan.js';
+export { encodeImage, type EncodeOptions, type EncodeResult } from './images.js';
+export {
+  prepareDataset,
+  finalizeDataset,
+  workerDefaults,
+  partPath,
+  AbortedError,
+  PARTS_DIR,
+  REPORT_FILE,
+  type PrepareOptions,
+  type PrepProgress,
+  type PrepReport,
+  type FinalizeOptions,
+  type FinalizeReport,
+  type PartFile,
+  type ShardRecord,
+} from './prepare.js';
+export { verifyDataset, inspectDataset, type VerifyReport, type VerifyOptions, type ShardProblem, type InspectReport, type Stats } from './verify.js';

@@ -52,6 +52,8 @@ export interface Manifest {
   classes: string[];
   image: { format: 'jpeg'; resize?: ResizeSpec; quality: number; reencode: 'always' | 'when-needed' };
   sharding: { samplesPerShard: number };
+  /** The book's plain folder layout (<split>/<class>/<key>.jpg) was written too. */
+  folders?: boolean;
   createdBy: { tool: string; version: string; workers: number };
   createdAt: string;
   splits: Record<SplitName, SplitInfo>;

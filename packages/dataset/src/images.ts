@@ -1,0 +1,76 @@
+// Turning a source file into the JPEG stored in a shard: pass-through for clean RGB JPEGs, else decode, convert
+// to 8-bit sRGB (grayscale, CMYK, alpha, 16-bit), optionally resize, and re-encode. Broken files become reasons.
+import sharp from 'sharp';
+import type { ResizeSpec } from './manifest.js';
+
+export interface EncodeOptions {
+  resize?: ResizeSpec;
+  quality: number;
+}
+
+export type EncodeResult = { ok: true; bytes: Buffer; width: number; height: number } | { ok: false; reason: string };
+
+// Many images are decoded at once; one libvips thread each gives the best throughput.
+sharp.concurrency(1);
+
+function sniff(buf: Buffer): string | undefined {
+  if (buf.length >= 3 && buf[0] === 0xff && buf[1] === 0xd8 && buf[2] === 0xff) return 'jpeg';
+  if (buf.length >= 8 && buf.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))) return 'png';
+  return undefined;
+}
+
+function firstLine(err: unknown): string {
+  return ((err as Error)?.message ?? String(err)).split('\n')[0].replace(/^Input (buffer|file) /, '').trim();
+}
+
+/** Encodes one source image for a shard; never throws for bad input. */
+export async function encodeImage(buf: Buffer, options: EncodeOptions): Promise<EncodeResult> {
+  if (buf.length === 0) return { ok: false, reason: 'empty file (0 bytes)' };
+  let meta: sharp.Metadata;
+  try {
+    meta = await sharp(buf).metadata();
+  } catch (err) {
+    const head = buf.subarray(0, 64).toString('latin1');
+    const printable = /^[\x09\x0a\x0d\x20-\x7e]*$/.test(head);
+    return { ok: false, reason: `not an image (${printable ? 'text content' : firstLine(err)})` };
+  }
+  if (!meta.width || !meta.height) return { ok: false, reason: `not an image (no dimensions, format ${meta.format ?? 'unknown'})` };
+  const passThrough =
+    !options.resize &&
+    meta.format === 'jpeg' &&
+    sniff(buf) === 'jpeg' &&
+    meta.space === 'srgb' &&
+    meta.channels === 3 &&
+    meta.depth === 'uchar';
+  try {
+    if (passThrough) {
+      // Decode fully (at 1/8 scale, cheap) so truncated or corrupt JPEGs are caught, then keep the original bytes.
+      await sharp(buf, { failOn: 'truncated' })
+        .resize(Math.max(1, Math.ceil(meta.width / 8)), Math.max(1, Math.ceil(meta.height / 8)), { fit: 'fill' })
+        .raw()
+        .toBuffer();
+      return { ok: true, bytes: buf, width: meta.width, height: meta.height };
+    }
+    let pipeline = sharp(buf, { failOn: 'truncated' });
+    if (meta.hasAlpha) pipeline = pipeline.flatten({ background: '#ffffff' });
+    const r = options.resize;
+    if (r) {
+      pipeline =
+        'shortestSide' in r
+          ? pipeline.resize({ width: r.shortestSide, height: r.shortestSide, fit: 'outside' })
+          : pipeline.resize({ width: r.width, height: r.height, fit: 'fill' });
+    }
+    const { data, info } = await pipeline
+      .toColourspace('srgb')
+      .jpeg({ quality: options.quality, chromaSubsampling: '4:2:0' })
+      .toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3) return { ok: false, reason: `could not convert to RGB (${info.channels} channels)` };
+    return { ok: true, bytes: data, width: info.width, height: info.height };
+  } catch (err) {
+    const msg = firstLine(err);
+    const reason = /premature end|truncat|unexpected end|corrupt|bad huffman|read error|VipsJpeg/i.test(msg)
+      ? `truncated or corrupt image (${msg})`
+      : `undecodable image (${msg})`;
+    return { ok: false, reason };
+  }
+}

@@ -247,3 +247,45 @@ test('end-to-end gradients of conv2d + depthwise + relu through tf.grads match c
     for (let i = 0; i < e.length; i++) assert.ok(Math.abs(a[i]! - e[i]!) <= 1e-4 * scale, `grad ${k}[${i}]`);
   }
 });
+
+test('MaxPoolGrad matches cpu over pool sizes, strides, paddings, channels and batch sizes', () => {
+  let n = 500;
+  let count = 0;
+  for (const [B, H, W, C] of [
+    [1, 6, 6, 1],
+    [2, 9, 7, 5],
+    [3, 8, 8, 16],
+  ] as const) {
+    for (const f of [2, 3]) {
+      for (const s of [1, 2]) {
+        for (const pad of ['valid', 'same'] as Pad[]) {
+          const xShape = [B, H, W, C];
+          const x = { shape: xShape, values: random(size(xShape), ++n) };
+          const attrs = { filterSize: [f, f], strides: [s, s], pad };
+          const y = runKernel('cpu', 'MaxPool', { x }, attrs);
+          const dy = { shape: y.shape, values: random(size(y.shape), ++n) };
+          compare('MaxPoolGrad', { dy, input: x, output: y }, attrs, `maxpool grad ${JSON.stringify({ B, H, W, C, f, s, pad })}`);
+          count++;
+        }
+      }
+    }
+  }
+  assert.equal(count, 24);
+});
+
+test('Sum matches cpu for leading-axis (bias gradient) and other reductions', () => {
+  const xShape = [3, 5, 4, 6];
+  const x = { shape: xShape, values: random(size(xShape), 900) };
+  for (const [axis, keepDims] of [
+    [[0, 1, 2], false],
+    [[0, 1, 2], true],
+    [[0], false],
+    [[0, 1], true],
+    [[3], false],
+    [[1, 2], false],
+    [[0, 1, 2, 3], false],
+    [-1, true],
+  ] as const) {
+    compare('Sum', { x }, { axis, keepDims }, `sum axis ${JSON.stringify(axis)} keepDims ${keepDims}`);
+  }
+});

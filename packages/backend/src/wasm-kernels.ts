@@ -354,12 +354,105 @@ function depthwiseBackpropFilter({ inputs, backend, attrs }: Parameters<KernelFn
 }
 
 // ---------------------------------------------------------------------------------------------
+// MaxPoolGrad: the backend's C loop walks channels outermost (strided access); this walks
+// channels innermost, finding each window's first maximum as the cpu backend does.
+
+function maxPoolGrad({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
+  const { dy, input } = inputs as { dy: TensorInfo; input: TensorInfo };
+  const { filterSize, strides, pad, dimRoundingMode } = attrs as {
+    filterSize: number | [number, number];
+    strides: number | [number, number];
+    pad: 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
+    dimRoundingMode?: 'floor' | 'round' | 'ceil';
+  };
+  if (input.dtype !== 'float32') return fallback('MaxPoolGrad')({ inputs, backend, attrs });
+  const info = tf.backend_util.computePool2DInfo(
+    input.shape as [number, number, number, number],
+    filterSize,
+    strides,
+    1,
+    pad,
+    dimRoundingMode,
+  );
+  const { batchSize: B, inHeight: H, inWidth: W, inChannels: C, outHeight: Ho, outWidth: Wo } = info;
+  const { strideHeight: sh, strideWidth: sw, effectiveFilterHeight: fh, effectiveFilterWidth: fw } = info;
+  const { dilationHeight: dh, dilationWidth: dw } = info;
+  const padTop = info.padInfo.top;
+  const padLeft = info.padInfo.left;
+  const out = backend.makeOutput(input.shape, 'float32');
+  const dx = f32(backend, out);
+  const x = f32(backend, input);
+  const g = f32(backend, dy);
+  dx.fill(0);
+  const best = new Float32Array(C);
+  const where = new Int32Array(C);
+  for (let b = 0; b < B; b++) {
+    for (let oi = 0; oi < Ho; oi++) {
+      for (let oj = 0; oj < Wo; oj++) {
+        best.fill(-Infinity);
+        where.fill(-1);
+        for (let fi = 0; fi < fh; fi += dh) {
+          const i = oi * sh - padTop + fi;
+          if (i < 0 || i >= H) continue;
+          for (let fj = 0; fj < fw; fj += dw) {
+            const j = oj * sw - padLeft + fj;
+            if (j < 0 || j >= W) continue;
+            const base = ((b * H + i) * W + j) * C;
+            for (let c = 0; c < C; c++) {
+              const v = x[base + c]!;
+              if (v > best[c]!) {
+                best[c] = v;
+                where[c] = base + c;
+              }
+            }
+          }
+        }
+        const yBase = ((b * Ho + oi) * Wo + oj) * C;
+        for (let c = 0; c < C; c++) {
+          const at = where[c]!;
+          if (at >= 0) dx[at] += g[yBase + c]!;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sum over leading axes (bias gradients: dy summed over batch, rows and columns). The backend
+// transposes the reduced axes innermost first, a full copy of dy; this accumulates in place.
+
+function sum({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
+  const { x } = inputs as { x: TensorInfo };
+  const { axis, keepDims } = attrs as { axis: number | number[]; keepDims: boolean };
+  const rank = x.shape.length;
+  const axes = tf.util.parseAxisParam(axis, x.shape).sort((a, b) => a - b);
+  const leading = axes.length > 0 && axes.length < rank && axes.every((a, i) => a === i);
+  if (x.dtype !== 'float32' || !leading) return fallback('Sum')({ inputs, backend, attrs });
+  const outer = x.shape.slice(0, axes.length).reduce((a, b) => a * b, 1);
+  const keptShape = x.shape.slice(axes.length);
+  const inner = keptShape.reduce((a, b) => a * b, 1);
+  const acc = new Float64Array(inner);
+  const v = f32(backend, x);
+  for (let o = 0; o < outer; o++) {
+    const base = o * inner;
+    for (let j = 0; j < inner; j++) acc[j] += v[base + j]!;
+  }
+  const outShape = keepDims ? [...axes.map(() => 1), ...keptShape] : keptShape;
+  const out = backend.makeOutput(outShape, 'float32');
+  f32(backend, out).set(acc);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
 
 const TRAINING_KERNELS: Array<{ kernelName: string; kernelFunc: KernelFn }> = [
   { kernelName: 'Conv2DBackpropInput', kernelFunc: conv2DBackpropInput },
   { kernelName: 'Conv2DBackpropFilter', kernelFunc: conv2DBackpropFilter },
   { kernelName: 'DepthwiseConv2dNativeBackpropInput', kernelFunc: depthwiseBackpropInput },
   { kernelName: 'DepthwiseConv2dNativeBackpropFilter', kernelFunc: depthwiseBackpropFilter },
+  { kernelName: 'MaxPoolGrad', kernelFunc: maxPoolGrad },
+  { kernelName: 'Sum', kernelFunc: sum },
 ];
 
 let registered = false;

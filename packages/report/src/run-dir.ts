@@ -1,0 +1,241 @@
+// Reading a run directory (docs/ARCHITECTURE.md, "Run directory"): every file is optional except that a run
+// has config.json or history.json; files that exist must be valid, and errors name the file.
+import { readFile, readdir, stat, mkdir, writeFile, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { UserError } from '@catdog/storage';
+
+/** Per-epoch training history as written by the trainer (Keras `History.history` plus `epoch`, `seconds`, `images_per_s`). */
+export interface History {
+  epoch?: number[];
+  loss?: (number | null)[];
+  acc?: (number | null)[];
+  val_loss?: (number | null)[];
+  val_acc?: (number | null)[];
+  seconds?: (number | null)[];
+  images_per_s?: (number | null)[];
+  [key: string]: unknown;
+}
+
+/** The series the report uses, with Keras' aliases (`accuracy`, `val_accuracy`) folded in and missing values as null. */
+export interface NormalizedHistory {
+  epoch: number[];
+  loss: (number | null)[] | null;
+  acc: (number | null)[] | null;
+  val_loss: (number | null)[] | null;
+  val_acc: (number | null)[] | null;
+  seconds: (number | null)[] | null;
+  images_per_s: (number | null)[] | null;
+}
+
+export interface MisclassifiedImage {
+  key: string;
+  /** True label: 0 = cats, 1 = dogs (or the class name). */
+  label: number | string;
+  /** The model's predicted probability of class 1 (dogs), the sigmoid output. */
+  probability: number;
+  /** Path relative to the run directory, e.g. `misclassified/cat.123.jpg`. */
+  image?: string;
+}
+
+export interface RunMetrics {
+  test?: {
+    accuracy?: number;
+    loss?: number;
+    n?: number;
+    confusion?: number[][];
+    misclassified?: MisclassifiedImage[];
+  };
+  bestValAcc?: number;
+  wallSeconds?: number;
+  imagesPerSecond?: number;
+  epochs?: number;
+  [key: string]: unknown;
+}
+
+export type RunConfig = Record<string, unknown>;
+
+/** Everything the report knows about one run. */
+export interface RunData {
+  dir: string;
+  /** Display name: the run directory's path relative to the runs directory (or its base name). */
+  name: string;
+  config: RunConfig | null;
+  history: NormalizedHistory | null;
+  metrics: RunMetrics | null;
+  summary: string | null;
+}
+
+/** Reads and parses a JSON file; a missing file gives null when `optional`, invalid JSON always names the file. */
+export async function readJsonFile<T = unknown>(path: string, optional = false): Promise<T | null> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (optional && code === 'ENOENT') return null;
+    if (code === 'ENOENT') throw new UserError(`${path}: file not found`);
+    throw new UserError(`${path}: cannot read (${code ?? (err as Error).message})`);
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch (err) {
+    throw new UserError(`${path}: invalid JSON (${(err as Error).message})`);
+  }
+}
+
+async function readTextFile(path: string): Promise<string | null> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new UserError(`${path}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function series(h: Record<string, unknown>, keys: string[], where: string): (number | null)[] | null {
+  for (const key of keys) {
+    const v = h[key];
+    if (v === undefined || v === null) continue;
+    if (!Array.isArray(v)) throw new UserError(`${where}: "${key}" must be an array of numbers, got ${typeof v}`);
+    return v.map((x, i) => {
+      if (x === null) return null;
+      if (typeof x !== 'number') throw new UserError(`${where}: "${key}"[${i}] is ${JSON.stringify(x)}, not a number`);
+      return Number.isFinite(x) ? x : null;
+    });
+  }
+  return null;
+}
+
+/**
+ * Checks a history object and folds Keras' key aliases together. `where` names the source in errors.
+ * `epoch` defaults to 1…n; every series must have one value per epoch (null for a missing value).
+ */
+export function normalizeHistory(history: unknown, where = 'history'): NormalizedHistory {
+  if (!isPlainObject(history)) throw new UserError(`${where}: expected an object of per-epoch arrays, got ${Array.isArray(history) ? 'an array' : typeof history}`);
+  const out = {
+    loss: series(history, ['loss'], where),
+    acc: series(history, ['acc', 'accuracy'], where),
+    val_loss: series(history, ['val_loss'], where),
+    val_acc: series(history, ['val_acc', 'val_accuracy'], where),
+    seconds: series(history, ['seconds'], where),
+    images_per_s: series(history, ['images_per_s'], where),
+  };
+  if (!out.loss && !out.acc && !out.val_loss && !out.val_acc) {
+    throw new UserError(`${where}: no "loss", "acc", "val_loss" or "val_acc" series (keys found: ${Object.keys(history).join(', ') || 'none'})`);
+  }
+  const explicitEpoch = series(history, ['epoch'], where);
+  const n = explicitEpoch?.length ?? Math.max(...Object.values(out).map((s) => s?.length ?? 0));
+  const epoch = explicitEpoch
+    ? explicitEpoch.map((e, i) => {
+        if (e === null || !Number.isInteger(e)) throw new UserError(`${where}: "epoch"[${i}] is ${JSON.stringify(e)}, not an integer`);
+        return e;
+      })
+    : Array.from({ length: n }, (_, i) => i + 1);
+  for (const [key, s] of Object.entries(out)) {
+    if (s && s.length !== epoch.length) {
+      throw new UserError(`${where}: "${key}" has ${s.length} values but there are ${epoch.length} epochs`);
+    }
+  }
+  return { epoch, ...out };
+}
+
+/** Reads `history.json` (optional) of a run. */
+export async function readHistory(path: string, optional = false): Promise<NormalizedHistory | null> {
+  const raw = await readJsonFile(path, optional);
+  return raw === null ? null : normalizeHistory(raw, path);
+}
+
+/** True when `dir` looks like a run directory (has config.json or history.json). */
+export async function isRunDir(dir: string): Promise<boolean> {
+  for (const f of ['config.json', 'history.json']) {
+    try {
+      if ((await stat(join(dir, f))).isFile()) return true;
+    } catch {
+      /* not there */
+    }
+  }
+  return false;
+}
+
+/** Loads a run directory; throws a UserError when it is not one or when a file in it is garbage. */
+export async function loadRun(dir: string, name = basename(dir)): Promise<RunData> {
+  let s;
+  try {
+    s = await stat(dir);
+  } catch {
+    throw new UserError(`run directory ${dir} does not exist`);
+  }
+  if (!s.isDirectory()) throw new UserError(`${dir} is not a directory`);
+  if (!(await isRunDir(dir))) throw new UserError(`${dir} is not a run directory (it has neither config.json nor history.json)`);
+  const configPath = join(dir, 'config.json');
+  const config = await readJsonFile<unknown>(configPath, true);
+  if (config !== null && !isPlainObject(config)) throw new UserError(`${configPath}: expected a JSON object`);
+  const metricsPath = join(dir, 'metrics.json');
+  const metrics = await readJsonFile<unknown>(metricsPath, true);
+  if (metrics !== null && !isPlainObject(metrics)) throw new UserError(`${metricsPath}: expected a JSON object`);
+  if (metrics && metrics.test !== undefined && !isPlainObject(metrics.test)) throw new UserError(`${metricsPath}: "test" must be an object`);
+  return {
+    dir,
+    name,
+    config: config as RunConfig | null,
+    history: await readHistory(join(dir, 'history.json'), true),
+    metrics: metrics as RunMetrics | null,
+    summary: await readTextFile(join(dir, 'summary.txt')),
+  };
+}
+
+/** Folders inside a run that never hold runs themselves. */
+const RUN_INTERNALS = new Set(['model', 'curves', 'misclassified', 'checkpoints', 'node_modules']);
+
+async function subdirs(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { withFileTypes: true });
+  return entries
+    .filter((e) => e.isDirectory() && !e.name.startsWith('.') && !RUN_INTERNALS.has(e.name))
+    .map((e) => e.name)
+    .sort();
+}
+
+/**
+ * Every run directory under `runsDir`: `runsDir` itself if it is a run, its children that are runs, and their
+ * children one level deeper (runs grouped in folders). A run's own folders are not searched.
+ */
+export async function findRunDirs(runsDir: string): Promise<string[]> {
+  let s;
+  try {
+    s = await stat(runsDir);
+  } catch {
+    throw new UserError(`runs directory ${runsDir} does not exist`);
+  }
+  if (!s.isDirectory()) throw new UserError(`${runsDir} is not a directory`);
+  if (await isRunDir(runsDir)) return [runsDir];
+  const found: string[] = [];
+  for (const child of await subdirs(runsDir)) {
+    const childDir = join(runsDir, child);
+    if (await isRunDir(childDir)) {
+      found.push(childDir);
+      continue;
+    }
+    for (const grandchild of await subdirs(childDir)) {
+      const dir = join(childDir, grandchild);
+      if (await isRunDir(dir)) found.push(dir);
+    }
+  }
+  return found;
+}
+
+/** Writes a file atomically (temporary file + rename) so a failed run never leaves half a report. */
+export async function writeFileAtomic(path: string, data: string | Buffer): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
+  try {
+    await writeFile(tmp, data);
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw new UserError(`${path}: cannot write (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+}

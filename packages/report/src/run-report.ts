@@ -1,0 +1,263 @@
+// One self-contained HTML page per run: config, final and best metrics, curves, summary, diagram, confusion
+// matrix and the misclassified test images with the model's predicted probability.
+import { readFile, stat } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
+import sharp from 'sharp';
+import { UserError } from '@catdog/storage';
+import { curveSpec, renderVegaLiteSvg } from './curves.js';
+import { modelDiagram } from './model-diagram.js';
+import { assertOffline, dataUri, esc, formatNumber, formatPercent, formatSeconds, htmlPage, svgUri } from './html.js';
+import { loadRun, readJsonFile, writeFileAtomic, type MisclassifiedImage, type RunData } from './run-dir.js';
+
+/** The numbers a reader compares runs by, from metrics.json when present, else derived from history.json. */
+export interface RunSummary {
+  name: string;
+  dir: string;
+  strategy: string | null;
+  base: string | null;
+  backend: string | null;
+  /** Epochs actually run. */
+  epochs: number | null;
+  /** Epochs asked for in config.json (differs from `epochs` for stopped or unfinished runs). */
+  plannedEpochs: number | null;
+  bestValAcc: number | null;
+  bestValEpoch: number | null;
+  finalAcc: number | null;
+  finalValAcc: number | null;
+  finalLoss: number | null;
+  finalValLoss: number | null;
+  testAcc: number | null;
+  testLoss: number | null;
+  testN: number | null;
+  wallSeconds: number | null;
+  imagesPerSecond: number | null;
+}
+
+const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+
+function describe(v: unknown, keys: string[]): string | null {
+  if (typeof v === 'string') return v;
+  if (typeof v === 'object' && v !== null) {
+    const o = v as Record<string, unknown>;
+    for (const k of keys) if (typeof o[k] === 'string') return o[k] as string;
+  }
+  return null;
+}
+
+function last(s: (number | null)[] | null | undefined): number | null {
+  if (!s) return null;
+  for (let i = s.length - 1; i >= 0; i--) if (s[i] !== null) return s[i]!;
+  return null;
+}
+
+export function summarizeRun(run: RunData): RunSummary {
+  const c = run.config ?? {};
+  const m = run.metrics ?? {};
+  const h = run.history;
+  let bestValAcc = num(m.bestValAcc);
+  let bestValEpoch: number | null = null;
+  if (h?.val_acc) {
+    let best = -Infinity;
+    h.val_acc.forEach((v, i) => {
+      if (v !== null && v > best) {
+        best = v;
+        bestValEpoch = h.epoch[i]!;
+      }
+    });
+    if (bestValAcc === null && best > -Infinity) bestValAcc = best;
+  }
+  const backendObj = c.backend as Record<string, unknown> | string | undefined;
+  let backend = describe(backendObj, ['name']);
+  if (backend && typeof backendObj === 'object' && typeof backendObj.threads === 'number') backend += ` (${backendObj.threads} thread${backendObj.threads === 1 ? '' : 's'})`;
+  const seconds = h?.seconds?.filter((v): v is number => v !== null) ?? [];
+  const ips = h?.images_per_s?.filter((v): v is number => v !== null) ?? [];
+  return {
+    name: run.name,
+    dir: run.dir,
+    strategy: describe(c.strategy, ['name']),
+    base: describe(c.base, ['name', 'id']),
+    backend,
+    epochs: num(m.epochs) ?? (h ? h.epoch.length : null),
+    plannedEpochs: num(c.epochs),
+    bestValAcc,
+    bestValEpoch,
+    finalAcc: last(h?.acc),
+    finalValAcc: last(h?.val_acc),
+    finalLoss: last(h?.loss),
+    finalValLoss: last(h?.val_loss),
+    testAcc: num(m.test?.accuracy),
+    testLoss: num(m.test?.loss),
+    testN: num(m.test?.n),
+    wallSeconds: num(m.wallSeconds) ?? (seconds.length ? seconds.reduce((a, b) => a + b, 0) : null),
+    imagesPerSecond: num(m.imagesPerSecond) ?? (ips.length ? ips.reduce((a, b) => a + b, 0) / ips.length : null),
+  };
+}
+
+/** "finetune (mobilenet_v2)" — the strategy and base, or the run's name when the config does not say. */
+export function runLabel(s: RunSummary): string {
+  if (!s.strategy) return s.name;
+  return s.base ? `${s.strategy} (${s.base})` : s.strategy;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** The run's accuracy and loss charts as SVG data URIs (rendered from history.json, so always current). */
+export async function curveImages(run: RunData, smoothing = 0): Promise<{ title: string; uri: string }[]> {
+  const h = run.history;
+  if (!h || h.epoch.length === 0) return [];
+  const out: { title: string; uri: string }[] = [];
+  for (const metric of ['acc', 'loss'] as const) {
+    if (![h[metric], h[`val_${metric}`]].some((s) => s?.some((v) => v !== null))) continue;
+    const svg = await renderVegaLiteSvg(curveSpec(h, metric, { title: run.name, smoothing, width: 560, height: 340 }));
+    out.push({ title: metric === 'acc' ? 'Training and validation accuracy' : 'Training and validation loss', uri: svgUri(svg) });
+  }
+  return out;
+}
+
+export function chartsHtml(charts: { title: string; uri: string }[]): string {
+  if (charts.length === 0) return '<p class="note">No epochs recorded yet (history.json missing or empty).</p>';
+  return `<div class="charts">${charts.map((c) => `<img src="${c.uri}" alt="${esc(c.title)}" width="560" height="340">`).join('')}</div>`;
+}
+
+function className(label: number | string): string {
+  if (label === 0 || label === '0') return 'cat';
+  if (label === 1 || label === '1') return 'dog';
+  return String(label).replace(/s$/, '');
+}
+
+/** Thumbnails of misclassified test images (at most `limit`), each with its true class and predicted P(dog). */
+export async function misclassifiedHtml(run: RunData, limit = 200): Promise<string> {
+  const list = run.metrics?.test?.misclassified;
+  if (!Array.isArray(list)) return '<p class="note">No misclassified images recorded (metrics.json has no test.misclassified).</p>';
+  if (list.length === 0) return '<p class="note">No test image was misclassified.</p>';
+  const figures: string[] = [];
+  for (const item of list.slice(0, limit) as MisclassifiedImage[]) {
+    const key = String(item.key ?? '?');
+    const p = num(item.probability);
+    const truth = className(item.label);
+    const predicted = p === null ? '?' : p >= 0.5 ? 'dog' : 'cat';
+    const caption = `${key}: a ${truth}, predicted ${predicted} (p(dog) = ${p === null ? '?' : p.toFixed(3)})`;
+    let img = '<div class="missing">image missing</div>';
+    const path = join(run.dir, item.image ?? join('misclassified', `${key}.jpg`));
+    if (resolve(path).startsWith(resolve(run.dir)) && (await exists(path))) {
+      try {
+        const thumb = await sharp(path).rotate().resize(150, 150, { fit: 'inside', withoutEnlargement: true }).jpeg({ quality: 80 }).toBuffer();
+        img = `<img src="${dataUri('image/jpeg', thumb)}" alt="${esc(key)}">`;
+      } catch (err) {
+        img = `<div class="missing">unreadable image (${esc((err as Error).message.split('\n')[0])})</div>`;
+      }
+    }
+    figures.push(`<figure>${img}<figcaption>${esc(caption)}</figcaption></figure>`);
+  }
+  const more = list.length > limit ? `<p class="note">Showing ${limit} of ${list.length} misclassified images.</p>` : '';
+  return `<div class="thumbs">${figures.join('')}</div>${more}`;
+}
+
+function confusionHtml(run: RunData): string {
+  const c = run.metrics?.test?.confusion;
+  if (!Array.isArray(c) || c.length !== 2 || !c.every((r) => Array.isArray(r) && r.length === 2)) return '';
+  const [[tn, fp], [fn, tp]] = c as number[][];
+  return `<h3>Confusion matrix (test)</h3>
+<table><tr><th></th><th class="num">predicted cat</th><th class="num">predicted dog</th></tr>
+<tr><th>cat</th><td class="num">${esc(tn)}</td><td class="num">${esc(fp)}</td></tr>
+<tr><th>dog</th><td class="num">${esc(fn)}</td><td class="num">${esc(tp)}</td></tr></table>`;
+}
+
+function flatten(obj: unknown, prefix = '', out: [string, string][] = []): [string, string][] {
+  if (typeof obj === 'object' && obj !== null && !Array.isArray(obj)) {
+    for (const [k, v] of Object.entries(obj)) flatten(v, prefix ? `${prefix}.${k}` : k, out);
+  } else out.push([prefix, typeof obj === 'string' ? obj : JSON.stringify(obj)]);
+  return out;
+}
+
+function configHtml(run: RunData): string {
+  if (!run.config) return '<p class="note">No config.json.</p>';
+  const rows = flatten(run.config).map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v)}</td></tr>`);
+  return `<table>${rows.join('')}</table>`;
+}
+
+function cardsHtml(s: RunSummary): string {
+  const epochs = s.epochs === null ? '—' : s.plannedEpochs && s.plannedEpochs !== s.epochs ? `${s.epochs} / ${s.plannedEpochs}` : String(s.epochs);
+  const cards: [string, string][] = [
+    ['test accuracy', formatPercent(s.testAcc)],
+    ['test loss', formatNumber(s.testLoss)],
+    ['best validation accuracy', `${formatPercent(s.bestValAcc)}${s.bestValEpoch !== null ? ` (epoch ${s.bestValEpoch})` : ''}`],
+    ['final training acc / loss', `${formatPercent(s.finalAcc)} / ${formatNumber(s.finalLoss)}`],
+    ['final validation acc / loss', `${formatPercent(s.finalValAcc)} / ${formatNumber(s.finalValLoss)}`],
+    ['epochs', epochs],
+    ['wall time', formatSeconds(s.wallSeconds)],
+    ['images/s', formatNumber(s.imagesPerSecond, 1)],
+  ];
+  return `<div class="cards">${cards.map(([k, v]) => `<div class="card"><div class="v">${esc(v)}</div><div class="k">${esc(k)}</div></div>`).join('')}</div>`;
+}
+
+/** The model diagram: `<run>/model.svg` if the trainer wrote one, else drawn from `<run>/model/model.json`. */
+async function diagramHtml(run: RunData): Promise<string> {
+  const svgPath = join(run.dir, 'model.svg');
+  if (await exists(svgPath)) return `<img class="diagram" src="${svgUri(await readFile(svgPath, 'utf8'))}" alt="model diagram">`;
+  const pngPath = join(run.dir, 'model.png');
+  if (await exists(pngPath)) return `<img class="diagram" src="${dataUri('image/png', await readFile(pngPath))}" alt="model diagram">`;
+  const modelJson = join(run.dir, 'model', 'model.json');
+  if (!(await exists(modelJson))) return '<p class="note">No model diagram (no model.svg and no model/model.json).</p>';
+  const diagram = await modelDiagram(await readJsonFile(modelJson), {});
+  const note = diagram.shapeError ? `<p class="note">${esc(diagram.shapeError)}</p>` : '';
+  return `<img class="diagram" src="${svgUri(diagram.svg)}" alt="model diagram">${note}`;
+}
+
+export interface RunReportOptions {
+  /** Where to write the page (default `<run>/report.html`). */
+  out?: string;
+  /** The book's smoothing factor for the curves (default 0: raw values). */
+  smoothing?: number;
+  /** At most this many misclassified images (default 200). */
+  maxMisclassified?: number;
+}
+
+/** The page body of one run (shared by the run page). */
+export async function runReportHtml(run: RunData, options: RunReportOptions = {}): Promise<string> {
+  const s = summarizeRun(run);
+  const preview = join(run.dir, 'augmentation-preview.png');
+  const previewHtml = (await exists(preview))
+    ? `<h2>Augmentation preview</h2><img class="diagram" src="${dataUri('image/png', await readFile(preview))}" alt="augmentation preview">`
+    : '';
+  const subtitle = [s.strategy && `strategy ${s.strategy}`, s.base && `base ${s.base}`, s.backend && `backend ${s.backend}`].filter(Boolean).join(' · ');
+  const body = `<h1>Run ${esc(run.name)}</h1>
+<p class="note">${esc(subtitle || 'no config.json')} · ${esc(run.dir)}</p>
+${cardsHtml(s)}
+<h2>Curves</h2>
+${chartsHtml(await curveImages(run, options.smoothing ?? 0))}
+${confusionHtml(run)}
+<h2>Misclassified test images</h2>
+${await misclassifiedHtml(run, options.maxMisclassified ?? 200)}
+${previewHtml}
+<h2>Model</h2>
+${await diagramHtml(run)}
+${run.summary ? `<h3>Summary</h3><pre>${esc(run.summary)}</pre>` : ''}
+<h2>Configuration</h2>
+${configHtml(run)}
+<details><summary>config.json</summary><pre>${esc(JSON.stringify(run.config, null, 2))}</pre></details>`;
+  return htmlPage(`Run ${run.name}`, body);
+}
+
+/** Writes one self-contained HTML page for a run directory; returns its path. */
+export async function writeRunReport(runDir: string, options: RunReportOptions = {}): Promise<string> {
+  const run = await loadRun(runDir, basename(resolve(runDir)));
+  return writeLoadedRunReport(run, options);
+}
+
+export async function writeLoadedRunReport(run: RunData, options: RunReportOptions = {}): Promise<string> {
+  const out = options.out ?? join(run.dir, 'report.html');
+  if (options.smoothing !== undefined && !(options.smoothing >= 0 && options.smoothing < 1)) {
+    throw new UserError(`smoothing factor must be in [0, 1), got ${options.smoothing}`);
+  }
+  const html = await runReportHtml(run, options);
+  assertOffline(html, out);
+  await writeFileAtomic(out, html);
+  return out;
+}

@@ -16,16 +16,20 @@ function headLayers(options: { inputShape?: number[]; dropout?: number; units?: 
   const units = options.units ?? 256;
   if (!(dropout >= 0 && dropout < 1)) throw new UserError(`head: dropout must be in [0, 1), got ${dropout}`);
   if (!Number.isInteger(units) || units < 1) throw new UserError(`head: units must be a positive integer, got ${units}`);
-  const layers: tf.layers.Layer[] = [
-    tf.layers.flatten({ name: 'flatten_1', ...(options.inputShape ? { inputShape: options.inputShape } : {}) }),
-    tf.layers.dense({ name: 'dense_1', units, activation: 'relu' }),
-  ];
+  // Already-flat features ([n], the book's Dense(256, input_dim=4*4*512)) need no Flatten.
+  const flat = options.inputShape?.length === 1;
+  const layers: tf.layers.Layer[] = [];
+  if (!flat) layers.push(tf.layers.flatten({ name: 'flatten_1', ...(options.inputShape ? { inputShape: options.inputShape } : {}) }));
+  layers.push(tf.layers.dense({ name: 'dense_1', units, activation: 'relu', ...(flat ? { inputShape: options.inputShape } : {}) }));
   if (dropout > 0) layers.push(tf.layers.dropout({ name: 'dropout_1', rate: dropout }));
   layers.push(tf.layers.dense({ name: 'dense_2', units: 1, activation: 'sigmoid' }));
   return layers;
 }
 
-/** Flatten → Dense(units, relu) → (Dropout) → Dense(1, sigmoid), the classifier trained on extracted features. */
+/**
+ * Flatten → Dense(units, relu) → (Dropout) → Dense(1, sigmoid), the classifier trained on extracted
+ * features. With a 1-D inputShape (features already flattened) the Flatten is left out.
+ */
 export function buildHead(options: HeadOptions): tf.LayersModel {
   if (!options?.inputShape?.length || options.inputShape.some((d) => !Number.isInteger(d) || d < 1)) {
     throw new UserError(`head: inputShape must be positive integers, got ${JSON.stringify(options?.inputShape)}`);

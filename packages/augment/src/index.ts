@@ -1,0 +1,30 @@
+// @catdog/augment: Keras ImageDataGenerator transforms on a piscina worker pool, streaming batches.
+export {
+  BOOK_AUGMENTATION,
+  NO_AUGMENTATION,
+  resolveAugmentOptions,
+  zoomBounds,
+  type AugmentOptions,
+  type FillMode,
+} from './options.js';
+export { hashString, createRng, sampleRng, epochOrder, type Rng } from './random.js';
+export {
+  sampleTransform,
+  transformMatrix,
+  applyAffine,
+  IDENTITY_PARAMS,
+  type TransformParams,
+  type AffineOutput,
+} from './transform.js';
+export { decodeResized, type Interpolation } from './decode.js';
+export { loadSamples, openDatasetSource, DEFAULT_MAX_SOURCE_BYTES, type SampleSource, type LoadedSamples } from './source.js';
+export {
+  createBatchStream,
+  type BatchStream,
+  type BatchStreamOptions,
+  type Batch,
+  type StreamStats,
+  type SkippedSample,
+  type EpochReport,
+} from './stream.js';
+export { toTfDataset, batchToTensors, type TfDatasetOptions } from './tfjs.js';

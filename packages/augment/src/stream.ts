@@ -1,0 +1,344 @@
+// The batch stream: epochs of shuffled, augmented batches computed on a piscina pool, delivered in order with a
+// bounded number of batches in flight.
+import { availableParallelism } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { Piscina } from 'piscina';
+import type { SplitName } from '@catdog/dataset';
+import type { Interpolation } from './decode.js';
+import { resolveAugmentOptions, type AugmentOptions } from './options.js';
+import { epochOrder } from './random.js';
+import { loadSamples, openDatasetSource, type LoadedSamples, type SampleSource } from './source.js';
+import type { BatchResult, BatchTask } from './worker.js';
+
+export interface BatchStreamOptions {
+  /** A SampleSource, or a dataset URL (prepared dataset dir / s3:// prefix, or a folder of images). */
+  source: SampleSource | string;
+  /** Split of a prepared dataset. Default 'train'. */
+  split?: SplitName;
+  /** Default 32. */
+  batchSize?: number;
+  /** [height, width]. Default [150, 150]. */
+  targetSize?: [number, number];
+  /** Augmentation (e.g. BOOK_AUGMENTATION), or false for validation/test streams. Default false. */
+  augment?: Partial<AugmentOptions> | false;
+  /** Default: true when augmenting, false otherwise. */
+  shuffle?: boolean;
+  /** Keys the shuffle and every transform. Default: random (read it back from stream.seed). */
+  seed?: number;
+  /** Worker threads. Default os.availableParallelism(). */
+  workers?: number;
+  /** Batches in flight (computed ahead of the consumer). Default 2 × workers. */
+  prefetch?: number;
+  /** Default 'float32'. */
+  dtype?: 'float32' | 'uint8';
+  /** Multiplies float32 pixels after the transform (Keras' rescale). Default 1/255. */
+  rescale?: number;
+  /** Resize kernel to the target size. Default 'nearest' (Keras' default). */
+  interpolation?: Interpolation;
+  /** Epochs to produce; Infinity = endless like flow_from_directory. Default Infinity. */
+  epochs?: number;
+  /** First epoch number (resuming a run gives the same batches as an uninterrupted one). Default 0. */
+  initialEpoch?: number;
+  /** Local cache for a remote dataset's shards. */
+  cacheDir?: string;
+  /** Drop each epoch's last partial batch. Default false (Keras yields it). */
+  dropRemainder?: boolean;
+  /** Bound on the encoded bytes held in memory. Default 2 GiB. */
+  maxSourceBytes?: number;
+  /** Called when the last batch of an epoch is delivered. */
+  onEpochEnd?: (report: EpochReport) => void;
+  /** Test hook: a worker deletes this file and exits mid-task, to exercise crash recovery. */
+  crashMarker?: string;
+}
+
+export interface SkippedSample {
+  key: string;
+  epoch: number;
+  reason: string;
+}
+
+export interface EpochReport {
+  epoch: number;
+  images: number;
+  skipped: SkippedSample[];
+}
+
+export interface Batch {
+  /** n × h × w × 3, rescaled float32 or raw uint8 */
+  xs: Float32Array | Uint8Array;
+  /** n labels (class indices as floats, Keras' class_mode 'binary') */
+  ys: Float32Array;
+  keys: string[];
+  shape: [number, number, number, 3];
+  epoch: number;
+  /** batch index within the epoch */
+  index: number;
+  /** corrupt samples left out of this batch (it is that much shorter) */
+  skipped: SkippedSample[];
+}
+
+export interface StreamStats {
+  batches: number;
+  images: number;
+  seconds: number;
+  imagesPerSecond: number;
+  skipped: SkippedSample[];
+  retries: number;
+  /** main-thread time spent per delivered batch (dispatch, bookkeeping, assembling), ms */
+  mainThreadMsPerBatch: number;
+  /** worker time per batch (decode + resize + augment), ms */
+  workerMsPerBatch: number;
+}
+
+export interface BatchStream extends AsyncIterable<Batch> {
+  readonly classes: string[];
+  /** samples per epoch */
+  readonly size: number;
+  /** batches per epoch, ceil(size / batchSize) (floor with dropRemainder) */
+  readonly stepsPerEpoch: number;
+  readonly batchSize: number;
+  readonly seed: number;
+  readonly workers: number;
+  next(): Promise<IteratorResult<Batch, undefined>>;
+  stats(): StreamStats;
+  close(): Promise<void>;
+}
+
+interface Pending {
+  epoch: number;
+  index: number;
+  indices: number[];
+  result: Promise<BatchResult>;
+}
+
+const MAX_SKIPPED_KEPT = 10_000;
+
+function positiveInt(name: string, value: number): number {
+  if (!Number.isInteger(value) || value < 1) throw new RangeError(`${name} must be a positive integer, got ${value}`);
+  return value;
+}
+
+/** Opens the source (reading its encoded samples into memory) and starts the worker pool. */
+export async function createBatchStream(options: BatchStreamOptions): Promise<BatchStream> {
+  const batchSize = positiveInt('batchSize', options.batchSize ?? 32);
+  const [height, width] = options.targetSize ?? [150, 150];
+  positiveInt('targetSize height', height);
+  positiveInt('targetSize width', width);
+  const augment = options.augment ? resolveAugmentOptions(options.augment) : null;
+  const shuffle = options.shuffle ?? augment !== null;
+  const seed = options.seed ?? Math.floor(Math.random() * 2 ** 31);
+  if (!Number.isSafeInteger(seed)) throw new RangeError(`seed must be an integer, got ${seed}`);
+  const workers = positiveInt('workers', options.workers ?? availableParallelism());
+  const prefetch = positiveInt('prefetch', options.prefetch ?? 2 * workers);
+  const epochs = options.epochs ?? Infinity;
+  if (!(epochs > 0)) throw new RangeError(`epochs must be > 0, got ${epochs}`);
+  const initialEpoch = options.initialEpoch ?? 0;
+  const dtype = options.dtype ?? 'float32';
+  const rescale = options.rescale ?? 1 / 255;
+  const interpolation = options.interpolation ?? 'nearest';
+
+  const source =
+    typeof options.source === 'string'
+      ? await openDatasetSource(options.source, options.split ?? 'train', options.cacheDir)
+      : options.source;
+  const loaded = await loadSamples(source, options.maxSourceBytes);
+  return new PooledBatchStream(loaded, {
+    batchSize, height, width, augment, shuffle, seed, workers, prefetch, epochs, initialEpoch, dtype, rescale,
+    interpolation, dropRemainder: options.dropRemainder ?? false, onEpochEnd: options.onEpochEnd,
+    crashMarker: options.crashMarker,
+  });
+}
+
+interface Resolved {
+  batchSize: number;
+  height: number;
+  width: number;
+  augment: AugmentOptions | null;
+  shuffle: boolean;
+  seed: number;
+  workers: number;
+  prefetch: number;
+  epochs: number;
+  initialEpoch: number;
+  dtype: 'float32' | 'uint8';
+  rescale: number;
+  interpolation: Interpolation;
+  dropRemainder: boolean;
+  onEpochEnd?: (report: EpochReport) => void;
+  crashMarker?: string;
+}
+
+class PooledBatchStream implements BatchStream {
+  readonly classes: string[];
+  readonly size: number;
+  readonly stepsPerEpoch: number;
+  readonly batchSize: number;
+  readonly seed: number;
+  readonly workers: number;
+  private readonly pool: Piscina;
+  private readonly inflight: Pending[] = [];
+  private nextEpoch: number;
+  private nextIndex = 0;
+  private order: number[] | null = null;
+  private orderEpoch = -1;
+  private closed = false;
+  private delivered = 0;
+  private images = 0;
+  private retries = 0;
+  private mainMs = 0;
+  private workerMs = 0;
+  private readonly skipped: SkippedSample[] = [];
+  private epochSkipped: SkippedSample[] = [];
+  private epochImages = 0;
+
+  constructor(private readonly data: LoadedSamples, private readonly o: Resolved) {
+    this.classes = data.classes;
+    this.size = data.keys.length;
+    this.batchSize = o.batchSize;
+    this.seed = o.seed;
+    this.workers = o.workers;
+    this.stepsPerEpoch = o.dropRemainder ? Math.floor(this.size / o.batchSize) : Math.ceil(this.size / o.batchSize);
+    if (this.stepsPerEpoch === 0) {
+      throw new RangeError(`dropRemainder with batchSize ${o.batchSize} leaves no batch from ${this.size} samples`);
+    }
+    this.nextEpoch = o.initialEpoch;
+    this.pool = new Piscina({
+      filename: new URL('./worker.ts', import.meta.url).href,
+      minThreads: o.workers,
+      maxThreads: o.workers,
+      idleTimeout: 60_000,
+      workerData: data.shared,
+    });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Batch, undefined> {
+    return {
+      next: () => this.next(),
+      return: async () => {
+        await this.close();
+        return { done: true, value: undefined };
+      },
+    };
+  }
+
+  private epochIndices(epoch: number): number[] {
+    if (this.orderEpoch !== epoch) {
+      this.order = this.o.shuffle
+        ? epochOrder(this.data.keys, this.o.seed, epoch)
+        : Array.from({ length: this.size }, (_, i) => i);
+      this.orderEpoch = epoch;
+    }
+    return this.order!;
+  }
+
+  private dispatch(): void {
+    while (!this.closed && this.inflight.length < this.o.prefetch && this.nextEpoch < this.o.initialEpoch + this.o.epochs) {
+      const epoch = this.nextEpoch;
+      const index = this.nextIndex;
+      const order = this.epochIndices(epoch);
+      const indices = order.slice(index * this.o.batchSize, (index + 1) * this.o.batchSize);
+      const task: BatchTask = {
+        epoch,
+        indices,
+        keys: indices.map((i) => this.data.keys[i]),
+        height: this.o.height,
+        width: this.o.width,
+        augment: this.o.augment,
+        seed: this.o.seed,
+        dtype: this.o.dtype,
+        rescale: this.o.rescale,
+        interpolation: this.o.interpolation,
+        crashMarker: this.o.crashMarker,
+      };
+      const run = () => this.pool.run(task) as Promise<BatchResult>;
+      // A crashed worker is replaced by piscina; its task is retried once on the new worker.
+      const result = run().catch((err: unknown) => {
+        if (this.closed) throw err;
+        this.retries++;
+        return run().catch((again: unknown) => {
+          throw new Error(`augment: batch ${index} of epoch ${epoch} failed twice: ${(again as Error).message}`, { cause: again });
+        });
+      });
+      result.catch(() => {}); // surfaced when the batch is awaited
+      this.inflight.push({ epoch, index, indices, result });
+      this.nextIndex++;
+      if (this.nextIndex >= this.stepsPerEpoch) {
+        this.nextIndex = 0;
+        this.nextEpoch++;
+      }
+    }
+  }
+
+  async next(): Promise<IteratorResult<Batch, undefined>> {
+    let t = performance.now();
+    this.dispatch();
+    const head = this.inflight.shift();
+    this.mainMs += performance.now() - t;
+    if (!head) {
+      await this.close();
+      return { done: true, value: undefined };
+    }
+    let res: BatchResult;
+    try {
+      res = await head.result;
+    } catch (err) {
+      await this.close();
+      throw err;
+    }
+    t = performance.now();
+    this.dispatch();
+    const { height: h, width: w } = this.o;
+    const n = res.kept.length;
+    const keys = new Array<string>(n);
+    const ys = new Float32Array(n);
+    for (let j = 0; j < n; j++) {
+      const i = head.indices[res.kept[j]];
+      keys[j] = this.data.keys[i];
+      ys[j] = this.data.labels[i];
+    }
+    const skipped = res.skipped.map((s) => ({ key: this.data.keys[head.indices[s.position]], epoch: head.epoch, reason: s.reason }));
+    for (const s of skipped) {
+      if (this.skipped.length < MAX_SKIPPED_KEPT) this.skipped.push(s);
+      this.epochSkipped.push(s);
+    }
+    const xs = this.o.dtype === 'uint8' ? new Uint8Array(res.xs) : new Float32Array(res.xs);
+    const batch: Batch = { xs, ys, keys, shape: [n, h, w, 3], epoch: head.epoch, index: head.index, skipped };
+    this.delivered++;
+    this.images += n;
+    this.epochImages += n;
+    this.workerMs += res.workerMs;
+    if (head.index === this.stepsPerEpoch - 1) {
+      const report: EpochReport = { epoch: head.epoch, images: this.epochImages, skipped: this.epochSkipped };
+      this.epochSkipped = [];
+      this.epochImages = 0;
+      this.mainMs += performance.now() - t;
+      this.o.onEpochEnd?.(report);
+    } else {
+      this.mainMs += performance.now() - t;
+    }
+    return { done: false, value: batch };
+  }
+
+  private readonly created = performance.now();
+
+  stats(): StreamStats {
+    const seconds = (performance.now() - this.created) / 1000;
+    return {
+      batches: this.delivered,
+      images: this.images,
+      seconds,
+      imagesPerSecond: seconds > 0 ? this.images / seconds : 0,
+      skipped: [...this.skipped],
+      retries: this.retries,
+      mainThreadMsPerBatch: this.delivered ? this.mainMs / this.delivered : 0,
+      workerMsPerBatch: this.delivered ? this.workerMs / this.delivered : 0,
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.inflight.length = 0;
+    await this.pool.destroy();
+  }
+}

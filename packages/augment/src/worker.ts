@@ -1,0 +1,101 @@
+// Piscina task: one batch. Decodes, resizes and augments its samples straight into a fresh batch buffer that is
+// moved (not copied) back to the main thread.
+import { existsSync, unlinkSync } from 'node:fs';
+import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
+import { configureSharpForWorkers, decodeResized, type Interpolation } from './decode.js';
+import type { AugmentOptions } from './options.js';
+import { sampleRng } from './random.js';
+import { applyAffine, sampleTransform, transformMatrix } from './transform.js';
+
+configureSharpForWorkers();
+
+/** The encoded samples, shared by every worker without copies. */
+export interface SharedSamples {
+  bytes: SharedArrayBuffer;
+  /** [start, length] pairs into bytes, two entries per sample */
+  spans: SharedArrayBuffer;
+}
+
+export interface BatchTask {
+  epoch: number;
+  /** indices into the shared samples */
+  indices: number[];
+  keys: string[];
+  height: number;
+  width: number;
+  augment: AugmentOptions | null;
+  seed: number;
+  dtype: 'float32' | 'uint8';
+  rescale: number;
+  interpolation: Interpolation;
+  /** Test hook: if this file exists, the worker that manages to delete it exits mid-task (simulated crash). */
+  crashMarker?: string;
+}
+
+export interface BatchResult {
+  xs: ArrayBuffer;
+  /** positions (within the task) of the samples written, in order */
+  kept: number[];
+  skipped: { position: number; reason: string }[];
+  workerMs: number;
+}
+
+const shared = workerData as SharedSamples;
+const bytes = new Uint8Array(shared.bytes);
+const spans = new Float64Array(shared.spans);
+
+/** How many decodes run ahead of the transform, so the libvips thread works while this thread transforms. */
+const DECODE_AHEAD = 2;
+
+export default async function runBatch(task: BatchTask): Promise<BatchResult> {
+  const t0 = performance.now();
+  if (task.crashMarker && existsSync(task.crashMarker)) {
+    try {
+      unlinkSync(task.crashMarker);
+      process.exit(3); // ends this worker thread only
+    } catch {
+      // another worker won the race
+    }
+  }
+  const { height: h, width: w, indices } = task;
+  const n = indices.length;
+  const pixels = h * w * 3;
+  const out = task.dtype === 'uint8' ? new Uint8Array(n * pixels) : new Float32Array(n * pixels);
+  const decode = (pos: number): Promise<Uint8Array | Error> => {
+    const i = indices[pos];
+    const view = bytes.subarray(spans[2 * i], spans[2 * i] + spans[2 * i + 1]);
+    return decodeResized(view, h, w, task.interpolation).catch((err: unknown) =>
+      err instanceof Error ? err : new Error(String(err)),
+    );
+  };
+  const pending: Promise<Uint8Array | Error>[] = [];
+  for (let p = 0; p < Math.min(DECODE_AHEAD, n); p++) pending.push(decode(p));
+  const kept: number[] = [];
+  const skipped: BatchResult['skipped'] = [];
+  for (let pos = 0; pos < n; pos++) {
+    const image = await pending[pos];
+    if (pos + DECODE_AHEAD < n) pending.push(decode(pos + DECODE_AHEAD));
+    if (image instanceof Error) {
+      skipped.push({ position: pos, reason: image.message.split('\n')[0] });
+      continue;
+    }
+    const slot = kept.length;
+    if (task.augment) {
+      const params = sampleTransform(task.augment, sampleRng(task.seed, task.epoch, task.keys[pos]), h, w);
+      applyAffine(image, h, w, transformMatrix(params, h, w), task.augment.fillMode, task.augment.cval, {
+        data: out, offset: slot * pixels, rescale: task.rescale,
+        flipHorizontal: params.flipHorizontal, flipVertical: params.flipVertical,
+      });
+    } else {
+      applyAffine(image, h, w, IDENTITY, 'nearest', 0, { data: out, offset: slot * pixels, rescale: task.rescale });
+    }
+    kept.push(pos);
+  }
+  // Corrupt samples leave the batch shorter: hand back only the filled part (a copy only in that rare case).
+  const filled = kept.length === n ? out : out.slice(0, kept.length * pixels);
+  const result: BatchResult = { xs: filled.buffer as ArrayBuffer, kept, skipped, workerMs: performance.now() - t0 };
+  // Piscina's Transferable protocol: the pixel buffer is moved to the main thread, not cloned.
+  return move({ [transferableSymbol]: [result.xs], [valueSymbol]: result } as never) as unknown as BatchResult;
+}
+
+const IDENTITY = Float64Array.of(1, 0, 0, 0, 1, 0);

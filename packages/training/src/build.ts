@@ -1,0 +1,96 @@
+// Model assembly for the strategies: the conv bases, the book's dense head, and base + head stacks whose
+// head layers are shared with a head-only model (trained on cached features).
+import * as tf from '@tensorflow/tfjs';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { homedir } from 'node:os';
+import { stat } from 'node:fs/promises';
+import { buildVgg16Base, loadMobileNetV2Base, mobilenetV2Folder, applyKerasBatchNormSemantics } from '@catdog/models';
+import { UserError } from '@catdog/storage';
+import type { BaseName, TrainConfig } from './config.js';
+
+/** Where the shared weights live: --weights-dir, else $CATDOG_WEIGHTS_DIR, else ../shared/weights beside the workspace root. */
+export function defaultWeightsDir(workspaceRoot = process.cwd()): string | undefined {
+  if (process.env.CATDOG_WEIGHTS_DIR) return process.env.CATDOG_WEIGHTS_DIR;
+  const shared = resolve(workspaceRoot, '..', 'shared', 'weights');
+  return existsSync(shared) ? shared : undefined;
+}
+
+export function defaultFeatureCacheDir(out: string): string {
+  return out ? join(resolve(out), '..', '.feature-cache') : join(homedir(), '.cache', 'catdog', 'features');
+}
+
+/** The weights a base is loaded with, as a string that identifies them (for the feature cache key). */
+export function resolveWeights(cfg: TrainConfig): string {
+  const base = cfg.base as BaseName;
+  if (cfg.weights && cfg.weights !== 'imagenet') return cfg.weights;
+  if (base === 'vgg16') return 'imagenet';
+  const dir = cfg.weightsDir ?? defaultWeightsDir();
+  if (!dir) {
+    throw new UserError(
+      `${base}: no weights folder found: pass --weights <tfjs folder>, --weights-dir <folder holding mobilenet_v2_1.0_224/ and mobilenet_v2_0.35_224/> or set CATDOG_WEIGHTS_DIR`,
+    );
+  }
+  return mobilenetV2Folder(base === 'mobilenet_v2' ? 1.0 : 0.35, dir);
+}
+
+/** A string identifying the weights' content cheaply (path + size + mtime of the file or model.json). */
+export async function weightsIdentity(weights: string): Promise<string> {
+  if (weights === 'imagenet' || /^s3:\/\//.test(weights)) return weights;
+  for (const p of [weights, join(weights, 'model.json')]) {
+    try {
+      const s = await stat(p);
+      if (s.isFile()) return `${resolve(p)}:${s.size}:${s.mtimeMs}`;
+    } catch {
+      /* try the next */
+    }
+  }
+  return weights;
+}
+
+export async function loadConvBase(cfg: TrainConfig, weights: string): Promise<tf.LayersModel> {
+  const inputShape: [number, number, number] = [cfg.inputSize, cfg.inputSize, 3];
+  const base = cfg.base as BaseName;
+  let model: tf.LayersModel;
+  if (base === 'vgg16') {
+    model = await buildVgg16Base({ inputShape, weights });
+  } else {
+    model = await loadMobileNetV2Base({ alpha: base === 'mobilenet_v2' ? 1.0 : 0.35, from: weights, inputShape });
+  }
+  applyKerasBatchNormSemantics(model);
+  return model;
+}
+
+export interface Head {
+  /** Head-only model from the feature shape to the sigmoid output (trained on cached features). */
+  model: tf.LayersModel;
+  /** Applies the same (shared) head layers to a symbolic tensor. */
+  apply(x: tf.SymbolicTensor): tf.SymbolicTensor;
+}
+
+/** The book's head: Flatten → Dense(units, relu) → Dropout → Dense(1, sigmoid). Features of rank 1 skip the Flatten. */
+export function buildDenseHead(featureShape: number[], opts: { units: number; dropout: number }): Head {
+  const layers: tf.layers.Layer[] = [];
+  if (featureShape.length > 1) layers.push(tf.layers.flatten({ name: 'head_flatten' }));
+  layers.push(tf.layers.dense({ name: 'head_dense', units: opts.units, activation: 'relu' }));
+  if (opts.dropout > 0) layers.push(tf.layers.dropout({ name: 'head_dropout', rate: opts.dropout }));
+  layers.push(tf.layers.dense({ name: 'head_output', units: 1, activation: 'sigmoid' }));
+  const apply = (x: tf.SymbolicTensor) => layers.reduce((t, l) => l.apply(t) as tf.SymbolicTensor, x);
+  const input = tf.input({ shape: featureShape, name: 'features' });
+  const model = tf.model({ inputs: input, outputs: apply(input), name: 'head' });
+  return { model, apply };
+}
+
+/** The base's output as the head sees it: globally average-pooled ('avg') or the raw maps ('flatten'). */
+export function featureTensor(base: tf.LayersModel, pooling: 'flatten' | 'avg'): tf.SymbolicTensor {
+  const out = base.outputs[0];
+  return pooling === 'avg' ? (tf.layers.globalAveragePooling2d({ name: 'head_pool' }).apply(out) as tf.SymbolicTensor) : out;
+}
+
+export function compileBinary(model: tf.LayersModel, learningRate: number): void {
+  model.compile({ optimizer: tf.train.rmsprop(learningRate), loss: 'binaryCrossentropy', metrics: ['acc'] });
+}
+
+export function countTrainableTensors(model: tf.LayersModel): number {
+  return model.trainableWeights.length;
+}

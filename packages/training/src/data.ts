@@ -1,0 +1,115 @@
+// Batches for training and evaluation: prepped datasets (local or s3) and plain folders through the
+// augmentation pool (createBatchStream), scaled for the model on the tfjs side.
+import * as tf from '@tensorflow/tfjs';
+import { createBatchStream, BOOK_AUGMENTATION, type AugmentOptions } from '@catdog/augment';
+import { readManifest, openImageFolder, type Manifest, type SampleSource, type SplitName } from '@catdog/dataset';
+import { UserError } from '@catdog/storage';
+import type { Batch, BatchFeed } from './fit.js';
+import type { InputScaling } from './config.js';
+
+export interface FeedOptions {
+  /** Prepped dataset URL or an opened sample source (plain folder). */
+  source: string | SampleSource;
+  split: SplitName;
+  batchSize: number;
+  inputSize: number;
+  scaling: InputScaling;
+  /** false for validation and test (never augmented). */
+  augment: false | Partial<AugmentOptions> | true;
+  shuffle: boolean;
+  seed: number;
+  workers: number;
+  /** Endless (training, validation like Keras generators) or one pass (test, feature extraction). */
+  repeat: boolean;
+  /** Resuming: start at this epoch so the batches are those of an uninterrupted run. */
+  initialEpoch?: number;
+  cacheDir?: string;
+}
+
+export interface KeyedBatch extends Batch {
+  keys: string[];
+  labels: Float32Array;
+}
+
+export interface Feed extends BatchFeed {
+  next(): Promise<KeyedBatch | null>;
+  /** Images in one pass. */
+  size: number;
+  close(): Promise<void>;
+}
+
+/** Scales pixel values 0..255 as the model expects: 'unit' = x/255 (the book), 'symmetric' = x/127.5 − 1 (MobileNetV2). */
+export function scaleInput(x: tf.Tensor, scaling: InputScaling): tf.Tensor {
+  return scaling === 'symmetric' ? tf.sub(tf.div(x, 127.5), 1) : tf.mul(x, 1 / 255);
+}
+
+export function augmentOptions(augment: FeedOptions['augment']): AugmentOptions | false {
+  if (augment === false) return false;
+  if (augment === true) return { ...BOOK_AUGMENTATION };
+  return { ...BOOK_AUGMENTATION, ...augment } as AugmentOptions;
+}
+
+export async function openFeed(o: FeedOptions): Promise<Feed> {
+  const stream = await createBatchStream({
+    source: o.source,
+    split: o.split,
+    batchSize: o.batchSize,
+    targetSize: [o.inputSize, o.inputSize],
+    augment: augmentOptions(o.augment),
+    shuffle: o.shuffle,
+    seed: o.seed,
+    workers: o.workers,
+    dtype: 'float32',
+    rescale: 1,
+    epochs: o.repeat ? Infinity : 1,
+    initialEpoch: o.initialEpoch ?? 0,
+    cacheDir: o.cacheDir,
+  });
+  return {
+    size: stream.size,
+    async next() {
+      const r = await stream.next();
+      if (r.done) return null;
+      const b = r.value;
+      const [n, h, w, c] = b.shape;
+      const xs = tf.tidy(() => scaleInput(tf.tensor4d(b.xs as Float32Array, [n, h, w, c]), o.scaling));
+      const labels = Float32Array.from(b.ys as ArrayLike<number>);
+      const ys = tf.tensor2d(labels, [n, 1]);
+      return { xs, ys, n, keys: b.keys, labels };
+    },
+    async close() {
+      await stream.close();
+    },
+  };
+}
+
+/** Reads and checks a prepped dataset's manifest: two classes, the three splits present and non-empty. */
+export async function checkDataset(url: string, needed: SplitName[] = ['train', 'validation', 'test']): Promise<Manifest> {
+  const manifest = await readManifest(url);
+  if (manifest.classes.length !== 2) {
+    throw new UserError(`${url}: the dataset has ${manifest.classes.length} classes (${manifest.classes.join(', ')}); binary training needs exactly two, e.g. cats and dogs`);
+  }
+  for (const split of needed) {
+    const info = manifest.splits[split];
+    if (!info || info.count === 0) throw new UserError(`${url}: split "${split}" is missing or empty in manifest.json; re-run prep split`);
+  }
+  return manifest;
+}
+
+/** The evaluation source: a prepped dataset's test split when `data` has a manifest.json, otherwise a plain image folder. */
+export async function openEvaluationSource(url: string): Promise<{ source: string | SampleSource; classes: string[]; count: number; kind: 'prepped' | 'folder' }> {
+  let manifest: Manifest | null = null;
+  try {
+    manifest = await readManifest(url);
+  } catch (err) {
+    if (!(err instanceof UserError) || !/no manifest\.json/.test(err.message)) throw err;
+  }
+  if (manifest) {
+    if (!manifest.splits.test?.count) throw new UserError(`${url}: the dataset has no test split to evaluate on`);
+    return { source: url, classes: manifest.classes, count: manifest.splits.test.count, kind: 'prepped' };
+  }
+  const folder = await openImageFolder(url);
+  if (folder.count === 0) throw new UserError(`${url}: no images found (expected cat.N.jpg / dog.N.jpg or one folder per class)`);
+  if (folder.classes.length !== 2) throw new UserError(`${url}: found ${folder.classes.length} classes (${folder.classes.join(', ')}); the model is binary and needs exactly two`);
+  return { source: folder, classes: folder.classes, count: folder.count, kind: 'folder' };
+}

@@ -1,0 +1,149 @@
+// Feature extraction (the book's 5.3.1 "fast feature extraction without data augmentation"): the frozen base
+// runs once over a split; the features are cached on disk, keyed by everything that determines them.
+import * as tf from '@tensorflow/tfjs';
+import { createHash } from 'node:crypto';
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { SplitName } from '@catdog/dataset';
+import { writeFileAtomic } from './model-io.js';
+import type { BatchFeed, Batch } from './fit.js';
+import type { Feed } from './data.js';
+import type { ProgressSink } from './progress.js';
+
+export interface FeatureSet {
+  split: SplitName;
+  count: number;
+  /** Per-image feature shape. */
+  shape: number[];
+  features: Float32Array;
+  labels: Float32Array;
+  keys: string[];
+}
+
+export interface FeatureKeyParts {
+  base: string;
+  weights: string;
+  inputSize: number;
+  inputScaling: string;
+  pooling: string;
+  manifestSha256: string;
+}
+
+export function featureCacheKey(parts: FeatureKeyParts): string {
+  return createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 24);
+}
+
+async function readCached(dir: string, split: SplitName): Promise<FeatureSet | null> {
+  try {
+    const meta = JSON.parse(await readFile(join(dir, `${split}.json`), 'utf8')) as Omit<FeatureSet, 'features' | 'labels'> & { labels: number[] };
+    const buf = await readFile(join(dir, `${split}.f32`));
+    const per = meta.shape.reduce((a, b) => a * b, 1);
+    if (buf.byteLength !== meta.count * per * 4) return null;
+    const features = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
+    return { ...meta, split, features, labels: Float32Array.from(meta.labels) };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+/**
+ * Features of `split` from the cache directory `dir`, or computed with `extractor` over `openFeed()` (one pass,
+ * no augmentation, no shuffle) and then cached. Data first, then the metadata, each atomically.
+ */
+export async function extractFeatures(opts: {
+  dir: string;
+  split: SplitName;
+  extractor: tf.LayersModel;
+  openFeed: () => Promise<Feed>;
+  progress: ProgressSink;
+  batchSize: number;
+  keyParts: FeatureKeyParts;
+}): Promise<FeatureSet & { cached: boolean }> {
+  const cached = await readCached(opts.dir, opts.split);
+  if (cached) {
+    opts.progress.log(`features: reusing cached ${opts.split} features (${cached.count} × [${cached.shape}]) from ${opts.dir}`);
+    return { ...cached, cached: true };
+  }
+  const feed = await opts.openFeed();
+  const shape = (opts.extractor.outputs[0].shape.slice(1) as number[]);
+  const per = shape.reduce((a, b) => a * b, 1);
+  const features = new Float32Array(feed.size * per);
+  const labels = new Float32Array(feed.size);
+  const keys: string[] = [];
+  const steps = Math.ceil(feed.size / opts.batchSize);
+  const t0 = performance.now();
+  opts.progress.start(`features ${opts.split}`, steps);
+  let n = 0;
+  try {
+    for (let s = 1; ; s++) {
+      const b = await feed.next();
+      if (!b) break;
+      const out = opts.extractor.predict(b.xs) as tf.Tensor;
+      const data = await out.data();
+      tf.dispose([out, b.xs, b.ys]);
+      if (n + b.n > feed.size) throw new Error(`feature extraction: the ${opts.split} split yielded more images than its size ${feed.size}`);
+      features.set(data as Float32Array, n * per);
+      labels.set(b.labels, n);
+      keys.push(...b.keys);
+      n += b.n;
+      opts.progress.update(s, { loss: NaN, acc: NaN, imagesPerSecond: n / ((performance.now() - t0) / 1000) });
+    }
+  } finally {
+    opts.progress.stop();
+    await feed.close();
+  }
+  const set: FeatureSet = { split: opts.split, count: n, shape, features: features.subarray(0, n * per), labels: labels.subarray(0, n), keys };
+  await mkdir(opts.dir, { recursive: true });
+  await writeFileAtomic(join(opts.dir, 'key.json'), JSON.stringify(opts.keyParts, null, 2));
+  await writeFileAtomic(join(opts.dir, `${opts.split}.f32`), new Uint8Array(set.features.buffer, set.features.byteOffset, set.features.byteLength));
+  await writeFileAtomic(join(opts.dir, `${opts.split}.json`), JSON.stringify({ split: set.split, count: n, shape, labels: Array.from(set.labels), keys }));
+  const secs = (performance.now() - t0) / 1000;
+  opts.progress.log(`features: extracted ${opts.split} (${n} images × [${shape}]) in ${secs.toFixed(1)}s (${(n / secs).toFixed(1)} img/s), cached in ${opts.dir}`);
+  return { ...set, cached: false };
+}
+
+/** Batches over in-memory features: shuffled each pass (seeded) and endless for training, in order otherwise. */
+export function featureFeed(set: FeatureSet, batchSize: number, opts: { shuffle: boolean; repeat: boolean; seed: number }): BatchFeed & { size: number } {
+  const per = set.shape.reduce((a, b) => a * b, 1);
+  let order = Array.from({ length: set.count }, (_, i) => i);
+  let pos = 0;
+  let rng = opts.seed >>> 0 || 1;
+  const rand = () => {
+    // xorshift32: deterministic shuffles per seed.
+    rng ^= rng << 13;
+    rng >>>= 0;
+    rng ^= rng >>> 17;
+    rng ^= rng << 5;
+    rng >>>= 0;
+    return rng / 4294967296;
+  };
+  const reshuffle = () => {
+    if (!opts.shuffle) return;
+    order = order.slice();
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = Math.floor(rand() * (i + 1));
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+  };
+  reshuffle();
+  return {
+    size: set.count,
+    async next(): Promise<(Batch & { keys: string[]; labels: Float32Array }) | null> {
+      if (pos >= set.count) {
+        if (!opts.repeat) return null;
+        pos = 0;
+        reshuffle();
+      }
+      const idx = order.slice(pos, pos + batchSize);
+      pos += idx.length;
+      const xs = new Float32Array(idx.length * per);
+      const ys = new Float32Array(idx.length);
+      idx.forEach((i, k) => {
+        xs.set(set.features.subarray(i * per, (i + 1) * per), k * per);
+        ys[k] = set.labels[i];
+      });
+      return { xs: tf.tensor(xs, [idx.length, ...set.shape]), ys: tf.tensor2d(ys, [idx.length, 1]), n: idx.length, keys: idx.map((i) => set.keys[i]), labels: ys };
+    },
+  };
+}

@@ -1,0 +1,249 @@
+// The fit loop: steps over batch feeds, validation, history, a checkpoint every epoch, resume,
+// early stopping and keep-best in the spirit of Keras callbacks, and a NaN stop.
+import * as tf from '@tensorflow/tfjs';
+import { join } from 'node:path';
+import { readFile, rm } from 'node:fs/promises';
+import { appendEpoch, type History, writeHistory } from './history.js';
+import { NanLossError } from './errors.js';
+import type { ProgressSink } from './progress.js';
+import { assignNamedWeights, readTensorMap, saveNamedWeights, saveTensorMap, writeDirAtomic, writeFileAtomic } from './model-io.js';
+
+export interface Batch {
+  xs: tf.Tensor;
+  ys: tf.Tensor;
+  n: number;
+}
+
+/** An endless (or, for evaluation, finite) source of batches; tensors handed out belong to the caller. */
+export interface BatchFeed {
+  next(): Promise<Batch | null>;
+  close?(): Promise<void> | void;
+}
+
+export interface Phase {
+  /** 'train' for one-phase strategies, 'head' then 'finetune' for finetune. */
+  name: string;
+  /** The model trained in this phase (compiled). */
+  model: tf.LayersModel;
+  epochs: number;
+  stepsPerEpoch: number;
+  validationSteps: number;
+  train: BatchFeed;
+  validation: BatchFeed | null;
+  batchSize: number;
+}
+
+/** What a checkpoint holds beyond the weights. */
+export interface CheckpointState {
+  phase: string;
+  /** Epochs finished in `phase`. */
+  phaseEpoch: number;
+  /** Epochs finished in the whole run. */
+  epoch: number;
+  globalStep: number;
+  history: History;
+  bestValAcc: number | null;
+  bestEpoch: number | null;
+  /** Early stopping: best monitored val_loss and epochs without improvement, in this phase. */
+  esBest: number | null;
+  esWait: number;
+  stoppedEarly: boolean;
+}
+
+export interface FitContext {
+  runDir: string;
+  /** The model saved in checkpoints and at the end (for finetune: base + head; a phase may train only the head). */
+  runModel: tf.LayersModel;
+  state: CheckpointState;
+  progress: ProgressSink;
+  earlyStopping: number | null;
+  keepBest: boolean;
+  debugNanAtStep?: number;
+  debugEpochDelayMs?: number;
+}
+
+export function initialState(history: History): CheckpointState {
+  return { phase: '', phaseEpoch: 0, epoch: 0, globalStep: 0, history, bestValAcc: null, bestEpoch: null, esBest: null, esWait: 0, stoppedEarly: false };
+}
+
+export const checkpointDir = (runDir: string) => join(runDir, 'checkpoints', 'last');
+export const bestDir = (runDir: string) => join(runDir, 'checkpoints', 'best');
+
+async function optimizerWeights(model: tf.LayersModel): Promise<{ name: string; tensor: tf.Tensor }[]> {
+  const opt = model.optimizer as tf.Optimizer | undefined;
+  if (!opt) return [];
+  const list = await opt.getWeights();
+  return list.map((w, i) => ({ name: `${String(i).padStart(5, '0')}|${w.name}`, tensor: w.tensor }));
+}
+
+/** Writes the run model's weights, the phase model's optimizer state and the loop state, replacing the previous checkpoint atomically. */
+export async function writeCheckpoint(ctx: FitContext, phaseModel: tf.LayersModel): Promise<void> {
+  await writeDirAtomic(checkpointDir(ctx.runDir), async (tmp) => {
+    await saveNamedWeights(ctx.runModel, tmp, 'weights');
+    await saveTensorMap(await optimizerWeights(phaseModel), tmp, 'optimizer');
+    await writeFileAtomic(join(tmp, 'state.json'), JSON.stringify(ctx.state));
+  });
+}
+
+export async function readCheckpointState(runDir: string): Promise<CheckpointState | null> {
+  try {
+    return JSON.parse(await readFile(join(checkpointDir(runDir), 'state.json'), 'utf8')) as CheckpointState;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+/** Restores weights into the run model and the optimizer state into the phase model (compiled, same trainable set). */
+export async function restoreCheckpoint(runDir: string, runModel: tf.LayersModel, phaseModel: tf.LayersModel | null): Promise<void> {
+  const dir = checkpointDir(runDir);
+  const weights = await readTensorMap(dir, 'weights');
+  try {
+    assignNamedWeights(runModel, weights);
+  } finally {
+    tf.dispose(Object.values(weights));
+  }
+  const opt = await readTensorMap(dir, 'optimizer');
+  const names = Object.keys(opt).sort();
+  if (names.length && phaseModel?.optimizer) {
+    await (phaseModel.optimizer as tf.Optimizer).setWeights(names.map((k) => ({ name: k.slice(k.indexOf('|') + 1), tensor: opt[k] })));
+  }
+  tf.dispose(Object.values(opt));
+}
+
+/** Mean loss and accuracy of `model` over `steps` batches of `feed` (all of it when steps is Infinity). */
+export async function evaluateFeed(model: tf.LayersModel, feed: BatchFeed, steps: number): Promise<{ loss: number; acc: number; n: number }> {
+  let lossSum = 0;
+  let accSum = 0;
+  let n = 0;
+  for (let s = 0; s < steps; s++) {
+    const b = await feed.next();
+    if (!b) break;
+    const [l, a] = tf.tidy(() => {
+      const pred = model.predict(b.xs) as tf.Tensor;
+      const p = pred.reshape([-1]).clipByValue(1e-7, 1 - 1e-7);
+      const y = b.ys.reshape([-1]);
+      const loss = tf.neg(tf.add(tf.mul(y, tf.log(p)), tf.mul(tf.sub(1, y), tf.log(tf.sub(1, p))))).sum();
+      const acc = tf.equal(tf.greater(p, 0.5).cast('float32'), y).cast('float32').sum();
+      return [loss.dataSync()[0], acc.dataSync()[0]];
+    });
+    tf.dispose([b.xs, b.ys]);
+    lossSum += l;
+    accSum += a;
+    n += b.n;
+  }
+  return { loss: n ? lossSum / n : NaN, acc: n ? accSum / n : NaN, n };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Runs one phase from `ctx.state` (which may come from a checkpoint) to its last epoch, checkpointing after
+ * every epoch. Returns early when early stopping triggers; throws NanLossError when the loss is not finite.
+ */
+export async function fitPhase(ctx: FitContext, phase: Phase): Promise<void> {
+  const st = ctx.state;
+  if (st.phase !== phase.name) {
+    st.phase = phase.name;
+    st.phaseEpoch = 0;
+    st.esBest = null;
+    st.esWait = 0;
+    st.stoppedEarly = false;
+  }
+  if (st.stoppedEarly) return;
+  const { model } = phase;
+  for (let e = st.phaseEpoch + 1; e <= phase.epochs; e++) {
+    const globalEpoch = st.epoch + 1;
+    const label = `${phase.name === 'train' ? '' : `${phase.name} `}epoch ${e}/${phase.epochs}`;
+    const t0 = performance.now();
+    let lossSum = 0;
+    let accSum = 0;
+    let seen = 0;
+    ctx.progress.start(label, phase.stepsPerEpoch);
+    try {
+      for (let s = 1; s <= phase.stepsPerEpoch; s++) {
+        const b = await phase.train.next();
+        if (!b) throw new Error('training data ended early');
+        const out = (await model.trainOnBatch(b.xs, b.ys)) as number[];
+        tf.dispose([b.xs, b.ys]);
+        st.globalStep++;
+        let loss = Array.isArray(out) ? out[0] : (out as number);
+        const acc = Array.isArray(out) ? out[1] : NaN;
+        if (ctx.debugNanAtStep !== undefined && st.globalStep === ctx.debugNanAtStep) loss = NaN;
+        if (!Number.isFinite(loss)) {
+          ctx.progress.stop();
+          const kept = st.epoch > 0 ? `the last good checkpoint (epoch ${st.epoch}) is kept in ${checkpointDir(ctx.runDir)}` : 'no epoch finished, so there is no checkpoint';
+          throw new NanLossError(`loss became ${loss} at epoch ${globalEpoch}, step ${s}: training stopped; ${kept}. Lower --learning-rate or check the data.`);
+        }
+        lossSum += loss * b.n;
+        accSum += acc * b.n;
+        seen += b.n;
+        const secs = (performance.now() - t0) / 1000;
+        ctx.progress.update(s, { loss: lossSum / seen, acc: accSum / seen, imagesPerSecond: seen / secs });
+      }
+    } finally {
+      ctx.progress.stop();
+    }
+    const trainSeconds = (performance.now() - t0) / 1000;
+    const val = phase.validation ? await evaluateFeed(model, phase.validation, phase.validationSteps) : null;
+    const seconds = (performance.now() - t0) / 1000;
+    const logs = {
+      loss: lossSum / seen,
+      acc: accSum / seen,
+      val_loss: val ? val.loss : null,
+      val_acc: val ? val.acc : null,
+      seconds: Math.round(seconds * 1000) / 1000,
+      images_per_s: Math.round((seen / trainSeconds) * 10) / 10,
+    };
+    appendEpoch(st.history, globalEpoch, logs, phase.name);
+    st.epoch = globalEpoch;
+    st.phaseEpoch = e;
+    ctx.progress.log(
+      `${label} - ${seconds.toFixed(1)}s - loss ${logs.loss.toFixed(4)} - acc ${logs.acc.toFixed(4)}` +
+        (val ? ` - val_loss ${val.loss.toFixed(4)} - val_acc ${val.acc.toFixed(4)}` : '') +
+        ` - ${logs.images_per_s} img/s`,
+    );
+    // keep-best: best val_acc over the whole run, saved beside the checkpoint.
+    if (val && (st.bestValAcc === null || val.acc > st.bestValAcc)) {
+      st.bestValAcc = val.acc;
+      st.bestEpoch = globalEpoch;
+      if (ctx.keepBest) await writeDirAtomic(bestDir(ctx.runDir), (tmp) => saveNamedWeights(ctx.runModel, tmp, 'weights'));
+    }
+    // Early stopping monitors val_loss (Keras' default), min_delta 0.
+    if (ctx.earlyStopping !== null && val) {
+      if (st.esBest === null || val.loss < st.esBest) {
+        st.esBest = val.loss;
+        st.esWait = 0;
+      } else if (++st.esWait >= ctx.earlyStopping) {
+        st.stoppedEarly = true;
+      }
+    }
+    await writeCheckpoint(ctx, model);
+    await writeHistory(ctx.runDir, st.history);
+    if (st.stoppedEarly) {
+      ctx.progress.log(`early stopping: val_loss has not improved for ${ctx.earlyStopping} epochs (best ${st.esBest?.toFixed(4)})`);
+      return;
+    }
+    if (ctx.debugEpochDelayMs) await sleep(ctx.debugEpochDelayMs);
+  }
+}
+
+/** keep-best: loads the best val_acc weights (saved during training) into the run model. */
+export async function restoreBest(ctx: FitContext): Promise<boolean> {
+  try {
+    const map = await readTensorMap(bestDir(ctx.runDir), 'weights');
+    try {
+      assignNamedWeights(ctx.runModel, map);
+    } finally {
+      tf.dispose(Object.values(map));
+    }
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+export async function removeCheckpoints(runDir: string): Promise<void> {
+  await rm(join(runDir, 'checkpoints'), { recursive: true, force: true });
+}

@@ -1,0 +1,120 @@
+// Test metrics: accuracy, loss, confusion matrix and the misclassified images (with thumbnails).
+import * as tf from '@tensorflow/tfjs';
+import sharp from 'sharp';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { openSplit, type SampleSource } from '@catdog/dataset';
+import type { Batch } from './fit.js';
+import type { ProgressSink } from './progress.js';
+
+export interface Predictions {
+  /** Sigmoid outputs: probability of class 1. */
+  probs: Float32Array;
+  labels: Float32Array;
+  keys: string[];
+}
+
+export interface Misclassified {
+  key: string;
+  label: number;
+  probability: number;
+  image?: string;
+}
+
+export interface TestMetrics {
+  accuracy: number;
+  loss: number;
+  n: number;
+  /** [[tn, fp], [fn, tp]] with class 1 (dogs) as positive. */
+  confusion: [[number, number], [number, number]];
+  classes: string[];
+  misclassified: Misclassified[];
+}
+
+interface KeyedFeed {
+  next(): Promise<(Batch & { keys: string[]; labels: Float32Array }) | null>;
+}
+
+/** Runs `model` over every batch of `feed` (one pass). */
+export async function predictFeed(model: tf.LayersModel, feed: KeyedFeed, progress: ProgressSink, label: string, total: number): Promise<Predictions> {
+  const probs: number[] = [];
+  const labels: number[] = [];
+  const keys: string[] = [];
+  const t0 = performance.now();
+  progress.start(label, total);
+  try {
+    for (;;) {
+      const b = await feed.next();
+      if (!b) break;
+      const out = model.predict(b.xs) as tf.Tensor;
+      const p = await out.data();
+      tf.dispose([out, b.xs, b.ys]);
+      probs.push(...p);
+      labels.push(...b.labels);
+      keys.push(...b.keys);
+      progress.update(Math.min(total, Math.ceil(keys.length)), { loss: NaN, acc: NaN, imagesPerSecond: keys.length / ((performance.now() - t0) / 1000) });
+    }
+  } finally {
+    progress.stop();
+  }
+  return { probs: Float32Array.from(probs), labels: Float32Array.from(labels), keys };
+}
+
+/** Keras' binary crossentropy (probabilities clipped to [1e-7, 1 − 1e-7]) and accuracy at threshold 0.5. */
+export function computeMetrics(pred: Predictions, classes: string[]): TestMetrics {
+  const eps = 1e-7;
+  let loss = 0;
+  let correct = 0;
+  const confusion: [[number, number], [number, number]] = [
+    [0, 0],
+    [0, 0],
+  ];
+  const misclassified: Misclassified[] = [];
+  for (let i = 0; i < pred.probs.length; i++) {
+    const p = Math.min(1 - eps, Math.max(eps, pred.probs[i]));
+    const y = pred.labels[i];
+    loss += -(y * Math.log(p) + (1 - y) * Math.log(1 - p));
+    const yhat = pred.probs[i] > 0.5 ? 1 : 0;
+    confusion[y][yhat]++;
+    if (yhat === y) correct++;
+    else misclassified.push({ key: pred.keys[i], label: y, probability: Math.round(pred.probs[i] * 1e6) / 1e6 });
+  }
+  const n = pred.probs.length;
+  // Most confident mistakes first.
+  misclassified.sort((a, b) => Math.abs(b.probability - 0.5) - Math.abs(a.probability - 0.5));
+  return { accuracy: n ? correct / n : NaN, loss: n ? loss / n : NaN, n, confusion, classes, misclassified };
+}
+
+/** Writes thumbnails of the misclassified images into `<runDir>/misclassified/<key>.jpg` (at most `limit`). */
+export async function writeMisclassifiedThumbnails(runDir: string, metrics: TestMetrics, source: string | SampleSource, limit = 100): Promise<void> {
+  const wanted = new Map(metrics.misclassified.slice(0, limit).map((m) => [m.key, m]));
+  if (wanted.size === 0) return;
+  const dir = join(runDir, 'misclassified');
+  await mkdir(dir, { recursive: true });
+  const samples = typeof source === 'string' ? await openSplit(source, 'test') : source;
+  let left = wanted.size;
+  for await (const s of samples.samples()) {
+    const m = wanted.get(s.key);
+    if (!m) continue;
+    const file = `${s.key.replace(/[^\w.-]/g, '_')}.jpg`;
+    await sharp(s.bytes).resize(150, 150, { fit: 'inside' }).jpeg({ quality: 85 }).toFile(join(dir, file));
+    m.image = `misclassified/${file}`;
+    if (--left === 0) break;
+  }
+}
+
+export function confusionText(m: TestMetrics): string {
+  const [c0, c1] = m.classes;
+  const w = Math.max(c0.length, c1.length, 6);
+  const pad = (s: string | number) => String(s).padStart(w);
+  return [
+    `confusion matrix (rows: true class, columns: predicted)`,
+    `${' '.repeat(w)} ${pad(c0)} ${pad(c1)}`,
+    `${pad(c0)} ${pad(m.confusion[0][0])} ${pad(m.confusion[0][1])}`,
+    `${pad(c1)} ${pad(m.confusion[1][0])} ${pad(m.confusion[1][1])}`,
+  ].join('\n');
+}
+
+export function contractLine(m: TestMetrics): string {
+  return `accuracy=${m.accuracy.toFixed(4)} loss=${m.loss.toFixed(4)} n=${m.n}`;
+}

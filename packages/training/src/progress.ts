@@ -1,0 +1,67 @@
+// Progress display: a cli-progress bar on a TTY, plain periodic lines otherwise (logs, CI).
+import cliProgress from 'cli-progress';
+
+export interface ProgressSink {
+  start(label: string, total: number): void;
+  update(step: number, values: { loss: number; acc: number; imagesPerSecond: number }): void;
+  stop(): void;
+  /** A line of text outside the bar. */
+  log(line: string): void;
+}
+
+function fmtEta(seconds: number): string {
+  if (!Number.isFinite(seconds)) return '?';
+  const s = Math.round(seconds);
+  return s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m` : s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
+}
+
+export function createProgress(opts: { tty?: boolean; write?: (line: string) => void; intervalMs?: number } = {}): ProgressSink {
+  const write = opts.write ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const tty = opts.tty ?? Boolean(process.stderr.isTTY);
+  if (tty) {
+    let bar: cliProgress.SingleBar | null = null;
+    return {
+      start(label, total) {
+        bar = new cliProgress.SingleBar(
+          { format: `${label} [{bar}] {value}/{total} loss {loss} acc {acc} {ips} img/s ETA {eta_formatted}`, hideCursor: true, stream: process.stderr, etaBuffer: 20 },
+          cliProgress.Presets.shades_classic,
+        );
+        bar.start(total, 0, { loss: '-', acc: '-', ips: '-' });
+      },
+      update(step, v) {
+        bar?.update(step, { loss: v.loss.toFixed(4), acc: v.acc.toFixed(4), ips: v.imagesPerSecond.toFixed(1) });
+      },
+      stop() {
+        bar?.stop();
+        bar = null;
+      },
+      log(line) {
+        write(line);
+      },
+    };
+  }
+  const interval = opts.intervalMs ?? 10_000;
+  let label = '';
+  let total = 0;
+  let started = 0;
+  let last = 0;
+  return {
+    start(l, t) {
+      label = l;
+      total = t;
+      started = Date.now();
+      last = started;
+    },
+    update(step, v) {
+      const now = Date.now();
+      if (now - last < interval || step >= total) return;
+      last = now;
+      const eta = ((now - started) / 1000 / step) * (total - step);
+      write(`${label} ${step}/${total} loss ${v.loss.toFixed(4)} acc ${v.acc.toFixed(4)} ${v.imagesPerSecond.toFixed(1)} img/s ETA ${fmtEta(eta)}`);
+    },
+    stop() {},
+    log(line) {
+      write(line);
+    },
+  };
+}

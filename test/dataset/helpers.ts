@@ -3,7 +3,7 @@ import { copyFile, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
-import { kaggleTrainDir } from '../helpers/fixtures.ts';
+import { kaggleTrainDir } from '../helpers/fixtures.js';
 
 export async function tempDir(label: string): Promise<string> {
   return mkdtemp(join(tmpdir(), `catdog-${label}-`));

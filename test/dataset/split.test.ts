@@ -18,8 +18,8 @@ import {
   verifyDataset,
   type EncodedSample,
 } from '@catdog/dataset';
-import { kaggleTrainDir } from '../helpers/fixtures.ts';
-import { flatSource, tempDir, writeZip } from './helpers.ts';
+import { kaggleTrainDir } from '../helpers/fixtures.js';
+import { flatSource, tempDir, writeZip } from './helpers.js';
 
 async function all(it: AsyncIterable<EncodedSample>): Promise<EncodedSample[]> {
   const out: EncodedSample[] = [];

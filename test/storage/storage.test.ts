@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { randomBytes, createHash } from 'node:crypto';
 import { openStorage, formatError, StorageError, UserError, resolveS3Options, type Storage } from '@catdog/storage';
-import { startLoopbackS3, type LoopbackS3 } from '../helpers/s3-server.ts';
+import { startLoopbackS3, type LoopbackS3 } from '../helpers/s3-server.js';
 
 let s3: LoopbackS3;
 let dir: string;

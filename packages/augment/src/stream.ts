@@ -101,6 +101,8 @@ export interface BatchStream extends AsyncIterable<Batch> {
   readonly workers: number;
   next(): Promise<IteratorResult<Batch, undefined>>;
   stats(): StreamStats;
+  /** Resolves once every worker thread has started (benchmarks call it before timing). */
+  ready(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -320,6 +322,14 @@ class PooledBatchStream implements BatchStream {
   }
 
   private readonly created = performance.now();
+
+  async ready(): Promise<void> {
+    const seen = new Set<number>();
+    for (let round = 0; round < 100 && seen.size < this.workers && !this.closed; round++) {
+      const pings = Array.from({ length: this.workers }, () => this.pool.run({ ping: true, holdMs: 20 }) as Promise<{ threadId: number }>);
+      for (const p of await Promise.all(pings)) seen.add(p.threadId);
+    }
+  }
 
   stats(): StreamStats {
     const seconds = (performance.now() - this.created) / 1000;

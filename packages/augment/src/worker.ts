@@ -1,6 +1,7 @@
 // Piscina task: one batch. Decodes, resizes and augments its samples straight into a fresh batch buffer that is
 // moved (not copied) back to the main thread.
 import { existsSync, unlinkSync } from 'node:fs';
+import { threadId } from 'node:worker_threads';
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
 import { configureSharpForWorkers, decodeResized, type Interpolation } from './decode.js';
 import type { AugmentOptions } from './options.js';
@@ -47,7 +48,21 @@ const spans = new Float64Array(shared.spans);
 /** How many decodes run ahead of the transform, so the libvips thread works while this thread transforms. */
 const DECODE_AHEAD = 2;
 
-export default async function runBatch(task: BatchTask): Promise<BatchResult> {
+/** Readiness probe: answers with the thread id after a short hold, so concurrent pings land on distinct workers. */
+export interface PingTask {
+  ping: true;
+  holdMs: number;
+}
+
+export default async function runTask(task: BatchTask | PingTask): Promise<BatchResult | { threadId: number }> {
+  if ('ping' in task) {
+    await new Promise((resolve) => setTimeout(resolve, task.holdMs));
+    return { threadId };
+  }
+  return runBatch(task);
+}
+
+async function runBatch(task: BatchTask): Promise<BatchResult> {
   const t0 = performance.now();
   if (task.crashMarker && existsSync(task.crashMarker)) {
     try {

@@ -1,0 +1,206 @@
+#!/usr/bin/env node
+// augment: preview the book's augmentation on one image, and benchmark the batch pipeline.
+import { existsSync, statSync } from 'node:fs';
+import { readFile, mkdir } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+import { basename, dirname, extname, resolve } from 'node:path';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import sharp from 'sharp';
+import {
+  BOOK_AUGMENTATION,
+  applyAffine,
+  createBatchStream,
+  decodeResized,
+  loadSamples,
+  openDatasetSource,
+  resolveAugmentOptions,
+  sampleRng,
+  sampleTransform,
+  transformMatrix,
+  type AugmentOptions,
+  type FillMode,
+  type SampleSource,
+} from '@catdog/augment';
+import { UserError } from '@catdog/storage';
+
+const base = process.env.INIT_CWD ?? process.cwd();
+const resolvePath = (p: string) => resolve(base, p);
+
+const int = (name: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer`);
+  return n;
+};
+const num = (name: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${name} must be a number >= 0`);
+  return n;
+};
+
+/** The ImageDataGenerator flags, defaulting to the book's generator. */
+function addAugmentFlags(cmd: Command): Command {
+  const b = BOOK_AUGMENTATION;
+  return cmd
+    .option('--rotation <deg>', 'rotation_range, degrees', num('--rotation'), b.rotationRange)
+    .option('--width-shift <f>', 'width_shift_range (fraction, or pixels when >= 1)', num('--width-shift'), b.widthShiftRange)
+    .option('--height-shift <f>', 'height_shift_range', num('--height-shift'), b.heightShiftRange)
+    .option('--shear <deg>', 'shear_range, degrees', num('--shear'), b.shearRange)
+    .option('--zoom <z>', 'zoom_range: factors in [1-z, 1+z]', num('--zoom'), b.zoomRange as number)
+    .option('--no-horizontal-flip', 'disable horizontal flips')
+    .option('--vertical-flip', 'enable vertical flips', false)
+    .addOption(new Option('--fill-mode <mode>', 'fill_mode').choices(['nearest', 'constant', 'reflect', 'wrap']).default(b.fillMode))
+    .option('--cval <v>', 'value for --fill-mode constant', Number, 0);
+}
+
+interface AugmentFlags {
+  rotation: number; widthShift: number; heightShift: number; shear: number; zoom: number;
+  horizontalFlip: boolean; verticalFlip: boolean; fillMode: FillMode; cval: number;
+}
+
+function augmentFromFlags(f: AugmentFlags): AugmentOptions {
+  return resolveAugmentOptions({
+    rotationRange: f.rotation, widthShiftRange: f.widthShift, heightShiftRange: f.heightShift, shearRange: f.shear,
+    zoomRange: f.zoom, horizontalFlip: f.horizontalFlip, verticalFlip: f.verticalFlip, fillMode: f.fillMode, cval: f.cval,
+  });
+}
+
+async function preview(opts: AugmentFlags & { image: string; count: number; cols: number; out: string; seed: number; size: number; interpolation: 'nearest' | 'bilinear' }) {
+  const file = resolvePath(opts.image);
+  if (!existsSync(file) || !statSync(file).isFile()) throw new UserError(`image not found: ${file}`);
+  const augment = augmentFromFlags(opts);
+  const h = opts.size;
+  const w = opts.size;
+  let decoded: Uint8Array;
+  try {
+    decoded = await decodeResized(await readFile(file), h, w, opts.interpolation);
+  } catch (err) {
+    throw new UserError(`cannot decode ${file}: ${(err as Error).message}`);
+  }
+  const key = basename(file, extname(file));
+  const cols = Math.min(opts.cols, opts.count);
+  const rows = Math.ceil(opts.count / cols);
+  const gap = 4;
+  const gridW = cols * w + (cols + 1) * gap;
+  const gridH = rows * h + (rows + 1) * gap;
+  const grid = Buffer.alloc(gridW * gridH * 3, 255);
+  const tile = new Uint8Array(h * w * 3);
+  for (let i = 0; i < opts.count; i++) {
+    // Tile i is what epoch i of a stream with this seed would feed the model for this image.
+    const params = sampleTransform(augment, sampleRng(opts.seed, i, key), h, w);
+    applyAffine(decoded, h, w, transformMatrix(params, h, w), augment.fillMode, augment.cval, {
+      data: tile, flipHorizontal: params.flipHorizontal, flipVertical: params.flipVertical,
+    });
+    const x0 = gap + (i % cols) * (w + gap);
+    const y0 = gap + Math.floor(i / cols) * (h + gap);
+    for (let r = 0; r < h; r++) {
+      grid.set(tile.subarray(r * w * 3, (r + 1) * w * 3), ((y0 + r) * gridW + x0) * 3);
+    }
+  }
+  const out = resolvePath(opts.out);
+  await mkdir(dirname(out), { recursive: true });
+  await sharp(grid, { raw: { width: gridW, height: gridH, channels: 3 } }).png().toFile(out);
+  console.log(`wrote ${out} (${opts.count} augmented versions of ${key}, ${cols}×${rows} grid, seed ${opts.seed})`);
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+async function bench(opts: AugmentFlags & {
+  source: string; limit: number; workers: number; batch: number; size: number; passes: number; split: 'train' | 'validation' | 'test';
+  seed: number; interpolation: 'nearest' | 'bilinear'; augment: boolean; minWorkers: number;
+}) {
+  const url = /^s3:\/\//.test(opts.source) ? opts.source : resolvePath(opts.source);
+  if (!url.startsWith('s3://') && !existsSync(url)) throw new UserError(`source not found: ${url}`);
+  const augment = opts.augment ? augmentFromFlags(opts) : false;
+  // Read the encoded files once, before any timing: the benchmark measures decode → resize → augment → batch.
+  const opened = await openDatasetSource(url, opts.split);
+  const samples = [];
+  for await (const s of opened.samples()) {
+    samples.push(s);
+    if (samples.length >= opts.limit) break;
+  }
+  const source: SampleSource = { classes: opened.classes, count: samples.length, samples: async function* () { yield* samples; } };
+  const bytes = samples.reduce((n, s) => n + s.bytes.byteLength, 0);
+  console.log(
+    `source ${url}: ${samples.length} images (${(bytes / 1024 ** 2).toFixed(1)} MiB encoded), ` +
+      `${opts.size}×${opts.size}, batch ${opts.batch}, ${opts.passes} passes, augment ${augment ? 'book' : 'off'}, ` +
+      `${availableParallelism()} cores available`,
+  );
+  const results: { workers: number; rate: number; passes: number[]; mainMs: number; workerMs: number; skipped: number }[] = [];
+  for (let workers = Math.min(opts.minWorkers, opts.workers); workers <= opts.workers; workers++) {
+    const stream = await createBatchStream({
+      source, batchSize: opts.batch, targetSize: [opts.size, opts.size], augment, shuffle: true, seed: opts.seed,
+      workers, epochs: opts.passes, interpolation: opts.interpolation,
+    });
+    await stream.ready();
+    const rates: number[] = [];
+    let t = performance.now();
+    let images = 0;
+    for await (const batch of stream) {
+      images += batch.shape[0];
+      if (batch.index === stream.stepsPerEpoch - 1) {
+        const now = performance.now();
+        rates.push(images / ((now - t) / 1000));
+        t = now;
+        images = 0;
+      }
+    }
+    const st = stream.stats();
+    results.push({ workers, rate: median(rates), passes: rates, mainMs: st.mainThreadMsPerBatch, workerMs: st.workerMsPerBatch, skipped: st.skipped.length });
+    console.log(
+      `workers=${workers} images_per_s=${median(rates).toFixed(0)} passes=[${rates.map((r) => r.toFixed(0)).join(', ')}] ` +
+        `main_thread_ms_per_batch=${st.mainThreadMsPerBatch.toFixed(3)} worker_ms_per_batch=${st.workerMsPerBatch.toFixed(1)}` +
+        (st.skipped.length ? ` skipped=${st.skipped.length}` : ''),
+    );
+  }
+  const one = results.find((r) => r.workers === 1);
+  const last = results[results.length - 1];
+  if (one && last.workers > 1) {
+    console.log(`scaling 1→${last.workers} workers: ${((last.rate / one.rate / last.workers) * 100).toFixed(0)}% efficiency`);
+  }
+  console.log(`augment images_per_s=${last.rate.toFixed(0)} workers=${last.workers}`);
+}
+
+const program = new Command('augment')
+  .description("Keras ImageDataGenerator augmentation on a worker pool: preview and benchmark")
+  .showHelpAfterError();
+
+addAugmentFlags(
+  program
+    .command('preview')
+    .description('N augmented versions of one image in a grid PNG (the book\'s figure 5.11)')
+    .requiredOption('--image <file>', 'image to augment')
+    .option('--count <n>', 'augmented versions', int('--count'), 8)
+    .option('--cols <n>', 'grid columns', int('--cols'), 4)
+    .option('--out <file>', 'grid PNG to write', 'augment-preview.png')
+    .option('--seed <n>', 'seed (tile i is epoch i of a stream with this seed)', int('--seed'), 1)
+    .option('--size <px>', 'target size (square)', int('--size'), 150)
+    .addOption(new Option('--interpolation <kind>', 'resize kernel').choices(['nearest', 'bilinear']).default('nearest')),
+).action(preview);
+
+addAugmentFlags(
+  program
+    .command('bench')
+    .description('images/s of decode → resize → augment → batch at 1..N workers; ends with "augment images_per_s=<median> workers=<n>"')
+    .requiredOption('--source <url>', 'folder of Kaggle-named JPEGs, class folders, or a prepared dataset (dir or s3://)')
+    .addOption(new Option('--split <name>', 'split of a prepared dataset').choices(['train', 'validation', 'test']).default('train'))
+    .option('--limit <n>', 'images', int('--limit'), 2000)
+    .option('--workers <n>', 'largest worker count measured', int('--workers'), availableParallelism())
+    .option('--min-workers <n>', 'smallest worker count measured', int('--min-workers'), 1)
+    .option('--batch <n>', 'batch size', int('--batch'), 32)
+    .option('--size <px>', 'target size (square)', int('--size'), 150)
+    .option('--passes <n>', 'passes (epochs) per worker count; the median is reported', int('--passes'), 3)
+    .option('--seed <n>', 'seed', int('--seed'), 1)
+    .option('--no-augment', 'decode and resize only')
+    .addOption(new Option('--interpolation <kind>', 'resize kernel').choices(['nearest', 'bilinear']).default('nearest')),
+).action(bench);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  const e = err as Error;
+  console.error(`error: ${e instanceof UserError || e instanceof RangeError ? e.message : (e.stack ?? e.message)}`);
+  process.exit(1);
+}

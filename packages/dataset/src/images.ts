@@ -67,10 +67,11 @@ export async function encodeImage(buf: Buffer, options: EncodeOptions): Promise<
     if (info.channels !== 3) return { ok: false, reason: `could not convert to RGB (${info.channels} channels)` };
     return { ok: true, bytes: data, width: info.width, height: info.height };
   } catch (err) {
-    const msg = firstLine(err);
-    const reason = /premature end|truncat|unexpected end|corrupt|bad huffman|read error|VipsJpeg/i.test(msg)
-      ? `truncated or corrupt image (${msg})`
-      : `undecodable image (${msg})`;
+    // The header parsed but the pixel data did not decode: cut short or damaged. (libvips' message is
+    // sometimes lost under concurrency, so the reason does not depend on it.)
+    const msg = firstLine(err) || 'decode failed';
+    const noEnd = meta.format === 'jpeg' && !(buf[buf.length - 2] === 0xff && buf[buf.length - 1] === 0xd9);
+    const reason = `truncated or corrupt image data (${noEnd ? 'no JPEG end marker; ' : ''}${msg})`;
     return { ok: false, reason };
   }
 }

@@ -9,10 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { UserError, formatError } from '@catdog/storage';
-import { runReportCommand } from './command.js';
-import { writeCurves } from './curves.js';
-import { writeModelViews } from './model-diagram.js';
-import { readHistory } from './run-dir.js';
+// The rendering modules (vega, sharp, Graphviz, tfjs) load only when a command runs, so usage errors are instant.
 
 const cwd = process.env.INIT_CWD ?? process.cwd();
 const abs = (p: string) => resolve(cwd, p);
@@ -34,6 +31,7 @@ const program = new Command('report')
     if (!opts.runs && !opts.run) {
       program.error('error: missing --runs <dir> (a directory holding run directories) or --run <dir>', { exitCode: 2 });
     }
+    const { runReportCommand } = await import('./command.js');
     const result = await runReportCommand({ runs: opts.runs, run: opts.run, out: opts.out, smoothing: opts.smooth, cwd });
     console.log(`wrote ${result.out} (${result.runs.length} run${result.runs.length === 1 ? '' : 's'})`);
   });
@@ -46,6 +44,8 @@ program
   .option('--smooth <factor>', "the book's exponential smoothing factor (0.8); default off", smoothing)
   .option('--title <text>', 'subtitle of the charts, e.g. the run name')
   .action(async (opts: { history: string; out: string; smooth?: number; title?: string }) => {
+    const { readHistory } = await import('./run-dir.js');
+    const { writeCurves } = await import('./curves.js');
     const history = await readHistory(abs(opts.history));
     const files = await writeCurves(history!, abs(opts.out), { smoothing: opts.smooth ?? 0, title: opts.title });
     for (const f of files) console.log(`wrote ${f}`);
@@ -67,6 +67,7 @@ program
         throw new UserError(`${abs(opts.summary)}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
       }
     }
+    const { writeModelViews } = await import('./model-diagram.js');
     const files = await writeModelViews(abs(opts.model), abs(opts.out), { showShapes: opts.shapes, summary });
     for (const f of files) console.log(`wrote ${f}`);
   });

@@ -175,7 +175,18 @@ function toShapeRecord(shapes: ShapeMap): Map<string, Shape> {
  */
 export async function inferOutputShapes(topology: ModelTopology): Promise<Map<string, Shape>> {
   const tf = await import('@tensorflow/tfjs');
-  const model = await tf.models.modelFromJSON(structuredClone(topology) as never);
+  // Building the layers allocates their weights; on the cpu backend tfjs then advises installing tfjs-node,
+  // which is noise for a report. Only that one message is held back, only during this call.
+  const warn = console.warn;
+  console.warn = (...args: unknown[]) => {
+    if (!String(args[0]).includes('looks like you are running TensorFlow.js in Node.js')) warn(...args);
+  };
+  let model: Awaited<ReturnType<typeof tf.models.modelFromJSON>>;
+  try {
+    model = await tf.models.modelFromJSON(structuredClone(topology) as never);
+  } finally {
+    console.warn = warn;
+  }
   try {
     const shapes = new Map<string, Shape>();
     for (const layer of model.layers) shapes.set(layer.name, layer.outputShape as Shape);
@@ -205,14 +216,14 @@ function graphviz(): Promise<Graphviz> {
 }
 
 /** Graphviz DOT source for a topology (shapes by layer name, omitted when `shapes` is undefined). */
-export function modelDot(topology: ModelTopology, shapes?: Map<string, Shape>, rankdir: 'TB' | 'LR' = 'TB', dpi = 96): string {
+export function modelDot(topology: ModelTopology, shapes?: Map<string, Shape>, rankdir: 'TB' | 'LR' = 'TB'): string {
   const nodes = graphNodes(topology);
   const ids = new Map(nodes.map((n, i) => [n.name, `layer${i}`]));
   const outputShape = (n: DiagramNode): Shape | undefined => shapes?.get(n.name) ?? n.declaredShape;
   const byName = new Map(nodes.map((n) => [n.name, n]));
   const lines = [
     `digraph "${recordText(String((isObject(topology.config) && topology.config.name) || 'model'))}" {`,
-    `  graph [rankdir=${rankdir}, dpi=${dpi}, nodesep=0.3, ranksep=0.35, bgcolor=white];`,
+    `  graph [rankdir=${rankdir}, nodesep=0.3, ranksep=0.35, bgcolor=white];`,
     // Courier's metrics are what Graphviz estimates text with; any monospace font renders it at the same width.
     '  node [shape=record, fontname="Courier", fontsize=11, style=filled, fillcolor=white, penwidth=1];',
     '  edge [arrowsize=0.7];',
@@ -246,6 +257,21 @@ export function modelDot(topology: ModelTopology, shapes?: Map<string, Shape>, r
   return lines.join('\n');
 }
 
+/** librsvg (through sharp) renders at most 32767 pixels a side. */
+const MAX_PNG_SIDE = 32000;
+
+/**
+ * Graphviz sizes the SVG in points; at `dpi` the PNG matches what Keras' pydot would produce. A very deep model
+ * (MobileNetV2 has 155 layers in a column) is rendered at a lower resolution so the PNG stays within limits.
+ */
+async function rasterize(svg: string, dpi: number): Promise<Buffer> {
+  const size = /<svg[^>]*\swidth="([\d.]+)pt"[^>]*\sheight="([\d.]+)pt"/.exec(svg);
+  const longest = size ? Math.max(Number(size[1]), Number(size[2])) : 0;
+  // sharp scales by density/72 and librsvg converts points at the same density, so pixels = pt * (density/72)^2.
+  const pixelsPerPoint = longest > 0 ? Math.min(dpi / 72, MAX_PNG_SIDE / longest) : dpi / 72;
+  return sharp(Buffer.from(svg), { density: 72 * Math.sqrt(pixelsPerPoint), limitInputPixels: false }).png().toBuffer();
+}
+
 /**
  * An architecture diagram like `keras.utils.plot_model(model, show_shapes=True)`: Sequential and functional
  * models, a nested model (such as a convolutional base inside a Sequential) drawn as one box.
@@ -269,10 +295,9 @@ export async function modelDiagram(topologyOrModelJson: unknown, options: ModelD
     }
   }
   const dpi = options.dpi ?? 96;
-  const dot = modelDot(topology, shapes, options.rankdir ?? 'TB', dpi);
+  const dot = modelDot(topology, shapes, options.rankdir ?? 'TB');
   const svg = (await graphviz()).dot(dot, 'svg');
-  // Graphviz sizes the SVG in points; at `dpi` the PNG matches what Keras' pydot would produce.
-  const png = await sharp(Buffer.from(svg), { density: dpi, limitInputPixels: false }).png().toBuffer();
+  const png = await rasterize(svg, dpi);
   return { dot, svg, png, layers: graphNodes(topology).map((n) => n.name), ...(shapeError ? { shapeError } : {}) };
 }
 

@@ -1,0 +1,184 @@
+// HTML reports over real run directories (trained for real by test/report/real-run.ts): the run page, the
+// comparison page opened in a real headless Chromium, and the CLI as users and Nx run it.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { chromium } from 'playwright-core';
+import { UserError } from '@catdog/storage';
+import { findRunDirs, writeComparisonReport, writeRunReport } from '@catdog/report';
+import { projectRoot } from '../helpers/fixtures.js';
+import { makeRealRun } from './real-run.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+let dir: string;
+let runsDir: string;
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'report-html-'));
+  runsDir = join(dir, 'runs');
+  // Two evaluated runs (one grouped one level deeper) and one still without metrics.json.
+  await makeRealRun(join(runsDir, 'scratch-1'), { strategy: 'scratch', epochs: 10, hiddenUnits: 8 });
+  await makeRealRun(join(runsDir, 'mobilenet', 'extract-1'), { strategy: 'extract', base: 'mobilenet_v2', epochs: 10, hiddenUnits: 32 });
+  await makeRealRun(join(runsDir, 'finetune-1'), { strategy: 'finetune', base: 'mobilenet_v2', epochs: 4, withoutMetrics: true });
+  await writeFile(join(runsDir, 'finetune-1', 'config.json'), JSON.stringify({
+    ...JSON.parse(await readFile(join(runsDir, 'finetune-1', 'config.json'), 'utf8')),
+    // A URL in a config value must not turn into a reference in the page.
+    data: { source: 'https://example.invalid/train.zip', endpoint: 'http://127.0.0.1:4569' },
+  }));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function metricsOf(run: string) {
+  return JSON.parse(await readFile(join(runsDir, run, 'metrics.json'), 'utf8'));
+}
+
+test('the run page is one self-contained file with metrics, curves, diagram and misclassified images', async () => {
+  const page = await writeRunReport(join(runsDir, 'scratch-1'));
+  assert.equal(page, join(runsDir, 'scratch-1', 'report.html'));
+  const html = await readFile(page, 'utf8');
+  assert.doesNotMatch(html, /http/i);
+  assert.doesNotMatch(html, /<script|src="(?!data:)/i, 'no scripts, every image inline');
+  const metrics = await metricsOf('scratch-1');
+  assert.ok(html.includes(`${(metrics.test.accuracy * 100).toFixed(1)}%`), 'test accuracy shown');
+  assert.ok(html.includes('Training and validation accuracy') && html.includes('Training and validation loss'));
+  assert.equal(html.match(/<figure>/g)?.length ?? 0, metrics.test.misclassified.length, 'one figure per misclassified image');
+  assert.equal(html.match(/<img src="data:image\/jpeg;base64,/g)?.length ?? 0, metrics.test.misclassified.length);
+  for (const m of metrics.test.misclassified) assert.ok(html.includes(`p(dog) = ${m.probability.toFixed(3)}`), m.key);
+  const diagram = /<img class="diagram" src="data:image\/svg\+xml;base64,([^"]+)" alt="model diagram">/.exec(html);
+  assert.ok(diagram, 'model diagram inlined');
+  const svg = Buffer.from(diagram[1]!.replace(/\s/g, ''), 'base64').toString('utf8');
+  for (const box of ['hidden: Dense', 'dropout: Dropout', 'output: Dense']) assert.ok(svg.includes(box), box);
+  assert.ok(html.includes('hidden (Dense)'), 'Keras-style summary');
+  assert.match(html, /predicted cat<\/th>/, 'confusion matrix');
+});
+
+test('the comparison page names every run, ranks them by test accuracy and says who won', async () => {
+  const out = join(dir, 'comparison.html');
+  const result = await writeComparisonReport(runsDir, out);
+  assert.equal(result.runs.length, 3);
+  const ma = await metricsOf('scratch-1');
+  const mb = await metricsOf(join('mobilenet', 'extract-1'));
+  const a = ma.test.accuracy;
+  const b = mb.test.accuracy;
+  // Test accuracy first; ties go to the better best validation accuracy, then to the name.
+  const aFirst = a > b || (a === b && (ma.bestValAcc > mb.bestValAcc || (ma.bestValAcc === mb.bestValAcc && 'mobilenet/extract-1'.localeCompare('scratch-1') > 0)));
+  const [winner, runnerUp] = aFirst ? ['scratch-1', 'mobilenet/extract-1'] : ['mobilenet/extract-1', 'scratch-1'];
+  assert.deepEqual(result.names, [winner, runnerUp, 'finetune-1'], 'best test accuracy first, the unevaluated run last');
+  const html = await readFile(out, 'utf8');
+  assert.doesNotMatch(html, /http/i);
+  for (const name of result.names) assert.ok(html.includes(`data-run="${name}"`), name);
+  const label = winner === 'scratch-1' ? 'scratch' : 'extract \\(mobilenet_v2\\)';
+  const points = (Math.abs(a - b) * 100).toFixed(1);
+  assert.match(html, new RegExp(`${label} won with ${(Math.max(a, b) * 100).toFixed(1)}% test accuracy, \\+${points} points over`));
+  for (const run of ['scratch-1', 'mobilenet/extract-1', 'finetune-1']) assert.ok(existsSync(join(runsDir, run, 'report.html')), `${run}/report.html`);
+  assert.deepEqual((await findRunDirs(runsDir)).length, 3);
+});
+
+test('the comparison page opens in headless Chromium without console errors or network requests', async (t) => {
+  if (!existsSync(CHROMIUM)) {
+    const message = `${CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium) to run this test`;
+    if (process.env.CATDOG_REQUIRE_BROWSER === '1') assert.fail(message);
+    t.skip(message);
+    return;
+  }
+  const out = join(dir, 'browser.html');
+  const result = await writeComparisonReport(runsDir, out);
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  try {
+    const page = await browser.newPage();
+    const problems: string[] = [];
+    const requests: string[] = [];
+    page.on('console', (m) => {
+      if (m.type() === 'error' || m.type() === 'warning') problems.push(`${m.type()}: ${m.text()}`);
+    });
+    page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
+    page.on('request', (r) => {
+      if (!r.url().startsWith('data:')) requests.push(r.url());
+    });
+    const url = pathToFileURL(out).href;
+    await page.goto(url, { waitUntil: 'load' });
+    assert.deepEqual(requests, [url], 'the page itself is the only request');
+    assert.deepEqual(problems, []);
+    const rows = await page.$$eval('table.runs tbody tr', (trs) => trs.map((tr) => (tr.children[1] as HTMLElement).innerText.trim()));
+    assert.deepEqual(rows, result.names);
+    // Every image decoded (curves, overlay chart, misclassified thumbnails once opened).
+    await page.$$eval('details', (ds) => ds.forEach((d) => ((d as HTMLDetailsElement).open = true)));
+    const images = await page.$$eval('img', (imgs) => imgs.map((i) => ({ ok: (i as HTMLImageElement).complete && (i as HTMLImageElement).naturalWidth > 0, alt: i.alt })));
+    assert.ok(images.length >= 3 * 2 + 1, `${images.length} images`);
+    assert.deepEqual(images.filter((i) => !i.ok), [], 'all images decode');
+    const text = await page.innerText('body');
+    assert.match(text, /won with/);
+    assert.ok(text.includes('https://example.invalid/train.zip') || !text.includes('example.invalid'), 'URLs in configs are shown as text');
+  } finally {
+    await browser.close();
+  }
+});
+
+/** Runs the CLI as npm/npx would from the user's directory `userDir` (INIT_CWD), at the project root. */
+function cli(args: string[], userDir = projectRoot) {
+  return spawnSync(process.execPath, ['--import', 'tsx', join(projectRoot, 'packages/report/src/cli.ts'), ...args], {
+    cwd: projectRoot,
+    encoding: 'utf8',
+    env: { ...process.env, INIT_CWD: userDir },
+  });
+}
+
+test('the CLI writes the comparison, and exits non-zero with a clear message on no runs or garbage', async () => {
+  const out = join(dir, 'cli', 'all.html');
+  const ok = cli(['--runs', 'runs', '--out', 'cli/all.html'], dir);
+  assert.equal(ok.status, 0, ok.stderr);
+  assert.match(ok.stdout, /wrote .*all\.html \(3 runs\)/);
+  const html = await readFile(out, 'utf8');
+  assert.doesNotMatch(html, /http/i);
+  for (const name of ['scratch-1', 'mobilenet/extract-1', 'finetune-1']) assert.ok(html.includes(`data-run="${name}"`));
+
+  await mkdir(join(dir, 'empty', 'not-a-run'), { recursive: true });
+  const empty = cli(['--runs', join(dir, 'empty'), '--out', join(dir, 'empty.html')]);
+  assert.equal(empty.status, 1);
+  assert.match(empty.stderr, /^error: no runs found in .*empty/m);
+  assert.ok(!existsSync(join(dir, 'empty.html')), 'nothing written');
+
+  const broken = join(dir, 'broken', 'run-1');
+  await mkdir(broken, { recursive: true });
+  await writeFile(join(broken, 'history.json'), '{"loss": [0.69, 0.6], "acc": [0.5');
+  const garbage = cli(['--runs', join(dir, 'broken'), '--out', join(dir, 'broken.html')]);
+  assert.equal(garbage.status, 1);
+  assert.ok(garbage.stderr.includes(`error: ${join(broken, 'history.json')}: invalid JSON`), garbage.stderr);
+  assert.ok(!existsSync(join(dir, 'broken.html')));
+  assert.deepEqual((await readdir(dir)).filter((f) => f.endsWith('.tmp')), []);
+
+  const usage = cli(['--bogus']);
+  assert.equal(usage.status, 2);
+  const curves = cli(['curves', '--history', join(runsDir, 'scratch-1', 'history.json'), '--out', join(dir, 'c'), '--smooth', '0.8']);
+  assert.equal(curves.status, 0, curves.stderr);
+  assert.ok(existsSync(join(dir, 'c', 'curves', 'loss.png')));
+  const badSmooth = cli(['curves', '--history', join(runsDir, 'scratch-1', 'history.json'), '--out', join(dir, 'c'), '--smooth', '1.5']);
+  assert.equal(badSmooth.status, 2);
+  const model = cli(['model', '--model', join(runsDir, 'scratch-1', 'model', 'model.json'), '--out', join(dir, 'm')]);
+  assert.equal(model.status, 0, model.stderr);
+  assert.match(await readFile(join(dir, 'm', 'model.svg'), 'utf8'), /output: Dense/);
+  await assert.rejects(writeComparisonReport(join(dir, 'missing'), join(dir, 'x.html')), (e: Error) => e instanceof UserError && /does not exist/.test(e.message));
+});
+
+test('verification contract: npx nx run trainer:report --runs <dir> --out <file.html>', async () => {
+  const out = join(dir, 'nx', 'report.html');
+  const r = spawnSync('npx', ['nx', 'run', 'trainer:report', '--runs', runsDir, '--out', out], {
+    cwd: projectRoot,
+    encoding: 'utf8',
+    env: { ...process.env, NX_DAEMON: 'false', NX_NO_CLOUD: 'true', NX_TUI: 'false' },
+  });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  const html = await readFile(out, 'utf8');
+  assert.doesNotMatch(html, /https?/i);
+  for (const name of ['scratch-1', 'mobilenet/extract-1', 'finetune-1']) assert.ok(html.includes(`data-run="${name}"`), name);
+});

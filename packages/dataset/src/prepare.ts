@@ -310,7 +310,6 @@ export async function prepareDataset(options: PrepareOptions): Promise<PrepRepor
     const owned = new Set(mine.map((s) => s.path));
     const total = mine.reduce((a, s) => a + s.items.length, 0);
     const progress: PrepProgress = { phase: 'plan', done: 0, total, skipped: 0, shardsDone: 0, shardsTotal: mine.length };
-    options.onProgress?.({ ...progress });
     const report: PrepReport = {
       out: out.url,
       planId: plan.id,
@@ -331,6 +330,7 @@ export async function prepareDataset(options: PrepareOptions): Promise<PrepRepor
       report.seconds = (performance.now() - started) / 1000;
       return report;
     }
+    options.onProgress?.({ ...progress });
     const records: ShardRecord[] = [];
     for (const shard of mine) {
       if (options.signal?.aborted) throw new AbortedError();

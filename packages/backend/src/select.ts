@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import * as tfWasm from '@tensorflow/tfjs-backend-wasm';
 import { BackendUnavailableError } from './errors.js';
 import { registerWasmTrainingKernels } from './wasm-kernels.js';
+import { initThreadedWasm } from './wasm-threads.js';
 
 export const BACKEND_REQUESTS = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
 export type BackendRequest = (typeof BACKEND_REQUESTS)[number];
@@ -64,6 +65,7 @@ async function loadTensorflow(pkg: '@tensorflow/tfjs-node-gpu' | '@tensorflow/tf
 }
 
 let wasmPathsSet = false;
+let threadedNote = '';
 
 async function loadWasm(threads: number): Promise<number> {
   registerWasmTrainingKernels();
@@ -72,6 +74,13 @@ async function loadWasm(threads: number): Promise<number> {
     const dist = dirname(require.resolve('@tensorflow/tfjs-backend-wasm')) + sep;
     tfWasm.setWasmPaths(dist);
     wasmPathsSet = true;
+  }
+  if (tf.findBackend('wasm') == null && threads > 1 && process.env.CATDOG_WASM_THREADS !== '0') {
+    try {
+      return await initThreadedWasm(threads);
+    } catch (err) {
+      threadedNote = `threaded wasm build failed (${firstLine(err)}), running single-threaded`;
+    }
   }
   tfWasm.setThreadsCount(threads);
   if (!(await tf.setBackend('wasm'))) throw new Error('the wasm backend did not initialise');
@@ -155,7 +164,8 @@ async function select(request: BackendRequest, threads: number): Promise<Backend
     try {
       const actual = await loadWasm(threads);
       const threadNote =
-        actual < threads ? `; ${threads} threads requested, the wasm build running in Node uses ${actual}` : '';
+        (threadedNote ? `; ${threadedNote}` : '') +
+        (actual < threads ? `; ${threads} threads requested, the wasm backend runs ${actual}` : '');
       return {
         name: 'wasm',
         threads: actual,

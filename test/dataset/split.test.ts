@@ -255,7 +255,10 @@ test('finalize names the missing workers; parts from every worker give the same 
   const opts = { source: src, out, train: 4, validation: 2, test: 2, samplesPerShard: 3, workerCount: 3 };
   await prepareDataset({ ...opts, workerIndex: 1 });
   await assert.rejects(finalizeDataset(out), /missing parts from workers 0, 2 of 3/);
-  await prepareDataset({ ...opts, workerIndex: 0 });
+  // A worker asked to finalize while others are still running leaves it to the last one.
+  const early = await prepareDataset({ ...opts, workerIndex: 0, finalize: true });
+  assert.deepEqual(early.waitingFor, [2]);
+  assert.equal(early.complete, false);
   await assert.rejects(finalizeDataset(out), /missing part from worker 2 of 3/);
   assert.ok(!existsSync(join(out, 'manifest.json')));
   const last = await prepareDataset({ ...opts, workerIndex: 2, finalize: true });

@@ -225,6 +225,8 @@ export function buildProgram(): Command {
     if (report.finalize) {
       out(`manifest written: ${report.out.replace(/\/$/, '')}/manifest.json`);
       printFinalize(report.finalize);
+    } else if (report.waitingFor) {
+      out(`part ${workerIndex} of ${workerCount} written; workers ${report.waitingFor.join(', ')} still running: the last worker to finish writes the manifest`);
     } else {
       out(`part ${workerIndex} of ${workerCount} written; the manifest is written by prep finalize once every worker is done`);
     }

@@ -47,6 +47,7 @@ export {
   workerDefaults,
   partPath,
   AbortedError,
+  MissingPartsError,
   PARTS_DIR,
   REPORT_FILE,
   type PrepareOptions,

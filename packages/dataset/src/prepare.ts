@@ -86,6 +86,8 @@ export interface PrepReport {
   complete: boolean;
   alreadyComplete?: boolean;
   finalize?: FinalizeReport;
+  /** With finalize on several workers: the workers whose parts were not there yet (the last one publishes). */
+  waitingFor?: number[];
 }
 
 export interface FinalizeReport {
@@ -97,6 +99,14 @@ export interface FinalizeReport {
   /** Per split, how many samples short of the plan (broken images with no spare left). */
   short: Partial<Record<SplitName, number>>;
   manifest?: Manifest;
+}
+
+/** finalize found parts missing: the dataset is not complete yet (other workers still running, or failed). */
+export class MissingPartsError extends UserError {
+  constructor(message: string, readonly missingParts: number[]) {
+    super(message);
+    this.name = 'MissingPartsError';
+  }
 }
 
 export class AbortedError extends UserError {
@@ -379,8 +389,14 @@ export async function prepareDataset(options: PrepareOptions): Promise<PrepRepor
     if (options.finalize ?? workerCount === 1) {
       progress.phase = 'finalize';
       options.onProgress?.({ ...progress });
-      report.finalize = await finalizeDataset(out.url, { storage: options.storage, workerCount, allowShort: options.allowShort });
-      report.complete = report.finalize.complete;
+      try {
+        report.finalize = await finalizeDataset(out.url, { storage: options.storage, workerCount, allowShort: options.allowShort });
+        report.complete = report.finalize.complete;
+      } catch (err) {
+        // With many workers each may try: the last one to finish sees every part (list-after-write) and publishes.
+        if (!(err instanceof MissingPartsError) || workerCount === 1) throw err;
+        report.waitingFor = err.missingParts;
+      }
     }
     return report;
   } finally {
@@ -418,8 +434,9 @@ export async function finalizeDataset(url: string, options: FinalizeOptions = {}
     else missing.push(i);
   }
   if (missing.length) {
-    throw new UserError(
+    throw new MissingPartsError(
       `${out.url}: not finalized: missing part${missing.length > 1 ? 's' : ''} from worker${missing.length > 1 ? 's' : ''} ${missing.join(', ')} of ${workerCount} (${partPath(missing[0], workerCount)}…); rerun those workers, then finalize`,
+      missing,
     );
   }
   const planIds = new Set(parts.map((p) => p.planId));

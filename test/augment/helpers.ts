@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { SampleSource, Batch, BatchStream } from '@catdog/augment';
-import { kaggleTrainDir } from '../helpers/fixtures.ts';
+import { kaggleTrainDir } from '../helpers/fixtures.js';
 
 export interface MemorySample { key: string; label: number; className: string; bytes: Uint8Array; ext: string }
 

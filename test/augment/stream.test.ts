@@ -9,7 +9,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import * as tf from '@tensorflow/tfjs';
 import { BOOK_AUGMENTATION, createBatchStream, toTfDataset, type EpochReport } from '@catdog/augment';
-import { drain, kaggleSamples, memorySource } from './helpers.ts';
+import { drain, kaggleSamples, memorySource } from './helpers.js';
 
 const samples = kaggleSamples(10); // 20 real images
 const base = { source: memorySource(samples), targetSize: [40, 48] as [number, number], augment: BOOK_AUGMENTATION, seed: 11, epochs: 2 };

@@ -21,6 +21,7 @@ import {
   type FillMode,
   type SampleSource,
 } from '@catdog/augment';
+import type { EncodedSample } from '@catdog/dataset';
 import { UserError } from '@catdog/storage';
 
 const base = process.env.INIT_CWD ?? process.cwd();
@@ -102,6 +103,7 @@ async function preview(opts: AugmentFlags & { image: string; count: number; cols
   console.log(`wrote ${out} (${opts.count} augmented versions of ${key}, ${cols}×${rows} grid, seed ${opts.seed})`);
 }
 
+const st0 = (n: number) => Math.max(1, n);
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
@@ -116,7 +118,7 @@ async function bench(opts: AugmentFlags & {
   const augment = opts.augment ? augmentFromFlags(opts) : false;
   // Read the encoded files once, before any timing: the benchmark measures decode → resize → augment → batch.
   const opened = await openDatasetSource(url, opts.split);
-  const samples = [];
+  const samples: EncodedSample[] = [];
   for await (const s of opened.samples()) {
     samples.push(s);
     if (samples.length >= opts.limit) break;
@@ -136,6 +138,8 @@ async function bench(opts: AugmentFlags & {
     });
     await stream.ready();
     const rates: number[] = [];
+    // CPU time of the whole process (main + worker threads + libvips threads): a load-independent cost per image.
+    const cpu0 = process.cpuUsage();
     let t = performance.now();
     let images = 0;
     for await (const batch of stream) {
@@ -147,11 +151,14 @@ async function bench(opts: AugmentFlags & {
         images = 0;
       }
     }
+    const cpu = process.cpuUsage(cpu0);
+    const cpuMsPerImage = (cpu.user + cpu.system) / 1000 / st0(stream.stats().images);
     const st = stream.stats();
     results.push({ workers, rate: median(rates), passes: rates, mainMs: st.mainThreadMsPerBatch, workerMs: st.workerMsPerBatch, skipped: st.skipped.length });
     console.log(
       `workers=${workers} images_per_s=${median(rates).toFixed(0)} passes=[${rates.map((r) => r.toFixed(0)).join(', ')}] ` +
-        `main_thread_ms_per_batch=${st.mainThreadMsPerBatch.toFixed(3)} worker_ms_per_batch=${st.workerMsPerBatch.toFixed(1)}` +
+        `main_thread_ms_per_batch=${st.mainThreadMsPerBatch.toFixed(3)} worker_ms_per_batch=${st.workerMsPerBatch.toFixed(1)} ` +
+        `cpu_ms_per_image=${cpuMsPerImage.toFixed(3)}` +
         (st.skipped.length ? ` skipped=${st.skipped.length}` : ''),
     );
   }

@@ -1,0 +1,56 @@
+// The augment CLI as a user runs it: real subprocesses on real images.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
+
+// Run at the workspace root as Nx does, with the user's directory in INIT_CWD as npm/npx set it.
+const cli = (args: string[], userDir = projectRoot) =>
+  spawnSync(process.execPath, ['--import', 'tsx', 'apps/augment/src/main.ts', ...args], {
+    cwd: projectRoot, encoding: 'utf8', env: { ...process.env, INIT_CWD: userDir },
+  });
+
+test('preview writes a grid of augmented versions of cat.3.jpg (relative --out resolves against INIT_CWD)', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'catdog-augment-cli-'));
+  const r = cli(['preview', '--image', join(kaggleTrainDir, 'cat.3.jpg'), '--count', '6', '--cols', '3', '--out', 'grid.png', '--seed', '4'], dir);
+  assert.equal(r.status, 0, r.stderr);
+  const meta = await sharp(join(dir, 'grid.png')).metadata();
+  // 3 × 2 tiles of 150 px with 4 px gaps
+  assert.deepEqual([meta.format, meta.width, meta.height], ['png', 3 * 150 + 4 * 4, 2 * 150 + 3 * 4]);
+  // tiles differ from one another (random transforms), and the same seed gives the same grid
+  const { data } = await sharp(join(dir, 'grid.png')).raw().toBuffer({ resolveWithObject: true });
+  const tile = (i: number) => {
+    const x0 = 4 + i * 154;
+    return Buffer.concat(Array.from({ length: 150 }, (_, r) => data.subarray(((4 + r) * meta.width! + x0) * 3, ((4 + r) * meta.width! + x0 + 150) * 3)));
+  };
+  assert.notDeepEqual(tile(0), tile(1));
+  assert.equal(cli(['preview', '--image', join(kaggleTrainDir, 'cat.3.jpg'), '--count', '6', '--cols', '3', '--out', 'again.png', '--seed', '4'], dir).status, 0);
+  const again = await sharp(join(dir, 'again.png')).raw().toBuffer();
+  assert.ok(again.equals(data));
+  await rm(dir, { recursive: true });
+});
+
+test('bench ends with the verification line', () => {
+  const r = cli(['bench', '--source', kaggleTrainDir, '--limit', '24', '--workers', '2', '--batch', '8', '--size', '48', '--passes', '1']);
+  assert.equal(r.status, 0, r.stderr);
+  const lines = r.stdout.trim().split('\n');
+  assert.match(lines.at(-1)!, /^augment images_per_s=\d+ workers=2$/);
+  assert.match(r.stdout, /workers=1 images_per_s=\d+/);
+  assert.match(r.stdout, /main_thread_ms_per_batch=[\d.]+/);
+});
+
+test('clear errors and exit 1 for missing inputs', () => {
+  const a = cli(['preview', '--image', 'no-such-image.jpg']);
+  assert.equal(a.status, 1);
+  assert.match(a.stderr, /^error: image not found: .*no-such-image\.jpg/m);
+  const b = cli(['bench', '--source', '/no/such/folder', '--limit', '4']);
+  assert.equal(b.status, 1);
+  assert.match(b.stderr, /^error: source not found: \/no\/such\/folder/m);
+  const c = cli(['preview', '--image', join(kaggleTrainDir, 'cat.3.jpg'), '--fill-mode', 'mirror']);
+  assert.notEqual(c.status, 0);
+  assert.match(c.stderr, /fill-mode/);
+});

@@ -2,6 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs';
 import { kaggleTrainDir, mobilenetV2Dir, sharedRoot } from '../helpers/fixtures.js';
@@ -15,6 +17,8 @@ import {
   inputScaling,
   leafLayers,
   FINE_TUNE_FROM,
+  saveLayersModelTo,
+  loadLayersModelFrom,
 } from '@catdog/models';
 
 import { initBackend } from '@catdog/backend';
@@ -99,6 +103,22 @@ test('MobileNetV2 fine-tuning: unfreezes the last stage, BatchNorm stays frozen'
   const x = tf.stack([await photo('cat.10.jpg', 96), await photo('dog.10.jpg', 96)]);
   await model.fit(x, tf.tensor2d([[0], [1]]), { epochs: 1, batchSize: 2, verbose: 0 });
   assert.deepEqual(Array.from(bn.getWeights()[2].dataSync()), before);
+  // Saved as a tfjs folder and loaded back: same predictions, same trainable flags, BN still frozen.
+  const dir = await mkdtemp(join(tmpdir(), 'catdog-finetuned-'));
+  try {
+    await saveLayersModelTo(model, dir);
+    const reloaded = await loadLayersModelFrom(dir);
+    assert.deepEqual(Array.from((reloaded.predict(x) as tf.Tensor).dataSync()), Array.from((model.predict(x) as tf.Tensor).dataSync()));
+    assert.equal(countTrainableWeights(reloaded), 4 * 3 + 1 + 4);
+    assert.equal(modelSummary(reloaded), summary);
+    const rbn = (reloaded.layers[0] as tf.LayersModel).getLayer('block_16_project_BN');
+    const rbefore = Array.from(rbn.getWeights()[2].dataSync());
+    reloaded.compile({ optimizer: tf.train.rmsprop(1e-5), loss: 'binaryCrossentropy' });
+    await reloaded.fit(x, tf.tensor2d([[0], [1]]), { epochs: 1, batchSize: 2, verbose: 0 });
+    assert.deepEqual(Array.from(rbn.getWeights()[2].dataSync()), rbefore);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test('MobileNetV2: clear errors for a missing folder, a bad alpha and no location', async () => {

@@ -1,0 +1,85 @@
+// Training on the wasm backend with the package's kernels: a short fit on real images in which
+// the loss falls, and 100 steps without tensor leaks and with a bounded wasm heap.
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '@catdog/backend';
+import { kaggleTrainDir } from '../helpers/fixtures.ts';
+
+const SIZE = 64;
+
+async function loadImages(n: number): Promise<{ xs: tf.Tensor4D; ys: tf.Tensor2D }> {
+  const pixels = new Float32Array(n * SIZE * SIZE * 3);
+  const labels = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const dog = i % 2 === 1;
+    const file = join(kaggleTrainDir, `${dog ? 'dog' : 'cat'}.${i >> 1}.jpg`);
+    const raw = await sharp(file).resize(SIZE, SIZE, { fit: 'fill' }).removeAlpha().raw().toBuffer();
+    for (let j = 0; j < raw.length; j++) pixels[i * SIZE * SIZE * 3 + j] = raw[j]! / 255;
+    labels[i] = dog ? 1 : 0;
+  }
+  return { xs: tf.tensor4d(pixels, [n, SIZE, SIZE, 3]), ys: tf.tensor2d(labels, [n, 1]) };
+}
+
+function tinyConvnet(size: number, withDepthwise: boolean): tf.Sequential {
+  const m = tf.sequential();
+  m.add(tf.layers.conv2d({ inputShape: [size, size, 3], filters: 8, kernelSize: 3, activation: 'relu' }));
+  m.add(tf.layers.maxPooling2d({ poolSize: 2 }));
+  if (withDepthwise) {
+    m.add(tf.layers.depthwiseConv2d({ kernelSize: 3, padding: 'same', activation: 'relu' }));
+    m.add(tf.layers.batchNormalization());
+  }
+  m.add(tf.layers.conv2d({ filters: 16, kernelSize: 3, strides: 2, padding: 'same', activation: 'relu' }));
+  m.add(tf.layers.maxPooling2d({ poolSize: 2 }));
+  m.add(tf.layers.flatten());
+  m.add(tf.layers.dense({ units: 16, activation: 'relu' }));
+  m.add(tf.layers.dense({ units: 1, activation: 'sigmoid' }));
+  return m;
+}
+
+before(async () => {
+  const choice = await initBackend({ backend: 'wasm', log: () => {} });
+  assert.equal(choice.name, 'wasm');
+  assert.equal(tf.getBackend(), 'wasm');
+});
+
+test('a short fit on 40 real images on wasm lowers the loss', async () => {
+  const { xs, ys } = await loadImages(40);
+  const model = tinyConvnet(SIZE, true);
+  model.compile({ optimizer: tf.train.rmsprop(1e-3), loss: 'binaryCrossentropy', metrics: ['accuracy'] });
+  const history = await model.fit(xs, ys, { epochs: 8, batchSize: 10, shuffle: true, verbose: 0 });
+  const loss = history.history.loss as number[];
+  assert.equal(loss.length, 8);
+  for (const l of loss) assert.ok(Number.isFinite(l), `loss is finite: ${loss.join(', ')}`);
+  if (process.env.CATDOG_TEST_VERBOSE) console.log(loss);
+  const first = loss[0]!;
+  const last = Math.min(...loss.slice(-2));
+  assert.ok(last < 0.8 * first, `loss fell from ${first.toFixed(4)} to ${last.toFixed(4)}: ${loss.map((l) => l.toFixed(3)).join(', ')}`);
+  model.dispose();
+  xs.dispose();
+  ys.dispose();
+});
+
+test('100 training steps leak no tensors and keep the wasm heap bounded', async () => {
+  const model = tinyConvnet(24, true);
+  model.compile({ optimizer: tf.train.rmsprop(1e-3), loss: 'binaryCrossentropy' });
+  const xs = tf.randomUniform([8, 24, 24, 3]);
+  const ys = tf.tensor2d([0, 1, 0, 1, 1, 0, 1, 0], [8, 1]);
+  const backend = tf.backend() as unknown as { numDataIds(): number; wasm: { HEAPU8: Uint8Array } };
+  const heapBytes = () => backend.wasm.HEAPU8.buffer.byteLength;
+  for (let i = 0; i < 10; i++) await model.trainOnBatch(xs, ys);
+  const tensorsAfterWarmup = tf.memory().numTensors;
+  const buffersAfterWarmup = backend.numDataIds();
+  const heapAfterWarmup = heapBytes();
+  for (let i = 0; i < 100; i++) {
+    await model.trainOnBatch(xs, ys);
+    assert.equal(tf.memory().numTensors, tensorsAfterWarmup, `tensor count after step ${i + 1}`);
+  }
+  assert.equal(backend.numDataIds(), buffersAfterWarmup, 'backend data buffers (kernel intermediates included)');
+  assert.ok(heapBytes() <= heapAfterWarmup + (1 << 20), `wasm heap grew from ${heapAfterWarmup} to ${heapBytes()} bytes`);
+  model.dispose();
+  xs.dispose();
+  ys.dispose();
+});

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { chromium } from 'playwright-core';
+import sharp from 'sharp';
 import { UserError } from '@catdog/storage';
 import { findRunDirs, writeComparisonReport, writeRunReport } from '@catdog/report';
 import { projectRoot } from '../helpers/fixtures.js';
@@ -40,6 +41,9 @@ async function metricsOf(run: string) {
 }
 
 test('the run page is one self-contained file with metrics, curves, diagram and misclassified images', async () => {
+  // The augmentation engineer's preview, when present, is shown too.
+  const preview = await sharp({ create: { width: 64, height: 32, channels: 3, background: '#808080' } }).png().toBuffer();
+  await writeFile(join(runsDir, 'scratch-1', 'augmentation-preview.png'), preview);
   const page = await writeRunReport(join(runsDir, 'scratch-1'));
   assert.equal(page, join(runsDir, 'scratch-1', 'report.html'));
   const html = await readFile(page, 'utf8');
@@ -57,6 +61,7 @@ test('the run page is one self-contained file with metrics, curves, diagram and 
   for (const box of ['hidden: Dense', 'dropout: Dropout', 'output: Dense']) assert.ok(svg.includes(box), box);
   assert.ok(html.includes('hidden (Dense)'), 'Keras-style summary');
   assert.match(html, /predicted cat<\/th>/, 'confusion matrix');
+  assert.ok(html.includes('<h2>Augmentation preview</h2>') && html.includes('alt="augmentation preview"'));
 });
 
 test('the comparison page names every run, ranks them by test accuracy and says who won', async () => {

@@ -33,6 +33,7 @@ const program = new Command('report')
     }
     const { runReportCommand } = await import('./command.js');
     const result = await runReportCommand({ runs: opts.runs, run: opts.run, out: opts.out, smoothing: opts.smooth, cwd });
+    for (const w of result.warnings) console.error(`warning: ${w}`);
     console.log(`wrote ${result.out} (${result.runs.length} run${result.runs.length === 1 ? '' : 's'})`);
   });
 

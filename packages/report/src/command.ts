@@ -21,6 +21,8 @@ export interface ReportCommandResult {
   out: string;
   /** Run directories in the report, best first. */
   runs: string[];
+  /** Problems that did not stop the report. */
+  warnings: string[];
 }
 
 export async function runReportCommand(options: ReportCommandOptions): Promise<ReportCommandResult> {
@@ -30,10 +32,10 @@ export async function runReportCommand(options: ReportCommandOptions): Promise<R
   if (options.out !== undefined && !/\.html?$/i.test(options.out)) throw new UserError(`--out must name an .html file, got ${options.out}`);
   if (options.run) {
     const out = await writeRunReport(abs(options.run), { out: options.out ? abs(options.out) : undefined, smoothing: options.smoothing });
-    return { out, runs: [abs(options.run)] };
+    return { out, runs: [abs(options.run)], warnings: [] };
   }
   if (!options.runs) throw new UserError('missing --runs <dir> (a directory holding run directories) or --run <dir>');
   const runsDir = abs(options.runs);
   const result = await writeComparisonReport(runsDir, options.out ? abs(options.out) : join(runsDir, 'report.html'), { smoothing: options.smoothing });
-  return { out: result.out, runs: result.runs };
+  return { out: result.out, runs: result.runs, warnings: result.warnings };
 }

@@ -25,6 +25,8 @@ export interface ComparisonResult {
   out: string;
   /** Per-run pages written. */
   runPages: string[];
+  /** Problems that did not stop the comparison (a run page that could not be written). */
+  warnings: string[];
 }
 
 /** Best first: by test accuracy, runs without test metrics after them by best validation accuracy, then by name. */
@@ -140,11 +142,18 @@ export async function writeComparisonReport(runsDir: string, outFile: string, op
 
   const pageLinks = new Map<string, string>();
   const runPages: string[] = [];
+  const warnings: string[] = [];
   if (options.runPages ?? true) {
     for (const run of runs) {
-      const page = await writeLoadedRunReport(run, { smoothing: options.smoothing });
-      runPages.push(page);
-      pageLinks.set(run.dir, relative(dirname(out), page).split('\\').join('/'));
+      try {
+        const page = await writeLoadedRunReport(run, { smoothing: options.smoothing });
+        runPages.push(page);
+        pageLinks.set(run.dir, relative(dirname(out), page).split('\\').join('/'));
+      } catch (err) {
+        // A read-only run directory must not cost the user the comparison; the page just has no link.
+        if (!(err instanceof UserError)) throw err;
+        warnings.push(`run page for ${run.name} not written: ${err.message}`);
+      }
     }
   }
 
@@ -173,5 +182,5 @@ ${sections.join('\n')}`;
   const html = htmlPage(`Comparison of ${runs.length} runs`, body);
   assertOffline(html, out);
   await writeFileAtomic(out, html);
-  return { runs: ranked.map((s) => s.dir), names: ranked.map((s) => s.name), out, runPages };
+  return { runs: ranked.map((s) => s.dir), names: ranked.map((s) => s.name), out, runPages, warnings };
 }

@@ -166,3 +166,49 @@ test('loads the MobileNet v1 file into MobileNet v1 built in code; pretrained BN
   assert.equal(rs.unused.length, 52);
   assert.ok(Math.abs(stem.getLayer('conv1').getWeights()[0].dataSync()[0] - 0.656571) < 1e-6);
 });
+
+test('a full-model file whose first layer is a nested model (model_weights/<base>/<layer>/kernel:0) loads into the stacked model', async () => {
+  // Written with h5wasm in tf.keras 2.x's layout for Sequential([base, Flatten(), Dense(1)]).
+  const h5wasm = await import('h5wasm/node');
+  await h5wasm.ready;
+  const { mkdtemp, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const dir = await mkdtemp(join(tmpdir(), 'catdog-h5-'));
+  const path = join(dir, 'nested.h5');
+  const k1 = Float32Array.from({ length: 3 * 3 * 3 * 4 }, (_, i) => i / 100);
+  const b1 = Float32Array.from([1, 2, 3, 4]);
+  const k2 = Float32Array.from({ length: 4 * 1 }, (_, i) => -i);
+  const b2 = Float32Array.from([0.5]);
+  try {
+    const f = new h5wasm.File(path, 'w');
+    f.create_attribute('keras_version', '2.4.0');
+    f.create_attribute('backend', 'tensorflow');
+    const mw = f.create_group('model_weights');
+    mw.create_attribute('layer_names', ['tiny', 'flatten', 'dense']);
+    const tiny = mw.create_group('tiny');
+    tiny.create_attribute('weight_names', ['block1_conv1/kernel:0', 'block1_conv1/bias:0']);
+    tiny.create_group('block1_conv1');
+    tiny.create_dataset({ name: 'block1_conv1/kernel:0', data: k1, shape: [3, 3, 3, 4], dtype: '<f' });
+    tiny.create_dataset({ name: 'block1_conv1/bias:0', data: b1, shape: [4], dtype: '<f' });
+    const flatten = mw.create_group('flatten');
+    flatten.create_attribute('weight_names', new Float64Array(0), [0], '<d');
+    const dense = mw.create_group('dense');
+    dense.create_attribute('weight_names', ['dense/kernel:0', 'dense/bias:0']);
+    dense.create_group('dense');
+    dense.create_dataset({ name: 'dense/kernel:0', data: k2, shape: [4, 1], dtype: '<f' });
+    dense.create_dataset({ name: 'dense/bias:0', data: b2, shape: [1], dtype: '<f' });
+    f.close();
+
+    const input = tf.input({ shape: [8, 8, 3] });
+    const conv = tf.layers.conv2d({ name: 'block1_conv1', filters: 4, kernelSize: 3, padding: 'same' }).apply(input) as tf.SymbolicTensor;
+    const pooled = tf.layers.maxPooling2d({ name: 'pool', poolSize: 8 }).apply(conv) as tf.SymbolicTensor;
+    const base = tf.model({ inputs: input, outputs: pooled, name: 'tiny' });
+    const model = tf.sequential({ layers: [base, tf.layers.flatten({ name: 'flatten' }), tf.layers.dense({ name: 'dense', units: 1 })] });
+    const r = await loadKerasH5Weights(model, path);
+    assert.deepEqual(r.loaded, ['block1_conv1', 'dense']);
+    assert.deepEqual(Array.from(base.getLayer('block1_conv1').getWeights()[1].dataSync()), [1, 2, 3, 4]);
+    assert.deepEqual(Array.from(model.getLayer('dense').getWeights()[0].dataSync()), [-0, -1, -2, -3]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '@catdog/backend';
-import { kaggleTrainDir } from '../helpers/fixtures.ts';
+import { kaggleTrainDir } from '../helpers/fixtures.js';
 
 const SIZE = 64;
 

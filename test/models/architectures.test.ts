@@ -125,8 +125,8 @@ test('frozen BatchNormalization runs in inference mode when training (Keras sema
     const { model, bn } = build();
     assert.equal(applyKerasBatchNormSemantics(model), 1);
     bn.trainable = false;
-    const inference = (bn.apply(x) as tf.Tensor).arraySync();
-    const training = (bn.apply(x, { training: true }) as tf.Tensor).arraySync();
+    const inference = (bn.apply(x) as tf.Tensor2D).arraySync();
+    const training = (bn.apply(x, { training: true }) as tf.Tensor2D).arraySync();
     assert.deepEqual(training, inference);
     assert.deepEqual(inference[0], [1, 1, 1]); // (x - mean) / sqrt(var + eps) * gamma + beta ≈ 0 * 2 + 1
     model.compile({ optimizer: tf.train.sgd(0.1), loss: 'meanSquaredError' });

@@ -85,7 +85,8 @@ async function loadWasm(threads: number): Promise<number> {
   tfWasm.setThreadsCount(threads);
   if (!(await tf.setBackend('wasm'))) throw new Error('the wasm backend did not initialise');
   await tf.ready();
-  return tfWasm.getThreadsCount();
+  // Ask the module itself: tfjs's getThreadsCount() caches the count from construction time.
+  return (tf.backend() as unknown as { wasm: { tfjs: { getThreadsCount(): number } } }).wasm.tfjs.getThreadsCount();
 }
 
 async function loadCpu(): Promise<void> {

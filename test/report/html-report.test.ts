@@ -123,7 +123,16 @@ test('the comparison page opens in headless Chromium without console errors or n
     assert.deepEqual(images.filter((i) => !i.ok), [], 'all images decode');
     const text = await page.innerText('body');
     assert.match(text, /won with/);
-    assert.ok(text.includes('https://example.invalid/train.zip') || !text.includes('example.invalid'), 'URLs in configs are shown as text');
+
+    // A run page whose config holds URLs: shown as text, yet the file holds no "http" and nothing is fetched.
+    const runPage = join(runsDir, 'finetune-1', 'report.html');
+    assert.doesNotMatch(await readFile(runPage, 'utf8'), /http/i);
+    requests.length = 0;
+    await page.goto(pathToFileURL(runPage).href, { waitUntil: 'load' });
+    assert.deepEqual(requests, [pathToFileURL(runPage).href]);
+    assert.deepEqual(problems, []);
+    const runText = await page.innerText('body');
+    assert.ok(runText.includes('https://example.invalid/train.zip') && runText.includes('http://127.0.0.1:4569'), 'URLs shown as text');
   } finally {
     await browser.close();
   }
@@ -186,4 +195,15 @@ test('verification contract: npx nx run trainer:report --runs <dir> --out <file.
   const html = await readFile(out, 'utf8');
   assert.doesNotMatch(html, /https?/i);
   for (const name of ['scratch-1', 'mobilenet/extract-1', 'finetune-1']) assert.ok(html.includes(`data-run="${name}"`), name);
+});
+
+test('inline data that happens to spell "http" in base64 is split, and still decodes to the same bytes', async () => {
+  const { dataUri, esc } = await import('../../packages/report/src/html.js');
+  const bytes = Buffer.concat([Buffer.from('xHTTPy'), Buffer.from('AAAAhttpAAAAHtTpAAAA', 'base64')]);
+  assert.match(bytes.toString('base64'), /http/i);
+  const uri = dataUri('application/octet-stream', bytes);
+  assert.doesNotMatch(uri, /http/i);
+  // WHATWG URL parsing drops line breaks before the data: URL's base64 is decoded (browsers and Node's fetch alike).
+  assert.deepEqual(Buffer.from(await (await fetch(uri)).arrayBuffer()), bytes);
+  assert.equal(esc('see https://x and HTTP'), 'see h&#116;tps://x and H&#84;TP');
 });

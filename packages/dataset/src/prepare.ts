@@ -210,7 +210,7 @@ async function writeShard(
   concurrency: number,
   signal: AbortSignal | undefined,
   onImage: (skipped: boolean) => void,
-): Promise<ShardRecord> {
+): Promise<{ finished: Promise<ShardRecord> }> {
   const writer = new ShardWriter(out, shard.path);
   const skipped: SkippedFile[] = [];
   const reserve = new Map([...shard.reserve].map(([c, l]) => [c, l.slice()]));
@@ -247,12 +247,14 @@ async function writeShard(
     }
     await Promise.all(folderWrites);
   } catch (err) {
-    writer.abort(err as Error);
     await Promise.allSettled(folderWrites);
+    await writer.abort(err as Error);
     throw err;
   }
-  const info = await writer.finish();
-  return { planId: plan.id, shard: info, split: shard.split, skipped };
+  // The caller encodes the next shard while this one's upload completes.
+  const finished = writer.finish().then((info) => ({ planId: plan.id, shard: info, split: shard.split, skipped }));
+  finished.catch(() => {});
+  return { finished };
 }
 
 function shardOfRecord(path: string): string | undefined {
@@ -342,6 +344,7 @@ export async function prepareDataset(options: PrepareOptions): Promise<PrepRepor
     }
     options.onProgress?.({ ...progress });
     const records: ShardRecord[] = [];
+    let inflight: Promise<void> = Promise.resolve();
     for (const shard of mine) {
       if (options.signal?.aborted) throw new AbortedError();
       // Reuse a shard a previous run finished, if its record matches this plan and the bytes still hash right.
@@ -349,6 +352,7 @@ export async function prepareDataset(options: PrepareOptions): Promise<PrepRepor
       if (rec && rec.planId === plan.id) {
         const st = await out.stat(shard.path);
         if (st?.size === rec.shard.bytes && (await hashObject(out, shard.path)).sha256 === rec.shard.sha256) {
+          await inflight;
           records.push(rec);
           report.shardsReused.push(shard.path);
           report.skipped.push(...rec.skipped);
@@ -360,19 +364,32 @@ export async function prepareDataset(options: PrepareOptions): Promise<PrepRepor
         }
       }
       progress.phase = 'encode';
-      const record = await writeShard(out, plan, shard, options.concurrency ?? 8, options.signal, (skipped) => {
-        progress.done++;
-        if (skipped) progress.skipped++;
-        report.images++;
+      let finished: Promise<ShardRecord>;
+      try {
+        ({ finished } = await writeShard(out, plan, shard, options.concurrency ?? 8, options.signal, (skipped) => {
+          progress.done++;
+          if (skipped) progress.skipped++;
+          report.images++;
+          options.onProgress?.({ ...progress });
+        }));
+      } catch (err) {
+        // Let the previous shard finish and be recorded, so a rerun reuses it.
+        await inflight.catch(() => {});
+        throw err;
+      }
+      // At most one shard finishing its upload while the next is encoded; records stay in plan order.
+      await inflight;
+      inflight = finished.then(async (record) => {
+        await out.write(recordPath(shard.path), JSON.stringify(record, null, 2));
+        records.push(record);
+        report.shardsWritten.push(shard.path);
+        report.skipped.push(...record.skipped);
+        progress.shardsDone++;
         options.onProgress?.({ ...progress });
       });
-      await out.write(recordPath(shard.path), JSON.stringify(record, null, 2));
-      records.push(record);
-      report.shardsWritten.push(shard.path);
-      report.skipped.push(...record.skipped);
-      progress.shardsDone++;
-      options.onProgress?.({ ...progress });
+      inflight.catch(() => {});
     }
+    await inflight;
     const planShards = Object.fromEntries(SPLITS.map((s) => [s, plan.shards.filter((p) => p.split === s).map((p) => p.path)])) as Record<SplitName, string[]>;
     const part: PartFile = {
       formatVersion: FORMAT_VERSION,

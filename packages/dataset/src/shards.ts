@@ -67,8 +67,10 @@ export class ShardWriter {
     return { path: this.path, count: this.count, bytes: this.bytes, sha256: this.hash.digest('hex'), classCounts: this.classCounts };
   }
 
-  abort(err: Error): void {
+  /** Stops the upload/write; resolves once nothing is left under the shard's name (temp file or multipart removed). */
+  async abort(err: Error): Promise<void> {
     this.pack.destroy(err);
+    await this.done.catch(() => {});
   }
 }
 

@@ -99,10 +99,16 @@ test('MobileNetV2 fine-tuning: unfreezes the last stage, BatchNorm stays frozen'
   // A training step on the stacked model leaves the frozen BN statistics alone.
   const bn = base.getLayer('block_16_project_BN');
   const before = Array.from(bn.getWeights()[2].dataSync());
+  const kernel = (name: string) => Array.from(base.getLayer(name).getWeights()[0].dataSync().slice(0, 64));
+  const [conv1Before, block12Before, block13Before] = [kernel('Conv_1'), kernel('block_12_project'), kernel('block_13_expand')];
   model.compile({ optimizer: tf.train.rmsprop(1e-5), loss: 'binaryCrossentropy' });
   const x = tf.stack([await photo('cat.10.jpg', 96), await photo('dog.10.jpg', 96)]);
   await model.fit(x, tf.tensor2d([[0], [1]]), { epochs: 1, batchSize: 2, verbose: 0 });
   assert.deepEqual(Array.from(bn.getWeights()[2].dataSync()), before);
+  // Gradients reach the unfrozen layers inside the nested base, and only those.
+  assert.notDeepEqual(kernel('Conv_1'), conv1Before);
+  assert.notDeepEqual(kernel('block_13_expand'), block13Before);
+  assert.deepEqual(kernel('block_12_project'), block12Before);
   // Saved as a tfjs folder and loaded back: same predictions, same trainable flags, BN still frozen.
   const dir = await mkdtemp(join(tmpdir(), 'catdog-finetuned-'));
   try {

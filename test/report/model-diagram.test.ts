@@ -70,6 +70,7 @@ test("the book's convnet: one box per layer with Keras-style input and output sh
   // Shapes passed by the caller (as the trainer does) give the same picture; showShapes: false drops them.
   const given = await modelDiagram(topology, { shapes: model.layers.map((l) => [l.name, l.outputShape as number[]] as const) });
   assert.equal(given.dot, diagram.dot);
+  assert.equal((await modelDiagram(model.toJSON() as string)).dot, diagram.dot, 'the JSON string of model.toJSON() works too');
   const bare = await modelDiagram({ modelTopology: topology }, { showShapes: false });
   assert.ok(!bare.svg.includes('(None, 6272)') && bare.svg.includes('dense_2: Dense'));
   model.dispose();

@@ -60,6 +60,14 @@ function isObject(v: unknown): v is Record<string, unknown> {
 /** Accepts a whole model.json, its `modelTopology`, or a Keras `model_config`, and returns the model's config. */
 export function normalizeTopology(input: unknown, where = 'model topology'): ModelTopology {
   let t = input;
+  if (typeof t === 'string') {
+    // tfjs' model.toJSON() returns the topology as a JSON string by default.
+    try {
+      t = JSON.parse(t);
+    } catch (err) {
+      throw new UserError(`${where}: a string topology must be JSON (${(err as Error).message})`);
+    }
+  }
   if (isObject(t) && isObject(t.modelTopology)) t = t.modelTopology;
   if (isObject(t) && isObject(t.model_config)) t = t.model_config;
   if (!isObject(t) || typeof t.class_name !== 'string' || t.config === undefined) {

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -19,6 +19,7 @@ import {
   saveLayersModelTo,
   loadMobileNetV2Base,
   VGG16_NOTOP_WEIGHTS,
+  readKerasH5Weights,
 } from '@catdog/models';
 
 await tf.setBackend('cpu');
@@ -61,6 +62,10 @@ test('ensureVgg16ImagenetWeights downloads once with progress, verifies the chec
     // Cached: no second request (SHA-256 accepted too, as Keras' get_file).
     assert.equal(await ensureVgg16ImagenetWeights({ cacheDir, url, hash: sha256 }), path);
     assert.equal(hits(), 1);
+    // Keras files straight from http(s):// too.
+    const remote = await readKerasH5Weights(url);
+    assert.equal(remote.layers.size, 54);
+    assert.equal(hits(), 2);
   } finally {
     server.close();
     await rm(cacheDir, { recursive: true, force: true });
@@ -100,6 +105,9 @@ test('offline: a clear message saying where to put the file or to pass --weights
     });
     assert.ok(Date.now() - started < 5000);
     assert.deepEqual(await readdir(cacheDir), []);
+    // A wrong file already in the cache is named as such.
+    await writeFile(join(cacheDir, VGG16_NOTOP_WEIGHTS.fileName), 'not the weights');
+    await assert.rejects(ensureVgg16ImagenetWeights({ cacheDir }), /the file already at .* has MD5 [0-9a-f]{32}, expected 6d6bbae143d832006294945121d1f1fc/);
   } finally {
     if (saved === undefined) delete process.env.CATDOG_VGG16_WEIGHTS_URL;
     else process.env.CATDOG_VGG16_WEIGHTS_URL = saved;

@@ -56,12 +56,15 @@ export async function getFile(options: GetFileOptions): Promise<string> {
   const target = join(cacheDir, options.fileName);
   const expected = options.hash.toLowerCase();
   const existing = await stat(target).catch(() => undefined);
+  let stale = '';
   if (existing?.isFile()) {
-    if ((await fileHash(target, expected)) === expected) return target;
+    const actual = await fileHash(target, expected);
+    if (actual === expected) return target;
     // Keras re-downloads a cached file whose hash is wrong; so do we (it is replaced atomically below).
+    stale = ` (the file already at ${target} has ${expected.length === 32 ? 'MD5' : 'SHA-256'} ${actual}, expected ${expected})`;
   }
   const tell = () =>
-    `put the file there by hand — download ${options.url} elsewhere and copy it to ${target}` +
+    `put the file there by hand — download ${options.url} elsewhere and copy it to ${target}${stale}` +
     (options.offlineHint ? `, or ${options.offlineHint}` : '');
   let response: Response;
   const controller = new AbortController();

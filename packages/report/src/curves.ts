@@ -80,14 +80,15 @@ export function curveSpec(
     field: 'epoch',
     type: 'quantitative' as const,
     title: 'Epochs',
-    scale: { zero: false, nice: false, domain: [Math.min(...epochs), Math.max(...epochs, Math.min(...epochs) + 1)] },
+    // Pixel padding keeps the first and last dots whole instead of cut in half by the plot's edge.
+    scale: { zero: false, nice: false, padding: 8, domain: [Math.min(...epochs), Math.max(...epochs, Math.min(...epochs) + 1)] },
     axis: { tickMinStep: 1, format: 'd' },
   };
   const y = {
     field: 'value',
     type: 'quantitative' as const,
     title: metric === 'acc' ? 'Accuracy' : 'Loss',
-    scale: { zero: false },
+    scale: { zero: false, padding: 8 },
   };
   const color = {
     field: 'series',
@@ -101,6 +102,7 @@ export function curveSpec(
       strokeColor: '#cccccc',
       padding: 6,
       symbolStrokeWidth: 2,
+      symbolSize: 60,
       encode: {
         symbols: {
           update: {

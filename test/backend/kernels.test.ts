@@ -289,3 +289,44 @@ test('Sum matches cpu for leading-axis (bias gradient) and other reductions', ()
     compare('Sum', { x }, { axis, keepDims }, `sum axis ${JSON.stringify(axis)} keepDims ${keepDims}`);
   }
 });
+
+test('BatchMatMul matches cpu for every transpose combination, ranks 2 and 3, batched and not', () => {
+  let n = 1000;
+  for (const [M, K, N] of [
+    [3, 5, 4],
+    [20, 70, 9],
+    [4, 6, 50],
+  ] as const) {
+    for (const batch of [0, 1, 3]) {
+      for (const transposeA of [false, true]) {
+        for (const transposeB of [false, true]) {
+          const pre = batch === 0 ? [] : [batch];
+          const aShape = [...pre, ...(transposeA ? [K, M] : [M, K])];
+          const bShape = [...pre, ...(transposeB ? [N, K] : [K, N])];
+          compare(
+            'BatchMatMul',
+            { a: { shape: aShape, values: random(size(aShape), ++n) }, b: { shape: bShape, values: random(size(bShape), ++n) } },
+            { transposeA, transposeB },
+            `matmul ${JSON.stringify({ M, K, N, batch, transposeA, transposeB })}`,
+          );
+        }
+      }
+    }
+  }
+});
+
+test('Identity shares data safely: a clone outlives its source', () => {
+  tf.setBackend('wasm');
+  const a = tf.tensor1d([1, 2, 3]);
+  const b = a.clone();
+  a.dispose();
+  assert.deepEqual(Array.from(b.dataSync()), [1, 2, 3]);
+  const v = tf.variable(tf.tensor1d([4, 5]));
+  const snapshot = tf.engine().runKernel('Identity', { x: v }) as tf.Tensor;
+  v.assign(tf.tensor1d([6, 7]));
+  assert.deepEqual(Array.from(snapshot.dataSync()), [4, 5]);
+  assert.deepEqual(Array.from(v.dataSync()), [6, 7]);
+  b.dispose();
+  v.dispose();
+  snapshot.dispose();
+});

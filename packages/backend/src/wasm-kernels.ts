@@ -445,6 +445,66 @@ function sum({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
 }
 
 // ---------------------------------------------------------------------------------------------
+// BatchMatMul with transposed operands (every Dense layer's gradients). The backend's XNNPACK
+// path covers A·B only; transposed operands take a slow loop. Rewrites, for unbatched products:
+//   Aᵀ·B   = (transpose A)·B
+//   A·Bᵀ   = (B·Aᵀ)ᵀ when B is the larger operand (the weights: only the small side is packed),
+//            else A·(transpose B)
+//   Aᵀ·Bᵀ  = (B·A)ᵀ
+
+function batchMatMul({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
+  const { a, b } = inputs as { a: TensorInfo; b: TensorInfo };
+  const { transposeA, transposeB } = attrs as { transposeA: boolean; transposeB: boolean };
+  const original = fallback('BatchMatMul');
+  const batchA = a.shape.slice(0, -2).reduce((x, y) => x * y, 1);
+  const batchB = b.shape.slice(0, -2).reduce((x, y) => x * y, 1);
+  if ((!transposeA && !transposeB) || batchA !== 1 || batchB !== 1 || a.dtype !== 'float32' || b.dtype !== 'float32') {
+    return original({ inputs, backend, attrs });
+  }
+  const mat = (t: TensorInfo): TensorInfo => ({ ...t, shape: t.shape.slice(-2) });
+  const A = mat(a);
+  const B = mat(b);
+  const plain = { transposeA: false, transposeB: false };
+  const T = (t: TensorInfo) => transpose(backend, t, [1, 0]);
+  let out: TensorInfo;
+  if (transposeA && !transposeB) {
+    const at = T(A);
+    out = original({ inputs: { a: at, b: B }, backend, attrs: plain });
+    backend.disposeData(at.dataId);
+  } else if (!transposeA && transposeB) {
+    if (B.shape[0]! > A.shape[0]!) {
+      const at = T(A);
+      const ct = original({ inputs: { a: B, b: at }, backend, attrs: plain });
+      out = T(ct);
+      backend.disposeData(at.dataId);
+      backend.disposeData(ct.dataId);
+    } else {
+      const bt = T(B);
+      out = original({ inputs: { a: A, b: bt }, backend, attrs: plain });
+      backend.disposeData(bt.dataId);
+    }
+  } else {
+    const ct = original({ inputs: { a: B, b: A }, backend, attrs: plain });
+    out = T(ct);
+    backend.disposeData(ct.dataId);
+  }
+  const rank = Math.max(a.shape.length, b.shape.length);
+  out.shape = [...new Array(rank - 2).fill(1), ...out.shape.slice(-2)];
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity shares the input's buffer (tensors are immutable; the cpu backend does the same)
+// instead of copying it. tfjs-layers reads every weight through Identity on every step.
+
+function identity({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
+  const { x } = inputs as { x: TensorInfo };
+  if (x.dtype === 'string') return fallback('Identity')({ inputs, backend, attrs });
+  (backend as unknown as { incRef(dataId: object): void }).incRef(x.dataId);
+  return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+}
+
+// ---------------------------------------------------------------------------------------------
 
 const TRAINING_KERNELS: Array<{ kernelName: string; kernelFunc: KernelFn }> = [
   { kernelName: 'Conv2DBackpropInput', kernelFunc: conv2DBackpropInput },
@@ -453,6 +513,8 @@ const TRAINING_KERNELS: Array<{ kernelName: string; kernelFunc: KernelFn }> = [
   { kernelName: 'DepthwiseConv2dNativeBackpropFilter', kernelFunc: depthwiseBackpropFilter },
   { kernelName: 'MaxPoolGrad', kernelFunc: maxPoolGrad },
   { kernelName: 'Sum', kernelFunc: sum },
+  { kernelName: 'BatchMatMul', kernelFunc: batchMatMul },
+  { kernelName: 'Identity', kernelFunc: identity },
 ];
 
 let registered = false;

@@ -41,6 +41,11 @@ test('MobileNetV2 1.0 at 150×150: 2,257,984 parameters, 5×5×1280 as keras.app
   assert.deepEqual(base.getLayer('Conv1_pad').getConfig().padding, [[0, 1], [0, 1]]);
   assert.deepEqual(base.getLayer('block_1_pad').getConfig().padding, [[1, 1], [1, 1]]);
   assert.deepEqual(base.getLayer('block_13_depthwise').outputShape, [null, 5, 5, 576]);
+  // One real photo through it.
+  const y = base.predict(tf.expandDims(await photo('dog.1500.jpg', 150))) as tf.Tensor;
+  assert.deepEqual(y.shape, [1, 5, 5, 1280]);
+  const v = y.dataSync();
+  assert.ok(v.every((e) => Number.isFinite(e) && e >= 0 && e <= 6) && v.some((e) => e > 0));
   assert.ok(leafLayers(base).filter((l) => l.weights.length > 0).every((l) => l.trainable)); // the saved file's stale flags reset
   const saved = await loadMobileNetV2Base({ alpha: 1.0, from: join(mobilenetV2Dir('1.0'), 'model.json'), padding: 'saved' });
   assert.deepEqual(saved.outputs[0].shape, [null, 4, 4, 1280]);

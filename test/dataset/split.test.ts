@@ -237,14 +237,16 @@ test('interrupted: no manifest; rerun reuses verified shards and completes', asy
   assert.deepEqual(report.shardsReused, ['train/train-000000.tar', 'train/train-000001.tar']);
   assert.equal(report.shardsWritten.length, 5);
   assert.ok((await verifyDataset(out)).ok);
-  // A corrupted finished shard is not reused: it is rewritten.
-  await rm(join(out, 'manifest.json'));
+  // A corrupted finished shard is not reused: it is rewritten (even once the manifest is published).
   const file = join(out, 'test', 'test-000000.tar');
   const bytes = await readFile(file);
   bytes[600] ^= 1;
   await writeFile(file, bytes);
+  assert.equal((await verifyDataset(out)).ok, false);
   const again = await prepareDataset({ source: src, out, train: 6, validation: 3, test: 3, samplesPerShard: 4 });
   assert.deepEqual(again.shardsWritten, ['test/test-000000.tar']);
+  assert.equal(again.shardsReused.length, 6);
+  assert.equal(again.complete, true);
   assert.ok((await verifyDataset(out)).ok);
   await Promise.all([src, out].map((d) => rm(d, { recursive: true })));
 });

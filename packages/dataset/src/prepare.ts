@@ -337,10 +337,25 @@ export async function prepareDataset(options: PrepareOptions): Promise<PrepRepor
     };
     const existing = await preflight(out, plan, options, owned, workerCount);
     if (existing) {
-      report.complete = true;
-      report.alreadyComplete = true;
-      report.seconds = (performance.now() - started) / 1000;
-      return report;
+      // Same dataset already published: check this worker's shards; a damaged one unpublishes the manifest
+      // and is rewritten below (its record no longer matches), everything else is reused.
+      const listed = new Map(SPLITS.flatMap((s) => existing.splits[s].shards.map((sh) => [sh.path, sh] as const)));
+      let intact = true;
+      for (const shard of mine) {
+        const info = listed.get(shard.path);
+        const st = info && (await out.stat(shard.path));
+        if (!info || st?.size !== info.bytes || (await hashObject(out, shard.path)).sha256 !== info.sha256) {
+          intact = false;
+          break;
+        }
+      }
+      if (intact) {
+        report.complete = true;
+        report.alreadyComplete = true;
+        report.seconds = (performance.now() - started) / 1000;
+        return report;
+      }
+      await out.delete(MANIFEST_FILE);
     }
     options.onProgress?.({ ...progress });
     const records: ShardRecord[] = [];

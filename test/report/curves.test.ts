@@ -69,6 +69,18 @@ test("smoothing follows the book's smooth_curve and changes the drawn curve", as
   assert.match(smooth.loss.svg, /smoothed \(factor 0\.8\)/);
 });
 
+test('a phase change in the history (finetune: head, then unfrozen layers) is marked on the curves', async () => {
+  const history = JSON.parse(await readFile(historyPath, 'utf8'));
+  history.phase = history.epoch.map((e: number) => (e <= 4 ? 'head' : 'finetune'));
+  const curves = await renderCurves(history);
+  for (const chart of [curves.accuracy, curves.loss]) {
+    assert.match(chart.svg, /class="mark-rule role-mark/);
+    assert.match(chart.svg, />finetune<\/text>/);
+  }
+  const plain = await renderCurves({ ...history, phase: history.phase.map(() => 'train') });
+  assert.doesNotMatch(plain.accuracy.svg, /mark-rule role-mark/);
+});
+
 test('writeCurves writes curves/accuracy and curves/loss as SVG and PNG', async () => {
   const history = await readHistory(historyPath);
   const out = join(dir, 'out');

@@ -114,6 +114,25 @@ export function curveSpec(
       },
     },
   };
+  // Where a strategy changes phase (finetune: head first, then unfrozen top layers), a dashed rule marks it.
+  const phaseStarts: { epoch: number; phase: string }[] = [];
+  history.phase?.forEach((p, i) => {
+    if (i > 0 && p !== history.phase![i - 1]) phaseStarts.push({ epoch: history.epoch[i]! - 0.5, phase: p });
+  });
+  const phaseLayers = phaseStarts.length
+    ? [
+        {
+          data: { values: phaseStarts },
+          mark: { type: 'rule', strokeDash: [4, 4], color: '#888888' },
+          encoding: { x: { field: 'epoch', type: 'quantitative' } },
+        },
+        {
+          data: { values: phaseStarts },
+          mark: { type: 'text', align: 'left', baseline: 'top', dx: 4, dy: 4, color: '#555555', fontSize: 11 },
+          encoding: { x: { field: 'epoch', type: 'quantitative' }, y: { value: 0 }, text: { field: 'phase' } },
+        },
+      ]
+    : [];
   return {
     $schema: 'vega-lite/v6.json',
     width,
@@ -137,6 +156,7 @@ export function curveSpec(
         mark: { type: 'line', strokeWidth: 2 },
         encoding: { x, y, color },
       },
+      ...phaseLayers,
     ],
     config: { font: 'sans-serif', view: { stroke: '#dddddd' } },
   } as unknown as TopLevelSpec;

@@ -25,6 +25,8 @@ export interface NormalizedHistory {
   val_acc: (number | null)[] | null;
   seconds: (number | null)[] | null;
   images_per_s: (number | null)[] | null;
+  /** The strategy's phase of each epoch ('head', 'finetune', …) when the trainer records it. */
+  phase: string[] | null;
 }
 
 export interface MisclassifiedImage {
@@ -43,6 +45,8 @@ export interface RunMetrics {
     loss?: number;
     n?: number;
     confusion?: number[][];
+    /** Class names by label, e.g. ['cats', 'dogs']. */
+    classes?: string[];
     misclassified?: MisclassifiedImage[];
   };
   bestValAcc?: number;
@@ -140,7 +144,11 @@ export function normalizeHistory(history: unknown, where = 'history'): Normalize
       throw new UserError(`${where}: "${key}" has ${s.length} values but there are ${epoch.length} epochs`);
     }
   }
-  return { epoch, ...out };
+  let phase: string[] | null = null;
+  if (Array.isArray(history.phase) && history.phase.length === epoch.length && history.phase.every((p) => typeof p === 'string')) {
+    phase = history.phase as string[];
+  }
+  return { epoch, ...out, phase };
 }
 
 /** Reads `history.json` (optional) of a run. */

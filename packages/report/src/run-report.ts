@@ -125,10 +125,10 @@ export function chartsHtml(charts: { title: string; uri: string }[]): string {
   return `<div class="charts">${charts.map((c) => `<img src="${c.uri}" alt="${esc(c.title)}" width="560" height="340">`).join('')}</div>`;
 }
 
-function className(label: number | string): string {
-  if (label === 0 || label === '0') return 'cat';
-  if (label === 1 || label === '1') return 'dog';
-  return String(label).replace(/s$/, '');
+/** 'cat' / 'dog' from a label (0/1, or a class name) and the run's class names (['cats', 'dogs'] by default). */
+function className(label: number | string, classes: string[] = ['cats', 'dogs']): string {
+  const name = typeof label === 'number' || /^\d+$/.test(label) ? (classes[Number(label)] ?? String(label)) : label;
+  return name.replace(/s$/, '');
 }
 
 /** Thumbnails of misclassified test images (at most `limit`), each with its true class and predicted P(dog). */
@@ -140,11 +140,14 @@ export async function misclassifiedHtml(run: RunData, limit = 200): Promise<stri
   for (const item of list.slice(0, limit) as MisclassifiedImage[]) {
     const key = String(item.key ?? '?');
     const p = num(item.probability);
-    const truth = className(item.label);
-    const predicted = p === null ? '?' : p >= 0.5 ? 'dog' : 'cat';
-    const caption = `${key}: a ${truth}, predicted ${predicted} (p(dog) = ${p === null ? '?' : p.toFixed(3)})`;
-    let img = '<div class="missing">image missing</div>';
-    const path = join(run.dir, item.image ?? join('misclassified', `${key}.jpg`));
+    const classes = Array.isArray(run.metrics?.test?.classes) ? run.metrics!.test!.classes : undefined;
+    const truth = className(item.label, classes);
+    const predicted = p === null ? '?' : className(p >= 0.5 ? 1 : 0, classes);
+    const positive = className(1, classes);
+    const caption = `${key}: a ${truth}, predicted ${predicted} (p(${positive}) = ${p === null ? '?' : p.toFixed(3)})`;
+    let img = '<div class="missing">no thumbnail</div>';
+    // The trainer names thumbnails after the key with unsafe characters replaced.
+    const path = join(run.dir, item.image ?? join('misclassified', `${key.replace(/[^\w.-]/g, '_')}.jpg`));
     if (resolve(path).startsWith(resolve(run.dir)) && (await exists(path))) {
       try {
         const thumb = await sharp(path).rotate().resize(150, 150, { fit: 'inside', withoutEnlargement: true }).jpeg({ quality: 80 }).toBuffer();
@@ -163,10 +166,12 @@ function confusionHtml(run: RunData): string {
   const c = run.metrics?.test?.confusion;
   if (!Array.isArray(c) || c.length !== 2 || !c.every((r) => Array.isArray(r) && r.length === 2)) return '';
   const [[tn, fp], [fn, tp]] = c as number[][];
-  return `<h3>Confusion matrix (test)</h3>
-<table><tr><th></th><th class="num">predicted cat</th><th class="num">predicted dog</th></tr>
-<tr><th>cat</th><td class="num">${esc(tn)}</td><td class="num">${esc(fp)}</td></tr>
-<tr><th>dog</th><td class="num">${esc(fn)}</td><td class="num">${esc(tp)}</td></tr></table>`;
+  const classes = Array.isArray(run.metrics?.test?.classes) ? run.metrics!.test!.classes : undefined;
+  const [c0, c1] = [className(0, classes), className(1, classes)];
+  return `<h3>Confusion matrix (test; rows: true class)</h3>
+<table><tr><th></th><th class="num">predicted ${esc(c0)}</th><th class="num">predicted ${esc(c1)}</th></tr>
+<tr><th>${esc(c0)}</th><td class="num">${esc(tn)}</td><td class="num">${esc(fp)}</td></tr>
+<tr><th>${esc(c1)}</th><td class="num">${esc(fn)}</td><td class="num">${esc(tp)}</td></tr></table>`;
 }
 
 function flatten(obj: unknown, prefix = '', out: [string, string][] = []): [string, string][] {

@@ -2,7 +2,7 @@
 // comparison page opened in a real headless Chromium, and the CLI as users and Nx run it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -139,46 +139,58 @@ test('the comparison page opens in headless Chromium without console errors or n
 });
 
 /** Runs the CLI as npm/npx would from the user's directory `userDir` (INIT_CWD), at the project root. */
-function cli(args: string[], userDir = projectRoot) {
-  return spawnSync(process.execPath, ['--import', 'tsx', join(projectRoot, 'packages/report/src/cli.ts'), ...args], {
-    cwd: projectRoot,
-    encoding: 'utf8',
-    env: { ...process.env, INIT_CWD: userDir },
+function cli(args: string[], userDir = projectRoot): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((done) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(projectRoot, 'packages/report/src/cli.ts'), ...args], {
+      cwd: projectRoot,
+      env: { ...process.env, INIT_CWD: userDir },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('close', (status) => done({ status, stdout, stderr }));
   });
 }
 
 test('the CLI writes the comparison, and exits non-zero with a clear message on no runs or garbage', async () => {
-  const out = join(dir, 'cli', 'all.html');
-  const ok = cli(['--runs', 'runs', '--out', 'cli/all.html'], dir);
+  await mkdir(join(dir, 'empty', 'not-a-run'), { recursive: true });
+  const broken = join(dir, 'broken', 'run-1');
+  await mkdir(broken, { recursive: true });
+  await writeFile(join(broken, 'history.json'), '{"loss": [0.69, 0.6], "acc": [0.5');
+  const history = join(runsDir, 'scratch-1', 'history.json');
+  // Independent invocations, run side by side to keep the test short.
+  const [ok, empty, garbage, usage, curves, badSmooth, model] = await Promise.all([
+    cli(['--runs', 'runs', '--out', 'cli/all.html'], dir),
+    cli(['--runs', join(dir, 'empty'), '--out', join(dir, 'empty.html')]),
+    cli(['--runs', join(dir, 'broken'), '--out', join(dir, 'broken.html')]),
+    cli(['--bogus']),
+    cli(['curves', '--history', history, '--out', join(dir, 'c'), '--smooth', '0.8']),
+    cli(['curves', '--history', history, '--out', join(dir, 'c2'), '--smooth', '1.5']),
+    cli(['model', '--model', join(runsDir, 'scratch-1', 'model', 'model.json'), '--out', join(dir, 'm')]),
+  ]);
+
   assert.equal(ok.status, 0, ok.stderr);
   assert.match(ok.stdout, /wrote .*all\.html \(3 runs\)/);
-  const html = await readFile(out, 'utf8');
+  const html = await readFile(join(dir, 'cli', 'all.html'), 'utf8');
   assert.doesNotMatch(html, /http/i);
   for (const name of ['scratch-1', 'mobilenet/extract-1', 'finetune-1']) assert.ok(html.includes(`data-run="${name}"`));
 
-  await mkdir(join(dir, 'empty', 'not-a-run'), { recursive: true });
-  const empty = cli(['--runs', join(dir, 'empty'), '--out', join(dir, 'empty.html')]);
   assert.equal(empty.status, 1);
   assert.match(empty.stderr, /^error: no runs found in .*empty/m);
   assert.ok(!existsSync(join(dir, 'empty.html')), 'nothing written');
 
-  const broken = join(dir, 'broken', 'run-1');
-  await mkdir(broken, { recursive: true });
-  await writeFile(join(broken, 'history.json'), '{"loss": [0.69, 0.6], "acc": [0.5');
-  const garbage = cli(['--runs', join(dir, 'broken'), '--out', join(dir, 'broken.html')]);
   assert.equal(garbage.status, 1);
   assert.ok(garbage.stderr.includes(`error: ${join(broken, 'history.json')}: invalid JSON`), garbage.stderr);
   assert.ok(!existsSync(join(dir, 'broken.html')));
   assert.deepEqual((await readdir(dir)).filter((f) => f.endsWith('.tmp')), []);
 
-  const usage = cli(['--bogus']);
   assert.equal(usage.status, 2);
-  const curves = cli(['curves', '--history', join(runsDir, 'scratch-1', 'history.json'), '--out', join(dir, 'c'), '--smooth', '0.8']);
   assert.equal(curves.status, 0, curves.stderr);
   assert.ok(existsSync(join(dir, 'c', 'curves', 'loss.png')));
-  const badSmooth = cli(['curves', '--history', join(runsDir, 'scratch-1', 'history.json'), '--out', join(dir, 'c'), '--smooth', '1.5']);
   assert.equal(badSmooth.status, 2);
-  const model = cli(['model', '--model', join(runsDir, 'scratch-1', 'model', 'model.json'), '--out', join(dir, 'm')]);
+  assert.match(badSmooth.stderr, /expected a factor in \[0, 1\)/);
+  assert.ok(!existsSync(join(dir, 'c2')));
   assert.equal(model.status, 0, model.stderr);
   assert.match(await readFile(join(dir, 'm', 'model.svg'), 'utf8'), /output: Dense/);
   await assert.rejects(writeComparisonReport(join(dir, 'missing'), join(dir, 'x.html')), (e: Error) => e instanceof UserError && /does not exist/.test(e.message));

@@ -19,7 +19,7 @@ export function memorySource(samples: MemorySample[]): SampleSource {
 }
 
 /** Every delivered image by (epoch, key), and the key order per epoch. */
-export async function drain(stream: BatchStream | AsyncIterable<Batch>): Promise<{ images: Map<string, number[]>; order: Map<number, string[]>; batches: Batch[] }> {
+export async function drain(stream: BatchStream | AsyncIterable<Batch>, release = false): Promise<{ images: Map<string, number[]>; order: Map<number, string[]>; batches: Batch[] }> {
   const images = new Map<string, number[]>();
   const order = new Map<number, string[]>();
   const batches: Batch[] = [];
@@ -30,6 +30,7 @@ export async function drain(stream: BatchStream | AsyncIterable<Batch>): Promise
       images.set(`${b.epoch}/${k}`, Array.from(b.xs.subarray(j * per, (j + 1) * per)));
       order.set(b.epoch, [...(order.get(b.epoch) ?? []), k]);
     });
+    if (release) b.release(); // its buffer comes back, full of this batch's pixels, for a later batch
   }
   return { images, order, batches };
 }

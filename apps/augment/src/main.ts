@@ -144,6 +144,7 @@ async function bench(opts: AugmentFlags & {
     let images = 0;
     for await (const batch of stream) {
       images += batch.shape[0];
+      batch.release(); // a consumer done with the pixels (as toTfDataset after the copy into the wasm heap)
       if (batch.index === stream.stepsPerEpoch - 1) {
         const now = performance.now();
         rates.push(images / ((now - t) / 1000));

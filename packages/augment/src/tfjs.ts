@@ -31,7 +31,11 @@ export function toTfDataset(stream: BatchStream, options: TfDatasetOptions = {})
         const r = await stream.next();
         if (r.done) return { done: true, value: undefined };
         taken++;
-        return { done: false, value: batchToTensors(r.value) };
+        const tensors = batchToTensors(r.value);
+        // The wasm backend copies the values into its heap at once, so the buffer can be reused; others (cpu, webgl,
+        // tfjs-node) may keep the typed array itself, and the buffer is left to the garbage collector.
+        if (tf.getBackend() === 'wasm') r.value.release();
+        return { done: false, value: tensors };
       },
     };
     return iterator;

@@ -246,39 +246,54 @@ export function applyAffine(
   }
 
   const rs = rescale;
+  const clampNearest = fillMode === 'nearest';
   for (let r = 0; r < h; r++) {
     const dRow = base + (flipV ? hMax - r : r) * rowStride;
     const ar = m00 * r;
     const br = m10 * r;
     for (let c = 0; c < w; c++) {
       // Same operation order as scipy: (m·r + m·c) + offset, in doubles.
-      const y = ar + m01 * c + m02;
-      const x = br + m11 * c + m12;
+      let y = ar + m01 * c + m02;
+      let x = br + m11 * c + m12;
       const dst = dRow + (flipH ? wMax - c : c) * 3;
+      let y0: number, x0: number, dy: number, dx: number;
       if (y >= 0 && y < hMax && x >= 0 && x < wMax) {
         // Interior (the common case): both neighbours exist on each axis.
-        const y0 = y | 0;
-        const x0 = x | 0;
-        const ty = y - y0;
-        const tx = x - x0;
-        const p00 = y0 * rowStride + x0 * 3;
-        const p10 = p00 + rowStride;
-        const w00 = (1 - ty) * (1 - tx), w01 = (1 - ty) * tx, w10 = ty * (1 - tx), w11 = ty * tx;
-        const v0 = src[p00] * w00 + src[p00 + 3] * w01 + src[p10] * w10 + src[p10 + 3] * w11;
-        const v1 = src[p00 + 1] * w00 + src[p00 + 4] * w01 + src[p10 + 1] * w10 + src[p10 + 4] * w11;
-        const v2 = src[p00 + 2] * w00 + src[p00 + 5] * w01 + src[p10 + 2] * w10 + src[p10 + 5] * w11;
-        if (f32) {
-          // float32(v) × float32(rescale) is exact in doubles; the store rounds once, like numpy's float32 multiply.
-          f32[dst] = Math.fround(v0) * rs;
-          f32[dst + 1] = Math.fround(v1) * rs;
-          f32[dst + 2] = Math.fround(v2) * rs;
-        } else {
-          u8![dst] = v0 + 0.5;
-          u8![dst + 1] = v1 + 0.5;
-          u8![dst + 2] = v2 + 0.5;
-        }
+        y0 = y | 0;
+        x0 = x | 0;
+        dy = rowStride;
+        dx = 3;
+      } else if (clampNearest) {
+        // 'nearest' (the book's mode) inline: clamp the point, the neighbour past the last sample has weight 0.
+        y = y < 0 ? 0 : y > hMax ? hMax : y;
+        x = x < 0 ? 0 : x > wMax ? wMax : x;
+        y0 = y | 0;
+        x0 = x | 0;
+        dy = y0 < hMax ? rowStride : 0;
+        dx = x0 < wMax ? 3 : 0;
       } else {
         sampleBorder(src, h, w, y, x, fillMode, cval, data, dst, rs);
+        continue;
+      }
+      const ty = y - y0;
+      const tx = x - x0;
+      const p00 = y0 * rowStride + x0 * 3;
+      const p01 = p00 + dx;
+      const p10 = p00 + dy;
+      const p11 = p10 + dx;
+      const w00 = (1 - ty) * (1 - tx), w01 = (1 - ty) * tx, w10 = ty * (1 - tx), w11 = ty * tx;
+      const v0 = src[p00] * w00 + src[p01] * w01 + src[p10] * w10 + src[p11] * w11;
+      const v1 = src[p00 + 1] * w00 + src[p01 + 1] * w01 + src[p10 + 1] * w10 + src[p11 + 1] * w11;
+      const v2 = src[p00 + 2] * w00 + src[p01 + 2] * w01 + src[p10 + 2] * w10 + src[p11 + 2] * w11;
+      if (f32) {
+        // float32(v) × float32(rescale) is exact in doubles; the store rounds once, like numpy's float32 multiply.
+        f32[dst] = Math.fround(v0) * rs;
+        f32[dst + 1] = Math.fround(v1) * rs;
+        f32[dst + 2] = Math.fround(v2) * rs;
+      } else {
+        u8![dst] = v0 + 0.5;
+        u8![dst + 1] = v1 + 0.5;
+        u8![dst + 2] = v2 + 0.5;
       }
     }
   }

@@ -31,6 +31,8 @@ export interface BatchTask {
   interpolation: Interpolation;
   /** Test hook: if this file exists, the worker that manages to delete it exits mid-task (simulated crash). */
   crashMarker?: string;
+  /** A recycled batch buffer (moved here) to write into, instead of allocating one. */
+  out?: ArrayBuffer;
 }
 
 export interface BatchResult {
@@ -75,7 +77,10 @@ async function runBatch(task: BatchTask): Promise<BatchResult> {
   const { height: h, width: w, indices } = task;
   const n = indices.length;
   const pixels = h * w * 3;
-  const out = task.dtype === 'uint8' ? new Uint8Array(n * pixels) : new Float32Array(n * pixels);
+  const bytesPer = task.dtype === 'uint8' ? 1 : 4;
+  const buffer = task.out && task.out.byteLength >= n * pixels * bytesPer ? task.out : new ArrayBuffer(n * pixels * bytesPer);
+  // Every element of the first n images is written below, so a recycled buffer needs no clearing.
+  const out = task.dtype === 'uint8' ? new Uint8Array(buffer, 0, n * pixels) : new Float32Array(buffer, 0, n * pixels);
   const decode = (pos: number): Promise<Uint8Array | Error> => {
     const i = indices[pos];
     const view = bytes.subarray(spans[2 * i], spans[2 * i] + spans[2 * i + 1]);
@@ -106,9 +111,8 @@ async function runBatch(task: BatchTask): Promise<BatchResult> {
     }
     kept.push(pos);
   }
-  // Corrupt samples leave the batch shorter: hand back only the filled part (a copy only in that rare case).
-  const filled = kept.length === n ? out : out.slice(0, kept.length * pixels);
-  const result: BatchResult = { xs: filled.buffer as ArrayBuffer, kept, skipped, workerMs: performance.now() - t0 };
+  // Corrupt samples leave the batch shorter: the main thread views only the first kept.length images.
+  const result: BatchResult = { xs: buffer, kept, skipped, workerMs: performance.now() - t0 };
   // Piscina's Transferable protocol: the pixel buffer is moved to the main thread, not cloned.
   return move({ [transferableSymbol]: [result.xs], [valueSymbol]: result } as never) as unknown as BatchResult;
 }

@@ -105,14 +105,13 @@ export class S3Storage implements Storage {
   readonly options: ResolvedS3Options;
   private readonly client: S3Client;
 
-  constructor(url: string, options: StorageOptions | ResolvedS3Options = {}) {
+  /** `resolved` is for child(): the parent's already-resolved settings. */
+  constructor(url: string, options: StorageOptions = {}, resolved?: ResolvedS3Options) {
     const loc = parseS3Url(url);
     this.bucket = loc.bucket;
     this.prefix = loc.prefix;
     this.url = `s3://${loc.bucket}${loc.prefix ? `/${loc.prefix}` : ''}`;
-    this.options = 'queueSize' in options && 'partSize' in options && typeof options.forcePathStyle === 'boolean'
-      ? (options as ResolvedS3Options)
-      : resolveS3Options(options as StorageOptions);
+    this.options = resolved ?? resolveS3Options(options);
     this.client = clientFor(this.options);
   }
 
@@ -252,6 +251,6 @@ export class S3Storage implements Storage {
   }
 
   child(prefix: string): Storage {
-    return new S3Storage(`s3://${this.bucket}/${this.key(prefix)}`, this.options);
+    return new S3Storage(`s3://${this.bucket}/${this.key(prefix)}`, {}, this.options);
   }
 }

@@ -79,6 +79,8 @@ test('the comparison page names every run, ranks them by test accuracy and says 
   const html = await readFile(out, 'utf8');
   assert.doesNotMatch(html, /http/i);
   for (const name of result.names) assert.ok(html.includes(`data-run="${name}"`), name);
+  assert.equal(html.match(/<td>cpu \(1 thread\)<\/td>/g)?.length, 2, 'the backend that ran, from metrics.json');
+  assert.equal(html.match(/<td>auto<\/td>/g)?.length, 1, 'a run without metrics shows the configured backend');
   const label = winner === 'scratch-1' ? 'scratch' : 'extract \\(mobilenet_v2\\)';
   const points = (Math.abs(a - b) * 100).toFixed(1);
   assert.match(html, new RegExp(`${label} won with ${(Math.max(a, b) * 100).toFixed(1)}% test accuracy, \\+${points} points over`));

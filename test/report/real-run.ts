@@ -93,7 +93,8 @@ export async function makeRealRun(dir: string, options: RealRunOptions): Promise
       {
         strategy: options.strategy,
         base: options.base ?? null,
-        backend: { name: 'cpu', threads: 1 },
+        // As the trainer: config.json holds what was asked, metrics.json the backend that ran.
+        backend: 'auto',
         optimizer: { name: 'adam', learningRate: options.learningRate ?? 0.01 },
         epochs,
         batchSize: 10,
@@ -154,6 +155,8 @@ export async function makeRealRun(dir: string, options: RealRunOptions): Promise
         {
           test: { accuracy: correct / test.length, loss: lossSum / test.length, n: test.length, confusion, misclassified },
           bestValAcc: Math.max(...valAcc),
+          bestEpoch: valAcc.indexOf(Math.max(...valAcc)) + 1,
+          backend: { name: tf.getBackend(), threads: 1 },
           wallSeconds,
           imagesPerSecond: imagesPerS.reduce((a, b) => a + b, 0) / imagesPerS.length,
           epochs,

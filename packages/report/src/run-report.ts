@@ -66,9 +66,12 @@ export function summarizeRun(run: RunData): RunSummary {
     });
     if (bestValAcc === null && best > -Infinity) bestValAcc = best;
   }
-  const backendObj = c.backend as Record<string, unknown> | string | undefined;
+  // metrics.json records the backend that actually ran; config.json may only say what was asked ('auto').
+  const backendObj = (m.backend ?? c.backend) as Record<string, unknown> | string | undefined;
   let backend = describe(backendObj, ['name']);
-  if (backend && typeof backendObj === 'object' && typeof backendObj.threads === 'number') backend += ` (${backendObj.threads} thread${backendObj.threads === 1 ? '' : 's'})`;
+  const threads = typeof backendObj === 'object' && typeof backendObj.threads === 'number' ? backendObj.threads : num(c.threads);
+  if (backend && threads !== null) backend += ` (${threads} thread${threads === 1 ? '' : 's'})`;
+  if (num(m.bestEpoch) !== null) bestValEpoch = num(m.bestEpoch);
   const seconds = h?.seconds?.filter((v): v is number => v !== null) ?? [];
   const ips = h?.images_per_s?.filter((v): v is number => v !== null) ?? [];
   return {

@@ -310,7 +310,9 @@ export async function prepareDataset(options: PrepareOptions): Promise<PrepRepor
   const workerIndex = options.workerIndex ?? 0;
   if (!Number.isInteger(workerCount) || workerCount < 1) throw new UserError(`worker count must be a positive integer (got ${workerCount})`);
   if (!Number.isInteger(workerIndex) || workerIndex < 0 || workerIndex >= workerCount) {
-    throw new UserError(`worker index must be in 0..${workerCount - 1} (got ${workerIndex})`);
+    throw new UserError(
+      `worker index must be in 0..${workerCount - 1} (got ${workerIndex}); set --worker-count (or CATDOG_WORKER_COUNT) to the number of workers`,
+    );
   }
   const sourceUrl = resolveLocation(options.source);
   const outUrl = resolveLocation(options.out);

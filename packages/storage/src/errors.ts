@@ -69,6 +69,9 @@ export function describeS3Error(err: unknown, endpoint?: string): { code: string
       cause: 'no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or a role)',
     };
   }
+  if (/Region is missing/i.test(e?.message ?? '')) {
+    return { code: 'config', cause: 'no AWS region configured (set AWS_REGION, a profile region, or --s3-region)' };
+  }
   if (name === 'NoSuchBucket') return { code: 'no-such-bucket', cause: 'bucket does not exist (NoSuchBucket)' };
   if (name === 'AccessDenied' || name === 'Forbidden' || status === 403) {
     return { code: 'access-denied', cause: `access denied (${name || 'HTTP 403'})` };

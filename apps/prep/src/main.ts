@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 // prep: builds the book's cats-vs-dogs split as WebDataset shards on local disk or S3, and checks it.
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';

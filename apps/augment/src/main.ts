@@ -24,6 +24,10 @@ import {
 import type { EncodedSample } from '@catdog/dataset';
 import { UserError } from '@catdog/storage';
 
+// sharp runs on libuv's thread pool, shared by every worker thread of the process (4 threads unless set before its
+// first use): give it one thread per core so more than 4 workers are not throttled.
+process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, availableParallelism() + 1));
+
 const base = process.env.INIT_CWD ?? process.cwd();
 const resolvePath = (p: string) => resolve(base, p);
 

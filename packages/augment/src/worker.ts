@@ -47,9 +47,6 @@ const shared = workerData as SharedSamples;
 const bytes = new Uint8Array(shared.bytes);
 const spans = new Float64Array(shared.spans);
 
-/** How many decodes run ahead of the transform, so the libvips thread works while this thread transforms. */
-const DECODE_AHEAD = 2;
-
 /** Readiness probe: answers with the thread id after a short hold, so concurrent pings land on distinct workers. */
 export interface PingTask {
   ping: true;
@@ -88,13 +85,12 @@ async function runBatch(task: BatchTask): Promise<BatchResult> {
       err instanceof Error ? err : new Error(String(err)),
     );
   };
-  const pending: Promise<Uint8Array | Error>[] = [];
-  for (let p = 0; p < Math.min(DECODE_AHEAD, n); p++) pending.push(decode(p));
   const kept: number[] = [];
   const skipped: BatchResult['skipped'] = [];
   for (let pos = 0; pos < n; pos++) {
-    const image = await pending[pos];
-    if (pos + DECODE_AHEAD < n) pending.push(decode(pos + DECODE_AHEAD));
+    // One image at a time: decode (on a libvips thread while this one waits), then transform. A worker thus keeps
+    // about one core busy, so N workers use N cores and scale cleanly; overlapping would only oversubscribe them.
+    const image = await decode(pos);
     if (image instanceof Error) {
       skipped.push({ position: pos, reason: image.message.split('\n')[0] });
       continue;

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // augment: preview the book's augmentation on one image, and benchmark the batch pipeline.
 import { existsSync, statSync } from 'node:fs';
-import { readFile, mkdir } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { basename, dirname, extname, resolve } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -115,7 +115,7 @@ const median = (xs: number[]) => {
 
 async function bench(opts: AugmentFlags & {
   source: string; limit: number; workers: number; batch: number; size: number; passes: number; split: 'train' | 'validation' | 'test';
-  seed: number; interpolation: 'nearest' | 'bilinear'; augment: boolean; minWorkers: number;
+  seed: number; interpolation: 'nearest' | 'bilinear'; augment: boolean; minWorkers: number; json?: string;
 }) {
   const url = /^s3:\/\//.test(opts.source) ? opts.source : resolvePath(opts.source);
   if (!url.startsWith('s3://') && !existsSync(url)) throw new UserError(`source not found: ${url}`);
@@ -134,7 +134,7 @@ async function bench(opts: AugmentFlags & {
       `${opts.size}×${opts.size}, batch ${opts.batch}, ${opts.passes} passes, augment ${augment ? 'book' : 'off'}, ` +
       `${availableParallelism()} cores available`,
   );
-  const results: { workers: number; rate: number; passes: number[]; mainMs: number; workerMs: number; skipped: number }[] = [];
+  const results: { workers: number; rate: number; passes: number[]; mainMs: number; workerMs: number; cpuMsPerImage: number; skipped: number }[] = [];
   for (let workers = Math.min(opts.minWorkers, opts.workers); workers <= opts.workers; workers++) {
     const stream = await createBatchStream({
       source, batchSize: opts.batch, targetSize: [opts.size, opts.size], augment, shuffle: true, seed: opts.seed,
@@ -159,7 +159,7 @@ async function bench(opts: AugmentFlags & {
     const cpu = process.cpuUsage(cpu0);
     const cpuMsPerImage = (cpu.user + cpu.system) / 1000 / st0(stream.stats().images);
     const st = stream.stats();
-    results.push({ workers, rate: median(rates), passes: rates, mainMs: st.mainThreadMsPerBatch, workerMs: st.workerMsPerBatch, skipped: st.skipped.length });
+    results.push({ workers, rate: median(rates), passes: rates, mainMs: st.mainThreadMsPerBatch, workerMs: st.workerMsPerBatch, cpuMsPerImage, skipped: st.skipped.length });
     console.log(
       `workers=${workers} images_per_s=${median(rates).toFixed(0)} passes=[${rates.map((r) => r.toFixed(0)).join(', ')}] ` +
         `main_thread_ms_per_batch=${st.mainThreadMsPerBatch.toFixed(3)} worker_ms_per_batch=${st.workerMsPerBatch.toFixed(1)} ` +
@@ -171,6 +171,16 @@ async function bench(opts: AugmentFlags & {
   const last = results[results.length - 1];
   if (one && last.workers > 1) {
     console.log(`scaling 1→${last.workers} workers: ${((last.rate / one.rate / last.workers) * 100).toFixed(0)}% efficiency`);
+  }
+  if (opts.json) {
+    const file = resolvePath(opts.json);
+    await mkdir(dirname(file), { recursive: true });
+    const record = {
+      source: url, images: samples.length, size: opts.size, batch: opts.batch, passes: opts.passes, augment: augment !== false,
+      interpolation: opts.interpolation, cores: availableParallelism(), results,
+      scaling: one && last.workers > 1 ? last.rate / one.rate / last.workers : null,
+    };
+    await writeFile(file, `${JSON.stringify(record, null, 2)}\n`);
   }
   console.log(`augment images_per_s=${last.rate.toFixed(0)} workers=${last.workers}`);
 }
@@ -206,6 +216,7 @@ addAugmentFlags(
     .option('--passes <n>', 'passes (epochs) per worker count; the median is reported', int('--passes'), 3)
     .option('--seed <n>', 'seed', int('--seed'), 1)
     .option('--no-augment', 'decode and resize only')
+    .option('--json <file>', 'also write the results as JSON')
     .addOption(new Option('--interpolation <kind>', 'resize kernel').choices(['nearest', 'bilinear']).default('nearest')),
 ).action(bench);
 

@@ -330,3 +330,63 @@ test('Identity shares data safely: a clone outlives its source', () => {
   v.dispose();
   snapshot.dispose();
 });
+
+test('FusedBatchNorm matches cpu with and without scale/offset, per-channel and full-shape statistics', () => {
+  let n = 2000;
+  for (const xShape of [
+    [2, 5, 4, 7],
+    [6, 3],
+  ]) {
+    const C = xShape[xShape.length - 1]!;
+    const x = { shape: xShape, values: random(size(xShape), ++n) };
+    const stat = (shift: number) => ({ shape: [C], values: random(C, ++n).map((v) => v + shift) });
+    const mean = stat(0);
+    const variance = stat(1.5);
+    for (const withScale of [false, true]) {
+      for (const withOffset of [false, true]) {
+        const inputs: Record<string, { shape: number[]; values: Float32Array }> = { x, mean, variance };
+        if (withScale) inputs.scale = stat(0.2);
+        if (withOffset) inputs.offset = stat(0);
+        compare('FusedBatchNorm', inputs, { varianceEpsilon: 1e-3 }, `batchnorm ${xShape} scale ${withScale} offset ${withOffset}`);
+      }
+    }
+    // Statistics shaped like x (not per channel) go through the backend's own kernel.
+    const full = { shape: xShape, values: random(size(xShape), ++n).map((v) => v + 1.5) };
+    compare('FusedBatchNorm', { x, mean: full, variance: full }, { varianceEpsilon: 1e-3 }, `batchnorm ${xShape} full-shape stats`);
+  }
+});
+
+test('batchNorm gradients (all five inputs) match autodiff of the same formula in primitive ops', () => {
+  const xShape = [3, 4, 5, 6] as [number, number, number, number];
+  const vals = {
+    x: random(size(xShape), 3001),
+    mean: random(6, 3002),
+    variance: random(6, 3003).map((v) => v + 1.5),
+    scale: random(6, 3004),
+    offset: random(6, 3005),
+    w: random(size(xShape), 3006),
+  };
+  const eps = 1e-3;
+  const grads = (backend: string, primitive: boolean) => {
+    tf.setBackend(backend);
+    return tf.tidy(() => {
+      const w = tf.tensor(vals.w, xShape);
+      const args = [tf.tensor(vals.x, xShape), tf.tensor1d(vals.mean), tf.tensor1d(vals.variance), tf.tensor1d(vals.scale), tf.tensor1d(vals.offset)];
+      const f = (x: tf.Tensor, m: tf.Tensor, v: tf.Tensor, s: tf.Tensor, o: tf.Tensor) =>
+        tf.sum(
+          tf.mul(
+            primitive
+              ? tf.add(tf.mul(tf.mul(tf.sub(x, m), tf.rsqrt(tf.add(v, tf.scalar(eps)))), s), o)
+              : tf.batchNorm(x, m as tf.Tensor1D, v as tf.Tensor1D, o as tf.Tensor1D, s as tf.Tensor1D, eps),
+            w,
+          ),
+        );
+      return tf.grads(f as (...a: tf.Tensor[]) => tf.Tensor)(args).map((g) => ({ shape: g.shape, values: g.dataSync() as Float32Array }));
+    });
+  };
+  const reference = grads('cpu', true);
+  for (const backend of ['wasm', 'cpu']) {
+    const actual = grads(backend, false);
+    reference.forEach((r, i) => assertClose(actual[i]!, r, `${backend} batchNorm grad of input ${i}`));
+  }
+});

@@ -122,15 +122,21 @@ async function bench(opts: AugmentFlags & {
   const augment = opts.augment ? augmentFromFlags(opts) : false;
   // Read the encoded files once, before any timing: the benchmark measures decode → resize → augment → batch.
   const opened = await openDatasetSource(url, opts.split);
+  // Balanced like the book's 2000 (1000 cats + 1000 dogs): an equal share of --limit per class, in source order.
+  const k = opened.classes.length || 1;
+  const quota = opened.classes.map((_, i) => Math.floor(opts.limit / k) + (i < opts.limit % k ? 1 : 0));
   const samples: EncodedSample[] = [];
   for await (const s of opened.samples()) {
-    samples.push(s);
+    if (quota[s.label] > 0) {
+      quota[s.label]--;
+      samples.push(s);
+    }
     if (samples.length >= opts.limit) break;
   }
   const source: SampleSource = { classes: opened.classes, count: samples.length, samples: async function* () { yield* samples; } };
   const bytes = samples.reduce((n, s) => n + s.bytes.byteLength, 0);
   console.log(
-    `source ${url}: ${samples.length} images (${(bytes / 1024 ** 2).toFixed(1)} MiB encoded), ` +
+    `source ${url}: ${samples.length} images (${opened.classes.map((c, i) => `${samples.filter((x) => x.label === i).length} ${c}`).join(', ')}; ${(bytes / 1024 ** 2).toFixed(1)} MiB encoded), ` +
       `${opts.size}×${opts.size}, batch ${opts.batch}, ${opts.passes} passes, augment ${augment ? 'book' : 'off'}, ` +
       `${availableParallelism()} cores available`,
   );

@@ -111,7 +111,8 @@ export const PRESET_VALUES: Record<PresetName, Partial<Record<Strategy | '*', Pa
   },
   'ci-smoke': {
     '*': { inputSize: 64, epochs: 4, stepsPerEpoch: null, validationSteps: null, batchSize: 10, workers: 1, headEpochs: 3, headBatchSize: 10 },
-    scratch: { learningRate: 1e-3 },
+    // Enough steps for the convnet to (over)fit 40 tiny images: the smoke test asserts that it learns.
+    scratch: { learningRate: 1e-3, batchSize: 8, epochs: 24 },
     augmented: { learningRate: 1e-3 },
     extract: { inputSize: 96, learningRate: 1e-3, headPooling: 'avg', base: 'mobilenet_v2_0.35' },
     'extract-augmented': { inputSize: 96, epochs: 2, learningRate: 1e-3, headPooling: 'avg', base: 'mobilenet_v2_0.35' },

@@ -530,6 +530,21 @@ function fusedBatchNorm({ inputs, backend, attrs }: Parameters<KernelFn>[0]): Te
       add[c] = (b ? b[c]! : 0) - m[c]! * k;
     }
   }
+  if (x.shape.length === 4) {
+    // As a 1×1 depthwise convolution with bias: XNNPACK's SIMD kernel does the multiply-add.
+    const filter = backend.makeOutput([1, 1, C, 1], 'float32');
+    f32(backend, filter).set(mul);
+    const bias = backend.makeOutput([C], 'float32');
+    f32(backend, bias).set(add);
+    const out = kernel('FusedDepthwiseConv2D')({
+      inputs: { x, filter, bias },
+      backend,
+      attrs: { strides: [1, 1], pad: 'valid', dataFormat: 'NHWC', dilations: [1, 1], activation: 'linear' },
+    });
+    backend.disposeData(filter.dataId);
+    backend.disposeData(bias.dataId);
+    return out;
+  }
   const out = backend.makeOutput(x.shape, 'float32');
   const o = f32(backend, out);
   const xv = f32(backend, x);

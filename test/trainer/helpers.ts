@@ -1,0 +1,50 @@
+// Shared by the trainer CLI tests: a tiny prepped dataset (made with the prep CLI) and a CLI runner.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
+
+export const TRAINER = join(projectRoot, 'apps', 'trainer', 'src', 'main.ts');
+const PREP = join(projectRoot, 'apps', 'prep', 'src', 'main.ts');
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function runTrainer(args: string[], env: Record<string, string> = {}): CliResult {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', TRAINER, ...args], {
+    cwd: projectRoot,
+    encoding: 'utf8',
+    env: { ...process.env, INIT_CWD: projectRoot, ...env },
+    timeout: 180_000,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+export function spawnTrainer(args: string[]): ChildProcess {
+  return spawn(process.execPath, ['--import', 'tsx', TRAINER, ...args], { cwd: projectRoot, env: { ...process.env, INIT_CWD: projectRoot }, stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** A prepped dataset of 20/10/10 images per class at 64×64 from the shared Kaggle images. */
+export async function tinyDataset(): Promise<{ root: string; data: string }> {
+  const root = await mkdtemp(join(tmpdir(), 'catdog-trainer-'));
+  const data = join(root, 'data');
+  const r = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', PREP, 'split', '--source', kaggleTrainDir, '--out', data, '--train', '20', '--validation', '10', '--test', '10', '--resize', '64x64'],
+    { cwd: projectRoot, encoding: 'utf8', timeout: 120_000 },
+  );
+  if (r.status !== 0) throw new Error(`prep split failed (${r.status}): ${r.stderr}`);
+  return { root, data };
+}
+
+/** The last non-empty line of a CLI's stdout. */
+export function lastLine(s: string): string {
+  const lines = s.split('\n').filter((l) => l.trim() !== '');
+  return lines[lines.length - 1] ?? '';
+}
+
+export const CONTRACT = /^accuracy=(\d\.\d+) loss=(\d+\.\d+) n=(\d+)$/;

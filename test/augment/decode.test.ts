@@ -1,0 +1,49 @@
+// Decoding and the squash resize on real Kaggle JPEGs.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { decodeResized, jpegSize, resizeNearest } from '@catdog/augment';
+import { kaggleTrainDir } from '../helpers/fixtures.js';
+
+test('resizeNearest uses PIL’s mapping ⌊(i + ½)·H/h⌋', () => {
+  const src = new Uint8Array(4 * 6 * 3);
+  for (let r = 0; r < 4; r++) for (let c = 0; c < 6; c++) src.fill(10 * r + c, (r * 6 + c) * 3, (r * 6 + c) * 3 + 3);
+  const out = resizeNearest(src, 4, 6, 2, 3);
+  assert.deepEqual(Array.from(out.filter((_, i) => i % 3 === 0)), [11, 13, 15, 31, 33, 35]);
+  const up = resizeNearest(src, 4, 6, 8, 6); // 2× taller: each row twice
+  assert.deepEqual(Array.from(up.filter((_, i) => i % 18 === 0)), [0, 0, 10, 10, 20, 20, 30, 30]);
+});
+
+test('jpegSize reads the SOF header like libvips; non-JPEG bytes give null', async () => {
+  for (const name of ['cat.0.jpg', 'cat.3.jpg', 'dog.11.jpg', 'dog.2999.jpg']) {
+    const bytes = readFileSync(join(kaggleTrainDir, name));
+    const meta = await sharp(bytes).metadata();
+    assert.deepEqual(jpegSize(bytes), { width: meta.width, height: meta.height }, name);
+  }
+  assert.equal(jpegSize(new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0, 0, 0, 0, 0, 0, 0])), null);
+  assert.equal(jpegSize(new Uint8Array([0xff, 0xd8, 0x12, 0x34])), null);
+});
+
+test('decodeResized: real photo squashed to 150×150, equal to the nearest resize of the full decode', async () => {
+  const bytes = readFileSync(join(kaggleTrainDir, 'cat.3.jpg'));
+  const out = await decodeResized(bytes, 150, 150);
+  assert.equal(out.length, 150 * 150 * 3);
+  const { data, info } = await sharp(bytes).raw().toBuffer({ resolveWithObject: true });
+  assert.deepEqual(Buffer.from(out), Buffer.from(resizeNearest(data, info.height, info.width, 150, 150)));
+  // non-square target: squashed, not cropped
+  assert.equal((await decodeResized(bytes, 40, 90)).length, 40 * 90 * 3);
+  // bilinear and the shrink-on-load path (a JPEG ≥ 4× the target) give the right size and a similar picture
+  const big = await sharp(bytes).resize(1200, 1000, { fit: 'fill' }).jpeg().toBuffer();
+  const fromBig = await decodeResized(big, 150, 150);
+  const bilinear = await decodeResized(bytes, 150, 150, 'bilinear');
+  const meanDiff = (a: Uint8Array) => a.reduce((s, v, i) => s + Math.abs(v - out[i]), 0) / a.length;
+  assert.ok(meanDiff(fromBig) < 20 && meanDiff(bilinear) < 20, `${meanDiff(fromBig)} ${meanDiff(bilinear)}`);
+  // greyscale and RGBA inputs come out as 3 channels
+  const grey = await sharp(Buffer.alloc(30 * 20, 77), { raw: { width: 30, height: 20, channels: 1 } }).jpeg().toBuffer();
+  assert.deepEqual(Array.from((await decodeResized(grey, 10, 10)).subarray(0, 3)), [77, 77, 77]);
+  const rgba = await sharp(Buffer.alloc(30 * 20 * 4, 200), { raw: { width: 30, height: 20, channels: 4 } }).png().toBuffer();
+  assert.equal((await decodeResized(rgba, 10, 10)).length, 300);
+  await assert.rejects(decodeResized(bytes.subarray(0, 2000), 150, 150));
+});

@@ -503,10 +503,8 @@ export async function finalizeDataset(url: string, options: FinalizeOptions = {}
   }
   const short: Partial<Record<SplitName, number>> = {};
   for (const split of SPLITS) {
-    const planned = base.classes.length * base.split.perClass[split];
     const deficit = skipped.filter((s) => s.split === split && !s.replacedBy).length;
     if (deficit > 0) short[split] = deficit;
-    void planned;
   }
   const summary = Object.fromEntries(
     SPLITS.map((s) => [s, { count: splits[s].count, classCounts: splits[s].classCounts, shards: splits[s].shards.length, bytes: splits[s].shards.reduce((a, x) => a + x.bytes, 0) }]),

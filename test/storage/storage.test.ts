@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { randomBytes, createHash } from 'node:crypto';
-import { openStorage, formatError, StorageError, UserError, resolveS3Options, type Storage } from '@catdog/storage';
+import { openStorage, formatError, StorageError, UserError, resolveS3Options, describeS3Error, type Storage } from '@catdog/storage';
 import { startLoopbackS3, type LoopbackS3 } from '../helpers/s3-server.js';
 
 let s3: LoopbackS3;
@@ -130,4 +130,19 @@ test('S3 failures are one line naming the URL and the cause', async () => {
     process.env.AWS_SECRET_ACCESS_KEY = saved.secret;
   }
   void denied;
+});
+
+test('describeS3Error maps SDK error shapes to causes', () => {
+  const sdk = (name: string, status: number) => Object.assign(new Error(name), { name, $metadata: { httpStatusCode: status } });
+  assert.deepEqual(describeS3Error(sdk('AccessDenied', 403)), { code: 'access-denied', cause: 'access denied (AccessDenied)' });
+  assert.equal(describeS3Error(sdk('Forbidden', 403)).code, 'access-denied');
+  assert.equal(describeS3Error(sdk('NoSuchBucket', 404)).cause, 'bucket does not exist (NoSuchBucket)');
+  assert.equal(describeS3Error(sdk('NotFound', 404)).code, 'not-found');
+  assert.equal(describeS3Error(sdk('SlowDown', 503)).code, 'throttled');
+  const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:9'), { code: 'ECONNREFUSED' });
+  assert.equal(describeS3Error(refused, 'http://127.0.0.1:9').cause, 'endpoint http://127.0.0.1:9 unreachable (ECONNREFUSED)');
+  const dns = Object.assign(new Error('getaddrinfo ENOTFOUND minio'), { code: 'ENOTFOUND' });
+  assert.equal(describeS3Error(dns, 'http://minio:9000').code, 'unreachable');
+  const line = formatError(new StorageError('s3://b/k', 'access-denied', 'access denied (AccessDenied)'));
+  assert.equal(line, 's3://b/k: access denied (AccessDenied)');
 });

@@ -114,7 +114,6 @@ test('S3 failures are one line naming the URL and the cause', async () => {
     assert.ok(!line.includes('\n'));
     return true;
   });
-  const denied = openStorage('s3://storage-test/x', { endpoint: s3.endpoint });
   const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
   // s3rver accepts only its own key pair; a wrong key is rejected like on real S3.
   process.env.AWS_ACCESS_KEY_ID = 'WRONGKEY';
@@ -129,7 +128,6 @@ test('S3 failures are one line naming the URL and the cause', async () => {
     process.env.AWS_ACCESS_KEY_ID = saved.id;
     process.env.AWS_SECRET_ACCESS_KEY = saved.secret;
   }
-  void denied;
 });
 
 test('describeS3Error maps SDK error shapes to causes', () => {

@@ -298,7 +298,7 @@ export function buildProgram(): Command {
       const dims = s.width && s.height
         ? `; width ${s.width.min}–${s.width.max} (mean ${s.width.mean.toFixed(0)}), height ${s.height.min}–${s.height.max} (mean ${s.height.mean.toFixed(0)})`
         : '';
-      out(`  ${split.padEnd(10)} ${String(s.count).padStart(6)} images (${classes}), ${s.shards} shards, ${humanBytes(s.bytes)}${dims}`);
+      out(`  ${split.padEnd(10)} ${String(s.count).padStart(6)} images (${classes}), ${s.shards} shard${s.shards === 1 ? "" : "s"}, ${humanBytes(s.bytes)}${dims}`);
     }
     out(`  total ${humanBytes(r.totalBytes)}; ${r.skipped} source file(s) skipped at prep`);
   });

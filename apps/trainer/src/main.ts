@@ -79,6 +79,7 @@ function addTrainOptions(cmd: Command): Command {
     .option('--head-learning-rate <x>', 'finetune: learning rate of the head phase', positive)
     .option('--head-batch-size <n>', 'finetune: batch size of the head phase on cached features', int)
     .option('--fine-tune-from <layer>', 'finetune: first layer of the base to unfreeze (default: block5_conv1 for VGG16, block_13_expand for MobileNetV2)')
+    .addOption(new Option('--fine-tune-input <what>', 'finetune: train the unfrozen top on images (the book) or on cached activations of the frozen part (fast, no augmentation)').choices(['images', 'cached-activations']))
     .option('--feature-cache-dir <dir>', 'where extracted features are cached (default <out>/../.feature-cache)')
     .option('--workers <n>', 'decode/augment worker threads', int)
     .option('--seed <n>', 'seed of shuffles and augmentation', intOrZero)
@@ -98,7 +99,7 @@ function flagsOf(cmd: Command): Partial<TrainConfig> {
   const keys = [
     'data', 'out', 'preset', 'base', 'weights', 'weightsDir', 'inputSize', 'inputScaling', 'batchSize', 'epochs', 'stepsPerEpoch',
     'validationSteps', 'learningRate', 'dropout', 'augment', 'headUnits', 'headPooling', 'headTraining', 'headEpochs',
-    'headLearningRate', 'headBatchSize', 'fineTuneFrom', 'featureCacheDir', 'workers', 'seed', 'earlyStopping', 'keepBest',
+    'headLearningRate', 'headBatchSize', 'fineTuneFrom', 'fineTuneInput', 'featureCacheDir', 'workers', 'seed', 'earlyStopping', 'keepBest',
     'resume', 'backend', 'threads', 'debugNanAtStep', 'debugEpochDelayMs',
   ];
   for (const k of keys) if (given(k)) out[k] = o[k];

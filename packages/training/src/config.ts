@@ -53,6 +53,12 @@ export interface TrainConfig {
   headBatchSize: number;
   /** finetune: layer from which the base is unfrozen; default FINE_TUNE_FROM[base]. */
   fineTuneFrom?: string;
+  /**
+   * finetune: what the fine-tuning phase trains on: 'images' (the book: every step runs the whole base) or
+   * 'cached-activations' (the frozen lower part runs once per image and its output, the input of fineTuneFrom,
+   * is cached; each step then runs only the unfrozen top). Exact for frozen layers; needs augment off.
+   */
+  fineTuneInput: 'images' | 'cached-activations';
   featureCacheDir?: string;
   workers: number;
   seed: number;
@@ -82,6 +88,7 @@ const COMMON = {
   headEpochs: 30,
   headLearningRate: 2e-5,
   headBatchSize: 20,
+  fineTuneInput: 'images' as const,
 };
 
 /** The book's settings (Deep Learning with Python, 5.2–5.3). */
@@ -106,7 +113,8 @@ export const PRESET_VALUES: Record<PresetName, Partial<Record<Strategy | '*', Pa
     'extract-augmented': { inputSize: 128, epochs: 3, stepsPerEpoch: null, validationSteps: null, headPooling: 'avg', learningRate: 1e-3, batchSize: 32 },
     finetune: {
       inputSize: 160, headPooling: 'avg', headTraining: 'features', headEpochs: 20, headLearningRate: 1e-3, headBatchSize: 32,
-      epochs: 2, stepsPerEpoch: null, validationSteps: null, learningRate: 1e-5, batchSize: 32, augment: false,
+      fineTuneInput: 'cached-activations', epochs: 2, stepsPerEpoch: null, validationSteps: null, learningRate: 1e-5, batchSize: 32, augment: false,
+      keepBest: true,
     },
   },
   'ci-smoke': {
@@ -114,9 +122,9 @@ export const PRESET_VALUES: Record<PresetName, Partial<Record<Strategy | '*', Pa
     // Enough steps for the convnet to (over)fit 40 tiny images: the smoke test asserts that it learns.
     scratch: { learningRate: 1e-3, batchSize: 8, epochs: 24 },
     augmented: { learningRate: 1e-3 },
-    extract: { inputSize: 96, learningRate: 1e-3, headPooling: 'avg', base: 'mobilenet_v2_0.35' },
-    'extract-augmented': { inputSize: 96, epochs: 2, learningRate: 1e-3, headPooling: 'avg', base: 'mobilenet_v2_0.35' },
-    finetune: { inputSize: 96, epochs: 1, headTraining: 'features', headLearningRate: 1e-3, headPooling: 'avg', base: 'mobilenet_v2_0.35', augment: false },
+    extract: { inputSize: 96, learningRate: 1e-3, headPooling: 'avg' },
+    'extract-augmented': { inputSize: 96, epochs: 2, learningRate: 1e-3, headPooling: 'avg' },
+    finetune: { inputSize: 96, epochs: 1, headTraining: 'features', headLearningRate: 1e-3, headPooling: 'avg', augment: false, fineTuneInput: 'cached-activations' },
   },
 };
 
@@ -142,7 +150,7 @@ export async function readExperimentFile(file: string): Promise<Partial<TrainCon
 const KNOWN_KEYS = new Set<string>([
   'strategy', 'data', 'out', 'preset', 'base', 'weights', 'weightsDir', 'inputSize', 'inputScaling', 'batchSize', 'epochs',
   'stepsPerEpoch', 'validationSteps', 'optimizer', 'learningRate', 'loss', 'dropout', 'augment', 'headUnits', 'headPooling',
-  'headTraining', 'headEpochs', 'headLearningRate', 'headBatchSize', 'fineTuneFrom', 'featureCacheDir', 'workers', 'seed',
+  'headTraining', 'headEpochs', 'headLearningRate', 'headBatchSize', 'fineTuneFrom', 'fineTuneInput', 'featureCacheDir', 'workers', 'seed',
   'earlyStopping', 'keepBest', 'resume', 'backend', 'threads', 'debugNanAtStep', 'debugEpochDelayMs',
 ]);
 
@@ -222,6 +230,10 @@ function validate(c: TrainConfig): void {
   if (c.loss !== 'binary_crossentropy') throw new UserError(`loss "${c.loss}" is not supported (valid: binary_crossentropy)`);
   if (c.headPooling !== 'flatten' && c.headPooling !== 'avg') throw new UserError(`headPooling must be flatten or avg, got ${JSON.stringify(c.headPooling)}`);
   if (c.headTraining !== 'end-to-end' && c.headTraining !== 'features') throw new UserError(`headTraining must be end-to-end or features, got ${JSON.stringify(c.headTraining)}`);
+  if (c.fineTuneInput !== 'images' && c.fineTuneInput !== 'cached-activations') throw new UserError(`fineTuneInput must be images or cached-activations, got ${JSON.stringify(c.fineTuneInput)}`);
+  if (c.strategy === 'finetune' && c.fineTuneInput === 'cached-activations' && c.augment) {
+    throw new UserError('fineTuneInput cached-activations caches each image once, so it cannot augment: pass --no-augment or --fine-tune-input images');
+  }
   if (c.inputScaling !== undefined && c.inputScaling !== 'unit' && c.inputScaling !== 'symmetric') throw new UserError(`inputScaling must be unit or symmetric, got ${JSON.stringify(c.inputScaling)}`);
   if (c.earlyStopping !== null && !(Number.isInteger(c.earlyStopping) && c.earlyStopping > 0)) throw new UserError(`earlyStopping must be a positive integer (patience in epochs), got ${JSON.stringify(c.earlyStopping)}`);
   if (!['auto', 'tensorflow', 'wasm', 'cpu'].includes(c.backend)) throw new UserError(`unknown backend "${c.backend}" (valid: auto, tensorflow, wasm, cpu)`);

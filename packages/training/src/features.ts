@@ -147,3 +147,18 @@ export function featureFeed(set: FeatureSet, batchSize: number, opts: { shuffle:
     },
   };
 }
+
+/** Runs `model` over every item of `set` (e.g. the top of a base over cached activations), in memory. */
+export function mapFeatureSet(model: tf.LayersModel, set: FeatureSet, batchSize: number): FeatureSet {
+  const inPer = set.shape.reduce((a, b) => a * b, 1);
+  const shape = model.outputs[0].shape.slice(1) as number[];
+  const per = shape.reduce((a, b) => a * b, 1);
+  const features = new Float32Array(set.count * per);
+  for (let i = 0; i < set.count; i += batchSize) {
+    const n = Math.min(batchSize, set.count - i);
+    const out = tf.tidy(() => model.predict(tf.tensor(set.features.subarray(i * inPer, (i + n) * inPer), [n, ...set.shape])) as tf.Tensor);
+    features.set(out.dataSync() as Float32Array, i * per);
+    out.dispose();
+  }
+  return { split: set.split, count: set.count, shape, features, labels: set.labels, keys: set.keys };
+}

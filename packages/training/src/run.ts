@@ -11,8 +11,8 @@ import { UserError } from '@catdog/storage';
 import type { SplitName } from '@catdog/dataset';
 import type { TrainConfig } from './config.js';
 import { checkDataset, openFeed, type Feed } from './data.js';
-import { buildDenseHead, compileBinary, defaultFeatureCacheDir, featureTensor, loadConvBase, resolveWeights, weightsIdentity } from './build.js';
-import { extractFeatures, featureCacheKey, featureFeed, type FeatureKeyParts, type FeatureSet } from './features.js';
+import { buildDenseHead, compileBinary, defaultFeatureCacheDir, featureTensor, loadConvBase, modelFrom, resolveWeights, weightsIdentity } from './build.js';
+import { extractFeatures, featureCacheKey, featureFeed, mapFeatureSet, type FeatureKeyParts, type FeatureSet } from './features.js';
 import { fitPhase, initialState, readCheckpointState, restoreBest, restoreCheckpoint, type BatchFeed, type FitContext, type Phase } from './fit.js';
 import { emptyHistory, writeHistory, type History } from './history.js';
 import { computeMetrics, confusionText, contractLine, predictFeed, writeMisclassifiedThumbnails, type Predictions, type TestMetrics } from './metrics.js';
@@ -214,6 +214,80 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
       const before = runModel.trainableWeights.length;
       freezeBase();
       log(`trainable weight tensors: ${before} before freezing the base, ${runModel.trainableWeights.length} after`);
+      const from = cfg.fineTuneFrom ?? FINE_TUNE_FROM[cfg.base!];
+      let finetunePhase: PhaseSpec;
+      if (cfg.fineTuneInput === 'cached-activations') {
+        // The frozen lower part of the base runs once per image; its output (the input of `from`) is cached, and
+        // both phases train on it: the head through the (frozen) top, then the unfrozen top itself.
+        const splitLayer = base.layers.find((l) => l.name === from);
+        if (!splitLayer) throw new UserError(`--fine-tune-from ${from}: no such layer in ${base.name}`);
+        const splitTensor = splitLayer.input;
+        if (Array.isArray(splitTensor)) throw new UserError(`--fine-tune-from ${from}: the layer has several inputs; choose a layer with one`);
+        const bottom = tf.model({ inputs: base.inputs, outputs: splitTensor, name: `${base.name}_bottom` });
+        const top = modelFrom(runModel, splitTensor, `${base.name}_top`);
+        const topFeatures = tf.model({ inputs: top.model.inputs, outputs: top.map(features), name: `${base.name}_top_features` });
+        const actParts: FeatureKeyParts = { ...keyParts, pooling: `activations@${from}` };
+        const actDir = join(resolve(cfg.featureCacheDir ?? defaultFeatureCacheDir(runDir)), featureCacheKey(actParts));
+        const activations = new Map<SplitName, FeatureSet>();
+        const activationsOf = async (split: SplitName) => {
+          let set = activations.get(split);
+          if (!set) {
+            set = await extractFeatures({
+              dir: actDir,
+              split,
+              extractor: bottom,
+              openFeed: () => imageFeed(split, { augment: false, repeat: false, shuffle: false }),
+              progress,
+              batchSize: cfg.batchSize,
+              keyParts: actParts,
+            });
+            activations.set(split, set);
+          }
+          return set;
+        };
+        featuresOf = async (split: SplitName) => {
+          let set = featureSets.get(split);
+          if (!set) {
+            const t0 = performance.now();
+            set = mapFeatureSet(topFeatures, await activationsOf(split), cfg.batchSize);
+            log(`features: ${split} head features from cached activations in ${((performance.now() - t0) / 1000).toFixed(1)}s`);
+            featureSets.set(split, set);
+          }
+          return set;
+        };
+        finetunePhase = {
+          name: 'finetune',
+          epochs: cfg.epochs,
+          async make() {
+            const train = await activationsOf('train');
+            const val = await activationsOf('validation');
+            const r = setTrainableFrom(base, from);
+            log(`fine-tuning from ${from} on cached activations [${train.shape}]: ${r.trainable.length} layers train, ${r.frozen.length} stay frozen; trainable weight tensors: ${top.model.trainableWeights.length}`);
+            compileBinary(top.model, cfg.learningRate);
+            return {
+              name: 'finetune',
+              model: top.model,
+              epochs: cfg.epochs,
+              batchSize: cfg.batchSize,
+              stepsPerEpoch: stepsFor(train.count, cfg.batchSize, cfg.stepsPerEpoch),
+              validationSteps: stepsFor(val.count, cfg.batchSize, cfg.validationSteps),
+              train: featureFeed(train, cfg.batchSize, { shuffle: true, repeat: true, seed: cfg.seed + state.phaseEpoch }),
+              validation: featureFeed(val, cfg.batchSize, { shuffle: false, repeat: true, seed: 0 }),
+            };
+          },
+        };
+      } else {
+        finetunePhase = {
+          name: 'finetune',
+          epochs: cfg.epochs,
+          async make() {
+            const r = setTrainableFrom(base, from);
+            log(`fine-tuning from ${from}: ${r.trainable.length} layers train, ${r.frozen.length} stay frozen; trainable weight tensors: ${runModel.trainableWeights.length}`);
+            compileBinary(runModel, cfg.learningRate);
+            return batchFeedPhase('finetune', runModel, cfg.epochs, Boolean(cfg.augment)).make();
+          },
+        };
+      }
       if (cfg.headEpochs > 0) {
         if (cfg.headTraining === 'features') {
           specs.push(featurePhase('head', cfg.headEpochs, cfg.headLearningRate, cfg.headBatchSize, null));
@@ -228,17 +302,7 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
           });
         }
       }
-      const from = cfg.fineTuneFrom ?? FINE_TUNE_FROM[cfg.base!];
-      specs.push({
-        name: 'finetune',
-        epochs: cfg.epochs,
-        async make() {
-          const r = setTrainableFrom(base, from);
-          log(`fine-tuning from ${from}: ${r.trainable.length} layers train, ${r.frozen.length} stay frozen; trainable weight tensors: ${runModel.trainableWeights.length}`);
-          compileBinary(runModel, cfg.learningRate);
-          return batchFeedPhase('finetune', runModel, cfg.epochs, Boolean(cfg.augment)).make();
-        },
-      });
+      specs.push(finetunePhase);
     }
   }
   const params = countParams(runModel);

@@ -15,6 +15,7 @@ const OOM_PATTERNS = [
   /allocation failed/i,
   /array buffer allocation failed/i,
   /Invalid typed array length/i,
+  /Invalid array buffer length/i,
   /WebAssembly\.Memory/i,
   /memory access out of bounds/i,
   /Maximum call stack size/i,

@@ -15,6 +15,8 @@ function fmtEta(seconds: number): string {
   return s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m` : s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
 }
 
+const fmt = (x: number) => (Number.isFinite(x) ? x.toFixed(4) : '-');
+
 export function createProgress(opts: { tty?: boolean; write?: (line: string) => void; intervalMs?: number } = {}): ProgressSink {
   const write = opts.write ?? ((line: string) => process.stderr.write(`${line}\n`));
   const tty = opts.tty ?? Boolean(process.stderr.isTTY);
@@ -29,7 +31,7 @@ export function createProgress(opts: { tty?: boolean; write?: (line: string) => 
         bar.start(total, 0, { loss: '-', acc: '-', ips: '-' });
       },
       update(step, v) {
-        bar?.update(step, { loss: v.loss.toFixed(4), acc: v.acc.toFixed(4), ips: v.imagesPerSecond.toFixed(1) });
+        bar?.update(step, { loss: fmt(v.loss), acc: fmt(v.acc), ips: v.imagesPerSecond.toFixed(1) });
       },
       stop() {
         bar?.stop();
@@ -57,7 +59,8 @@ export function createProgress(opts: { tty?: boolean; write?: (line: string) => 
       if (now - last < interval || step >= total) return;
       last = now;
       const eta = ((now - started) / 1000 / step) * (total - step);
-      write(`${label} ${step}/${total} loss ${v.loss.toFixed(4)} acc ${v.acc.toFixed(4)} ${v.imagesPerSecond.toFixed(1)} img/s ETA ${fmtEta(eta)}`);
+      const metrics = Number.isFinite(v.loss) ? ` loss ${fmt(v.loss)} acc ${fmt(v.acc)}` : '';
+      write(`${label} ${step}/${total}${metrics} ${v.imagesPerSecond.toFixed(1)} img/s ETA ${fmtEta(eta)}`);
     },
     stop() {},
     log(line) {

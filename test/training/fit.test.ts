@@ -6,8 +6,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { fitPhase, emptyHistory, explainOutOfMemory, isOutOfMemory, readCheckpointState, type BatchFeed, type ProgressSink } from '@catdog/training';
-import { initialState } from '../../packages/training/src/fit.js';
+import { fitPhase, initialState, emptyHistory, explainOutOfMemory, isOutOfMemory, readCheckpointState, type BatchFeed, type ProgressSink } from '@catdog/training';
 
 const quiet: ProgressSink = { start() {}, update() {}, stop() {}, log() {} };
 

@@ -144,11 +144,14 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export async function fitPhase(ctx: FitContext, phase: Phase): Promise<void> {
   const st = ctx.state;
   if (st.phase !== phase.name) {
+    // Callbacks are per phase, as per Keras fit() call: early stopping and keep-best start afresh.
     st.phase = phase.name;
     st.phaseEpoch = 0;
     st.esBest = null;
     st.esWait = 0;
     st.stoppedEarly = false;
+    st.bestValAcc = null;
+    st.bestEpoch = null;
   }
   if (st.stoppedEarly) return;
   const { model } = phase;
@@ -203,7 +206,7 @@ export async function fitPhase(ctx: FitContext, phase: Phase): Promise<void> {
         (val ? ` - val_loss ${val.loss.toFixed(4)} - val_acc ${val.acc.toFixed(4)}` : '') +
         ` - ${logs.images_per_s} img/s`,
     );
-    // keep-best: best val_acc over the whole run, saved beside the checkpoint.
+    // keep-best: best val_acc of this phase (the last phase's best is what the run keeps), saved beside the checkpoint.
     if (val && (st.bestValAcc === null || val.acc > st.bestValAcc)) {
       st.bestValAcc = val.acc;
       st.bestEpoch = globalEpoch;

@@ -18,7 +18,7 @@ export {
 export { train, type TrainOptions, type TrainResult } from './run.js';
 export { evaluate, type EvaluateOptions, type EvaluateResult } from './evaluate.js';
 export { computeMetrics, contractLine, confusionText, type TestMetrics, type Predictions, type Misclassified } from './metrics.js';
-export { fitPhase, evaluateFeed, readCheckpointState, type Batch, type BatchFeed, type Phase, type CheckpointState } from './fit.js';
+export { fitPhase, initialState, evaluateFeed, readCheckpointState, type Batch, type BatchFeed, type Phase, type CheckpointState } from './fit.js';
 export { emptyHistory, historyCsv, type History, type EpochLogs } from './history.js';
 export { saveModel, loadModel, namedVariables } from './model-io.js';
 export { featureCacheKey, type FeatureKeyParts } from './features.js';

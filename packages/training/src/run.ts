@@ -358,8 +358,9 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
       JSON.stringify(
         {
           test: { accuracy: metrics.accuracy, loss: metrics.loss, n: metrics.n, confusion: metrics.confusion, classes: metrics.classes, misclassified: metrics.misclassified },
-          bestValAcc: state.bestValAcc,
-          bestEpoch: state.bestEpoch,
+          bestValAcc: bestOf(state.history).acc,
+          bestEpoch: bestOf(state.history).epoch,
+          keptEpoch: cfg.keepBest ? state.bestEpoch ?? state.epoch : state.epoch,
           wallSeconds: Math.round(wallSeconds * 10) / 10,
           imagesPerSecond: seen,
           epochs: state.epoch,
@@ -379,6 +380,18 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
   } finally {
     for (const set of featureSets.values()) set.features = new Float32Array(0);
   }
+}
+
+function bestOf(h: History): { acc: number | null; epoch: number | null } {
+  let acc: number | null = null;
+  let epoch: number | null = null;
+  h.val_acc.forEach((v, i) => {
+    if (v !== null && (acc === null || v > acc)) {
+      acc = v;
+      epoch = h.epoch[i];
+    }
+  });
+  return { acc, epoch };
 }
 
 /** Curves and the model diagram through @catdog/report, skipped with a note when it is unavailable. */

@@ -384,6 +384,39 @@ function maxPoolGrad({ inputs, backend, attrs }: Parameters<KernelFn>[0]): Tenso
   const x = f32(backend, input);
   const g = f32(backend, dy);
   dx.fill(0);
+  if (fh === 2 && fw === 2 && dh === 1 && dw === 1 && padTop === 0 && padLeft === 0 && (Ho - 1) * sh + 2 <= H && (Wo - 1) * sw + 2 <= W) {
+    // The book's MaxPooling2D(2): every window inside the input, four taps compared in registers.
+    const rowStride = W * C;
+    for (let b = 0; b < B; b++) {
+      for (let oi = 0; oi < Ho; oi++) {
+        for (let oj = 0; oj < Wo; oj++) {
+          const p00 = ((b * H + oi * sh) * W + oj * sw) * C;
+          const p01 = p00 + C;
+          const p10 = p00 + rowStride;
+          const p11 = p10 + C;
+          const yBase = ((b * Ho + oi) * Wo + oj) * C;
+          for (let c = 0; c < C; c++) {
+            let at = p00 + c;
+            let best = x[at]!;
+            let v = x[p01 + c]!;
+            if (v > best) {
+              best = v;
+              at = p01 + c;
+            }
+            v = x[p10 + c]!;
+            if (v > best) {
+              best = v;
+              at = p10 + c;
+            }
+            v = x[p11 + c]!;
+            if (v > best) at = p11 + c;
+            dx[at] += g[yBase + c]!;
+          }
+        }
+      }
+    }
+    return out;
+  }
   const best = new Float32Array(C);
   const where = new Int32Array(C);
   for (let b = 0; b < B; b++) {

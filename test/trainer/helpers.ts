@@ -48,3 +48,16 @@ export function lastLine(s: string): string {
 }
 
 export const CONTRACT = /^accuracy=(\d\.\d+) loss=(\d+\.\d+) n=(\d+)$/;
+
+/** Like runTrainer, without blocking this process's event loop (needed when this process serves S3). */
+export function runTrainerAsync(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', TRAINER, ...args], { cwd: projectRoot, env: { ...process.env, INIT_CWD: projectRoot, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}

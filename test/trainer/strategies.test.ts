@@ -94,7 +94,7 @@ test('extract (ci-smoke): features cached and reused, head reaches well above ch
   assert.equal(lastLine(ec.stdout), lastLine(ef.stdout), 'flat layout and class folders hold the same images');
 });
 
-test('finetune (ci-smoke): head on cached features, then the top of the base; extract-augmented freezes the base', async () => {
+test('finetune (ci-smoke): head on cached features, then the top of the base; extract-augmented freezes the base; augmented runs', async () => {
   const out = join(root, 'finetune');
   const r = runTrainer(['finetune', '--data', data, '--out', out, '--preset', 'ci-smoke', '--feature-cache-dir', join(root, 'features')]);
   assert.equal(r.code, 0, r.stderr);
@@ -114,4 +114,11 @@ test('finetune (ci-smoke): head on cached features, then the top of the base; ex
   assert.equal(ea.code, 0, ea.stderr);
   assert.match(ea.stderr, /trainable weight tensors: \d+ before freezing the base, 4 after/);
   assert.ok(readdirSync(join(root, 'ea', 'model')).includes('model.json'));
+
+  // augmented: the dropout convnet on augmented batches (one short epoch: it runs end to end, config recorded).
+  const au = runTrainer(['augmented', '--data', data, '--out', join(root, 'aug'), '--preset', 'ci-smoke', '--epochs', '1']);
+  assert.equal(au.code, 0, au.stderr);
+  const auCfg = await readJson(join(root, 'aug', 'config.json'));
+  assert.deepEqual([auCfg.augment, auCfg.dropout, auCfg.batchSize], [true, 0.5, 10]);
+  assert.match(await readFile(join(root, 'aug', 'summary.txt'), 'utf8'), /dropout_1/);
 });

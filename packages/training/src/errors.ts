@@ -20,6 +20,9 @@ const OOM_PATTERNS = [
   /memory access out of bounds/i,
   /Maximum call stack size/i,
   /Failed to (?:grow|allocate)/i,
+  /Aborted\(OOM\)/,
+  /Cannot enlarge memory/i,
+  /Requested \d+ bytes/i,
 ];
 
 export function isOutOfMemory(err: unknown): boolean {

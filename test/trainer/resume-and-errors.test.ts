@@ -41,7 +41,16 @@ test('a run killed with SIGKILL after epoch k resumes to the same number of epoc
   assert.equal(clash.code, 1);
   assert.match(clash.stderr, /already holds a run; pass --resume/);
 
-  const r = runTrainer(['scratch', '--out', out, '--resume', '--data', data]);
+  // A different dataset cannot continue this run; without --data the run's own dataset is used.
+  const other = join(root, 'other');
+  await cp(data, other, { recursive: true });
+  const m0 = await readJson(join(data, 'manifest.json'));
+  await writeFile(join(other, 'manifest.json'), JSON.stringify({ ...m0, planId: 'another-plan' }));
+  const wrong = runTrainer(['scratch', '--out', out, '--resume', '--data', other]);
+  assert.equal(wrong.code, 1);
+  assert.match(wrong.stderr, /is not the dataset this run was trained on/);
+
+  const r = runTrainer(['scratch', '--out', out, '--resume']);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /resuming .* after epoch 3/);
   assert.doesNotMatch(r.stderr, /epoch [123]\/6 - /, 'finished epochs are not trained again');

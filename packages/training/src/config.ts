@@ -198,7 +198,8 @@ export function resolveConfig({ strategy, flags = {}, file = {} }: ResolveInputs
 }
 
 function validate(c: TrainConfig): void {
-  if (!c.data) throw new UserError('missing --data <prepped dataset directory or s3:// URL>');
+  // A resumed run takes its dataset from its own config.json unless --data moves it.
+  if (!c.data && !c.resume) throw new UserError('missing --data <prepped dataset directory or s3:// URL>');
   if (!c.out) throw new UserError('missing --out <run directory>');
   const transfer = c.strategy !== 'scratch' && c.strategy !== 'augmented';
   if (transfer) {

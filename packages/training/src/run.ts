@@ -50,17 +50,32 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
   const runDir = resolve(cfgIn.out);
   let cfg = { ...cfgIn, out: runDir };
   const checkpoint = cfg.resume ? await readCheckpointState(runDir) : null;
+  let savedPlanId: string | undefined;
   if (cfg.resume) {
     if (!checkpoint) throw new UserError(`nothing to resume in ${runDir}: no checkpoint (checkpoints/last/state.json); start a new run without --resume`);
     const saved = JSON.parse(await readFile(join(runDir, 'config.json'), 'utf8')) as TrainConfig & { backend: unknown };
     if (saved.strategy !== cfg.strategy) throw new UserError(`${runDir} holds a ${saved.strategy} run; resume it with the ${saved.strategy} strategy`);
     // The run's own settings win (same total epochs, same data); only where and how to compute may change.
-    cfg = { ...(saved as TrainConfig), backend: cfg.backend, threads: cfg.threads, workers: cfg.workers, resume: true, out: runDir, debugNanAtStep: cfg.debugNanAtStep, debugEpochDelayMs: cfg.debugEpochDelayMs };
+    cfg = {
+      ...(saved as TrainConfig),
+      data: cfgIn.data || saved.data,
+      backend: cfg.backend,
+      threads: cfg.threads,
+      workers: cfg.workers,
+      resume: true,
+      out: runDir,
+      debugNanAtStep: cfg.debugNanAtStep,
+      debugEpochDelayMs: cfg.debugEpochDelayMs,
+    };
+    savedPlanId = (saved as unknown as { dataset?: { planId?: string } }).dataset?.planId;
     log(`resuming ${runDir} after epoch ${checkpoint.epoch}`);
   } else if (existsSync(join(runDir, 'checkpoints')) || existsSync(join(runDir, 'history.json'))) {
     throw new UserError(`${runDir} already holds a run; pass --resume to continue it, or choose a new --out`);
   }
   const manifest = await checkDataset(cfg.data);
+  if (savedPlanId && manifest.planId !== savedPlanId) {
+    throw new UserError(`${cfg.data} is not the dataset this run was trained on (manifest planId ${manifest.planId}, the run's ${savedPlanId})`);
+  }
   const manifestSha256 = createHash('sha256').update(JSON.stringify(manifest)).digest('hex');
   const backend = await initBackend({ backend: cfg.backend, threads: cfg.threads, log });
   await mkdir(runDir, { recursive: true });

@@ -9,6 +9,10 @@
 //   node --import tsx tools/bench/src/augment-compare.ts --quick --limit 64   # sanity check (--quick: limit 256, 1 pass)
 //   options: --source <dir> (default ../shared/datasets/dogs-vs-cats/train), --limit <n> (2000), --passes <n> (3),
 //            --batch <n> (32), --size <px> (150), --workers <n> (2), --json <file> (also write every number as JSON)
+// A --prepped dataset made with `prep split --folders` also has its images as plain JPEGs (<dir>/train/<class>/):
+// the peers then run on those too, so each of our sources is compared with peers reading the same images.
+// Peers need Debian's /usr/bin/python3 (or AUGMENT_PEERS_PYTHON) with python3-torch, -torchvision, -pil, -scipy,
+// -numpy: installed with apt-get when missing and run as root, else reported as "peers: none (<what to install>)".
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -19,7 +23,8 @@ import { parseArgs } from 'node:util';
 
 const root = fileURLToPath(new URL('../../..', import.meta.url));
 const base = process.env.INIT_CWD ?? process.cwd();
-const PYTHON = '/usr/bin/python3';
+// Debian's python3 (apt's python3-torch etc. live there), not whatever python3 is first on PATH.
+const PYTHON = process.env.AUGMENT_PEERS_PYTHON ?? '/usr/bin/python3';
 const DEBIAN_PACKAGES = ['python3-torch', 'python3-torchvision', 'python3-pil', 'python3-scipy', 'python3-numpy'];
 
 function fail(message: string): never {
@@ -72,22 +77,42 @@ interface PeerRecord {
   results: Record<string, Record<string, { images_per_s: number; passes: number[] }>>;
 }
 
+/** Writes a child's output to stderr line by line, indented: its summary lines are not mistaken for ours. */
+function indented(): { write(d: Buffer): void; end(): void } {
+  let pending = '';
+  return {
+    write(d) {
+      const parts = (pending + d.toString()).split('\n');
+      pending = parts.pop()!;
+      for (const line of parts) process.stderr.write(`  ${line}\n`);
+    },
+    end() {
+      if (pending) process.stderr.write(`  ${pending}\n`);
+      pending = '';
+    },
+  };
+}
+
 /** Runs a child, its output forwarded to stderr (progress), rejecting with its last stderr line on failure. */
 function run(cmd: string, args: string[], forwardStdout = true): Promise<string> {
   return new Promise((ok, ko) => {
     const child = spawn(cmd, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d) => {
+    const out = indented();
+    const err = indented();
+    child.stdout.on('data', (d: Buffer) => {
       stdout += d;
-      if (forwardStdout) process.stderr.write(d);
+      if (forwardStdout) out.write(d);
     });
-    child.stderr.on('data', (d) => {
+    child.stderr.on('data', (d: Buffer) => {
       stderr += d;
-      process.stderr.write(d);
+      err.write(d);
     });
     child.on('error', ko);
     child.on('close', (code) => {
+      out.end();
+      err.end();
       if (code === 0) return ok(stdout);
       ko(new Error(`${cmd} ${args.slice(0, 3).join(' ')} … exited ${code}: ${stderr.trim().split('\n').pop() ?? ''}`));
     });

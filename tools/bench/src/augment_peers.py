@@ -106,7 +106,7 @@ def keras_random_params(rng, h, w):
 
 
 def keras_apply_affine(x, theta, tx, ty, shear, zx, zy):
-    from scipy import ndimage
+    from scipy import ndimage  # imported (and inherited by forked workers) before any timing: see main()
     matrix = None
     if theta != 0:
         t = np.deg2rad(theta)
@@ -266,6 +266,7 @@ def main():
     if 'keras' in peers:
         try:
             import scipy
+            import scipy.ndimage  # noqa: F401  (loaded before timing and before the pools fork)
             versions['scipy'] = scipy.__version__
         except ImportError:
             missing.append('python3-scipy')
@@ -286,6 +287,9 @@ def main():
     classes, selected = list_images(source, args.limit)
     ENCODED.extend(open(p, 'rb').read() for p, _ in selected)
     labels = [label for _, label in selected]
+    # PIL loads its format plugins on first use: warm it up in the parent, so neither the first timed pass nor the
+    # forked workers pay for it.
+    Image.open(io.BytesIO(ENCODED[0])).convert('RGB')
     CONFIG.update(size=args.size, seed=args.seed, draft=False)
     mib = sum(len(b) for b in ENCODED) / 1024 ** 2
     counts = ', '.join(f'{labels.count(i)} {c}' for i, c in enumerate(classes))

@@ -25,7 +25,7 @@ test("strategy defaults are the book's", () => {
 
 test('precedence: flags > experiment file > preset > strategy defaults', () => {
   const preset = resolveConfig({ strategy: 'finetune', flags: { ...base, preset: 'cpu-quick' } });
-  assert.equal(preset.inputSize, 160);
+  assert.equal(preset.inputSize, 224);
   assert.equal(preset.headTraining, 'features');
   assert.equal(preset.learningRate, STRATEGY_DEFAULTS.finetune.learningRate, 'a value the preset leaves alone keeps the default');
   const file = resolveConfig({ strategy: 'finetune', flags: { ...base, preset: 'cpu-quick' }, file: { inputSize: 128, epochs: 3 } });

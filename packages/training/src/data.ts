@@ -74,6 +74,8 @@ export async function openFeed(o: FeedOptions): Promise<Feed> {
       const [n, h, w, c] = b.shape;
       const xs = tf.tidy(() => scaleInput(tf.tensor4d(b.xs as Float32Array, [n, h, w, c]), o.scaling));
       const labels = Float32Array.from(b.ys as ArrayLike<number>);
+      // Both arrays are copied by now (scaleInput makes a new tensor), so the pool may reuse the batch's buffers.
+      b.release();
       const ys = tf.tensor2d(labels, [n, 1]);
       return { xs, ys, n, keys: b.keys, labels };
     },

@@ -121,13 +121,17 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
   let testPredict: () => Promise<Predictions>;
   const featureSets = new Map<SplitName, FeatureSet>();
   let featuresOf: ((split: SplitName) => Promise<FeatureSet>) | null = null;
-  const batchFeedPhase = (name: string, model: tf.LayersModel, epochs: number, augment: boolean): PhaseSpec => ({
+  /** A phase that trains runModel on image batches; it compiles when it starts, after `prepare` (e.g. unfreezing). */
+  const imagePhase = (name: string, epochs: number, learningRate: number, prepare?: () => void): PhaseSpec => ({
     name,
     epochs,
     async make() {
+      prepare?.();
+      compileBinary(runModel, learningRate);
+      const augment = Boolean(cfg.augment);
       return {
         name,
-        model,
+        model: runModel,
         epochs,
         batchSize: cfg.batchSize,
         stepsPerEpoch: stepsFor(counts.train, cfg.batchSize, cfg.stepsPerEpoch),
@@ -149,8 +153,7 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
 
   if (!transfer) {
     runModel = buildConvnet({ inputShape: [cfg.inputSize, cfg.inputSize, 3], dropout: cfg.dropout });
-    compileBinary(runModel, cfg.learningRate);
-    specs.push(batchFeedPhase('train', runModel, cfg.epochs, Boolean(cfg.augment)));
+    specs.push(imagePhase('train', cfg.epochs, cfg.learningRate));
   } else {
     const base = await loadConvBase(cfg, weights!);
     const features = featureTensor(base, cfg.headPooling);
@@ -216,14 +219,7 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
       const before = runModel.trainableWeights.length;
       freezeBase();
       log(`trainable weight tensors: ${before} before freezing the base, ${runModel.trainableWeights.length} after`);
-      specs.push({
-        name: 'train',
-        epochs: cfg.epochs,
-        async make() {
-          compileBinary(runModel, cfg.learningRate);
-          return batchFeedPhase('train', runModel, cfg.epochs, Boolean(cfg.augment)).make();
-        },
-      });
+      specs.push(imagePhase('train', cfg.epochs, cfg.learningRate));
     } else {
       // finetune: the head first with the base frozen, then the top of the base unfrozen.
       const before = runModel.trainableWeights.length;
@@ -292,29 +288,16 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
           },
         };
       } else {
-        finetunePhase = {
-          name: 'finetune',
-          epochs: cfg.epochs,
-          async make() {
-            const r = setTrainableFrom(base, from);
-            log(`fine-tuning from ${from}: ${r.trainable.length} layers train, ${r.frozen.length} stay frozen; trainable weight tensors: ${runModel.trainableWeights.length}`);
-            compileBinary(runModel, cfg.learningRate);
-            return batchFeedPhase('finetune', runModel, cfg.epochs, Boolean(cfg.augment)).make();
-          },
-        };
+        finetunePhase = imagePhase('finetune', cfg.epochs, cfg.learningRate, () => {
+          const r = setTrainableFrom(base, from);
+          log(`fine-tuning from ${from}: ${r.trainable.length} layers train, ${r.frozen.length} stay frozen; trainable weight tensors: ${runModel.trainableWeights.length}`);
+        });
       }
       if (cfg.headEpochs > 0) {
         if (cfg.headTraining === 'features') {
           specs.push(featurePhase('head', cfg.headEpochs, cfg.headLearningRate, cfg.headBatchSize, null));
         } else {
-          specs.push({
-            name: 'head',
-            epochs: cfg.headEpochs,
-            async make() {
-              compileBinary(runModel, cfg.headLearningRate);
-              return batchFeedPhase('head', runModel, cfg.headEpochs, Boolean(cfg.augment)).make();
-            },
-          });
+          specs.push(imagePhase('head', cfg.headEpochs, cfg.headLearningRate));
         }
       }
       specs.push(finetunePhase);

@@ -169,15 +169,20 @@ export async function isRunDir(dir: string): Promise<boolean> {
   return false;
 }
 
-/** Loads a run directory; throws a UserError when it is not one or when a file in it is garbage. */
-export async function loadRun(dir: string, name = basename(dir)): Promise<RunData> {
+/** Throws a UserError unless `dir` exists and is a directory; `what` names it in the message. */
+async function requireDirectory(dir: string, what: string): Promise<void> {
   let s;
   try {
     s = await stat(dir);
   } catch {
-    throw new UserError(`run directory ${dir} does not exist`);
+    throw new UserError(`${what} ${dir} does not exist`);
   }
   if (!s.isDirectory()) throw new UserError(`${dir} is not a directory`);
+}
+
+/** Loads a run directory; throws a UserError when it is not one or when a file in it is garbage. */
+export async function loadRun(dir: string, name = basename(dir)): Promise<RunData> {
+  await requireDirectory(dir, 'run directory');
   if (!(await isRunDir(dir))) throw new UserError(`${dir} is not a run directory (it has neither config.json nor history.json)`);
   const configPath = join(dir, 'config.json');
   const config = await readJsonFile<unknown>(configPath, true);
@@ -212,13 +217,7 @@ async function subdirs(dir: string): Promise<string[]> {
  * children one level deeper (runs grouped in folders). A run's own folders are not searched.
  */
 export async function findRunDirs(runsDir: string): Promise<string[]> {
-  let s;
-  try {
-    s = await stat(runsDir);
-  } catch {
-    throw new UserError(`runs directory ${runsDir} does not exist`);
-  }
-  if (!s.isDirectory()) throw new UserError(`${runsDir} is not a directory`);
+  await requireDirectory(runsDir, 'runs directory');
   if (await isRunDir(runsDir)) return [runsDir];
   const found: string[] = [];
   for (const child of await subdirs(runsDir)) {

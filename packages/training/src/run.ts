@@ -94,7 +94,6 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
     inputScalingFormula: cfg.inputScaling === 'symmetric' ? 'x / 127.5 - 1' : 'x / 255',
     writtenAt: new Date().toISOString(),
   };
-  await writeFileAtomic(join(runDir, 'config.json'), JSON.stringify(configJson, null, 2));
 
   const scaling = cfg.inputScaling ?? 'unit';
   const imageFeed = (split: SplitName, o: { augment: boolean; repeat: boolean; shuffle: boolean; batchSize?: number; initialEpoch?: number }): Promise<Feed> =>
@@ -316,6 +315,8 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
     debugNanAtStep: cfg.debugNanAtStep,
     debugEpochDelayMs: cfg.debugEpochDelayMs,
   };
+  // Written once the models are built, so a run that fails to start (e.g. missing weights) leaves no config behind.
+  await writeFileAtomic(join(runDir, 'config.json'), JSON.stringify(configJson, null, 2));
   const oom = (err: unknown) => explainOutOfMemory(err, { batchSize: cfg.batchSize, inputSize: cfg.inputSize, workers: cfg.workers });
   try {
     const ckIndex = checkpoint ? specs.findIndex((s) => s.name === checkpoint.phase) : -1;

@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { decodeResized, jpegSize, resizeNearest } from '@catdog/augment';
+import { Transformer } from '@napi-rs/image';
+import { decodeResized, endsWithEoi, jpegSize, resizeNearest } from '@catdog/augment';
 import { kaggleTrainDir } from '../helpers/fixtures.js';
 
 test('resizeNearest uses PIL’s mapping ⌊(i + ½)·H/h⌋', () => {
@@ -30,8 +31,21 @@ test('decodeResized: real photo squashed to 150×150, equal to the nearest resiz
   const bytes = readFileSync(join(kaggleTrainDir, 'cat.3.jpg'));
   const out = await decodeResized(bytes, 150, 150);
   assert.equal(out.length, 150 * 150 * 3);
+  // The fast JPEG decoder's full decode, nearest-resized, exactly
+  const full = new Transformer(bytes).rawPixelsSync();
+  const size = jpegSize(bytes)!;
+  assert.deepEqual(Buffer.from(out), Buffer.from(resizeNearest(full, size.height, size.width, 150, 150)));
+  // and libjpeg's (sharp's) decode up to IDCT/upsampling rounding
   const { data, info } = await sharp(bytes).raw().toBuffer({ resolveWithObject: true });
-  assert.deepEqual(Buffer.from(out), Buffer.from(resizeNearest(data, info.height, info.width, 150, 150)));
+  const viaSharp = resizeNearest(data, info.height, info.width, 150, 150);
+  let max = 0;
+  let sum = 0;
+  for (let i = 0; i < out.length; i++) {
+    const d = Math.abs(out[i] - viaSharp[i]);
+    max = Math.max(max, d);
+    sum += d;
+  }
+  assert.ok(max <= 8 && sum / out.length < 0.5, `max ${max}, mean ${sum / out.length}`);
   // non-square target: squashed, not cropped
   assert.equal((await decodeResized(bytes, 40, 90)).length, 40 * 90 * 3);
   // bilinear and the shrink-on-load path (a JPEG ≥ 4× the target) give the right size and a similar picture
@@ -45,5 +59,21 @@ test('decodeResized: real photo squashed to 150×150, equal to the nearest resiz
   assert.deepEqual(Array.from((await decodeResized(grey, 10, 10)).subarray(0, 3)), [77, 77, 77]);
   const rgba = await sharp(Buffer.alloc(30 * 20 * 4, 200), { raw: { width: 30, height: 20, channels: 4 } }).png().toBuffer();
   assert.equal((await decodeResized(rgba, 10, 10)).length, 300);
-  await assert.rejects(decodeResized(bytes.subarray(0, 2000), 150, 150));
+  await assert.rejects(decodeResized(bytes.subarray(0, 2000), 150, 150), /premature end/i);
+  // Truncated just before the end-of-image marker: still an error, never a grey-filled picture
+  await assert.rejects(decodeResized(bytes.subarray(0, bytes.length - 2), 150, 150));
+  // Bytes after the end-of-image marker (zero padding, or an appended trailer) still decode, to the same picture
+  const padded = Buffer.concat([bytes, Buffer.alloc(64)]);
+  assert.deepEqual(Buffer.from(await decodeResized(padded, 150, 150)), Buffer.from(out));
+  const trailer = Buffer.concat([bytes, Buffer.from('TRAILER-DATA')]);
+  assert.equal((await decodeResized(trailer, 150, 150)).length, 150 * 150 * 3);
+});
+
+test('endsWithEoi: the fast path takes only JPEGs whose last marker is end-of-image', () => {
+  const bytes = readFileSync(join(kaggleTrainDir, 'dog.7.jpg'));
+  assert.equal(endsWithEoi(bytes), true);
+  assert.equal(endsWithEoi(Buffer.concat([bytes, Buffer.alloc(10)])), true);
+  assert.equal(endsWithEoi(bytes.subarray(0, bytes.length - 1)), false);
+  assert.equal(endsWithEoi(bytes.subarray(0, 5000)), false);
+  assert.equal(endsWithEoi(Buffer.alloc(0)), false);
 });

@@ -1,5 +1,8 @@
-// Decoding with sharp, then a squash resize to the target size as flow_from_directory's load_img(target_size) does
-// (aspect ratio not kept).
+// Decoding, then a squash resize to the target size as flow_from_directory's load_img(target_size) does
+// (aspect ratio not kept). sharp decodes everything; complete baseline RGB JPEGs of ordinary size take a faster
+// path through @napi-rs/image, because libvips' per-image pipeline setup costs more than the decode itself
+// (measured on the Kaggle photos: 1.55 ms per image with sharp vs 0.69 ms; 0.56 vs 0.16 ms at 150×150).
+import { Transformer } from '@napi-rs/image';
 import sharp from 'sharp';
 
 export type Interpolation = 'nearest' | 'bilinear';
@@ -44,13 +47,36 @@ export function resizeNearest(src: Uint8Array, srcHeight: number, srcWidth: numb
   return out;
 }
 
+/**
+ * True when the JPEG's last marker is its end-of-image (trailing zero padding allowed). The fast decoder fills a
+ * truncated file with grey instead of failing, so anything else goes to sharp, which rejects truncated input.
+ */
+export function endsWithEoi(bytes: Uint8Array): boolean {
+  let end = bytes.length;
+  while (end > 2 && bytes[end - 1] === 0) end--;
+  return end >= 4 && bytes[end - 2] === 0xff && bytes[end - 1] === 0xd9;
+}
+
+/** Full-size RGB pixels of a well-formed JPEG through the fast decoder, or null to let sharp decide. */
+function decodeJpegFast(bytes: Uint8Array, size: { width: number; height: number }): Uint8Array | null {
+  if (!endsWithEoi(bytes)) return null;
+  let pixels: Uint8Array;
+  try {
+    pixels = new Transformer(bytes).rawPixelsSync();
+  } catch {
+    return null; // sharp gives the error its proper message, or decodes what this decoder does not support
+  }
+  // Grey, CMYK and other layouts go through sharp's colour management instead.
+  return pixels.length === size.width * size.height * 3 ? pixels : null;
+}
+
 /** JPEGs at least this many times larger than the target take sharp's shrink-on-load path. */
 const SHRINK_ON_LOAD_FACTOR = 4;
 
 /**
  * Decodes an encoded image (JPEG, PNG, WebP, …) to height × width × 3 sRGB bytes. Throws on corrupt input.
  *
- * 'nearest': a full-size decode then PIL's nearest mapping (exactly Keras' resize), except for JPEGs ≥ 4× the target,
+ * 'nearest': a full-size decode (the fast JPEG path when it applies) then PIL's nearest mapping (exactly Keras' resize), except for JPEGs ≥ 4× the target,
  * which libjpeg decodes at 1/4 or 1/8 scale first (shrink-on-load, like PIL's draft mode) before sharp's nearest resize.
  * For the Kaggle photos (~500×375 → 150×150) the full decode is cheaper than sharp's 1/2-scale decode + resize.
  * 'bilinear': sharp's linear kernel (shrink-on-load for JPEG).
@@ -64,6 +90,8 @@ export async function decodeResized(
   if (interpolation === 'nearest') {
     const size = jpegSize(bytes);
     if (!size || Math.min(size.width / width, size.height / height) < SHRINK_ON_LOAD_FACTOR) {
+      const fast = size && decodeJpegFast(bytes, size);
+      if (fast) return size.width === width && size.height === height ? fast : resizeNearest(fast, size.height, size.width, height, width);
       const { data, info } = await sharp(bytes).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
       if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels, expected 3`);
       const pixels = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);

@@ -88,7 +88,7 @@ async function runBatch(task: BatchTask): Promise<BatchResult> {
   const kept: number[] = [];
   const skipped: BatchResult['skipped'] = [];
   for (let pos = 0; pos < n; pos++) {
-    // One image at a time: decode (on a libvips thread while this one waits), then transform. A worker thus keeps
+    // One image at a time: decode (on this thread, or a libvips thread while this one waits), then transform. A worker thus keeps
     // about one core busy, so N workers use N cores and scale cleanly; overlapping would only oversubscribe them.
     const image = await decode(pos);
     if (image instanceof Error) {

@@ -1,0 +1,172 @@
+// compileFrozenBase: the folded/fused forward pass equals model.predict on real photos, for the project's bases
+// (MobileNetV2 1.0 and 0.35 with the shared ImageNet weights, VGG16) and for graphs that exercise every branch of
+// the compiler (BatchNorm with real statistics, depthwise multipliers, shared tensors, unknown layers).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import * as tf from '@tensorflow/tfjs';
+import { kaggleTrainDir, mobilenetV2Dir } from '../helpers/fixtures.js';
+import { compileFrozenBase, loadMobileNetV2Base, buildVgg16Base, stackBaseAndHead, inputScaling } from '@catdog/models';
+import { initBackend } from '@catdog/backend';
+
+await initBackend({ backend: 'wasm', log: () => {} });
+
+const PHOTOS = ['cat.0.jpg', 'cat.1234.jpg', 'dog.7.jpg', 'dog.2500.jpg'];
+
+/** A batch of real photos resized to size×size and scaled as `base` expects (as the project's readers do). */
+async function photos(size: number, base: string): Promise<tf.Tensor4D> {
+  const s = inputScaling(base);
+  const raws = await Promise.all(
+    PHOTOS.map(async (p) => (await sharp(join(kaggleTrainDir, p)).resize(size, size, { fit: 'fill' }).removeAlpha().raw().toBuffer())),
+  );
+  return tf.tidy(() => tf.tensor4d(Uint8Array.from(Buffer.concat(raws)), [raws.length, size, size, 3], 'int32').toFloat().mul(s.scale).add(s.offset) as tf.Tensor4D);
+}
+
+/** max |a − b| relative to max |b| (the reference), over every output. */
+function relativeError(a: tf.Tensor, b: tf.Tensor): number {
+  assert.deepEqual(a.shape, b.shape);
+  return tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0] / Math.max(tf.max(tf.abs(b)).dataSync()[0], 1e-12));
+}
+
+/** compiled.predict(x) vs model.predict(x), with no tensor left behind by predict or by compile + dispose. */
+function checkAgainstPredict(model: tf.LayersModel, x: tf.Tensor, tolerance = 1e-3) {
+  const before = tf.memory().numTensors;
+  const compiled = compileFrozenBase(model);
+  const ref = model.predict(x) as tf.Tensor;
+  const afterCompile = tf.memory().numTensors;
+  const out = compiled.predict(x) as tf.Tensor;
+  assert.equal(tf.memory().numTensors, afterCompile + 1, 'predict leaves only its result');
+  const err = relativeError(out, ref);
+  assert.ok(err <= tolerance, `${model.name}: relative error ${err} > ${tolerance}`);
+  const stats = compiled.stats;
+  tf.dispose([out, ref]);
+  compiled.dispose();
+  assert.equal(tf.memory().numTensors, before, 'compile + predict + dispose leaves nothing');
+  return { err, stats };
+}
+
+test('MobileNetV2 1.0 at 150×150: every BatchNorm folded, every ReLU6 fused, outputs equal model.predict on real photos', async () => {
+  const base = await loadMobileNetV2Base({ alpha: 1.0, from: mobilenetV2Dir('1.0') });
+  const x = await photos(150, 'mobilenet_v2');
+  const { err, stats } = checkAgainstPredict(base, x);
+  assert.deepEqual(stats, { convolutions: 52, foldedBatchNorms: 52, fusedActivations: 35, foldedPaddings: 5, direct: 10, fallbacks: [] });
+  assert.ok(err < 1e-3);
+  // The photos give distinct, non-trivial features (not a degenerate all-zero comparison).
+  const y = compileFrozenBase(base);
+  const f = y.predict(x) as tf.Tensor;
+  assert.ok(tf.tidy(() => tf.sum(tf.greater(f, 0)).dataSync()[0]) > f.size * 0.05);
+  tf.dispose([f, x]);
+  y.dispose();
+  tf.dispose(base.getWeights());
+});
+
+test('MobileNetV2 0.35: the project extractor (global average pooling) and the fine-tune bottom (an inner tensor as output)', async () => {
+  const base = await loadMobileNetV2Base({ alpha: 0.35, from: mobilenetV2Dir('0.35') });
+  const x = await photos(150, 'mobilenet_v2_0.35');
+  const whole = checkAgainstPredict(base, x);
+  assert.equal(whole.stats.foldedBatchNorms, 52);
+  assert.deepEqual(whole.stats.fallbacks, []);
+  // As the extract strategy builds it: the base's output through a pooling layer, as one model.
+  const pooled = tf.layers.globalAveragePooling2d({ name: 'head_pool' }).apply(base.outputs[0]) as tf.SymbolicTensor;
+  const extractor = tf.model({ inputs: base.inputs, outputs: pooled, name: 'features' });
+  const ex = checkAgainstPredict(extractor, x);
+  assert.deepEqual(ex.stats.fallbacks, ['head_pool (GlobalAveragePooling2D)']);
+  // As the fine-tune strategy caches activations: the input of block_13_expand (the output of block_12_add).
+  const split = base.getLayer('block_13_expand').input as tf.SymbolicTensor;
+  const bottom = tf.model({ inputs: base.inputs, outputs: split, name: 'bottom' });
+  const b = checkAgainstPredict(bottom, x);
+  assert.ok(b.stats.convolutions < 52 && b.stats.convolutions > 30);
+  x.dispose();
+  tf.dispose(base.getWeights());
+});
+
+test('VGG16 conv base (random weights, 48×48) and VGG16 stacked with the book head (nested model + Flatten/Dense fallbacks)', async () => {
+  const base = await buildVgg16Base({ inputShape: [48, 48, 3], weights: null });
+  const x = await photos(48, 'vgg16');
+  const { stats } = checkAgainstPredict(base, x);
+  assert.deepEqual(stats, { convolutions: 13, foldedBatchNorms: 0, fusedActivations: 0, foldedPaddings: 0, direct: 5, fallbacks: [] });
+  const full = stackBaseAndHead(base, { units: 16, dropout: 0.5 });
+  const s = checkAgainstPredict(full, x).stats;
+  assert.equal(s.convolutions, 13);
+  assert.deepEqual(s.fallbacks.map((f) => f.replace(/^\S+ /, '')), ['(Flatten)', '(Dense)', '(Dropout)', '(Dense)']);
+  x.dispose();
+  tf.dispose(full.getWeights());
+});
+
+test('folding with real BatchNorm statistics: conv bias, depthwise multiplier 2, shared tensors, ZeroPadding feeding two convs, unknown layers', async () => {
+  const input = tf.input({ shape: [23, 23, 3] });
+  const L = tf.layers;
+  // Asymmetric pads: one ZeroPadding2D feeding a single 'valid' conv (folded), one feeding two convs (kept).
+  const p1 = L.zeroPadding2d({ padding: [[1, 2], [0, 1]] }).apply(input) as tf.SymbolicTensor;
+  const a = L.conv2d({ filters: 8, kernelSize: 3, strides: 2, useBias: true }).apply(p1) as tf.SymbolicTensor;
+  const p2 = L.zeroPadding2d({ padding: [[1, 2], [0, 1]] }).apply(input) as tf.SymbolicTensor;
+  const b = L.conv2d({ filters: 8, kernelSize: 3, strides: 2, useBias: false }).apply(p2) as tf.SymbolicTensor;
+  const c = L.conv2d({ filters: 8, kernelSize: 3, strides: 2, dilationRate: 1 }).apply(p2) as tf.SymbolicTensor;
+  let x = L.add().apply([a, b, c]) as tf.SymbolicTensor;
+  x = L.batchNormalization({ epsilon: 1e-3 }).apply(x) as tf.SymbolicTensor; // after an Add: runs as the layer
+  x = L.depthwiseConv2d({ kernelSize: 3, depthMultiplier: 2, padding: 'same', useBias: true }).apply(x) as tf.SymbolicTensor;
+  x = L.batchNormalization({ epsilon: 1e-5 }).apply(x) as tf.SymbolicTensor;
+  x = L.reLU({ maxValue: 6 }).apply(x) as tf.SymbolicTensor;
+  const shared = L.conv2d({ filters: 12, kernelSize: 1 }).apply(x) as tf.SymbolicTensor;
+  const bn = L.batchNormalization({ scale: false }).apply(shared) as tf.SymbolicTensor; // conv output used twice: not folded
+  x = L.add().apply([bn, shared]) as tf.SymbolicTensor;
+  x = L.conv2d({ filters: 6, kernelSize: 3, activation: 'tanh' }).apply(x) as tf.SymbolicTensor; // unfusable activation
+  x = L.batchNormalization().apply(x) as tf.SymbolicTensor;
+  x = L.reLU({ maxValue: 3 }).apply(x) as tf.SymbolicTensor;
+  x = L.separableConv2d({ filters: 4, kernelSize: 2 }).apply(x) as tf.SymbolicTensor;
+  x = L.conv2d({ filters: 4, kernelSize: 1, useBias: false }).apply(x) as tf.SymbolicTensor;
+  x = L.batchNormalization({ center: false }).apply(x) as tf.SymbolicTensor;
+  x = L.activation({ activation: 'relu' }).apply(x) as tf.SymbolicTensor;
+  x = L.conv2d({ filters: 5, kernelSize: 1, activation: 'relu' }).apply(x) as tf.SymbolicTensor;
+  x = L.maxPooling2d({ poolSize: 2, padding: 'same' }).apply(x) as tf.SymbolicTensor;
+  const model = tf.model({ inputs: input, outputs: [x, bn], name: 'graph' });
+  // Non-trivial statistics (fresh layers have mean 0, variance 1, gamma 1, beta 0: folding would be identity).
+  for (const layer of model.layers) {
+    if (layer.getClassName() !== 'BatchNormalization') continue;
+    layer.setWeights(layer.getWeights().map((w, i, all) => (i === all.length - 1 ? tf.randomUniform(w.shape, 0.2, 3, 'float32', 7) : tf.randomUniform(w.shape, -1.5, 1.5, 'float32', 11 + i))));
+  }
+  for (const layer of model.layers) {
+    if (layer.getClassName().includes('Conv') && layer.getWeights().length === 2) layer.setWeights([layer.getWeights()[0], tf.randomUniform(layer.getWeights()[1].shape, -0.5, 0.5, 'float32', 3)]);
+  }
+  const photo = await photos(23, 'vgg16');
+  const before = tf.memory().numTensors;
+  const compiled = compileFrozenBase(model);
+  const outs = compiled.predict(photo) as tf.Tensor[];
+  const refs = model.predict(photo) as tf.Tensor[];
+  assert.equal(outs.length, 2);
+  for (let i = 0; i < 2; i++) assert.ok(relativeError(outs[i], refs[i]) < 1e-4, `output ${i}: ${relativeError(outs[i], refs[i])}`);
+  assert.deepEqual(
+    { ...compiled.stats, fallbacks: compiled.stats.fallbacks.map((f) => f.replace(/^\S+ /, '')) },
+    {
+      // a (+ its padding), b, c, the depthwise (+ BN + ReLU6), the shared 1×1, the 1×1 (+ BN + relu), the relu 1×1
+      convolutions: 7,
+      foldedBatchNorms: 2,
+      fusedActivations: 2,
+      foldedPaddings: 1,
+      // the shared ZeroPadding2D, 2 × Add, MaxPooling2D
+      direct: 4,
+      fallbacks: ['(BatchNormalization)', '(BatchNormalization)', '(Conv2D)', '(BatchNormalization)', '(ReLU)', '(SeparableConv2D)'],
+    },
+  );
+  tf.dispose([...outs, ...refs]);
+  compiled.dispose();
+  assert.equal(tf.memory().numTensors, before);
+  photo.dispose();
+  tf.dispose(model.getWeights());
+});
+
+test('a wrong input shape is refused with the expected shape; a disposed FrozenBase refuses to run', async () => {
+  const base = await buildVgg16Base({ inputShape: [32, 32, 3], weights: null });
+  const compiled = compileFrozenBase(base);
+  const before = tf.memory().numTensors;
+  const x = tf.zeros([2, 40, 40, 3]);
+  assert.throws(() => compiled.predict(x), /expected input of shape \[batch,32,32,3\], got \[2,40,40,3\]/);
+  x.dispose();
+  assert.equal(tf.memory().numTensors, before);
+  compiled.dispose();
+  const y = tf.zeros([1, 32, 32, 3]);
+  assert.throws(() => compiled.predict(y), /disposed/);
+  y.dispose();
+  tf.dispose(base.getWeights());
+});

@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SplitName } from '@catdog/dataset';
+import { compileFrozenBase, type FrozenBase } from '@catdog/models';
 import { writeFileAtomic } from './model-io.js';
 import type { BatchFeed, Batch } from './fit.js';
 import type { Feed } from './data.js';
@@ -48,6 +49,21 @@ async function readCached(dir: string, split: SplitName): Promise<FeatureSet | n
 }
 
 /**
+ * The frozen model's forward pass: compiled (BatchNorm folded into the convs, ReLU6 fused; about 1.5–2× faster
+ * for MobileNetV2 on wasm), or model.predict if the compiler refuses the graph (said once in the log).
+ */
+function frozenForward(model: tf.LayersModel, log: (line: string) => void): { predict: (x: tf.Tensor) => tf.Tensor; dispose: () => void } {
+  let compiled: FrozenBase;
+  try {
+    compiled = compileFrozenBase(model);
+  } catch (err) {
+    log(`features: running ${model.name} through model.predict (the fast path refused it: ${err instanceof Error ? err.message : String(err)})`);
+    return { predict: (x) => model.predict(x) as tf.Tensor, dispose: () => {} };
+  }
+  return { predict: (x) => compiled.predict(x) as tf.Tensor, dispose: () => compiled.dispose() };
+}
+
+/**
  * Features of `split` from the cache directory `dir`, or computed with `extractor` over `openFeed()` (one pass,
  * no augmentation, no shuffle) and then cached. Data first, then the metadata, each atomically.
  */
@@ -66,6 +82,7 @@ export async function extractFeatures(opts: {
     return { ...cached, cached: true };
   }
   const feed = await opts.openFeed();
+  const forward = frozenForward(opts.extractor, (l) => opts.progress.log(l));
   const shape = (opts.extractor.outputs[0].shape.slice(1) as number[]);
   const per = shape.reduce((a, b) => a * b, 1);
   const features = new Float32Array(feed.size * per);
@@ -79,7 +96,7 @@ export async function extractFeatures(opts: {
     for (let s = 1; ; s++) {
       const b = await feed.next();
       if (!b) break;
-      const out = opts.extractor.predict(b.xs) as tf.Tensor;
+      const out = forward.predict(b.xs);
       const data = await out.data();
       tf.dispose([out, b.xs, b.ys]);
       if (n + b.n > feed.size) throw new Error(`feature extraction: the ${opts.split} split yielded more images than its size ${feed.size}`);
@@ -90,6 +107,7 @@ export async function extractFeatures(opts: {
       opts.progress.update(s, { loss: NaN, acc: NaN, imagesPerSecond: n / ((performance.now() - t0) / 1000) });
     }
   } finally {
+    forward.dispose();
     opts.progress.stop();
     await feed.close();
   }
@@ -148,17 +166,22 @@ export function featureFeed(set: FeatureSet, batchSize: number, opts: { shuffle:
   };
 }
 
-/** Runs `model` over every item of `set` (e.g. the top of a base over cached activations), in memory. */
+/** Runs `model` (frozen: its weights as they are now) over every item of `set` (e.g. the top of a base over cached activations), in memory. */
 export function mapFeatureSet(model: tf.LayersModel, set: FeatureSet, batchSize: number): FeatureSet {
   const inPer = set.shape.reduce((a, b) => a * b, 1);
   const shape = model.outputs[0].shape.slice(1) as number[];
   const per = shape.reduce((a, b) => a * b, 1);
   const features = new Float32Array(set.count * per);
-  for (let i = 0; i < set.count; i += batchSize) {
-    const n = Math.min(batchSize, set.count - i);
-    const out = tf.tidy(() => model.predict(tf.tensor(set.features.subarray(i * inPer, (i + n) * inPer), [n, ...set.shape])) as tf.Tensor);
-    features.set(out.dataSync() as Float32Array, i * per);
-    out.dispose();
+  const forward = frozenForward(model, (l) => process.stderr.write(`${l}\n`));
+  try {
+    for (let i = 0; i < set.count; i += batchSize) {
+      const n = Math.min(batchSize, set.count - i);
+      const out = tf.tidy(() => forward.predict(tf.tensor(set.features.subarray(i * inPer, (i + n) * inPer), [n, ...set.shape])));
+      features.set(out.dataSync() as Float32Array, i * per);
+      out.dispose();
+    }
+  } finally {
+    forward.dispose();
   }
   return { split: set.split, count: set.count, shape, features, labels: set.labels, keys: set.keys };
 }

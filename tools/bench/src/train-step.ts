@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendRequest } from '@catdog/backend';
+import { compileFrozenBase, loadMobileNetV2Base } from '@catdog/models';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..', '..');
@@ -22,6 +23,8 @@ const MOBILENET_DIR = process.env.CATDOG_MOBILENET_V2_DIR ?? join(root, '..', 's
 export const NETWORKS = ['convnet', 'mobilenet_v2_finetune', 'mobilenet_v2_forward', 'vgg16_forward'] as const;
 type Network = (typeof NETWORKS)[number];
 const TRAINING: ReadonlySet<Network> = new Set(['convnet', 'mobilenet_v2_finetune']);
+const FORWARD_PATHS = ['compiled', 'predict'] as const;
+type ForwardPath = (typeof FORWARD_PATHS)[number];
 
 interface Options {
   quick: boolean;
@@ -33,6 +36,8 @@ interface Options {
   cpuBoundS: number;
   torch: boolean;
   profile: boolean;
+  /** Forward-only networks: the compiled frozen path feature extraction runs (default) or layers' model.predict. */
+  forwardPath: ForwardPath;
   networks: Network[];
   backend: BackendRequest;
   /** Internal: measure one network on this process's backend and print JSON (used for cpu runs). */
@@ -134,7 +139,8 @@ async function buildNetwork(network: Network, size: number): Promise<tf.LayersMo
     case 'mobilenet_v2_finetune':
       return buildMobilenetFinetune(size);
     case 'mobilenet_v2_forward':
-      return loadMobilenetV2Base(size);
+      // As the extract strategy loads it (@catdog/models: Keras' correct_pad at this size, 150 → 5×5×1280).
+      return loadMobileNetV2Base({ alpha: 1.0, from: MOBILENET_DIR, inputShape: [size, size, 3] });
     case 'vgg16_forward':
       return buildVgg16Base(size);
   }
@@ -157,11 +163,16 @@ interface Measurement {
   note?: string;
 }
 
-async function measure(network: Network, opts: { batch: number; size: number; steps: number; profile: boolean }): Promise<Measurement> {
+async function measure(
+  network: Network,
+  opts: { batch: number; size: number; steps: number; profile: boolean; forwardPath: ForwardPath },
+): Promise<Measurement> {
   const model = await buildNetwork(network, opts.size);
   const x = tf.randomUniform([opts.batch, opts.size, opts.size, 3], -1, 1);
   const y = tf.cast(tf.greater(tf.randomUniform([opts.batch, 1]), 0.5), 'float32');
   const training = TRAINING.has(network);
+  // Feature extraction runs frozen bases through compileFrozenBase (BatchNorm folded, ReLU6 fused): time that.
+  const frozen = !training && opts.forwardPath === 'compiled' ? compileFrozenBase(model) : null;
   if (training) {
     // RMSprop as the book compiles (lr 1e-4 for the convnet, 2e-5 when fine-tuning).
     const lr = network === 'convnet' ? 1e-4 : 2e-5;
@@ -171,7 +182,7 @@ async function measure(network: Network, opts: { batch: number; size: number; st
     if (training) {
       await model.trainOnBatch(x, y);
     } else {
-      const out = model.predict(x) as tf.Tensor;
+      const out = (frozen ? frozen.predict(x) : model.predict(x)) as tf.Tensor;
       await out.data();
       out.dispose();
     }
@@ -198,6 +209,7 @@ async function measure(network: Network, opts: { batch: number; size: number; st
   }
   x.dispose();
   y.dispose();
+  frozen?.dispose();
   model.dispose();
   return { network, backend: tf.getBackend(), ms: median(samples), samples };
 }
@@ -219,6 +231,8 @@ function measureCpuChild(network: Network, opts: Options): Promise<Measurement> 
       String(opts.batch),
       '--size',
       String(opts.size),
+      '--forward-path',
+      opts.forwardPath,
     ];
     const child = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'pipe', 'ignore'] });
     let out = '';
@@ -282,6 +296,11 @@ async function main(argv: string[]): Promise<void> {
     .option('--cpu-bound-s <s>', 'give up on a cpu backend run after this many seconds', (v) => parseFloat(v), 60)
     .option('--no-torch', 'skip the PyTorch peer')
     .option('--profile', 'print the slowest kernels of one step per network', false)
+    .addOption(
+      new Option('--forward-path <path>', 'forward-only networks: compiled (BatchNorm folded, as feature extraction runs) or predict (tfjs-layers)')
+        .choices(FORWARD_PATHS)
+        .default('compiled'),
+    )
     .addOption(new Option('--networks <list>', 'comma-separated networks').default(NETWORKS.join(',')))
     .addOption(new Option('--backend <name>').default('wasm').hideHelp())
     .addOption(new Option('--child <network>').hideHelp());
@@ -302,6 +321,7 @@ async function main(argv: string[]): Promise<void> {
     cpuBoundS: raw.cpuBoundS as number,
     torch: raw.torch as boolean,
     profile: raw.profile as boolean,
+    forwardPath: raw.forwardPath as ForwardPath,
     networks,
     backend: raw.backend as BackendRequest,
     child: raw.child as Network | undefined,
@@ -310,17 +330,17 @@ async function main(argv: string[]): Promise<void> {
 
   if (opts.child) {
     await initBackend({ backend: opts.backend, threads: opts.threads, log: () => {} });
-    const m = await measure(opts.child, { batch: opts.batch, size: opts.size, steps, profile: false });
+    const m = await measure(opts.child, { batch: opts.batch, size: opts.size, steps, profile: false, forwardPath: opts.forwardPath });
     console.log(JSON.stringify(m));
     return;
   }
 
   const choice = await initBackend({ backend: 'wasm', threads: opts.threads, log: (l) => console.log(l) });
-  console.log(`batch ${opts.batch}, ${opts.size}×${opts.size}×3, ${steps} timed steps after 1 warm-up, median reported`);
+  console.log(`batch ${opts.batch}, ${opts.size}×${opts.size}×3, ${steps} timed steps after 1 warm-up, median reported; forward-only networks: ${opts.forwardPath === 'compiled' ? 'compileFrozenBase (as feature extraction runs)' : 'model.predict'}`);
 
   const wasm = new Map<Network, Measurement>();
   for (const n of networks) {
-    const m = await measure(n, { batch: opts.batch, size: opts.size, steps, profile: opts.profile });
+    const m = await measure(n, { batch: opts.batch, size: opts.size, steps, profile: opts.profile, forwardPath: opts.forwardPath });
     wasm.set(n, m);
     console.log(`  wasm  ${n.padEnd(24)} ${m.ms!.toFixed(0).padStart(7)} ms   samples ${m.samples.map((s) => s.toFixed(0)).join(' ')}`);
   }

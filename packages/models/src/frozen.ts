@@ -390,7 +390,8 @@ function runGraph(graph: Graph, inputs: tf.Tensor[]): tf.Tensor[] {
         if (!v) throw new Error(`compileFrozenBase: internal error (no value for the input of '${op.name}')`);
         return v;
       });
-      const ys = op.run(xs);
+      // An op handing back one of its inputs (an identity layer) gets a copy: the input may be freed below.
+      const ys = op.run(xs).map((y) => (xs.includes(y) ? tf.clone(y) : y));
       op.outputs.forEach((id, i) => values.set(id, ys[i]));
       for (const id of op.inputs) {
         const n = (left.get(id) ?? 0) - 1;

@@ -94,7 +94,8 @@ test('VGG16 conv base (random weights, 48×48) and VGG16 stacked with the book h
   tf.dispose(full.getWeights());
 });
 
-test('folding with real BatchNorm statistics: conv bias, depthwise multiplier 2, shared tensors, ZeroPadding feeding two convs, unknown layers', async () => {
+/** A graph exercising every branch of the compiler, with non-trivial BatchNorm statistics and biases. */
+async function checkSyntheticGraph() {
   const input = tf.input({ shape: [23, 23, 3] });
   const L = tf.layers;
   // Asymmetric pads: one ZeroPadding2D feeding a single 'valid' conv (folded), one feeding two convs (kept).
@@ -154,7 +155,9 @@ test('folding with real BatchNorm statistics: conv bias, depthwise multiplier 2,
   assert.equal(tf.memory().numTensors, before);
   photo.dispose();
   tf.dispose(model.getWeights());
-});
+}
+
+test('folding with real BatchNorm statistics: conv bias, depthwise multiplier 2, shared tensors, ZeroPadding feeding two convs, unknown layers', checkSyntheticGraph);
 
 test('a wrong input shape is refused with the expected shape; a disposed FrozenBase refuses to run', async () => {
   const base = await buildVgg16Base({ inputShape: [32, 32, 3], weights: null });
@@ -169,4 +172,14 @@ test('a wrong input shape is refused with the expected shape; a disposed FrozenB
   assert.throws(() => compiled.predict(y), /disposed/);
   y.dispose();
   tf.dispose(base.getWeights());
+});
+
+test('the same graph on the pure-JS cpu backend (explicit padding in fused depthwise convs, relu6)', async () => {
+  await initBackend({ backend: 'cpu', log: () => {} });
+  assert.equal(tf.getBackend(), 'cpu');
+  try {
+    await checkSyntheticGraph();
+  } finally {
+    await initBackend({ backend: 'wasm', log: () => {} });
+  }
 });

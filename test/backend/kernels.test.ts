@@ -4,7 +4,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
-import { initBackend, wasmTrainingKernelNames } from '@catdog/backend';
+import { initBackend, wasmSimdKernelsLoaded, wasmTrainingKernelNames } from '@catdog/backend';
 
 type Pad = 'valid' | 'same';
 
@@ -114,6 +114,8 @@ test('the package registers the training kernels for wasm', () => {
     assert.ok(wasmTrainingKernelNames.includes(name), name);
     assert.ok(tf.getKernel(name, 'wasm'), `${name} registered for wasm`);
   }
+  // The SIMD kernels must really load (else the checks below would only cover the JS loops).
+  assert.equal(wasmSimdKernelsLoaded(), process.env.CATDOG_WASM_SIMD_KERNELS !== '0');
 });
 
 test('Conv2DBackpropInput matches cpu over shapes, strides and paddings', () => {
@@ -255,6 +257,11 @@ test('MaxPoolGrad matches cpu over pool sizes, strides, paddings, channels and b
     [1, 6, 6, 1],
     [2, 9, 7, 5],
     [3, 8, 8, 16],
+    // Channel counts a multiple of 4 take the SIMD kernel for 2×2/2 windows; odd sizes leave a
+    // last row/column outside every window.
+    [2, 9, 7, 8],
+    [1, 5, 6, 4],
+    [2, 7, 9, 12],
   ] as const) {
     for (const f of [2, 3]) {
       for (const s of [1, 2]) {
@@ -270,11 +277,12 @@ test('MaxPoolGrad matches cpu over pool sizes, strides, paddings, channels and b
       }
     }
   }
-  assert.equal(count, 24);
+  assert.equal(count, 48);
 });
 
 test('Sum matches cpu for leading-axis (bias gradient) and other reductions', () => {
-  const xShape = [3, 5, 4, 6];
+  // 6 channels: the JS loop; 8 channels: the SIMD kernel, with more rows than one float32 block.
+  for (const xShape of [[3, 5, 4, 6], [3, 5, 4, 8], [2, 70, 60, 8]]) {
   const x = { shape: xShape, values: random(size(xShape), 900) };
   for (const [axis, keepDims] of [
     [[0, 1, 2], false],
@@ -286,7 +294,8 @@ test('Sum matches cpu for leading-axis (bias gradient) and other reductions', ()
     [[0, 1, 2, 3], false],
     [-1, true],
   ] as const) {
-    compare('Sum', { x }, { axis, keepDims }, `sum axis ${JSON.stringify(axis)} keepDims ${keepDims}`);
+    compare('Sum', { x }, { axis, keepDims }, `sum ${JSON.stringify(xShape)} axis ${JSON.stringify(axis)} keepDims ${keepDims}`);
+  }
   }
 });
 

@@ -13,6 +13,7 @@
 // Anything outside what these rewrites cover (NCHW data, unusual explicit padding) falls back to
 // the backend's original kernel, so registering never makes a case fail that worked before.
 import * as tf from '@tensorflow/tfjs';
+import { simdKernels } from './simd-kernels.js';
 
 type Shape = number[];
 interface TensorInfo {
@@ -21,6 +22,7 @@ interface TensorInfo {
   dtype: tf.DataType;
 }
 interface WasmBackend {
+  wasm: object;
   dataIdMap: { get(dataId: object): { id: number; memoryOffset: number } };
   makeOutput(shape: Shape, dtype: tf.DataType): TensorInfo;
   typedArrayFromHeap(t: TensorInfo): Float32Array | Int32Array | Uint8Array;
@@ -357,6 +359,83 @@ function depthwiseBackpropFilter({ inputs, backend, attrs }: Parameters<KernelFn
 // MaxPoolGrad: the backend's C loop walks channels outermost (strided access); this walks
 // channels innermost, finding each window's first maximum as the cpu backend does.
 
+/** Zeroes the last row/column that 2×2 stride-2 windows leave out when H or W is odd. */
+function zeroOutsideWindows(dx: Float32Array, B: number, H: number, W: number, C: number, Ho: number, Wo: number): void {
+  const rowStride = W * C;
+  for (let b = 0; b < B; b++) {
+    if (2 * Wo < W) {
+      for (let i = 0; i < 2 * Ho; i++) {
+        const r = (b * H + i) * rowStride;
+        dx.fill(0, r + 2 * Wo * C, r + rowStride);
+      }
+    }
+    if (2 * Ho < H) dx.fill(0, (b * H + 2 * Ho) * rowStride, (b + 1) * H * rowStride);
+  }
+}
+
+/**
+ * MaxPooling2D(2) (2×2 windows, stride 2, valid): the windows tile the input, so every input
+ * element is written once (the gradient at each window's first maximum, 0 elsewhere) instead of
+ * zero-filling dx and adding into it.
+ */
+function maxPoolGrad2x2(
+  x: Float32Array,
+  g: Float32Array,
+  dx: Float32Array,
+  B: number,
+  H: number,
+  W: number,
+  C: number,
+  Ho: number,
+  Wo: number,
+): void {
+  const rowStride = W * C;
+  for (let b = 0; b < B; b++) {
+    for (let oi = 0; oi < Ho; oi++) {
+      const r0 = (b * H + 2 * oi) * rowStride;
+      const r1 = r0 + rowStride;
+      let y = ((b * Ho + oi) * Wo) * C;
+      for (let oj = 0; oj < Wo; oj++) {
+        const p00 = r0 + 2 * oj * C;
+        const p01 = p00 + C;
+        const p10 = r1 + 2 * oj * C;
+        const p11 = p10 + C;
+        for (let c = 0; c < C; c++) {
+          const a = x[p00 + c]!;
+          const bq = x[p01 + c]!;
+          const cq = x[p10 + c]!;
+          const d = x[p11 + c]!;
+          const gv = g[y + c]!;
+          // First maximum in window order (as the cpu backend): strict comparisons.
+          let m = a;
+          let k = 0;
+          if (bq > m) {
+            m = bq;
+            k = 1;
+          }
+          if (cq > m) {
+            m = cq;
+            k = 2;
+          }
+          if (d > m) k = 3;
+          dx[p00 + c] = k === 0 ? gv : 0;
+          dx[p01 + c] = k === 1 ? gv : 0;
+          dx[p10 + c] = k === 2 ? gv : 0;
+          dx[p11 + c] = k === 3 ? gv : 0;
+        }
+        y += C;
+      }
+      // An odd width leaves a last column outside every window.
+      if (2 * Wo < W) {
+        dx.fill(0, r0 + 2 * Wo * C, r0 + rowStride);
+        dx.fill(0, r1 + 2 * Wo * C, r1 + rowStride);
+      }
+    }
+    // Likewise a last row for an odd height.
+    if (2 * Ho < H) dx.fill(0, (b * H + 2 * Ho) * rowStride, (b + 1) * H * rowStride);
+  }
+}
+
 function maxPoolGrad({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
   const { dy, input } = inputs as { dy: TensorInfo; input: TensorInfo };
   const { filterSize, strides, pad, dimRoundingMode } = attrs as {
@@ -383,6 +462,17 @@ function maxPoolGrad({ inputs, backend, attrs }: Parameters<KernelFn>[0]): Tenso
   const dx = f32(backend, out);
   const x = f32(backend, input);
   const g = f32(backend, dy);
+  if (fh === 2 && fw === 2 && sh === 2 && sw === 2 && dh === 1 && dw === 1 && padTop === 0 && padLeft === 0 && 2 * Ho <= H && 2 * Wo <= W) {
+    const simd = C % 4 === 0 ? simdKernels(backend.wasm) : null;
+    if (simd) {
+      const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
+      simd.maxpool_grad_2x2(offset(input), offset(dy), offset(out), B, H, W, C, Ho, Wo);
+      zeroOutsideWindows(dx, B, H, W, C, Ho, Wo);
+    } else {
+      maxPoolGrad2x2(x, g, dx, B, H, W, C, Ho, Wo);
+    }
+    return out;
+  }
   dx.fill(0);
   if (fh === 2 && fw === 2 && dh === 1 && dw === 1 && padTop === 0 && padLeft === 0 && (Ho - 1) * sh + 2 <= H && (Wo - 1) * sw + 2 <= W) {
     // The book's MaxPooling2D(2): every window inside the input, four taps compared in registers.
@@ -455,6 +545,9 @@ function maxPoolGrad({ inputs, backend, attrs }: Parameters<KernelFn>[0]): Tenso
 // Sum over leading axes (bias gradients: dy summed over batch, rows and columns). The backend
 // transposes the reduced axes innermost first, a full copy of dy; this accumulates in place.
 
+/** Floats per float32 block of a Sum (about 32k: float32 rounding stays far below the tests' tolerance). */
+const SUM_BLOCK_FLOATS = 1 << 15;
+
 function sum({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
   const { x } = inputs as { x: TensorInfo };
   const { axis, keepDims } = attrs as { axis: number | number[]; keepDims: boolean };
@@ -466,10 +559,26 @@ function sum({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
   const keptShape = x.shape.slice(axes.length);
   const inner = keptShape.reduce((a, b) => a * b, 1);
   const acc = new Float64Array(inner);
-  const v = f32(backend, x);
-  for (let o = 0; o < outer; o++) {
-    const base = o * inner;
-    for (let j = 0; j < inner; j++) acc[j] += v[base + j]!;
+  const simd = inner % 4 === 0 ? simdKernels(backend.wasm) : null;
+  if (simd) {
+    // Blocks of rows summed in float32 by SIMD, the blocks' sums accumulated in float64.
+    const block = backend.makeOutput([inner], 'float32');
+    const xOffset = backend.dataIdMap.get(x.dataId).memoryOffset;
+    const blockOffset = backend.dataIdMap.get(block.dataId).memoryOffset;
+    const rows = Math.max(1, Math.floor(SUM_BLOCK_FLOATS / inner));
+    for (let o = 0; o < outer; o += rows) {
+      const n = Math.min(rows, outer - o);
+      simd.sum_rows(xOffset + o * inner * 4, blockOffset, n, inner);
+      const part = f32(backend, block);
+      for (let j = 0; j < inner; j++) acc[j] += part[j]!;
+    }
+    backend.disposeData(block.dataId);
+  } else {
+    const v = f32(backend, x);
+    for (let o = 0; o < outer; o++) {
+      const base = o * inner;
+      for (let j = 0; j < inner; j++) acc[j] += v[base + j]!;
+    }
   }
   const outShape = keepDims ? [...axes.map(() => 1), ...keptShape] : keptShape;
   const out = backend.makeOutput(outShape, 'float32');
@@ -634,6 +743,15 @@ const TRAINING_KERNELS: Array<{ kernelName: string; kernelFunc: KernelFn }> = [
 ];
 
 let registered = false;
+
+/**
+ * Whether the hand-written SIMD kernels (MaxPoolGrad 2×2, bias-gradient Sum) run on the current
+ * wasm backend's memory; when false those kernels use JS loops. Call after the backend is ready.
+ */
+export function wasmSimdKernelsLoaded(): boolean {
+  const backend = tf.findBackend(BACKEND) as unknown as { wasm?: object } | null;
+  return backend?.wasm != null && simdKernels(backend.wasm) != null;
+}
 
 /** Names of the kernels this package registers (or replaces) for the wasm backend. */
 export const wasmTrainingKernelNames: readonly string[] = TRAINING_KERNELS.map((k) => k.kernelName);

@@ -1,0 +1,95 @@
+;; Hand-written WASM SIMD kernels for @catdog/backend's wasm training kernels.
+;; They run on the memory of @tensorflow/tfjs-backend-wasm (imported as env.memory), directly on
+;; its tensor buffers: every pointer argument is a byte offset into that memory. No stack, no
+;; globals, no data segment: nothing of the host's memory is touched except the buffers passed.
+;; Built by packages/backend/scripts/build-wasm.mjs (wat2wasm, from Debian's wabt) into two
+;; binaries that differ only in the memory import: shared (threaded tfjs build) or not.
+(module
+  (import "env" "memory" (memory 1 65536 @SHARED@))
+
+  ;; MaxPoolGrad for 2×2 windows at stride 2 (MaxPooling2D(2)), channels-last, C % 4 == 0.
+  ;; For each window writes all four input positions of dx: dy at the window's first maximum
+  ;; (window order (0,0), (0,1), (1,0), (1,1), as the cpu backend), 0 at the others.
+  ;; Rows/columns outside every window (odd H or W) are left to the caller.
+  (func (export "maxpool_grad_2x2")
+    (param $x i32) (param $dy i32) (param $dx i32)
+    (param $B i32) (param $H i32) (param $W i32) (param $C i32) (param $Ho i32) (param $Wo i32)
+    (local $cb i32) (local $row i32) (local $b i32) (local $oi i32) (local $oj i32)
+    (local $o i32) (local $end i32) (local $gy i32) (local $r0 i32)
+    (local $v0 v128) (local $v1 v128) (local $v2 v128) (local $v3 v128) (local $m v128)
+    (local $e0 v128) (local $e1 v128) (local $e2 v128) (local $taken v128) (local $g v128)
+    (local.set $cb (i32.shl (local.get $C) (i32.const 2)))
+    (local.set $row (i32.mul (local.get $W) (local.get $cb)))
+    (local.set $gy (local.get $dy))
+    (local.set $b (i32.const 0))
+    (block $bdone (loop $bloop
+      (br_if $bdone (i32.ge_u (local.get $b) (local.get $B)))
+      (local.set $oi (i32.const 0))
+      (block $idone (loop $iloop
+        (br_if $idone (i32.ge_u (local.get $oi) (local.get $Ho)))
+        ;; byte offset of row 2·oi of image b
+        (local.set $r0 (i32.mul
+          (i32.add (i32.mul (local.get $b) (local.get $H)) (i32.shl (local.get $oi) (i32.const 1)))
+          (local.get $row)))
+        (local.set $oj (i32.const 0))
+        (block $jdone (loop $jloop
+          (br_if $jdone (i32.ge_u (local.get $oj) (local.get $Wo)))
+          (local.set $o (i32.add (local.get $r0) (i32.mul (i32.shl (local.get $oj) (i32.const 1)) (local.get $cb))))
+          (local.set $end (i32.add (local.get $o) (local.get $cb)))
+          (block $cdone (loop $cloop
+            (br_if $cdone (i32.ge_u (local.get $o) (local.get $end)))
+            (local.set $v0 (v128.load (i32.add (local.get $x) (local.get $o))))
+            (local.set $v1 (v128.load (i32.add (i32.add (local.get $x) (local.get $o)) (local.get $cb))))
+            (local.set $v2 (v128.load (i32.add (i32.add (local.get $x) (local.get $o)) (local.get $row))))
+            (local.set $v3 (v128.load (i32.add (i32.add (i32.add (local.get $x) (local.get $o)) (local.get $row)) (local.get $cb))))
+            (local.set $g (v128.load (local.get $gy)))
+            (local.set $m (f32x4.max (f32x4.max (local.get $v0) (local.get $v1)) (f32x4.max (local.get $v2) (local.get $v3))))
+            (local.set $e0 (f32x4.eq (local.get $v0) (local.get $m)))
+            (local.set $e1 (v128.andnot (f32x4.eq (local.get $v1) (local.get $m)) (local.get $e0)))
+            (local.set $taken (v128.or (local.get $e0) (local.get $e1)))
+            (local.set $e2 (v128.andnot (f32x4.eq (local.get $v2) (local.get $m)) (local.get $taken)))
+            (local.set $taken (v128.or (local.get $taken) (local.get $e2)))
+            (v128.store (i32.add (local.get $dx) (local.get $o)) (v128.and (local.get $g) (local.get $e0)))
+            (v128.store (i32.add (i32.add (local.get $dx) (local.get $o)) (local.get $cb)) (v128.and (local.get $g) (local.get $e1)))
+            (v128.store (i32.add (i32.add (local.get $dx) (local.get $o)) (local.get $row)) (v128.and (local.get $g) (local.get $e2)))
+            (v128.store (i32.add (i32.add (i32.add (local.get $dx) (local.get $o)) (local.get $row)) (local.get $cb))
+              (v128.andnot (local.get $g) (local.get $taken)))
+            (local.set $o (i32.add (local.get $o) (i32.const 16)))
+            (local.set $gy (i32.add (local.get $gy) (i32.const 16)))
+            (br $cloop)))
+          (local.set $oj (i32.add (local.get $oj) (i32.const 1)))
+          (br $jloop)))
+        (local.set $oi (i32.add (local.get $oi) (i32.const 1)))
+        (br $iloop)))
+      (local.set $b (i32.add (local.get $b) (i32.const 1)))
+      (br $bloop)))
+  )
+
+  ;; out[c] = Σ_r x[r, c] for r < rows, channels-last rows of C floats, C % 4 == 0 (the caller
+  ;; sums blocks of rows in float32 here and the blocks in float64).
+  (func (export "sum_rows")
+    (param $x i32) (param $out i32) (param $rows i32) (param $C i32)
+    (local $cb i32) (local $o i32) (local $end i32) (local $p i32) (local $pend i32)
+    (local.set $cb (i32.shl (local.get $C) (i32.const 2)))
+    ;; out = first row (rows ≥ 1), then add the others
+    (local.set $o (i32.const 0))
+    (block $zdone (loop $zloop
+      (br_if $zdone (i32.ge_u (local.get $o) (local.get $cb)))
+      (v128.store (i32.add (local.get $out) (local.get $o)) (v128.load (i32.add (local.get $x) (local.get $o))))
+      (local.set $o (i32.add (local.get $o) (i32.const 16)))
+      (br $zloop)))
+    (local.set $p (i32.add (local.get $x) (local.get $cb)))
+    (local.set $pend (i32.add (local.get $x) (i32.mul (local.get $rows) (local.get $cb))))
+    (block $rdone (loop $rloop
+      (br_if $rdone (i32.ge_u (local.get $p) (local.get $pend)))
+      (local.set $o (i32.const 0))
+      (block $cdone (loop $cloop
+        (br_if $cdone (i32.ge_u (local.get $o) (local.get $cb)))
+        (v128.store (i32.add (local.get $out) (local.get $o))
+          (f32x4.add (v128.load (i32.add (local.get $out) (local.get $o))) (v128.load (i32.add (local.get $p) (local.get $o)))))
+        (local.set $o (i32.add (local.get $o) (i32.const 16)))
+        (br $cloop)))
+      (local.set $p (i32.add (local.get $p) (local.get $cb)))
+      (br $rloop)))
+  )
+)

@@ -1,0 +1,68 @@
+// Microbenchmark: ms per call of the wasm training kernels at the book's convnet layer shapes
+// (batch 20, 150×150×3 input), median of several calls, so kernel changes can be compared
+// back to back without running a whole training step.
+//
+//   node --import tsx tools/bench/src/wasm-kernels.ts [--threads n] [--reps n] [--batch n] [--kernels a,b]
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '@catdog/backend';
+
+function arg(name: string, dflt: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : dflt;
+}
+const threads = Number(arg('threads', '1'));
+const reps = Number(arg('reps', '5'));
+const B = Number(arg('batch', '20'));
+const only = arg('kernels', 'Conv2D,Conv2DBackpropFilter,Conv2DBackpropInput,MaxPoolGrad').split(',');
+
+// [input size, in channels, out channels] of the convnet's four 3×3 valid convolutions.
+const LAYERS: Array<[number, number, number]> = [
+  [150, 3, 32],
+  [74, 32, 64],
+  [36, 64, 128],
+  [17, 128, 128],
+];
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[s.length >> 1]!;
+}
+
+function time(fn: () => tf.Tensor): number {
+  tf.dispose(fn()); // warm-up (operator creation)
+  const ms: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    const out = fn(); // wasm kernels are synchronous: no read-back (it would copy the output)
+    ms.push(performance.now() - t0);
+    out.dispose();
+  }
+  return median(ms);
+}
+
+await initBackend({ backend: 'wasm', threads, log: () => {} });
+const totals = new Map<string, number>();
+for (const [size, ci, co] of LAYERS) {
+  const o = size - 2;
+  const x = tf.randomUniform([B, size, size, ci], -1, 1) as tf.Tensor4D;
+  const w = tf.randomUniform([3, 3, ci, co], -0.1, 0.1) as tf.Tensor4D;
+  const dy = tf.randomUniform([B, o, o, co], -1, 1) as tf.Tensor4D;
+  const y = tf.relu(tf.conv2d(x, w, 1, 'valid'));
+  const p = tf.maxPool(y, 2, 2, 'valid');
+  const dp = tf.randomUniform(p.shape, -1, 1);
+  const row: string[] = [];
+  const run = (name: string, fn: () => tf.Tensor) => {
+    if (!only.includes(name)) return;
+    const ms = time(fn);
+    totals.set(name, (totals.get(name) ?? 0) + ms);
+    row.push(`${name}=${ms.toFixed(1)}`);
+  };
+  const attrs = { strides: [1, 1], pad: 'valid', dataFormat: 'NHWC' };
+  run('Conv2D', () => tf.conv2d(x, w, 1, 'valid'));
+  run('Conv2DBackpropFilter', () => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: w.shape }) as tf.Tensor);
+  if (ci > 3) run('Conv2DBackpropInput', () => tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: w }, { ...attrs, inputShape: x.shape }) as tf.Tensor);
+  run('MaxPoolGrad', () => tf.engine().runKernel('MaxPoolGrad', { dy: dp, input: y, output: p }, { filterSize: [2, 2], strides: [2, 2], pad: 'valid' }) as tf.Tensor);
+  console.log(`layer ${size}x${size}x${ci}->${co}: ${row.join(' ')}`);
+  tf.dispose([x, w, dy, y, p, dp]);
+}
+console.log(`total (threads=${threads}, batch ${B}): ${[...totals].map(([k, v]) => `${k}=${v.toFixed(1)}`).join(' ')}`);

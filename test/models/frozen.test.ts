@@ -72,6 +72,14 @@ test('MobileNetV2 0.35: the project extractor (global average pooling) and the f
   const extractor = tf.model({ inputs: base.inputs, outputs: pooled, name: 'features' });
   const ex = checkAgainstPredict(extractor, x);
   assert.deepEqual(ex.stats.fallbacks, ['head_pool (GlobalAveragePooling2D)']);
+  // Without padding folding (the default on backends other than wasm and cpu) the pads run as tf.pad.
+  const unpadded = compileFrozenBase(extractor, { foldPadding: false });
+  assert.equal(unpadded.stats.foldedPaddings, 0);
+  assert.equal(unpadded.stats.direct, ex.stats.direct + 5);
+  const [u, r] = [unpadded.predict(x) as tf.Tensor, extractor.predict(x) as tf.Tensor];
+  assert.ok(relativeError(u, r) < 1e-3);
+  tf.dispose([u, r]);
+  unpadded.dispose();
   // As the fine-tune strategy caches activations: the input of block_13_expand (the output of block_12_add).
   const split = base.getLayer('block_13_expand').input as tf.SymbolicTensor;
   const bottom = tf.model({ inputs: base.inputs, outputs: split, name: 'bottom' });

@@ -38,6 +38,18 @@ export interface FrozenBaseStats {
   fallbacks: string[];
 }
 
+export interface CompileFrozenBaseOptions {
+  /**
+   * Turn a ZeroPadding2D that only feeds a 'valid' convolution into the convolution's explicit padding. Default:
+   * on the wasm and cpu backends (checked by the tests); elsewhere the padding runs as tf.pad, since explicit
+   * padding in depthwise convolutions depends on the backend's kernels (libtensorflow's, for tfjs-node).
+   */
+  foldPadding?: boolean;
+}
+
+/** Backends whose (fused) conv and depthwise conv kernels take explicit padding (computeConv2DInfo), tested. */
+const PADDING_BACKENDS = new Set(['wasm', 'cpu']);
+
 export interface FrozenBase {
   /** The model's input shape, batch first (null where any size goes). */
   readonly inputShape: (number | null)[];
@@ -174,7 +186,7 @@ interface Graph {
   children: Graph[];
 }
 
-function compileGraph(inputs: SymbolicTensor[], outputs: SymbolicTensor[]): Graph {
+function compileGraph(inputs: SymbolicTensor[], outputs: SymbolicTensor[], options: Required<CompileFrozenBaseOptions>): Graph {
   const inputIds = inputs.map((t) => t.id);
   const inputSet = new Set(inputIds);
   // The nodes between inputs and outputs, in topological order (depth-first post-order from the outputs).
@@ -216,6 +228,7 @@ function compileGraph(inputs: SymbolicTensor[], outputs: SymbolicTensor[]): Grap
 
   /** A ZeroPadding2D whose only consumer is a 'valid' convolution this compiler fuses: its pads go into the conv. */
   const paddingFoldable = (node: GraphNode): boolean => {
+    if (!options.foldPadding) return false;
     const c = node.outboundLayer.getConfig();
     if (!isChannelsLast(c)) return false;
     const next = soleConsumer(node.outputTensors[0]);
@@ -305,7 +318,7 @@ function compileGraph(inputs: SymbolicTensor[], outputs: SymbolicTensor[]): Grap
 
     if (layer instanceof tf.LayersModel && node.inputTensors.length === layer.inputs.length) {
       // A nested model (a base inside a bigger model): compiled too, run as one op.
-      const child = compileGraph(layer.inputs, layer.outputs);
+      const child = compileGraph(layer.inputs, layer.outputs, options);
       children.push(child);
       for (const key of Object.keys(stats) as (keyof FrozenBaseStats)[]) {
         if (key === 'fallbacks') stats.fallbacks.push(...child.stats.fallbacks);
@@ -436,9 +449,9 @@ function disposeGraph(graph: Graph): void {
  * The folded weights are a snapshot taken now: compile again after changing the model's weights (unfolded
  * convolutions read the model's variables directly, so dispose the FrozenBase before the model).
  */
-export function compileFrozenBase(model: tf.LayersModel): FrozenBase {
+export function compileFrozenBase(model: tf.LayersModel, options: CompileFrozenBaseOptions = {}): FrozenBase {
   if (model.inputs.length !== 1) throw new UserError(`compileFrozenBase: '${model.name}' has ${model.inputs.length} inputs; one expected`);
-  const graph = compileGraph(model.inputs, model.outputs);
+  const graph = compileGraph(model.inputs, model.outputs, { foldPadding: options.foldPadding ?? PADDING_BACKENDS.has(tf.getBackend()) });
   const inputShape = model.inputs[0].shape as (number | null)[];
   let disposed = false;
   return {

@@ -19,4 +19,4 @@ export { readKerasH5Weights, loadKerasH5Weights, type KerasH5Weights, type Keras
 export { copyWeightsByName } from './weights.js';
 export { loadLayersModelFrom, saveLayersModelTo, setTopologyInputShape, type LoadLayersModelOptions } from './io.js';
 export { getFile, defaultCacheDir, fileHash, type DownloadProgress, type GetFileOptions } from './download.js';
-export { compileFrozenBase, type FrozenBase, type FrozenBaseStats } from './frozen.js';
+export { compileFrozenBase, type FrozenBase, type FrozenBaseStats, type CompileFrozenBaseOptions } from './frozen.js';

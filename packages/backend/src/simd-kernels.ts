@@ -11,6 +11,8 @@ export interface SimdKernels {
   maxpool_grad_2x2(x: number, dy: number, dx: number, B: number, H: number, W: number, C: number, Ho: number, Wo: number): void;
   /** out[c] = Σ_r x[r, c], C % 4 == 0, rows ≥ 1 (byte offsets). */
   sum_rows(x: number, out: number, rows: number, C: number): void;
+  /** dw[ci, co] += Σ_(p<n) x[p·xs + ci] · dy[p·Co + co], Co % 16 == 0 (byte offsets, xs in bytes). */
+  conv_filter_grad_run(x: number, xs: number, dy: number, n: number, Ci: number, Co: number, dw: number): void;
 }
 
 interface EmscriptenLike {

@@ -13,7 +13,7 @@
 // Anything outside what these rewrites cover (NCHW data, unusual explicit padding) falls back to
 // the backend's original kernel, so registering never makes a case fail that worked before.
 import * as tf from '@tensorflow/tfjs';
-import { simdKernels } from './simd-kernels.js';
+import { simdKernels, type SimdKernels } from './simd-kernels.js';
 
 type Shape = number[];
 interface TensorInfo {
@@ -182,6 +182,8 @@ function conv2DBackpropFilter({ inputs, backend, attrs }: Parameters<KernelFn>[0
   const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
   const padTop = info.padInfo.top;
   const padLeft = info.padInfo.left;
+  const simd = info.inChannels < DIRECT_FILTER_GRAD_MAX_CHANNELS && info.outChannels % 16 === 0 && x.dtype === 'float32' ? simdKernels(backend.wasm) : null;
+  if (simd) return filterGradDirect(simd, backend, x, dy, info);
   // Rows the correlation of x (padded) with dy (dilated by the stride) needs: (kh-1) + (Ho-1)*sh + 1.
   const needH = kh + (Ho - 1) * sh;
   const needW = kw + (Wo - 1) * sw;
@@ -215,6 +217,47 @@ function conv2DBackpropFilter({ inputs, backend, attrs }: Parameters<KernelFn>[0
   }
   const out = transpose(backend, g, [1, 2, 0, 3]);
   backend.disposeData(g.dataId);
+  return out;
+}
+
+/**
+ * Below this many input channels (a network's first layer: RGB) the filter gradient runs as a
+ * direct SIMD loop instead of the XNNPACK convolution above, whose "filter" would be all of dy
+ * (14 M floats for the book's first layer), packed on every call for a 3×3 output.
+ */
+const DIRECT_FILTER_GRAD_MAX_CHANNELS = 8;
+
+function filterGradDirect(simd: SimdKernels, backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
+  const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
+  const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
+  const pt = info.padInfo.top;
+  const pl = info.padInfo.left;
+  const out = backend.makeOutput([kh, kw, Ci, Co], 'float32');
+  f32(backend, out).fill(0);
+  const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
+  const x0 = offset(x);
+  const dy0 = offset(dy);
+  const dw0 = offset(out);
+  const xs = sw * Ci * 4;
+  for (let kj = 0; kj < kw; kj++) {
+    // Output columns whose tap kj falls inside the input: j = oj·sw + kj - pl in [0, W).
+    const ojLo = Math.max(0, Math.ceil((pl - kj) / sw));
+    const ojHi = Math.min(Wo, Math.floor((W - 1 - kj + pl) / sw) + 1);
+    const n = ojHi - ojLo;
+    if (n <= 0) continue;
+    for (let ki = 0; ki < kh; ki++) {
+      const dw = dw0 + (ki * kw + kj) * Ci * Co * 4;
+      for (let b = 0; b < B; b++) {
+        for (let oi = 0; oi < Ho; oi++) {
+          const i = oi * sh + ki - pt;
+          if (i < 0 || i >= H) continue;
+          const xp = x0 + ((b * H + i) * W + ojLo * sw + kj - pl) * Ci * 4;
+          const dp = dy0 + ((b * Ho + oi) * Wo + ojLo) * Co * 4;
+          simd.conv_filter_grad_run(xp, xs, dp, n, Ci, Co, dw);
+        }
+      }
+    }
+  }
   return out;
 }
 

@@ -84,10 +84,11 @@ function convCases(): Array<{ B: number; H: number; W: number; Ci: number; Co: n
       [1, 2],
       [3, 8],
       [6, 5],
-      // Few input channels and Co % 16 == 0: the direct SIMD filter gradient (odd and even Ci).
+      // Co % 16 == 0: the direct SIMD filter gradient (odd and even Ci).
       [3, 16],
       [1, 32],
       [4, 16],
+      [7, 16],
     ] as const) {
       for (const [kh, kw] of [
         [1, 1],

@@ -3,6 +3,7 @@
 // Returns null (callers keep their JS loops) when the memory cannot be found or the module does
 // not instantiate, e.g. on a tfjs-backend-wasm whose memory layout differs.
 import { readFileSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -20,11 +21,18 @@ interface EmscriptenLike {
   asm?: { memory?: WebAssembly.Memory };
 }
 
-const cache = new WeakMap<object, SimdKernels | null>();
+interface Loaded {
+  kernels: SimdKernels;
+  module: WebAssembly.Module;
+  memory: WebAssembly.Memory;
+  shared: boolean;
+}
 
-export function simdKernels(module: object): SimdKernels | null {
+const cache = new WeakMap<object, Loaded | null>();
+
+function load(module: object): Loaded | null {
   if (cache.has(module)) return cache.get(module)!;
-  let kernels: SimdKernels | null = null;
+  let loaded: Loaded | null = null;
   if (process.env.CATDOG_WASM_SIMD_KERNELS !== '0') {
     try {
       const m = module as EmscriptenLike;
@@ -33,13 +41,75 @@ export function simdKernels(module: object): SimdKernels | null {
         const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
         const here = dirname(fileURLToPath(import.meta.url));
         const bytes = readFileSync(join(here, '..', 'wasm', shared ? 'training-kernels-shared.wasm' : 'training-kernels.wasm'));
-        const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } });
-        kernels = instance.exports as unknown as SimdKernels;
+        const wasmModule = new WebAssembly.Module(bytes);
+        const instance = new WebAssembly.Instance(wasmModule, { env: { memory } });
+        loaded = { kernels: instance.exports as unknown as SimdKernels, module: wasmModule, memory, shared };
       }
     } catch {
-      kernels = null;
+      loaded = null;
     }
   }
-  cache.set(module, kernels);
-  return kernels;
+  cache.set(module, loaded);
+  return loaded;
+}
+
+export function simdKernels(module: object): SimdKernels | null {
+  return load(module)?.kernels ?? null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Thread pool: with the threaded tfjs build (shared memory) the kernels also run on worker
+// threads, on the same memory. Jobs are lists of conv_filter_grad_run argument tuples written
+// to wasm memory; workers are woken and joined with Atomics on a small control array.
+
+export const FILTER_GRAD_ARGS = 7;
+
+interface PoolWorker {
+  ctrl: Int32Array;
+  seq: number;
+}
+
+const pools = new WeakMap<object, PoolWorker[]>();
+
+/** Up to `count` workers for the backend's module (fewer, or none, when they cannot start). */
+export function simdWorkers(module: object, count: number): PoolWorker[] {
+  const loaded = load(module);
+  if (!loaded || !loaded.shared || count <= 0 || process.env.CATDOG_WASM_SIMD_WORKERS === '0') return [];
+  let pool = pools.get(module);
+  if (!pool) {
+    pool = [];
+    pools.set(module, pool);
+  }
+  while (pool.length < count) {
+    try {
+      const control = new SharedArrayBuffer(8 * 4);
+      const worker = new Worker(new URL('./simd-worker.mjs', import.meta.url), {
+        workerData: { memory: loaded.memory, module: loaded.module, control },
+      });
+      worker.unref();
+      pool.push({ ctrl: new Int32Array(control), seq: 0 });
+    } catch {
+      break;
+    }
+  }
+  return pool.slice(0, count);
+}
+
+/** Starts a job on a worker: `count` argument tuples at byte offset `argsOffset`. */
+export function startJob(worker: PoolWorker, argsOffset: number, count: number): void {
+  worker.ctrl[2] = argsOffset;
+  worker.ctrl[3] = count;
+  worker.seq++;
+  Atomics.store(worker.ctrl, 0, worker.seq);
+  Atomics.notify(worker.ctrl, 0);
+}
+
+/** Waits for a worker's job; throws if it failed. */
+export function joinJob(worker: PoolWorker): void {
+  for (;;) {
+    const done = Atomics.load(worker.ctrl, 1);
+    if (done === worker.seq) break;
+    Atomics.wait(worker.ctrl, 1, done, 1000);
+  }
+  if (worker.ctrl[4] !== 0) throw new Error('a SIMD kernel failed on a worker thread');
 }

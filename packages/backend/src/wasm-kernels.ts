@@ -17,7 +17,7 @@
 // Anything outside what these rewrites cover (NCHW data, unusual explicit padding) falls back to
 // the backend's original kernel, so registering never makes a case fail that worked before.
 import * as tf from '@tensorflow/tfjs';
-import { simdKernels, type SimdKernels } from './simd-kernels.js';
+import { FILTER_GRAD_ARGS, joinJob, simdKernels, simdWorkers, startJob, type SimdKernels } from './simd-kernels.js';
 
 type Shape = number[];
 interface TensorInfo {
@@ -236,31 +236,76 @@ function filterGradDirect(simd: SimdKernels, backend: WasmBackend, x: TensorInfo
   const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
   const pt = info.padInfo.top;
   const pl = info.padInfo.left;
-  const out = backend.makeOutput([kh, kw, Ci, Co], 'float32');
-  f32(backend, out).fill(0);
   const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
   const x0 = offset(x);
   const dy0 = offset(dy);
-  const dw0 = offset(out);
   const xs = sw * Ci * 4;
-  for (let kj = 0; kj < kw; kj++) {
-    // Output columns whose tap kj falls inside the input: j = oj·sw + kj - pl in [0, W).
-    const ojLo = Math.max(0, Math.ceil((pl - kj) / sw));
-    const ojHi = Math.min(Wo, Math.floor((W - 1 - kj + pl) / sw) + 1);
-    const n = ojHi - ojLo;
-    if (n <= 0) continue;
-    for (let ki = 0; ki < kh; ki++) {
-      const dw = dw0 + (ki * kw + kj) * Ci * Co * 4;
-      for (let b = 0; b < B; b++) {
-        for (let oi = 0; oi < Ho; oi++) {
-          const i = oi * sh + ki - pt;
-          if (i < 0 || i >= H) continue;
-          const xp = x0 + ((b * H + i) * W + ojLo * sw + kj - pl) * Ci * 4;
-          const dp = dy0 + ((b * Ho + oi) * Wo + ojLo) * Co * 4;
-          simd.conv_filter_grad_run(xp, xs, dp, n, Ci, Co, dw);
+  const filterSize = kh * kw * Ci * Co;
+  /** Calls visit(xp, dp, n, dwOffset) for every (tap, image, output row) run of images [b0, b1). */
+  const forEachRun = (b0: number, b1: number, dw0: number, visit: (xp: number, dp: number, n: number, dw: number) => void) => {
+    for (let kj = 0; kj < kw; kj++) {
+      // Output columns whose tap kj falls inside the input: j = oj·sw + kj - pl in [0, W).
+      const ojLo = Math.max(0, Math.ceil((pl - kj) / sw));
+      const ojHi = Math.min(Wo, Math.floor((W - 1 - kj + pl) / sw) + 1);
+      const n = ojHi - ojLo;
+      if (n <= 0) continue;
+      for (let ki = 0; ki < kh; ki++) {
+        const dw = dw0 + (ki * kw + kj) * Ci * Co * 4;
+        for (let b = b0; b < b1; b++) {
+          for (let oi = 0; oi < Ho; oi++) {
+            const i = oi * sh + ki - pt;
+            if (i < 0 || i >= H) continue;
+            visit(x0 + ((b * H + i) * W + ojLo * sw + kj - pl) * Ci * 4, dy0 + ((b * Ho + oi) * Wo + ojLo) * Co * 4, n, dw);
+          }
         }
       }
     }
+  };
+  // With the threaded build, images are split between this thread and worker threads, each
+  // accumulating into its own dW (summed at the end).
+  const threads = (backend.wasm as { tfjs?: { getThreadsCount?(): number } }).tfjs?.getThreadsCount?.() ?? 1;
+  const workers = threads > 1 && B > 1 ? simdWorkers(backend.wasm, Math.min(threads, B) - 1) : [];
+  const parts = workers.length + 1;
+  const bound = (p: number) => Math.round((p * B) / parts);
+  const out = backend.makeOutput([kh, kw, Ci, Co], 'float32');
+  const partials: TensorInfo[] = [];
+  const jobs: TensorInfo[] = [];
+  for (let w = 0; w < workers.length; w++) {
+    const partial = backend.makeOutput([filterSize], 'float32');
+    partials.push(partial);
+    const tuples: number[] = [];
+    forEachRun(bound(w + 1), bound(w + 2), offset(partial), (xp, dp, n, dw) => tuples.push(xp, xs, dp, n, Ci, Co, dw));
+    const job = backend.makeOutput([tuples.length], 'int32');
+    jobs.push(job);
+    (backend.typedArrayFromHeap(job) as Int32Array).set(tuples);
+  }
+  f32(backend, out).fill(0);
+  for (const partial of partials) f32(backend, partial).fill(0);
+  workers.forEach((worker, w) => startJob(worker, offset(jobs[w]!), (jobs[w]!.shape[0] ?? 0) / FILTER_GRAD_ARGS));
+  let failure: unknown = null;
+  try {
+    forEachRun(0, bound(1), offset(out), (xp, dp, n, dw) => simd.conv_filter_grad_run(xp, xs, dp, n, Ci, Co, dw));
+  } catch (e) {
+    failure = e;
+  }
+  for (const worker of workers) {
+    try {
+      joinJob(worker);
+    } catch (e) {
+      failure ??= e;
+    }
+  }
+  if (partials.length > 0) {
+    const o = f32(backend, out);
+    for (const partial of partials) {
+      const p = f32(backend, partial);
+      for (let i = 0; i < filterSize; i++) o[i] += p[i]!;
+    }
+  }
+  for (const t of [...partials, ...jobs]) backend.disposeData(t.dataId);
+  if (failure) {
+    backend.disposeData(out.dataId);
+    throw failure;
   }
   return out;
 }

@@ -182,11 +182,15 @@ function conv2DBackpropFilter({ inputs, backend, attrs }: Parameters<KernelFn>[0
     pad,
     dimRoundingMode,
   );
-  const { inHeight: H, inWidth: W, outHeight: Ho, outWidth: Wo } = info;
+  const { inHeight: H, inWidth: W, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
   const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
   const padTop = info.padInfo.top;
   const padLeft = info.padInfo.left;
-  const simd = info.outChannels % 16 === 0 && x.dtype === 'float32' && dy.dtype === 'float32' ? simdKernels(backend.wasm) : null;
+  // The direct loop keeps a tap's [Ci, Co] block of dW hot while each output row streams by: it
+  // wins when that block fits in L2 and rows are not too short (else XNNPACK's blocked GEMM does).
+  const direct =
+    Co % 16 === 0 && info.inChannels * Co <= DIRECT_MAX_TAP_FLOATS && Wo >= 8 && x.dtype === 'float32' && dy.dtype === 'float32';
+  const simd = direct ? simdKernels(backend.wasm) : null;
   if (simd) return filterGradDirect(simd, backend, x, dy, info);
   // Rows the correlation of x (padded) with dy (dilated by the stride) needs: (kh-1) + (Ho-1)*sh + 1.
   const needH = kh + (Ho - 1) * sh;
@@ -231,6 +235,9 @@ function conv2DBackpropFilter({ inputs, backend, attrs }: Parameters<KernelFn>[0
  * over batch × pixels runs from L1; measured 2× faster than the XNNPACK convolution above on
  * each layer of the book's convnet (single thread). Needs Co % 16 == 0.
  */
+/** Largest Ci·Co (one filter tap's block of dW: 256 KB) the direct filter gradient takes. */
+const DIRECT_MAX_TAP_FLOATS = 1 << 16;
+
 function filterGradDirect(simd: SimdKernels, backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
   const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
   const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;

@@ -79,6 +79,8 @@ function convCases(): Array<{ B: number; H: number; W: number; Ci: number; Co: n
     [1, 7, 7],
     [3, 8, 11],
     [2, 5, 4],
+    // Rows of >= 8 outputs at stride 2 too (the direct filter gradient needs them).
+    [2, 9, 17],
   ] as const) {
     for (const [Ci, Co] of [
       [1, 2],

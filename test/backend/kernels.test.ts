@@ -406,3 +406,21 @@ test('batchNorm gradients (all five inputs) match autodiff of the same formula i
     reference.forEach((r, i) => assertClose(actual[i]!, r, `${backend} batchNorm grad of input ${i}`));
   }
 });
+
+test('ReLU gradient on wasm matches cpu (sizes not a multiple of 4, exact zeros)', () => {
+  for (const shape of [[3, 5, 7], [2, 8], [1]]) {
+    const xv = random(size(shape), 4000 + shape.length);
+    for (let i = 0; i < xv.length; i += 3) xv[i] = 0; // step(0) = 0: no gradient at 0
+    const dyv = random(size(shape), 5000 + shape.length);
+    const grad = (backend: string) => {
+      tf.setBackend(backend);
+      return tf.tidy(() => {
+        const g = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(tf.relu(x), tf.tensor(dyv, shape))))(tf.tensor(xv, shape));
+        return { shape: g.shape, values: g.dataSync() as Float32Array };
+      });
+    };
+    const actual = grad('wasm');
+    assertClose(actual, grad('cpu'), `relu grad ${JSON.stringify(shape)}`);
+    for (let i = 0; i < xv.length; i++) assert.equal(actual.values[i], xv[i]! > 0 ? dyv[i] : 0, `relu grad element ${i}`);
+  }
+});

@@ -14,6 +14,8 @@ export interface SimdKernels {
   sum_rows(x: number, out: number, rows: number, C: number): void;
   /** dw[ci, co] += Σ_(p<n) x[p·xs + ci] · dy[p·Co + co], Co % 16 == 0 (byte offsets, xs in bytes). */
   conv_filter_grad_run(x: number, xs: number, dy: number, n: number, Ci: number, Co: number, dw: number): void;
+  /** out[i] = x[i] > 0 ? dy[i] : 0 for the first 4·vectors floats (byte offsets). */
+  relu_grad(x: number, dy: number, out: number, vectors: number): void;
 }
 
 interface EmscriptenLike {

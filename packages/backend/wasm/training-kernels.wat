@@ -193,4 +193,20 @@
         (local.set $co (i32.add (local.get $co) (i32.const 64)))
         (br $coloop)))))
   )
+
+  ;; ReLU gradient: out[i] = x[i] > 0 ? dy[i] : 0 for `vectors` groups of 4 floats.
+  (func (export "relu_grad")
+    (param $x i32) (param $dy i32) (param $out i32) (param $vectors i32)
+    (local $o i32) (local $end i32)
+    (local.set $end (i32.shl (local.get $vectors) (i32.const 4)))
+    (local.set $o (i32.const 0))
+    (block $done (loop $loop
+      (br_if $done (i32.ge_u (local.get $o) (local.get $end)))
+      (v128.store (i32.add (local.get $out) (local.get $o))
+        (v128.and
+          (v128.load (i32.add (local.get $dy) (local.get $o)))
+          (f32x4.gt (v128.load (i32.add (local.get $x) (local.get $o))) (v128.const f32x4 0 0 0 0))))
+      (local.set $o (i32.add (local.get $o) (i32.const 16)))
+      (br $loop)))
+  )
 )

@@ -4,7 +4,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
-import { initBackend, wasmSimdKernelsLoaded, wasmTrainingKernelNames } from '@catdog/backend';
+import { initBackend, wasmSimdKernelsLoaded, wasmSimdWorkers, wasmTrainingKernelNames } from '@catdog/backend';
 
 type Pad = 'valid' | 'same';
 
@@ -105,8 +105,15 @@ function convCases(): Array<{ B: number; H: number; W: number; Ci: number; Co: n
   return cases;
 }
 
+let wasmThreads = 1;
+
 before(async () => {
-  await initBackend({ backend: 'wasm', log: () => {} });
+  wasmThreads = (await initBackend({ backend: 'wasm', log: () => {} })).threads;
+  // With the threaded build, wait for the SIMD worker threads so the checks below cover the
+  // filter gradient split between threads, not only the main thread's share.
+  for (let i = 0; i < 100 && wasmThreads > 1 && process.env.CATDOG_WASM_SIMD_KERNELS !== '0' && wasmSimdWorkers() === 0; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
   await tf.setBackend('cpu');
   await tf.ready();
 });
@@ -123,6 +130,9 @@ test('the package registers the training kernels for wasm', () => {
   }
   // The SIMD kernels must really load (else the checks below would only cover the JS loops).
   assert.equal(wasmSimdKernelsLoaded(), process.env.CATDOG_WASM_SIMD_KERNELS !== '0');
+  if (wasmThreads > 1 && process.env.CATDOG_WASM_SIMD_KERNELS !== '0' && process.env.CATDOG_WASM_SIMD_WORKERS !== '0') {
+    assert.equal(wasmSimdWorkers(), wasmThreads - 1, 'SIMD worker threads ready');
+  }
 });
 
 test('Conv2DBackpropInput matches cpu over shapes, strides and paddings', () => {

@@ -65,6 +65,7 @@ export function simdKernels(module: object): SimdKernels | null {
 // to wasm memory; workers are woken and joined with Atomics on a small control array.
 
 export const FILTER_GRAD_ARGS = 7;
+const JOB_TIMEOUT_MS = 120_000;
 
 interface PoolWorker {
   ctrl: Int32Array;
@@ -73,7 +74,10 @@ interface PoolWorker {
 
 const pools = new WeakMap<object, PoolWorker[]>();
 
-/** Up to `count` workers for the backend's module (fewer, or none, when they cannot start). */
+/**
+ * Up to `count` ready workers for the backend's module: fewer, or none, while they start (the
+ * caller then does their share itself) or when they cannot start.
+ */
 export function simdWorkers(module: object, count: number): PoolWorker[] {
   const loaded = load(module);
   if (!loaded || !loaded.shared || count <= 0 || process.env.CATDOG_WASM_SIMD_WORKERS === '0') return [];
@@ -88,13 +92,18 @@ export function simdWorkers(module: object, count: number): PoolWorker[] {
       const worker = new Worker(new URL('./simd-worker.mjs', import.meta.url), {
         workerData: { memory: loaded.memory, module: loaded.module, control },
       });
+      const ctrl = new Int32Array(control);
+      // A worker that fails or exits is never handed a job again (ready word cleared).
+      const retire = () => Atomics.store(ctrl, 5, 0);
+      worker.on('error', retire);
+      worker.on('exit', retire);
       worker.unref();
-      pool.push({ ctrl: new Int32Array(control), seq: 0 });
+      pool.push({ ctrl, seq: 0 });
     } catch {
       break;
     }
   }
-  return pool.slice(0, count);
+  return pool.filter((w) => Atomics.load(w.ctrl, 5) === 1).slice(0, count);
 }
 
 /** Starts a job on a worker: `count` argument tuples at byte offset `argsOffset`. */
@@ -108,9 +117,14 @@ export function startJob(worker: PoolWorker, argsOffset: number, count: number):
 
 /** Waits for a worker's job; throws if it failed. */
 export function joinJob(worker: PoolWorker): void {
+  const deadline = Date.now() + JOB_TIMEOUT_MS;
   for (;;) {
     const done = Atomics.load(worker.ctrl, 1);
     if (done === worker.seq) break;
+    if (Date.now() > deadline) {
+      Atomics.store(worker.ctrl, 5, 0);
+      throw new Error(`a SIMD kernel worker thread did not finish within ${JOB_TIMEOUT_MS / 1000} s`);
+    }
     Atomics.wait(worker.ctrl, 1, done, 1000);
   }
   if (worker.ctrl[4] !== 0) throw new Error('a SIMD kernel failed on a worker thread');

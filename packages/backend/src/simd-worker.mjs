@@ -2,13 +2,14 @@
 // tfjs wasm backend's shared memory and runs the calls the main thread lists for it.
 // Control words (Int32Array on a SharedArrayBuffer): 0 job sequence (main → worker), 1 job done
 // (worker → main), 2 byte offset of the job's argument tuples in wasm memory, 3 tuple count,
-// 4 0 ok / 1 failed.
+// 4 0 ok / 1 failed, 5 ready (set once the kernels are instantiated).
 import { workerData } from 'node:worker_threads';
 
 const { memory, module, control } = workerData;
 const ctrl = new Int32Array(control);
 const kernels = new WebAssembly.Instance(module, { env: { memory } }).exports;
 const ARGS = 7; // conv_filter_grad_run(x, xs, dy, n, Ci, Co, dw)
+Atomics.store(ctrl, 5, 1);
 
 let seen = 0;
 for (;;) {

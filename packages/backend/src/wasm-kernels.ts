@@ -892,6 +892,18 @@ export function wasmSimdKernelsLoaded(): boolean {
   return backend?.wasm != null && simdKernels(backend.wasm) != null;
 }
 
+/**
+ * Worker threads ready to share the SIMD filter gradient with the main thread (threaded wasm
+ * build only: one less than the backend's thread count). Starts them on first call; they become
+ * ready asynchronously, and until then the main thread does all the work.
+ */
+export function wasmSimdWorkers(): number {
+  const backend = tf.findBackend(BACKEND) as unknown as { wasm?: { tfjs?: { getThreadsCount?(): number } } } | null;
+  if (!backend?.wasm) return 0;
+  const threads = backend.wasm.tfjs?.getThreadsCount?.() ?? 1;
+  return simdWorkers(backend.wasm, threads - 1).length;
+}
+
 /** Names of the kernels this package registers (or replaces) for the wasm backend. */
 export const wasmTrainingKernelNames: readonly string[] = TRAINING_KERNELS.map((k) => k.kernelName);
 

@@ -3,6 +3,7 @@
 // back to back without running a whole training step.
 //
 //   node --import tsx tools/bench/src/wasm-kernels.ts [--threads n] [--reps n] [--batch n] [--kernels a,b]
+// CATDOG_WASM_SIMD_KERNELS=0 measures the same kernels without the package's SIMD loops.
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '@catdog/backend';
 
@@ -13,7 +14,7 @@ function arg(name: string, dflt: string): string {
 const threads = Number(arg('threads', '1'));
 const reps = Number(arg('reps', '5'));
 const B = Number(arg('batch', '20'));
-const only = arg('kernels', 'Conv2D,Conv2DBackpropFilter,Conv2DBackpropInput,MaxPoolGrad').split(',');
+const only = arg('kernels', 'Conv2D,Conv2DBackpropFilter,Conv2DBackpropInput,MaxPoolGrad,ReluGrad,BiasGrad').split(',');
 
 // [input size, in channels, out channels] of the convnet's four 3×3 valid convolutions.
 const LAYERS: Array<[number, number, number]> = [
@@ -62,6 +63,9 @@ for (const [size, ci, co] of LAYERS) {
   run('Conv2DBackpropFilter', () => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: w.shape }) as tf.Tensor);
   if (ci > 3) run('Conv2DBackpropInput', () => tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: w }, { ...attrs, inputShape: x.shape }) as tf.Tensor);
   run('MaxPoolGrad', () => tf.engine().runKernel('MaxPoolGrad', { dy: dp, input: y, output: p }, { filterSize: [2, 2], strides: [2, 2], pad: 'valid' }) as tf.Tensor);
+  // The gradients of the ReLU and of the bias that follow each conv, as tfjs computes them.
+  run('ReluGrad', () => tf.grad((t: tf.Tensor) => tf.relu(t))(y, dy));
+  run('BiasGrad', () => tf.sum(dy, [0, 1, 2]));
   console.log(`layer ${size}x${size}x${ci}->${co}: ${row.join(' ')}`);
   tf.dispose([x, w, dy, y, p, dp]);
 }

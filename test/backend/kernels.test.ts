@@ -91,6 +91,9 @@ function convCases(): Array<{ B: number; H: number; W: number; Ci: number; Co: n
       [1, 32],
       [4, 16],
       [7, 16],
+      // Ci % 16 == 0: the direct SIMD input gradient.
+      [16, 4],
+      [32, 16],
     ] as const) {
       for (const [kh, kw] of [
         [1, 1],

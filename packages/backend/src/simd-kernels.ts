@@ -14,6 +14,8 @@ export interface SimdKernels {
   sum_rows(x: number, out: number, rows: number, C: number): void;
   /** dw[ci, co] += Σ_(p<n) x[p·xs + ci] · dy[p·Co + co], Co % 16 == 0 (byte offsets, xs in bytes). */
   conv_filter_grad_run(x: number, xs: number, dy: number, n: number, Ci: number, Co: number, dw: number): void;
+  /** dx[p·dxs + ci] += Σ_co dy[p·Co + co] · wt[co·Ci + ci], Ci % 16 == 0 (byte offsets, dxs in bytes). */
+  conv_input_grad_run(dy: number, n: number, Co: number, wt: number, Ci: number, dx: number, dxs: number): void;
   /** out[i] = x[i] > 0 ? dy[i] : 0 for the first 4·vectors floats (byte offsets). */
   relu_grad(x: number, dy: number, out: number, vectors: number): void;
 }
@@ -64,7 +66,7 @@ export function simdKernels(module: object): SimdKernels | null {
 // threads, on the same memory. Jobs are lists of conv_filter_grad_run argument tuples written
 // to wasm memory; workers are woken and joined with Atomics on a small control array.
 
-export const FILTER_GRAD_ARGS = 7;
+export const JOB_ARGS = 7;
 const JOB_TIMEOUT_MS = 120_000;
 
 interface PoolWorker {
@@ -106,10 +108,14 @@ export function simdWorkers(module: object, count: number): PoolWorker[] {
   return pool.filter((w) => Atomics.load(w.ctrl, 5) === 1).slice(0, count);
 }
 
-/** Starts a job on a worker: `count` argument tuples at byte offset `argsOffset`. */
-export function startJob(worker: PoolWorker, argsOffset: number, count: number): void {
+/** Kernels a worker job can run (7 int32 arguments per call). */
+export const JOB_KERNELS = { conv_filter_grad_run: 0, conv_input_grad_run: 1 } as const;
+
+/** Starts a job on a worker: `count` argument tuples for `kernel` at byte offset `argsOffset`. */
+export function startJob(worker: PoolWorker, kernel: keyof typeof JOB_KERNELS, argsOffset: number, count: number): void {
   worker.ctrl[2] = argsOffset;
   worker.ctrl[3] = count;
+  worker.ctrl[6] = JOB_KERNELS[kernel];
   worker.seq++;
   Atomics.store(worker.ctrl, 0, worker.seq);
   Atomics.notify(worker.ctrl, 0);

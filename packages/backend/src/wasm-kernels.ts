@@ -17,7 +17,7 @@
 // Anything outside what these rewrites cover (NCHW data, unusual explicit padding) falls back to
 // the backend's original kernel, so registering never makes a case fail that worked before.
 import * as tf from '@tensorflow/tfjs';
-import { FILTER_GRAD_ARGS, joinJob, simdKernels, simdWorkers, startJob, type SimdKernels } from './simd-kernels.js';
+import { JOB_ARGS, joinJob, simdKernels, simdWorkers, startJob, type SimdKernels } from './simd-kernels.js';
 
 type Shape = number[];
 interface TensorInfo {
@@ -103,6 +103,10 @@ function conv2DBackpropInput({ inputs, backend, attrs }: Parameters<KernelFn>[0]
   );
   const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
   const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
+  const direct =
+    Ci % 16 === 0 && Ci * Co <= DIRECT_MAX_TAP_FLOATS && Wo >= 8 && dy.dtype === 'float32' && filter.dtype === 'float32';
+  const simd = direct ? simdKernels(backend.wasm) : null;
+  if (simd) return inputGradDirect(simd, backend, dy, filter, info);
   const padTop = kh - 1 - info.padInfo.top;
   const padLeft = kw - 1 - info.padInfo.left;
   const hd = (Ho - 1) * sh + 1; // height of dy with zeros inserted
@@ -156,6 +160,84 @@ function conv2DBackpropInput({ inputs, backend, attrs }: Parameters<KernelFn>[0]
   ]);
   backend.disposeData(flipped.dataId);
   if (dilated) backend.disposeData(dilated.dataId);
+  return out;
+}
+
+/**
+ * The input gradient as a direct SIMD loop (conv_input_grad_run): per filter tap and run of output
+ * pixels, dx[pixel, ci] += dy[pixel, :] · w[tap]ᵀ with two pixels × 16 channels of dx in registers.
+ * Images are split between the main thread and the worker threads (disjoint parts of dx).
+ */
+function inputGradDirect(simd: SimdKernels, backend: WasmBackend, dy: TensorInfo, filter: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
+  const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
+  const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
+  const pt = info.padInfo.top;
+  const pl = info.padInfo.left;
+  const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
+  const threads = (backend.wasm as { tfjs?: { getThreadsCount?(): number } }).tfjs?.getThreadsCount?.() ?? 1;
+  const workers = threads > 1 && B > 1 ? simdWorkers(backend.wasm, Math.min(threads, B) - 1) : [];
+  const parts = workers.length + 1;
+  const bound = (p: number) => Math.round((p * B) / parts);
+  const out = backend.makeOutput([B, H, W, Ci], 'float32');
+  const wt = backend.makeOutput([kh * kw, Co, Ci], 'float32'); // each tap's [Ci, Co] transposed
+  {
+    const src = f32(backend, filter);
+    const dst = f32(backend, wt);
+    for (let t = 0; t < kh * kw; t++) {
+      const base = t * Ci * Co;
+      for (let ci = 0; ci < Ci; ci++) for (let co = 0; co < Co; co++) dst[base + co * Ci + ci] = src[base + ci * Co + co]!;
+    }
+  }
+  const dy0 = offset(dy);
+  const wt0 = offset(wt);
+  const dxs = sw * Ci * 4;
+  const forEachRun = (b0: number, b1: number, visit: (dyp: number, n: number, wtp: number, dxp: number) => void) => {
+    const dx0 = offset(out);
+    for (let kj = 0; kj < kw; kj++) {
+      const ojLo = Math.max(0, Math.ceil((pl - kj) / sw));
+      const ojHi = Math.min(Wo, Math.floor((W - 1 - kj + pl) / sw) + 1);
+      const n = ojHi - ojLo;
+      if (n <= 0) continue;
+      for (let ki = 0; ki < kh; ki++) {
+        const wtp = wt0 + (ki * kw + kj) * Co * Ci * 4;
+        for (let b = b0; b < b1; b++) {
+          for (let oi = 0; oi < Ho; oi++) {
+            const i = oi * sh + ki - pt;
+            if (i < 0 || i >= H) continue;
+            visit(dy0 + ((b * Ho + oi) * Wo + ojLo) * Co * 4, n, wtp, dx0 + ((b * H + i) * W + ojLo * sw + kj - pl) * Ci * 4);
+          }
+        }
+      }
+    }
+  };
+  const jobs: TensorInfo[] = [];
+  for (let w = 0; w < workers.length; w++) {
+    const tuples: number[] = [];
+    forEachRun(bound(w + 1), bound(w + 2), (dyp, n, wtp, dxp) => tuples.push(dyp, n, Co, wtp, Ci, dxp, dxs));
+    const job = backend.makeOutput([tuples.length], 'int32');
+    jobs.push(job);
+    (backend.typedArrayFromHeap(job) as Int32Array).set(tuples);
+  }
+  f32(backend, out).fill(0);
+  workers.forEach((worker, w) => startJob(worker, 'conv_input_grad_run', offset(jobs[w]!), (jobs[w]!.shape[0] ?? 0) / JOB_ARGS));
+  let failure: unknown = null;
+  try {
+    forEachRun(0, bound(1), (dyp, n, wtp, dxp) => simd.conv_input_grad_run(dyp, n, Co, wtp, Ci, dxp, dxs));
+  } catch (e) {
+    failure = e;
+  }
+  for (const worker of workers) {
+    try {
+      joinJob(worker);
+    } catch (e) {
+      failure ??= e;
+    }
+  }
+  for (const t of [wt, ...jobs]) backend.disposeData(t.dataId);
+  if (failure) {
+    backend.disposeData(out.dataId);
+    throw failure;
+  }
   return out;
 }
 
@@ -288,7 +370,7 @@ function filterGradDirect(simd: SimdKernels, backend: WasmBackend, x: TensorInfo
   }
   f32(backend, out).fill(0);
   for (const partial of partials) f32(backend, partial).fill(0);
-  workers.forEach((worker, w) => startJob(worker, offset(jobs[w]!), (jobs[w]!.shape[0] ?? 0) / FILTER_GRAD_ARGS));
+  workers.forEach((worker, w) => startJob(worker, 'conv_filter_grad_run', offset(jobs[w]!), (jobs[w]!.shape[0] ?? 0) / JOB_ARGS));
   let failure: unknown = null;
   try {
     forEachRun(0, bound(1), offset(out), (xp, dp, n, dw) => simd.conv_filter_grad_run(xp, xs, dp, n, Ci, Co, dw));

@@ -154,6 +154,24 @@ test('Conv2DBackpropInput matches cpu over shapes, strides and paddings', () => 
   assert.ok(n > 300);
 });
 
+test('Conv2D (forward) matches cpu over shapes, strides, paddings and dilations', () => {
+  let n = 7000;
+  for (const c of convCases()) {
+    for (const d of c.s === 1 ? [1, 2] : [1]) {
+      if ((c.kh - 1) * d + 1 > c.H || (c.kw - 1) * d + 1 > c.W) continue;
+      const xShape = [c.B, c.H, c.W, c.Ci];
+      const wShape = [c.kh, c.kw, c.Ci, c.Co];
+      compare(
+        'Conv2D',
+        { x: { shape: xShape, values: random(size(xShape), ++n) }, filter: { shape: wShape, values: random(size(wShape), ++n) } },
+        { strides: [c.s, c.s], pad: c.pad, dataFormat: 'NHWC', dilations: [d, d] },
+        `conv ${JSON.stringify({ ...c, d })}`,
+      );
+    }
+  }
+  assert.ok(n > 7300);
+});
+
 test('Conv2DBackpropFilter matches cpu over shapes, strides and paddings', () => {
   let n = 0;
   for (const c of convCases()) {

@@ -69,7 +69,7 @@ export function simdKernels(module: object): SimdKernels | null {
 export const JOB_ARGS = 7;
 const JOB_TIMEOUT_MS = 120_000;
 
-interface PoolWorker {
+export interface PoolWorker {
   ctrl: Int32Array;
   seq: number;
 }
@@ -111,11 +111,17 @@ export function simdWorkers(module: object, count: number): PoolWorker[] {
 /** Kernels a worker job can run (7 int32 arguments per call). */
 export const JOB_KERNELS = { conv_filter_grad_run: 0, conv_input_grad_run: 1 } as const;
 
-/** Starts a job on a worker: `count` argument tuples for `kernel` at byte offset `argsOffset`. */
-export function startJob(worker: PoolWorker, kernel: keyof typeof JOB_KERNELS, argsOffset: number, count: number): void {
-  worker.ctrl[2] = argsOffset;
-  worker.ctrl[3] = count;
+/**
+ * Starts a job on a worker. The job (int32 words at byte offset `job` in wasm memory) is
+ * [next chunk, chunk count, chunk starts (count + 1, in calls), calls (7 words each)]: every
+ * thread on the job takes the next chunk with an atomic increment until none is left, so a
+ * thread that is descheduled (busy machine) delays no one. `base` is added to each call's last
+ * argument (each thread's own dW for the filter gradient; 0 otherwise).
+ */
+export function startJob(worker: PoolWorker, kernel: keyof typeof JOB_KERNELS, job: number, base: number): void {
+  worker.ctrl[2] = job;
   worker.ctrl[6] = JOB_KERNELS[kernel];
+  worker.ctrl[7] = base;
   worker.seq++;
   Atomics.store(worker.ctrl, 0, worker.seq);
   Atomics.notify(worker.ctrl, 0);

@@ -1,9 +1,9 @@
 // Worker of the SIMD kernels' thread pool (see simd-kernels.ts): instantiates the kernels on the
 // tfjs wasm backend's shared memory and runs the calls the main thread lists for it.
 // Control words (Int32Array on a SharedArrayBuffer): 0 job sequence (main → worker), 1 job done
-// (worker → main), 2 byte offset of the job's argument tuples in wasm memory, 3 tuple count,
+// (worker → main), 2 byte offset of the job in wasm memory (layout in simd-kernels.ts, startJob),
 // 4 0 ok / 1 failed, 5 ready (set once the kernels are instantiated), 6 kernel (0 filter
-// gradient, 1 input gradient).
+// gradient, 1 input gradient), 7 base added to each call's last argument.
 import { workerData } from 'node:worker_threads';
 
 const { memory, module, control } = workerData;
@@ -17,10 +17,21 @@ for (;;) {
   while (Atomics.load(ctrl, 0) === seen) Atomics.wait(ctrl, 0, seen); // a new job, never a spurious wake-up
   seen = Atomics.load(ctrl, 0);
   try {
-    const count = ctrl[3];
-    const args = new Int32Array(memory.buffer, ctrl[2], count * ARGS);
+    const heap = new Int32Array(memory.buffer); // after any growth of the memory
+    const job = ctrl[2] >> 2;
+    const base = ctrl[7];
     const run = ctrl[6] === 1 ? kernels.conv_input_grad_run : kernels.conv_filter_grad_run;
-    for (let k = 0; k < count * ARGS; k += ARGS) run(args[k], args[k + 1], args[k + 2], args[k + 3], args[k + 4], args[k + 5], args[k + 6]);
+    const chunks = heap[job + 1];
+    const starts = job + 2;
+    const calls = starts + chunks + 1;
+    for (;;) {
+      const c = Atomics.add(heap, job, 1);
+      if (c >= chunks) break;
+      for (let k = heap[starts + c], end = heap[starts + c + 1]; k < end; k++) {
+        const a = calls + k * ARGS;
+        run(heap[a], heap[a + 1], heap[a + 2], heap[a + 3], heap[a + 4], heap[a + 5], heap[a + 6] + base);
+      }
+    }
     ctrl[4] = 0;
   } catch {
     ctrl[4] = 1;

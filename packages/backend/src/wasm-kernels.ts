@@ -17,7 +17,7 @@
 // Anything outside what these rewrites cover (NCHW data, unusual explicit padding) falls back to
 // the backend's original kernel, so registering never makes a case fail that worked before.
 import * as tf from '@tensorflow/tfjs';
-import { JOB_ARGS, joinJob, simdKernels, simdWorkers, startJob, type SimdKernels } from './simd-kernels.js';
+import { JOB_ARGS, JOB_KERNELS, joinJob, simdKernels, simdWorkers, startJob, type PoolWorker, type SimdKernels } from './simd-kernels.js';
 
 type Shape = number[];
 interface TensorInfo {
@@ -163,34 +163,60 @@ function conv2DBackpropInput({ inputs, backend, attrs }: Parameters<KernelFn>[0]
   return out;
 }
 
+type KernelCall = (a0: number, a1: number, a2: number, a3: number, a4: number, a5: number, a6: number) => void;
+
+/** Worker threads to use next to this one for `chunks` chunks of work (none without the threaded build). */
+function helpers(backend: WasmBackend, chunks: number): PoolWorker[] {
+  const threads = (backend.wasm as { tfjs?: { getThreadsCount?(): number } }).tfjs?.getThreadsCount?.() ?? 1;
+  return threads > 1 && chunks > 1 ? simdWorkers(backend.wasm, Math.min(threads, chunks) - 1) : [];
+}
+
 /**
- * Runs conv_input_grad_run over images [0, B): the calls for each part of the images are listed by
- * `emit(b0, b1, call)`; worker threads take all parts but the first, which this thread runs.
- * Parts write disjoint images of the output, so no partial results are needed.
+ * Runs `kernel` for every call `emit(c, call)` lists for chunks c in [0, chunks) (an image each),
+ * on this thread and `workers`, which take chunks as they become free (see startJob). `bases[t]`
+ * (thread t, 0 = this one) is added to each call's last argument.
  */
-function runOverImages(
+function runChunks(
   backend: WasmBackend,
   simd: SimdKernels,
-  B: number,
-  emit: (b0: number, b1: number, call: (a: number, n: number, k: number, w: number, c: number, out: number, outStride: number) => void) => void,
+  kernel: keyof typeof JOB_KERNELS,
+  chunks: number,
+  workers: PoolWorker[],
+  emit: (chunk: number, call: KernelCall) => void,
+  bases: readonly number[] = [],
 ): void {
-  const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
-  const threads = (backend.wasm as { tfjs?: { getThreadsCount?(): number } }).tfjs?.getThreadsCount?.() ?? 1;
-  const workers = threads > 1 && B > 1 ? simdWorkers(backend.wasm, Math.min(threads, B) - 1) : [];
-  const parts = workers.length + 1;
-  const bound = (p: number) => Math.round((p * B) / parts);
-  const jobs: TensorInfo[] = [];
-  for (let w = 0; w < workers.length; w++) {
-    const tuples: number[] = [];
-    emit(bound(w + 1), bound(w + 2), (...args) => tuples.push(...args));
-    const job = backend.makeOutput([tuples.length], 'int32');
-    jobs.push(job);
-    (backend.typedArrayFromHeap(job) as Int32Array).set(tuples);
+  const run = kernel === 'conv_filter_grad_run' ? simd.conv_filter_grad_run : simd.conv_input_grad_run;
+  const base0 = bases[0] ?? 0;
+  if (workers.length === 0) {
+    const call: KernelCall = (a0, a1, a2, a3, a4, a5, a6) => run(a0, a1, a2, a3, a4, a5, a6 + base0);
+    for (let c = 0; c < chunks; c++) emit(c, call);
+    return;
   }
-  workers.forEach((worker, w) => startJob(worker, 'conv_input_grad_run', offset(jobs[w]!), (jobs[w]!.shape[0] ?? 0) / JOB_ARGS));
+  const calls: number[] = [];
+  const starts: number[] = [0];
+  for (let c = 0; c < chunks; c++) {
+    emit(c, (...args) => calls.push(...args));
+    starts.push(calls.length / JOB_ARGS);
+  }
+  const job = backend.makeOutput([3 + chunks + calls.length], 'int32');
+  const words = backend.typedArrayFromHeap(job) as Int32Array;
+  words[0] = 0;
+  words[1] = chunks;
+  words.set(starts, 2);
+  words.set(calls, 3 + chunks);
+  const jobOffset = backend.dataIdMap.get(job.dataId).memoryOffset;
+  workers.forEach((worker, w) => startJob(worker, kernel, jobOffset, bases[w + 1] ?? 0));
   let failure: unknown = null;
   try {
-    emit(0, bound(1), (a, n, k, w, c, out, outStride) => simd.conv_input_grad_run(a, n, k, w, c, out, outStride));
+    const first = 3 + chunks;
+    for (;;) {
+      const c = Atomics.add(words, 0, 1);
+      if (c >= chunks) break;
+      for (let k = words[2 + c]!, end = words[3 + c]!; k < end; k++) {
+        const a = first + k * JOB_ARGS;
+        run(words[a]!, words[a + 1]!, words[a + 2]!, words[a + 3]!, words[a + 4]!, words[a + 5]!, words[a + 6]! + base0);
+      }
+    }
   } catch (e) {
     failure = e;
   }
@@ -201,7 +227,7 @@ function runOverImages(
       failure ??= e;
     }
   }
-  for (const t of jobs) backend.disposeData(t.dataId);
+  backend.disposeData(job.dataId);
   if (failure) throw failure;
 }
 
@@ -236,18 +262,16 @@ function inputGradDirect(simd: SimdKernels, backend: WasmBackend, dy: TensorInfo
   const dx0 = offset(out);
   const dxs = sw * Ci * 4;
   try {
-    runOverImages(backend, simd, B, (b0, b1, call) => {
+    runChunks(backend, simd, 'conv_input_grad_run', B, helpers(backend, B), (b, call) => {
       for (let kj = 0; kj < kw; kj++) {
         const [ojLo, ojHi] = tapColumns(kj, pl, sw, W, Wo);
         if (ojHi <= ojLo) continue;
         for (let ki = 0; ki < kh; ki++) {
           const wtp = wt0 + (ki * kw + kj) * Co * Ci * 4;
-          for (let b = b0; b < b1; b++) {
-            for (let oi = 0; oi < Ho; oi++) {
-              const i = oi * sh + ki - pt;
-              if (i < 0 || i >= H) continue;
-              call(dy0 + ((b * Ho + oi) * Wo + ojLo) * Co * 4, ojHi - ojLo, Co, wtp, Ci, dx0 + ((b * H + i) * W + ojLo * sw + kj - pl) * Ci * 4, dxs);
-            }
+          for (let oi = 0; oi < Ho; oi++) {
+            const i = oi * sh + ki - pt;
+            if (i < 0 || i >= H) continue;
+            call(dy0 + ((b * Ho + oi) * Wo + ojLo) * Co * 4, ojHi - ojLo, Co, wtp, Ci, dx0 + ((b * H + i) * W + ojLo * sw + kj - pl) * Ci * 4, dxs);
           }
         }
       }
@@ -309,18 +333,16 @@ function conv2D({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo
   const w0 = offset(filter);
   const y0 = offset(out);
   try {
-    runOverImages(backend, simd, B, (b0, b1, call) => {
+    runChunks(backend, simd, 'conv_input_grad_run', B, helpers(backend, B), (b, call) => {
       for (let kj = 0; kj < kw; kj++) {
         const [ojLo, ojHi] = tapColumns(kj, pl, 1, W, Wo);
         if (ojHi <= ojLo) continue;
         for (let ki = 0; ki < kh; ki++) {
           const wp = w0 + (ki * kw + kj) * Ci * Co * 4;
-          for (let b = b0; b < b1; b++) {
-            for (let oi = 0; oi < Ho; oi++) {
-              const i = oi + ki - pt;
-              if (i < 0 || i >= H) continue;
-              call(x0 + ((b * H + i) * W + ojLo + kj - pl) * Ci * 4, ojHi - ojLo, Ci, wp, Co, y0 + ((b * Ho + oi) * Wo + ojLo) * Co * 4, Co * 4);
-            }
+          for (let oi = 0; oi < Ho; oi++) {
+            const i = oi + ki - pt;
+            if (i < 0 || i >= H) continue;
+            call(x0 + ((b * H + i) * W + ojLo + kj - pl) * Ci * 4, ojHi - ojLo, Ci, wp, Co, y0 + ((b * Ho + oi) * Wo + ojLo) * Co * 4, Co * 4);
           }
         }
       }
@@ -417,75 +439,50 @@ function filterGradDirect(simd: SimdKernels, backend: WasmBackend, x: TensorInfo
   const pt = info.padInfo.top;
   const pl = info.padInfo.left;
   const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
+  const filterSize = kh * kw * Ci * Co;
+  // Each thread accumulates into its own dW (this one into the output), summed at the end.
+  const workers = helpers(backend, B);
+  const out = backend.makeOutput([kh, kw, Ci, Co], 'float32');
+  const partials = workers.map(() => backend.makeOutput([filterSize], 'float32'));
+  for (const t of [out, ...partials]) f32(backend, t).fill(0);
   const x0 = offset(x);
   const dy0 = offset(dy);
   const xs = sw * Ci * 4;
-  const filterSize = kh * kw * Ci * Co;
-  /** Calls visit(xp, dp, n, dwOffset) for every (tap, image, output row) run of images [b0, b1). */
-  const forEachRun = (b0: number, b1: number, dw0: number, visit: (xp: number, dp: number, n: number, dw: number) => void) => {
-    for (let kj = 0; kj < kw; kj++) {
-      // Output columns whose tap kj falls inside the input: j = oj·sw + kj - pl in [0, W).
-      const ojLo = Math.max(0, Math.ceil((pl - kj) / sw));
-      const ojHi = Math.min(Wo, Math.floor((W - 1 - kj + pl) / sw) + 1);
-      const n = ojHi - ojLo;
-      if (n <= 0) continue;
-      for (let ki = 0; ki < kh; ki++) {
-        const dw = dw0 + (ki * kw + kj) * Ci * Co * 4;
-        for (let b = b0; b < b1; b++) {
-          for (let oi = 0; oi < Ho; oi++) {
-            const i = oi * sh + ki - pt;
-            if (i < 0 || i >= H) continue;
-            visit(x0 + ((b * H + i) * W + ojLo * sw + kj - pl) * Ci * 4, dy0 + ((b * Ho + oi) * Wo + ojLo) * Co * 4, n, dw);
+  try {
+    runChunks(
+      backend,
+      simd,
+      'conv_filter_grad_run',
+      B,
+      workers,
+      (b, call) => {
+        for (let kj = 0; kj < kw; kj++) {
+          const [ojLo, ojHi] = tapColumns(kj, pl, sw, W, Wo);
+          if (ojHi <= ojLo) continue;
+          for (let ki = 0; ki < kh; ki++) {
+            const dw = (ki * kw + kj) * Ci * Co * 4; // relative to each thread's dW
+            for (let oi = 0; oi < Ho; oi++) {
+              const i = oi * sh + ki - pt;
+              if (i < 0 || i >= H) continue;
+              call(x0 + ((b * H + i) * W + ojLo * sw + kj - pl) * Ci * 4, xs, dy0 + ((b * Ho + oi) * Wo + ojLo) * Co * 4, ojHi - ojLo, Ci, Co, dw);
+            }
           }
         }
+      },
+      [offset(out), ...partials.map(offset)],
+    );
+    if (partials.length > 0) {
+      const o = f32(backend, out);
+      for (const partial of partials) {
+        const p = f32(backend, partial);
+        for (let i = 0; i < filterSize; i++) o[i] += p[i]!;
       }
     }
-  };
-  // With the threaded build, images are split between this thread and worker threads, each
-  // accumulating into its own dW (summed at the end).
-  const threads = (backend.wasm as { tfjs?: { getThreadsCount?(): number } }).tfjs?.getThreadsCount?.() ?? 1;
-  const workers = threads > 1 && B > 1 ? simdWorkers(backend.wasm, Math.min(threads, B) - 1) : [];
-  const parts = workers.length + 1;
-  const bound = (p: number) => Math.round((p * B) / parts);
-  const out = backend.makeOutput([kh, kw, Ci, Co], 'float32');
-  const partials: TensorInfo[] = [];
-  const jobs: TensorInfo[] = [];
-  for (let w = 0; w < workers.length; w++) {
-    const partial = backend.makeOutput([filterSize], 'float32');
-    partials.push(partial);
-    const tuples: number[] = [];
-    forEachRun(bound(w + 1), bound(w + 2), offset(partial), (xp, dp, n, dw) => tuples.push(xp, xs, dp, n, Ci, Co, dw));
-    const job = backend.makeOutput([tuples.length], 'int32');
-    jobs.push(job);
-    (backend.typedArrayFromHeap(job) as Int32Array).set(tuples);
-  }
-  f32(backend, out).fill(0);
-  for (const partial of partials) f32(backend, partial).fill(0);
-  workers.forEach((worker, w) => startJob(worker, 'conv_filter_grad_run', offset(jobs[w]!), (jobs[w]!.shape[0] ?? 0) / JOB_ARGS));
-  let failure: unknown = null;
-  try {
-    forEachRun(0, bound(1), offset(out), (xp, dp, n, dw) => simd.conv_filter_grad_run(xp, xs, dp, n, Ci, Co, dw));
   } catch (e) {
-    failure = e;
-  }
-  for (const worker of workers) {
-    try {
-      joinJob(worker);
-    } catch (e) {
-      failure ??= e;
-    }
-  }
-  if (partials.length > 0) {
-    const o = f32(backend, out);
-    for (const partial of partials) {
-      const p = f32(backend, partial);
-      for (let i = 0; i < filterSize; i++) o[i] += p[i]!;
-    }
-  }
-  for (const t of [...partials, ...jobs]) backend.disposeData(t.dataId);
-  if (failure) {
     backend.disposeData(out.dataId);
-    throw failure;
+    throw e;
+  } finally {
+    for (const t of partials) backend.disposeData(t.dataId);
   }
   return out;
 }

@@ -204,6 +204,29 @@ test('Conv2D gradients with explicit padding and rectangular strides match cpu',
   compare('Conv2DBackpropFilter', { x: { shape: xShape, values: random(size(xShape), 9) }, dy: { shape: dyShape, values: random(size(dyShape), 10) } }, { ...attrs, filterShape: wShape }, 'dW explicit');
 });
 
+test('SIMD convolutions with explicit (asymmetric) padding match cpu: forward, dx and dW', () => {
+  // 16 channels in and out: the SIMD loops; stride 1 (forward) and 1, 2 (gradients).
+  const xShape = [2, 9, 12, 16];
+  const wShape = [3, 3, 16, 16];
+  const pad = [
+    [0, 0],
+    [1, 0],
+    [0, 1],
+    [0, 0],
+  ];
+  for (const s of [1, 2]) {
+    const info = tf.backend_util.computeConv2DInfo(xShape as [number, number, number, number], wShape as [number, number, number, number], s, 1, pad as tf.backend_util.ExplicitPadding);
+    const dyShape = [2, info.outHeight, info.outWidth, 16];
+    const attrs = { strides: [s, s], pad, dataFormat: 'NHWC' };
+    const x = { shape: xShape, values: random(size(xShape), 11 + s) };
+    const w = { shape: wShape, values: random(size(wShape), 13 + s) };
+    const dy = { shape: dyShape, values: random(size(dyShape), 15 + s) };
+    compare('Conv2D', { x, filter: w }, { ...attrs, dilations: [1, 1] }, `conv explicit s${s}`);
+    compare('Conv2DBackpropInput', { dy, filter: w }, { ...attrs, inputShape: xShape }, `dx explicit s${s}`);
+    compare('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: wShape }, `dW explicit s${s}`);
+  }
+});
+
 test('depthwise conv gradients match cpu over shapes, strides, dilations, multipliers and paddings', () => {
   let n = 0;
   for (const [B, H, W] of [

@@ -110,6 +110,20 @@ test('finetune (ci-smoke): head on cached features, then the top of the base; ex
   assert.equal(lastLine(e.stdout), `accuracy=${m.test.accuracy.toFixed(4)} loss=${m.test.loss.toFixed(4)} n=20`);
   assert.match(lastLine(r.stdout), CONTRACT);
 
+  // The book's way: head end to end, then the top on (augmented) images; the frozen bottom runs compiled.
+  const fi = runTrainer([
+    'finetune', '--data', data, '--out', join(root, 'finetune-images'), '--preset', 'ci-smoke', '--base', 'mobilenet_v2_0.35',
+    '--head-training', 'end-to-end', '--fine-tune-input', 'images', '--head-epochs', '2', '--epochs', '1',
+  ]);
+  assert.equal(fi.code, 0, fi.stderr);
+  assert.match(fi.stderr, /head: the frozen mobilenetv2_0\.35_\S+ runs compiled/i);
+  assert.match(fi.stderr, /finetune: the frozen \S+_bottom runs compiled/);
+  const fih = await readJson(join(root, 'finetune-images', 'history.json'));
+  assert.deepEqual(fih.phase, ['head', 'head', 'finetune']);
+  const fim = await readJson(join(root, 'finetune-images', 'metrics.json'));
+  const fie = runTrainer(['evaluate', '--model', join(root, 'finetune-images'), '--data', data]);
+  assert.equal(lastLine(fie.stdout), `accuracy=${fim.test.accuracy.toFixed(4)} loss=${fim.test.loss.toFixed(4)} n=20`);
+
   const ea = runTrainer(['extract-augmented', '--data', data, '--out', join(root, 'ea'), '--preset', 'ci-smoke', '--epochs', '1', '--base', 'mobilenet_v2_0.35']);
   assert.equal(ea.code, 0, ea.stderr);
   assert.match(ea.stderr, /trainable weight tensors: \d+ before freezing the base, 4 after/);

@@ -52,12 +52,17 @@ async function readCached(dir: string, split: SplitName): Promise<FeatureSet | n
  * The frozen model's forward pass: compiled (BatchNorm folded into the convs, ReLU6 fused; about 1.5–2× faster
  * for MobileNetV2 on wasm), or model.predict if the compiler refuses the graph (said once in the log).
  */
-function frozenForward(model: tf.LayersModel, log: (line: string) => void): { predict: (x: tf.Tensor) => tf.Tensor; dispose: () => void } {
+export interface FrozenForward {
+  predict(x: tf.Tensor): tf.Tensor;
+  dispose(): void;
+}
+
+export function frozenForward(model: tf.LayersModel, log: (line: string) => void): FrozenForward {
   let compiled: FrozenBase;
   try {
     compiled = compileFrozenBase(model);
   } catch (err) {
-    log(`features: running ${model.name} through model.predict (the fast path refused it: ${err instanceof Error ? err.message : String(err)})`);
+    log(`running ${model.name} through model.predict (the fast path refused it: ${err instanceof Error ? err.message : String(err)})`);
     return { predict: (x) => model.predict(x) as tf.Tensor, dispose: () => {} };
   }
   return { predict: (x) => compiled.predict(x) as tf.Tensor, dispose: () => compiled.dispose() };
@@ -184,4 +189,25 @@ export function mapFeatureSet(model: tf.LayersModel, set: FeatureSet, batchSize:
     forward.dispose();
   }
   return { split: set.split, count: set.count, shape, features, labels: set.labels, keys: set.keys };
+}
+
+/**
+ * `feed` with each batch's images replaced by what the frozen `forward` makes of them: a phase can then train only
+ * the part of a model above its frozen part, on the same batches (augmented or not) and with the same result as
+ * training the whole model. `owner` disposes `forward` when it closes.
+ */
+export function throughFrozen(feed: BatchFeed, forward: FrozenForward, owner: boolean): BatchFeed {
+  return {
+    async next() {
+      const b = await feed.next();
+      if (!b) return null;
+      const xs = forward.predict(b.xs);
+      b.xs.dispose();
+      return { ...b, xs };
+    },
+    async close() {
+      await feed.close?.();
+      if (owner) forward.dispose();
+    },
+  };
 }

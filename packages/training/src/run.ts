@@ -12,7 +12,7 @@ import type { SplitName } from '@catdog/dataset';
 import type { TrainConfig } from './config.js';
 import { checkDataset, openFeed, type Feed } from './data.js';
 import { buildDenseHead, compileBinary, defaultFeatureCacheDir, featureTensor, loadConvBase, modelFrom, resolveWeights, weightsIdentity } from './build.js';
-import { extractFeatures, featureCacheKey, featureFeed, mapFeatureSet, type FeatureKeyParts, type FeatureSet } from './features.js';
+import { extractFeatures, featureCacheKey, featureFeed, frozenForward, mapFeatureSet, throughFrozen, type FeatureKeyParts, type FeatureSet } from './features.js';
 import { fitPhase, initialState, readCheckpointState, restoreBest, restoreCheckpoint, type BatchFeed, type FitContext, type Phase } from './fit.js';
 import { emptyHistory, writeHistory, type History } from './history.js';
 import { computeMetrics, confusionText, contractLine, predictFeed, writeMisclassifiedThumbnails, type Predictions, type TestMetrics } from './metrics.js';
@@ -120,23 +120,43 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
   let testPredict: () => Promise<Predictions>;
   const featureSets = new Map<SplitName, FeatureSet>();
   let featuresOf: ((split: SplitName) => Promise<FeatureSet>) | null = null;
-  /** A phase that trains runModel on image batches; it compiles when it starts, after `prepare` (e.g. unfreezing). */
-  const imagePhase = (name: string, epochs: number, learningRate: number, prepare?: () => void): PhaseSpec => ({
+  /**
+   * A phase that trains on image batches; it compiles when it starts, after `prepare` (e.g. unfreezing). With
+   * `split`, the phase trains `split.top` (the part of runModel above its frozen part, sharing its layers) on what
+   * the frozen `split.bottom` makes of each batch, run through compileFrozenBase (BatchNorm folded, ReLU6 fused):
+   * the same computation as training runModel with the bottom frozen, without its slower layer-by-layer forward.
+   */
+  const imagePhase = (
+    name: string,
+    epochs: number,
+    learningRate: number,
+    prepare?: () => void,
+    split?: { bottom: tf.LayersModel; top: tf.LayersModel },
+  ): PhaseSpec => ({
     name,
     epochs,
     async make() {
       prepare?.();
-      compileBinary(runModel, learningRate);
+      const model = split?.top ?? runModel;
+      compileBinary(model, learningRate);
       const augment = Boolean(cfg.augment);
+      let train: BatchFeed = await imageFeed('train', { augment, repeat: true, shuffle: true, initialEpoch: state.phase === name ? state.phaseEpoch : 0 });
+      let validation: BatchFeed = await imageFeed('validation', { augment: false, repeat: true, shuffle: false });
+      if (split) {
+        log(`${name}: the frozen ${split.bottom.name} runs compiled (BatchNorm folded); training ${split.top.name} on its output`);
+        const forward = frozenForward(split.bottom, log);
+        train = throughFrozen(train, forward, true);
+        validation = throughFrozen(validation, forward, false);
+      }
       return {
         name,
-        model: runModel,
+        model,
         epochs,
         batchSize: cfg.batchSize,
         stepsPerEpoch: stepsFor(counts.train, cfg.batchSize, cfg.stepsPerEpoch),
         validationSteps: stepsFor(counts.validation, cfg.batchSize, cfg.validationSteps),
-        train: await imageFeed('train', { augment, repeat: true, shuffle: true, initialEpoch: state.phase === name ? state.phaseEpoch : 0 }),
-        validation: await imageFeed('validation', { augment: false, repeat: true, shuffle: false }),
+        train,
+        validation,
       };
     },
   });
@@ -218,7 +238,7 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
       const before = runModel.trainableWeights.length;
       freezeBase();
       log(`trainable weight tensors: ${before} before freezing the base, ${runModel.trainableWeights.length} after`);
-      specs.push(imagePhase('train', cfg.epochs, cfg.learningRate));
+      specs.push(imagePhase('train', cfg.epochs, cfg.learningRate, undefined, { bottom: extractor, top: head.model }));
     } else {
       // finetune: the head first with the base frozen, then the top of the base unfrozen.
       const before = runModel.trainableWeights.length;
@@ -226,15 +246,22 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
       log(`trainable weight tensors: ${before} before freezing the base, ${runModel.trainableWeights.length} after`);
       const from = cfg.fineTuneFrom ?? FINE_TUNE_FROM[cfg.base!];
       let finetunePhase: PhaseSpec;
-      if (cfg.fineTuneInput === 'cached-activations') {
-        // The frozen lower part of the base runs once per image; its output (the input of `from`) is cached, and
-        // both phases train on it: the head through the (frozen) top, then the unfrozen top itself.
+      // The base below `from` stays frozen in both phases: `bottom` computes the input of `from`, `top` is the rest
+      // of runModel (unfrozen top of the base + head, sharing runModel's layers).
+      const split = (): { bottom: tf.LayersModel; top: ReturnType<typeof modelFrom> } => {
         const splitLayer = base.layers.find((l) => l.name === from);
         if (!splitLayer) throw new UserError(`--fine-tune-from ${from}: no such layer in ${base.name}`);
         const splitTensor = splitLayer.input;
         if (Array.isArray(splitTensor)) throw new UserError(`--fine-tune-from ${from}: the layer has several inputs; choose a layer with one`);
-        const bottom = tf.model({ inputs: base.inputs, outputs: splitTensor, name: `${base.name}_bottom` });
-        const top = modelFrom(runModel, splitTensor, `${base.name}_top`);
+        return {
+          bottom: tf.model({ inputs: base.inputs, outputs: splitTensor, name: `${base.name}_bottom` }),
+          top: modelFrom(runModel, splitTensor, `${base.name}_top`),
+        };
+      };
+      if (cfg.fineTuneInput === 'cached-activations') {
+        // The frozen lower part of the base runs once per image; its output (the input of `from`) is cached, and
+        // both phases train on it: the head through the (frozen) top, then the unfrozen top itself.
+        const { bottom, top } = split();
         const topFeatures = tf.model({ inputs: top.model.inputs, outputs: top.map(features), name: `${base.name}_top_features` });
         const actParts: FeatureKeyParts = { ...keyParts, pooling: `activations@${from}` };
         const actDir = join(resolve(cfg.featureCacheDir ?? defaultFeatureCacheDir(runDir)), featureCacheKey(actParts));
@@ -287,16 +314,24 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
           },
         };
       } else {
+        // Image batches can always go through the whole runModel; the split (when `from` allows one) is faster.
+        let frozenBottom: { bottom: tf.LayersModel; top: tf.LayersModel } | undefined;
+        try {
+          const { bottom, top } = split();
+          frozenBottom = { bottom, top: top.model };
+        } catch {
+          frozenBottom = undefined;
+        }
         finetunePhase = imagePhase('finetune', cfg.epochs, cfg.learningRate, () => {
           const r = setTrainableFrom(base, from);
           log(`fine-tuning from ${from}: ${r.trainable.length} layers train, ${r.frozen.length} stay frozen; trainable weight tensors: ${runModel.trainableWeights.length}`);
-        });
+        }, frozenBottom);
       }
       if (cfg.headEpochs > 0) {
         if (cfg.headTraining === 'features') {
           specs.push(featurePhase('head', cfg.headEpochs, cfg.headLearningRate, cfg.headBatchSize, null));
         } else {
-          specs.push(imagePhase('head', cfg.headEpochs, cfg.headLearningRate));
+          specs.push(imagePhase('head', cfg.headEpochs, cfg.headLearningRate, undefined, { bottom: extractor, top: head.model }));
         }
       }
       specs.push(finetunePhase);

@@ -7,14 +7,14 @@
 // Ends with one line per network:
 //   train-step <network> backend=wasm ms=<median> torch_ms=<median|none> ratio=<ms/torch_ms|none>
 import { spawn, spawnSync } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendRequest } from '@catdog/backend';
-import { compileFrozenBase, loadMobileNetV2Base } from '@catdog/models';
+import { compileFrozenBase, loadMobileNetV2Base, setTrainableFrom, type FrozenBase } from '@catdog/models';
+import { modelFrom } from '@catdog/training';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..', '..');
@@ -93,43 +93,30 @@ function buildVgg16Base(size: number): tf.LayersModel {
   return m;
 }
 
-/** MobileNetV2 1.0 conv base from the shared tfjs layers model, rebuilt for a size×size input. */
-async function loadMobilenetV2Base(size: number): Promise<tf.LayersModel> {
-  const json = JSON.parse(await readFile(join(MOBILENET_DIR, 'model.json'), 'utf8')) as {
-    modelTopology: { config: { layers: Array<{ class_name: string; config: Record<string, unknown> }> } };
-    weightsManifest: Array<{ paths: string[]; weights: tf.io.WeightsManifestEntry[] }>;
-  };
-  for (const layer of json.modelTopology.config.layers) {
-    if (layer.class_name === 'InputLayer') layer.config.batch_input_shape = [null, size, size, 3];
-  }
-  const buffers: Buffer[] = [];
-  const specs: tf.io.WeightsManifestEntry[] = [];
-  for (const group of json.weightsManifest) {
-    for (const p of group.paths) buffers.push(await readFile(join(MOBILENET_DIR, p)));
-    specs.push(...group.weights);
-  }
-  const all = Buffer.concat(buffers);
-  const weightData = all.buffer.slice(all.byteOffset, all.byteOffset + all.byteLength);
-  return tf.loadLayersModel(tf.io.fromMemory({ modelTopology: json.modelTopology, weightSpecs: specs, weightData }));
-}
+/** Where the bench's fine-tuning starts: block_16 and Conv_1 train, as in the PyTorch peer. */
+const FINETUNE_FROM = 'block_16_expand';
 
-/** MobileNetV2 base with block_16 and Conv_1 trainable (BatchNorm in inference mode) + the book's head. */
+/**
+ * MobileNetV2 1.0 base (loaded as the project loads it) with block_16 and Conv_1 trainable (BatchNorm in inference
+ * mode, setTrainableFrom) + the book's head.
+ */
 async function buildMobilenetFinetune(size: number): Promise<tf.LayersModel> {
-  const base = await loadMobilenetV2Base(size);
-  let trainable = false;
-  for (const layer of base.layers) {
-    if (layer.name.startsWith('block_16_')) trainable = true;
-    layer.trainable = trainable && layer.getClassName() !== 'BatchNormalization';
-    if (layer.getClassName() === 'BatchNormalization') {
-      // BatchNorm in inference mode (moving statistics), as Keras does for frozen BatchNorm.
-      const call = layer.call.bind(layer);
-      layer.call = (inputs, kwargs) => call(inputs, { ...kwargs, training: false });
-    }
-  }
+  const base = await loadMobileNetV2Base({ alpha: 1.0, from: MOBILENET_DIR, inputShape: [size, size, 3] });
+  setTrainableFrom(base, FINETUNE_FROM);
   const x = tf.layers.flatten().apply(base.outputs[0]!) as tf.SymbolicTensor;
   const h = tf.layers.dense({ units: 256, activation: 'relu' }).apply(x) as tf.SymbolicTensor;
   const y = tf.layers.dense({ units: 1, activation: 'sigmoid' }).apply(h) as tf.SymbolicTensor;
   return tf.model({ inputs: base.inputs, outputs: y });
+}
+
+/**
+ * As the finetune strategy trains on image batches: the frozen bottom (below FINETUNE_FROM) through
+ * compileFrozenBase, and only the model above it (sharing the full model's layers) trained on its output.
+ */
+function splitFrozenBottom(model: tf.LayersModel): { bottom: FrozenBase; top: tf.LayersModel } {
+  const start = model.getLayer(FINETUNE_FROM).input as tf.SymbolicTensor;
+  const bottom = compileFrozenBase(tf.model({ inputs: model.inputs, outputs: start }));
+  return { bottom, top: modelFrom(model, start, 'finetune_top').model };
 }
 
 async function buildNetwork(network: Network, size: number): Promise<tf.LayersModel> {
@@ -173,13 +160,21 @@ async function measure(
   const training = TRAINING.has(network);
   // Feature extraction runs frozen bases through compileFrozenBase (BatchNorm folded, ReLU6 fused): time that.
   const frozen = !training && opts.forwardPath === 'compiled' ? compileFrozenBase(model) : null;
+  // Fine-tuning on images trains only what is above the frozen bottom, which runs compiled (--forward-path predict:
+  // the whole model through tfjs-layers, frozen layers included).
+  const split = network === 'mobilenet_v2_finetune' && opts.forwardPath === 'compiled' ? splitFrozenBottom(model) : null;
+  const trained = split?.top ?? model;
   if (training) {
     // RMSprop as the book compiles (lr 1e-4 for the convnet, 2e-5 when fine-tuning).
     const lr = network === 'convnet' ? 1e-4 : 2e-5;
-    model.compile({ optimizer: tf.train.rmsprop(lr), loss: 'binaryCrossentropy', metrics: ['accuracy'] });
+    trained.compile({ optimizer: tf.train.rmsprop(lr), loss: 'binaryCrossentropy', metrics: ['accuracy'] });
   }
   const step = async () => {
-    if (training) {
+    if (split) {
+      const a = split.bottom.predict(x) as tf.Tensor;
+      await trained.trainOnBatch(a, y);
+      a.dispose();
+    } else if (training) {
       await model.trainOnBatch(x, y);
     } else {
       const out = (frozen ? frozen.predict(x) : model.predict(x)) as tf.Tensor;
@@ -210,6 +205,7 @@ async function measure(
   x.dispose();
   y.dispose();
   frozen?.dispose();
+  split?.bottom.dispose();
   model.dispose();
   return { network, backend: tf.getBackend(), ms: median(samples), samples };
 }
@@ -279,6 +275,8 @@ function measureTorch(opts: Options, steps: number): Record<string, number> | st
     { encoding: 'utf8', maxBuffer: 1 << 24 },
   );
   if (r.status !== 0) return `PyTorch run failed: ${(r.stderr || '').trim().split('\n').pop()}`;
+  // its per-network samples, for the record
+  for (const l of (r.stderr || '').split('\n')) if (/^torch \S+: /.test(l)) console.log(`  ${l}`);
   const line = r.stdout.trim().split('\n').pop() ?? '{}';
   return JSON.parse(line) as Record<string, number>;
 }
@@ -297,7 +295,7 @@ async function main(argv: string[]): Promise<void> {
     .option('--no-torch', 'skip the PyTorch peer')
     .option('--profile', 'print the slowest kernels of one step per network', false)
     .addOption(
-      new Option('--forward-path <path>', 'forward-only networks: compiled (BatchNorm folded, as feature extraction runs) or predict (tfjs-layers)')
+      new Option('--forward-path <path>', 'frozen layers: compiled (BatchNorm folded, as the strategies run them) or predict (tfjs-layers)')
         .choices(FORWARD_PATHS)
         .default('compiled'),
     )
@@ -326,7 +324,10 @@ async function main(argv: string[]): Promise<void> {
     backend: raw.backend as BackendRequest,
     child: raw.child as Network | undefined,
   };
-  const steps = opts.steps ?? (opts.quick ? 2 : 5);
+  const steps = opts.steps ?? (opts.quick ? 2 : 10);
+  // PyTorch's step times here are bimodal (e.g. 104–254 ms for the same step), so it gets at least 10 steps:
+  // a few seconds, and a median that does not flatter the ratio.
+  const torchSteps = Math.max(steps, 10);
 
   if (opts.child) {
     await initBackend({ backend: opts.backend, threads: opts.threads, log: () => {} });
@@ -336,7 +337,7 @@ async function main(argv: string[]): Promise<void> {
   }
 
   const choice = await initBackend({ backend: 'wasm', threads: opts.threads, log: (l) => console.log(l) });
-  console.log(`batch ${opts.batch}, ${opts.size}×${opts.size}×3, ${steps} timed steps after 1 warm-up, median reported; forward-only networks: ${opts.forwardPath === 'compiled' ? 'compileFrozenBase (as feature extraction runs)' : 'model.predict'}`);
+  console.log(`batch ${opts.batch}, ${opts.size}×${opts.size}×3, ${steps} timed steps after 1 warm-up, median reported; frozen layers: ${opts.forwardPath === 'compiled' ? 'compileFrozenBase (as the strategies run them)' : 'model.predict / tfjs-layers'}`);
 
   const wasm = new Map<Network, Measurement>();
   for (const n of networks) {
@@ -347,7 +348,7 @@ async function main(argv: string[]): Promise<void> {
 
   let torch: Record<string, number> = {};
   if (opts.torch) {
-    const t = measureTorch(opts, steps);
+    const t = measureTorch(opts, torchSteps);
     if (typeof t === 'string') console.log(`  torch: ${t}`);
     else {
       torch = t;

@@ -11,6 +11,7 @@ import {
   applyAffine,
   createBatchStream,
   decodeResized,
+  type JpegDecoder,
   loadSamples,
   openDatasetSource,
   resolveAugmentOptions,
@@ -69,7 +70,7 @@ function augmentFromFlags(f: AugmentFlags): AugmentOptions {
   });
 }
 
-async function preview(opts: AugmentFlags & { image: string; count: number; cols: number; out: string; seed: number; size: number; interpolation: 'nearest' | 'bilinear' }) {
+async function preview(opts: AugmentFlags & { image: string; count: number; cols: number; out: string; seed: number; size: number; interpolation: 'nearest' | 'bilinear'; jpegDecoder: JpegDecoder }) {
   const file = resolvePath(opts.image);
   if (!existsSync(file) || !statSync(file).isFile()) throw new UserError(`image not found: ${file}`);
   const augment = augmentFromFlags(opts);
@@ -77,7 +78,7 @@ async function preview(opts: AugmentFlags & { image: string; count: number; cols
   const w = opts.size;
   let decoded: Uint8Array;
   try {
-    decoded = await decodeResized(await readFile(file), h, w, opts.interpolation);
+    decoded = await decodeResized(await readFile(file), h, w, opts.interpolation, opts.jpegDecoder);
   } catch (err) {
     throw new UserError(`cannot decode ${file}: ${(err as Error).message}`);
   }
@@ -115,7 +116,7 @@ const median = (xs: number[]) => {
 
 async function bench(opts: AugmentFlags & {
   source: string; limit: number; workers: number; batch: number; size: number; passes: number; split: 'train' | 'validation' | 'test';
-  seed: number; interpolation: 'nearest' | 'bilinear'; augment: boolean; minWorkers: number; json?: string;
+  seed: number; interpolation: 'nearest' | 'bilinear'; jpegDecoder: JpegDecoder; augment: boolean; minWorkers: number; json?: string;
 }) {
   const url = /^s3:\/\//.test(opts.source) ? opts.source : resolvePath(opts.source);
   if (!url.startsWith('s3://') && !existsSync(url)) throw new UserError(`source not found: ${url}`);
@@ -144,7 +145,7 @@ async function bench(opts: AugmentFlags & {
   for (let workers = Math.min(opts.minWorkers, opts.workers); workers <= opts.workers; workers++) {
     const stream = await createBatchStream({
       source, batchSize: opts.batch, targetSize: [opts.size, opts.size], augment, shuffle: true, seed: opts.seed,
-      workers, epochs: opts.passes, interpolation: opts.interpolation,
+      workers, epochs: opts.passes, interpolation: opts.interpolation, jpegDecoder: opts.jpegDecoder,
     });
     await stream.ready();
     const rates: number[] = [];
@@ -205,7 +206,8 @@ addAugmentFlags(
     .option('--out <file>', 'grid PNG to write', 'augment-preview.png')
     .option('--seed <n>', 'seed (tile i is epoch i of a stream with this seed)', int('--seed'), 1)
     .option('--size <px>', 'target size (square)', int('--size'), 150)
-    .addOption(new Option('--interpolation <kind>', 'resize kernel').choices(['nearest', 'bilinear']).default('nearest')),
+    .addOption(new Option('--interpolation <kind>', 'resize kernel').choices(['nearest', 'bilinear']).default('nearest'))
+    .addOption(new Option('--jpeg-decoder <kind>', "fast (TurboJPEG's fast IDCT) or exact (PIL's pixels, via sharp)").choices(['fast', 'exact']).default('fast')),
 ).action(preview);
 
 addAugmentFlags(
@@ -223,7 +225,8 @@ addAugmentFlags(
     .option('--seed <n>', 'seed', int('--seed'), 1)
     .option('--no-augment', 'decode and resize only')
     .option('--json <file>', 'also write the results as JSON')
-    .addOption(new Option('--interpolation <kind>', 'resize kernel').choices(['nearest', 'bilinear']).default('nearest')),
+    .addOption(new Option('--interpolation <kind>', 'resize kernel').choices(['nearest', 'bilinear']).default('nearest'))
+    .addOption(new Option('--jpeg-decoder <kind>', "fast (TurboJPEG's fast IDCT) or exact (PIL's pixels, via sharp)").choices(['fast', 'exact']).default('fast')),
 ).action(bench);
 
 try {

@@ -16,7 +16,7 @@ export {
   type TransformParams,
   type AffineOutput,
 } from './transform.js';
-export { decodeResized, resizeNearest, jpegSize, endsWithEoi, type Interpolation } from './decode.js';
+export { decodeResized, resizeNearest, jpegSize, endsWithEoi, type Interpolation, type JpegDecoder } from './decode.js';
 export { loadSamples, openDatasetSource, DEFAULT_MAX_SOURCE_BYTES, type SampleSource, type LoadedSamples } from './source.js';
 export {
   createBatchStream,

@@ -4,7 +4,7 @@ import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { Piscina } from 'piscina';
 import type { SplitName } from '@catdog/dataset';
-import type { Interpolation } from './decode.js';
+import type { Interpolation, JpegDecoder } from './decode.js';
 import { resolveAugmentOptions, type AugmentOptions } from './options.js';
 import { epochOrder } from './random.js';
 import { loadSamples, openDatasetSource, type LoadedSamples, type SampleSource } from './source.js';
@@ -35,6 +35,8 @@ export interface BatchStreamOptions {
   rescale?: number;
   /** Resize kernel to the target size. Default 'nearest' (Keras' default). */
   interpolation?: Interpolation;
+  /** JPEG decoding: 'fast' (TurboJPEG's fast IDCT, default) or 'exact' (PIL's pixels, through sharp). */
+  jpegDecoder?: JpegDecoder;
   /** Epochs to produce; Infinity = endless like flow_from_directory. Default Infinity. */
   epochs?: number;
   /** First epoch number (resuming a run gives the same batches as an uninterrupted one). Default 0. */
@@ -143,6 +145,7 @@ export async function createBatchStream(options: BatchStreamOptions): Promise<Ba
   const dtype = options.dtype ?? 'float32';
   const rescale = options.rescale ?? 1 / 255;
   const interpolation = options.interpolation ?? 'nearest';
+  const jpegDecoder = options.jpegDecoder ?? 'fast';
 
   const source =
     typeof options.source === 'string'
@@ -151,7 +154,7 @@ export async function createBatchStream(options: BatchStreamOptions): Promise<Ba
   const loaded = await loadSamples(source, options.maxSourceBytes);
   return new PooledBatchStream(loaded, {
     batchSize, height, width, augment, shuffle, seed, workers, prefetch, epochs, initialEpoch, dtype, rescale,
-    interpolation, dropRemainder: options.dropRemainder ?? false, onEpochEnd: options.onEpochEnd,
+    interpolation, jpegDecoder, dropRemainder: options.dropRemainder ?? false, onEpochEnd: options.onEpochEnd,
     crashMarker: options.crashMarker,
   });
 }
@@ -170,6 +173,7 @@ interface Resolved {
   dtype: 'float32' | 'uint8';
   rescale: number;
   interpolation: Interpolation;
+  jpegDecoder: JpegDecoder;
   dropRemainder: boolean;
   onEpochEnd?: (report: EpochReport) => void;
   crashMarker?: string;
@@ -259,6 +263,7 @@ class PooledBatchStream implements BatchStream {
         dtype: this.o.dtype,
         rescale: this.o.rescale,
         interpolation: this.o.interpolation,
+        jpegDecoder: this.o.jpegDecoder,
         crashMarker: this.o.crashMarker,
       };
       const out = this.spare.pop();

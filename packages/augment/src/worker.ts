@@ -3,7 +3,7 @@
 import { existsSync, unlinkSync } from 'node:fs';
 import { threadId } from 'node:worker_threads';
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
-import { configureSharpForWorkers, decodeResized, type Interpolation } from './decode.js';
+import { configureSharpForWorkers, decodeResized, type Interpolation, type JpegDecoder } from './decode.js';
 import type { AugmentOptions } from './options.js';
 import { sampleRng } from './random.js';
 import { applyAffine, sampleTransform, transformMatrix } from './transform.js';
@@ -29,6 +29,7 @@ export interface BatchTask {
   dtype: 'float32' | 'uint8';
   rescale: number;
   interpolation: Interpolation;
+  jpegDecoder: JpegDecoder;
   /** Test hook: if this file exists, the worker that manages to delete it exits mid-task (simulated crash). */
   crashMarker?: string;
   /** A recycled batch buffer (moved here) to write into, instead of allocating one. */
@@ -81,7 +82,7 @@ async function runBatch(task: BatchTask): Promise<BatchResult> {
   const decode = (pos: number): Promise<Uint8Array | Error> => {
     const i = indices[pos];
     const view = bytes.subarray(spans[2 * i], spans[2 * i] + spans[2 * i + 1]);
-    return decodeResized(view, h, w, task.interpolation).catch((err: unknown) =>
+    return decodeResized(view, h, w, task.interpolation, task.jpegDecoder).catch((err: unknown) =>
       err instanceof Error ? err : new Error(String(err)),
     );
   };

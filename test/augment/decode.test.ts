@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import jpegTurbo from '@julusian/jpeg-turbo';
-import { decodeResized, endsWithEoi, jpegSize, resizeNearest } from '@catdog/augment';
+import { applyAffine, decodeForSampling, decodeResized, endsWithEoi, IDENTITY_PARAMS, jpegSize, resizeNearest, transformMatrix } from '@catdog/augment';
 import { kaggleTrainDir } from '../helpers/fixtures.js';
 
 test('resizeNearest uses PIL’s mapping ⌊(i + ½)·H/h⌋', () => {
@@ -88,4 +88,27 @@ test('endsWithEoi: the fast path takes only JPEGs whose last marker is end-of-im
   assert.equal(endsWithEoi(bytes.subarray(0, bytes.length - 1)), false);
   assert.equal(endsWithEoi(bytes.subarray(0, 5000)), false);
   assert.equal(endsWithEoi(Buffer.alloc(0)), false);
+});
+
+test('the affine sampling a full-size decode through nearestLayout equals resizing first, bit for bit, for every fill mode', async () => {
+  const bytes = readFileSync(join(kaggleTrainDir, 'dog.12.jpg'));
+  const { pixels, layout } = await decodeForSampling(bytes, 150, 120);
+  assert.ok(layout, 'a Kaggle JPEG takes the fast path');
+  const resized = await decodeResized(bytes, 150, 120);
+  for (const fillMode of ['nearest', 'constant', 'reflect', 'wrap'] as const) {
+    for (const params of [
+      { ...IDENTITY_PARAMS },
+      { ...IDENTITY_PARAMS, theta: 33, tx: 17.3, ty: -40.2, shear: 12, zx: 0.85, zy: 1.17, flipHorizontal: true },
+      { ...IDENTITY_PARAMS, tx: 7, ty: -3 }, // whole-pixel shift: the copy path
+    ]) {
+      const m = transformMatrix(params, 150, 120);
+      const out = { rescale: 1 / 255, flipHorizontal: params.flipHorizontal };
+      const viaTables = applyAffine(pixels, 150, 120, m, fillMode, 9, { data: new Float32Array(150 * 120 * 3), ...out }, layout);
+      const viaResize = applyAffine(resized, 150, 120, m, fillMode, 9, { data: new Float32Array(150 * 120 * 3), ...out });
+      assert.deepEqual(Buffer.from(viaTables.buffer), Buffer.from(viaResize.buffer), `${fillMode} ${JSON.stringify(params)}`);
+    }
+  }
+  // Non-JPEG input: resized pixels, no tables
+  const png = await sharp(bytes).png().toBuffer();
+  assert.equal((await decodeForSampling(png, 150, 120)).layout, undefined);
 });

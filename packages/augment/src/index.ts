@@ -14,9 +14,11 @@ export {
   applyAffine,
   IDENTITY_PARAMS,
   type TransformParams,
+  packedLayout,
   type AffineOutput,
+  type SourceLayout,
 } from './transform.js';
-export { decodeResized, resizeNearest, jpegSize, endsWithEoi, type Interpolation, type JpegDecoder } from './decode.js';
+export { decodeResized, decodeForSampling, nearestLayout, resizeNearest, jpegSize, endsWithEoi, type Interpolation, type JpegDecoder } from './decode.js';
 export { loadSamples, openDatasetSource, DEFAULT_MAX_SOURCE_BYTES, type SampleSource, type LoadedSamples } from './source.js';
 export {
   createBatchStream,

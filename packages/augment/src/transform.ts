@@ -104,6 +104,25 @@ export function transformMatrix(params: TransformParams, height: number, width: 
   return Float64Array.of(c[0], c[1], c[2], c[3], c[4], c[5]);
 }
 
+/**
+ * Where row i and column j of the (conceptual) height × width source start in `src`: element offsets. The default is
+ * a packed h × w × 3 image; a nearest-neighbour resize is the same image seen through index tables, so the affine can
+ * sample a full-size decode directly (exactly what resizing first would give, without building the resized copy).
+ */
+export interface SourceLayout {
+  rows: Int32Array;
+  cols: Int32Array;
+}
+
+/** The layout of a packed height × width × 3 image. */
+export function packedLayout(height: number, width: number): SourceLayout {
+  const rows = new Int32Array(height);
+  const cols = new Int32Array(width);
+  for (let i = 0; i < height; i++) rows[i] = i * width * 3;
+  for (let j = 0; j < width; j++) cols[j] = j * 3;
+  return { rows, cols };
+}
+
 /** Where the pixels go and how they are scaled. */
 export interface AffineOutput {
   /** destination; Float32Array gets v·rescale (float32 arithmetic, like Keras' standardize), Uint8Array gets round(v) */
@@ -142,12 +161,12 @@ function storeValue(data: Float32Array | Uint8Array, dst: number, v: number, res
 
 /** Pixels whose sample point is outside the interior: scipy's boundary modes. */
 function sampleBorder(
-  src: Uint8Array, h: number, w: number, y: number, x: number, fillMode: FillMode, cval: number,
+  src: Uint8Array, layout: SourceLayout, h: number, w: number, y: number, x: number, fillMode: FillMode, cval: number,
   data: Float32Array | Uint8Array, dst: number, rescale: number,
 ): void {
   const hMax = h - 1;
   const wMax = w - 1;
-  const rowStride = w * 3;
+  const { rows, cols } = layout;
   let y0: number, y1: number, x0: number, x1: number, ty: number, tx: number;
   if (fillMode === 'reflect') {
     const fy = Math.floor(y);
@@ -174,8 +193,8 @@ function sampleBorder(
     ty = y - y0;
     tx = x - x0;
   }
-  const p00 = y0 * rowStride + x0 * 3, p01 = y0 * rowStride + x1 * 3;
-  const p10 = y1 * rowStride + x0 * 3, p11 = y1 * rowStride + x1 * 3;
+  const p00 = rows[y0] + cols[x0], p01 = rows[y0] + cols[x1];
+  const p10 = rows[y1] + cols[x0], p11 = rows[y1] + cols[x1];
   const w00 = (1 - ty) * (1 - tx), w01 = (1 - ty) * tx, w10 = ty * (1 - tx), w11 = ty * tx;
   for (let k = 0; k < 3; k++) {
     storeValue(data, dst + k, src[p00 + k] * w00 + src[p01 + k] * w01 + src[p10 + k] * w10 + src[p11 + k] * w11, rescale);
@@ -185,6 +204,7 @@ function sampleBorder(
 /**
  * scipy.ndimage.affine_transform(channel, matrix[:2,:2], matrix[:2,2], order=1, mode=fillMode, cval) on each
  * channel of an HWC RGB image, then Keras' flips. Writes into out.data (a batch buffer) or a new Float32Array.
+ * `layout` says where the source's rows and columns are in `src` (default: packed height × width × 3).
  */
 export function applyAffine(
   src: Uint8Array,
@@ -194,10 +214,16 @@ export function applyAffine(
   fillMode: FillMode = 'nearest',
   cval = 0,
   out?: AffineOutput,
+  layout?: SourceLayout,
 ): Float32Array | Uint8Array {
   const h = height;
   const w = width;
-  if (src.length < h * w * 3) throw new RangeError(`applyAffine: source has ${src.length} bytes, need ${h * w * 3}`);
+  if (layout) {
+    if (layout.rows.length !== h || layout.cols.length !== w) throw new RangeError(`applyAffine: layout is ${layout.rows.length}×${layout.cols.length}, image ${h}×${w}`);
+  } else if (src.length < h * w * 3) {
+    throw new RangeError(`applyAffine: source has ${src.length} bytes, need ${h * w * 3}`);
+  }
+  const { rows, cols } = layout ?? packedLayout(h, w);
   const data = out?.data ?? new Float32Array(h * w * 3);
   const base = out?.offset ?? 0;
   const isFloat = data instanceof Float32Array;
@@ -238,7 +264,7 @@ export function applyAffine(
             xi = wrapCoordinate(x, w);
           }
         }
-        const p = yi * rowStride + xi * 3;
+        const p = rows[yi] + cols[xi];
         store(dst, src[p]); store(dst + 1, src[p + 1]); store(dst + 2, src[p + 2]);
       }
     }
@@ -256,31 +282,35 @@ export function applyAffine(
       let y = ar + m01 * c + m02;
       let x = br + m11 * c + m12;
       const dst = dRow + (flipH ? wMax - c : c) * 3;
-      let y0: number, x0: number, dy: number, dx: number;
+      let y0: number, x0: number, y1: number, x1: number;
       if (y >= 0 && y < hMax && x >= 0 && x < wMax) {
         // Interior (the common case): both neighbours exist on each axis.
         y0 = y | 0;
         x0 = x | 0;
-        dy = rowStride;
-        dx = 3;
+        y1 = y0 + 1;
+        x1 = x0 + 1;
       } else if (clampNearest) {
         // 'nearest' (the book's mode) inline: clamp the point, the neighbour past the last sample has weight 0.
         y = y < 0 ? 0 : y > hMax ? hMax : y;
         x = x < 0 ? 0 : x > wMax ? wMax : x;
         y0 = y | 0;
         x0 = x | 0;
-        dy = y0 < hMax ? rowStride : 0;
-        dx = x0 < wMax ? 3 : 0;
+        y1 = y0 < hMax ? y0 + 1 : y0;
+        x1 = x0 < wMax ? x0 + 1 : x0;
       } else {
-        sampleBorder(src, h, w, y, x, fillMode, cval, data, dst, rs);
+        sampleBorder(src, { rows, cols }, h, w, y, x, fillMode, cval, data, dst, rs);
         continue;
       }
       const ty = y - y0;
       const tx = x - x0;
-      const p00 = y0 * rowStride + x0 * 3;
-      const p01 = p00 + dx;
-      const p10 = p00 + dy;
-      const p11 = p10 + dx;
+      const r0 = rows[y0];
+      const r1 = rows[y1];
+      const c0 = cols[x0];
+      const c1 = cols[x1];
+      const p00 = r0 + c0;
+      const p01 = r0 + c1;
+      const p10 = r1 + c0;
+      const p11 = r1 + c1;
       const w00 = (1 - ty) * (1 - tx), w01 = (1 - ty) * tx, w10 = ty * (1 - tx), w11 = ty * tx;
       const v0 = src[p00] * w00 + src[p01] * w01 + src[p10] * w10 + src[p11] * w11;
       const v1 = src[p00 + 1] * w00 + src[p01 + 1] * w01 + src[p10 + 1] * w10 + src[p11 + 1] * w11;

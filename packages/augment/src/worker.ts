@@ -3,7 +3,7 @@
 import { existsSync, unlinkSync } from 'node:fs';
 import { threadId } from 'node:worker_threads';
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
-import { configureSharpForWorkers, decodeResized, type Interpolation, type JpegDecoder } from './decode.js';
+import { configureSharpForWorkers, decodeForSampling, type Interpolation, type JpegDecoder } from './decode.js';
 import type { AugmentOptions } from './options.js';
 import { sampleRng } from './random.js';
 import { applyAffine, sampleTransform, transformMatrix } from './transform.js';
@@ -79,10 +79,11 @@ async function runBatch(task: BatchTask): Promise<BatchResult> {
   const buffer = task.out && task.out.byteLength >= n * pixels * bytesPer ? task.out : new ArrayBuffer(n * pixels * bytesPer);
   // Every element of the first n images is written below, so a recycled buffer needs no clearing.
   const out = task.dtype === 'uint8' ? new Uint8Array(buffer, 0, n * pixels) : new Float32Array(buffer, 0, n * pixels);
-  const decode = (pos: number): Promise<Uint8Array | Error> => {
+  const decode = (pos: number): Promise<Awaited<ReturnType<typeof decodeForSampling>> | Error> => {
     const i = indices[pos];
     const view = bytes.subarray(spans[2 * i], spans[2 * i] + spans[2 * i + 1]);
-    return decodeResized(view, h, w, task.interpolation, task.jpegDecoder).catch((err: unknown) =>
+    // The nearest resize is folded into the affine's sampling (index tables into the full-size decode).
+    return decodeForSampling(view, h, w, task.interpolation, task.jpegDecoder).catch((err: unknown) =>
       err instanceof Error ? err : new Error(String(err)),
     );
   };
@@ -99,12 +100,12 @@ async function runBatch(task: BatchTask): Promise<BatchResult> {
     const slot = kept.length;
     if (task.augment) {
       const params = sampleTransform(task.augment, sampleRng(task.seed, task.epoch, task.keys[pos]), h, w);
-      applyAffine(image, h, w, transformMatrix(params, h, w), task.augment.fillMode, task.augment.cval, {
+      applyAffine(image.pixels, h, w, transformMatrix(params, h, w), task.augment.fillMode, task.augment.cval, {
         data: out, offset: slot * pixels, rescale: task.rescale,
         flipHorizontal: params.flipHorizontal, flipVertical: params.flipVertical,
-      });
+      }, image.layout);
     } else {
-      applyAffine(image, h, w, IDENTITY, 'nearest', 0, { data: out, offset: slot * pixels, rescale: task.rescale });
+      applyAffine(image.pixels, h, w, IDENTITY, 'nearest', 0, { data: out, offset: slot * pixels, rescale: task.rescale }, image.layout);
     }
     kept.push(pos);
   }

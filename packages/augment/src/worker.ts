@@ -9,19 +9,6 @@ import { sampleRng } from './random.js';
 import { applyAffine, sampleTransform, transformMatrix } from './transform.js';
 
 configureSharpForWorkers();
-warmUp();
-
-/**
- * Runs the hot path (sampling, JPEG decode) on a synthetic image at start-up, so V8 has optimized it before the
- * first real batch instead of during it (the first epoch was ~15% slower than the next ones without this).
- */
-function warmUp(): void {
-  const size = 150;
-  const image = new Uint8Array(size * size * 3).map((_, i) => (i * 31) & 255);
-  const out = new Float32Array(size * size * 3);
-  const rotate = transformMatrix({ theta: 20, tx: 3.5, ty: -2.5, shear: 5, zx: 1.1, zy: 0.9, flipHorizontal: false, flipVertical: false }, size, size);
-  for (let i = 0; i < 20; i++) applyAffine(image, size, size, rotate, 'nearest', 0, { data: out, rescale: 1 / 255, flipHorizontal: i % 2 === 0 });
-}
 
 /** The encoded samples, shared by every worker without copies. */
 export interface SharedSamples {

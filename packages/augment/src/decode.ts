@@ -40,13 +40,16 @@ export function jpegSize(bytes: Uint8Array): { width: number; height: number } |
  * (⌊(i + ½)·H/h⌋, ⌊(j + ½)·W/w⌋).
  */
 export function resizeNearest(src: Uint8Array, srcHeight: number, srcWidth: number, height: number, width: number): Uint8Array {
-  const out = new Uint8Array(height * width * 3);
-  const cols = new Int32Array(width);
-  for (let j = 0; j < width; j++) cols[j] = Math.min(srcWidth - 1, Math.floor(((j + 0.5) * srcWidth) / width)) * 3;
-  for (let i = 0; i < height; i++) {
-    const row = Math.min(srcHeight - 1, Math.floor(((i + 0.5) * srcHeight) / height)) * srcWidth * 3;
-    let d = i * width * 3;
-    for (let j = 0; j < width; j++, d += 3) {
+  return gather(src, nearestLayout(srcHeight, srcWidth, height, width));
+}
+
+/** The packed image a layout describes: row i, column j of the result is rows[i] + cols[j] of src. */
+function gather(src: Uint8Array, { rows, cols }: SourceLayout): Uint8Array {
+  const out = new Uint8Array(rows.length * cols.length * 3);
+  let d = 0;
+  for (let i = 0; i < rows.length; i++) {
+    const row = rows[i];
+    for (let j = 0; j < cols.length; j++, d += 3) {
       const p = row + cols[j];
       out[d] = src[p];
       out[d + 1] = src[p + 1];
@@ -99,9 +102,20 @@ export function nearestLayout(srcHeight: number, srcWidth: number, height: numbe
   return { rows, cols };
 }
 
+/** JPEGs at least this many times larger than the target take sharp's shrink-on-load path. */
+const SHRINK_ON_LOAD_FACTOR = 4;
+
 /**
- * What decodeResized gives, as pixels to sample: for a JPEG on the fast path, the full-size decode (in this
- * thread's reused buffer, valid until the next decode) with the nearest-resize tables; else the resized pixels.
+ * Decodes an encoded image (JPEG, PNG, WebP, …) for sampling at height × width, as sRGB bytes. Throws on corrupt
+ * input. For a JPEG on TurboJPEG's path, `pixels` is the full-size decode (in this thread's reused buffer, valid
+ * until the next decode) and `layout` the nearest resize's index tables into it; otherwise `pixels` is already
+ * height × width × 3 and there is no layout.
+ *
+ * 'nearest': a full-size decode (TurboJPEG for `jpegDecoder` 'fast', else sharp) then PIL's nearest mapping
+ * (exactly Keras' resize), except for JPEGs ≥ 4× the target, which libjpeg decodes at 1/4 or 1/8 scale first
+ * (shrink-on-load, like PIL's draft mode) before sharp's nearest resize. For the Kaggle photos (~500×375 → 150×150)
+ * the full decode is cheaper than sharp's 1/2-scale decode + resize.
+ * 'bilinear': sharp's linear kernel (shrink-on-load for JPEG).
  */
 export async function decodeForSampling(
   bytes: Uint8Array,
@@ -110,43 +124,15 @@ export async function decodeForSampling(
   interpolation: Interpolation = 'nearest',
   jpegDecoder: JpegDecoder = 'fast',
 ): Promise<{ pixels: Uint8Array; layout?: SourceLayout }> {
-  if (interpolation === 'nearest' && jpegDecoder === 'fast') {
-    const size = jpegSize(bytes);
-    if (size && Math.min(size.width / width, size.height / height) < SHRINK_ON_LOAD_FACTOR) {
-      const fast = decodeJpegFast(bytes, size);
-      if (fast) return { pixels: fast, layout: nearestLayout(size.height, size.width, height, width) };
-    }
-  }
-  return { pixels: await decodeResized(bytes, height, width, interpolation, jpegDecoder) };
-}
-
-/** JPEGs at least this many times larger than the target take sharp's shrink-on-load path. */
-const SHRINK_ON_LOAD_FACTOR = 4;
-
-/**
- * Decodes an encoded image (JPEG, PNG, WebP, …) to height × width × 3 sRGB bytes. Throws on corrupt input.
- *
- * 'nearest': a full-size decode (TurboJPEG for `jpegDecoder` 'fast', else sharp) then PIL's nearest mapping (exactly Keras' resize), except for JPEGs ≥ 4× the target,
- * which libjpeg decodes at 1/4 or 1/8 scale first (shrink-on-load, like PIL's draft mode) before sharp's nearest resize.
- * For the Kaggle photos (~500×375 → 150×150) the full decode is cheaper than sharp's 1/2-scale decode + resize.
- * 'bilinear': sharp's linear kernel (shrink-on-load for JPEG).
- */
-export async function decodeResized(
-  bytes: Uint8Array,
-  height: number,
-  width: number,
-  interpolation: Interpolation = 'nearest',
-  jpegDecoder: JpegDecoder = 'fast',
-): Promise<Uint8Array> {
   if (interpolation === 'nearest') {
     const size = jpegSize(bytes);
     if (!size || Math.min(size.width / width, size.height / height) < SHRINK_ON_LOAD_FACTOR) {
       const fast = size && jpegDecoder === 'fast' && decodeJpegFast(bytes, size);
-      if (fast) return size.width === width && size.height === height ? fast.slice() : resizeNearest(fast, size.height, size.width, height, width);
+      if (fast) return { pixels: fast, layout: nearestLayout(size.height, size.width, height, width) };
       const { data, info } = await sharp(bytes).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
       if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels, expected 3`);
       const pixels = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-      return info.width === width && info.height === height ? pixels : resizeNearest(pixels, info.height, info.width, height, width);
+      return { pixels: info.width === width && info.height === height ? pixels : resizeNearest(pixels, info.height, info.width, height, width) };
     }
   }
   const { data, info } = await sharp(bytes)
@@ -158,7 +144,19 @@ export async function decodeResized(
   if (info.channels !== 3 || info.width !== width || info.height !== height) {
     throw new Error(`decoded to ${info.width}×${info.height}×${info.channels}, expected ${width}×${height}×3`);
   }
-  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  return { pixels: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+}
+
+/** Decodes an encoded image to height × width × 3 sRGB bytes of its own (decodeForSampling, resized). */
+export async function decodeResized(
+  bytes: Uint8Array,
+  height: number,
+  width: number,
+  interpolation: Interpolation = 'nearest',
+  jpegDecoder: JpegDecoder = 'fast',
+): Promise<Uint8Array> {
+  const { pixels, layout } = await decodeForSampling(bytes, height, width, interpolation, jpegDecoder);
+  return layout ? gather(pixels, layout) : pixels;
 }
 
 /** One worker thread should use one core: no libvips thread pool per image, no operation cache. */

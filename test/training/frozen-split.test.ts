@@ -8,7 +8,7 @@ import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '@catdog/backend';
 import { compileFrozenBase, loadMobileNetV2Base, setTrainableFrom } from '@catdog/models';
-import { modelFrom } from '@catdog/training';
+import { splitAtLayer } from '@catdog/training';
 import { kaggleTrainDir, mobilenetV2Dir } from '../helpers/fixtures.js';
 
 const SIZE = 64;
@@ -43,9 +43,9 @@ test('training above the compiled frozen bottom changes the same weights, by the
   whole.compile({ optimizer: tf.train.sgd(0.5), loss: 'binaryCrossentropy' });
   for (let i = 0; i < 2; i++) await whole.trainOnBatch(x, y);
 
-  const start = split.getLayer(FROM).input as tf.SymbolicTensor;
-  const bottom = compileFrozenBase(tf.model({ inputs: split.inputs, outputs: start }));
-  const top = modelFrom(split, start, 'top').model;
+  const parts = splitAtLayer(split, FROM, 'finetune');
+  const bottom = compileFrozenBase(parts.bottom);
+  const top = parts.top.model;
   assert.equal(top.trainableWeights.length, whole.trainableWeights.length, 'the top holds every trainable weight');
   top.compile({ optimizer: tf.train.sgd(0.5), loss: 'binaryCrossentropy' });
   for (let i = 0; i < 2; i++) {

@@ -127,3 +127,18 @@ export function modelFrom(model: tf.LayersModel, start: tf.SymbolicTensor, name:
   };
   return { model: tf.model({ inputs: input, outputs: map(model.outputs[0]), name }), map };
 }
+
+/**
+ * `model` cut just below its layer `layerName`: `bottom` computes that layer's input, `top` (modelFrom) the rest,
+ * sharing every layer with `model`.
+ */
+export function splitAtLayer(model: tf.LayersModel, layerName: string, name: string): { bottom: tf.LayersModel; top: ReturnType<typeof modelFrom> } {
+  const layer = model.layers.find((l) => l.name === layerName);
+  if (!layer) throw new UserError(`no such layer in ${model.name}`);
+  const start = layer.input;
+  if (Array.isArray(start)) throw new UserError('the layer has several inputs; choose a layer with one');
+  return {
+    bottom: tf.model({ inputs: model.inputs, outputs: start, name: `${name}_bottom` }),
+    top: modelFrom(model, start, `${name}_top`),
+  };
+}

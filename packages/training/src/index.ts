@@ -22,7 +22,7 @@ export { fitPhase, initialState, evaluateFeed, readCheckpointState, type Batch, 
 export { emptyHistory, historyCsv, type History, type EpochLogs } from './history.js';
 export { saveModel, loadModel, namedVariables } from './model-io.js';
 export { featureCacheKey, type FeatureKeyParts } from './features.js';
-export { defaultWeightsDir, defaultFeatureCacheDir, modelFrom } from './build.js';
+export { defaultWeightsDir, defaultFeatureCacheDir, splitAtLayer } from './build.js';
 export { scaleInput, openFeed, checkDataset, openEvaluationSource } from './data.js';
 export { createProgress, type ProgressSink } from './progress.js';
 export { NanLossError, isOutOfMemory, explainOutOfMemory } from './errors.js';

@@ -11,7 +11,7 @@ import { UserError } from '@catdog/storage';
 import type { SplitName } from '@catdog/dataset';
 import type { TrainConfig } from './config.js';
 import { checkDataset, openFeed, type Feed } from './data.js';
-import { buildDenseHead, compileBinary, defaultFeatureCacheDir, featureTensor, loadConvBase, modelFrom, resolveWeights, weightsIdentity } from './build.js';
+import { buildDenseHead, compileBinary, defaultFeatureCacheDir, featureTensor, loadConvBase, resolveWeights, splitAtLayer, weightsIdentity } from './build.js';
 import { extractFeatures, featureCacheKey, featureFeed, frozenForward, mapFeatureSet, throughFrozen, type FeatureKeyParts, type FeatureSet } from './features.js';
 import { fitPhase, initialState, readCheckpointState, restoreBest, restoreCheckpoint, type BatchFeed, type FitContext, type Phase } from './fit.js';
 import { emptyHistory, writeHistory, type History } from './history.js';
@@ -248,15 +248,12 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
       let finetunePhase: PhaseSpec;
       // The base below `from` stays frozen in both phases: `bottom` computes the input of `from`, `top` is the rest
       // of runModel (unfrozen top of the base + head, sharing runModel's layers).
-      const split = (): { bottom: tf.LayersModel; top: ReturnType<typeof modelFrom> } => {
-        const splitLayer = base.layers.find((l) => l.name === from);
-        if (!splitLayer) throw new UserError(`--fine-tune-from ${from}: no such layer in ${base.name}`);
-        const splitTensor = splitLayer.input;
-        if (Array.isArray(splitTensor)) throw new UserError(`--fine-tune-from ${from}: the layer has several inputs; choose a layer with one`);
-        return {
-          bottom: tf.model({ inputs: base.inputs, outputs: splitTensor, name: `${base.name}_bottom` }),
-          top: modelFrom(runModel, splitTensor, `${base.name}_top`),
-        };
+      const split = () => {
+        try {
+          return splitAtLayer(runModel, from, base.name);
+        } catch (err) {
+          throw err instanceof UserError ? new UserError(`--fine-tune-from ${from}: ${err.message}`) : err;
+        }
       };
       if (cfg.fineTuneInput === 'cached-activations') {
         // The frozen lower part of the base runs once per image; its output (the input of `from`) is cached, and

@@ -14,7 +14,7 @@ import { Command, Option } from 'commander';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendRequest } from '@catdog/backend';
 import { compileFrozenBase, loadMobileNetV2Base, setTrainableFrom, type FrozenBase } from '@catdog/models';
-import { modelFrom } from '@catdog/training';
+import { splitAtLayer } from '@catdog/training';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..', '..');
@@ -114,9 +114,8 @@ async function buildMobilenetFinetune(size: number): Promise<tf.LayersModel> {
  * compileFrozenBase, and only the model above it (sharing the full model's layers) trained on its output.
  */
 function splitFrozenBottom(model: tf.LayersModel): { bottom: FrozenBase; top: tf.LayersModel } {
-  const start = model.getLayer(FINETUNE_FROM).input as tf.SymbolicTensor;
-  const bottom = compileFrozenBase(tf.model({ inputs: model.inputs, outputs: start }));
-  return { bottom, top: modelFrom(model, start, 'finetune_top').model };
+  const { bottom, top } = splitAtLayer(model, FINETUNE_FROM, 'finetune');
+  return { bottom: compileFrozenBase(bottom), top: top.model };
 }
 
 async function buildNetwork(network: Network, size: number): Promise<tf.LayersModel> {

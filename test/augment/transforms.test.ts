@@ -2,11 +2,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import {
   BOOK_AUGMENTATION,
   IDENTITY_PARAMS,
   NO_AUGMENTATION,
   applyAffine,
+  applyAffineReference,
+  decodeResized,
   epochOrder,
   resolveAugmentOptions,
   sampleRng,
@@ -15,6 +19,7 @@ import {
   type FillMode,
   type TransformParams,
 } from '@catdog/augment';
+import { kaggleTrainDir } from '../helpers/fixtures.js';
 
 /** h×w RGB image whose three channels all hold value(r, c). */
 function pattern(h: number, w: number, value: (r: number, c: number) => number): Uint8Array {
@@ -203,4 +208,36 @@ print(worst)`;
   const r = spawnSync('python3', ['-c', py], { input: JSON.stringify({ h, w, src: Array.from(src), cases }), encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   assert.ok(Number(r.stdout.trim()) < 1e-3, `max |ours - scipy| = ${r.stdout.trim()}`);
+});
+
+test('the WASM sampler agrees with the float64 reference on real photos (float32 and uint8, flips, nearest and constant)', async () => {
+  const h = 150, w = 150, n = h * w * 3;
+  const options = resolveAugmentOptions({ ...BOOK_AUGMENTATION, verticalFlip: true });
+  let worstFloat = 0;
+  let worstByte = 0;
+  let compared = 0;
+  for (const name of ['cat.3.jpg', 'dog.7.jpg', 'cat.11.jpg']) {
+    const src = await decodeResized(readFileSync(join(kaggleTrainDir, name)), h, w);
+    for (let k = 0; k < 8; k++) {
+      const p = sampleTransform(options, sampleRng(3, k, name), h, w);
+      const m = transformMatrix(k === 0 ? IDENTITY_PARAMS : p, h, w);
+      for (const mode of ['nearest', 'constant'] as const) {
+        const flips = { flipHorizontal: p.flipHorizontal, flipVertical: p.flipVertical };
+        const fast = applyAffine(src, h, w, m, mode, 9, { data: new Float32Array(n), rescale: 1 / 255, ...flips });
+        const ref = applyAffineReference(src, h, w, m, mode, 9, { data: new Float32Array(n), rescale: 1 / 255, ...flips });
+        const fastBytes = applyAffine(src, h, w, m, mode, 9, { data: new Uint8Array(n), ...flips });
+        const refBytes = applyAffineReference(src, h, w, m, mode, 9, { data: new Uint8Array(n), ...flips });
+        for (let i = 0; i < n; i++) {
+          worstFloat = Math.max(worstFloat, Math.abs(fast[i] - ref[i]) * 255);
+          worstByte = Math.max(worstByte, Math.abs(fastBytes[i] - refBytes[i]));
+        }
+        if (k === 0) assert.deepEqual(fast, ref, 'the identity is exact');
+        compared++;
+      }
+    }
+  }
+  assert.equal(compared, 48);
+  // Float32 blending of float64-derived weights: ~1e-5 of a level; bytes may round the other way at exact halves.
+  assert.ok(worstFloat < 2e-4, `max |wasm - reference| = ${worstFloat} levels`);
+  assert.ok(worstByte <= 1, `max byte difference ${worstByte}`);
 });

@@ -5,6 +5,7 @@
 // 0.33 ms this way, PIL 0.36 ms).
 import jpegTurbo from '@julusian/jpeg-turbo';
 import sharp from 'sharp';
+import { sourceBuffer } from './affine-wasm.js';
 import type { SourceLayout } from './transform.js';
 
 export type Interpolation = 'nearest' | 'bilinear';
@@ -69,8 +70,17 @@ export function endsWithEoi(bytes: Uint8Array): boolean {
   return end >= 4 && bytes[end - 2] === 0xff && bytes[end - 1] === 0xd9;
 }
 
-/** One decode buffer per thread, grown on demand: no 0.5 MB allocation (and later free) per photo. */
+/**
+ * One decode buffer per thread, grown on demand: no 0.5 MB allocation (and later free) per photo. With the WASM
+ * sampler it is the start of the sampler's memory, where applyAffine reads the pixels without a copy.
+ */
 let scratch = Buffer.alloc(0);
+function scratchBuffer(bytes: number): Buffer {
+  const inSampler = sourceBuffer(bytes);
+  if (inSampler) return inSampler;
+  if (scratch.length < bytes) scratch = Buffer.alloc(bytes);
+  return scratch;
+}
 
 /**
  * Full-size RGB pixels of a well-formed JPEG through TurboJPEG, or null to let sharp decide. The pixels live in
@@ -79,7 +89,7 @@ let scratch = Buffer.alloc(0);
 function decodeJpegFast(bytes: Uint8Array, size: { width: number; height: number }): Uint8Array | null {
   if (!endsWithEoi(bytes)) return null;
   const need = size.width * size.height * 3;
-  if (scratch.length < need) scratch = Buffer.alloc(need);
+  const scratch = scratchBuffer(need);
   try {
     const input = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     const out = jpegTurbo.decompressSync(input, scratch, { format: jpegTurbo.FORMAT_RGB });

@@ -12,6 +12,7 @@ export {
   sampleTransform,
   transformMatrix,
   applyAffine,
+  applyAffineReference,
   IDENTITY_PARAMS,
   type TransformParams,
   packedLayout,

@@ -6,9 +6,16 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { winogradWat } from './winograd-wat.mjs';
 
 const dir = join(dirname(fileURLToPath(import.meta.url)), '..', 'wasm');
-const source = readFileSync(join(dir, 'training-kernels.wat'), 'utf8');
+// The Winograd functions are generated (winograd-wat.mjs) and written into the .wat first.
+const watPath = join(dir, 'training-kernels.wat');
+const marked = /  ;; BEGIN winograd[\s\S]*;; END winograd/;
+const original = readFileSync(watPath, 'utf8');
+if (!marked.test(original)) throw new Error(`${watPath}: no BEGIN/END winograd markers`);
+const source = original.replace(marked, () => winogradWat());
+if (source !== original) writeFileSync(watPath, source);
 const tmp = mkdtempSync(join(tmpdir(), 'catdog-wat-'));
 try {
   for (const [suffix, shared, flags] of [

@@ -4,4 +4,10 @@ export type { BackendRequest, BackendChoice, InitBackendOptions } from './select
 export { addBackendOptions } from './cli.js';
 export type { BackendCliOptions } from './cli.js';
 export { BackendUnavailableError } from './errors.js';
-export { registerWasmTrainingKernels, wasmTrainingKernelNames, wasmSimdKernelsLoaded, wasmSimdWorkers } from './wasm-kernels.js';
+export {
+  registerWasmTrainingKernels,
+  wasmTrainingKernelNames,
+  wasmSimdKernelsLoaded,
+  wasmSimdWorkers,
+  wasmWinogradTileSize,
+} from './wasm-kernels.js';

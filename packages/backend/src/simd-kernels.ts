@@ -18,6 +18,16 @@ export interface SimdKernels {
   conv_input_grad_run(dy: number, n: number, Co: number, wt: number, Ci: number, dx: number, dxs: number): void;
   /** out[i] = x[i] > 0 ? dy[i] : 0 for the first 4·vectors floats (byte offsets). */
   relu_grad(x: number, dy: number, out: number, vectors: number): void;
+  /**
+   * Winograd F(m×m, 3×3) filter transform (m = 4 or 6) of a [3, 3, Ci, Co] filter into [(m+2)², Ci, Co],
+   * for the Ci·Co/4 float vectors v0 .. v1 - 1 (byte offsets w, u).
+   */
+  winograd_filter_job(w: number, Ci: number, Co: number, u: number, v0: number, v1: number, m: number): void;
+  /**
+   * One block of Winograd tiles (see the .wat): prm = byte offset of the int32 parameters, tiles
+   * first .. first + count - 1, scratch = this thread's scratch (byte offset).
+   */
+  winograd_tiles(prm: number, first: number, count: number, a3: number, a4: number, a5: number, scratch: number): void;
 }
 
 interface EmscriptenLike {
@@ -63,8 +73,8 @@ export function simdKernels(module: object): SimdKernels | null {
 
 // ---------------------------------------------------------------------------------------------
 // Thread pool: with the threaded tfjs build (shared memory) the kernels also run on worker
-// threads, on the same memory. Jobs are lists of conv_filter_grad_run argument tuples written
-// to wasm memory; workers are woken and joined with Atomics on a small control array.
+// threads, on the same memory. Jobs are lists of kernel calls (7 int32 arguments each, JOB_KERNELS)
+// written to wasm memory; workers are woken and joined with Atomics on a small control array.
 
 export const JOB_ARGS = 7;
 const JOB_TIMEOUT_MS = 120_000;
@@ -109,7 +119,7 @@ export function simdWorkers(module: object, count: number): PoolWorker[] {
 }
 
 /** Kernels a worker job can run (7 int32 arguments per call). */
-export const JOB_KERNELS = { conv_filter_grad_run: 0, conv_input_grad_run: 1 } as const;
+export const JOB_KERNELS = { conv_filter_grad_run: 0, conv_input_grad_run: 1, winograd_tiles: 2, winograd_filter_job: 3 } as const;
 
 /**
  * Starts a job on a worker. The job (int32 words at byte offset `job` in wasm memory) is

@@ -2,14 +2,16 @@
 // tfjs wasm backend's shared memory and runs the calls the main thread lists for it.
 // Control words (Int32Array on a SharedArrayBuffer): 0 job sequence (main → worker), 1 job done
 // (worker → main), 2 byte offset of the job in wasm memory (layout in simd-kernels.ts, startJob),
-// 4 0 ok / 1 failed, 5 ready (set once the kernels are instantiated), 6 kernel (0 filter
-// gradient, 1 input gradient), 7 base added to each call's last argument.
+// 4 0 ok / 1 failed, 5 ready (set once the kernels are instantiated), 6 kernel (index in RUNS,
+// as JOB_KERNELS), 7 base added to each call's last argument.
 import { workerData } from 'node:worker_threads';
 
 const { memory, module, control } = workerData;
 const ctrl = new Int32Array(control);
 const kernels = new WebAssembly.Instance(module, { env: { memory } }).exports;
 const ARGS = 7; // int32 arguments per kernel call
+// Indexed by the kernel word (JOB_KERNELS in simd-kernels.ts).
+const RUNS = [kernels.conv_filter_grad_run, kernels.conv_input_grad_run, kernels.winograd_tiles, kernels.winograd_filter_job];
 Atomics.store(ctrl, 5, 1);
 
 let seen = 0;
@@ -20,7 +22,7 @@ for (;;) {
     const heap = new Int32Array(memory.buffer); // after any growth of the memory
     const job = ctrl[2] >> 2;
     const base = ctrl[7];
-    const run = ctrl[6] === 1 ? kernels.conv_input_grad_run : kernels.conv_filter_grad_run;
+    const run = RUNS[ctrl[6]];
     const chunks = heap[job + 1];
     const starts = job + 2;
     const calls = starts + chunks + 1;

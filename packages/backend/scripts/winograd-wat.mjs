@@ -1,0 +1,433 @@
+// Generates the Winograd F(4×4, 3×3) functions of ../wasm/training-kernels.wat: the transforms are
+// straight-line code over 36 v128 values per group of 4 channels, tedious and error-prone to write
+// by hand. build-wasm.mjs runs this and splices the output between the BEGIN/END winograd markers
+// of the .wat (so the committed .wat is always the complete source the binaries are built from).
+//
+// Math (Lavin & Gray 2016, points 0, ±1, ±2, ∞): a 4×4 output tile Y of a 3×3 convolution is
+//   Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d Bᵀᵀ) ] A
+// for the 6×6 input tile d and the 3×3 filter g, with
+//   Bᵀ = [ 4  0 -5  0  1  0 ]   G = [  1/4     0     0  ]   Aᵀ = [ 1  1  1  1  1  0 ]
+//        [ 0 -4 -4  1  1  0 ]       [ -1/6  -1/6  -1/6 ]        [ 0  1 -1  2 -2  0 ]
+//        [ 0  4 -4 -1  1  0 ]       [ -1/6   1/6  -1/6 ]        [ 0  1  1  4  4  0 ]
+//        [ 0 -2 -1  2  1  0 ]       [ 1/24  1/12   1/6 ]        [ 0  1 -1  8 -8  1 ]
+//        [ 0  2 -1 -2  1  0 ]       [ 1/24 -1/12   1/6 ]
+//        [ 0  4  0 -5  0  1 ]       [  0      0     1  ]
+// Summed over input channels, the elementwise product becomes 36 matrix products (one per
+// position ξ of the 6×6 transformed tile): M[ξ] (tiles × Co) = V[ξ] (tiles × Ci) · U[ξ] (Ci × Co),
+// 36 multiplies per 16 outputs instead of 144 (direct 3×3): 4× fewer.
+
+/** Emits `(local.set $dst expr)` lines for a 1-D transform given input and output local names. */
+const k = (c) => `(v128.const f32x4 ${c} ${c} ${c} ${c})`;
+const g = (n) => `(local.get $${n})`;
+const add = (a, b) => `(f32x4.add ${a} ${b})`;
+const sub = (a, b) => `(f32x4.sub ${a} ${b})`;
+const mul = (c, a) => `(f32x4.mul ${k(c)} ${a})`;
+const set = (n, e) => `(local.set $${n} ${e})`;
+
+/** Bᵀ applied to d[0..5] (names), results into v[0..5]; uses temporaries $ta $tb $tc $te. */
+function inputT(d, v) {
+  return [
+    set(v[0], add(sub(g(d[4]), mul(5, g(d[2]))), mul(4, g(d[0])))),
+    set('ta', sub(g(d[4]), mul(4, g(d[2])))),
+    set('tb', sub(g(d[3]), mul(4, g(d[1])))),
+    set(v[1], add(g('ta'), g('tb'))),
+    set(v[2], sub(g('ta'), g('tb'))),
+    set('tc', sub(g(d[4]), g(d[2]))),
+    set('te', mul(2, sub(g(d[3]), g(d[1])))),
+    set(v[3], add(g('tc'), g('te'))),
+    set(v[4], sub(g('tc'), g('te'))),
+    set(v[5], add(sub(mul(4, g(d[1])), mul(5, g(d[3]))), g(d[5]))),
+  ];
+}
+
+/** Aᵀ applied to m[0..5], results into y[0..3]; temporaries $ta $tb $tc $te. */
+function outputT(m, y) {
+  return [
+    set('ta', add(g(m[1]), g(m[2]))),
+    set('tb', sub(g(m[1]), g(m[2]))),
+    set('tc', add(g(m[3]), g(m[4]))),
+    set('te', sub(g(m[3]), g(m[4]))),
+    set(y[0], add(add(g(m[0]), g('ta')), g('tc'))),
+    set(y[1], add(g('tb'), mul(2, g('te')))),
+    set(y[2], add(g('ta'), mul(4, g('tc')))),
+    set(y[3], add(add(g('tb'), mul(8, g('te'))), g(m[5]))),
+  ];
+}
+
+/** G applied to f[0..2], results into u[0..5]; temporaries $ta $tb. */
+function filterT(f, u) {
+  return [
+    set(u[0], mul(0.25, g(f[0]))),
+    set('ta', add(g(f[0]), g(f[2]))),
+    set(u[1], mul(-1 / 6, add(g('ta'), g(f[1])))),
+    set(u[2], mul(-1 / 6, sub(g('ta'), g(f[1])))),
+    set('ta', add(mul(1 / 24, g(f[0])), mul(1 / 6, g(f[2])))),
+    set('tb', mul(1 / 12, g(f[1]))),
+    set(u[3], add(g('ta'), g('tb'))),
+    set(u[4], sub(g('ta'), g('tb'))),
+    set(u[5], g(f[2])),
+  ];
+}
+
+/** F(6×6, 3×3), points 0, 1, -1, 2, -2, 1/2, -1/2, ∞: Bᵀ applied to d[0..7] into v[0..7]. */
+function inputT6(d, v) {
+  return [
+    set(v[0], add(sub(g(d[0]), g(d[6])), mul(5.25, sub(g(d[4]), g(d[2]))))),
+    set(v[7], add(sub(g(d[7]), g(d[1])), mul(5.25, sub(g(d[3]), g(d[5]))))),
+    set('ta', sub(add(g(d[2]), g(d[6])), mul(4.25, g(d[4])))),
+    set('tb', sub(add(g(d[1]), g(d[5])), mul(4.25, g(d[3])))),
+    set(v[1], add(g('ta'), g('tb'))),
+    set(v[2], sub(g('ta'), g('tb'))),
+    set('ta', sub(add(g(d[6]), mul(0.25, g(d[2]))), mul(1.25, g(d[4])))),
+    set('tb', add(sub(mul(0.5, g(d[1])), mul(2.5, g(d[3]))), mul(2, g(d[5])))),
+    set(v[3], add(g('ta'), g('tb'))),
+    set(v[4], sub(g('ta'), g('tb'))),
+    set('ta', sub(add(g(d[6]), mul(4, g(d[2]))), mul(5, g(d[4])))),
+    set('tb', add(sub(mul(2, g(d[1])), mul(2.5, g(d[3]))), mul(0.5, g(d[5])))),
+    set(v[5], add(g('ta'), g('tb'))),
+    set(v[6], sub(g('ta'), g('tb'))),
+  ];
+}
+
+/** F(6×6, 3×3): Aᵀ applied to m[0..7] into y[0..5]. */
+function outputT6(m, y) {
+  return [
+    set('ta', add(g(m[1]), g(m[2]))),
+    set('tb', sub(g(m[1]), g(m[2]))),
+    set('tc', add(g(m[3]), g(m[4]))),
+    set('te', sub(g(m[3]), g(m[4]))),
+    set('tf', add(g(m[5]), g(m[6]))),
+    set('tg', sub(g(m[5]), g(m[6]))),
+    set(y[0], add(add(g(m[0]), g('ta')), add(g('tc'), g('tf')))),
+    set(y[1], add(add(g('tb'), mul(2, g('te'))), mul(0.5, g('tg')))),
+    set(y[2], add(add(g('ta'), mul(4, g('tc'))), mul(0.25, g('tf')))),
+    set(y[3], add(add(g('tb'), mul(8, g('te'))), mul(0.125, g('tg')))),
+    set(y[4], add(add(g('ta'), mul(16, g('tc'))), mul(0.0625, g('tf')))),
+    set(y[5], add(add(add(g('tb'), mul(32, g('te'))), mul(0.03125, g('tg'))), g(m[7]))),
+  ];
+}
+
+/** F(6×6, 3×3): G applied to f[0..2] into u[0..7]. */
+function filterT6(f, u) {
+  return [
+    set(u[0], g(f[0])),
+    set('ta', add(g(f[0]), g(f[2]))),
+    set(u[1], mul(-2 / 9, add(g('ta'), g(f[1])))),
+    set(u[2], mul(-2 / 9, sub(g('ta'), g(f[1])))),
+    set('ta', add(mul(1 / 90, g(f[0])), mul(2 / 45, g(f[2])))),
+    set('tb', mul(1 / 45, g(f[1]))),
+    set(u[3], add(g('ta'), g('tb'))),
+    set(u[4], sub(g('ta'), g('tb'))),
+    set('ta', add(mul(32 / 45, g(f[0])), mul(8 / 45, g(f[2])))),
+    set('tb', mul(16 / 45, g(f[1]))),
+    set(u[5], add(g('ta'), g('tb'))),
+    set(u[6], sub(g('ta'), g('tb'))),
+    set(u[7], g(f[2])),
+  ];
+}
+
+const VARIANTS = {
+  4: { a: 6, inputT, outputT, filterT },
+  6: { a: 8, inputT: inputT6, outputT: outputT6, filterT: filterT6 },
+};
+
+const range = (n) => [...Array(n).keys()];
+const TEMPS = ['ta', 'tb', 'tc', 'te', 'tf', 'tg'];
+const locals = (names) => names.map((n) => `(local $${n} v128)`).join(' ');
+const indent = (lines, n) => lines.map((l) => ' '.repeat(n) + l).join('\n');
+
+function inputTile(m) {
+  const { a: A, inputT: T } = VARIANTS[m];
+  const body = [];
+  // columns: t[i][j] = (Bᵀ d)[i][j]
+  for (const j of range(A)) {
+    body.push(`(local.set $a (i32.add (local.get $s) (i32.mul (i32.const ${j}) (local.get $pix))))`);
+    for (const i of range(A)) {
+      body.push(`(local.set $d${i} (v128.load (local.get $a)))`);
+      if (i < A - 1) body.push(`(local.set $a (i32.add (local.get $a) (local.get $row)))`);
+    }
+    body.push(...T(range(A).map((i) => `d${i}`), range(A).map((i) => `t${i}_${j}`)));
+  }
+  // rows: V[i][j] = (t B)[i][j], stored at ξ = A·i + j
+  body.push(`(local.set $a (local.get $o))`);
+  for (const i of range(A)) {
+    body.push(...T(range(A).map((j) => `t${i}_${j}`), range(A).map((j) => `d${j}`)));
+    for (const j of range(A)) {
+      body.push(`(v128.store (local.get $a) (local.get $d${j}))`);
+      body.push(`(local.set $a (i32.add (local.get $a) (local.get $xs)))`);
+    }
+  }
+  const ts = range(A).flatMap((i) => range(A).map((j) => `t${i}_${j}`));
+  return `
+  ;; F(${m}×${m}, 3×3) input transform of one tile: V[ξ][c] = (Bᵀ d B)[ξ] for the ${A}×${A} input
+  ;; pixels d at src (row: bytes between input rows, pix: between pixels), C channels (C % 4 == 0),
+  ;; V[ξ] at dst + ξ·xs (bytes).
+  (func $winograd${m}_input_tile (export "winograd${m}_input_tile")
+    (param $src i32) (param $row i32) (param $pix i32) (param $C i32) (param $dst i32) (param $xs i32)
+    (local $c i32) (local $cend i32) (local $s i32) (local $o i32) (local $a i32)
+    ${locals(range(A).map((i) => `d${i}`))} ${locals(TEMPS)}
+    ${locals(ts)}
+    (local.set $cend (i32.shl (local.get $C) (i32.const 2)))
+    (local.set $c (i32.const 0))
+    (block $done (loop $loop
+      (br_if $done (i32.ge_u (local.get $c) (local.get $cend)))
+      (local.set $s (i32.add (local.get $src) (local.get $c)))
+      (local.set $o (i32.add (local.get $dst) (local.get $c)))
+${indent(body, 6)}
+      (local.set $c (i32.add (local.get $c) (i32.const 16)))
+      (br $loop)))
+  )`;
+}
+
+function outputTile(m) {
+  const { a: A, outputT: T } = VARIANTS[m];
+  const body = [];
+  // columns: t[i][j] = (Aᵀ M)[i][j], M[ξ] loaded in ξ order
+  body.push(`(local.set $a (local.get $s))`);
+  for (const xi of range(A * A)) {
+    body.push(`(local.set $m${xi} (v128.load (local.get $a)))`);
+    if (xi < A * A - 1) body.push(`(local.set $a (i32.add (local.get $a) (local.get $xs)))`);
+  }
+  for (const j of range(A)) {
+    body.push(...T(range(A).map((i) => `m${A * i + j}`), range(m).map((i) => `t${i}_${j}`)));
+  }
+  // rows: Y[i][j] = (t A)[i][j] + bias, clamped to [lo, hi], stored where inside the output
+  for (const i of range(m)) {
+    body.push(...T(range(A).map((j) => `t${i}_${j}`), range(m).map((j) => `y${j}`)));
+    const stores = range(m).map(
+      (j) =>
+        `(if (i32.gt_u (local.get $cols) (i32.const ${j})) (then (v128.store (i32.add (local.get $d) (i32.mul (i32.const ${j}) (local.get $pix))) ` +
+        `(f32x4.min (f32x4.max (f32x4.add (local.get $y${j}) (local.get $b)) (local.get $lo)) (local.get $hi)))))`,
+    );
+    body.push(`(if (i32.gt_u (local.get $rows) (i32.const ${i})) (then`, ...stores.map((s) => '  ' + s), `  (local.set $d (i32.add (local.get $d) (local.get $row)))))`);
+  }
+  const ts = range(m).flatMap((i) => range(A).map((j) => `t${i}_${j}`));
+  return `
+  ;; F(${m}×${m}, 3×3) output transform of one tile: Y = Aᵀ M A for M[ξ][c] at src + ξ·xs (bytes),
+  ;; C channels (C % 4 == 0), plus bias, then the activation; writes the first rows × cols pixels
+  ;; of the ${m}×${m} tile at dst (row: bytes between output rows, pix: between pixels). flags: bits
+  ;; 0–1 activation (0 linear, 1 relu, 2 relu6), bit 2 bias present (C floats at bias).
+  (func $winograd${m}_output_tile (export "winograd${m}_output_tile")
+    (param $src i32) (param $xs i32) (param $C i32) (param $bias i32) (param $dst i32) (param $row i32) (param $pix i32)
+    (param $rows i32) (param $cols i32) (param $flags i32)
+    (local $c i32) (local $cend i32) (local $s i32) (local $d i32) (local $a i32)
+    (local $b v128) (local $lo v128) (local $hi v128)
+    ${locals(range(A * A).map((i) => `m${i}`))}
+    ${locals([...TEMPS, ...range(m).map((j) => `y${j}`)])}
+    ${locals(ts)}
+    (local.set $lo (v128.const f32x4 -inf -inf -inf -inf))
+    (local.set $hi (v128.const f32x4 inf inf inf inf))
+    (if (i32.ne (i32.and (local.get $flags) (i32.const 3)) (i32.const 0)) (then (local.set $lo (v128.const f32x4 0 0 0 0))))
+    (if (i32.eq (i32.and (local.get $flags) (i32.const 3)) (i32.const 2)) (then (local.set $hi (v128.const f32x4 6 6 6 6))))
+    (local.set $b (v128.const f32x4 0 0 0 0))
+    (local.set $cend (i32.shl (local.get $C) (i32.const 2)))
+    (local.set $c (i32.const 0))
+    (block $done (loop $loop
+      (br_if $done (i32.ge_u (local.get $c) (local.get $cend)))
+      (local.set $s (i32.add (local.get $src) (local.get $c)))
+      (local.set $d (i32.add (local.get $dst) (local.get $c)))
+      (if (i32.and (local.get $flags) (i32.const 4)) (then (local.set $b (v128.load (i32.add (local.get $bias) (local.get $c))))))
+${indent(body, 6)}
+      (local.set $c (i32.add (local.get $c) (i32.const 16)))
+      (br $loop)))
+  )`;
+}
+
+function filterTransform(m) {
+  const { a: A, filterT: T } = VARIANTS[m];
+  const body = [];
+  // g[ki][kj] at s + (3ki + kj)·tap; columns first: t[i][kj] = (G g)[i][kj]
+  for (const j of range(3)) {
+    for (const i of range(3)) {
+      body.push(`(local.set $f${i} (v128.load (i32.add (local.get $s) (i32.mul (i32.const ${3 * i + j}) (local.get $tap)))))`);
+    }
+    body.push(...T(['f0', 'f1', 'f2'], range(A).map((i) => `t${i}_${j}`)));
+  }
+  // rows: U[i][j] = (t Gᵀ)[i][j] at o + ξ·tap, ξ = A·i + j
+  body.push(`(local.set $a (local.get $o))`);
+  for (const i of range(A)) {
+    body.push(...T([`t${i}_0`, `t${i}_1`, `t${i}_2`], range(A).map((j) => `u${j}`)));
+    for (const j of range(A)) {
+      body.push(`(v128.store (local.get $a) (local.get $u${j}))`);
+      body.push(`(local.set $a (i32.add (local.get $a) (local.get $tap)))`);
+    }
+  }
+  const ts = range(A).flatMap((i) => range(3).map((j) => `t${i}_${j}`));
+  return `
+  ;; F(${m}×${m}, 3×3) filter transform: U[ξ][ci][co] = (G g Gᵀ)[ξ] for the [3, 3, Ci, Co] filter g
+  ;; at w (Co % 4 == 0), into the [${A * A}, Ci, Co] array at u (the layout the products read), for
+  ;; the Ci·Co/4 vectors from vector v0 to v1 (so threads can share it).
+  (func $winograd${m}_filter_transform (export "winograd${m}_filter_transform")
+    (param $w i32) (param $Ci i32) (param $Co i32) (param $u i32) (param $v0 i32) (param $v1 i32)
+    (local $tap i32) (local $p i32) (local $end i32) (local $s i32) (local $o i32) (local $a i32)
+    ${locals(['f0', 'f1', 'f2', ...TEMPS])} ${locals(range(A).map((j) => `u${j}`))}
+    ${locals(ts)}
+    ;; one Ci·Co tap after the other: the same byte offset p in every tap of g and every ξ of U
+    (local.set $tap (i32.shl (i32.mul (local.get $Ci) (local.get $Co)) (i32.const 2)))
+    (local.set $p (i32.shl (local.get $v0) (i32.const 4)))
+    (local.set $end (i32.shl (local.get $v1) (i32.const 4)))
+    (block $done (loop $loop
+      (br_if $done (i32.ge_u (local.get $p) (local.get $end)))
+      (local.set $s (i32.add (local.get $w) (local.get $p)))
+      (local.set $o (i32.add (local.get $u) (local.get $p)))
+${indent(body, 6)}
+      (local.set $p (i32.add (local.get $p) (i32.const 16)))
+      (br $loop)))
+  )`;
+}
+
+function tiles(m) {
+  const A = m + 2;
+  const N = A * A;
+  return `
+  ;; One block of F(${m}×${m}, 3×3) tiles (see winograd_tiles), with scratch for
+  ;; ${N}·count·(Ci + Co) + ${N}·Ci floats.
+  (func $winograd${m}_tiles
+    (param $prm i32) (param $first i32) (param $count i32) (param $scratch i32)
+    (local $x i32) (local $H i32) (local $W i32) (local $Ci i32) (local $Co i32) (local $U i32) (local $bias i32)
+    (local $y i32) (local $Ho i32) (local $Wo i32) (local $tw i32) (local $th i32) (local $pt i32) (local $pl i32) (local $flags i32)
+    (local $cib i32) (local $cob i32) (local $V i32) (local $M i32) (local $E i32) (local $vxs i32) (local $mxs i32)
+    (local $k i32) (local $t i32) (local $b i32) (local $ty i32) (local $tx i32) (local $iy i32) (local $ix i32)
+    (local $src i32) (local $rowb i32) (local $i i32) (local $j i32) (local $xi i32) (local $per i32)
+    (local.set $x (i32.load offset=0 (local.get $prm)))
+    (local.set $H (i32.load offset=4 (local.get $prm)))
+    (local.set $W (i32.load offset=8 (local.get $prm)))
+    (local.set $Ci (i32.load offset=12 (local.get $prm)))
+    (local.set $Co (i32.load offset=16 (local.get $prm)))
+    (local.set $U (i32.load offset=20 (local.get $prm)))
+    (local.set $bias (i32.load offset=24 (local.get $prm)))
+    (local.set $y (i32.load offset=28 (local.get $prm)))
+    (local.set $Ho (i32.load offset=32 (local.get $prm)))
+    (local.set $Wo (i32.load offset=36 (local.get $prm)))
+    (local.set $tw (i32.load offset=40 (local.get $prm)))
+    (local.set $th (i32.load offset=44 (local.get $prm)))
+    (local.set $pt (i32.load offset=48 (local.get $prm)))
+    (local.set $pl (i32.load offset=52 (local.get $prm)))
+    (local.set $flags (i32.load offset=56 (local.get $prm)))
+    (local.set $cib (i32.shl (local.get $Ci) (i32.const 2)))
+    (local.set $cob (i32.shl (local.get $Co) (i32.const 2)))
+    (local.set $per (i32.mul (local.get $tw) (local.get $th)))
+    (local.set $vxs (i32.mul (local.get $count) (local.get $cib)))
+    (local.set $mxs (i32.mul (local.get $count) (local.get $cob)))
+    (local.set $V (local.get $scratch))
+    (local.set $M (i32.add (local.get $V) (i32.mul (i32.const ${N}) (local.get $vxs))))
+    (local.set $E (i32.add (local.get $M) (i32.mul (i32.const ${N}) (local.get $mxs))))
+    ;; input transforms
+    (local.set $k (i32.const 0))
+    (block $kdone (loop $kloop
+      (br_if $kdone (i32.ge_u (local.get $k) (local.get $count)))
+      (local.set $t (i32.add (local.get $first) (local.get $k)))
+      (local.set $b (i32.div_u (local.get $t) (local.get $per)))
+      (local.set $t (i32.rem_u (local.get $t) (local.get $per)))
+      (local.set $ty (i32.div_u (local.get $t) (local.get $tw)))
+      (local.set $tx (i32.rem_u (local.get $t) (local.get $tw)))
+      (local.set $iy (i32.sub (i32.mul (local.get $ty) (i32.const ${m})) (local.get $pt)))
+      (local.set $ix (i32.sub (i32.mul (local.get $tx) (i32.const ${m})) (local.get $pl)))
+      (if (i32.and
+            (i32.and (i32.ge_s (local.get $iy) (i32.const 0)) (i32.ge_s (local.get $ix) (i32.const 0)))
+            (i32.and (i32.le_s (i32.add (local.get $iy) (i32.const ${A})) (local.get $H)) (i32.le_s (i32.add (local.get $ix) (i32.const ${A})) (local.get $W))))
+        (then
+          (local.set $src (i32.add (local.get $x)
+            (i32.mul (i32.add (i32.mul (i32.add (i32.mul (local.get $b) (local.get $H)) (local.get $iy)) (local.get $W)) (local.get $ix)) (local.get $cib))))
+          (local.set $rowb (i32.mul (local.get $W) (local.get $cib))))
+        (else
+          ;; edge tile: the pixels inside the input copied into a zeroed ${A}×${A} tile (iy + i and
+          ;; ix + j compared unsigned: negative ones are outside too)
+          (memory.fill (local.get $E) (i32.const 0) (i32.mul (i32.const ${N}) (local.get $cib)))
+          (local.set $i (i32.const 0))
+          (block $idone (loop $iloop
+            (br_if $idone (i32.ge_u (local.get $i) (i32.const ${A})))
+            (if (i32.lt_u (i32.add (local.get $iy) (local.get $i)) (local.get $H)) (then
+              (local.set $j (i32.const 0))
+              (block $jdone (loop $jloop
+                (br_if $jdone (i32.ge_u (local.get $j) (i32.const ${A})))
+                (if (i32.lt_u (i32.add (local.get $ix) (local.get $j)) (local.get $W)) (then
+                  (memory.copy
+                    (i32.add (local.get $E) (i32.mul (i32.add (i32.mul (local.get $i) (i32.const ${A})) (local.get $j)) (local.get $cib)))
+                    (i32.add (local.get $x) (i32.mul
+                      (i32.add (i32.mul (i32.add (i32.mul (local.get $b) (local.get $H)) (i32.add (local.get $iy) (local.get $i))) (local.get $W))
+                        (i32.add (local.get $ix) (local.get $j)))
+                      (local.get $cib)))
+                    (local.get $cib))))
+                (local.set $j (i32.add (local.get $j) (i32.const 1)))
+                (br $jloop)))))
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br $iloop)))
+          (local.set $src (local.get $E))
+          (local.set $rowb (i32.mul (i32.const ${A}) (local.get $cib)))))
+      (call $winograd${m}_input_tile (local.get $src) (local.get $rowb) (local.get $cib) (local.get $Ci)
+        (i32.add (local.get $V) (i32.mul (local.get $k) (local.get $cib))) (local.get $vxs))
+      (local.set $k (i32.add (local.get $k) (i32.const 1)))
+      (br $kloop)))
+    ;; the ${N} products
+    (memory.fill (local.get $M) (i32.const 0) (i32.mul (i32.const ${N}) (local.get $mxs)))
+    (local.set $xi (i32.const 0))
+    (block $xdone (loop $xloop
+      (br_if $xdone (i32.ge_u (local.get $xi) (i32.const ${N})))
+      (call $conv_input_grad_run
+        (i32.add (local.get $V) (i32.mul (local.get $xi) (local.get $vxs))) (local.get $count) (local.get $Ci)
+        (i32.add (local.get $U) (i32.mul (i32.mul (local.get $xi) (local.get $Ci)) (local.get $cob))) (local.get $Co)
+        (i32.add (local.get $M) (i32.mul (local.get $xi) (local.get $mxs))) (local.get $cob))
+      (local.set $xi (i32.add (local.get $xi) (i32.const 1)))
+      (br $xloop)))
+    ;; output transforms
+    (local.set $k (i32.const 0))
+    (block $odone (loop $oloop
+      (br_if $odone (i32.ge_u (local.get $k) (local.get $count)))
+      (local.set $t (i32.add (local.get $first) (local.get $k)))
+      (local.set $b (i32.div_u (local.get $t) (local.get $per)))
+      (local.set $t (i32.rem_u (local.get $t) (local.get $per)))
+      (local.set $ty (i32.mul (i32.div_u (local.get $t) (local.get $tw)) (i32.const ${m})))
+      (local.set $tx (i32.mul (i32.rem_u (local.get $t) (local.get $tw)) (i32.const ${m})))
+      (call $winograd${m}_output_tile
+        (i32.add (local.get $M) (i32.mul (local.get $k) (local.get $cob))) (local.get $mxs) (local.get $Co) (local.get $bias)
+        (i32.add (local.get $y) (i32.mul
+          (i32.add (i32.mul (i32.add (i32.mul (local.get $b) (local.get $Ho)) (local.get $ty)) (local.get $Wo)) (local.get $tx))
+          (local.get $cob)))
+        (i32.mul (local.get $Wo) (local.get $cob)) (local.get $cob)
+        (select (i32.const ${m}) (i32.sub (local.get $Ho) (local.get $ty)) (i32.ge_s (i32.sub (local.get $Ho) (local.get $ty)) (i32.const ${m})))
+        (select (i32.const ${m}) (i32.sub (local.get $Wo) (local.get $tx)) (i32.ge_s (i32.sub (local.get $Wo) (local.get $tx)) (i32.const ${m})))
+        (local.get $flags))
+      (local.set $k (i32.add (local.get $k) (i32.const 1)))
+      (br $oloop)))
+  )`;
+}
+
+function dispatch() {
+  return `
+  ;; One block of Winograd tiles of a 3×3, stride-1 convolution (channels-last, float32): a job for
+  ;; one thread (7 int32 arguments, as the thread pool's calls). prm: int32 words [x, H, W, Ci, Co,
+  ;; U, bias, y, Ho, Wo, tilesW, tilesH, padTop, padLeft, flags, m] (pointers as byte offsets;
+  ;; flags as the output transforms; m = 4 or 6, the tile size); tiles first .. first + count - 1
+  ;; in (image, tile row, tile column) order; scratch: this thread's (m+2)²·count·(Ci + Co) +
+  ;; (m+2)²·Ci floats. Steps: input transforms into V[ξ][tile][Ci] (edge tiles through a
+  ;; zero-padded copy), M = 0, the (m+2)² products M[ξ] += V[ξ] · U[ξ] with the
+  ;; conv_input_grad_run micro-kernel (2 tiles × 16 output channels in registers), output
+  ;; transforms into y.
+  (func (export "winograd_tiles")
+    (param $prm i32) (param $first i32) (param $count i32) (param $unused3 i32) (param $unused4 i32) (param $unused5 i32) (param $scratch i32)
+    (if (i32.eq (i32.load offset=60 (local.get $prm)) (i32.const 6))
+      (then (call $winograd6_tiles (local.get $prm) (local.get $first) (local.get $count) (local.get $scratch)))
+      (else (call $winograd4_tiles (local.get $prm) (local.get $first) (local.get $count) (local.get $scratch))))
+  )
+
+  ;; The filter transform of tile size m (4 or 6) for vectors v0 .. v1 - 1 of the Ci·Co/4, as a
+  ;; 7-argument thread-pool call.
+  (func (export "winograd_filter_job")
+    (param $w i32) (param $Ci i32) (param $Co i32) (param $u i32) (param $v0 i32) (param $v1 i32) (param $m i32)
+    (if (i32.eq (local.get $m) (i32.const 6))
+      (then (call $winograd6_filter_transform (local.get $w) (local.get $Ci) (local.get $Co) (local.get $u) (local.get $v0) (local.get $v1)))
+      (else (call $winograd4_filter_transform (local.get $w) (local.get $Ci) (local.get $Co) (local.get $u) (local.get $v0) (local.get $v1))))
+  )`;
+}
+
+export function winogradWat() {
+  return [
+    '  ;; BEGIN winograd (generated by scripts/winograd-wat.mjs; edit that, not this)',
+    ...[4, 6].flatMap((m) => [filterTransform(m), inputTile(m), outputTile(m), tiles(m)]),
+    dispatch(),
+    '  ;; END winograd',
+  ].join('\n');
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) console.log(winogradWat());

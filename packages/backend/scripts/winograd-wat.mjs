@@ -281,7 +281,7 @@ function tiles(m) {
   const N = A * A;
   return `
   ;; One block of F(${m}×${m}, 3×3) tiles (see winograd_tiles), with scratch for
-  ;; ${N}·count·(Ci + Co) + ${N}·Ci floats.
+  ;; ${N}·(count·(Ci + Co) + 32) + ${N}·Ci floats.
   (func $winograd${m}_tiles
     (param $prm i32) (param $first i32) (param $count i32) (param $scratch i32)
     (local $x i32) (local $H i32) (local $W i32) (local $Ci i32) (local $Co i32) (local $U i32) (local $bias i32)
@@ -307,8 +307,10 @@ function tiles(m) {
     (local.set $cib (i32.shl (local.get $Ci) (i32.const 2)))
     (local.set $cob (i32.shl (local.get $Co) (i32.const 2)))
     (local.set $per (i32.mul (local.get $tw) (local.get $th)))
-    (local.set $vxs (i32.mul (local.get $count) (local.get $cib)))
-    (local.set $mxs (i32.mul (local.get $count) (local.get $cob)))
+    ;; position strides padded by a cache line: at power-of-two strides the ${N} positions of a tile
+    ;; would all map to the same cache sets
+    (local.set $vxs (i32.add (i32.mul (local.get $count) (local.get $cib)) (i32.const 64)))
+    (local.set $mxs (i32.add (i32.mul (local.get $count) (local.get $cob)) (i32.const 64)))
     (local.set $V (local.get $scratch))
     (local.set $M (i32.add (local.get $V) (i32.mul (i32.const ${N}) (local.get $vxs))))
     (local.set $E (i32.add (local.get $M) (i32.mul (i32.const ${N}) (local.get $mxs))))
@@ -399,8 +401,8 @@ function dispatch() {
   ;; one thread (7 int32 arguments, as the thread pool's calls). prm: int32 words [x, H, W, Ci, Co,
   ;; U, bias, y, Ho, Wo, tilesW, tilesH, padTop, padLeft, flags, m] (pointers as byte offsets;
   ;; flags as the output transforms; m = 4 or 6, the tile size); tiles first .. first + count - 1
-  ;; in (image, tile row, tile column) order; scratch: this thread's (m+2)²·count·(Ci + Co) +
-  ;; (m+2)²·Ci floats. Steps: input transforms into V[ξ][tile][Ci] (edge tiles through a
+  ;; in (image, tile row, tile column) order; scratch: this thread's (m+2)²·(count·(Ci + Co) + 32)
+  ;; + (m+2)²·Ci floats. Steps: input transforms into V[ξ][tile][Ci] (edge tiles through a
   ;; zero-padded copy), M = 0, the (m+2)² products M[ξ] += V[ξ] · U[ξ] with the
   ;; conv_input_grad_run micro-kernel (2 tiles × 16 output channels in registers), output
   ;; transforms into y.

@@ -428,8 +428,8 @@ function winogradTileSize(backend: WasmBackend, info: tf.backend_util.Conv2DInfo
   return Math.min(f4, f6) < 0.8 * direct ? best : 0;
 }
 
-/** Scratch budget of one thread's tile block (transformed inputs and products), bytes. */
-const WINOGRAD_BLOCK_BYTES = 2 << 20;
+/** Bytes of one position's slice of transformed inputs (or products) in a tile block. */
+const WINOGRAD_SLICE_BYTES = 192 << 10;
 
 /**
  * Conv2D / FusedConv2D (bias, then activation flags: 0 linear, 1 relu, 2 relu6) by Winograd with
@@ -451,13 +451,15 @@ function winogradConv(
   const th = Math.ceil(Ho / m);
   const tiles = B * tw * th;
   const threads = threadCount(backend);
-  // Tiles per block: within the scratch budget (16 at least, so the transformed filter streamed
-  // once per block is reused enough), then evened out so every thread gets the same number.
-  let count = Math.max(16, Math.min(64, Math.floor(WINOGRAD_BLOCK_BYTES / (n * (Ci + Co) * 4))));
+  // Tiles per block: every block streams all of the transformed filter U (36 or 64 × Ci × Co
+  // floats, tens of MB for VGG's last blocks: more than the L3 cache), so blocks are as large as
+  // lets one position's slices V[ξ] (count × Ci) and M[ξ] (count × Co) stay in L2 while its
+  // product runs; then evened out so every thread gets the same number of blocks.
+  let count = Math.max(16, Math.min(128, Math.floor(WINOGRAD_SLICE_BYTES / (Math.max(Ci, Co) * 4))));
   const blocks = threads * Math.max(1, Math.ceil(tiles / (threads * count)));
   count = Math.ceil(tiles / blocks);
   const chunks = Math.ceil(tiles / count);
-  const scratchFloats = n * count * (Ci + Co) + n * Ci;
+  const scratchFloats = n * (count * (Ci + Co) + 32) + n * Ci;
   const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
 
   const out = backend.makeOutput([B, Ho, Wo, Co], 'float32');

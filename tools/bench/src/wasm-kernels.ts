@@ -3,9 +3,13 @@
 // back to back without running a whole training step.
 //
 //   node --import tsx tools/bench/src/wasm-kernels.ts [--threads n] [--reps n] [--batch n] [--kernels a,b]
-// CATDOG_WASM_SIMD_KERNELS=0 measures the same kernels without the package's SIMD loops.
+//   node --import tsx tools/bench/src/wasm-kernels.ts --vgg16 [--threads n] [--reps n] [--batch n]
+// CATDOG_WASM_SIMD_KERNELS=0 measures the same kernels without the package's SIMD loops;
+// CATDOG_WASM_WINOGRAD=0 (or 4, 6) without (or forcing the tile of) the Winograd convolutions.
+// --vgg16: the FusedConv2D (conv + bias + relu, as feature extraction runs it) of each distinct
+// convolution of VGG16's conv base at 150×150, and the total over its 13 layers.
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '@catdog/backend';
+import { initBackend, wasmWinogradTileSize } from '@catdog/backend';
 
 function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -42,6 +46,39 @@ function time(fn: () => tf.Tensor): number {
 }
 
 await initBackend({ backend: 'wasm', threads, log: () => {} });
+await new Promise((r) => setTimeout(r, 500)); // the SIMD worker threads start asynchronously
+
+if (process.argv.includes('--vgg16')) {
+  // [input size, in channels, out channels, how many such layers] of VGG16's conv base ('same').
+  const VGG16: Array<[number, number, number, number]> = [
+    [150, 3, 64, 1],
+    [150, 64, 64, 1],
+    [75, 64, 128, 1],
+    [75, 128, 128, 1],
+    [37, 128, 256, 1],
+    [37, 256, 256, 2],
+    [18, 256, 512, 1],
+    [18, 512, 512, 2],
+    [9, 512, 512, 3],
+  ];
+  let total = 0;
+  for (const [size, ci, co, layers] of VGG16) {
+    const x = tf.randomUniform([B, size, size, ci], 0, 1) as tf.Tensor4D;
+    const w = tf.randomUniform([3, 3, ci, co], -0.05, 0.05) as tf.Tensor4D;
+    const bias = tf.randomUniform([co], -0.1, 0.1) as tf.Tensor1D;
+    const ms = time(() => tf.fused.conv2d({ x, filter: w, bias, strides: 1, pad: 'same', activation: 'relu' }));
+    const gflop = (2 * B * size * size * ci * co * 9) / 1e9;
+    const tile = wasmWinogradTileSize([B, size, size, ci], [3, 3, ci, co], 1, 'same');
+    console.log(
+      `vgg16 ${size}x${size}x${ci}->${co}${layers > 1 ? ` (×${layers})` : ''}: ${ms.toFixed(1)} ms, ` +
+        `${((gflop / ms) * 1000).toFixed(0)} GFLOP/s direct-equivalent, ${tile ? `winograd F(${tile}×${tile},3×3)` : 'direct/XNNPACK'}`,
+    );
+    total += ms * layers;
+    tf.dispose([x, w, bias]);
+  }
+  console.log(`vgg16 conv layers total (threads=${threads}, batch ${B}): ${total.toFixed(0)} ms`);
+  process.exit(0);
+}
 const totals = new Map<string, number>();
 for (const [size, ci, co] of LAYERS) {
   const o = size - 2;

@@ -398,7 +398,7 @@ function convCost(info: tf.backend_util.Conv2DInfo, m: 0 | 4 | 6, threads: numbe
 
 /** The Winograd tile size for this convolution (4 or 6), or 0 when the direct loop / XNNPACK is better or it does not apply. */
 function winogradTileSize(backend: WasmBackend, info: tf.backend_util.Conv2DInfo): 0 | 4 | 6 {
-  const { inChannels: Ci, outChannels: Co, outHeight: Ho, outWidth: Wo } = info;
+  const { inChannels: Ci, outChannels: Co } = info;
   const mode = winogradMode();
   if (
     mode === 0 ||
@@ -412,9 +412,7 @@ function winogradTileSize(backend: WasmBackend, info: tf.backend_util.Conv2DInfo
     info.padInfo.left < 0 ||
     Ci < 16 ||
     Ci % 4 !== 0 ||
-    Co % 16 !== 0 ||
-    Ho < 4 ||
-    Wo < 4
+    Co % 16 !== 0
   ) {
     return 0;
   }

@@ -1,6 +1,7 @@
 // The WASM SIMD sampler behind applyAffine for the 'nearest' and 'constant' fill modes (../wasm/affine.wat): about
 // 3× the JS loop's speed. One instance per thread, on its own memory laid out as
-//   [decode buffer (sourceBuffer)] [source copy, unless sampling the decode buffer] [row table] [column table] [output]
+//   [decode buffer (sourceBuffer)] [source copy, unless sampling the decode buffer] [row table] [column table]
+//   [the source as float32 RGBx] [output]
 // (each region padded): a JPEG decoded into the decode buffer is sampled in place, and sampling anything else never
 // overwrites it. Set CATDOG_AUGMENT_WASM=0 to use the JS loop everywhere.
 import { readFileSync } from 'node:fs';
@@ -8,8 +9,9 @@ import type { AffineJob } from './transform.js';
 
 interface SamplerExports {
   memory: WebAssembly.Memory;
+  gather_rgbx(rows: number, cols: number, h: number, w: number, dst: number): void;
   affine_rgb(
-    src: number, rows: number, cols: number, h: number, w: number, out: number,
+    img: number, h: number, w: number, out: number,
     m00: number, m01: number, m02: number, m10: number, m11: number, m12: number,
     constant: number, cval: number, rescale: number, flipH: number, flipV: number, u8: number,
   ): void;
@@ -71,16 +73,19 @@ export function wasmAffine(job: AffineJob): boolean {
   const srcAt = inPlace ? 0 : decodeBytes;
   const rowsAt = align(srcAt + src.byteLength + PAD);
   const colsAt = align(rowsAt + h * 4);
-  const outAt = align(colsAt + w * 4);
+  const imgAt = align(colsAt + w * 4);
+  const outAt = imgAt + (h + 1) * (w + 1) * 16;
   const outLength = h * w * 3;
   ensureMemory(s, outAt + outLength * (u8 ? 1 : 4) + PAD);
   const buffer = s.memory.buffer; // after any growth
   if (!inPlace) new Uint8Array(buffer, srcAt, src.byteLength).set(src);
-  new Int32Array(buffer, rowsAt, h).set(rows);
+  const rowTable = new Int32Array(buffer, rowsAt, h);
+  for (let i = 0; i < h; i++) rowTable[i] = rows[i]! + srcAt; // addresses
   new Int32Array(buffer, colsAt, w).set(cols);
+  s.gather_rgbx(rowsAt, colsAt, h, w, imgAt);
   const m = job.matrix;
   s.affine_rgb(
-    srcAt, rowsAt, colsAt, h, w, outAt,
+    imgAt, h, w, outAt,
     m[0]!, m[1]!, m[2]!, m[3]!, m[4]!, m[5]!,
     job.fillMode === 'constant' ? 1 : 0, job.cval, job.rescale, job.flipHorizontal ? 1 : 0, job.flipVertical ? 1 : 0, u8 ? 1 : 0,
   );

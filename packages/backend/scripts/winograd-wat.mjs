@@ -69,6 +69,48 @@ function filterT(f, u) {
   ];
 }
 
+/**
+ * F(3×3, 3×3), points 0, 1, -1, 2, ∞ (the 9×9 maps of VGG's last block are exactly 3×3 tiles):
+ *   Bᵀ = [ 2 -1 -2  1  0 ]   G = [  1/2    0     0  ]   Aᵀ = [ 1  1  1  1  0 ]
+ *        [ 0 -2 -1  1  0 ]       [ -1/2  -1/2  -1/2 ]        [ 0  1 -1  2  0 ]
+ *        [ 0  2 -3  1  0 ]       [ -1/6   1/6  -1/6 ]        [ 0  1  1  4  1 ]
+ *        [ 0 -1  0  1  0 ]       [  1/6   1/3   2/3 ]
+ *        [ 0  2 -1 -2  1 ]       [   0     0     1  ]
+ * Bᵀ applied to d[0..4] into v[0..4].
+ */
+function inputT3(d, v) {
+  return [
+    set('ta', sub(g(d[3]), g(d[1]))),
+    set(v[0], add(mul(2, sub(g(d[0]), g(d[2]))), g('ta'))),
+    set(v[1], sub(g('ta'), add(g(d[1]), g(d[2])))),
+    set(v[2], add(sub(g(d[3]), g(d[2])), mul(2, sub(g(d[1]), g(d[2]))))),
+    set(v[4], sub(sub(g(d[4]), g(d[2])), mul(2, g('ta')))),
+    set(v[3], g('ta')),
+  ];
+}
+
+/** F(3×3, 3×3): Aᵀ applied to m[0..4] into y[0..2]. */
+function outputT3(m, y) {
+  return [
+    set('ta', add(g(m[1]), g(m[2]))),
+    set(y[0], add(add(g(m[0]), g('ta')), g(m[3]))),
+    set(y[1], add(sub(g(m[1]), g(m[2])), mul(2, g(m[3])))),
+    set(y[2], add(add(g('ta'), mul(4, g(m[3]))), g(m[4]))),
+  ];
+}
+
+/** F(3×3, 3×3): G applied to f[0..2] into u[0..4]. */
+function filterT3(f, u) {
+  return [
+    set(u[0], mul(0.5, g(f[0]))),
+    set('ta', add(g(f[0]), g(f[2]))),
+    set(u[1], mul(-0.5, add(g('ta'), g(f[1])))),
+    set(u[2], mul(-1 / 6, sub(g('ta'), g(f[1])))),
+    set(u[3], add(add(mul(1 / 6, g(f[0])), mul(1 / 3, g(f[1]))), mul(2 / 3, g(f[2])))),
+    set(u[4], g(f[2])),
+  ];
+}
+
 /** F(6×6, 3×3), points 0, 1, -1, 2, -2, 1/2, -1/2, ∞: Bᵀ applied to d[0..7] into v[0..7]. */
 function inputT6(d, v) {
   return [
@@ -127,6 +169,7 @@ function filterT6(f, u) {
 }
 
 const VARIANTS = {
+  3: { a: 5, inputT: inputT3, outputT: outputT3, filterT: filterT3 },
   4: { a: 6, inputT, outputT, filterT },
   6: { a: 8, inputT: inputT6, outputT: outputT6, filterT: filterT6 },
 };
@@ -400,7 +443,7 @@ function dispatch() {
   ;; One block of Winograd tiles of a 3×3, stride-1 convolution (channels-last, float32): a job for
   ;; one thread (7 int32 arguments, as the thread pool's calls). prm: int32 words [x, H, W, Ci, Co,
   ;; U, bias, y, Ho, Wo, tilesW, tilesH, padTop, padLeft, flags, m] (pointers as byte offsets;
-  ;; flags as the output transforms; m = 4 or 6, the tile size); tiles first .. first + count - 1
+  ;; flags as the output transforms; m = 3, 4 or 6, the tile size); tiles first .. first + count - 1
   ;; in (image, tile row, tile column) order; scratch: this thread's (m+2)²·(count·(Ci + Co) + 32)
   ;; + (m+2)²·Ci floats. Steps: input transforms into V[ξ][tile][Ci] (edge tiles through a
   ;; zero-padded copy), M = 0, the (m+2)² products M[ξ] += V[ξ] · U[ξ] with the
@@ -408,25 +451,33 @@ function dispatch() {
   ;; transforms into y.
   (func (export "winograd_tiles")
     (param $prm i32) (param $first i32) (param $count i32) (param $unused3 i32) (param $unused4 i32) (param $unused5 i32) (param $scratch i32)
-    (if (i32.eq (i32.load offset=60 (local.get $prm)) (i32.const 6))
-      (then (call $winograd6_tiles (local.get $prm) (local.get $first) (local.get $count) (local.get $scratch)))
-      (else (call $winograd4_tiles (local.get $prm) (local.get $first) (local.get $count) (local.get $scratch))))
+    (block $f3 (block $f4 (block $f6
+      (br_table $f3 $f3 $f3 $f3 $f4 $f4 $f6 (i32.load offset=60 (local.get $prm))))
+      (call $winograd6_tiles (local.get $prm) (local.get $first) (local.get $count) (local.get $scratch))
+      (return))
+      (call $winograd4_tiles (local.get $prm) (local.get $first) (local.get $count) (local.get $scratch))
+      (return))
+    (call $winograd3_tiles (local.get $prm) (local.get $first) (local.get $count) (local.get $scratch))
   )
 
-  ;; The filter transform of tile size m (4 or 6) for vectors v0 .. v1 - 1 of the Ci·Co/4, as a
+  ;; The filter transform of tile size m (3, 4 or 6) for vectors v0 .. v1 - 1 of the Ci·Co/4, as a
   ;; 7-argument thread-pool call.
   (func (export "winograd_filter_job")
     (param $w i32) (param $Ci i32) (param $Co i32) (param $u i32) (param $v0 i32) (param $v1 i32) (param $m i32)
-    (if (i32.eq (local.get $m) (i32.const 6))
-      (then (call $winograd6_filter_transform (local.get $w) (local.get $Ci) (local.get $Co) (local.get $u) (local.get $v0) (local.get $v1)))
-      (else (call $winograd4_filter_transform (local.get $w) (local.get $Ci) (local.get $Co) (local.get $u) (local.get $v0) (local.get $v1))))
+    (block $f3 (block $f4 (block $f6
+      (br_table $f3 $f3 $f3 $f3 $f4 $f4 $f6 (local.get $m)))
+      (call $winograd6_filter_transform (local.get $w) (local.get $Ci) (local.get $Co) (local.get $u) (local.get $v0) (local.get $v1))
+      (return))
+      (call $winograd4_filter_transform (local.get $w) (local.get $Ci) (local.get $Co) (local.get $u) (local.get $v0) (local.get $v1))
+      (return))
+    (call $winograd3_filter_transform (local.get $w) (local.get $Ci) (local.get $Co) (local.get $u) (local.get $v0) (local.get $v1))
   )`;
 }
 
 export function winogradWat() {
   return [
     '  ;; BEGIN winograd (generated by scripts/winograd-wat.mjs; edit that, not this)',
-    ...[4, 6].flatMap((m) => [filterTransform(m), inputTile(m), outputTile(m), tiles(m)]),
+    ...[3, 4, 6].flatMap((m) => [filterTransform(m), inputTile(m), outputTile(m), tiles(m)]),
     dispatch(),
     '  ;; END winograd',
   ].join('\n');

@@ -125,4 +125,10 @@ test('bad input: clear messages and exit codes', async () => {
   r = runTrainer(['scratch', '--data', data, '--out', join(root, 'x5'), '--config', join(root, 'missing.yaml')]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /experiment file .*missing\.yaml: not found/);
+
+  // Fails after the backend is up, while building the model: still nothing written.
+  r = runTrainer(['extract', '--data', data, '--out', join(root, 'x6'), '--weights', join(root, 'no-such-weights')]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^error: .*no-such-weights/m);
+  for (const x of ['x1', 'x2', 'x3', 'x4', 'x5', 'x6']) assert.ok(!existsSync(join(root, x)), `a run that failed to start left ${x}/ behind`);
 });

@@ -78,7 +78,6 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
   }
   const manifestSha256 = createHash('sha256').update(JSON.stringify(manifest)).digest('hex');
   const backend = await initBackend({ backend: cfg.backend, threads: cfg.threads, log });
-  await mkdir(runDir, { recursive: true });
   const transfer = cfg.strategy !== 'scratch' && cfg.strategy !== 'augmented';
   const weights = transfer ? resolveWeights(cfg) : undefined;
   const totalEpochs = cfg.strategy === 'finetune' ? cfg.headEpochs + cfg.epochs : cfg.epochs;
@@ -347,7 +346,9 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
     debugNanAtStep: cfg.debugNanAtStep,
     debugEpochDelayMs: cfg.debugEpochDelayMs,
   };
-  // Written once the models are built, so a run that fails to start (e.g. missing weights) leaves no config behind.
+  // The run directory appears once the models are built, so a run that fails to start (e.g. missing weights) leaves
+  // nothing behind.
+  await mkdir(runDir, { recursive: true });
   await writeFileAtomic(join(runDir, 'config.json'), JSON.stringify(configJson, null, 2));
   const oom = (err: unknown) => explainOutOfMemory(err, { batchSize: cfg.batchSize, inputSize: cfg.inputSize, workers: cfg.workers });
   try {

@@ -286,27 +286,30 @@ function filterTransform(m) {
     }
     body.push(...T(['f0', 'f1', 'f2'], range(A).map((i) => `t${i}_${j}`)));
   }
-  // rows: U[i][j] = (t Gᵀ)[i][j] at o + ξ·tap, ξ = A·i + j
+  // rows: U[i][j] = (t Gᵀ)[i][j] at o + ξ·us, ξ = A·i + j
   body.push(`(local.set $a (local.get $o))`);
   for (const i of range(A)) {
     body.push(...T([`t${i}_0`, `t${i}_1`, `t${i}_2`], range(A).map((j) => `u${j}`)));
     for (const j of range(A)) {
       body.push(`(v128.store (local.get $a) (local.get $u${j}))`);
-      body.push(`(local.set $a (i32.add (local.get $a) (local.get $tap)))`);
+      body.push(`(local.set $a (i32.add (local.get $a) (local.get $us)))`);
     }
   }
   const ts = range(A).flatMap((i) => range(3).map((j) => `t${i}_${j}`));
   return `
   ;; F(${m}×${m}, 3×3) filter transform: U[ξ][ci][co] = (G g Gᵀ)[ξ] for the [3, 3, Ci, Co] filter g
-  ;; at w (Co % 4 == 0), into the [${A * A}, Ci, Co] array at u (the layout the products read), for
-  ;; the Ci·Co/4 vectors from vector v0 to v1 (so threads can share it).
+  ;; at w (Co % 4 == 0), into the [${A * A}, Ci, Co] array at u (the layout the products read; each
+  ;; U[ξ] padded by 16 floats: at power-of-two strides the ${A * A} streams written together would all
+  ;; map to the same cache sets), for the Ci·Co/4 vectors from vector v0 to v1 (so threads can
+  ;; share it).
   (func $winograd${m}_filter_transform (export "winograd${m}_filter_transform")
     (param $w i32) (param $Ci i32) (param $Co i32) (param $u i32) (param $v0 i32) (param $v1 i32)
-    (local $tap i32) (local $p i32) (local $end i32) (local $s i32) (local $o i32) (local $a i32)
+    (local $tap i32) (local $us i32) (local $p i32) (local $end i32) (local $s i32) (local $o i32) (local $a i32)
     ${locals(['f0', 'f1', 'f2', ...TEMPS])} ${locals(range(A).map((j) => `u${j}`))}
     ${locals(ts)}
     ;; one Ci·Co tap after the other: the same byte offset p in every tap of g and every ξ of U
     (local.set $tap (i32.shl (i32.mul (local.get $Ci) (local.get $Co)) (i32.const 2)))
+    (local.set $us (i32.add (local.get $tap) (i32.const 64)))
     (local.set $p (i32.shl (local.get $v0) (i32.const 4)))
     (local.set $end (i32.shl (local.get $v1) (i32.const 4)))
     (block $done (loop $loop
@@ -411,7 +414,7 @@ function tiles(m) {
       (br_if $xdone (i32.ge_u (local.get $xi) (i32.const ${N})))
       (call $conv_input_grad_run
         (i32.add (local.get $V) (i32.mul (local.get $xi) (local.get $vxs))) (local.get $count) (local.get $Ci)
-        (i32.add (local.get $U) (i32.mul (i32.mul (local.get $xi) (local.get $Ci)) (local.get $cob))) (local.get $Co)
+        (i32.add (local.get $U) (i32.mul (local.get $xi) (i32.add (i32.mul (local.get $Ci) (local.get $cob)) (i32.const 64)))) (local.get $Co)
         (i32.add (local.get $M) (i32.mul (local.get $xi) (local.get $mxs))) (local.get $cob))
       (local.set $xi (i32.add (local.get $xi) (i32.const 1)))
       (br $xloop)))

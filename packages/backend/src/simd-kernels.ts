@@ -19,7 +19,7 @@ export interface SimdKernels {
   /** out[i] = x[i] > 0 ? dy[i] : 0 for the first 4·vectors floats (byte offsets). */
   relu_grad(x: number, dy: number, out: number, vectors: number): void;
   /**
-   * Winograd F(m×m, 3×3) filter transform (m = 4 or 6) of a [3, 3, Ci, Co] filter into [(m+2)², Ci, Co],
+   * Winograd F(m×m, 3×3) filter transform (m = 3, 4 or 6) of a [3, 3, Ci, Co] filter into [(m+2)², Ci·Co + 16],
    * for the Ci·Co/4 float vectors v0 .. v1 - 1 (byte offsets w, u).
    */
   winograd_filter_job(w: number, Ci: number, Co: number, u: number, v0: number, v1: number, m: number): void;

@@ -389,7 +389,7 @@ function threadCount(backend: WasmBackend): number {
 /**
  * Cost of a stride-1 3×3 convolution in multiply-adds of the SIMD micro-kernel: direct (9 per
  * output and channel pair) or Winograd with tile m (the products, transforms ≈ κ multiply-adds per
- * transformed value, the filter transform ≈ 43 per value written, memory-bound, shared by the
+ * transformed value, the filter transform ≈ 8 per value written, memory-bound, shared by the
  * threads). Constants measured on the VGG16 and convnet layers (tools/bench/src/wasm-kernels.ts).
  */
 function convCost(info: tf.backend_util.Conv2DInfo, m: 0 | WinogradTile, threads: number): number {
@@ -398,7 +398,7 @@ function convCost(info: tf.backend_util.Conv2DInfo, m: 0 | WinogradTile, threads
   const n = (m + 2) * (m + 2);
   const tiles = B * Math.ceil(Ho / m) * Math.ceil(Wo / m);
   const kappa = m === 3 ? 22 : m === 4 ? 26 : 40;
-  return tiles * n * (Ci * Co + kappa * (Ci + Co)) + (43 * n * Ci * Co) / threads;
+  return tiles * n * (Ci * Co + kappa * (Ci + Co)) + (8 * n * Ci * Co) / threads;
 }
 
 /** The Winograd tile size for this convolution (3, 4 or 6), or 0 when the direct loop / XNNPACK is better or it does not apply. */
@@ -472,7 +472,7 @@ function winogradConv(
   const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
 
   const out = backend.makeOutput([B, Ho, Wo, Co], 'float32');
-  const u = backend.makeOutput([n, Ci, Co], 'float32');
+  const u = backend.makeOutput([n, Ci * Co + 16], 'float32'); // U[ξ] padded (see the .wat)
   const prm = backend.makeOutput([16], 'int32');
   let scratch: TensorInfo | null = null;
   try {

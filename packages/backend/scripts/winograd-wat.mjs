@@ -408,11 +408,10 @@ function tiles(m) {
       (local.set $k (i32.add (local.get $k) (i32.const 1)))
       (br $kloop)))
     ;; the ${N} products
-    (memory.fill (local.get $M) (i32.const 0) (i32.mul (i32.const ${N}) (local.get $mxs)))
     (local.set $xi (i32.const 0))
     (block $xdone (loop $xloop
       (br_if $xdone (i32.ge_u (local.get $xi) (i32.const ${N})))
-      (call $conv_input_grad_run
+      (call $winograd_gemm
         (i32.add (local.get $V) (i32.mul (local.get $xi) (local.get $vxs))) (local.get $count) (local.get $Ci)
         (i32.add (local.get $U) (i32.mul (local.get $xi) (i32.add (i32.mul (local.get $Ci) (local.get $cob)) (i32.const 64)))) (local.get $Co)
         (i32.add (local.get $M) (i32.mul (local.get $xi) (local.get $mxs))) (local.get $cob))
@@ -441,6 +440,79 @@ function tiles(m) {
   )`;
 }
 
+/**
+ * The products: c[p·cs + j] = Σ_k a[p·K + k] · b[k·N + j] for p < n, j < N (N % 16 == 0), overwriting
+ * c (conv_input_grad_run's loop, which accumulates into c, minus the zeroing of c it would need).
+ * Two rows × 16 columns of c in registers: 8 accumulators + 2 splats + 4 loads of b, 14 of the 16
+ * SIMD registers of x86-64.
+ */
+// Steps of the reduction per loop iteration: unrolling by 2 or 4 measured ~40% slower (V8 then
+// spills accumulators), so 1; the code takes any divisor of K (a multiple of 4 here).
+const UNROLL = 1;
+function gemm() {
+  const acc = range(8).map((i) => `c${i}`);
+  const step = (u) => {
+    const lines = [
+      `(local.set $s0 (v128.load32_splat offset=${4 * u} (local.get $a0)))`,
+      `(local.set $s1 (v128.load32_splat offset=${4 * u} (local.get $a1)))`,
+      ...range(4).map((q) => `(local.set $w${q} (v128.load offset=${16 * q} (local.get $wp)))`),
+      ...range(8).map((i) => set(acc[i], add(g(acc[i]), `(f32x4.mul (local.get $s${i >> 2}) (local.get $w${i & 3}))`))),
+    ];
+    if (u < UNROLL - 1) lines.push(`(local.set $wp (i32.add (local.get $wp) (local.get $nb)))`);
+    return lines;
+  };
+  const body = (pairs) => {
+    const rows = pairs ? 2 : 1;
+    const lines = [];
+    lines.push(...range(4 * rows).map((i) => `(local.set $c${i} (v128.const f32x4 0 0 0 0))`));
+    lines.push(`(local.set $wp (i32.add (local.get $b) (local.get $j)))`);
+    lines.push(`(local.set $k (local.get $K))`);
+    lines.push(`(block $kdone (loop $kloop`);
+    lines.push(`  (br_if $kdone (i32.eqz (local.get $k)))`);
+    for (const u of range(UNROLL)) {
+      let st = step(u);
+      if (!pairs) st = st.filter((l) => !l.includes('$s1') && !/\$c[4-7] /.test(l));
+      lines.push(...st.map((l) => '  ' + l));
+    }
+    lines.push(`  (local.set $wp (i32.add (local.get $wp) (local.get $nb)))`);
+    lines.push(`  (local.set $a0 (i32.add (local.get $a0) (i32.const ${4 * UNROLL})))`);
+    if (pairs) lines.push(`  (local.set $a1 (i32.add (local.get $a1) (i32.const ${4 * UNROLL})))`);
+    lines.push(`  (local.set $k (i32.sub (local.get $k) (i32.const ${UNROLL})))`);
+    lines.push(`  (br $kloop)))`);
+    lines.push(`(local.set $o (i32.add (i32.add (local.get $c) (i32.mul (local.get $p) (local.get $cs))) (local.get $j)))`);
+    for (const r of range(rows)) {
+      for (const q of range(4)) lines.push(`(v128.store offset=${16 * q} (local.get $o) (local.get $c${4 * r + q}))`);
+      if (r === 0 && rows === 2) lines.push(`(local.set $o (i32.add (local.get $o) (local.get $cs)))`);
+    }
+    return lines;
+  };
+  return `
+  ;; Winograd products (see the generator, gemm()): c = a · b, a: n × K rows, b: K × N, c rows cs bytes apart.
+  (func $winograd_gemm (export "winograd_gemm")
+    (param $a i32) (param $n i32) (param $K i32) (param $b i32) (param $N i32) (param $c i32) (param $cs i32)
+    (local $nb i32) (local $kb i32) (local $j i32) (local $p i32) (local $k i32) (local $a0 i32) (local $a1 i32) (local $wp i32) (local $o i32)
+    ${locals([...acc, 's0', 's1', 'w0', 'w1', 'w2', 'w3'])}
+    (local.set $nb (i32.shl (local.get $N) (i32.const 2)))
+    (local.set $kb (i32.shl (local.get $K) (i32.const 2)))
+    (local.set $j (i32.const 0))
+    (block $jdone (loop $jloop
+      (br_if $jdone (i32.ge_u (local.get $j) (local.get $nb)))
+      (local.set $p (i32.const 0))
+      (block $pdone (loop $ploop
+        (br_if $pdone (i32.ge_u (i32.add (local.get $p) (i32.const 1)) (local.get $n)))
+        (local.set $a0 (i32.add (local.get $a) (i32.mul (local.get $p) (local.get $kb))))
+        (local.set $a1 (i32.add (local.get $a0) (local.get $kb)))
+${indent(body(true), 8)}
+        (local.set $p (i32.add (local.get $p) (i32.const 2)))
+        (br $ploop)))
+      (if (i32.lt_u (local.get $p) (local.get $n)) (then
+        (local.set $a0 (i32.add (local.get $a) (i32.mul (local.get $p) (local.get $kb))))
+${indent(body(false), 8)}))
+      (local.set $j (i32.add (local.get $j) (i32.const 64)))
+      (br $jloop)))
+  )`;
+}
+
 function dispatch() {
   return `
   ;; One block of Winograd tiles of a 3×3, stride-1 convolution (channels-last, float32): a job for
@@ -449,9 +521,8 @@ function dispatch() {
   ;; flags as the output transforms; m = 3, 4 or 6, the tile size); tiles first .. first + count - 1
   ;; in (image, tile row, tile column) order; scratch: this thread's (m+2)²·(count·(Ci + Co) + 32)
   ;; + (m+2)²·Ci floats. Steps: input transforms into V[ξ][tile][Ci] (edge tiles through a
-  ;; zero-padded copy), M = 0, the (m+2)² products M[ξ] += V[ξ] · U[ξ] with the
-  ;; conv_input_grad_run micro-kernel (2 tiles × 16 output channels in registers), output
-  ;; transforms into y.
+  ;; zero-padded copy), the (m+2)² products M[ξ] = V[ξ] · U[ξ] (winograd_gemm: 2 tiles × 16
+  ;; output channels in registers), output transforms into y.
   (func (export "winograd_tiles")
     (param $prm i32) (param $first i32) (param $count i32) (param $unused3 i32) (param $unused4 i32) (param $unused5 i32) (param $scratch i32)
     (block $f3 (block $f4 (block $f6
@@ -480,6 +551,7 @@ function dispatch() {
 export function winogradWat() {
   return [
     '  ;; BEGIN winograd (generated by scripts/winograd-wat.mjs; edit that, not this)',
+    gemm(),
     ...[3, 4, 6].flatMap((m) => [filterTransform(m), inputTile(m), outputTile(m), tiles(m)]),
     dispatch(),
     '  ;; END winograd',

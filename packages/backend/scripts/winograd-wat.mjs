@@ -225,14 +225,15 @@ ${indent(body, 6)}
 function outputTile(m) {
   const { a: A, outputT: T } = VARIANTS[m];
   const body = [];
-  // columns: t[i][j] = (Aᵀ M)[i][j], M[ξ] loaded in ξ order
-  body.push(`(local.set $a (local.get $s))`);
-  for (const xi of range(A * A)) {
-    body.push(`(local.set $m${xi} (v128.load (local.get $a)))`);
-    if (xi < A * A - 1) body.push(`(local.set $a (i32.add (local.get $a) (local.get $xs)))`);
-  }
+  // columns: t[i][j] = (Aᵀ M)[i][j], column j of M (ξ = A·i + j) loaded just before its transform
+  // (loading all (m+2)² first would keep them all live: spills)
   for (const j of range(A)) {
-    body.push(...T(range(A).map((i) => `m${A * i + j}`), range(m).map((i) => `t${i}_${j}`)));
+    body.push(`(local.set $a (i32.add (local.get $s) (i32.mul (i32.const ${j}) (local.get $xs))))`);
+    for (const i of range(A)) {
+      body.push(`(local.set $m${i} (v128.load (local.get $a)))`);
+      if (i < A - 1) body.push(`(local.set $a (i32.add (local.get $a) (local.get $xsa)))`);
+    }
+    body.push(...T(range(A).map((i) => `m${i}`), range(m).map((i) => `t${i}_${j}`)));
   }
   // rows: Y[i][j] = (t A)[i][j] + bias, clamped to [lo, hi], stored where inside the output
   for (const i of range(m)) {
@@ -253,9 +254,9 @@ function outputTile(m) {
   (func $winograd${m}_output_tile (export "winograd${m}_output_tile")
     (param $src i32) (param $xs i32) (param $C i32) (param $bias i32) (param $dst i32) (param $row i32) (param $pix i32)
     (param $rows i32) (param $cols i32) (param $flags i32)
-    (local $c i32) (local $cend i32) (local $s i32) (local $d i32) (local $a i32)
+    (local $c i32) (local $cend i32) (local $s i32) (local $d i32) (local $a i32) (local $xsa i32)
     (local $b v128) (local $lo v128) (local $hi v128)
-    ${locals(range(A * A).map((i) => `m${i}`))}
+    ${locals(range(A).map((i) => `m${i}`))}
     ${locals([...TEMPS, ...range(m).map((j) => `y${j}`)])}
     ${locals(ts)}
     (local.set $lo (v128.const f32x4 -inf -inf -inf -inf))
@@ -263,6 +264,7 @@ function outputTile(m) {
     (if (i32.ne (i32.and (local.get $flags) (i32.const 3)) (i32.const 0)) (then (local.set $lo (v128.const f32x4 0 0 0 0))))
     (if (i32.eq (i32.and (local.get $flags) (i32.const 3)) (i32.const 2)) (then (local.set $hi (v128.const f32x4 6 6 6 6))))
     (local.set $b (v128.const f32x4 0 0 0 0))
+    (local.set $xsa (i32.mul (local.get $xs) (i32.const ${A})))
     (local.set $cend (i32.shl (local.get $C) (i32.const 2)))
     (local.set $c (i32.const 0))
     (block $done (loop $loop

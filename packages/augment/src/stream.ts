@@ -8,7 +8,7 @@ import type { Interpolation, JpegDecoder } from './decode.js';
 import { resolveAugmentOptions, type AugmentOptions } from './options.js';
 import { epochOrder } from './random.js';
 import { loadSamples, openDatasetSource, type LoadedSamples, type SampleSource } from './source.js';
-import type { BatchResult, BatchTask } from './worker.js';
+import type { BatchResult, BatchTask, PingTask } from './worker.js';
 
 export interface BatchStreamOptions {
   /** A SampleSource, or a dataset URL (prepared dataset dir / s3:// prefix, or a folder of images). */
@@ -108,7 +108,10 @@ export interface BatchStream extends AsyncIterable<Batch> {
   readonly workers: number;
   next(): Promise<IteratorResult<Batch, undefined>>;
   stats(): StreamStats;
-  /** Resolves once every worker thread has started (benchmarks call it before timing). */
+  /**
+   * Resolves once every worker thread has started and run its per-image path on a few hundred synthetic images, so
+   * that V8 has compiled it (benchmarks call it before timing; a stream works without it).
+   */
   ready(): Promise<void>;
   close(): Promise<void>;
 }
@@ -121,6 +124,8 @@ interface Pending {
 }
 
 const MAX_SKIPPED_KEPT = 10_000;
+/** Synthetic images each worker samples in ready() (about 60 ms once compiled). */
+const WARMUP_IMAGES = 300;
 
 function positiveInt(name: string, value: number): number {
   if (!Number.isInteger(value) || value < 1) throw new RangeError(`${name} must be a positive integer, got ${value}`);
@@ -348,9 +353,14 @@ class PooledBatchStream implements BatchStream {
   private readonly created = performance.now();
 
   async ready(): Promise<void> {
+    const o = this.o;
+    const warmup: PingTask['warmup'] = {
+      height: o.height, width: o.width, augment: o.augment, seed: o.seed, dtype: o.dtype, rescale: o.rescale,
+      interpolation: o.interpolation, jpegDecoder: o.jpegDecoder, images: WARMUP_IMAGES,
+    };
     const seen = new Set<number>();
     for (let round = 0; round < 100 && seen.size < this.workers && !this.closed; round++) {
-      const pings = Array.from({ length: this.workers }, () => this.pool.run({ ping: true, holdMs: 20 }) as Promise<{ threadId: number }>);
+      const pings = Array.from({ length: this.workers }, () => this.pool.run({ ping: true, holdMs: 20, warmup }) as Promise<{ threadId: number }>);
       for (const p of await Promise.all(pings)) seen.add(p.threadId);
     }
   }

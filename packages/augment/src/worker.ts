@@ -2,9 +2,10 @@
 // moved (not copied) back to the main thread.
 import { existsSync, unlinkSync } from 'node:fs';
 import { threadId } from 'node:worker_threads';
+import jpegTurbo from '@julusian/jpeg-turbo';
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
 import { configureSharpForWorkers, decodeForSampling, type Interpolation, type JpegDecoder } from './decode.js';
-import type { AugmentOptions } from './options.js';
+import { BOOK_AUGMENTATION, type AugmentOptions } from './options.js';
 import { sampleRng } from './random.js';
 import { applyAffine, sampleTransform, transformMatrix } from './transform.js';
 
@@ -48,18 +49,46 @@ const shared = workerData as SharedSamples;
 const bytes = new Uint8Array(shared.bytes);
 const spans = new Float64Array(shared.spans);
 
-/** Readiness probe: answers with the thread id after a short hold, so concurrent pings land on distinct workers. */
+/**
+ * Readiness probe: answers with the thread id after a short hold, so concurrent pings land on distinct workers. With
+ * `warmup`, the thread first runs its per-image path (decode, parameter draw, sampling) on a synthetic JPEG of the
+ * stream's size, so V8 has compiled it before the first real batch: on a machine whose cores are all busy with
+ * workers, the optimizing compilers' background threads otherwise get little CPU and the first few hundred images
+ * run interpreted code (measured: the first batches took 3-5× the steady time).
+ */
 export interface PingTask {
   ping: true;
   holdMs: number;
+  warmup?: Omit<BatchTask, 'epoch' | 'indices' | 'keys' | 'crashMarker' | 'out'> & { images: number };
 }
 
 export default async function runTask(task: BatchTask | PingTask): Promise<BatchResult | { threadId: number }> {
   if ('ping' in task) {
+    if (task.warmup && !warmedUp) {
+      warmedUp = true;
+      await warmUp(task.warmup);
+    }
     await new Promise((resolve) => setTimeout(resolve, task.holdMs));
     return { threadId };
   }
   return runBatch(task);
+}
+
+let warmedUp = false;
+
+async function warmUp(o: NonNullable<PingTask['warmup']>): Promise<void> {
+  const { height: h, width: w } = o;
+  const rgb = Buffer.alloc(h * w * 3);
+  for (let i = 0; i < rgb.length; i++) rgb[i] = (i * 7 + (i >> 9)) & 255;
+  const jpeg = jpegTurbo.compressSync(rgb, { format: jpegTurbo.FORMAT_RGB, width: w, height: h, quality: 90, subsampling: jpegTurbo.SAMP_420 });
+  const out = o.dtype === 'uint8' ? new Uint8Array(h * w * 3) : new Float32Array(h * w * 3);
+  for (let k = 0; k < o.images; k++) {
+    const image = await decodeForSampling(jpeg, h, w, o.interpolation, o.jpegDecoder);
+    const params = sampleTransform(o.augment ?? BOOK_AUGMENTATION, sampleRng(o.seed, k, `warmup.${k}`), h, w);
+    applyAffine(image.pixels, h, w, transformMatrix(params, h, w), o.augment?.fillMode, o.augment?.cval, {
+      data: out, rescale: o.rescale, flipHorizontal: params.flipHorizontal, flipVertical: params.flipVertical,
+    }, image.layout);
+  }
 }
 
 async function runBatch(task: BatchTask): Promise<BatchResult> {

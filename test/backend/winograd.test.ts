@@ -20,6 +20,8 @@ type Pad = 'valid' | 'same';
 type Shape4 = [number, number, number, number];
 
 const CHILD = process.env.CATDOG_WINOGRAD_TEST_CHILD === '1';
+const SIMD = process.env.CATDOG_WASM_SIMD_KERNELS !== '0';
+const skip = SIMD ? false : 'CATDOG_WASM_SIMD_KERNELS=0';
 const TOLERANCE = { 3: 5e-5, 4: 5e-5, 6: 2e-4 } as const;
 
 function random(n: number, seed: number): Float32Array {
@@ -89,13 +91,18 @@ before(async () => {
   await tf.ready();
 });
 
-test('the SIMD kernels run with the expected threads', () => {
+test('CATDOG_WASM_SIMD_KERNELS=0 turns Winograd off too', { skip: SIMD }, () => {
+  tf.setBackend('wasm');
+  assert.equal(wasmWinogradTileSize([20, 37, 37, 256], [3, 3, 256, 256], 1, 'same'), 0);
+});
+
+test('the SIMD kernels run with the expected threads', { skip }, () => {
   assert.ok(wasmSimdKernelsLoaded(), 'SIMD kernels loaded');
   if (CHILD) assert.equal(threads, 1, 'single-threaded build');
   else if (threads > 1) assert.equal(wasmSimdWorkers(), threads - 1, 'worker threads ready');
 });
 
-test('Winograd Conv2D matches cpu: map sizes not multiples of the tile, both paddings, channels, batches', () => {
+test('Winograd Conv2D matches cpu: map sizes not multiples of the tile, both paddings, channels, batches', { skip }, () => {
   let seed = 100;
   const cases: Array<{ B: number; H: number; W: number; Ci: number; Co: number; pad: Pad }> = [
     { B: 1, H: 9, W: 9, Ci: 16, Co: 16, pad: 'same' },
@@ -109,7 +116,7 @@ test('Winograd Conv2D matches cpu: map sizes not multiples of the tile, both pad
   for (const m of [3, 4, 6] as const) for (const c of cases) check(m, 'Conv2D', c, {}, (seed += 3));
 });
 
-test('Winograd FusedConv2D (bias, relu / relu6 / linear) matches cpu, including Ci·Co > 64 k', () => {
+test('Winograd FusedConv2D (bias, relu / relu6 / linear) matches cpu, including Ci·Co > 64 k', { skip }, () => {
   let seed = 500;
   for (const m of [3, 4, 6] as const) {
     check(m, 'FusedConv2D', { B: 3, H: 9, W: 11, Ci: 32, Co: 64, pad: 'same' }, { bias: true, activation: 'relu' }, (seed += 3));
@@ -119,7 +126,7 @@ test('Winograd FusedConv2D (bias, relu / relu6 / linear) matches cpu, including 
   }
 });
 
-test('the tile is chosen per layer, and only where Winograd applies', () => {
+test('the tile is chosen per layer, and only where Winograd applies', { skip }, () => {
   tf.setBackend('wasm');
   const tile = (x: Shape4, w: Shape4, s: number, pad: Pad, d = 1) => wasmWinogradTileSize(x, w, s, pad, d);
   // VGG16 at 150×150, batch 20: every 3×3 layer but the 3-channel first one.
@@ -144,7 +151,7 @@ test('the tile is chosen per layer, and only where Winograd applies', () => {
   }
 });
 
-test('the same checks pass with the single-threaded wasm build', { skip: CHILD }, () => {
+test('the same checks pass with the single-threaded wasm build', { skip: CHILD || skip }, () => {
   const file = fileURLToPath(import.meta.url);
   // Without NODE_TEST_CONTEXT (set for this file's own run), the child is a test run of its own.
   const { NODE_TEST_CONTEXT: _, ...env } = process.env;

@@ -13,6 +13,8 @@
 // in registers, shared with worker threads in the threaded build (faster than XNNPACK for all
 // three on the book's convnet, 2–4× for dW, whose XNNPACK "filter" is all of dy). MaxPoolGrad
 // (2×2, stride 2), the ReLU gradient and bias gradients (Sum over leading axes) have SIMD loops too.
+// The forward Conv2D / FusedConv2D with 3×3 filters at stride 1 run as Winograd convolutions (fewer
+// multiplies than any direct loop; see the section below).
 // Depthwise gradients are cheap (one MAC per output element and tap) and run as tight loops over
 // channels-last data directly on the wasm heap.
 // Anything outside what these rewrites cover (NCHW data, unusual explicit padding) falls back to

@@ -35,6 +35,8 @@ test('identical batches whatever the worker count, batch size or prefetch', asyn
   assert.deepEqual(first.shape, [8, 40, 48, 3]);
   assert.deepEqual(Array.from(first.ys), first.keys.map((k) => (k.startsWith('dog') ? 1 : 0)));
   assert.ok(first.xs instanceof Float32Array && first.xs.every((v) => v >= 0 && v <= 1));
+  // written by the WASM sampler in place, in memory shared with the workers (no copy out of the worker)
+  assert.ok(first.xs.buffer instanceof SharedArrayBuffer);
   assert.deepEqual(a.batches.map((x) => [x.epoch, x.index, x.shape[0]]), [[0, 0, 8], [0, 1, 8], [0, 2, 4], [1, 0, 8], [1, 1, 8], [1, 2, 4]]);
 });
 

@@ -79,7 +79,8 @@ export interface Batch {
   skipped: SkippedSample[];
   /**
    * Optional: hands xs' buffer back to the stream, which reuses it for a later batch (no allocation, no GC of
-   * 8.6 MB buffers on the main thread). Do not touch xs afterwards. toTfDataset calls it once the tensor holds a copy.
+   * 8.6 MB buffers on the main thread). Do not touch xs afterwards: a later batch is written there (xs is a view of
+   * memory shared with the worker threads). toTfDataset calls it once the tensor holds a copy.
    */
   release(): void;
 }
@@ -205,8 +206,8 @@ class PooledBatchStream implements BatchStream {
   private mainMs = 0;
   private workerMs = 0;
   private readonly skipped: SkippedSample[] = [];
-  /** released batch buffers, reused by later tasks */
-  private readonly spare: ArrayBuffer[] = [];
+  /** released batch buffers (or shared batch memories), reused by later tasks */
+  private readonly spare: (ArrayBuffer | WebAssembly.Memory)[] = [];
   private epochSkipped: SkippedSample[] = [];
   private epochImages = 0;
 
@@ -272,7 +273,11 @@ class PooledBatchStream implements BatchStream {
         crashMarker: this.o.crashMarker,
       };
       const out = this.spare.pop();
-      const first = out ? (this.pool.run({ ...task, out }, { transferList: [out] }) as Promise<BatchResult>) : (this.pool.run(task) as Promise<BatchResult>);
+      const first = (
+        out instanceof ArrayBuffer
+          ? this.pool.run({ ...task, out }, { transferList: [out] })
+          : this.pool.run(out ? { ...task, memory: out } : task)
+      ) as Promise<BatchResult>;
       // A crashed worker is replaced by piscina; its task is retried once on the new worker (with a fresh buffer:
       // the recycled one went down with the worker).
       const result = first.catch((err: unknown) => {
@@ -326,12 +331,13 @@ class PooledBatchStream implements BatchStream {
     }
     const len = n * h * w * 3;
     const xs = this.o.dtype === 'uint8' ? new Uint8Array(res.xs, 0, len) : new Float32Array(res.xs, 0, len);
-    const buffer = res.xs;
+    const reusable = res.memory ? res.xs.byteLength > this.batchBytes : res.xs.byteLength === this.batchBytes;
+    const recycled = res.memory ?? (res.xs as ArrayBuffer);
     let released = false;
     const release = () => {
       if (released || this.closed) return;
       released = true;
-      if (buffer.byteLength === this.batchBytes && this.spare.length < this.o.prefetch) this.spare.push(buffer);
+      if (reusable && this.spare.length < this.o.prefetch) this.spare.push(recycled);
     };
     const batch: Batch = { xs, ys, keys, shape: [n, h, w, 3], epoch: head.epoch, index: head.index, skipped, release };
     this.delivered++;

@@ -4,6 +4,7 @@ import { existsSync, unlinkSync } from 'node:fs';
 import { threadId } from 'node:worker_threads';
 import jpegTurbo from '@julusian/jpeg-turbo';
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
+import { batchMemory, endBatchMemory } from './affine-wasm.js';
 import { configureSharpForWorkers, decodeForSampling, type Interpolation, type JpegDecoder } from './decode.js';
 import { BOOK_AUGMENTATION, type AugmentOptions } from './options.js';
 import { sampleRng } from './random.js';
@@ -35,10 +36,15 @@ export interface BatchTask {
   crashMarker?: string;
   /** A recycled batch buffer (moved here) to write into, instead of allocating one. */
   out?: ArrayBuffer;
+  /** A recycled batch memory (shared with the main thread) to write into. */
+  memory?: WebAssembly.Memory;
 }
 
 export interface BatchResult {
-  xs: ArrayBuffer;
+  /** the pixels: an ArrayBuffer moved here, or the shared buffer of `memory` (the batch at its start) */
+  xs: ArrayBuffer | SharedArrayBuffer;
+  /** the batch memory the pixels were written into, when there is one: recycle it as BatchTask.memory */
+  memory?: WebAssembly.Memory;
   /** positions (within the task) of the samples written, in order */
   kept: number[];
   skipped: { position: number; reason: string }[];
@@ -105,7 +111,21 @@ async function runBatch(task: BatchTask): Promise<BatchResult> {
   const n = indices.length;
   const pixels = h * w * 3;
   const bytesPer = task.dtype === 'uint8' ? 1 : 4;
-  const buffer = task.out && task.out.byteLength >= n * pixels * bytesPer ? task.out : new ArrayBuffer(n * pixels * bytesPer);
+  // The WASM sampler writes images straight into a shared batch memory; else into an ArrayBuffer (copied out).
+  const memory = batchMemory(n * pixels * bytesPer, task.memory);
+  try {
+    return await writeBatch(task, t0, memory);
+  } finally {
+    endBatchMemory();
+  }
+}
+
+async function writeBatch(task: BatchTask, t0: number, memory: WebAssembly.Memory | null): Promise<BatchResult> {
+  const { height: h, width: w, indices } = task;
+  const n = indices.length;
+  const pixels = h * w * 3;
+  const bytesPer = task.dtype === 'uint8' ? 1 : 4;
+  const buffer = memory?.buffer ?? (task.out && task.out.byteLength >= n * pixels * bytesPer ? task.out : new ArrayBuffer(n * pixels * bytesPer));
   // Every element of the first n images is written below, so a recycled buffer needs no clearing.
   const out = task.dtype === 'uint8' ? new Uint8Array(buffer, 0, n * pixels) : new Float32Array(buffer, 0, n * pixels);
   const decode = (pos: number): Promise<Awaited<ReturnType<typeof decodeForSampling>> | Error> => {
@@ -139,8 +159,11 @@ async function runBatch(task: BatchTask): Promise<BatchResult> {
     kept.push(pos);
   }
   // Corrupt samples leave the batch shorter: the main thread views only the first kept.length images.
-  const result: BatchResult = { xs: buffer, kept, skipped, workerMs: performance.now() - t0 };
-  // Piscina's Transferable protocol: the pixel buffer is moved to the main thread, not cloned.
+  const workerMs = performance.now() - t0;
+  // A shared memory is shared with the main thread as it is; an ArrayBuffer is moved (Piscina's Transferable
+  // protocol), not cloned.
+  if (memory) return { xs: buffer, memory, kept, skipped, workerMs };
+  const result: BatchResult = { xs: buffer, kept, skipped, workerMs };
   return move({ [transferableSymbol]: [result.xs], [valueSymbol]: result } as never) as unknown as BatchResult;
 }
 

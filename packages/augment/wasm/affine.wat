@@ -9,9 +9,10 @@
 ;;     top = t00 + (t01 - t00)·tx, bottom = t10 + (t11 - t10)·tx, value = top + (bottom - top)·ty.
 ;; Results agree with the float64 reference within float32 rounding (tested); each lerp stays within its two
 ;; inputs, so values stay within [0, 255]. Built by packages/augment/scripts/build-wasm.mjs (wat2wasm, Debian's
-;; wabt); the binary is committed.
+;; wabt) into two binaries that differ only in the memory import (a thread's own, or a shared batch memory); they
+;; are committed.
 (module
-  (memory (export "memory") 1)
+  (import "env" "memory" (memory 1 65536 @SHARED@))
 
   ;; rows/cols: int32 tables of h and w entries: the address of source row i (rows[i]) plus the byte offset of column
   ;; j (cols[j]) is the pixel's R G B (readable 4 bytes past: the caller pads). Writes (h + 1) × (w + 1) float32

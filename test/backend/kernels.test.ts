@@ -4,7 +4,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
-import { initBackend, wasmSimdKernelsLoaded, wasmSimdWorkers, wasmTrainingKernelNames } from '@catdog/backend';
+import { initBackend, rmsprop, wasmSimdKernelsLoaded, wasmSimdWorkers, wasmTrainingKernelNames } from '@catdog/backend';
 
 type Pad = 'valid' | 'same';
 
@@ -366,6 +366,8 @@ test('BatchMatMul matches cpu for every transpose combination, ranks 2 and 3, ba
     [3, 5, 4],
     [20, 70, 9],
     [4, 6, 50],
+    [131, 20, 32], // Aᵀ·B with N % 16 == 0: the SIMD product (odd M, three blocks of rows)
+    [5, 700, 96], // A·B with few rows and a large B: the chunked SIMD product (a short last chunk)
   ] as const) {
     for (const batch of [0, 1, 3]) {
       for (const transposeA of [false, true]) {
@@ -476,5 +478,51 @@ test('ReLU gradient on wasm matches cpu (sizes not a multiple of 4, exact zeros)
     const actual = grad('wasm');
     assertClose(actual, grad('cpu'), `relu grad ${JSON.stringify(shape)}`);
     for (let i = 0; i < xv.length; i++) assert.equal(actual.values[i], xv[i]! > 0 ? dyv[i] : 0, `relu grad element ${i}`);
+  }
+});
+
+test('ClipByValue gradient (ReLU6) on wasm matches cpu, bounds included, NaN gives 0', () => {
+  for (const shape of [[3, 5, 7], [2, 8], [1]]) {
+    const xv = random(size(shape), 6000 + shape.length).map((v) => v * 8);
+    for (let i = 0; i < xv.length; i += 5) xv[i] = i % 2 ? 0 : 6; // exactly at the bounds: gradient passes
+    if (xv.length > 3) xv[3] = NaN;
+    const dyv = random(size(shape), 7000 + shape.length);
+    const grad = (backend: string) => {
+      tf.setBackend(backend);
+      return tf.tidy(() => {
+        const g = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(tf.clipByValue(x, 0, 6), tf.tensor(dyv, shape))))(tf.tensor(xv, shape));
+        return { shape: g.shape, values: g.dataSync() as Float32Array };
+      });
+    };
+    const actual = grad('wasm');
+    assert.deepEqual(actual, grad('cpu'), `clip grad ${JSON.stringify(shape)}`);
+    for (let i = 0; i < xv.length; i++) assert.equal(actual.values[i], xv[i]! >= 0 && xv[i]! <= 6 ? dyv[i] : 0, `element ${i}`);
+  }
+});
+
+test('rmsprop(): the fused wasm update gives tf.train.rmsprop\'s values bit for bit, with its slots', async () => {
+  tf.setBackend('wasm');
+  const shapes = [[1003], [7, 64, 33]];
+  const run = async (optimizer: tf.Optimizer) => {
+    const vars = shapes.map((s, k) => tf.tidy(() => tf.variable(tf.tensor(random(size(s), 8000 + k), s))));
+    for (let step = 0; step < 3; step++) {
+      tf.tidy(() => optimizer.applyGradients(vars.map((v, k) => ({ name: v.name, tensor: tf.tensor(random(v.size, 9000 + 10 * step + k), v.shape) }))));
+    }
+    const values = vars.map((v) => Array.from(v.dataSync()));
+    const weights = await optimizer.getWeights();
+    const slots = weights.map((w) => [w.name.replace(/^.*?\//, ''), Array.from(w.tensor.dataSync())]);
+    weights.forEach((w) => w.tensor.dispose());
+    optimizer.dispose();
+    vars.forEach((v) => v.dispose());
+    return { values, slots };
+  };
+  for (const momentum of [0, 0.5]) {
+    const before = tf.memory().numTensors;
+    const reference = await run(tf.train.rmsprop(0.01, 0.9, momentum));
+    const fused = await run(rmsprop(0.01, 0.9, momentum));
+    assert.deepEqual(fused.values, reference.values, `momentum ${momentum}: variables`);
+    assert.deepEqual(fused.slots, reference.slots, `momentum ${momentum}: slots (names and values)`);
+    assert.equal(fused.slots.length, 1 + 2 * shapes.length, 'iterations, then ms and momentum per variable');
+    assert.equal(tf.memory().numTensors, before, 'no tensor left behind');
   }
 });

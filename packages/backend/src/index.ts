@@ -11,3 +11,4 @@ export {
   wasmSimdWorkers,
   wasmWinogradTileSize,
 } from './wasm-kernels.js';
+export { rmsprop, RMSPropOptimizer } from './rmsprop.js';

@@ -12,12 +12,19 @@ export interface SimdKernels {
   maxpool_grad_2x2(x: number, dy: number, dx: number, B: number, H: number, W: number, C: number, Ho: number, Wo: number): void;
   /** out[c] = Σ_r x[r, c], C % 4 == 0, rows ≥ 1 (byte offsets). */
   sum_rows(x: number, out: number, rows: number, C: number): void;
-  /** dw[ci, co] += Σ_(p<n) x[p·xs + ci] · dy[p·Co + co], Co % 16 == 0 (byte offsets, xs in bytes). */
+  /** dw[ci, co] += Σ_(p<n) x[p·xs + ci] · dy[p·Co + co], Co % 16 == 0 (byte offsets, xs in bytes); = with n | 0x80000000. */
   conv_filter_grad_run(x: number, xs: number, dy: number, n: number, Ci: number, Co: number, dw: number): void;
   /** dx[p·dxs + ci] += Σ_co dy[p·Co + co] · wt[co·Ci + ci], Ci % 16 == 0 (byte offsets, dxs in bytes). */
   conv_input_grad_run(dy: number, n: number, Co: number, wt: number, Ci: number, dx: number, dxs: number): void;
   /** out[i] = x[i] > 0 ? dy[i] : 0 for the first 4·vectors floats (byte offsets). */
   relu_grad(x: number, dy: number, out: number, vectors: number): void;
+  /** out[i] = lo <= x[i] <= hi ? dy[i] : 0 for the first 4·vectors floats (byte offsets). */
+  clip_grad(x: number, dy: number, out: number, vectors: number, lo: number, hi: number): void;
+  /**
+   * RMSprop update of float vectors v0 .. v1 - 1; prm = byte offset of int32 g, ms, mom, var, ms', mom', var'
+   * (byte offsets) and float32 ρ, 1-ρ, lr, ε, μ (the last three arguments are unused).
+   */
+  rmsprop_run(prm: number, v0: number, v1: number, a3: number, a4: number, a5: number, a6: number): void;
   /**
    * Winograd F(m×m, 3×3) filter transform (m = 3, 4 or 6) of a [3, 3, Ci, Co] filter into [(m+2)², Ci·Co + 16],
    * for the Ci·Co/4 float vectors v0 .. v1 - 1 (byte offsets w, u).
@@ -119,7 +126,7 @@ export function simdWorkers(module: object, count: number): PoolWorker[] {
 }
 
 /** Kernels a worker job can run (7 int32 arguments per call). */
-export const JOB_KERNELS = { conv_filter_grad_run: 0, conv_input_grad_run: 1, winograd_tiles: 2, winograd_filter_job: 3 } as const;
+export const JOB_KERNELS = { conv_filter_grad_run: 0, conv_input_grad_run: 1, winograd_tiles: 2, winograd_filter_job: 3, rmsprop_run: 4 } as const;
 
 /**
  * Starts a job on a worker. The job (int32 words at byte offset `job` in wasm memory) is

@@ -97,14 +97,18 @@
   ;; x: the tap's input pixel for the first output pixel (xs: bytes between the inputs of
   ;; consecutive output pixels, i.e. stride·Ci·4), dy: the run's first output pixel, dw: the tap's
   ;; [Ci, Co] block. Co % 16 == 0. Registers hold a 2×16 block of dw while the run streams by, so
-  ;; no operand is packed or copied (the point for first layers: dy is huge, Ci tiny).
+  ;; no operand is packed or copied (the point for first layers: dy is huge, Ci tiny). With n's sign
+  ;; bit set, dw is assigned instead (n | 0x80000000).
   (func (export "conv_filter_grad_run")
     (param $x i32) (param $xs i32) (param $dy i32) (param $n i32) (param $Ci i32) (param $Co i32) (param $dw i32)
     (local $cob i32) (local $ci i32) (local $co i32) (local $p i32) (local $xp i32) (local $dp i32)
-    (local $w0 i32) (local $w1 i32)
+    (local $w0 i32) (local $w1 i32) (local $set i32)
     (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
     (local $a4 v128) (local $a5 v128) (local $a6 v128) (local $a7 v128)
     (local $s0 v128) (local $s1 v128) (local $d0 v128) (local $d1 v128) (local $d2 v128) (local $d3 v128)
+    ;; n with its sign bit set: dw = Σ … (the block is written, not read: no zeroing pass over dw first)
+    (local.set $set (i32.shr_u (local.get $n) (i32.const 31)))
+    (local.set $n (i32.and (local.get $n) (i32.const 0x7fffffff)))
     (local.set $cob (i32.shl (local.get $Co) (i32.const 2)))
     (local.set $ci (i32.const 0))
     ;; pairs of input channels
@@ -115,14 +119,21 @@
         (br_if $codone (i32.ge_u (local.get $co) (local.get $cob)))
         (local.set $w0 (i32.add (i32.add (local.get $dw) (i32.mul (local.get $ci) (local.get $cob))) (local.get $co)))
         (local.set $w1 (i32.add (local.get $w0) (local.get $cob)))
-        (local.set $a0 (v128.load offset=0 (local.get $w0)))
-        (local.set $a1 (v128.load offset=16 (local.get $w0)))
-        (local.set $a2 (v128.load offset=32 (local.get $w0)))
-        (local.set $a3 (v128.load offset=48 (local.get $w0)))
-        (local.set $a4 (v128.load offset=0 (local.get $w1)))
-        (local.set $a5 (v128.load offset=16 (local.get $w1)))
-        (local.set $a6 (v128.load offset=32 (local.get $w1)))
-        (local.set $a7 (v128.load offset=48 (local.get $w1)))
+        (if (local.get $set)
+          (then
+            (local.set $a0 (v128.const i32x4 0 0 0 0)) (local.set $a1 (v128.const i32x4 0 0 0 0))
+            (local.set $a2 (v128.const i32x4 0 0 0 0)) (local.set $a3 (v128.const i32x4 0 0 0 0))
+            (local.set $a4 (v128.const i32x4 0 0 0 0)) (local.set $a5 (v128.const i32x4 0 0 0 0))
+            (local.set $a6 (v128.const i32x4 0 0 0 0)) (local.set $a7 (v128.const i32x4 0 0 0 0)))
+          (else
+            (local.set $a0 (v128.load offset=0 (local.get $w0)))
+            (local.set $a1 (v128.load offset=16 (local.get $w0)))
+            (local.set $a2 (v128.load offset=32 (local.get $w0)))
+            (local.set $a3 (v128.load offset=48 (local.get $w0)))
+            (local.set $a4 (v128.load offset=0 (local.get $w1)))
+            (local.set $a5 (v128.load offset=16 (local.get $w1)))
+            (local.set $a6 (v128.load offset=32 (local.get $w1)))
+            (local.set $a7 (v128.load offset=48 (local.get $w1)))))
         (local.set $xp (i32.add (local.get $x) (i32.shl (local.get $ci) (i32.const 2))))
         (local.set $dp (i32.add (local.get $dy) (local.get $co)))
         (local.set $p (local.get $n))
@@ -164,10 +175,15 @@
       (block $codone (loop $coloop
         (br_if $codone (i32.ge_u (local.get $co) (local.get $cob)))
         (local.set $w0 (i32.add (i32.add (local.get $dw) (i32.mul (local.get $ci) (local.get $cob))) (local.get $co)))
-        (local.set $a0 (v128.load offset=0 (local.get $w0)))
-        (local.set $a1 (v128.load offset=16 (local.get $w0)))
-        (local.set $a2 (v128.load offset=32 (local.get $w0)))
-        (local.set $a3 (v128.load offset=48 (local.get $w0)))
+        (if (local.get $set)
+          (then
+            (local.set $a0 (v128.const i32x4 0 0 0 0)) (local.set $a1 (v128.const i32x4 0 0 0 0))
+            (local.set $a2 (v128.const i32x4 0 0 0 0)) (local.set $a3 (v128.const i32x4 0 0 0 0)))
+          (else
+            (local.set $a0 (v128.load offset=0 (local.get $w0)))
+            (local.set $a1 (v128.load offset=16 (local.get $w0)))
+            (local.set $a2 (v128.load offset=32 (local.get $w0)))
+            (local.set $a3 (v128.load offset=48 (local.get $w0)))))
         (local.set $xp (i32.add (local.get $x) (i32.shl (local.get $ci) (i32.const 2))))
         (local.set $dp (i32.add (local.get $dy) (local.get $co)))
         (local.set $p (local.get $n))
@@ -307,6 +323,68 @@
       (local.set $ci (i32.add (local.get $ci) (i32.const 64)))
       (br $ciloop)))
   )
+  ;; ClipByValue gradient: out[i] = lo <= x[i] <= hi ? dy[i] : 0 for `vectors` groups of 4 floats
+  ;; (NaN x gives 0, as tfjs-core's where(logicalAnd(x >= lo, x <= hi), dy, 0)).
+  (func (export "clip_grad")
+    (param $x i32) (param $dy i32) (param $out i32) (param $vectors i32) (param $lo f32) (param $hi f32)
+    (local $o i32) (local $end i32) (local $l v128) (local $h v128) (local $v v128)
+    (local.set $l (f32x4.splat (local.get $lo)))
+    (local.set $h (f32x4.splat (local.get $hi)))
+    (local.set $end (i32.shl (local.get $vectors) (i32.const 4)))
+    (local.set $o (i32.const 0))
+    (block $done (loop $loop
+      (br_if $done (i32.ge_u (local.get $o) (local.get $end)))
+      (local.set $v (v128.load (i32.add (local.get $x) (local.get $o))))
+      (v128.store (i32.add (local.get $out) (local.get $o))
+        (v128.and
+          (v128.load (i32.add (local.get $dy) (local.get $o)))
+          (v128.and (f32x4.ge (local.get $v) (local.get $l)) (f32x4.le (local.get $v) (local.get $h)))))
+      (local.set $o (i32.add (local.get $o) (i32.const 16)))
+      (br $loop)))
+  )
+
+  ;; RMSprop update (tfjs-core's RMSPropOptimizer, not centered) of float vectors v0 .. v1 - 1, in its
+  ;; float32 operation order:
+  ;;   ms' = ms·ρ + (g·g)·(1-ρ);  mom' = mom·μ + (g·lr) / sqrt(ms' + ε);  var' = var - mom'
+  ;; prm: byte offset of the parameters: int32 g, ms, mom, var, ms', mom', var' (byte offsets), then
+  ;; float32 ρ, 1-ρ, lr, ε, μ. Seven int32 arguments, so thread-pool jobs can run it.
+  (func (export "rmsprop_run")
+    (param $prm i32) (param $v0 i32) (param $v1 i32) (param $a3 i32) (param $a4 i32) (param $a5 i32) (param $a6 i32)
+    (local $o i32) (local $end i32)
+    (local $g i32) (local $ms i32) (local $mom i32) (local $var i32) (local $oms i32) (local $omom i32) (local $ovar i32)
+    (local $rho v128) (local $omr v128) (local $lr v128) (local $eps v128) (local $mu v128)
+    (local $gv v128) (local $msv v128) (local $momv v128)
+    (local.set $g (i32.load offset=0 (local.get $prm)))
+    (local.set $ms (i32.load offset=4 (local.get $prm)))
+    (local.set $mom (i32.load offset=8 (local.get $prm)))
+    (local.set $var (i32.load offset=12 (local.get $prm)))
+    (local.set $oms (i32.load offset=16 (local.get $prm)))
+    (local.set $omom (i32.load offset=20 (local.get $prm)))
+    (local.set $ovar (i32.load offset=24 (local.get $prm)))
+    (local.set $rho (v128.load32_splat offset=28 (local.get $prm)))
+    (local.set $omr (v128.load32_splat offset=32 (local.get $prm)))
+    (local.set $lr (v128.load32_splat offset=36 (local.get $prm)))
+    (local.set $eps (v128.load32_splat offset=40 (local.get $prm)))
+    (local.set $mu (v128.load32_splat offset=44 (local.get $prm)))
+    (local.set $o (i32.shl (local.get $v0) (i32.const 4)))
+    (local.set $end (i32.shl (local.get $v1) (i32.const 4)))
+    (block $done (loop $loop
+      (br_if $done (i32.ge_u (local.get $o) (local.get $end)))
+      (local.set $gv (v128.load (i32.add (local.get $g) (local.get $o))))
+      (local.set $msv (f32x4.add
+        (f32x4.mul (v128.load (i32.add (local.get $ms) (local.get $o))) (local.get $rho))
+        (f32x4.mul (f32x4.mul (local.get $gv) (local.get $gv)) (local.get $omr))))
+      (v128.store (i32.add (local.get $oms) (local.get $o)) (local.get $msv))
+      (local.set $momv (f32x4.add
+        (f32x4.mul (v128.load (i32.add (local.get $mom) (local.get $o))) (local.get $mu))
+        (f32x4.div (f32x4.mul (local.get $gv) (local.get $lr)) (f32x4.sqrt (f32x4.add (local.get $msv) (local.get $eps))))))
+      (v128.store (i32.add (local.get $omom) (local.get $o)) (local.get $momv))
+      (v128.store (i32.add (local.get $ovar) (local.get $o))
+        (f32x4.sub (v128.load (i32.add (local.get $var) (local.get $o))) (local.get $momv)))
+      (local.set $o (i32.add (local.get $o) (i32.const 16)))
+      (br $loop)))
+  )
+
   ;; BEGIN winograd (generated by scripts/winograd-wat.mjs; edit that, not this)
 
   ;; Winograd products (see the generator, gemm()): c = a · b, a: n × K rows, b: K × N, c rows cs bytes apart.

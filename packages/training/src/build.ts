@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
 import { homedir } from 'node:os';
 import { stat } from 'node:fs/promises';
 import { buildVgg16Base, loadMobileNetV2Base, mobilenetV2Folder, applyKerasBatchNormSemantics } from '@catdog/models';
+import { rmsprop } from '@catdog/backend';
 import { UserError } from '@catdog/storage';
 import type { BaseName, TrainConfig } from './config.js';
 
@@ -88,7 +89,8 @@ export function featureTensor(base: tf.LayersModel, pooling: 'flatten' | 'avg'):
 }
 
 export function compileBinary(model: tf.LayersModel, learningRate: number): void {
-  model.compile({ optimizer: tf.train.rmsprop(learningRate), loss: 'binaryCrossentropy', metrics: ['acc'] });
+  // rmsprop: tf.train.rmsprop's arithmetic, one fused pass per variable on wasm.
+  model.compile({ optimizer: rmsprop(learningRate), loss: 'binaryCrossentropy', metrics: ['acc'] });
 }
 
 export function countTrainableTensors(model: tf.LayersModel): number {

@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend, type BackendRequest } from '@catdog/backend';
+import { initBackend, rmsprop, type BackendRequest } from '@catdog/backend';
 import { compileFrozenBase, loadMobileNetV2Base, setTrainableFrom, type FrozenBase } from '@catdog/models';
 import { splitAtLayer } from '@catdog/training';
 
@@ -166,7 +166,7 @@ async function measure(
   if (training) {
     // RMSprop as the book compiles (lr 1e-4 for the convnet, 2e-5 when fine-tuning).
     const lr = network === 'convnet' ? 1e-4 : 2e-5;
-    trained.compile({ optimizer: tf.train.rmsprop(lr), loss: 'binaryCrossentropy', metrics: ['accuracy'] });
+    trained.compile({ optimizer: rmsprop(lr), loss: 'binaryCrossentropy', metrics: ['accuracy'] });
   }
   const step = async () => {
     if (split) {

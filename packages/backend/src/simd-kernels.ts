@@ -25,6 +25,10 @@ export interface SimdKernels {
    * (byte offsets) and float32 ρ, 1-ρ, lr, ε, μ (the last three arguments are unused).
    */
   rmsprop_run(prm: number, v0: number, v1: number, a3: number, a4: number, a5: number, a6: number): void;
+  /** dx[p·xs + c] += dy[p·ys + c] · w[c] for p < n, C % 4 == 0 (byte offsets, xs and ys in bytes). */
+  dw_input_grad_run(dy: number, ys: number, w: number, n: number, C: number, xs: number, dx: number): void;
+  /** acc[c] += Σ_(p<n) x[p·xs + c] · dy[p·ys + c], C % 4 == 0 (byte offsets, xs and ys in bytes). */
+  dw_filter_grad_run(x: number, xs: number, dy: number, ys: number, n: number, C: number, acc: number): void;
   /**
    * Winograd F(m×m, 3×3) filter transform (m = 3, 4 or 6) of a [3, 3, Ci, Co] filter into [(m+2)², Ci·Co + 16],
    * for the Ci·Co/4 float vectors v0 .. v1 - 1 (byte offsets w, u).
@@ -126,7 +130,7 @@ export function simdWorkers(module: object, count: number): PoolWorker[] {
 }
 
 /** Kernels a worker job can run (7 int32 arguments per call). */
-export const JOB_KERNELS = { conv_filter_grad_run: 0, conv_input_grad_run: 1, winograd_tiles: 2, winograd_filter_job: 3, rmsprop_run: 4 } as const;
+export const JOB_KERNELS = { conv_filter_grad_run: 0, conv_input_grad_run: 1, winograd_tiles: 2, winograd_filter_job: 3, rmsprop_run: 4, dw_input_grad_run: 5, dw_filter_grad_run: 6 } as const;
 
 /**
  * Starts a job on a worker. The job (int32 words at byte offset `job` in wasm memory) is

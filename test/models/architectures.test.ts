@@ -154,3 +154,17 @@ test('loadBase: unknown names list the valid ones; input scaling per base', asyn
   assert.equal(inputScaling('mobilenet_v2_0.35').scale, 1 / 127.5);
   assert.equal(inputScaling(stackBaseAndHead(vgg)).scale, 1 / 255);
 });
+
+test('a seed fixes the initial weights (convnet and head); without one they differ', () => {
+  const weights = (m: tf.LayersModel) => m.getWeights().map((w) => Array.from(w.dataSync().slice(0, 50)));
+  const a = weights(buildConvnet({ inputShape: [64, 64, 3], seed: 7 }));
+  assert.deepEqual(weights(buildConvnet({ inputShape: [64, 64, 3], seed: 7 })), a);
+  assert.notDeepEqual(weights(buildConvnet({ inputShape: [64, 64, 3], seed: 8 })), a);
+  assert.notDeepEqual(weights(buildConvnet({ inputShape: [64, 64, 3] })), weights(buildConvnet({ inputShape: [64, 64, 3] })));
+  // every kernel gets its own stream: no two layers start alike
+  const kernels = buildConvnet({ inputShape: [64, 64, 3], seed: 7 }).getWeights().filter((w) => w.rank > 1);
+  assert.equal(new Set(kernels.map((k) => k.dataSync()[0])).size, kernels.length);
+  const head = (seed?: number) => weights(buildHead({ inputShape: [4, 4, 8], seed }));
+  assert.deepEqual(head(3), head(3));
+  assert.notDeepEqual(head(3), head(4));
+});

@@ -82,7 +82,7 @@ function addTrainOptions(cmd: Command): Command {
     .addOption(new Option('--fine-tune-input <what>', 'finetune: train the unfrozen top on images (the book) or on cached activations of the frozen part (fast, no augmentation)').choices(['images', 'cached-activations']))
     .option('--feature-cache-dir <dir>', 'where extracted features are cached (default <out>/../.feature-cache)')
     .option('--workers <n>', 'decode/augment worker threads', int)
-    .option('--seed <n>', 'seed of shuffles and augmentation', intOrZero)
+    .option('--seed <n>', 'seed of shuffles, augmentation and initial weights', intOrZero)
     .option('--early-stopping <patience>', 'stop when val_loss has not improved for <patience> epochs', int)
     .option('--keep-best', 'save the best val_acc weights and restore them at the end')
     .option('--resume', "continue the run in --out from its last checkpoint (same settings, same total epochs)")

@@ -7,6 +7,16 @@ export interface ConvnetOptions {
   inputShape?: [number, number, number];
   /** Dropout rate before Dense 512: 0 (default) is the plain model, 0.5 the book's augmented variant. */
   dropout?: number;
+  /**
+   * Seeds the layers' initial weights (Glorot uniform, as Keras): the same seed, the same model. Default: unseeded.
+   * (Dropout masks stay unseeded: tfjs would draw the same mask at every step from a fixed seed.)
+   */
+  seed?: number;
+}
+
+/** Keras' default kernel initializer, seeded per layer when a seed is given. */
+export function kernelInitializer(seed: number | undefined, layer: number): ReturnType<typeof tf.initializers.glorotUniform> | undefined {
+  return seed === undefined ? undefined : tf.initializers.glorotUniform({ seed: seed * 1000 + layer });
 }
 
 export function checkInputShape(shape: readonly number[], minSide: number, what: string): [number, number, number] {
@@ -36,6 +46,7 @@ export function buildConvnet(options: ConvnetOptions = {}): tf.LayersModel {
         filters: f,
         kernelSize: 3,
         activation: 'relu',
+        kernelInitializer: kernelInitializer(options.seed, i),
         ...(i === 0 ? { inputShape } : {}),
       }),
     );
@@ -43,7 +54,7 @@ export function buildConvnet(options: ConvnetOptions = {}): tf.LayersModel {
   });
   model.add(tf.layers.flatten({ name: 'flatten_1' }));
   if (dropout > 0) model.add(tf.layers.dropout({ name: 'dropout_1', rate: dropout }));
-  model.add(tf.layers.dense({ name: 'dense_1', units: 512, activation: 'relu' }));
-  model.add(tf.layers.dense({ name: 'dense_2', units: 1, activation: 'sigmoid' }));
+  model.add(tf.layers.dense({ name: 'dense_1', units: 512, activation: 'relu', kernelInitializer: kernelInitializer(options.seed, 4) }));
+  model.add(tf.layers.dense({ name: 'dense_2', units: 1, activation: 'sigmoid', kernelInitializer: kernelInitializer(options.seed, 5) }));
   return model;
 }

@@ -1,6 +1,7 @@
 // The book's densely connected classifiers on top of a conv base.
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '@catdog/storage';
+import { kernelInitializer } from './convnet.js';
 
 export interface HeadOptions {
   /** Shape of one input sample: a base's output [h, w, c] or flattened features [n]. */
@@ -9,9 +10,11 @@ export interface HeadOptions {
   dropout?: number;
   /** Hidden units. Default 256 as in the book. */
   units?: number;
+  /** Seeds the initial weights (see ConvnetOptions.seed). Default: unseeded. */
+  seed?: number;
 }
 
-function headLayers(options: { inputShape?: number[]; dropout?: number; units?: number }): tf.layers.Layer[] {
+function headLayers(options: { inputShape?: number[]; dropout?: number; units?: number; seed?: number }): tf.layers.Layer[] {
   const dropout = options.dropout ?? 0;
   const units = options.units ?? 256;
   if (!(dropout >= 0 && dropout < 1)) throw new UserError(`head: dropout must be in [0, 1), got ${dropout}`);
@@ -20,9 +23,12 @@ function headLayers(options: { inputShape?: number[]; dropout?: number; units?: 
   const flat = options.inputShape?.length === 1;
   const layers: tf.layers.Layer[] = [];
   if (!flat) layers.push(tf.layers.flatten({ name: 'flatten_1', ...(options.inputShape ? { inputShape: options.inputShape } : {}) }));
-  layers.push(tf.layers.dense({ name: 'dense_1', units, activation: 'relu', ...(flat ? { inputShape: options.inputShape } : {}) }));
+  layers.push(tf.layers.dense({
+    name: 'dense_1', units, activation: 'relu', kernelInitializer: kernelInitializer(options.seed, 0),
+    ...(flat ? { inputShape: options.inputShape } : {}),
+  }));
   if (dropout > 0) layers.push(tf.layers.dropout({ name: 'dropout_1', rate: dropout }));
-  layers.push(tf.layers.dense({ name: 'dense_2', units: 1, activation: 'sigmoid' }));
+  layers.push(tf.layers.dense({ name: 'dense_2', units: 1, activation: 'sigmoid', kernelInitializer: kernelInitializer(options.seed, 1) }));
   return layers;
 }
 

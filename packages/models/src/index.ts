@@ -1,6 +1,6 @@
 // @catdog/models: the book's convnet, VGG16 and MobileNetV2 bases, heads, summary, weight loading.
 // Pure @tensorflow/tfjs: callers choose and initialise the backend.
-export { buildConvnet, type ConvnetOptions } from './convnet.js';
+export { buildConvnet, kernelInitializer, type ConvnetOptions } from './convnet.js';
 export { buildVgg16Base, ensureVgg16ImagenetWeights, VGG16_NOTOP_WEIGHTS, type Vgg16Options, type EnsureVgg16Options } from './vgg16.js';
 export { loadMobileNetV2Base, mobilenetV2Folder, applyKerasCorrectPad, type MobileNetV2Options, type MobileNetV2Alpha } from './mobilenet.js';
 export { loadBase, inputScaling, isBaseName, BASE_NAMES, type BaseName, type LoadBaseOptions, type InputScaling } from './bases.js';

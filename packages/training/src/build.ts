@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { homedir } from 'node:os';
 import { stat } from 'node:fs/promises';
-import { buildVgg16Base, loadMobileNetV2Base, mobilenetV2Folder, applyKerasBatchNormSemantics } from '@catdog/models';
+import { buildVgg16Base, kernelInitializer, loadMobileNetV2Base, mobilenetV2Folder, applyKerasBatchNormSemantics } from '@catdog/models';
 import { rmsprop } from '@catdog/backend';
 import { UserError } from '@catdog/storage';
 import type { BaseName, TrainConfig } from './config.js';
@@ -70,12 +70,12 @@ export interface Head {
 }
 
 /** The book's head: Flatten → Dense(units, relu) → Dropout → Dense(1, sigmoid). Features of rank 1 skip the Flatten. */
-export function buildDenseHead(featureShape: number[], opts: { units: number; dropout: number }): Head {
+export function buildDenseHead(featureShape: number[], opts: { units: number; dropout: number; seed?: number }): Head {
   const layers: tf.layers.Layer[] = [];
   if (featureShape.length > 1) layers.push(tf.layers.flatten({ name: 'head_flatten' }));
-  layers.push(tf.layers.dense({ name: 'head_dense', units: opts.units, activation: 'relu' }));
+  layers.push(tf.layers.dense({ name: 'head_dense', units: opts.units, activation: 'relu', kernelInitializer: kernelInitializer(opts.seed, 0) }));
   if (opts.dropout > 0) layers.push(tf.layers.dropout({ name: 'head_dropout', rate: opts.dropout }));
-  layers.push(tf.layers.dense({ name: 'head_output', units: 1, activation: 'sigmoid' }));
+  layers.push(tf.layers.dense({ name: 'head_output', units: 1, activation: 'sigmoid', kernelInitializer: kernelInitializer(opts.seed, 1) }));
   const apply = (x: tf.SymbolicTensor) => layers.reduce((t, l) => l.apply(t) as tf.SymbolicTensor, x);
   const input = tf.input({ shape: featureShape, name: 'features' });
   const model = tf.model({ inputs: input, outputs: apply(input), name: 'head' });

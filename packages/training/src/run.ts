@@ -170,13 +170,13 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
   testPredict = imageTestPredict;
 
   if (!transfer) {
-    runModel = buildConvnet({ inputShape: [cfg.inputSize, cfg.inputSize, 3], dropout: cfg.dropout });
+    runModel = buildConvnet({ inputShape: [cfg.inputSize, cfg.inputSize, 3], dropout: cfg.dropout, seed: cfg.seed });
     specs.push(imagePhase('train', cfg.epochs, cfg.learningRate));
   } else {
     const base = await loadConvBase(cfg, weights!);
     const features = featureTensor(base, cfg.headPooling);
     const featureShape = features.shape.slice(1) as number[];
-    const head = buildDenseHead(featureShape, { units: cfg.headUnits, dropout: cfg.dropout });
+    const head = buildDenseHead(featureShape, { units: cfg.headUnits, dropout: cfg.dropout, seed: cfg.seed });
     runModel = tf.model({ inputs: base.inputs, outputs: head.apply(features), name: `${base.name}_${cfg.strategy.replace('-', '_')}` });
     const freezeBase = () => {
       for (const l of base.layers) l.trainable = false;

@@ -1,9 +1,9 @@
 // RMSprop exactly as tf.train.rmsprop (tfjs-core's RMSPropOptimizer: same slots, same float32 arithmetic), with each
-// variable's update fused into one kernel on wasm (CatdogRMSProp, see wasm-kernels.ts) instead of tfjs-core's 15
+// variable's update fused into one kernel on wasm (CatdogRMSProp, see kernels/rmsprop.ts) instead of tfjs-core's 15
 // elementwise ops: on a fine-tuned MobileNetV2's 8.2M-weight head, 53 → about 10 ms per step. Centered RMSprop,
 // other backends and non-float32 variables take tfjs-core's path.
 import * as tf from '@tensorflow/tfjs';
-import { RMSPROP_KERNEL } from './wasm-kernels.js';
+import { RMSPROP_KERNEL } from './kernels/rmsprop.js';
 
 interface Slot {
   originalName: string;

@@ -1,0 +1,364 @@
+// Convolutions on wasm: Conv2DBackpropInput, Conv2DBackpropFilter and the direct stride-1 forward Conv2D (3×3
+// stride-1 forward convolutions go to winograd.ts when its cost model says so).
+import * as tf from '@tensorflow/tfjs';
+import { simdKernels, type SimdKernels } from '../simd-kernels.js';
+import { type ConvAttrs, type KernelFn, type TensorInfo, type WasmBackend, conv2dForward, convInfo, f32, fallback, helpers, isChannelsLast, kernel, runChunks, transpose } from './base.js';
+import { filterGradProduct } from './matmul.js';
+import { winogradConv, winogradTileSize } from './winograd.js';
+
+// Conv2DBackpropInput
+
+export function conv2DBackpropInput({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
+  const { dy, filter } = inputs as { dy: TensorInfo; filter: TensorInfo };
+  const { dataFormat, inputShape } = attrs as unknown as ConvAttrs & { inputShape: [number, number, number, number] };
+  if (!isChannelsLast(dataFormat)) return fallback('Conv2DBackpropInput')({ inputs, backend, attrs });
+  const info = convInfo(inputShape, filter.shape, attrs);
+  const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
+  const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
+  const floats = dy.dtype === 'float32' && filter.dtype === 'float32';
+  if (floats && Ci % 16 === 0 && isPointwise(info)) {
+    const simd = simdKernels(backend.wasm);
+    if (simd) return pointwiseInputGrad(simd, backend, dy, filter, info);
+  }
+  const direct = floats && Ci % 16 === 0 && Ci * Co <= DIRECT_MAX_TAP_FLOATS && Wo >= 8;
+  const simd = direct ? simdKernels(backend.wasm) : null;
+  if (simd) return inputGradDirect(simd, backend, dy, filter, info);
+  const padTop = kh - 1 - info.padInfo.top;
+  const padLeft = kw - 1 - info.padInfo.left;
+  const hd = (Ho - 1) * sh + 1; // height of dy with zeros inserted
+  const wd = (Wo - 1) * sw + 1;
+  const padBottom = H + kh - 1 - padTop - hd;
+  const padRight = W + kw - 1 - padLeft - wd;
+  if (padTop < 0 || padLeft < 0 || padBottom < 0 || padRight < 0) {
+    return fallback('Conv2DBackpropInput')({ inputs, backend, attrs });
+  }
+
+  // Filter flipped in space, channels swapped: [kh, kw, Ci, Co] -> [kh, kw, Co, Ci].
+  const flipped = backend.makeOutput([kh, kw, Co, Ci], 'float32');
+  {
+    const src = f32(backend, filter);
+    const dst = f32(backend, flipped);
+    for (let i = 0; i < kh; i++) {
+      for (let j = 0; j < kw; j++) {
+        const s0 = ((kh - 1 - i) * kw + (kw - 1 - j)) * Ci * Co;
+        const d0 = (i * kw + j) * Co * Ci;
+        for (let c = 0; c < Ci; c++) {
+          const sRow = s0 + c * Co;
+          for (let o = 0; o < Co; o++) dst[d0 + o * Ci + c] = src[sRow + o];
+        }
+      }
+    }
+  }
+
+  let source = dy;
+  let dilated: TensorInfo | null = null;
+  if (sh > 1 || sw > 1) {
+    dilated = backend.makeOutput([B, hd, wd, Co], 'float32');
+    const src = f32(backend, dy);
+    const dst = f32(backend, dilated);
+    dst.fill(0);
+    for (let b = 0; b < B; b++) {
+      for (let r = 0; r < Ho; r++) {
+        for (let c = 0; c < Wo; c++) {
+          const s = ((b * Ho + r) * Wo + c) * Co;
+          const d = ((b * hd + r * sh) * wd + c * sw) * Co;
+          dst.set(src.subarray(s, s + Co), d);
+        }
+      }
+    }
+    source = dilated;
+  }
+  const out = conv2dForward(backend, source, flipped, [1, 1], [1, 1], [
+    [0, 0],
+    [padTop, padBottom],
+    [padLeft, padRight],
+    [0, 0],
+  ]);
+  backend.disposeData(flipped.dataId);
+  if (dilated) backend.disposeData(dilated.dataId);
+  return out;
+}
+
+
+/**
+ * A 1×1 convolution at stride 1 without padding (MobileNet's expand and project layers): every pixel of the batch
+ * is one row of a matrix product, so the SIMD loops can run over all of them at once instead of row by row.
+ */
+function isPointwise(info: tf.backend_util.Conv2DInfo): boolean {
+  return (
+    info.filterHeight === 1 && info.filterWidth === 1 && info.strideHeight === 1 && info.strideWidth === 1 &&
+    info.dilationHeight === 1 && info.dilationWidth === 1 && info.padInfo.top === 0 && info.padInfo.left === 0 &&
+    info.outHeight === info.inHeight && info.outWidth === info.inWidth
+  );
+}
+
+/** Pixels per chunk of a pointwise gradient shared between threads. */
+const POINTWISE_PIXELS = 32;
+
+/** dx = dy · wᵀ for a pointwise convolution (Ci % 16 == 0): conv_input_grad_run over runs of pixels. */
+function pointwiseInputGrad(simd: SimdKernels, backend: WasmBackend, dy: TensorInfo, filter: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
+  const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outChannels: Co } = info;
+  const P = B * H * W;
+  const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
+  const out = backend.makeOutput([B, H, W, Ci], 'float32');
+  const wt = transpose(backend, { ...filter, shape: [Ci, Co] }, [1, 0]); // [Co, Ci]
+  f32(backend, out).fill(0);
+  const dy0 = offset(dy);
+  const wt0 = offset(wt);
+  const dx0 = offset(out);
+  const chunks = Math.ceil(P / POINTWISE_PIXELS);
+  try {
+    runChunks(backend, simd, 'conv_input_grad_run', chunks, helpers(backend, chunks), (c, call) => {
+      const p0 = c * POINTWISE_PIXELS;
+      call(dy0 + p0 * Co * 4, Math.min(POINTWISE_PIXELS, P - p0), Co, wt0, Ci, dx0 + p0 * Ci * 4, Ci * 4);
+    });
+  } catch (e) {
+    backend.disposeData(out.dataId);
+    throw e;
+  } finally {
+    backend.disposeData(wt.dataId);
+  }
+  return out;
+}
+
+/** Output columns [lo, hi) whose tap kj reads inside the input: oj·sw + kj - pl in [0, W). */
+function tapColumns(kj: number, pl: number, sw: number, W: number, Wo: number): [number, number] {
+  return [Math.max(0, Math.ceil((pl - kj) / sw)), Math.min(Wo, Math.floor((W - 1 - kj + pl) / sw) + 1)];
+}
+
+/**
+ * The input gradient as a direct SIMD loop (conv_input_grad_run): per filter tap and run of output
+ * pixels, dx[pixel, ci] += dy[pixel, :] · w[tap]ᵀ with two pixels × 16 channels of dx in registers.
+ */
+function inputGradDirect(simd: SimdKernels, backend: WasmBackend, dy: TensorInfo, filter: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
+  const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
+  const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
+  const pt = info.padInfo.top;
+  const pl = info.padInfo.left;
+  const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
+  const out = backend.makeOutput([B, H, W, Ci], 'float32');
+  const wt = backend.makeOutput([kh * kw, Co, Ci], 'float32'); // each tap's [Ci, Co] transposed
+  {
+    const src = f32(backend, filter);
+    const dst = f32(backend, wt);
+    for (let t = 0; t < kh * kw; t++) {
+      const base = t * Ci * Co;
+      for (let ci = 0; ci < Ci; ci++) for (let co = 0; co < Co; co++) dst[base + co * Ci + ci] = src[base + ci * Co + co]!;
+    }
+  }
+  f32(backend, out).fill(0);
+  const dy0 = offset(dy);
+  const wt0 = offset(wt);
+  const dx0 = offset(out);
+  const dxs = sw * Ci * 4;
+  try {
+    runChunks(backend, simd, 'conv_input_grad_run', B, helpers(backend, B), (b, call) => {
+      for (let kj = 0; kj < kw; kj++) {
+        const [ojLo, ojHi] = tapColumns(kj, pl, sw, W, Wo);
+        if (ojHi <= ojLo) continue;
+        for (let ki = 0; ki < kh; ki++) {
+          const wtp = wt0 + (ki * kw + kj) * Co * Ci * 4;
+          for (let oi = 0; oi < Ho; oi++) {
+            const i = oi * sh + ki - pt;
+            if (i < 0 || i >= H) continue;
+            call(dy0 + ((b * Ho + oi) * Wo + ojLo) * Co * 4, ojHi - ojLo, Co, wtp, Ci, dx0 + ((b * H + i) * W + ojLo * sw + kj - pl) * Ci * 4, dxs);
+          }
+        }
+      }
+    });
+  } catch (e) {
+    backend.disposeData(out.dataId);
+    throw e;
+  } finally {
+    backend.disposeData(wt.dataId);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conv2D (forward), stride 1: the same loop as the input gradient, with x for dy and the filter
+// taps ([Ci, Co], already the layout the loop wants) for the transposed ones. Measured faster
+// than XNNPACK's convolution on the convnet's layers with ≥ 16 input channels.
+
+export function conv2D({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
+  const { x, filter } = inputs as { x: TensorInfo; filter: TensorInfo };
+  const { dataFormat } = attrs as unknown as ConvAttrs;
+  const original = fallback('Conv2D');
+  if (!isChannelsLast(dataFormat) || x.dtype !== 'float32' || filter.dtype !== 'float32' || x.shape.length !== 4) {
+    return original({ inputs, backend, attrs });
+  }
+  const info = convInfo(x.shape, filter.shape, attrs);
+  const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
+  const { filterHeight: kh, filterWidth: kw } = info;
+  const winograd = winogradTileSize(backend, info);
+  const simdW = winograd ? simdKernels(backend.wasm) : null;
+  if (simdW && winograd) return winogradConv(simdW, backend, x, filter, null, 0, info, winograd);
+  const direct =
+    info.strideHeight === 1 &&
+    info.strideWidth === 1 &&
+    info.dilationHeight === 1 &&
+    info.dilationWidth === 1 &&
+    Ci >= 16 &&
+    Co % 16 === 0 &&
+    Ci * Co <= DIRECT_MAX_TAP_FLOATS &&
+    Wo >= 8;
+  const simd = direct ? simdKernels(backend.wasm) : null;
+  if (!simd) return original({ inputs, backend, attrs });
+  const pt = info.padInfo.top;
+  const pl = info.padInfo.left;
+  const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
+  const out = backend.makeOutput([B, Ho, Wo, Co], 'float32');
+  f32(backend, out).fill(0);
+  const x0 = offset(x);
+  const w0 = offset(filter);
+  const y0 = offset(out);
+  try {
+    runChunks(backend, simd, 'conv_input_grad_run', B, helpers(backend, B), (b, call) => {
+      for (let kj = 0; kj < kw; kj++) {
+        const [ojLo, ojHi] = tapColumns(kj, pl, 1, W, Wo);
+        if (ojHi <= ojLo) continue;
+        for (let ki = 0; ki < kh; ki++) {
+          const wp = w0 + (ki * kw + kj) * Ci * Co * 4;
+          for (let oi = 0; oi < Ho; oi++) {
+            const i = oi + ki - pt;
+            if (i < 0 || i >= H) continue;
+            call(x0 + ((b * H + i) * W + ojLo + kj - pl) * Ci * 4, ojHi - ojLo, Ci, wp, Co, y0 + ((b * Ho + oi) * Wo + ojLo) * Co * 4, Co * 4);
+          }
+        }
+      }
+    });
+  } catch (e) {
+    backend.disposeData(out.dataId);
+    throw e;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conv2DBackpropFilter
+
+export function conv2DBackpropFilter({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
+  const { x, dy } = inputs as { x: TensorInfo; dy: TensorInfo };
+  const { dataFormat, filterShape } = attrs as unknown as ConvAttrs & { filterShape: [number, number, number, number] };
+  if (!isChannelsLast(dataFormat)) {
+    throw new Error('Conv2DBackpropFilter on wasm supports channels-last (NHWC) data only');
+  }
+  const info = convInfo(x.shape, filterShape, attrs);
+  const { inHeight: H, inWidth: W, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
+  const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
+  const padTop = info.padInfo.top;
+  const padLeft = info.padInfo.left;
+  if (x.dtype === 'float32' && dy.dtype === 'float32' && Co % 16 === 0 && isPointwise(info)) {
+    // dW = xᵀ·dy over all the batch's pixels at once
+    const simd = simdKernels(backend.wasm);
+    const P = info.batchSize * H * W;
+    if (simd) {
+      const product = filterGradProduct(simd, backend, { ...x, shape: [P, info.inChannels] }, { ...dy, shape: [P, Co] });
+      return { ...product, shape: [1, 1, info.inChannels, Co] };
+    }
+  }
+  // The direct loop keeps a tap's [Ci, Co] block of dW hot while each output row streams by: it
+  // wins when that block fits in L2 and rows are not too short (else XNNPACK's blocked GEMM does).
+  const direct =
+    Co % 16 === 0 && info.inChannels * Co <= DIRECT_MAX_TAP_FLOATS && Wo >= 8 && x.dtype === 'float32' && dy.dtype === 'float32';
+  const simd = direct ? simdKernels(backend.wasm) : null;
+  if (simd) return filterGradDirect(simd, backend, x, dy, info);
+  // Rows the correlation of x (padded) with dy (dilated by the stride) needs: (kh-1) + (Ho-1)*sh + 1.
+  const needH = kh + (Ho - 1) * sh;
+  const needW = kw + (Wo - 1) * sw;
+  let padBottom = needH - H - padTop;
+  let padRight = needW - W - padLeft;
+  // Rows of x beyond needH are never read by the forward conv (valid padding with leftovers):
+  // with zero bottom padding the result has extra rows, which are cut below.
+  const extraH = padBottom < 0 ? -padBottom : 0;
+  const extraW = padRight < 0 ? -padRight : 0;
+  padBottom = Math.max(0, padBottom);
+  padRight = Math.max(0, padRight);
+
+  const xT = transpose(backend, x, [3, 1, 2, 0]); // [Ci, H, W, B]
+  const dyT = transpose(backend, dy, [1, 2, 0, 3]); // [Ho, Wo, B, Co]
+  let g = conv2dForward(backend, xT, dyT, [1, 1], [sh, sw], [
+    [0, 0],
+    [padTop, padBottom],
+    [padLeft, padRight],
+    [0, 0],
+  ]); // [Ci, kh(+extraH), kw(+extraW), Co]
+  backend.disposeData(xT.dataId);
+  backend.disposeData(dyT.dataId);
+  if (extraH > 0 || extraW > 0) {
+    const cut = kernel('Slice')({
+      inputs: { x: g },
+      backend,
+      attrs: { begin: [0, 0, 0, 0], size: [g.shape[0], kh, kw, g.shape[3]] },
+    });
+    backend.disposeData(g.dataId);
+    g = cut;
+  }
+  const out = transpose(backend, g, [1, 2, 0, 3]);
+  backend.disposeData(g.dataId);
+  return out;
+}
+
+/**
+ * The filter gradient as a direct SIMD loop (../wasm/training-kernels.wat, conv_filter_grad_run):
+ * for each filter tap and each run of output pixels in a row, a 2×16 block of dW stays in
+ * registers while x and dy stream by. Nothing is transposed, packed or copied, and the reduction
+ * over batch × pixels runs from L1; measured 2× faster than the XNNPACK convolution above on
+ * each layer of the book's convnet (single thread). Needs Co % 16 == 0.
+ */
+/** Largest Ci·Co (one filter tap's block of dW: 256 KB) the direct filter gradient takes. */
+const DIRECT_MAX_TAP_FLOATS = 1 << 16;
+
+function filterGradDirect(simd: SimdKernels, backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
+  const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
+  const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
+  const pt = info.padInfo.top;
+  const pl = info.padInfo.left;
+  const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
+  const filterSize = kh * kw * Ci * Co;
+  // Each thread accumulates into its own dW (this one into the output), summed at the end.
+  const workers = helpers(backend, B);
+  const out = backend.makeOutput([kh, kw, Ci, Co], 'float32');
+  const partials = workers.map(() => backend.makeOutput([filterSize], 'float32'));
+  for (const t of [out, ...partials]) f32(backend, t).fill(0);
+  const x0 = offset(x);
+  const dy0 = offset(dy);
+  const xs = sw * Ci * 4;
+  try {
+    runChunks(
+      backend,
+      simd,
+      'conv_filter_grad_run',
+      B,
+      workers,
+      (b, call) => {
+        for (let kj = 0; kj < kw; kj++) {
+          const [ojLo, ojHi] = tapColumns(kj, pl, sw, W, Wo);
+          if (ojHi <= ojLo) continue;
+          for (let ki = 0; ki < kh; ki++) {
+            const dw = (ki * kw + kj) * Ci * Co * 4; // relative to each thread's dW
+            for (let oi = 0; oi < Ho; oi++) {
+              const i = oi * sh + ki - pt;
+              if (i < 0 || i >= H) continue;
+              call(x0 + ((b * H + i) * W + ojLo * sw + kj - pl) * Ci * 4, xs, dy0 + ((b * Ho + oi) * Wo + ojLo) * Co * 4, ojHi - ojLo, Ci, Co, dw);
+            }
+          }
+        }
+      },
+      [offset(out), ...partials.map(offset)],
+    );
+    if (partials.length > 0) {
+      const o = f32(backend, out);
+      for (const partial of partials) {
+        const p = f32(backend, partial);
+        for (let i = 0; i < filterSize; i++) o[i] += p[i]!;
+      }
+    }
+  } catch (e) {
+    backend.disposeData(out.dataId);
+    throw e;
+  } finally {
+    for (const t of partials) backend.disposeData(t.dataId);
+  }
+  return out;
+}

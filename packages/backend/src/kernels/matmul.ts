@@ -1,0 +1,142 @@
+// BatchMatMul: Dense layers' forward products and gradients.
+import { simdKernels, type SimdKernels } from '../simd-kernels.js';
+import { type KernelFn, type TensorInfo, type WasmBackend, f32, fallback, helpers, runChunks, transpose } from './base.js';
+
+// BatchMatMul with transposed operands (every Dense layer's gradients). The backend's XNNPACK
+// path covers A·B only; transposed operands take a slow loop. Rewrites, for unbatched products:
+//   Aᵀ·B   = (transpose A)·B
+//   A·Bᵀ   = (B·Aᵀ)ᵀ when B is the larger operand (the weights: only the small side is packed),
+//            else A·(transpose B)
+//   Aᵀ·Bᵀ  = (B·A)ᵀ
+
+export function batchMatMul({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
+  const { a, b } = inputs as { a: TensorInfo; b: TensorInfo };
+  const { transposeA, transposeB } = attrs as { transposeA: boolean; transposeB: boolean };
+  const original = fallback('BatchMatMul');
+  const batchA = a.shape.slice(0, -2).reduce((x, y) => x * y, 1);
+  const batchB = b.shape.slice(0, -2).reduce((x, y) => x * y, 1);
+  if (batchA !== 1 || batchB !== 1 || a.dtype !== 'float32' || b.dtype !== 'float32') return original({ inputs, backend, attrs });
+  const mat = (t: TensorInfo): TensorInfo => ({ ...t, shape: t.shape.slice(-2) });
+  const A = mat(a);
+  const B = mat(b);
+  const rank = Math.max(a.shape.length, b.shape.length);
+  const shaped = (out: TensorInfo) => ({ ...out, shape: [...new Array(rank - 2).fill(1), ...out.shape.slice(-2)] });
+  if (!transposeA && !transposeB) {
+    const [M, K] = A.shape as [number, number];
+    const N = B.shape[1]!;
+    const simd = M <= SMALL_PRODUCT_ROWS && N % 16 === 0 && K * N >= SMALL_PRODUCT_MIN_WEIGHTS ? simdKernels(backend.wasm) : null;
+    return simd ? shaped(smallRowsProduct(simd, backend, A, B)) : original({ inputs, backend, attrs });
+  }
+  const plain = { transposeA: false, transposeB: false };
+  const T = (t: TensorInfo) => transpose(backend, t, [1, 0]);
+  let out: TensorInfo;
+  const N = B.shape[1]!;
+  const simd = transposeA && !transposeB && N % 16 === 0 ? simdKernels(backend.wasm) : null;
+  if (simd) {
+    out = filterGradProduct(simd, backend, A, B);
+  } else if (transposeA && !transposeB) {
+    const at = T(A);
+    out = original({ inputs: { a: at, b: B }, backend, attrs: plain });
+    backend.disposeData(at.dataId);
+  } else if (!transposeA && transposeB) {
+    if (B.shape[0]! > A.shape[0]!) {
+      const at = T(A);
+      const ct = original({ inputs: { a: B, b: at }, backend, attrs: plain });
+      out = T(ct);
+      backend.disposeData(at.dataId);
+      backend.disposeData(ct.dataId);
+    } else {
+      const bt = T(B);
+      out = original({ inputs: { a: A, b: bt }, backend, attrs: plain });
+      backend.disposeData(bt.dataId);
+    }
+  } else {
+    const ct = original({ inputs: { a: B, b: A }, backend, attrs: plain });
+    out = T(ct);
+    backend.disposeData(ct.dataId);
+  }
+  return shaped(out);
+}
+
+/** A·B with at most this many rows of A (a Dense layer's forward pass at training batch sizes) … */
+const SMALL_PRODUCT_ROWS = 64;
+/** … and a B at least this large goes through smallRowsProduct. */
+const SMALL_PRODUCT_MIN_WEIGHTS = 1 << 16;
+/** Rows of B per chunk of smallRowsProduct (a 256 × 256 block of floats: 256 KB, an L2's worth). */
+const SMALL_PRODUCT_DEPTH = 256;
+
+/**
+ * A·B for a small A [M, K] and a large B [K, N], N % 16 == 0: a Dense layer's forward pass while its weights change
+ * every step. XNNPACK packs B into its own layout on every call (27 ms for 20×32000 · 32000×256, most of it the
+ * packing); here B is read once, in place: each chunk of SMALL_PRODUCT_DEPTH rows of B is one conv_input_grad_run
+ * call (A's matching columns, copied contiguous, as "dy"; B's rows as the transposed filter) into a partial [M, N]
+ * of its own, and the partials are summed in chunk order (the same sums whatever thread took which chunk).
+ */
+function smallRowsProduct(simd: SimdKernels, backend: WasmBackend, A: TensorInfo, B: TensorInfo): TensorInfo {
+  const [M, K] = A.shape as [number, number];
+  const N = B.shape[1]!;
+  const chunks = Math.ceil(K / SMALL_PRODUCT_DEPTH);
+  const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
+  const blocks = backend.makeOutput([M * K], 'float32'); // A's columns chunk by chunk: [chunk][M][depth]
+  const partials = backend.makeOutput([chunks, M * N], 'float32');
+  const out = backend.makeOutput([M, N], 'float32');
+  try {
+    {
+      const src = f32(backend, A);
+      const dst = f32(backend, blocks);
+      for (let c = 0, d = 0; c < chunks; c++) {
+        const k0 = c * SMALL_PRODUCT_DEPTH;
+        const depth = Math.min(SMALL_PRODUCT_DEPTH, K - k0);
+        for (let m = 0; m < M; m++, d += depth) dst.set(src.subarray(m * K + k0, m * K + k0 + depth), d);
+      }
+      f32(backend, partials).fill(0);
+    }
+    const blocks0 = offset(blocks);
+    const b0 = offset(B);
+    const p0 = offset(partials);
+    runChunks(backend, simd, 'conv_input_grad_run', chunks, helpers(backend, chunks), (c, call) => {
+      const k0 = c * SMALL_PRODUCT_DEPTH;
+      const depth = Math.min(SMALL_PRODUCT_DEPTH, K - k0);
+      call(blocks0 + k0 * M * 4, M, depth, b0 + k0 * N * 4, N, p0 + c * M * N * 4, N * 4);
+    });
+    simd.sum_rows(p0, offset(out), chunks, M * N);
+  } catch (e) {
+    backend.disposeData(out.dataId);
+    throw e;
+  } finally {
+    backend.disposeData(blocks.dataId);
+    backend.disposeData(partials.dataId);
+  }
+  return out;
+}
+
+/** Rows of Aᵀ·B per chunk of work shared between threads. */
+const PRODUCT_ROWS = 64;
+
+/**
+ * Aᵀ·B for A [K, M], B [K, N], N % 16 == 0 (a Dense layer's kernel gradient, xᵀ·dy) with the filter gradient's
+ * SIMD loop: out[m, n] = Σ_k A[k, m]·B[k, n] is conv_filter_grad_run with K "pixels", M input and N output
+ * channels, threads taking blocks of rows. No transposed copy of A, and a 2×16 block of the result stays in
+ * registers while K streams by (XNNPACK on the transposed copy: 22 ms for 32000×20 · 20×256, this: ~4).
+ */
+export function filterGradProduct(simd: SimdKernels, backend: WasmBackend, A: TensorInfo, B: TensorInfo): TensorInfo {
+  const [K, M] = A.shape as [number, number];
+  const N = B.shape[1]!;
+  const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
+  const out = backend.makeOutput([M, N], 'float32');
+  const a0 = offset(A);
+  const b0 = offset(B);
+  const o0 = offset(out);
+  const chunks = Math.ceil(M / PRODUCT_ROWS);
+  try {
+    runChunks(backend, simd, 'conv_filter_grad_run', chunks, helpers(backend, chunks), (c, call) => {
+      const m0 = c * PRODUCT_ROWS;
+      // K with the sign bit set: the rows are assigned, so out needs no zeroing first.
+      call(a0 + m0 * 4, M * 4, b0, K | 0x80000000, Math.min(PRODUCT_ROWS, M - m0), N, o0 + m0 * N * 4);
+    });
+  } catch (e) {
+    backend.disposeData(out.dataId);
+    throw e;
+  }
+  return out;
+}

@@ -1,0 +1,48 @@
+// Sum over leading axes (bias gradients).
+import * as tf from '@tensorflow/tfjs';
+import { simdKernels } from '../simd-kernels.js';
+import { type KernelFn, type TensorInfo, f32, fallback } from './base.js';
+
+// Sum over leading axes (bias gradients: dy summed over batch, rows and columns). The backend
+// transposes the reduced axes innermost first, a full copy of dy; this accumulates in place.
+
+/** Floats per float32 block of a Sum (about 32k: float32 rounding stays far below the tests' tolerance). */
+const SUM_BLOCK_FLOATS = 1 << 15;
+
+export function sum({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
+  const { x } = inputs as { x: TensorInfo };
+  const { axis, keepDims } = attrs as { axis: number | number[]; keepDims: boolean };
+  const rank = x.shape.length;
+  const axes = tf.util.parseAxisParam(axis, x.shape).sort((a, b) => a - b);
+  const leading = axes.length > 0 && axes.length < rank && axes.every((a, i) => a === i);
+  if (x.dtype !== 'float32' || !leading) return fallback('Sum')({ inputs, backend, attrs });
+  const outer = x.shape.slice(0, axes.length).reduce((a, b) => a * b, 1);
+  const keptShape = x.shape.slice(axes.length);
+  const inner = keptShape.reduce((a, b) => a * b, 1);
+  const acc = new Float64Array(inner);
+  const simd = inner % 4 === 0 ? simdKernels(backend.wasm) : null;
+  if (simd) {
+    // Blocks of rows summed in float32 by SIMD, the blocks' sums accumulated in float64.
+    const block = backend.makeOutput([inner], 'float32');
+    const xOffset = backend.dataIdMap.get(x.dataId).memoryOffset;
+    const blockOffset = backend.dataIdMap.get(block.dataId).memoryOffset;
+    const rows = Math.max(1, Math.floor(SUM_BLOCK_FLOATS / inner));
+    for (let o = 0; o < outer; o += rows) {
+      const n = Math.min(rows, outer - o);
+      simd.sum_rows(xOffset + o * inner * 4, blockOffset, n, inner);
+      const part = f32(backend, block);
+      for (let j = 0; j < inner; j++) acc[j] += part[j]!;
+    }
+    backend.disposeData(block.dataId);
+  } else {
+    const v = f32(backend, x);
+    for (let o = 0; o < outer; o++) {
+      const base = o * inner;
+      for (let j = 0; j < inner; j++) acc[j] += v[base + j]!;
+    }
+  }
+  const outShape = keepDims ? [...axes.map(() => 1), ...keptShape] : keptShape;
+  const out = backend.makeOutput(outShape, 'float32');
+  f32(backend, out).set(acc);
+  return out;
+}

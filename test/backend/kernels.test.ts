@@ -4,39 +4,13 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
+import { random, runKernel } from '../helpers/kernels.js';
 import { initBackend, rmsprop, wasmSimdKernelsLoaded, wasmSimdWorkers, wasmTrainingKernelNames } from '@catdog/backend';
 
 type Pad = 'valid' | 'same';
 
-function random(n: number, seed: number): Float32Array {
-  // Deterministic values in [-1, 1) (LCG), so failures reproduce.
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
-}
-
 function size(shape: number[]): number {
   return shape.reduce((a, b) => a * b, 1);
-}
-
-/** Runs one kernel on a backend with the given inputs (as flat arrays) and returns its output. */
-function runKernel(
-  backend: string,
-  kernelName: string,
-  inputs: Record<string, { shape: number[]; values: Float32Array }>,
-  attrs: Record<string, unknown>,
-): { shape: number[]; values: Float32Array } {
-  tf.setBackend(backend);
-  return tf.tidy(() => {
-    const ins: Record<string, tf.Tensor> = {};
-    for (const [k, v] of Object.entries(inputs)) ins[k] = tf.tensor(v.values, v.shape);
-    const out = tf.engine().runKernel(kernelName, ins, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
-    return { shape: out.shape, values: out.dataSync() as Float32Array };
-  });
 }
 
 function assertClose(

@@ -14,6 +14,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
+import { random, runKernel, type KernelInputs } from '../helpers/kernels.js';
 import { initBackend, wasmSimdKernelsLoaded, wasmSimdWorkers, wasmWinogradTileSize } from '@catdog/backend';
 
 type Pad = 'valid' | 'same';
@@ -23,26 +24,6 @@ const CHILD = process.env.CATDOG_WINOGRAD_TEST_CHILD === '1';
 const SIMD = process.env.CATDOG_WASM_SIMD_KERNELS !== '0';
 const skip = SIMD ? false : 'CATDOG_WASM_SIMD_KERNELS=0';
 const TOLERANCE = { 3: 5e-5, 4: 5e-5, 6: 2e-4 } as const;
-
-function random(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
-}
-
-function run(backend: string, kernelName: string, inputs: Record<string, { shape: number[]; values: Float32Array }>, attrs: Record<string, unknown>) {
-  tf.setBackend(backend);
-  return tf.tidy(() => {
-    const ins: Record<string, tf.Tensor> = {};
-    for (const [k, v] of Object.entries(inputs)) ins[k] = tf.tensor(v.values, v.shape);
-    const out = tf.engine().runKernel(kernelName, ins, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
-    return { shape: out.shape, values: out.dataSync() as Float32Array };
-  });
-}
 
 /** Runs the kernel on wasm with tile m forced and on cpu; asserts the tile was used and the outputs agree. */
 function check(
@@ -54,7 +35,7 @@ function check(
 ): void {
   const xShape: Shape4 = [c.B, c.H, c.W, c.Ci];
   const wShape: Shape4 = [3, 3, c.Ci, c.Co];
-  const inputs: Record<string, { shape: number[]; values: Float32Array }> = {
+  const inputs: KernelInputs = {
     x: { shape: xShape, values: random(c.B * c.H * c.W * c.Ci, seed) },
     filter: { shape: wShape, values: random(9 * c.Ci * c.Co, seed + 1) },
   };
@@ -66,8 +47,8 @@ function check(
   try {
     tf.setBackend('wasm');
     assert.equal(wasmWinogradTileSize(xShape, wShape, 1, c.pad), m, `${label}: runs Winograd`);
-    const actual = run('wasm', kernelName, inputs, attrs);
-    const expected = run('cpu', kernelName, inputs, attrs);
+    const actual = runKernel('wasm', kernelName, inputs, attrs);
+    const expected = runKernel('cpu', kernelName, inputs, attrs);
     assert.deepEqual(actual.shape, expected.shape, `${label}: shape`);
     let scale = 0;
     let worst = 0;

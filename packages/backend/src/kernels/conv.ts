@@ -16,11 +16,9 @@ export function conv2DBackpropInput({ inputs, backend, attrs }: Parameters<Kerne
   const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
   const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
   const floats = dy.dtype === 'float32' && filter.dtype === 'float32';
-  if (floats && Ci % 16 === 0 && isPointwise(info)) {
-    const simd = simdKernels(backend.wasm);
-    if (simd) return pointwiseInputGrad(simd, backend, dy, filter, info);
-  }
-  const direct = floats && Ci % 16 === 0 && Ci * Co <= DIRECT_MAX_TAP_FLOATS && Wo >= 8;
+  // The SIMD loop, row by row (rows ≥ 8 pixels, a tap's block ≤ 64 k floats) or, for a pointwise convolution, over
+  // all pixels at once.
+  const direct = floats && Ci % 16 === 0 && (isPointwise(info) || (Ci * Co <= DIRECT_MAX_TAP_FLOATS && Wo >= 8));
   const simd = direct ? simdKernels(backend.wasm) : null;
   if (simd) return inputGradDirect(simd, backend, dy, filter, info);
   const padTop = kh - 1 - info.padInfo.top;
@@ -95,32 +93,6 @@ function isPointwise(info: tf.backend_util.Conv2DInfo): boolean {
 /** Pixels per chunk of a pointwise gradient shared between threads. */
 const POINTWISE_PIXELS = 32;
 
-/** dx = dy · wᵀ for a pointwise convolution (Ci % 16 == 0): conv_input_grad_run over runs of pixels. */
-function pointwiseInputGrad(simd: SimdKernels, backend: WasmBackend, dy: TensorInfo, filter: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
-  const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outChannels: Co } = info;
-  const P = B * H * W;
-  const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
-  const out = backend.makeOutput([B, H, W, Ci], 'float32');
-  const wt = transpose(backend, { ...filter, shape: [Ci, Co] }, [1, 0]); // [Co, Ci]
-  f32(backend, out).fill(0);
-  const dy0 = offset(dy);
-  const wt0 = offset(wt);
-  const dx0 = offset(out);
-  const chunks = Math.ceil(P / POINTWISE_PIXELS);
-  try {
-    runChunks(backend, simd, 'conv_input_grad_run', chunks, helpers(backend, chunks), (c, call) => {
-      const p0 = c * POINTWISE_PIXELS;
-      call(dy0 + p0 * Co * 4, Math.min(POINTWISE_PIXELS, P - p0), Co, wt0, Ci, dx0 + p0 * Ci * 4, Ci * 4);
-    });
-  } catch (e) {
-    backend.disposeData(out.dataId);
-    throw e;
-  } finally {
-    backend.disposeData(wt.dataId);
-  }
-  return out;
-}
-
 /** Output columns [lo, hi) whose tap kj reads inside the input: oj·sw + kj - pl in [0, W). */
 function tapColumns(kj: number, pl: number, sw: number, W: number, Wo: number): [number, number] {
   return [Math.max(0, Math.ceil((pl - kj) / sw)), Math.min(Wo, Math.floor((W - 1 - kj + pl) / sw) + 1)];
@@ -129,6 +101,8 @@ function tapColumns(kj: number, pl: number, sw: number, W: number, Wo: number): 
 /**
  * The input gradient as a direct SIMD loop (conv_input_grad_run): per filter tap and run of output
  * pixels, dx[pixel, ci] += dy[pixel, :] · w[tap]ᵀ with two pixels × 16 channels of dx in registers.
+ * Runs are output rows, threads taking images; for a pointwise convolution they are blocks of
+ * POINTWISE_PIXELS of the whole batch.
  */
 function inputGradDirect(simd: SimdKernels, backend: WasmBackend, dy: TensorInfo, filter: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
   const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
@@ -137,22 +111,22 @@ function inputGradDirect(simd: SimdKernels, backend: WasmBackend, dy: TensorInfo
   const pl = info.padInfo.left;
   const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
   const out = backend.makeOutput([B, H, W, Ci], 'float32');
-  const wt = backend.makeOutput([kh * kw, Co, Ci], 'float32'); // each tap's [Ci, Co] transposed
-  {
-    const src = f32(backend, filter);
-    const dst = f32(backend, wt);
-    for (let t = 0; t < kh * kw; t++) {
-      const base = t * Ci * Co;
-      for (let ci = 0; ci < Ci; ci++) for (let co = 0; co < Co; co++) dst[base + co * Ci + ci] = src[base + ci * Co + co]!;
-    }
-  }
+  const wt = transpose(backend, { ...filter, shape: [kh * kw, Ci, Co] }, [0, 2, 1]); // each tap's [Ci, Co] transposed
   f32(backend, out).fill(0);
   const dy0 = offset(dy);
   const wt0 = offset(wt);
   const dx0 = offset(out);
   const dxs = sw * Ci * 4;
+  const P = B * H * W;
+  const pointwise = isPointwise(info);
+  const chunks = pointwise ? Math.ceil(P / POINTWISE_PIXELS) : B;
   try {
-    runChunks(backend, simd, 'conv_input_grad_run', B, helpers(backend, B), (b, call) => {
+    runChunks(backend, simd, 'conv_input_grad_run', chunks, helpers(backend, chunks), (b, call) => {
+      if (pointwise) {
+        const p0 = b * POINTWISE_PIXELS;
+        call(dy0 + p0 * Co * 4, Math.min(POINTWISE_PIXELS, P - p0), Co, wt0, Ci, dx0 + p0 * Ci * 4, Ci * 4);
+        return;
+      }
       for (let kj = 0; kj < kw; kj++) {
         const [ojLo, ojHi] = tapColumns(kj, pl, sw, W, Wo);
         if (ojHi <= ojLo) continue;

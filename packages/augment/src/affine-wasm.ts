@@ -82,14 +82,9 @@ function ensureMemory(s: Sampler, bytes: number): void {
   if (bytes > have) s.memory.grow(Math.ceil((bytes - have) / PAGE));
 }
 
-/** True when the WASM sampler is available (WASM SIMD supported and not disabled). */
-export function wasmSamplerAvailable(): boolean {
-  return compiled() !== null;
-}
-
 /**
- * Makes a shared memory whose first `bytes` bytes hold a batch the current sampler memory (`reuse` if it is big
- * enough, else a new one), until endBatchMemory. Views of its buffer passed as applyAffine's output are written in
+ * Makes a shared memory whose first `bytes` bytes hold a batch (`reuse` if it is big enough, else a new one) the
+ * sampler's memory until endBatchMemory. Views of its buffer passed as applyAffine's output are written in
  * place. Null without the sampler or shared memory: the caller then uses an ArrayBuffer.
  */
 export function batchMemory(bytes: number, reuse?: WebAssembly.Memory): WebAssembly.Memory | null {

@@ -2,9 +2,10 @@
 import { simdKernels, type SimdKernels } from '../simd-kernels.js';
 import { type KernelFn, type TensorInfo, type WasmBackend, f32, fallback, helpers, runChunks, transpose } from './base.js';
 
-// BatchMatMul with transposed operands (every Dense layer's gradients). The backend's XNNPACK
-// path covers A·B only; transposed operands take a slow loop. Rewrites, for unbatched products:
-//   Aᵀ·B   = (transpose A)·B
+// Unbatched float32 products. A·B with few rows and a large B (a Dense forward pass while training)
+// runs on the SIMD loop (smallRowsProduct); other plain products stay on XNNPACK. The backend's
+// transposed-operand path is a slow loop, so those are rewritten:
+//   Aᵀ·B   = the filter-gradient SIMD loop when N % 16 == 0 (filterGradProduct), else (transpose A)·B
 //   A·Bᵀ   = (B·Aᵀ)ᵀ when B is the larger operand (the weights: only the small side is packed),
 //            else A·(transpose B)
 //   Aᵀ·Bᵀ  = (B·A)ᵀ

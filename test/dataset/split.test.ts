@@ -4,7 +4,8 @@ import { readFile, readdir, rm, stat, symlink, writeFile, mkdir, copyFile } from
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { UserError, openStorage } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
+import { openStorage } from '@catdog/storage';
 import {
   buildPlan,
   openImageFolder,

@@ -6,7 +6,7 @@ import { mkdtemp, readFile, rm, writeFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 import { normalizeHistory, readHistory, renderCurves, smoothCurve, writeCurves } from '@catdog/report';
 import { makeRealRun } from './real-run.js';
 

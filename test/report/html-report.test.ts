@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { chromium } from 'playwright-core';
 import sharp from 'sharp';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 import { findRunDirs, writeComparisonReport, writeRunReport } from '@catdog/report';
 import { projectRoot } from '../helpers/fixtures.js';
 import { makeRealRun } from './real-run.js';

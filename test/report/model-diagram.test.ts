@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 import { formatShape, modelDiagram, writeModelViews, type ModelTopology } from '@catdog/report';
 import { mobilenetV2Dir } from '../helpers/fixtures.js';
 import { makeRealRun } from './real-run.js';

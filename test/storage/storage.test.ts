@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { randomBytes, createHash } from 'node:crypto';
-import { openStorage, formatError, StorageError, UserError, resolveS3Options, describeS3Error, type Storage } from '@catdog/storage';
+import { formatError, UserError } from '@catdog/errors';
+import { openStorage, StorageError, resolveS3Options, describeS3Error, type Storage } from '@catdog/storage';
 import { startLoopbackS3, type LoopbackS3 } from '../helpers/s3-server.js';
 
 let s3: LoopbackS3;

@@ -23,7 +23,7 @@ import {
   type SampleSource,
 } from '@catdog/augment';
 import type { EncodedSample } from '@catdog/dataset';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 
 // sharp runs on libuv's thread pool, shared by every worker thread of the process (4 threads unless set before its
 // first use): give it one thread per core so more than 4 workers are not throttled.

@@ -1,7 +1,8 @@
 // prep: builds the book's cats-vs-dogs split as WebDataset shards on local disk or S3, and checks it.
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
-import { formatError, resolveLocation, UserError, type StorageOptions } from '@catdog/storage';
+import { formatError, UserError } from '@catdog/errors';
+import { resolveLocation, type StorageOptions } from '@catdog/storage';
 import {
   AbortedError,
   BOOK_SPLIT,

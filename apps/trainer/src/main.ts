@@ -4,7 +4,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { isAbsolute, resolve } from 'node:path';
 import { addBackendOptions } from '@catdog/backend';
-import { formatError, UserError } from '@catdog/storage';
+import { formatError, UserError } from '@catdog/errors';
 import {
   BASES,
   PRESETS,

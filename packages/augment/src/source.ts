@@ -2,7 +2,8 @@
 // images, or any SampleSource. The encoded bytes of a split are read once into one SharedArrayBuffer that
 // every worker reads without copies; epochs then only permute indices.
 import { openImageFolder, openSplit, type EncodedSample, type SplitName } from '@catdog/dataset';
-import { openStorage, resolveLocation, UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
+import { openStorage, resolveLocation } from '@catdog/storage';
 import type { SharedSamples } from './worker.js';
 
 /** Anything that lists encoded samples: @catdog/dataset's openSplit / openImageFolder results fit. */

@@ -1,10 +1,9 @@
-/**
- * A backend that was asked for cannot be used. The message names the cause and the fix; CLIs
- * print it as `error: <message>` and exit 1 (its `name` is 'UserError', as @catdog/storage's).
- */
-export class BackendUnavailableError extends Error {
+import { UserError } from '@catdog/errors';
+
+/** A backend that was asked for cannot be used. The message names the cause and the fix. */
+export class BackendUnavailableError extends UserError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'UserError';
+    super(message, { code: 'backend-unavailable', cause: options?.cause });
+    this.name = 'BackendUnavailableError';
   }
 }

@@ -1,5 +1,6 @@
 // manifest.json: the only thing readers trust. Written last by prep.
-import { openStorage, resolveLocation, UserError, StorageError, type Storage, type StorageOptions } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
+import { openStorage, resolveLocation, StorageError, type Storage, type StorageOptions } from '@catdog/storage';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const FORMAT_VERSION = 1;

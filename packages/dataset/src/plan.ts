@@ -1,7 +1,7 @@
 // The split plan: which source files go to which split and shard, in which order. Pure and deterministic,
 // so every worker computes the same plan from the same listing and writes its own shards of it.
 import { createHash } from 'node:crypto';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 import { FORMAT_VERSION, SPLITS, type ResizeSpec, type SplitName } from './manifest.js';
 import type { Source, SourceItem } from './sources.js';
 

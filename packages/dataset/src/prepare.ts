@@ -1,6 +1,7 @@
 // prep split / finalize: each worker writes its disjoint, deterministic subset of the plan's shards plus a part
 // file; the manifest is written last, only when every part is present.
-import { openStorage, resolveLocation, StorageError, UserError, type Storage, type StorageOptions } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
+import { openStorage, resolveLocation, StorageError, type Storage, type StorageOptions } from '@catdog/storage';
 import {
   FORMAT_VERSION,
   MANIFEST_FILE,

@@ -2,7 +2,8 @@
 import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { openStorage, resolveLocation, UserError, type Storage, type StorageOptions } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
+import { openStorage, resolveLocation, type Storage, type StorageOptions } from '@catdog/storage';
 import { readManifestFrom, SPLITS, type Manifest, type ShardInfo, type SplitName } from './manifest.js';
 import { checkShardBytes, parseShard, sha256, type EncodedSample } from './shards.js';
 import { openSource } from './sources.js';

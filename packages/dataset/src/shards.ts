@@ -2,7 +2,8 @@
 import { createHash } from 'node:crypto';
 import { PassThrough, Readable, Transform } from 'node:stream';
 import * as tar from 'tar-stream';
-import { UserError, type Storage } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
+import { type Storage } from '@catdog/storage';
 import { BOOK_CLASSES, type ShardInfo } from './manifest.js';
 
 export interface EncodedSample {

@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import yauzl from 'yauzl';
-import { openStorage, resolveLocation, UserError, type Storage, type StorageOptions } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
+import { openStorage, resolveLocation, type Storage, type StorageOptions } from '@catdog/storage';
 
 export type SourceLayout = 'flat' | 'class-folders' | 'zip';
 

@@ -1,6 +1,6 @@
 // One entry point for the transfer-learning bases, and the input scaling each expects.
 import * as tf from '@tensorflow/tfjs';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 import type { DownloadProgress } from './download.js';
 import { mobilenetV2Folder, loadMobileNetV2Base } from './mobilenet.js';
 import { buildVgg16Base } from './vgg16.js';

@@ -1,6 +1,6 @@
 // The book's small convnet (Deep Learning with Python, 5.2): four Conv2D/MaxPooling2D stages, Dense 512, sigmoid.
 import * as tf from '@tensorflow/tfjs';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 
 export interface ConvnetOptions {
   /** Height, width, channels. Default [150, 150, 3] as in the book. */

@@ -6,7 +6,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 
 export interface DownloadProgress {
   receivedBytes: number;

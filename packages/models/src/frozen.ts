@@ -7,7 +7,7 @@
 // Every layer type the compiler does not know runs through the layer itself, so the program always computes
 // what model.predict computes.
 import * as tf from '@tensorflow/tfjs';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 
 type Layer = tf.layers.Layer;
 type SymbolicTensor = tf.SymbolicTensor;

@@ -5,7 +5,8 @@ import { mkdtemp, open, rm, writeFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { UserError, openStorage, isS3Url } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
+import { openStorage, isS3Url } from '@catdog/storage';
 import { leafLayers } from './layers.js';
 
 type H5Module = typeof import('h5wasm/node');

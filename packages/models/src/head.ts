@@ -1,6 +1,6 @@
 // The book's densely connected classifiers on top of a conv base.
 import * as tf from '@tensorflow/tfjs';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 import { kernelInitializer } from './convnet.js';
 
 export interface HeadOptions {

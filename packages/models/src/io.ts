@@ -1,6 +1,7 @@
 // tfjs layers-model folders (model.json + weight shards) on local disk, file:// or s3://, through @catdog/storage.
 import * as tf from '@tensorflow/tfjs';
-import { UserError, isNotFound, openStorage, resolveLocation } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
+import { isNotFound, openStorage, resolveLocation } from '@catdog/storage';
 import { applyKerasBatchNormSemantics } from './layers.js';
 
 /** Keras/tfjs JSON topology: { class_name, config } (possibly wrapped as { model_config }). */

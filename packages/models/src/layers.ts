@@ -1,6 +1,6 @@
 // Walking, freezing and unfreezing layers; Keras' frozen-BatchNormalization behaviour for tfjs.
 import * as tf from '@tensorflow/tfjs';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 
 type Layer = tf.layers.Layer;
 type Kwargs = Record<string, unknown>;

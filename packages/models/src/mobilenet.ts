@@ -1,7 +1,7 @@
 // MobileNetV2 conv bases from tfjs layers folders (the shared ImageNet weights), rebuilt at any input size.
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 import { checkInputShape } from './convnet.js';
 import { loadLayersModelFrom, type LayerJson, type Topology } from './io.js';
 

@@ -1,7 +1,7 @@
 // VGG16's convolutional base (keras.applications.VGG16(include_top=False)) built in code, with Keras'
 // layer names so Keras' published weight file loads by name.
 import * as tf from '@tensorflow/tfjs';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 import { checkInputShape } from './convnet.js';
 import { getFile, type DownloadProgress } from './download.js';
 import { loadKerasH5Weights } from './h5.js';

@@ -1,6 +1,6 @@
 // Copying weights between tfjs models by layer name (e.g. a saved base into one built at another input size).
 import * as tf from '@tensorflow/tfjs';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 import { leafLayers } from './layers.js';
 
 /**

@@ -8,7 +8,7 @@
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { UserError, formatError } from '@catdog/storage';
+import { UserError, formatError } from '@catdog/errors';
 // The rendering modules (vega, sharp, Graphviz, tfjs) load only when a command runs, so usage errors are instant.
 
 const cwd = process.env.INIT_CWD ?? process.cwd();

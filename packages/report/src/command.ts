@@ -1,6 +1,6 @@
 // What `trainer:report` runs: a comparison page for a directory of runs, or one run's page.
 import { join, resolve } from 'node:path';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 import { writeComparisonReport } from './comparison.js';
 import { writeRunReport } from './run-report.js';
 

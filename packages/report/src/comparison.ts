@@ -2,7 +2,7 @@
 // the numbers side by side, every run's curves and its misclassified images.
 import { dirname, join, relative, resolve } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 import { renderVegaLiteSvg } from './curves.js';
 import { assertOffline, esc, formatNumber, formatPercent, formatSeconds, htmlPage, svgUri } from './html.js';
 import { findRunDirs, loadRun, writeFileAtomic, type RunData } from './run-dir.js';

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import sharp from 'sharp';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 import { normalizeHistory, writeFileAtomic, type History, type NormalizedHistory } from './run-dir.js';
 
 export interface CurveOptions {

@@ -1,6 +1,6 @@
 // Building blocks of self-contained HTML pages: everything inline, no scripts, and no "http" text anywhere
 // (not even SVG namespaces or a URL in a config value), so a page provably makes no network requests.
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 
 /** Escapes text for HTML and writes any "http" as h&#116;tp, which displays the same but is not a URL in the source. */
 export function esc(value: unknown): string {

@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import { Graphviz } from '@hpcc-js/wasm-graphviz';
 import sharp from 'sharp';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 import { readJsonFile, writeFileAtomic } from './run-dir.js';
 
 /** A tensor shape as tfjs reports it (null for the batch dimension), or a list of them for multi-output layers. */

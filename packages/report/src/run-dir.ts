@@ -2,7 +2,7 @@
 // has config.json or history.json; files that exist must be valid, and errors name the file.
 import { readFile, readdir, stat, mkdir, writeFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 
 /** Per-epoch training history as written by the trainer (Keras `History.history` plus `epoch`, `seconds`, `images_per_s`). */
 export interface History {

@@ -3,7 +3,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import sharp from 'sharp';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 import { curveSpec, renderVegaLiteSvg } from './curves.js';
 import { modelDiagram } from './model-diagram.js';
 import { assertOffline, dataUri, esc, formatNumber, formatPercent, formatSeconds, htmlPage, svgUri } from './html.js';

@@ -1,23 +1,13 @@
-// Errors meant for users, and one-line descriptions of storage failures.
-
-/** An error whose message is meant for the user: CLIs print `error: <message>` and exit 1. */
-export class UserError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'UserError';
-  }
-}
+// One-line descriptions of storage failures, as StorageErrors carrying a typed code.
+import { UserError, systemCodeOf, type ErrorCode } from '@catdog/errors';
 
 /** A storage operation that failed; `message` names the URL and the cause in one line. */
 export class StorageError extends UserError {
   readonly url: string;
-  /** Short machine-readable cause: 'unreachable' | 'access-denied' | 'no-such-bucket' | 'not-found' | 'credentials' | 'io' | ... */
-  readonly code: string;
-  constructor(url: string, code: string, cause: string, options?: { cause?: unknown }) {
-    super(`${url}: ${cause}`, options);
+  constructor(url: string, code: ErrorCode | (string & {}), cause: string, options?: { cause?: unknown }) {
+    super(`${url}: ${cause}`, { code, cause: options?.cause });
     this.name = 'StorageError';
     this.url = url;
-    this.code = code;
   }
 }
 
@@ -40,26 +30,12 @@ const NETWORK_CODES = new Set([
   'RequestTimeout',
 ]);
 
-function errorCode(err: unknown): string | undefined {
-  const e = err as { code?: unknown; name?: unknown; Code?: unknown; errno?: unknown; cause?: unknown; errors?: unknown[] } | undefined;
-  if (!e || typeof e !== 'object') return undefined;
-  if (typeof e.code === 'string') return e.code;
-  if (typeof e.Code === 'string') return e.Code;
-  // AggregateError from happy-eyeballs connects carries the codes in `errors`.
-  if (Array.isArray(e.errors)) for (const inner of e.errors) {
-    const c = errorCode(inner);
-    if (c) return c;
-  }
-  if (e.cause) return errorCode(e.cause);
-  return undefined;
-}
-
 /** Maps an S3 SDK (or network) error to a short cause code and a human phrase. */
 export function describeS3Error(err: unknown, endpoint?: string): { code: string; cause: string } {
   const e = err as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } } | undefined;
   const name = e?.name ?? '';
   const status = e?.$metadata?.httpStatusCode;
-  const code = errorCode(err) ?? '';
+  const code = systemCodeOf(err) ?? '';
   if (NETWORK_CODES.has(code) || NETWORK_CODES.has(name)) {
     return { code: 'unreachable', cause: `endpoint ${endpoint ?? '(AWS default)'} unreachable (${code || name})` };
   }
@@ -83,15 +59,4 @@ export function describeS3Error(err: unknown, endpoint?: string): { code: string
   if (name === 'SlowDown' || status === 503) return { code: 'throttled', cause: `throttled by the server after retries (${name})` };
   const message = (e?.message ?? String(err)).split('\n')[0];
   return { code: name || code || 'error', cause: `${name || code || 'error'}: ${message}${status ? ` (HTTP ${status})` : ''}` };
-}
-
-/** One line for the user: the URL and the cause for storage errors, the message otherwise. */
-export function formatError(err: unknown): string {
-  if (err instanceof UserError) return err.message;
-  if (err instanceof Error) {
-    const code = errorCode(err);
-    const first = err.message.split('\n')[0] || err.name;
-    return code && !first.includes(code) ? `${first} (${code})` : first;
-  }
-  return String(err);
 }

@@ -3,9 +3,9 @@ import { isAbsolute, resolve } from 'node:path';
 import { LocalStorage } from './local.js';
 import { S3Storage } from './s3.js';
 import type { Storage, StorageOptions } from './types.js';
-import { UserError } from './errors.js';
+import { UserError } from '@catdog/errors';
 
-export { UserError, StorageError, formatError, isNotFound, describeS3Error } from './errors.js';
+export { StorageError, isNotFound, describeS3Error } from './errors.js';
 export { LocalStorage, TEMP_MARKER } from './local.js';
 export { S3Storage, parseS3Url, resolveS3Options, type S3Location, type ResolvedS3Options } from './s3.js';
 export type { Storage, StorageOptions, StorageEntry, ByteRange } from './types.js';
@@ -29,7 +29,7 @@ export function openStorage(url: string, options: StorageOptions = {}): Storage 
   if (isS3Url(url)) return new S3Storage(url, options);
   if (url.startsWith('file://')) return new LocalStorage(new URL(url).pathname);
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) {
-    throw new UserError(`${url}: unsupported URL scheme (use a local path or s3://bucket/prefix)`);
+    throw new UserError(`${url}: unsupported URL scheme (use a local path or s3://bucket/prefix)`, { code: 'unsupported-scheme' });
   }
   return new LocalStorage(url);
 }

@@ -11,7 +11,8 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { StorageError, describeS3Error, UserError } from './errors.js';
+import { UserError } from '@catdog/errors';
+import { StorageError, describeS3Error } from './errors.js';
 import type { ByteRange, Storage, StorageEntry, StorageOptions } from './types.js';
 
 export interface S3Location {

@@ -7,7 +7,7 @@ import { homedir } from 'node:os';
 import { stat } from 'node:fs/promises';
 import { buildVgg16Base, kernelInitializer, loadMobileNetV2Base, mobilenetV2Folder, applyKerasBatchNormSemantics } from '@catdog/models';
 import { rmsprop } from '@catdog/backend';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 import type { BaseName, TrainConfig } from './config.js';
 
 /** Where the shared weights live: --weights-dir, else $CATDOG_WEIGHTS_DIR, else ../shared/weights beside the workspace root. */

@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 
 export const STRATEGIES = ['scratch', 'augmented', 'extract', 'extract-augmented', 'finetune'] as const;
 export type Strategy = (typeof STRATEGIES)[number];

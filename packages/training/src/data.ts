@@ -3,7 +3,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { createBatchStream, BOOK_AUGMENTATION, type AugmentOptions } from '@catdog/augment';
 import { readManifest, openImageFolder, type Manifest, type SampleSource, type SplitName } from '@catdog/dataset';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 import type { Batch, BatchFeed } from './fit.js';
 import type { InputScaling } from './config.js';
 

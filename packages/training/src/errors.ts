@@ -1,10 +1,10 @@
 // Training-specific failures, told to the user in one line with what to do about them.
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 
 /** The loss became NaN or infinite: training stopped, the last good checkpoint is kept. */
 export class NanLossError extends UserError {
   constructor(message: string) {
-    super(message);
+    super(message, { code: 'nan-loss' });
     this.name = 'NanLossError';
   }
 }

@@ -5,7 +5,7 @@ import { readFile, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { initBackend, type BackendRequest } from '@catdog/backend';
 import { loadLayersModelFrom } from '@catdog/models';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 import type { InputScaling } from './config.js';
 import { openEvaluationSource, openFeed } from './data.js';
 import { computeMetrics, confusionText, contractLine, predictFeed, writeMisclassifiedThumbnails, type TestMetrics } from './metrics.js';

@@ -2,7 +2,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { mkdir, readFile, rename, rm, writeFile, stat } from 'node:fs/promises';
 import { dirname, join, basename } from 'node:path';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 
 /** Writes `data` to `file` through a temporary sibling and a rename, so readers never see half a file. */
 export async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<void> {

@@ -7,7 +7,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { initBackend } from '@catdog/backend';
 import { buildConvnet, countParams, FINE_TUNE_FROM, modelSummary, setTrainableFrom } from '@catdog/models';
-import { UserError } from '@catdog/storage';
+import { UserError } from '@catdog/errors';
 import type { SplitName } from '@catdog/dataset';
 import type { TrainConfig } from './config.js';
 import { checkDataset, openFeed, type Feed } from './data.js';

@@ -406,6 +406,14 @@ test("the trainer dials the augment Service's DNS name and port; the servers lis
   assert.ok(serverArgs.includes('--host=0.0.0.0'), 'augment serve must listen on the pod address, not loopback');
 });
 
+test("deploy/README.md's kubectl commands create the Secrets with exactly the keys the pods read", () => {
+  const readme = readFileSync(join(projectRoot, 'deploy', 'README.md'), 'utf8');
+  const commands = [...readme.matchAll(/kubectl create secret generic (\S+)((?:[^\n]*\\\n)*[^\n]*)/g)];
+  const created = Object.fromEntries(commands.map(([, name, rest]) => [name, [...rest.matchAll(/--from-(?:literal|file)=([\w.-]+)=/g)].map((x) => x[1]).sort()]));
+  const declared = Object.fromEntries(ofKind('Secret').map((m) => [m.object.metadata.name, Object.keys({ ...m.object.data, ...m.object.stringData }).sort()]));
+  assert.deepEqual(created, declared);
+});
+
 test('kustomization.yaml applies the run in one command and renames the one image', () => {
   const k = parseAllDocuments(readFileSync(join(k8sDir, 'kustomization.yaml'), 'utf8'))[0].toJS() as {
     kind: string; resources: string[]; images: { name: string; newName?: string; newTag?: string }[];

@@ -12,6 +12,7 @@ import ts from 'typescript';
 import { parseAllDocuments } from 'yaml';
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { Job } from 'kubernetes-models/batch/v1';
+import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
 import { ConfigMap, Secret, Service } from 'kubernetes-models/v1';
 import { projectRoot } from '../helpers/fixtures.js';
 
@@ -87,6 +88,7 @@ const MODELS: Record<string, { new (data: never): { validate(): void } }> = {
   'v1 Service': Service,
   'v1 ConfigMap': ConfigMap,
   'v1 Secret': Secret,
+  'networking.k8s.io/v1 NetworkPolicy': NetworkPolicy,
 };
 // The same kinds as TypeScript types, for the unknown-key check.
 const TYPES: Record<string, { module: string; type: string }> = {
@@ -95,9 +97,10 @@ const TYPES: Record<string, { module: string; type: string }> = {
   'v1 Service': { module: 'kubernetes-models/v1', type: 'IService' },
   'v1 ConfigMap': { module: 'kubernetes-models/v1', type: 'IConfigMap' },
   'v1 Secret': { module: 'kubernetes-models/v1', type: 'ISecret' },
+  'networking.k8s.io/v1 NetworkPolicy': { module: 'kubernetes-models/networking.k8s.io/v1', type: 'INetworkPolicy' },
 };
 
-test('deploy/k8s holds the prep Indexed Job, the finalize Job, the augment Deployment and headless Service, the trainer Job, config and secrets', () => {
+test('deploy/k8s holds the prep Indexed Job, the finalize Job, the augment Deployment, headless Service and NetworkPolicy, the trainer Job, config and secrets', () => {
   const names = manifests.map((m) => `${m.object.kind}/${m.object.metadata.name}`).sort();
   assert.deepEqual(names, [
     'ConfigMap/catdog-config',
@@ -105,6 +108,7 @@ test('deploy/k8s holds the prep Indexed Job, the finalize Job, the augment Deplo
     'Job/catdog-prep-finalize',
     'Job/catdog-prep-split',
     'Job/catdog-trainer',
+    'NetworkPolicy/catdog-augment',
     'Secret/catdog-augment-token',
     'Secret/catdog-s3',
     'Service/catdog-augment',
@@ -225,6 +229,22 @@ test('Services select the pods of a Deployment here, on ports its containers exp
       if (port === undefined) continue;
       assert.ok((c.ports ?? []).some((p) => p.name === port || p.containerPort === port), `${where(m)} ${c.name}: probe port ${port}`);
     }
+  }
+});
+
+test('the NetworkPolicy lets exactly the trainer pods reach the augment servers, on the serving port', () => {
+  const matches = (selector: Record<string, string>, labels: Record<string, string>) => Object.entries(selector).every(([k, v]) => labels[k] === v);
+  for (const m of ofKind('NetworkPolicy')) {
+    const spec = m.object.spec as {
+      podSelector: { matchLabels: Record<string, string> };
+      ingress: { from: { podSelector: { matchLabels: Record<string, string> } }[]; ports: { port: string | number }[] }[];
+    };
+    const guarded = workloads.filter((w) => matches(spec.podSelector.matchLabels, podLabelsOf(w.object)));
+    assert.deepEqual(guarded.map(where), ['augment.yaml#0 Deployment/catdog-augment'], `${where(m)} guards`);
+    const allowed = workloads.filter((w) => spec.ingress.some((rule) => rule.from.some((f) => matches(f.podSelector.matchLabels, podLabelsOf(w.object)))));
+    assert.deepEqual(allowed.map(where), ['trainer-job.yaml#0 Job/catdog-trainer'], `${where(m)} lets in`);
+    const ports = podSpecOf(guarded[0].object)!.containers.flatMap((c) => c.ports ?? []);
+    for (const rule of spec.ingress) for (const p of rule.ports) assert.ok(ports.some((cp) => cp.name === p.port || cp.containerPort === p.port), `${where(m)}: port ${p.port}`);
   }
 });
 

@@ -6,7 +6,7 @@ import { cp, mkdir, readdir, readFile, rm, symlink, unlink, utimes, writeFile } 
 import { join } from 'node:path';
 import { isUserError } from '@catdog/errors';
 import {
-  epochOrder,
+  streamOrder,
   locate,
   openSplit,
   openStream,
@@ -64,7 +64,7 @@ test('the order of an epoch is a pure function of (seed, epoch, manifest); every
   assert.deepEqual(plain, keys(byShard.flat()));
   // The order object itself is plain data computed from counts alone.
   const counts = manifest.splits.train.shards.map((s) => s.count);
-  assert.deepEqual(epochOrder(counts, 1, { seed: 11, windowShards: 3 }), stream.order(1));
+  assert.deepEqual(streamOrder(counts, 1, { seed: 11, windowShards: 3 }), stream.order(1));
   // Block shuffle: each run of windowShards shards' samples stays within those shards.
   const order = stream.order(1);
   const shardOf = new Map(byShard.flatMap((samples, i) => samples.map((s) => [s.key, i] as const)));

@@ -42,6 +42,7 @@ export class ShardCache {
   /** Bytes promised to writes in flight, so concurrent downloads evict for each other. */
   private reserved = 0;
   private disabled = false;
+  private warnedTooLarge = false;
   private evicting: Promise<void> = Promise.resolve();
 
   constructor(options: ShardCacheOptions) {
@@ -65,8 +66,19 @@ export class ShardCache {
     }
     const now = new Date();
     await utimes(file, now, now).catch(() => {});
+    // Opened before returning: a file evicted meanwhile (by another process sharing the directory) is a miss.
+    const stream = createReadStream(file);
+    const opened = await new Promise<boolean>((res) => {
+      stream.once('open', () => res(true));
+      stream.once('error', () => res(false));
+    });
+    if (!opened) {
+      stream.destroy();
+      this.stats.misses++;
+      return undefined;
+    }
     this.stats.hits++;
-    return createReadStream(file);
+    return stream;
   }
 
   /** Drops a cached shard that failed verification. */
@@ -78,7 +90,9 @@ export class ShardCache {
   async writer(sha256: string, bytes: number): Promise<CacheWriter | undefined> {
     if (this.disabled) return undefined;
     if (bytes > this.limit) {
-      this.warn(`shard ${sha256.slice(0, 12)} (${bytes} bytes) is larger than the cache limit (${this.limit} bytes): not cached`);
+      if (this.warnedTooLarge) return undefined;
+      this.warnedTooLarge = true;
+      this.warn(`shard ${sha256.slice(0, 12)} (${bytes} bytes) is larger than the cache limit (${this.limit} bytes): shards that large are not cached`);
       return undefined;
     }
     this.reserved += bytes;

@@ -40,14 +40,14 @@ export {
   type ShardStream,
 } from './stream.js';
 export {
-  epochOrder,
+  streamOrder,
   locate,
   partitionRange,
   windowPermutation,
   windowAt,
   DEFAULT_WINDOW_SHARDS,
   type OrderOptions,
-  type EpochOrder,
+  type StreamOrder,
   type OrderWindow,
   type SampleRef,
 } from './order.js';

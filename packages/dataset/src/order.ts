@@ -36,7 +36,7 @@ export interface OrderWindow {
   offsets: number[];
 }
 
-export interface EpochOrder {
+export interface StreamOrder {
   seed: number;
   epoch: number;
   shuffle: boolean;
@@ -85,7 +85,7 @@ export function partitionRange(total: number, partitions: number, index: number)
 }
 
 /** The order of one epoch over shards with the given sample counts (manifest order). */
-export function epochOrder(counts: readonly number[], epoch: number, options: OrderOptions = {}): EpochOrder {
+export function streamOrder(counts: readonly number[], epoch: number, options: OrderOptions = {}): StreamOrder {
   const seed = checkInt('seed', options.seed ?? 0, 0, 0xffffffff);
   checkInt('epoch', epoch, 0);
   const shuffle = options.shuffle ?? true;
@@ -127,7 +127,7 @@ export function epochOrder(counts: readonly number[], epoch: number, options: Or
 const permutations = new Map<string, Uint32Array>();
 
 /** The permutation applied inside window `w`: sample j of the window's output is sample perm[j] of its concatenation. */
-export function windowPermutation(order: EpochOrder, w: number): Uint32Array {
+export function windowPermutation(order: StreamOrder, w: number): Uint32Array {
   const window = order.windows[w];
   const id = `${order.seed}:${order.epoch}:${order.shuffle}:${w}:${window.count}`;
   let perm = permutations.get(id);
@@ -149,7 +149,7 @@ export function windowPermutation(order: EpochOrder, w: number): Uint32Array {
 }
 
 /** Index of the window holding global position `global` (binary search). */
-export function windowAt(order: EpochOrder, global: number): number {
+export function windowAt(order: StreamOrder, global: number): number {
   let lo = 0;
   let hi = order.windows.length - 1;
   while (lo < hi) {
@@ -161,7 +161,7 @@ export function windowAt(order: EpochOrder, global: number): number {
 }
 
 /** Where the sample at `position` of this partition (0 ≤ position < order.length) lives, without reading any data. */
-export function locate(order: EpochOrder, position: number): SampleRef {
+export function locate(order: StreamOrder, position: number): SampleRef {
   checkInt('position', position, 0, order.length - 1);
   const global = order.start + position;
   const w = windowAt(order, global);

@@ -9,7 +9,7 @@ import { UserError } from '@catdog/errors';
 import { openStorage, resolveLocation, StorageError, type Storage, type StorageOptions } from '@catdog/storage';
 import { ShardCache } from './cache.js';
 import { readManifestFrom, SPLITS, type Manifest, type ShardInfo, type SplitName } from './manifest.js';
-import { epochOrder, windowPermutation, type EpochOrder, type OrderOptions } from './order.js';
+import { streamOrder, windowPermutation, type StreamOrder, type OrderOptions } from './order.js';
 import { memberNamingOf, parseShard, type EncodedSample, type MemberNaming } from './shards.js';
 
 export interface StreamOptions extends OrderOptions, StorageOptions {
@@ -64,7 +64,7 @@ export interface ShardStream {
   /** Samples this partition reads per epoch. */
   count: number;
   /** The order of an epoch (positions → shards, by arithmetic: see locate()). */
-  order(epoch: number): EpochOrder;
+  order(epoch: number): StreamOrder;
   /** This partition's samples of one epoch from `start`, in order. */
   samples(range?: SampleRange): AsyncIterable<StreamedSample>;
   stats: StreamStats;
@@ -83,7 +83,7 @@ export async function openStream(url: string, split: SplitName, options: StreamO
   const stats: StreamStats = { shardsRead: 0, bytesFetched: 0, cacheHits: 0, bytesHeld: 0, peakBytesHeld: 0, skippedShards: [], skippedSamples: 0 };
   const warn = options.onWarning ?? ((m: string) => process.stderr.write(`warning: ${m}\n`));
   const cache = options.cacheDir ? new ShardCache({ dir: options.cacheDir, limit: options.cacheLimit, onWarning: warn }) : undefined;
-  const orderOf = (epoch: number) => epochOrder(counts, epoch, options);
+  const orderOf = (epoch: number) => streamOrder(counts, epoch, options);
   const first = orderOf(0);
   const reader = new ShardReader(storage, manifest.classes, memberNamingOf(manifest.formatVersion), stats, cache, warn, options);
   return {
@@ -118,7 +118,7 @@ class ShardReader {
     private readonly options: StreamOptions,
   ) {}
 
-  async *read(shards: ShardInfo[], order: EpochOrder, start: number): AsyncGenerator<StreamedSample> {
+  async *read(shards: ShardInfo[], order: StreamOrder, start: number): AsyncGenerator<StreamedSample> {
     if (!Number.isInteger(start) || start < 0 || start > order.length) {
       throw new UserError(`start position ${start} is outside this partition's ${order.length} samples`, { code: 'bad-config' });
     }

@@ -113,3 +113,23 @@ test('S3: an unreachable endpoint, a missing bucket or rejected credentials fail
     process.env.AWS_SECRET_ACCESS_KEY = saved.secret;
   }
 });
+
+test('S3: the endpoint going away mid-epoch fails with the unreachable shard URL, after the samples already read', async () => {
+  const gone = await startLoopbackS3(['gone-bucket']);
+  const url = 's3://gone-bucket/ds';
+  await prepareDataset({ source: src, out: url, storage: { endpoint: gone.endpoint }, train: 6, validation: 0, test: 0, samplesPerShard: 2 });
+  const stream = await openStream(url, 'train', { endpoint: gone.endpoint, maxAttempts: 1, windowShards: 1, prefetchShards: 0, fetchConcurrency: 1 });
+  let read = 0;
+  await assert.rejects(
+    (async () => {
+      for await (const _ of stream.samples()) {
+        if (++read === 1) await gone.stop();
+      }
+    })(),
+    (err) => isUserError(err, 'unreachable') && new RegExp(`^${url}/train/train-00000\\d\\.tar: endpoint .* unreachable`).test((err as Error).message),
+  );
+  // The first window (one shard of two samples) was read before the server stopped.
+  assert.equal(read, 2);
+  // startLoopbackS3 set the process-wide endpoint to this server: point it back at the suite's.
+  Object.assign(process.env, s3.env);
+});

@@ -148,9 +148,6 @@ export async function* parseShard(
   classes: string[] = BOOK_CLASSES,
   naming: MemberNaming = 'auto',
 ): AsyncGenerator<EncodedSample> {
-  const extract = tar.extract();
-  input.on('error', (err) => extract.destroy(err));
-  input.pipe(extract);
   let pending: { key: string; bytes?: Uint8Array; ext?: string; label?: number } | undefined;
   const flush = function* (): Generator<EncodedSample> {
     if (!pending) return;
@@ -162,14 +159,12 @@ export async function* parseShard(
     yield { key: p.key, label: p.label, className, bytes: p.bytes, ext: p.ext ?? 'jpg' };
   };
   try {
-    for await (const entry of extract) {
-      const chunks: Buffer[] = [];
-      for await (const c of entry) chunks.push(c as Buffer);
+    for await (const entry of tarMembers(input)) {
       if (entry.header.type !== 'file') continue;
+      const data = entry.data;
       const [key, ext] = splitMemberName(entry.header.name, naming);
       if (pending && pending.key !== key) yield* flush();
       pending ??= { key };
-      const data = Buffer.concat(chunks);
       if (ext === 'cls') {
         const label = Number.parseInt(data.toString('utf8').trim(), 10);
         if (!Number.isInteger(label)) throw corrupt(where, `${entry.header.name} is not a decimal label`);
@@ -183,6 +178,72 @@ export async function* parseShard(
   } catch (err) {
     if (err instanceof UserError) throw err;
     throw corrupt(where, `unreadable tar shard (${(err as Error).message})`, err);
+  }
+}
+
+/** Members read ahead of the consumer, at most. */
+const MEMBERS_AHEAD = 16;
+
+/**
+ * A tar stream's members, each read whole. tar-stream's entry events rather than its async iterators: about twice
+ * as fast for shards of many small members, and the reader's CPU is taken from the augmentation workers.
+ */
+async function* tarMembers(input: Readable): AsyncGenerator<{ header: tar.Header; data: Buffer }> {
+  const extract = tar.extract();
+  const queue: { header: tar.Header; data: Buffer }[] = [];
+  let finished = false;
+  let failure: unknown;
+  let wake: (() => void) | undefined;
+  let paused: (() => void) | undefined;
+  const notify = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  extract.on('entry', (header, stream, next) => {
+    const chunks: Buffer[] = [];
+    stream.on('data', (c) => chunks.push(c as Buffer));
+    // The extract reports the same failure; an entry destroyed with it must not throw on its own.
+    stream.on('error', () => {});
+    stream.on('end', () => {
+      // Copied (concat), never a slice: a slice would keep tar-stream's whole read buffer alive.
+      queue.push({ header, data: Buffer.concat(chunks) });
+      if (queue.length < MEMBERS_AHEAD) next();
+      else paused = next;
+      notify();
+    });
+  });
+  extract.on('finish', () => {
+    finished = true;
+    notify();
+  });
+  extract.on('error', (err) => {
+    failure ??= err;
+    notify();
+  });
+  input.on('error', (err) => extract.destroy(err));
+  input.pipe(extract);
+  try {
+    for (;;) {
+      if (failure) throw failure;
+      const member = queue.shift();
+      if (member) {
+        if (paused && queue.length < MEMBERS_AHEAD) {
+          const resume = paused;
+          paused = undefined;
+          resume();
+        }
+        yield member;
+        continue;
+      }
+      if (finished) return;
+      await new Promise<void>((r) => (wake = r));
+    }
+  } finally {
+    if (!finished) {
+      input.unpipe(extract);
+      extract.destroy();
+    }
   }
 }
 

@@ -3,12 +3,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tar from 'tar-stream';
 import {
   keyOfMember,
   memberKeyOf,
+  openImageFolder,
   openSplit,
   openStream,
   prepareDataset,
@@ -19,6 +20,7 @@ import {
   FORMAT_VERSION,
   type EncodedSample,
 } from '@catdog/dataset';
+import { kaggleTrainDir } from '../helpers/fixtures.js';
 import { flatSource, tempDir } from './helpers.js';
 
 async function all<T>(it: AsyncIterable<T>): Promise<T[]> {
@@ -148,15 +150,46 @@ async function downgradeToV1(out: string): Promise<void> {
   await writeFile(join(out, 'manifest.json'), JSON.stringify(manifest, null, 2));
 }
 
+/** A class-folder source whose file stems hold dots, underscores and a percent sign. */
+async function classFolderSource(): Promise<string> {
+  const root = await tempDir('src-folders');
+  for (const [cls, prefix] of [['cats', 'cat'], ['dogs', 'dog']]) {
+    await mkdir(join(root, cls));
+    for (let i = 0; i < 6; i++) {
+      const stem = [`${prefix}.${i}`, `my_${prefix}.${i}`, `IMG_${prefix}${i}`, `${i}%_${prefix}`, `${prefix}_${i}`, `${prefix}.v2.${i}`][i];
+      await copyFile(join(kaggleTrainDir, `${prefix}.${i}.jpg`), join(root, cls, `${stem}.jpg`));
+    }
+  }
+  return root;
+}
+
+test('keys with dots, underscores and percent signs round-trip through WebDataset member names', async () => {
+  const src = await classFolderSource();
+  const out = await tempDir('wds-keys');
+  await prepareDataset({ source: src, out, train: 4, validation: 1, test: 1, samplesPerShard: 4 });
+  const samples = await all((await openSplit(out, 'train')).samples());
+  const source = await all((await openImageFolder(src)).samples());
+  const expected = new Set(source.map((s) => s.key));
+  for (const s of samples) assert.ok(expected.has(s.key), s.key);
+  assert.ok(samples.some((s) => s.key.includes('_')) && samples.some((s) => s.key.includes('.')));
+  const names = spawnSync('tar', ['-tf', join(out, 'train/train-000000.tar')], { encoding: 'utf8' }).stdout.trim().split('\n');
+  for (const name of names) assert.match(name, /^[^./]+\.(jpg|cls)$/);
+  assert.deepEqual(groupByKeys(names).map((g) => keyOfMember(g.key)), samples.slice(0, 4).map((s) => s.key));
+  assert.ok((await verifyDataset(out)).ok);
+  await rm(src, { recursive: true });
+  await rm(out, { recursive: true });
+});
+
 test('a dataset written with dotted member keys (formatVersion 1) reads with the same keys, streamed or not', async () => {
-  const src = await flatSource(6);
+  const src = await classFolderSource();
   const out = await tempDir('v1');
   await prepareDataset({ source: src, out, train: 4, validation: 1, test: 1, samplesPerShard: 3 });
   const before = await all((await openSplit(out, 'train')).samples());
   const streamedBefore = await all((await openStream(out, 'train', { seed: 5, windowShards: 2 })).samples({ epoch: 1 }));
   await downgradeToV1(out);
   const names = spawnSync('tar', ['-tf', join(out, 'train/train-000000.tar')], { encoding: 'utf8' }).stdout.trim().split('\n');
-  assert.deepEqual(names.slice(0, 2), ['cat.0.jpg', 'cat.0.cls']);
+  assert.deepEqual(names.slice(0, 2), [`${before[0].key}.jpg`, `${before[0].key}.cls`]);
+  assert.ok(before.some((s) => s.key.includes('_') && !s.key.includes('.')), 'a key with an underscore and no dot');
   assert.equal((await readManifest(out)).formatVersion, 1);
   const after = await all((await openSplit(out, 'train')).samples());
   assert.deepEqual(after.map((s) => [s.key, s.label, sha256(s.bytes)]), before.map((s) => [s.key, s.label, sha256(s.bytes)]));

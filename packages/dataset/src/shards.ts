@@ -101,6 +101,8 @@ export async function hashObject(storage: Storage, path: string): Promise<{ sha2
  *   (directory included), then unescaped back to the logical key;
  * - 'legacy' (formatVersion 1): split at the last dot, the key keeps the source's dots ('cat.123.jpg' → 'cat.123');
  * - 'auto': 'webdataset' when the extension it gives is one this format writes (an image or 'cls'), else 'legacy'.
+ *   For a shard read without its manifest: a formatVersion 1 key with no dot but a '_' ('IMG_1.jpg') would come back
+ *   as 'IMG.1', so pass memberNamingOf(manifest.formatVersion) whenever the manifest is known.
  */
 export type MemberNaming = 'webdataset' | 'legacy' | 'auto';
 

@@ -45,6 +45,7 @@ export {
   partitionRange,
   windowPermutation,
   windowAt,
+  sampleInWindow,
   DEFAULT_WINDOW_SHARDS,
   type OrderOptions,
   type StreamOrder,

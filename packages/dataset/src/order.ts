@@ -166,8 +166,14 @@ export function locate(order: StreamOrder, position: number): SampleRef {
   const global = order.start + position;
   const w = windowAt(order, global);
   const window = order.windows[w];
-  const q = windowPermutation(order, w)[global - window.first];
-  let i = window.offsets.length - 1;
-  while (window.offsets[i] > q || order.counts[window.shards[i]] === 0) i--;
-  return { shard: window.shards[i], index: q - window.offsets[i], global, window: w };
+  const { shard, index } = sampleInWindow(order, window, windowPermutation(order, w)[global - window.first]);
+  return { shard, index, global, window: w };
+}
+
+/** Sample `q` of a window's concatenation: its shard (manifest index), its index there, and which of the window's shards it is. */
+export function sampleInWindow(order: StreamOrder, window: OrderWindow, q: number): { shard: number; index: number; slot: number } {
+  let slot = window.offsets.length - 1;
+  // Empty shards share their successor's offset: skip them.
+  while (window.offsets[slot] > q || order.counts[window.shards[slot]] === 0) slot--;
+  return { shard: window.shards[slot], index: q - window.offsets[slot], slot };
 }

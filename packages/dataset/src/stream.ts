@@ -9,7 +9,7 @@ import { UserError } from '@catdog/errors';
 import { openStorage, resolveLocation, StorageError, type Storage, type StorageOptions } from '@catdog/storage';
 import { ShardCache } from './cache.js';
 import { readManifestFrom, SPLITS, type Manifest, type ShardInfo, type SplitName } from './manifest.js';
-import { streamOrder, windowPermutation, type StreamOrder, type OrderOptions } from './order.js';
+import { sampleInWindow, streamOrder, windowPermutation, type StreamOrder, type OrderOptions } from './order.js';
 import { memberNamingOf, parseShard, type EncodedSample, type MemberNaming } from './shards.js';
 
 export interface StreamOptions extends OrderOptions, StorageOptions {
@@ -133,10 +133,8 @@ class ShardReader {
       const perm = windowPermutation(order, w);
       const needed = win.shards.map(() => new Set<number>());
       for (let j = lo; j < hi; j++) {
-        const q = perm[j];
-        let i = win.offsets.length - 1;
-        while (win.offsets[i] > q || order.counts[win.shards[i]] === 0) i--;
-        needed[i].add(q - win.offsets[i]);
+        const { slot, index } = sampleInWindow(order, win, perm[j]);
+        needed[slot].add(index);
       }
       const jobs = win.shards.map((shard, i) => ({ shard, needed: needed[i] })).filter((j) => j.needed.size > 0);
       plan.push({ w, lo, hi, jobs });
@@ -177,11 +175,8 @@ class ShardReader {
         }
         const perm = windowPermutation(order, w);
         for (let j = lo; j < hi; j++) {
-          const q = perm[j];
-          let i = win.offsets.length - 1;
-          while (win.offsets[i] > q || order.counts[win.shards[i]] === 0) i--;
-          const samples = loaded.get(win.shards[i]);
-          const index = q - win.offsets[i];
+          const { shard, index } = sampleInWindow(order, win, perm[j]);
+          const samples = loaded.get(shard);
           const sample = samples?.get(index);
           if (!sample) {
             this.stats.skippedSamples++;
@@ -189,7 +184,7 @@ class ShardReader {
           }
           samples!.delete(index);
           this.stats.bytesHeld -= sample.bytes.byteLength;
-          yield { ...sample, position: win.first + j - order.start, shard: shards[win.shards[i]].path };
+          yield { ...sample, position: win.first + j - order.start, shard: shards[shard].path };
         }
         held -= jobs.length;
         pump();

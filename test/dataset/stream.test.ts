@@ -227,3 +227,11 @@ test('a corrupt or missing shard mid-epoch fails naming it; with skipCorrupt it 
   for (const s of samples) assert.equal(sha256(s.bytes), sha256(byShard.flat().find((b) => b.key === s.key)!.bytes));
   await rm(copy, { recursive: true });
 });
+
+test('a folder without manifest.json, or with a broken one, fails at open with its code', async () => {
+  const empty = await tempDir('no-manifest');
+  await assert.rejects(openStream(empty, 'train'), (err) => isUserError(err, 'no-manifest') && err.message.includes('manifest.json'));
+  await writeFile(join(empty, 'manifest.json'), JSON.stringify({ ...manifest, formatVersion: 99 }));
+  await assert.rejects(openStream(empty, 'train'), (err) => isUserError(err, 'bad-manifest') && /formatVersion 99/.test(err.message));
+  await rm(empty, { recursive: true });
+});

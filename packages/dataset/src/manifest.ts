@@ -69,7 +69,7 @@ export interface Manifest {
 }
 
 function fail(url: string, why: string): never {
-  throw new UserError(`${url}: not a valid dataset manifest (${why})`);
+  throw new UserError(`${url}: not a valid dataset manifest (${why})`, { code: 'bad-manifest' });
 }
 
 /** Structural validation so readers fail early with a clear message instead of deep inside training. */
@@ -109,7 +109,10 @@ export async function readManifestFrom(storage: Storage): Promise<Manifest> {
     text = (await storage.read(MANIFEST_FILE)).toString('utf8');
   } catch (err) {
     if (err instanceof StorageError && err.code === 'not-found') {
-      throw new UserError(`${where}: no manifest.json (not a prepared dataset, or prep has not finished: run prep split / prep finalize)`);
+      throw new UserError(`${where}: no manifest.json (not a prepared dataset, or prep has not finished: run prep split / prep finalize)`, {
+        code: 'no-manifest',
+        cause: err,
+      });
     }
     throw err;
   }

@@ -235,3 +235,34 @@ test('a folder without manifest.json, or with a broken one, fails at open with i
   await assert.rejects(openStream(empty, 'train'), (err) => isUserError(err, 'bad-manifest') && /formatVersion 99/.test(err.message));
   await rm(empty, { recursive: true });
 });
+
+test('epochs() chains epochs from a resume point, reading the next epoch ahead of the boundary', async () => {
+  const options = { seed: 6, windowShards: 2, replicas: 2, rank: 1 };
+  const stream = await openStream(out, 'train', options);
+  const expected = [
+    ...(await all(stream.samples({ epoch: 1, start: 7 }))),
+    ...(await all(stream.samples({ epoch: 2 }))),
+    ...(await all(stream.samples({ epoch: 3 }))),
+  ].map((s) => `${s.epoch}/${s.position}/${s.key}`);
+  const fresh = await openStream(out, 'train', options);
+  const epoch1 = fresh.order(1);
+  const epoch1Shards = new Set(epoch1.windows.filter((w) => w.first + w.count > epoch1.start + 7 && w.first < epoch1.end).flatMap((w) => w.shards));
+  const chained: string[] = [];
+  let readAhead = false;
+  for await (const s of fresh.epochs({ epoch: 1, start: 7, epochs: 3 })) {
+    chained.push(`${s.epoch}/${s.position}/${s.key}`);
+    if (s.epoch === 1 && s.position === fresh.count - 1) {
+      // Holding the last sample of epoch 1: epoch 2's first window is being read meanwhile (never, without read-ahead).
+      for (let waited = 0; waited < 5000 && !readAhead; waited += 20) {
+        readAhead = fresh.stats.shardsRead > epoch1Shards.size;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  }
+  assert.deepEqual(chained, expected);
+  assert.ok(readAhead, `only epoch 1's ${epoch1Shards.size} shards were read before epoch 2 was asked for`);
+  // Endless by default; breaking out stops it and releases what was read ahead.
+  let n = 0;
+  for await (const _ of fresh.epochs()) if (++n === 3 * fresh.count + 1) break;
+  assert.equal(fresh.stats.bytesHeld, 0);
+});

@@ -9,7 +9,7 @@ import { UserError } from '@catdog/errors';
 import { openStorage, resolveLocation, StorageError, type Storage, type StorageOptions } from '@catdog/storage';
 import { ShardCache } from './cache.js';
 import { readManifestFrom, SPLITS, type Manifest, type ShardInfo, type SplitName } from './manifest.js';
-import { sampleInWindow, streamOrder, windowPermutation, type StreamOrder, type OrderOptions } from './order.js';
+import { sampleInWindow, streamOrder, windowAt, windowPermutation, type StreamOrder, type OrderOptions } from './order.js';
 import { memberNamingOf, parseShard, type EncodedSample, type MemberNaming } from './shards.js';
 
 export interface StreamOptions extends OrderOptions, StorageOptions {
@@ -28,6 +28,7 @@ export interface StreamOptions extends OrderOptions, StorageOptions {
 }
 
 export interface StreamedSample extends EncodedSample {
+  epoch: number;
   /** Position within this partition's epoch order: resume with `samples({ epoch, start: position + 1 })`. */
   position: number;
   /** Shard path relative to the dataset root. */
@@ -67,6 +68,11 @@ export interface ShardStream {
   order(epoch: number): StreamOrder;
   /** This partition's samples of one epoch from `start`, in order. */
   samples(range?: SampleRange): AsyncIterable<StreamedSample>;
+  /**
+   * Epoch after epoch from `{ epoch, start }` (`epochs` of them, default endless), the next epoch's first window
+   * read while the last one of the current epoch is consumed, so an epoch boundary does not stall the consumer.
+   */
+  epochs(range?: SampleRange & { epochs?: number }): AsyncIterable<StreamedSample>;
   stats: StreamStats;
   cache?: ShardCache;
 }
@@ -95,9 +101,57 @@ export async function openStream(url: string, split: SplitName, options: StreamO
     count: first.length,
     order: orderOf,
     samples: (range = {}) => reader.read(shards, orderOf(range.epoch ?? 0), range.start ?? 0),
+    epochs: (range = {}) => chainEpochs(reader, shards, orderOf, range.epoch ?? 0, range.start ?? 0, range.epochs ?? Number.POSITIVE_INFINITY),
     stats,
     cache,
   };
+}
+
+async function* chainEpochs(
+  reader: ShardReader,
+  shards: ShardInfo[],
+  orderOf: (epoch: number) => StreamOrder,
+  epoch: number,
+  start: number,
+  epochs: number,
+): AsyncGenerator<StreamedSample> {
+  const last = epoch + epochs;
+  let current: AsyncGenerator<StreamedSample> | undefined = epoch < last ? reader.read(shards, orderOf(epoch), start) : undefined;
+  let upcoming: { iterator: AsyncGenerator<StreamedSample>; first: Promise<IteratorResult<StreamedSample>> } | undefined;
+  try {
+    while (current) {
+      const order = orderOf(epoch);
+      // A partition without samples has none in any epoch: endless epochs of nothing would spin.
+      if (order.length === 0) return;
+      // The next epoch starts loading when this one enters its final window.
+      const finalWindow = order.windows[windowAt(order, order.end - 1)];
+      const prefetchAt = Math.max(0, finalWindow.first - order.start);
+      for (;;) {
+        const r = await current.next();
+        if (r.done) break;
+        if (!upcoming && epoch + 1 < last && r.value.position >= prefetchAt) {
+          const iterator = reader.read(shards, orderOf(epoch + 1), 0);
+          upcoming = { iterator, first: iterator.next() };
+          upcoming.first.catch(() => {});
+        }
+        yield r.value;
+      }
+      epoch++;
+      if (epoch >= last) break;
+      if (!upcoming) {
+        const iterator = reader.read(shards, orderOf(epoch), 0);
+        upcoming = { iterator, first: iterator.next() };
+      }
+      const { iterator, first } = upcoming;
+      upcoming = undefined;
+      current = iterator;
+      const r = await first;
+      if (!r.done) yield r.value;
+    }
+  } finally {
+    await current?.return(undefined);
+    await upcoming?.iterator.return(undefined).catch(() => {});
+  }
 }
 
 interface Job {
@@ -184,7 +238,7 @@ class ShardReader {
           }
           samples!.delete(index);
           this.stats.bytesHeld -= sample.bytes.byteLength;
-          yield { ...sample, position: win.first + j - order.start, shard: shards[shard].path };
+          yield { ...sample, epoch: order.epoch, position: win.first + j - order.start, shard: shards[shard].path };
         }
         held -= jobs.length;
         pump();

@@ -173,6 +173,16 @@ test('shard cache: later epochs read from disk; a size limit evicts least recent
   assert.deepEqual((await readdir(cacheDir)).sort(), [`${oldest}.tar`, `${newest}.tar`].sort());
   await rm(cacheDir, { recursive: true });
 
+  // A limit below one shard: nothing is cached, one warning, the read goes on.
+  const small: string[] = [];
+  const tiny = await openStream(out, 'train', { seed: 2, cacheDir, cacheLimit: 1000, onWarning: (m) => small.push(m) });
+  assert.deepEqual(keys(await all(tiny.samples({ epoch: 0 }))), first);
+  assert.equal(small.length, 1, small.join('\n'));
+  assert.match(small[0], /larger than the cache limit \(1000 bytes\)/);
+  assert.deepEqual((await readdir(cacheDir).catch(() => [])).filter((n) => n.endsWith('.tar')), []);
+  await assert.rejects(openStream(out, 'train', { cacheDir, cacheLimit: 0 }), (err) => isUserError(err, 'bad-config'));
+  await rm(cacheDir, { recursive: true, force: true });
+
   // A full cache disk: the cache file's writes fail with ENOSPC (/dev/full); reading goes on, with one warning.
   await mkdir(cacheDir, { recursive: true });
   const target = shards[3];

@@ -5,6 +5,7 @@ import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
 import { mkdir, readdir, rename, stat, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { UserError } from '@catdog/errors';
 
 export interface ShardCacheOptions {
   /** Directory holding `<sha256>.tar` files (created when missing). */
@@ -49,7 +50,7 @@ export class ShardCache {
     this.dir = options.dir;
     this.limit = options.limit ?? Number.POSITIVE_INFINITY;
     this.warn = options.onWarning ?? ((m) => process.stderr.write(`warning: ${m}\n`));
-    if (!(this.limit > 0)) throw new RangeError(`cache limit must be a positive number of bytes, got ${this.limit}`);
+    if (!(this.limit > 0)) throw new UserError(`cache limit must be a positive number of bytes, got ${this.limit}`, { code: 'bad-config' });
   }
 
   private pathOf(sha256: string): string {

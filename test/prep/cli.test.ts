@@ -59,7 +59,7 @@ test('split to a local folder (relative paths), verify passes, tar -tf lists <ke
   assert.match(run.stderr, /prep split: \d+\/100 images/); // plain progress lines when not on a terminal
   const out = join(work, 'local');
   const list = spawnSync('tar', ['-tf', join(out, 'train', 'train-000000.tar')], { encoding: 'utf8' }).stdout.trim().split('\n');
-  assert.deepEqual(list.slice(0, 4), ['cat.0.jpg', 'cat.0.cls', 'dog.0.jpg', 'dog.0.cls']);
+  assert.deepEqual(list.slice(0, 4), ['cat_0.jpg', 'cat_0.cls', 'dog_0.jpg', 'dog_0.cls']);
   const verify = await prep(['verify', '--data', out]);
   assert.equal(verify.code, 0, verify.stderr);
   assert.match(verify.stdout, /^OK .*: 8 shards, 100 samples/);

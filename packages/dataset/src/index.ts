@@ -2,6 +2,7 @@
 export {
   MANIFEST_FILE,
   FORMAT_VERSION,
+  MIN_FORMAT_VERSION,
   SPLITS,
   BOOK_CLASSES,
   readManifest,
@@ -21,11 +22,37 @@ export {
   hashObject,
   sha256,
   splitMemberName,
+  memberKeyOf,
+  keyOfMember,
+  memberNamingOf,
+  type MemberNaming,
   checkShardBytes,
   type EncodedSample,
   type ReadShardOptions,
 } from './shards.js';
 export { openSource, naturalCompare, flatClassName, type Source, type SourceItem, type SourceLayout } from './sources.js';
+export {
+  openStream,
+  type StreamOptions,
+  type StreamedSample,
+  type StreamStats,
+  type SampleRange,
+  type ShardStream,
+} from './stream.js';
+export {
+  streamOrder,
+  locate,
+  partitionRange,
+  windowPermutation,
+  windowAt,
+  sampleInWindow,
+  DEFAULT_WINDOW_SHARDS,
+  type OrderOptions,
+  type StreamOrder,
+  type OrderWindow,
+  type SampleRef,
+} from './order.js';
+export { ShardCache, type ShardCacheOptions, type CacheStats, type CacheWriter } from './cache.js';
 export { openSplit, openImageFolder, type SampleSource, type SplitSource, type OpenSplitOptions } from './readers.js';
 export {
   buildPlan,

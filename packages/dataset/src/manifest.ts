@@ -3,7 +3,13 @@ import { UserError } from '@catdog/errors';
 import { openStorage, resolveLocation, StorageError, type Storage, type StorageOptions } from '@catdog/storage';
 
 export const MANIFEST_FILE = 'manifest.json';
-export const FORMAT_VERSION = 1;
+/**
+ * 2: shard members are named `<member key>.<ext>` with no dot in the member key (WebDataset's key rule; see
+ * memberKeyOf in shards.ts). 1: members kept the source's dots ('cat.123.jpg'). Readers take both.
+ */
+export const FORMAT_VERSION = 2;
+/** Oldest formatVersion readers still accept. */
+export const MIN_FORMAT_VERSION = 1;
 export type SplitName = 'train' | 'validation' | 'test';
 export const SPLITS: readonly SplitName[] = ['train', 'validation', 'test'];
 /** Keras flow_from_directory labels: class names sorted alphabetically. */
@@ -63,14 +69,16 @@ export interface Manifest {
 }
 
 function fail(url: string, why: string): never {
-  throw new UserError(`${url}: not a valid dataset manifest (${why})`);
+  throw new UserError(`${url}: not a valid dataset manifest (${why})`, { code: 'bad-manifest' });
 }
 
 /** Structural validation so readers fail early with a clear message instead of deep inside training. */
 export function validateManifest(value: unknown, url = MANIFEST_FILE): Manifest {
   const m = value as Manifest;
   if (!m || typeof m !== 'object') fail(url, 'not a JSON object');
-  if (m.formatVersion !== FORMAT_VERSION) fail(url, `formatVersion ${String(m.formatVersion)}, this tool reads ${FORMAT_VERSION}`);
+  if (!Number.isInteger(m.formatVersion) || m.formatVersion < MIN_FORMAT_VERSION || m.formatVersion > FORMAT_VERSION) {
+    fail(url, `formatVersion ${String(m.formatVersion)}, this tool reads ${MIN_FORMAT_VERSION} to ${FORMAT_VERSION}`);
+  }
   if (!Array.isArray(m.classes) || m.classes.length < 1 || !m.classes.every((c) => typeof c === 'string')) fail(url, 'classes missing');
   if (!m.splits || typeof m.splits !== 'object') fail(url, 'splits missing');
   for (const name of SPLITS) {
@@ -101,7 +109,10 @@ export async function readManifestFrom(storage: Storage): Promise<Manifest> {
     text = (await storage.read(MANIFEST_FILE)).toString('utf8');
   } catch (err) {
     if (err instanceof StorageError && err.code === 'not-found') {
-      throw new UserError(`${where}: no manifest.json (not a prepared dataset, or prep has not finished: run prep split / prep finalize)`);
+      throw new UserError(`${where}: no manifest.json (not a prepared dataset, or prep has not finished: run prep split / prep finalize)`, {
+        code: 'no-manifest',
+        cause: err,
+      });
     }
     throw err;
   }

@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { UserError } from '@catdog/errors';
 import { openStorage, resolveLocation, type Storage, type StorageOptions } from '@catdog/storage';
 import { readManifestFrom, SPLITS, type Manifest, type ShardInfo, type SplitName } from './manifest.js';
-import { checkShardBytes, parseShard, sha256, type EncodedSample } from './shards.js';
+import { checkShardBytes, memberNamingOf, parseShard, sha256, type EncodedSample } from './shards.js';
 import { openSource } from './sources.js';
 
 export interface SampleSource {
@@ -74,7 +74,7 @@ export async function openSplit(url: string, split: SplitName, options: OpenSpli
         const data = await next!;
         next = i + 1 < info.shards.length ? loadShard(storage, info.shards[i + 1], options) : undefined;
         next?.catch(() => {});
-        yield* parseShard(Readable.from([data]), storage.urlOf(info.shards[i].path), classes);
+        yield* parseShard(Readable.from([data]), storage.urlOf(info.shards[i].path), classes, memberNamingOf(manifest.formatVersion));
       }
     },
   };

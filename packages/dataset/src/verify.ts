@@ -3,7 +3,7 @@ import { Readable } from 'node:stream';
 import sharp from 'sharp';
 import { openStorage, resolveLocation, StorageError, type StorageOptions } from '@catdog/storage';
 import { readManifestFrom, SPLITS, type Manifest, type SplitName } from './manifest.js';
-import { parseShard, sha256 } from './shards.js';
+import { memberNamingOf, parseShard, sha256 } from './shards.js';
 
 export interface ShardProblem {
   split: SplitName;
@@ -47,7 +47,7 @@ export async function verifyDataset(url: string, options: VerifyOptions = {}): P
       else {
         let count = 0;
         const classCounts: Record<string, number> = {};
-        for await (const s of parseShard(Readable.from([data]), where, manifest.classes)) {
+        for await (const s of parseShard(Readable.from([data]), where, manifest.classes, memberNamingOf(manifest.formatVersion))) {
           count++;
           classCounts[s.className] = (classCounts[s.className] ?? 0) + 1;
           if (seen.has(s.key)) problem ??= `key ${s.key} appears more than once in the dataset`;
@@ -107,7 +107,7 @@ export async function inspectDataset(url: string, options: { storage?: StorageOp
       const heights: number[] = [];
       for (const shard of info.shards) {
         const data = await storage.read(shard.path);
-        for await (const s of parseShard(Readable.from([data]), storage.urlOf(shard.path), manifest.classes)) {
+        for await (const s of parseShard(Readable.from([data]), storage.urlOf(shard.path), manifest.classes, memberNamingOf(manifest.formatVersion))) {
           const meta = await sharp(s.bytes).metadata();
           if (meta.width && meta.height) {
             widths.push(meta.width);

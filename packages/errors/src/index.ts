@@ -21,6 +21,8 @@ export type ErrorCode =
   | 'bad-dataset'
   | 'bad-source'
   | 'missing-parts'
+  | 'missing-shard'
+  | 'corrupt-shard'
   | 'aborted'
   // models and training
   | 'bad-weights'

@@ -1,0 +1,196 @@
+// Benchmark: stream a dataset much larger than the reader's memory from S3 (s3rver on 127.0.0.1) and report the
+// reader's peak RSS, first-sample latency and samples/s. Not a test.
+//
+// The dataset is built once and kept in <folder>: the shared Kaggle images re-encoded under distinct keys
+// (copy c of cat.i is cat.{c·3000+i}, JPEG quality 90−c mod 10, so every sample's bytes differ) as a flat source
+// folder, then `prep` (prepareDataset) to s3://bench/stream-scale-<N> on an s3rver whose objects live in
+// <folder>/s3rver. A later run with the same folder and --samples reuses both.
+//
+//   node --import tsx tools/bench/src/stream-scale.ts --folder /tmp/stream-scale                  # 60,000 samples
+//   node --import tsx tools/bench/src/stream-scale.ts --folder /tmp/ss-small --samples 2000 --resize 96   # quick check
+//   options: --samples N (default 60000, even), --shard-samples N (default 500), --window N (shards, default 4),
+//            --prefetch N (shards, default = window), --concurrency N (downloads in flight, default 3),
+//            --limit N (stop after N samples), --resize S (shortest side at build time; default: original size), --json
+//
+// The reader runs in a child process of its own, so its RSS is the reader's alone (s3rver runs in this one).
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, rename, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import type { AddressInfo } from 'node:net';
+import sharp from 'sharp';
+// @ts-expect-error s3rver ships no types
+import S3rver from 's3rver';
+import { openStream, prepareDataset, readManifest } from '@catdog/dataset';
+import { openStorage } from '@catdog/storage';
+
+const root = fileURLToPath(new URL('../../..', import.meta.url));
+const { values } = parseArgs({
+  options: {
+    folder: { type: 'string' },
+    samples: { type: 'string', default: '60000' },
+    'shard-samples': { type: 'string', default: '500' },
+    window: { type: 'string', default: '4' },
+    prefetch: { type: 'string' },
+    concurrency: { type: 'string', default: '3' },
+    limit: { type: 'string' },
+    resize: { type: 'string' },
+    source: { type: 'string', default: join(root, '..', 'shared', 'datasets', 'dogs-vs-cats', 'train') },
+    json: { type: 'boolean', default: false },
+    // Internal: run as the measured reader.
+    measure: { type: 'string' },
+  },
+});
+
+interface Measurement {
+  samples: number;
+  encodedBytes: number;
+  firstSampleSeconds: number;
+  seconds: number;
+  samplesPerSecond: number;
+  peakRssBytes: number;
+  peakHeldBytes: number;
+  shardsRead: number;
+  bytesFetched: number;
+}
+
+async function measure(url: string): Promise<void> {
+  const started = performance.now();
+  let peakRss = process.memoryUsage().rss;
+  const timer = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 20);
+  const window = Number(values.window);
+  const stream = await openStream(url, 'train', {
+    seed: 1,
+    windowShards: window,
+    prefetchShards: values.prefetch === undefined ? window : Number(values.prefetch),
+    fetchConcurrency: Number(values.concurrency),
+  });
+  const limit = values.limit ? Number(values.limit) : Number.POSITIVE_INFINITY;
+  let first = 0;
+  let n = 0;
+  let bytes = 0;
+  for await (const s of stream.samples({ epoch: 0 })) {
+    if (n === 0) first = (performance.now() - started) / 1000;
+    n++;
+    bytes += s.bytes.byteLength;
+    if (n >= limit) break;
+  }
+  const seconds = (performance.now() - started) / 1000;
+  clearInterval(timer);
+  // maxRSS is the kernel's peak (KiB), catching spikes between samples.
+  peakRss = Math.max(peakRss, process.resourceUsage().maxRSS * 1024);
+  const m: Measurement = {
+    samples: n,
+    encodedBytes: bytes,
+    firstSampleSeconds: first,
+    seconds,
+    samplesPerSecond: n / (seconds - first || seconds),
+    peakRssBytes: peakRss,
+    peakHeldBytes: stream.stats.peakBytesHeld,
+    shardsRead: stream.stats.shardsRead,
+    bytesFetched: stream.stats.bytesFetched,
+  };
+  process.stdout.write(`${JSON.stringify(m)}\n`);
+}
+
+/** Re-encodes the shared images into a flat folder of `samples` distinct JPEGs (half cats, half dogs). */
+async function buildSource(dir: string, samples: number): Promise<void> {
+  const done = join(dir, '.complete');
+  if (existsSync(done)) return;
+  await mkdir(dir, { recursive: true });
+  const have = new Set(await readdir(dir));
+  const perClass = samples / 2;
+  const jobs: { from: string; to: string; quality: number }[] = [];
+  for (const prefix of ['cat', 'dog']) {
+    for (let j = 0; j < perClass; j++) {
+      const name = `${prefix}.${j}.jpg`;
+      if (have.has(name)) continue;
+      const copy = Math.floor(j / 3000);
+      jobs.push({ from: join(values.source!, `${prefix}.${j % 3000}.jpg`), to: join(dir, name), quality: 90 - (copy % 10) });
+    }
+  }
+  let next = 0;
+  let written = 0;
+  const resize = values.resize ? Number(values.resize) : undefined;
+  const worker = async () => {
+    while (next < jobs.length) {
+      const job = jobs[next++];
+      let image = sharp(job.from);
+      if (resize) image = image.resize({ width: resize, height: resize, fit: 'outside' });
+      const data = await image.jpeg({ quality: job.quality }).toBuffer();
+      // Written under a temporary name first: an interrupted build never leaves a truncated JPEG under a final name.
+      await writeFile(`${job.to}.tmp`, data);
+      await rename(`${job.to}.tmp`, job.to);
+      if (++written % 5000 === 0) process.stderr.write(`  re-encoded ${written}/${jobs.length}\n`);
+    }
+  };
+  await Promise.all(Array.from({ length: 4 }, worker));
+  await writeFile(done, '');
+}
+
+function runReader(url: string, env: Record<string, string>): Promise<Measurement> {
+  const args = ['--import', 'tsx', fileURLToPath(import.meta.url), '--measure', url, '--window', values.window!, '--concurrency', values.concurrency!];
+  if (values.prefetch !== undefined) args.push('--prefetch', values.prefetch);
+  if (values.limit) args.push('--limit', values.limit);
+  return new Promise((res, rej) => {
+    const child = spawn(process.execPath, args, { cwd: root, env: { ...process.env, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', rej);
+    child.on('close', (code) => {
+      if (code !== 0) return rej(new Error(`reader exited ${code}: ${stderr.trim().split('\n').pop()}`));
+      res(JSON.parse(stdout.trim().split('\n').pop()!));
+    });
+  });
+}
+
+async function main(): Promise<void> {
+  if (values.measure) return measure(values.measure);
+  if (!values.folder) throw new Error('--folder <dir> is required (the dataset is built there once and reused)');
+  const samples = Number(values.samples);
+  if (!Number.isInteger(samples) || samples < 2 || samples % 2) throw new Error(`--samples must be an even count, got ${values.samples}`);
+  const folder = resolve(values.folder);
+  const sourceDir = join(folder, `source-${samples}${values.resize ? `-r${values.resize}` : ''}`);
+  const s3dir = join(folder, 's3rver');
+  await mkdir(s3dir, { recursive: true });
+  const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: s3dir, configureBuckets: [{ name: 'bench' }] });
+  const address = (await server.run()) as AddressInfo;
+  const endpoint = `http://127.0.0.1:${address.port}`;
+  const env = { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1', AWS_ENDPOINT_URL_S3: endpoint };
+  Object.assign(process.env, env);
+  const url = `s3://bench/stream-scale-${samples}${values.resize ? `-r${values.resize}` : ''}`;
+  try {
+    if (!(await openStorage(url).stat('manifest.json'))) {
+      process.stderr.write(`building ${samples} samples in ${sourceDir}, then prep to ${url} (once)\n`);
+      await buildSource(sourceDir, samples);
+      await prepareDataset({ source: sourceDir, out: url, train: samples / 2, validation: 0, test: 0, samplesPerShard: Number(values['shard-samples']), force: true });
+    }
+    const manifest = await readManifest(url);
+    const train = manifest.splits.train;
+    const datasetBytes = train.shards.reduce((a, s) => a + s.bytes, 0);
+    const m = await runReader(url, env);
+    const result = { url, datasetSamples: train.count, shards: train.shards.length, datasetBytes, window: Number(values.window), ...m };
+    if (values.json) console.log(JSON.stringify(result, null, 2));
+    else {
+      const mb = (b: number) => `${(b / 1024 ** 2).toFixed(0)} MiB`;
+      console.log(
+        `${url}: ${train.count} samples, ${train.shards.length} shards, ${mb(datasetBytes)} of shards\n` +
+          `read ${m.samples} samples (${mb(m.encodedBytes)}) from s3rver: first sample after ${m.firstSampleSeconds.toFixed(2)} s, ` +
+          `${m.samplesPerSecond.toFixed(0)} samples/s after it, ${m.seconds.toFixed(1)} s in all\n` +
+          `reader peak RSS ${mb(m.peakRssBytes)} (dataset is ${(datasetBytes / m.peakRssBytes).toFixed(1)}× that); ` +
+          `peak decoded samples held ${mb(m.peakHeldBytes)} (window ${values.window} shards + prefetch)`,
+      );
+    }
+  } finally {
+    await server.close();
+  }
+}
+
+main().catch((err) => {
+  console.error(`error: ${(err as Error).message}`);
+  process.exit(1);
+});

@@ -13,6 +13,7 @@ export {
   type SplitName,
   type ResizeSpec,
   type SkippedFile,
+  type SourceAccounting,
 } from './manifest.js';
 export {
   ShardWriter,
@@ -25,7 +26,7 @@ export {
   type EncodedSample,
   type ReadShardOptions,
 } from './shards.js';
-export { openSource, naturalCompare, flatClassName, type Source, type SourceItem, type SourceLayout } from './sources.js';
+export { openSource, naturalCompare, flatClassName, type Source, type SourceItem, type SourceLayout, type IgnoredFile } from './sources.js';
 export { openSplit, openImageFolder, type SampleSource, type SplitSource, type OpenSplitOptions } from './readers.js';
 export {
   buildPlan,
@@ -40,7 +41,7 @@ export {
   type PlannedShard,
   type SplitSpec,
 } from './plan.js';
-export { encodeImage, type EncodeOptions, type EncodeResult } from './images.js';
+export { encodeImage, checkDecodes, type EncodeOptions, type EncodeResult } from './images.js';
 export {
   prepareDataset,
   finalizeDataset,

@@ -226,7 +226,7 @@ async function openZip(url: string, storage: Storage, file: string): Promise<Sou
     zip = await openZipFile(localPath);
   } catch (err) {
     if (tempDir) await rm(tempDir, { recursive: true, force: true });
-    throw new UserError(`${url}: not a readable zip archive (${(err as Error).message})`);
+    throw new UserError(`${url}: not a readable zip archive (${(err as Error).message})`, { code: 'bad-source' });
   }
   const entries = new Map<string, yauzl.Entry>();
   await new Promise<void>((resolve, reject) => {
@@ -235,7 +235,7 @@ async function openZip(url: string, storage: Storage, file: string): Promise<Sou
       zip.readEntry();
     });
     zip.on('end', () => resolve());
-    zip.on('error', (err) => reject(new UserError(`${url}: corrupt zip archive (${(err as Error).message})`)));
+    zip.on('error', (err) => reject(new UserError(`${url}: corrupt zip archive (${(err as Error).message})`, { code: 'bad-source' })));
     zip.readEntry();
   });
   const reader = (name: string) => () =>
@@ -267,13 +267,13 @@ export async function openSource(location: string, options: StorageOptions = {})
     const slash = url.lastIndexOf('/');
     const parent = openStorage(url.slice(0, slash) || '/', options);
     const file = url.slice(slash + 1);
-    if (!(await parent.stat(file))) throw new UserError(`${url}: source archive not found`);
+    if (!(await parent.stat(file))) throw new UserError(`${url}: source archive not found`, { code: 'not-found' });
     return openZip(url, parent, file);
   }
   const storage = openStorage(url, options);
   const files: Listed[] = [];
   for await (const e of storage.list()) files.push(e);
-  if (files.length === 0) throw new UserError(`${url}: source is empty or does not exist`);
+  if (files.length === 0) throw new UserError(`${url}: source is empty or does not exist`, { code: 'bad-source' });
   const { layout, byClass, ignored } = classify(files, url, (path) => () => storage.read(path));
   return { url, layout, classes: sortedClasses(byClass), byClass, ignored, close: async () => {} };
 }

@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import * as tar from 'tar-stream';
 import sharp from 'sharp';
 import { TEMP_MARKER } from '@catdog/storage';
-import { sha256, type Manifest } from '@catdog/dataset';
+import { openSource, sha256, type Manifest } from '@catdog/dataset';
+import { UserError } from '@catdog/errors';
 import { kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
 import { flatSource, tempDir } from '../dataset/helpers.js';
 
@@ -161,6 +162,27 @@ test('every source file is accounted for: ignored names, hidden files, broken an
   const verify = await prep(['verify', '--data', out, '--decode']);
   assert.equal(verify.code, 0, verify.stderr);
   assert.match(verify.stdout, /24 images decoded/);
+});
+
+test('class folders: stray files are ignored with reasons; one key in two classes is refused (code bad-source)', async () => {
+  const root = join(work, 'classes');
+  await mkdir(join(root, 'cats'), { recursive: true });
+  await mkdir(join(root, 'dogs'), { recursive: true });
+  await copyFile(join(kaggleTrainDir, 'cat.0.jpg'), join(root, 'cats', 'a.jpg'));
+  await copyFile(join(kaggleTrainDir, 'dog.0.jpg'), join(root, 'dogs', 'b.jpg'));
+  await writeFile(join(root, 'README.txt'), 'notes');
+  await writeFile(join(root, 'cats', '.thumbs'), 'junk');
+  const source = await openSource(root);
+  assert.deepEqual(
+    source.ignored.map((f) => [f.name, f.reason.split(' (')[0]]).sort(),
+    [['README.txt', 'not inside a class folder'], ['cats/.thumbs', 'hidden file or folder']],
+  );
+  await copyFile(join(kaggleTrainDir, 'dog.1.jpg'), join(root, 'dogs', 'a.jpg'));
+  await assert.rejects(openSource(root), (err: unknown) => {
+    assert.ok(err instanceof UserError && err.code === 'bad-source');
+    assert.match(err.message, /cats\/a\.jpg and dogs\/a\.jpg \(key a\)/);
+    return true;
+  });
 });
 
 test('two files with one key (cat.20.jpg and cat.20.png) are refused before anything is written', async () => {

@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { copyFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, cp, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -73,6 +73,18 @@ async function rewriteShard(out: string, edit: (name: string, data: Buffer) => {
   await writeFile(manifestPath, JSON.stringify(manifest, null, 2));
 }
 
+let base: Promise<string> | undefined;
+/** One dataset published by prep split from `src`, copied by the tests that damage it. */
+function published(): Promise<string> {
+  base ??= (async () => {
+    const out = join(work, 'published');
+    const r = await prep(['split', '--source', src, '--out', out, ...SMALL]);
+    assert.equal(r.code, 0, r.stderr);
+    return out;
+  })();
+  return base;
+}
+
 before(async () => {
   src = await flatSource(14);
   work = await tempDir('prep-reliability');
@@ -89,9 +101,7 @@ test('a typo of s3:// or a foreign scheme in any location is a usage error (exit
     [['split', '--source', src, '--out', 'gs://bucket/x'], /gs:\/\/bucket\/x: unsupported URL scheme "gs:"/],
     [['split', '--source', src, '--out', 'S3://bucket/x'], /S3:\/\/bucket\/x: .*did you mean s3:\/\/bucket\/x\?/],
     [['split', '--source', src, '--out', 's3:/bucket/x'], /s3:\/bucket\/x: malformed S3 URL; did you mean s3:\/\/bucket\/x\?/],
-    [['split', '--source', 'gs://bucket/train', '--out', 'out'], /unsupported URL scheme "gs:"/],
     [['verify', '--data', 'S3://bucket/x'], /did you mean s3:\/\//],
-    [['inspect', '--data', 'http://example.com/x'], /unsupported URL scheme "http:"/],
     [['finalize', '--out', 'file:relative'], /unsupported file URL/],
   ];
   const runs = await Promise.all(cases.map(([args]) => prep(args, {}, user)));
@@ -243,24 +253,30 @@ test('temp files of a killed run are removed by the next run; a live writer’s 
 });
 
 test('verify rejects shard members with absolute names, .. or links, even when hashes match the manifest', async () => {
-  for (const [label, edit, problem] of [
+  const cases = [
     ['absolute', (n: string, d: Buffer) => [{ name: n.startsWith('cat.0.') ? `/tmp/${n}` : n, data: d }], /member "\/tmp\/cat\.0\.jpg" has an absolute name/],
     ['parent', (n: string, d: Buffer) => [{ name: n.startsWith('dog.0.') ? `../${n}` : n, data: d }], /member "\.\.\/dog\.0\.jpg" names a parent folder/],
     ['symlink', (n: string, d: Buffer) => (n === 'cat.0.cls' ? [{ name: n, data: d }, { name: 'evil.jpg', data: d, type: 'symlink' as const }] : [{ name: n, data: d }]), /member "evil\.jpg" is a symlink/],
-  ] as const) {
+  ] as const;
+  const outs = [];
+  for (const [label, edit] of cases) {
     const out = join(work, `members-${label}`);
-    assert.equal((await prep(['split', '--source', src, '--out', out, ...SMALL])).code, 0);
+    await cp(await published(), out, { recursive: true });
     await rewriteShard(out, edit as never);
-    const v = await prep(['verify', '--data', out]);
+    outs.push(out);
+  }
+  const runs = await Promise.all(outs.map((out) => prep(['verify', '--data', out])));
+  cases.forEach(([label, , problem], i) => {
+    const v = runs[i];
     assert.equal(v.code, 1, `${label}: ${v.stdout}`);
     assert.match(v.stderr, new RegExp(`FAIL .*train-000000\\.tar: ${problem.source}`));
     assert.match(v.stderr, /^error: .*1 of 4 shards failed verification: train\/train-000000\.tar$/m);
-  }
+  });
 });
 
 test('verify --decode names every undecodable image by shard and key; without --decode the hashes alone pass', async () => {
   const out = join(work, 'undecodable');
-  assert.equal((await prep(['split', '--source', src, '--out', out, ...SMALL])).code, 0);
+  await cp(await published(), out, { recursive: true });
   await rewriteShard(out, (n, d) => [{ name: n, data: n === 'dog.1.jpg' ? d.subarray(0, 2000) : n === 'cat.2.jpg' ? Buffer.from('not a jpeg at all') : d }]);
   const plain = await prep(['verify', '--data', out]);
   assert.equal(plain.code, 0, plain.stderr);

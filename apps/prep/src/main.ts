@@ -1,7 +1,7 @@
 // prep: builds the book's cats-vs-dogs split as WebDataset shards on local disk or S3, and checks it.
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
-import { formatError, UserError } from '@catdog/errors';
+import { reportError, UserError } from '@catdog/errors';
 import { resolveLocation, type StorageOptions } from '@catdog/storage';
 import {
   AbortedError,
@@ -17,6 +17,7 @@ import {
   verifyDataset,
   workerDefaults,
   type FinalizeReport,
+  type IgnoredFile,
   type PrepProgress,
   type SkippedFile,
 } from '@catdog/dataset';
@@ -49,6 +50,23 @@ function bytes(value: string): number {
   const unit = (m[2] ?? 'b').toLowerCase();
   const mult: Record<string, number> = { b: 1, k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 };
   return Math.round(Number(m[1]) * mult[unit]);
+}
+
+function resize(value: string) {
+  try {
+    return parseResize(value);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message.replace(/^--resize [^:]*: /, ''));
+  }
+}
+
+/** A location option: the storage package decides which schemes exist; a refused one is a usage error. */
+function location(value: string): string {
+  try {
+    return resolveLocation(value);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
 }
 
 function humanBytes(n: number): string {
@@ -120,6 +138,23 @@ function printSkipped(skipped: SkippedFile[]) {
   if (skipped.length > 50) out(`  … and ${skipped.length - 50} more (see ${REPORT_FILE})`);
 }
 
+function printIgnored(ignored: IgnoredFile[]) {
+  if (!ignored.length) return;
+  out(`ignored ${ignored.length} file${ignored.length > 1 ? 's' : ''} (not samples):`);
+  for (const f of ignored.slice(0, 50)) out(`  ${f.name}: ${f.reason}`);
+  if (ignored.length > 50) out(`  … and ${ignored.length - 50} more (see ${REPORT_FILE})`);
+}
+
+/** One line accounting for every source file, then the per-reason conversions. */
+function printAccounting(f: FinalizeReport) {
+  const a = f.accounting;
+  if (!a) return;
+  out(
+    `source: ${a.files} file${a.files === 1 ? '' : 's'}: ${a.used} used (${a.converted} converted), ${a.skipped} skipped, ${a.ignored} ignored, ${a.spare} spare (beyond the split)`,
+  );
+  for (const [why, n] of Object.entries(f.convertedBy).sort((x, y) => y[1] - x[1])) out(`  converted ${n}: ${why}`);
+}
+
 function printFinalize(f: FinalizeReport) {
   for (const split of SPLITS) {
     const s = f.splits[split];
@@ -152,15 +187,15 @@ export function buildProgram(): Command {
     program
       .command('split')
       .description('split a source (Kaggle flat folder, class folders or train.zip; local or s3://) into train/validation/test shards')
-      .requiredOption('--source <path|url>', 'source folder or .zip: local path or s3://bucket/prefix')
-      .requiredOption('--out <path|url>', 'dataset root: local directory or s3://bucket/prefix')
+      .requiredOption('--source <path|url>', 'source folder or .zip: local path or s3://bucket/prefix', location)
+      .requiredOption('--out <path|url>', 'dataset root: local directory or s3://bucket/prefix', location)
       .option('--train <n>', `per class: count, or fraction below 1 (default ${BOOK_SPLIT.train})`, count)
       .option('--validation <n>', `per class: count or fraction (default ${BOOK_SPLIT.validation})`, count)
       .option('--test <n>', `per class: count or fraction (default ${BOOK_SPLIT.test})`, count)
       .option('--shuffle', 'shuffle each class before splitting and each split (seeded); default: numeric order as the book')
       .option('--seed <n>', 'shuffle seed (default 1337)', integer(0))
       .option('--classes <names>', 'comma-separated classes that must be present (default: all found)', (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean))
-      .option('--resize <WxH|N>', 'resize at prep time: 150x150 squashes (Keras target_size), 150 sets the shortest side')
+      .option('--resize <WxH|N>', 'resize at prep time: 150x150 squashes (Keras target_size), 150 sets the shortest side', resize)
       .option('--quality <q>', `JPEG quality when re-encoding (default ${DEFAULT_QUALITY})`, integer(1))
       .option('--shard-samples <n>', `samples per shard (default ${DEFAULT_SAMPLES_PER_SHARD})`, integer(1))
       .option('--shard-size <bytes>', 'target shard size instead, e.g. 64MB (estimated from source file sizes)', bytes)
@@ -182,8 +217,8 @@ export function buildProgram(): Command {
     let report;
     try {
       report = await prepareDataset({
-        source: resolveLocation(o.source),
-        out: resolveLocation(o.out),
+        source: o.source,
+        out: o.out,
         storage: storageOptions(o),
         train: o.train,
         validation: o.validation,
@@ -191,7 +226,7 @@ export function buildProgram(): Command {
         shuffle: Boolean(o.shuffle) || o.seed !== undefined,
         seed: o.seed,
         classes: o.classes,
-        resize: o.resize ? parseResize(o.resize) : undefined,
+        resize: o.resize,
         quality: o.quality,
         samplesPerShard: o.shardSamples,
         shardBytes: o.shardSize,
@@ -212,6 +247,10 @@ export function buildProgram(): Command {
       out(JSON.stringify({ ...report, finalize: report.finalize ? { ...report.finalize, manifest: undefined } : undefined }, null, 2));
       return;
     }
+    if (report.staleRemoved.length) {
+      err(`${label}: removed ${report.staleRemoved.length} temp file${report.staleRemoved.length > 1 ? 's' : ''} left by killed earlier runs`);
+    }
+    if (report.staleCleanupFailed) err(`${label}: warning: could not clean up after killed earlier runs: ${report.staleCleanupFailed}`);
     if (report.alreadyComplete) {
       out(`${report.out}: already holds this dataset (plan ${report.planId}); nothing to do (use --force to rebuild)`);
       return;
@@ -222,7 +261,9 @@ export function buildProgram(): Command {
         ` — ${report.images} images in ${report.seconds.toFixed(1)} s (${report.imagesPerSecond.toFixed(0)} images/s) → ${report.out}`,
     );
     printSkipped(report.skipped);
+    printIgnored(report.ignored);
     if (report.finalize) {
+      printAccounting(report.finalize);
       out(`manifest written: ${report.out.replace(/\/$/, '')}/manifest.json`);
       printFinalize(report.finalize);
     } else if (report.waitingFor) {
@@ -236,41 +277,52 @@ export function buildProgram(): Command {
     program
       .command('finalize')
       .description("write manifest.json once every worker's part is present (names the missing ones otherwise)")
-      .requiredOption('--out <path|url>', 'dataset root the workers wrote to')
+      .requiredOption('--out <path|url>', 'dataset root the workers wrote to', location)
       .option('--worker-count <n>', 'expected workers (default: from the part files)', integer(1))
       .option('--allow-short', 'publish even if broken images with no spare left a split short')
       .option('--json', 'print the report as JSON'),
   ).action(async (o) => {
-    const f = await finalizeDataset(resolveLocation(o.out), { storage: storageOptions(o), workerCount: o.workerCount, allowShort: o.allowShort });
+    const f = await finalizeDataset(o.out, { storage: storageOptions(o), workerCount: o.workerCount, allowShort: o.allowShort });
     if (o.json) {
       out(JSON.stringify({ ...f, manifest: undefined }, null, 2));
       return;
     }
+    printAccounting(f);
     out(`manifest written: ${f.out.replace(/\/$/, '')}/manifest.json`);
     printFinalize(f);
     printSkipped(f.skipped);
+    printIgnored(f.ignored);
   });
 
   addS3Options(
     program
       .command('verify')
-      .description('re-hash every shard against the manifest; report each mismatch; non-zero exit on any')
-      .requiredOption('--data <path|url>', 'dataset root (local or s3://)')
+      .description('re-hash every shard against the manifest; check members, keys and labels; report each mismatch; non-zero exit on any')
+      .requiredOption('--data <path|url>', 'dataset root (local or s3://)', location)
+      .option('--decode', 'also decode every image completely and report each undecodable one by shard and key')
       .option('--json', 'print the report as JSON'),
   ).action(async (o) => {
     const tty = Boolean(process.stderr.isTTY);
-    const r = await verifyDataset(resolveLocation(o.data), {
+    const r = await verifyDataset(o.data, {
       storage: storageOptions(o),
-      onShard: (done, total, problem) => {
-        if (problem) err(`FAIL ${problem.url}: ${problem.problem}`);
-        else if (tty) process.stderr.write(`\rverified ${done}/${total} shards`);
+      decode: Boolean(o.decode),
+      onShard: (done, total, problems) => {
+        if (tty && problems.length) process.stderr.write('\n');
+        for (const p of problems) err(`FAIL ${p.url}${p.key !== undefined ? ` [${p.key}]` : ''}: ${p.problem}`);
+        if (tty && !problems.length) process.stderr.write(`\rverified ${done}/${total} shards`);
         if (tty && done === total) process.stderr.write('\n');
       },
     });
+    const decoded = r.decoded !== undefined ? `, ${r.decoded} images decoded` : '';
     if (o.json) out(JSON.stringify(r, null, 2));
-    else if (r.ok) out(`OK ${r.url}: ${r.shards} shards, ${r.samples} samples, ${humanBytes(r.bytes)} match the manifest`);
+    else if (r.ok) out(`OK ${r.url}: ${r.shards} shards, ${r.samples} samples, ${humanBytes(r.bytes)} match the manifest${decoded}`);
     if (!r.ok) {
-      throw new UserError(`${r.url}: ${r.problems.length} of ${r.shards} shard${r.shards === 1 ? '' : 's'} failed verification: ${r.problems.map((p) => p.shard).join(', ')}`);
+      const bad = [...new Set(r.problems.map((p) => p.shard))];
+      const images = r.undecodable ? ` (${r.undecodable} undecodable image${r.undecodable === 1 ? '' : 's'})` : '';
+      throw new UserError(
+        `${r.url}: ${bad.length} of ${r.shards} shard${r.shards === 1 ? '' : 's'} failed verification${images}: ${bad.join(', ')}`,
+        { code: 'bad-dataset' },
+      );
     }
   });
 
@@ -278,11 +330,11 @@ export function buildProgram(): Command {
     program
       .command('inspect')
       .description('counts per split and class, bytes, image size statistics')
-      .requiredOption('--data <path|url>', 'dataset root (local or s3://)')
+      .requiredOption('--data <path|url>', 'dataset root (local or s3://)', location)
       .option('--no-images', 'skip decoding image headers (counts and bytes only)')
       .option('--json', 'print the report as JSON'),
   ).action(async (o) => {
-    const r = await inspectDataset(resolveLocation(o.data), { storage: storageOptions(o), images: o.images });
+    const r = await inspectDataset(o.data, { storage: storageOptions(o), images: o.images });
     if (o.json) {
       out(JSON.stringify({ ...r, manifest: undefined }, null, 2));
       return;
@@ -307,23 +359,25 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** Exit codes: 0 ok, 1 failure, 2 usage (commander prints its own message), 130 interrupted by a signal. */
 export async function main(argv: string[] = process.argv): Promise<number> {
   const program = buildProgram();
+  if (argv.length <= 2) {
+    // `prep` alone names no work to do: usage on stderr, exit 2 (as any other incomplete command line).
+    program.outputHelp({ error: true });
+    err('error: missing subcommand (split, finalize, verify or inspect)');
+    return 2;
+  }
   try {
     await program.parseAsync(argv);
     return 0;
   } catch (e) {
     if (e instanceof CommanderError) {
-      // --help / --version exit 0; usage errors 2 (commander already printed the message).
-      return e.exitCode === 0 || e.code === 'commander.helpDisplayed' || e.code === 'commander.help' ? 0 : 2;
+      // --help / --version exit 0; everything else commander raises is a usage error.
+      return e.exitCode === 0 ? 0 : 2;
     }
-    if (e instanceof AbortedError) {
-      err(`error: ${e.message}`);
-      return 130;
-    }
-    err(`error: ${formatError(e)}`);
-    if (!(e instanceof UserError) && process.env.CATDOG_DEBUG) err((e as Error).stack ?? '');
-    return 1;
+    const code = reportError(e);
+    return e instanceof AbortedError ? 130 : code;
   }
 }
 

@@ -8,7 +8,16 @@ export interface EncodeOptions {
   quality: number;
 }
 
-export type EncodeResult = { ok: true; bytes: Buffer; width: number; height: number } | { ok: false; reason: string };
+export type EncodeResult =
+  | {
+      ok: true;
+      bytes: Buffer;
+      width: number;
+      height: number;
+      /** Why the image was re-encoded (e.g. 'png → jpeg', 'cmyk → srgb', 'resized'); absent when kept byte-for-byte. */
+      converted?: string;
+    }
+  | { ok: false; reason: string };
 
 // Many images are decoded at once; one libvips thread each gives the best throughput.
 sharp.concurrency(1);
@@ -21,6 +30,34 @@ function sniff(buf: Buffer): string | undefined {
 
 function firstLine(err: unknown): string {
   return ((err as Error)?.message ?? String(err)).split('\n')[0].replace(/^Input (buffer|file) /, '').trim();
+}
+
+/** Why an image is not kept byte-for-byte: every difference from a clean 8-bit sRGB JPEG, in a fixed order. */
+function conversionReason(meta: sharp.Metadata, buf: Buffer, options: EncodeOptions): string {
+  const why: string[] = [];
+  if (meta.format !== 'jpeg') why.push(`${meta.format ?? 'unknown'} → jpeg`);
+  else if (sniff(buf) !== 'jpeg') why.push('jpeg with a non-standard header');
+  if (meta.space && meta.space !== 'srgb') why.push(`${meta.space} → srgb`);
+  if (meta.hasAlpha) why.push('alpha flattened');
+  if (meta.depth && meta.depth !== 'uchar') why.push(`${meta.depth} → 8-bit`);
+  if (options.resize) why.push('resized');
+  if (why.length === 0) why.push(`${meta.channels ?? '?'} channels → 3`);
+  return why.join(', ');
+}
+
+/**
+ * Decodes an image completely, as training will; returns why it cannot be (undefined when it decodes).
+ * sharp's pixel limit (268 MP) refuses decompression bombs before any pixel memory is allocated.
+ */
+export async function checkDecodes(bytes: Uint8Array): Promise<string | undefined> {
+  if (bytes.length === 0) return 'empty image (0 bytes)';
+  try {
+    const { info } = await sharp(bytes, { failOn: 'truncated' }).raw().toBuffer({ resolveWithObject: true });
+    if (!info.width || !info.height) return 'decoded to no pixels';
+    return undefined;
+  } catch (err) {
+    return `undecodable (${firstLine(err) || 'decode failed'})`;
+  }
 }
 
 /** Encodes one source image for a shard; never throws for bad input. */
@@ -65,7 +102,7 @@ export async function encodeImage(buf: Buffer, options: EncodeOptions): Promise<
       .jpeg({ quality: options.quality, chromaSubsampling: '4:2:0' })
       .toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) return { ok: false, reason: `could not convert to RGB (${info.channels} channels)` };
-    return { ok: true, bytes: data, width: info.width, height: info.height };
+    return { ok: true, bytes: data, width: info.width, height: info.height, converted: conversionReason(meta, buf, options) };
   } catch (err) {
     // The header parsed but the pixel data did not decode: cut short or damaged. (libvips' message is
     // sometimes lost under concurrency, so the reason does not depend on it.)

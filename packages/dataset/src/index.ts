@@ -14,6 +14,7 @@ export {
   type SplitName,
   type ResizeSpec,
   type SkippedFile,
+  type SourceAccounting,
 } from './manifest.js';
 export {
   ShardWriter,
@@ -30,7 +31,7 @@ export {
   type EncodedSample,
   type ReadShardOptions,
 } from './shards.js';
-export { openSource, naturalCompare, flatClassName, type Source, type SourceItem, type SourceLayout } from './sources.js';
+export { openSource, naturalCompare, flatClassName, type Source, type SourceItem, type SourceLayout, type IgnoredFile } from './sources.js';
 export {
   openStream,
   type StreamOptions,
@@ -67,7 +68,7 @@ export {
   type PlannedShard,
   type SplitSpec,
 } from './plan.js';
-export { encodeImage, type EncodeOptions, type EncodeResult } from './images.js';
+export { encodeImage, checkDecodes, type EncodeOptions, type EncodeResult } from './images.js';
 export {
   prepareDataset,
   finalizeDataset,

@@ -43,6 +43,21 @@ export interface SkippedFile {
   replacedBy?: string;
 }
 
+/** What became of every file in the source: files = used + skipped + ignored + spare (prep-report.json lists them). */
+export interface SourceAccounting {
+  /** Every file the source listed. */
+  files: number;
+  /** Samples in the dataset; `converted` of them were re-encoded (format, colour space, alpha, depth or resize). */
+  used: number;
+  converted: number;
+  /** Image files that could not be used (broken, unreadable): listed in `skipped`. */
+  skipped: number;
+  /** Files that are not samples of the layout (odd names, hidden files, outside class folders). */
+  ignored: number;
+  /** Usable images beyond the requested split counts, not needed. */
+  spare: number;
+}
+
 export interface Manifest {
   formatVersion: number;
   /** sha256 of the plan (membership, order, image and shard parameters): equal ids mean byte-identical shards. */
@@ -66,6 +81,8 @@ export interface Manifest {
   splits: Record<SplitName, SplitInfo>;
   /** Source files that could not be used, with reasons and their replacements. */
   skipped: SkippedFile[];
+  /** What became of every source file (absent in manifests written before it was recorded). */
+  accounting?: SourceAccounting;
 }
 
 function fail(url: string, why: string): never {

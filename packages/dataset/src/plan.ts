@@ -99,11 +99,11 @@ export function buildPlan(source: Source, options: PlanOptions = {}): Plan {
   const classes = source.classes;
   if (options.classes?.length) {
     const missing = options.classes.filter((c) => !source.byClass.has(c));
-    if (missing.length) throw new UserError(`${source.url}: missing class${missing.length > 1 ? 'es' : ''} ${missing.join(', ')} (found: ${classes.join(', ') || 'none'})`);
+    if (missing.length) throw new UserError(`${source.url}: missing class${missing.length > 1 ? 'es' : ''} ${missing.join(', ')} (found: ${classes.join(', ') || 'none'})`, { code: 'bad-source' });
   }
   if (classes.length < 2) {
     const hint = source.layout !== 'class-folders' ? ' (expected cat.N and dog.N files)' : ' (expected one folder per class)';
-    throw new UserError(`${source.url}: found ${classes.length === 0 ? 'no class' : `only class ${classes[0]}`}; need at least two${hint}`);
+    throw new UserError(`${source.url}: found ${classes.length === 0 ? 'no class' : `only class ${classes[0]}`}; need at least two${hint}`, { code: 'bad-source' });
   }
   const seed = options.shuffle ? (options.seed ?? 1337) : undefined;
   const random = seed !== undefined ? seededRandom(seed) : undefined;
@@ -130,7 +130,7 @@ export function buildPlan(source: Source, options: PlanOptions = {}): Plan {
     });
     reserves.set(cls, items.slice(offset));
   }
-  if (shortages.length) throw new UserError(`${source.url}: too few images: ${shortages.join('; ')}`);
+  if (shortages.length) throw new UserError(`${source.url}: too few images: ${shortages.join('; ')}`, { code: 'bad-source' });
 
   // Order within a split: classes interleaved (cat.0, dog.0, cat.1, …) so every shard is balanced, or a seeded shuffle.
   const shards: PlannedShard[] = [];

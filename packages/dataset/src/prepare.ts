@@ -1,7 +1,7 @@
 // prep split / finalize: each worker writes its disjoint, deterministic subset of the plan's shards plus a part
 // file; the manifest is written last, only when every part is present.
-import { UserError } from '@catdog/errors';
-import { openStorage, resolveLocation, StorageError, type Storage, type StorageOptions } from '@catdog/storage';
+import { systemCodeOf, UserError } from '@catdog/errors';
+import { openStorage, removeStaleWrites, resolveLocation, StorageError, type Storage, type StorageOptions } from '@catdog/storage';
 import {
   FORMAT_VERSION,
   MANIFEST_FILE,
@@ -9,12 +9,13 @@ import {
   type Manifest,
   type ShardInfo,
   type SkippedFile,
+  type SourceAccounting,
   type SplitInfo,
   type SplitName,
 } from './manifest.js';
 import { buildPlan, type Plan, type PlanOptions, type PlannedShard } from './plan.js';
 import { ShardWriter, hashObject } from './shards.js';
-import { openSource, type SourceItem } from './sources.js';
+import { openSource, type IgnoredFile, type SourceItem } from './sources.js';
 import { encodeImage } from './images.js';
 
 export const PARTS_DIR = '_parts';
@@ -57,6 +58,8 @@ export interface ShardRecord {
   shard: ShardInfo;
   split: SplitName;
   skipped: SkippedFile[];
+  /** Samples of this shard that were re-encoded, counted per reason (absent in records of older runs). */
+  converted?: Record<string, number>;
 }
 
 export interface PartFile {
@@ -69,6 +72,8 @@ export interface PartFile {
   /** Every shard path of the plan, per split, in order. */
   planShards: Record<SplitName, string[]>;
   shards: ShardRecord[];
+  /** The source as listed (the same for every worker): its file count and the files that are not samples. */
+  source?: { files: number; ignored: IgnoredFile[] };
 }
 
 export interface PrepReport {
@@ -83,6 +88,13 @@ export interface PrepReport {
   seconds: number;
   imagesPerSecond: number;
   skipped: SkippedFile[];
+  /** Files the source listed, and those that are not samples of its layout (with reasons). */
+  sourceFiles: number;
+  ignored: IgnoredFile[];
+  /** Temp files (or multipart uploads) of killed earlier runs removed from --out before writing. */
+  staleRemoved: string[];
+  /** Why the cleanup of stale temp files could not run (the run went on without it). */
+  staleCleanupFailed?: string;
   /** True when the manifest is published (by this call or before). */
   complete: boolean;
   alreadyComplete?: boolean;
@@ -99,20 +111,24 @@ export interface FinalizeReport {
   skipped: SkippedFile[];
   /** Per split, how many samples short of the plan (broken images with no spare left). */
   short: Partial<Record<SplitName, number>>;
+  /** What became of every source file; `convertedBy` counts re-encoded samples per reason. */
+  accounting?: SourceAccounting;
+  convertedBy: Record<string, number>;
+  ignored: IgnoredFile[];
   manifest?: Manifest;
 }
 
 /** finalize found parts missing: the dataset is not complete yet (other workers still running, or failed). */
 export class MissingPartsError extends UserError {
   constructor(message: string, readonly missingParts: number[]) {
-    super(message);
+    super(message, { code: 'missing-parts' });
     this.name = 'MissingPartsError';
   }
 }
 
 export class AbortedError extends UserError {
   constructor() {
-    super('interrupted: no manifest written; rerun the same command to resume (finished shards are reused)');
+    super('interrupted: no manifest written; rerun the same command to resume (finished shards are reused)', { code: 'aborted' });
     this.name = 'AbortedError';
   }
 }
@@ -185,23 +201,28 @@ async function* orderedMap<T, R>(items: T[], concurrency: number, fn: (item: T) 
 interface Encoded {
   item: SourceItem;
   bytes?: Buffer;
+  /** Why it could not be used (no bytes). */
   reason?: string;
+  /** Why it was re-encoded (bytes differ from the source file). */
+  converted?: string;
 }
+
+/** Storage failures that mean the source itself is unusable (stop), as opposed to one bad file (skip it). */
+const SOURCE_FAILURES = new Set(['unreachable', 'access-denied', 'no-such-bucket', 'credentials', 'config', 'throttled']);
 
 async function encodeItem(item: SourceItem, plan: Plan): Promise<Encoded> {
   let buf: Buffer;
   try {
     buf = await item.read();
   } catch (err) {
-    if (err instanceof StorageError && ['unreachable', 'access-denied', 'no-such-bucket', 'credentials'].includes(err.code) && !err.message.includes('permission denied')) {
-      throw err; // the source itself failed: not a bad file
-    }
-    const e = err as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException };
-    const code = e.cause?.code ?? e.code ?? '';
-    return { item, reason: `unreadable (${code || (err as Error).message})` };
+    const system = systemCodeOf((err as { cause?: unknown })?.cause) ?? systemCodeOf(err);
+    // A local file the OS will not let us read is one bad file; denied or unreachable S3 is the whole source.
+    const oneFile = system === 'EACCES' || system === 'EPERM';
+    if (err instanceof StorageError && SOURCE_FAILURES.has(err.code) && !oneFile) throw err;
+    return { item, reason: `unreadable (${system ?? (err as Error).message})` };
   }
   const r = await encodeImage(buf, { resize: plan.resize, quality: plan.quality });
-  return r.ok ? { item, bytes: r.bytes } : { item, reason: r.reason };
+  return r.ok ? { item, bytes: r.bytes, converted: r.converted } : { item, reason: r.reason };
 }
 
 async function writeShard(
@@ -214,10 +235,12 @@ async function writeShard(
 ): Promise<{ finished: Promise<ShardRecord> }> {
   const writer = new ShardWriter(out, shard.path);
   const skipped: SkippedFile[] = [];
+  const converted: Record<string, number> = {};
   const reserve = new Map([...shard.reserve].map(([c, l]) => [c, l.slice()]));
   const folderWrites: Promise<void>[] = [];
   const add = async (e: Encoded) => {
     await writer.add({ key: e.item.key, label: plan.classes.indexOf(e.item.className), className: e.item.className, bytes: e.bytes!, ext: 'jpg' });
+    if (e.converted) converted[e.converted] = (converted[e.converted] ?? 0) + 1;
     if (plan.folders) {
       folderWrites.push(out.write(`${shard.split}/${e.item.className}/${e.item.key}.jpg`, e.bytes!));
       if (folderWrites.length >= concurrency) await Promise.all(folderWrites.splice(0));
@@ -253,7 +276,7 @@ async function writeShard(
     throw err;
   }
   // The caller encodes the next shard while this one's upload completes.
-  const finished = writer.finish().then((info) => ({ planId: plan.id, shard: info, split: shard.split, skipped }));
+  const finished = writer.finish().then((info) => ({ planId: plan.id, shard: info, split: shard.split, skipped, converted }));
   finished.catch(() => {});
   return { finished };
 }
@@ -287,7 +310,7 @@ async function preflight(out: Storage, plan: Plan, options: PrepareOptions, owne
     const what = existing
       ? `a different dataset (manifest plan ${existing.planId}, created ${existing.createdAt})`
       : `files of a different or unfinished dataset (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', …' : ''})`;
-    throw new UserError(`${out.url} already holds ${what}; use --force to replace it, or choose another --out`);
+    throw new UserError(`${out.url} already holds ${what}; use --force to replace it, or choose another --out`, { code: 'bad-dataset' });
   }
   // The manifest goes first so no reader trusts a half-replaced dataset.
   if (options.force) {
@@ -336,9 +359,19 @@ export async function prepareDataset(options: PrepareOptions): Promise<PrepRepor
       seconds: 0,
       imagesPerSecond: 0,
       skipped: [],
+      sourceFiles: sourceFileCount(source),
+      ignored: source.ignored,
+      staleRemoved: [],
       complete: false,
     };
     const existing = await preflight(out, plan, options, owned, workerCount);
+    // Temp files of killed earlier runs (never a live writer's: see removeStaleWrites).
+    // Best effort: a store that refuses the listing (e.g. no s3:ListBucketMultipartUploads) does not stop the run.
+    try {
+      report.staleRemoved = (await removeStaleWrites(out)).removed;
+    } catch (err) {
+      report.staleCleanupFailed = err instanceof Error ? err.message : String(err);
+    }
     if (existing) {
       // Same dataset already published: check this worker's shards; a damaged one unpublishes the manifest
       // and is rewritten below (its record no longer matches), everything else is reused.
@@ -417,6 +450,7 @@ export async function prepareDataset(options: PrepareOptions): Promise<PrepRepor
       base: manifestBase(plan, source.url, source.layout),
       planShards,
       shards: records,
+      source: { files: report.sourceFiles, ignored: source.ignored },
     };
     await out.write(partPath(workerIndex, workerCount), JSON.stringify(part, null, 2));
     report.seconds = (performance.now() - started) / 1000;
@@ -439,6 +473,12 @@ export async function prepareDataset(options: PrepareOptions): Promise<PrepRepor
   }
 }
 
+function sourceFileCount(source: { byClass: Map<string, SourceItem[]>; ignored: IgnoredFile[] }): number {
+  let n = source.ignored.length;
+  for (const list of source.byClass.values()) n += list.length;
+  return n;
+}
+
 export interface FinalizeOptions {
   storage?: StorageOptions;
   /** Expected number of workers; default: taken from the part files found. */
@@ -455,10 +495,10 @@ export async function finalizeDataset(url: string, options: FinalizeOptions = {}
   const partFiles: string[] = [];
   for await (const e of out.list(`${PARTS_DIR}/part-`)) partFiles.push(e.path);
   const counts = new Set(partFiles.map((p) => Number(/-of-(\d+)\.json$/.exec(p)?.[1])).filter((n) => n > 0));
-  if (partFiles.length === 0) throw new UserError(`${out.url}: no part files in ${PARTS_DIR}/ (run prep split first)`);
+  if (partFiles.length === 0) throw new UserError(`${out.url}: no part files in ${PARTS_DIR}/ (run prep split first)`, { code: 'missing-parts' });
   let workerCount = options.workerCount;
   if (workerCount === undefined) {
-    if (counts.size > 1) throw new UserError(`${out.url}: part files from runs with different worker counts (${[...counts].join(', ')}); pass --worker-count`);
+    if (counts.size > 1) throw new UserError(`${out.url}: part files from runs with different worker counts (${[...counts].join(', ')}); pass --worker-count`, { code: 'bad-dataset' });
     workerCount = [...counts][0];
   }
   const parts: PartFile[] = [];
@@ -475,12 +515,13 @@ export async function finalizeDataset(url: string, options: FinalizeOptions = {}
     );
   }
   const planIds = new Set(parts.map((p) => p.planId));
-  if (planIds.size > 1) throw new UserError(`${out.url}: part files belong to different plans (${[...planIds].join(', ')}); rerun prep split with --force`);
+  if (planIds.size > 1) throw new UserError(`${out.url}: part files belong to different plans (${[...planIds].join(', ')}); rerun prep split with --force`, { code: 'bad-dataset' });
   const base = parts[0].base;
   const byPath = new Map<string, ShardRecord>();
   for (const p of parts) for (const r of p.shards) byPath.set(r.shard.path, r);
   const splits = {} as Record<SplitName, SplitInfo>;
   const skipped: SkippedFile[] = [];
+  const convertedBy: Record<string, number> = {};
   const absent: string[] = [];
   for (const split of SPLITS) {
     const shards: ShardInfo[] = [];
@@ -494,13 +535,14 @@ export async function finalizeDataset(url: string, options: FinalizeOptions = {}
       if (st?.size !== rec.shard.bytes) absent.push(path);
       shards.push(rec.shard);
       skipped.push(...rec.skipped);
+      for (const [why, n] of Object.entries(rec.converted ?? {})) convertedBy[why] = (convertedBy[why] ?? 0) + n;
     }
     const classCounts: Record<string, number> = Object.fromEntries(base.classes.map((c) => [c, 0]));
     for (const s of shards) for (const [c, n] of Object.entries(s.classCounts)) classCounts[c] = (classCounts[c] ?? 0) + n;
     splits[split] = { count: shards.reduce((a, s) => a + s.count, 0), classCounts, shards };
   }
   if (absent.length) {
-    throw new UserError(`${out.url}: not finalized: shard${absent.length > 1 ? 's' : ''} missing or changed since written: ${absent.slice(0, 5).join(', ')}${absent.length > 5 ? ', …' : ''}`);
+    throw new UserError(`${out.url}: not finalized: shard${absent.length > 1 ? 's' : ''} missing or changed since written: ${absent.slice(0, 5).join(', ')}${absent.length > 5 ? ', …' : ''}`, { code: 'missing-parts' });
   }
   const short: Partial<Record<SplitName, number>> = {};
   for (const split of SPLITS) {
@@ -510,13 +552,22 @@ export async function finalizeDataset(url: string, options: FinalizeOptions = {}
   const summary = Object.fromEntries(
     SPLITS.map((s) => [s, { count: splits[s].count, classCounts: splits[s].classCounts, shards: splits[s].shards.length, bytes: splits[s].shards.reduce((a, x) => a + x.bytes, 0) }]),
   ) as FinalizeReport['splits'];
-  const result: FinalizeReport = { out: out.url, complete: false, missingParts: [], splits: summary, skipped, short };
-  const reportBody = { planId: base.planId, workers: workerCount, splits: summary, skipped, short };
+  const ignored = parts[0].source?.ignored ?? [];
+  let accounting: SourceAccounting | undefined;
+  if (parts[0].source) {
+    const used = SPLITS.reduce((a, s) => a + splits[s].count, 0);
+    const converted = Object.values(convertedBy).reduce((a, n) => a + n, 0);
+    const files = parts[0].source.files;
+    accounting = { files, used, converted, skipped: skipped.length, ignored: ignored.length, spare: files - used - skipped.length - ignored.length };
+  }
+  const result: FinalizeReport = { out: out.url, complete: false, missingParts: [], splits: summary, skipped, short, accounting, convertedBy, ignored };
+  const reportBody = { planId: base.planId, workers: workerCount, splits: summary, accounting, convertedBy, skipped, ignored, short };
   if (Object.keys(short).length && !options.allowShort) {
     await out.write(REPORT_FILE, JSON.stringify(reportBody, null, 2));
     const list = Object.entries(short).map(([s, n]) => `${s} ${n} short`).join(', ');
     throw new UserError(
       `${out.url}: not finalized: broken images with no spare left to replace them (${list}); see ${REPORT_FILE}; rerun with --allow-short to publish anyway`,
+      { code: 'bad-source' },
     );
   }
   const manifest: Manifest = {
@@ -525,6 +576,7 @@ export async function finalizeDataset(url: string, options: FinalizeOptions = {}
     createdAt: new Date().toISOString(),
     splits,
     skipped,
+    ...(accounting ? { accounting } : {}),
   };
   await out.write(REPORT_FILE, JSON.stringify(reportBody, null, 2));
   // Last: readers trust only what a manifest lists.

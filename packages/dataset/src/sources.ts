@@ -26,6 +26,12 @@ export interface SourceItem {
   read(): Promise<Buffer>;
 }
 
+/** A source file that is not a sample, and why (so nothing is left out without a word). */
+export interface IgnoredFile {
+  name: string;
+  reason: string;
+}
+
 export interface Source {
   url: string;
   layout: SourceLayout;
@@ -33,8 +39,8 @@ export interface Source {
   classes: string[];
   /** Per class, in numeric/natural order. */
   byClass: Map<string, SourceItem[]>;
-  /** Files that do not fit the layout (not counted as samples). */
-  ignored: string[];
+  /** Files that do not fit the layout (not counted as samples), each with the reason. */
+  ignored: IgnoredFile[];
   close(): Promise<void>;
 }
 
@@ -87,9 +93,15 @@ export function classify(
   files: Listed[],
   url: string,
   reader: (path: string) => () => Promise<Buffer>,
-): { layout: 'flat' | 'class-folders'; byClass: Map<string, SourceItem[]>; ignored: string[] } {
-  const visible = files.filter((f) => !f.path.split('/').some((p) => p.startsWith('.') || p === '__MACOSX'));
-  const ignored: string[] = [];
+): { layout: 'flat' | 'class-folders'; byClass: Map<string, SourceItem[]>; ignored: IgnoredFile[] } {
+  const ignored: IgnoredFile[] = [];
+  const visible: Listed[] = [];
+  for (const f of files) {
+    const parts = f.path.split('/');
+    if (parts.includes('__MACOSX')) ignored.push({ name: f.path, reason: 'macOS archive metadata (__MACOSX)' });
+    else if (parts.some((p) => p.startsWith('.'))) ignored.push({ name: f.path, reason: 'hidden file or folder (name starts with .)' });
+    else visible.push(f);
+  }
   const flatIn = (dir: string) =>
     visible.filter((f) => {
       const inDir = dir ? f.path.startsWith(`${dir}/`) && !f.path.slice(dir.length + 1).includes('/') : !f.path.includes('/');
@@ -113,7 +125,17 @@ export function classify(
   };
   if (flat.length > 0) {
     const used = new Set(flat.map((f) => f.path));
-    for (const f of visible) if (!used.has(f.path)) ignored.push(f.path);
+    const top = flat[0].path.includes('/') ? flat[0].path.slice(0, flat[0].path.lastIndexOf('/') + 1) : '';
+    for (const f of visible) {
+      if (used.has(f.path)) continue;
+      const inTop = f.path.startsWith(top) && !f.path.slice(top.length).includes('/');
+      ignored.push({
+        name: f.path,
+        reason: inTop
+          ? 'name is not <class>.<number>.<ext> (the flat layout takes cat.N.jpg / dog.N.jpg)'
+          : `in a subfolder (the flat layout reads only ${top ? `${top} ` : 'the top folder'})`,
+      });
+    }
     for (const f of flat) {
       const m = FLAT_NAME.exec(basename(f.path))!;
       add({
@@ -127,6 +149,7 @@ export function classify(
       });
     }
     for (const list of byClass.values()) list.sort((a, b) => a.index! - b.index! || naturalCompare(a.name, b.name));
+    refuseDuplicateKeys(byClass, url);
     return { layout: 'flat', byClass, ignored };
   }
   // Class folders: <class>/<file>, possibly below one common parent folder.
@@ -136,30 +159,39 @@ export function classify(
   for (const f of visible) {
     const p = f.path.split('/');
     if (p.length < depth + 2) {
-      ignored.push(f.path);
+      ignored.push({ name: f.path, reason: 'not inside a class folder (the class-folder layout takes <class>/<file>)' });
       continue;
     }
     const [stem, ext] = stemAndExt(f.path);
     add({ key: stem, className: p[depth], name: f.path, ext, size: f.size, read: reader(f.path) });
   }
-  for (const [cls, list] of byClass) {
-    list.sort((a, b) => naturalCompare(a.key, b.key) || naturalCompare(a.name, b.name));
-    const seen = new Map<string, string>();
-    for (const item of list) {
-      const other = seen.get(item.key);
-      if (other) throw new UserError(`${url}: ${other} and ${item.name} in class ${cls} share the key ${item.key} (keys are file stems and must be unique)`);
-      seen.set(item.key, item.name);
-    }
-  }
-  const keys = new Map<string, string>();
+  for (const list of byClass.values()) list.sort((a, b) => naturalCompare(a.key, b.key) || naturalCompare(a.name, b.name));
+  refuseDuplicateKeys(byClass, url);
+  return { layout: 'class-folders', byClass, ignored };
+}
+
+/**
+ * Keys name samples in shards and must be unique across the whole source. Two files with one stem (cat.20.jpg and
+ * cat.20.png, or cats/x.jpg and dogs/x.jpg) are refused before anything is written: no rule for picking one is
+ * obviously right, and a dataset with the key twice would fail its own verify.
+ */
+function refuseDuplicateKeys(byClass: Map<string, SourceItem[]>, url: string): void {
+  const owners = new Map<string, string>();
+  const clashes: string[] = [];
   for (const list of byClass.values()) {
     for (const item of list) {
-      const other = keys.get(item.key);
-      if (other) throw new UserError(`${url}: ${other} and ${item.name} share the key ${item.key} (keys are file stems and must be unique)`);
-      keys.set(item.key, item.name);
+      const other = owners.get(item.key);
+      if (other !== undefined) clashes.push(`${other} and ${item.name} (key ${item.key})`);
+      else owners.set(item.key, item.name);
     }
   }
-  return { layout: 'class-folders', byClass, ignored };
+  if (clashes.length) {
+    const shown = clashes.slice(0, 5).join('; ') + (clashes.length > 5 ? `; … ${clashes.length - 5} more` : '');
+    throw new UserError(
+      `${url}: ${clashes.length} pair${clashes.length > 1 ? 's' : ''} of files share a sample key (keys are file names without the extension and must be unique): ${shown}; remove or rename one of each pair`,
+      { code: 'bad-source' },
+    );
+  }
 }
 
 function sortedClasses(byClass: Map<string, SourceItem[]>): string[] {
@@ -194,7 +226,7 @@ async function openZip(url: string, storage: Storage, file: string): Promise<Sou
     zip = await openZipFile(localPath);
   } catch (err) {
     if (tempDir) await rm(tempDir, { recursive: true, force: true });
-    throw new UserError(`${url}: not a readable zip archive (${(err as Error).message})`);
+    throw new UserError(`${url}: not a readable zip archive (${(err as Error).message})`, { code: 'bad-source' });
   }
   const entries = new Map<string, yauzl.Entry>();
   await new Promise<void>((resolve, reject) => {
@@ -203,7 +235,7 @@ async function openZip(url: string, storage: Storage, file: string): Promise<Sou
       zip.readEntry();
     });
     zip.on('end', () => resolve());
-    zip.on('error', (err) => reject(new UserError(`${url}: corrupt zip archive (${(err as Error).message})`)));
+    zip.on('error', (err) => reject(new UserError(`${url}: corrupt zip archive (${(err as Error).message})`, { code: 'bad-source' })));
     zip.readEntry();
   });
   const reader = (name: string) => () =>
@@ -235,13 +267,13 @@ export async function openSource(location: string, options: StorageOptions = {})
     const slash = url.lastIndexOf('/');
     const parent = openStorage(url.slice(0, slash) || '/', options);
     const file = url.slice(slash + 1);
-    if (!(await parent.stat(file))) throw new UserError(`${url}: source archive not found`);
+    if (!(await parent.stat(file))) throw new UserError(`${url}: source archive not found`, { code: 'not-found' });
     return openZip(url, parent, file);
   }
   const storage = openStorage(url, options);
   const files: Listed[] = [];
   for await (const e of storage.list()) files.push(e);
-  if (files.length === 0) throw new UserError(`${url}: source is empty or does not exist`);
+  if (files.length === 0) throw new UserError(`${url}: source is empty or does not exist`, { code: 'bad-source' });
   const { layout, byClass, ignored } = classify(files, url, (path) => () => storage.read(path));
   return { url, layout, classes: sortedClasses(byClass), byClass, ignored, close: async () => {} };
 }

@@ -1,6 +1,7 @@
 // Local directory storage: atomic writes by temp file + rename.
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { dirname, join, resolve, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
@@ -10,6 +11,40 @@ import type { ByteRange, Storage, StorageEntry } from './types.js';
 
 /** Marker in temp file names; list() hides them. */
 export const TEMP_MARKER = '.catdog-tmp-';
+
+/** The writer of a temp file, as recorded in its name (`<final>.catdog-tmp-<random>-<pid>@<host>`). */
+export interface TempOwner {
+  pid: number;
+  /** Absent for names written before the host was recorded (`<final>.catdog-tmp-<pid>-<random>`). */
+  host?: string;
+}
+
+function hostTag(): string {
+  return hostname().replace(/[^A-Za-z0-9.-]/g, '_') || 'unknown';
+}
+
+/** The writer recorded in a temp file's name, or undefined when `name` is not one of our temp files. */
+export function parseTempName(name: string): TempOwner | undefined {
+  const at = name.lastIndexOf(TEMP_MARKER);
+  if (at < 0) return undefined;
+  const tail = name.slice(at + TEMP_MARKER.length);
+  let m = /^[0-9a-f]+-(\d+)@(.+)$/.exec(tail);
+  if (m) return { pid: Number(m[1]), host: m[2] };
+  m = /^(\d+)-[0-9a-f]+$/.exec(tail);
+  return m ? { pid: Number(m[1]) } : undefined;
+}
+
+/** True unless `owner` is known to be dead: a writer on this host whose process no longer exists. */
+function ownerMayBeAlive(owner: TempOwner): boolean {
+  if (owner.host !== hostTag()) return true; // another machine (or unknown): only age can tell
+  if (owner.pid === process.pid) return true;
+  try {
+    process.kill(owner.pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ESRCH'; // EPERM: alive, someone else's
+  }
+}
 
 function localError(url: string, err: unknown): StorageError {
   const e = err as NodeJS.ErrnoException;
@@ -63,7 +98,8 @@ export class LocalStorage implements Storage {
   }
 
   private tempFor(file: string): string {
-    return `${file}${TEMP_MARKER}${process.pid}-${randomBytes(4).toString('hex')}`;
+    // Who wrote it goes into the name, so a later run can tell a dead writer's litter from a live writer's file.
+    return `${file}${TEMP_MARKER}${randomBytes(4).toString('hex')}-${process.pid}@${hostTag()}`;
   }
 
   async write(path: string, data: Buffer | Uint8Array | string): Promise<void> {
@@ -155,6 +191,48 @@ export class LocalStorage implements Storage {
     } catch (err) {
       throw localError(file, err);
     }
+  }
+
+  /**
+   * Removes temp files left by writers that died (kill -9, power loss) anywhere below this root: at once when the
+   * writer was a process on this host that no longer exists, otherwise (another host, or a pid now reused) only
+   * when the file has not been written to for `staleAfterMs`. A live writer's temp file is never removed.
+   */
+  async removeStaleTemp(staleAfterMs: number, now = Date.now()): Promise<{ removed: string[]; kept: string[] }> {
+    const removed: string[] = [];
+    const kept: string[] = [];
+    const walk = async (dir: string): Promise<void> => {
+      let names;
+      try {
+        names = await readdir(dir, { withFileTypes: true });
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' || code === 'ENOTDIR') return;
+        throw localError(dir, err);
+      }
+      for (const d of names) {
+        const full = join(dir, d.name);
+        if (d.isDirectory()) {
+          await walk(full);
+          continue;
+        }
+        const owner = parseTempName(d.name);
+        if (!owner || !d.isFile()) continue;
+        const s = await lstat(full).catch(() => undefined);
+        if (!s) continue; // its writer just renamed or removed it
+        const rel = full.slice(this.url.length + 1).split(sep).join('/');
+        if (ownerMayBeAlive(owner) && now - s.mtimeMs < staleAfterMs) {
+          kept.push(rel);
+          continue;
+        }
+        await rm(full, { force: true }).catch((err) => {
+          throw localError(full, err);
+        });
+        removed.push(rel);
+      }
+    };
+    await walk(this.url);
+    return { removed: removed.sort(), kept: kept.sort() };
   }
 
   child(prefix: string): Storage {

@@ -1,6 +1,8 @@
 // S3 (and S3-compatible) storage on @aws-sdk/client-s3, multipart uploads through @aws-sdk/lib-storage.
 import {
+  AbortMultipartUploadCommand,
   DeleteObjectCommand,
+  ListMultipartUploadsCommand,
   GetObjectCommand,
   HeadObjectCommand,
   PutObjectCommand,
@@ -23,7 +25,7 @@ export interface S3Location {
 
 export function parseS3Url(url: string): S3Location {
   const m = /^s3:\/\/([^/]+)\/?(.*)$/.exec(url);
-  if (!m || !m[1]) throw new UserError(`${url}: not an S3 URL (expected s3://bucket/prefix)`);
+  if (!m || !m[1]) throw new UserError(`${url}: not an S3 URL (expected s3://bucket/prefix)`, { code: 'unsupported-scheme' });
   return { bucket: m[1], prefix: m[2].replace(/^\/+|\/+$/g, '') };
 }
 
@@ -36,6 +38,8 @@ export interface ResolvedS3Options {
   maxAttempts: number;
   partSize: number;
   queueSize: number;
+  connectTimeoutMs: number;
+  socketTimeoutMs: number;
 }
 
 /** Applies the documented defaults (AWS env/config, endpoint variables, compatible settings for custom endpoints). */
@@ -55,6 +59,8 @@ export function resolveS3Options(options: StorageOptions = {}, env: NodeJS.Proce
     maxAttempts: options.maxAttempts ?? (Number(env.AWS_MAX_ATTEMPTS) || 5),
     partSize: Math.max(5 * 1024 * 1024, options.partSize ?? 8 * 1024 * 1024),
     queueSize: Math.max(1, options.queueSize ?? 4),
+    connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
+    socketTimeoutMs: options.socketTimeoutMs ?? (Number(env.CATDOG_S3_SOCKET_TIMEOUT_MS) || 60_000),
   };
 }
 
@@ -75,6 +81,8 @@ function clientFor(o: ResolvedS3Options): S3Client {
       // The SDK's standard strategy retries throttling, 5xx and transient network errors with jittered backoff.
       maxAttempts: o.maxAttempts,
       retryMode: 'standard',
+      // Without these a stalled connection hangs forever; a timed-out request is retried like a reset one.
+      requestHandler: { connectionTimeout: o.connectTimeoutMs, socketTimeout: o.socketTimeoutMs },
     };
     client = new S3Client(config);
     clients.set(key, client);
@@ -249,6 +257,52 @@ export class S3Storage implements Storage {
       if (e?.name === 'NoSuchKey' || e?.name === 'NotFound') return;
       this.fail(this.urlOf(path), err);
     }
+  }
+
+  /**
+   * Aborts multipart uploads under this prefix started more than `staleAfterMs` ago (their writer was killed
+   * before completing or aborting them; S3 keeps and bills their parts until aborted). S3 cannot tell whether
+   * the writer is alive, so only age decides. `supported` is false when the server does not implement
+   * ListMultipartUploads (e.g. s3rver); nothing is aborted then.
+   */
+  async abortStaleUploads(staleAfterMs: number, now = Date.now()): Promise<{ aborted: string[]; kept: string[]; supported: boolean }> {
+    const aborted: string[] = [];
+    const kept: string[] = [];
+    const prefix = this.prefix ? `${this.prefix}/` : '';
+    const strip = prefix.length;
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    for (;;) {
+      let page;
+      try {
+        page = await this.client.send(
+          new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
+        );
+      } catch (err) {
+        const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+        const status = e?.$metadata?.httpStatusCode;
+        if (e?.name === 'NotImplemented' || status === 501 || status === 405) return { aborted, kept, supported: false };
+        this.fail(`s3://${this.bucket}/${prefix}`, err);
+      }
+      for (const u of page.Uploads ?? []) {
+        if (!u.Key || !u.UploadId) continue;
+        const rel = u.Key.slice(strip);
+        if (u.Initiated && now - u.Initiated.getTime() < staleAfterMs) {
+          kept.push(rel);
+          continue;
+        }
+        try {
+          await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: u.Key, UploadId: u.UploadId }));
+        } catch (err) {
+          if ((err as { name?: string })?.name !== 'NoSuchUpload') this.fail(`s3://${this.bucket}/${u.Key}`, err);
+        }
+        aborted.push(rel);
+      }
+      if (!page.IsTruncated) break;
+      keyMarker = page.NextKeyMarker;
+      uploadIdMarker = page.NextUploadIdMarker;
+    }
+    return { aborted, kept, supported: true };
   }
 
   child(prefix: string): Storage {

@@ -22,6 +22,13 @@ export interface StorageOptions {
   partSize?: number;
   /** Parts uploaded concurrently per streamed upload (memory ≈ partSize × queueSize). Default 4. */
   queueSize?: number;
+  /** Milliseconds to wait for a TCP connection to the endpoint. Default 10 000. */
+  connectTimeoutMs?: number;
+  /**
+   * Milliseconds a connection may sit idle (no byte sent or received) before the request is abandoned and retried,
+   * so a stalled server never hangs a run. Default 60 000; env override CATDOG_S3_SOCKET_TIMEOUT_MS.
+   */
+  socketTimeoutMs?: number;
 }
 
 export interface ByteRange {

@@ -43,7 +43,7 @@ test('bench ends with the verification line', () => {
   assert.match(r.stdout, /main_thread_ms_per_batch=[\d.]+/);
 });
 
-test('clear errors and exit 1 for missing inputs', () => {
+test('clear errors: exit 1 for missing inputs, 2 for usage errors', () => {
   const a = cli(['preview', '--image', 'no-such-image.jpg']);
   assert.equal(a.status, 1);
   assert.match(a.stderr, /^error: image not found: .*no-such-image\.jpg/m);
@@ -51,6 +51,13 @@ test('clear errors and exit 1 for missing inputs', () => {
   assert.equal(b.status, 1);
   assert.match(b.stderr, /^error: source not found: \/no\/such\/folder/m);
   const c = cli(['preview', '--image', join(kaggleTrainDir, 'cat.3.jpg'), '--fill-mode', 'mirror']);
-  assert.notEqual(c.status, 0);
+  assert.equal(c.status, 2);
   assert.match(c.stderr, /fill-mode/);
+  const d = cli(['bench', '--source', kaggleTrainDir, '--no-such-flag']);
+  assert.equal(d.status, 2);
+  assert.match(d.stderr, /unknown option '--no-such-flag'/);
+  const e = cli(['preview', '--image', join(kaggleTrainDir, 'cat.3.jpg'), '--count', '0']);
+  assert.equal(e.status, 2);
+  assert.match(e.stderr, /--count must be a positive integer/);
+  assert.equal(cli(['--help']).status, 0);
 });

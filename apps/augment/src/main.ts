@@ -4,7 +4,7 @@ import { existsSync, statSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { basename, dirname, extname, resolve } from 'node:path';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import sharp from 'sharp';
 import {
   BOOK_AUGMENTATION,
@@ -23,7 +23,7 @@ import {
   type SampleSource,
 } from '@catdog/augment';
 import type { EncodedSample } from '@catdog/dataset';
-import { UserError } from '@catdog/errors';
+import { reportError, UsageError, UserError } from '@catdog/errors';
 
 // sharp runs on libuv's thread pool, shared by every worker thread of the process (4 threads unless set before its
 // first use): give it one thread per core so more than 4 workers are not throttled.
@@ -78,7 +78,7 @@ async function preview(opts: AugmentFlags & { image: string; count: number; cols
   const w = opts.size;
   let decoded: Uint8Array;
   try {
-    decoded = await decodeResized(await readFile(file), h, w, opts.interpolation, opts.jpegDecoder);
+    decoded = await decodeResized(await readFile(file), { height: h, width: w, interpolation: opts.interpolation, jpegDecoder: opts.jpegDecoder });
   } catch (err) {
     throw new UserError(`cannot decode ${file}: ${(err as Error).message}`);
   }
@@ -93,8 +93,10 @@ async function preview(opts: AugmentFlags & { image: string; count: number; cols
   for (let i = 0; i < opts.count; i++) {
     // Tile i is what epoch i of a stream with this seed would feed the model for this image.
     const params = sampleTransform(augment, sampleRng(opts.seed, i, key), h, w);
-    applyAffine(decoded, h, w, transformMatrix(params, h, w), augment.fillMode, augment.cval, {
-      data: tile, flipHorizontal: params.flipHorizontal, flipVertical: params.flipVertical,
+    applyAffine({ pixels: decoded, height: h, width: w }, transformMatrix(params, h, w), {
+      fillMode: augment.fillMode,
+      cval: augment.cval,
+      output: { data: tile, flipHorizontal: params.flipHorizontal, flipVertical: params.flipVertical },
     });
     const x0 = gap + (i % cols) * (w + gap);
     const y0 = gap + Math.floor(i / cols) * (h + gap);
@@ -193,8 +195,9 @@ async function bench(opts: AugmentFlags & {
 }
 
 const program = new Command('augment')
-  .description("Keras ImageDataGenerator augmentation on a worker pool: preview and benchmark")
-  .showHelpAfterError();
+  .description("Keras ImageDataGenerator augmentation on a worker pool: preview, benchmark and serve")
+  .showHelpAfterError('(run with --help for usage)')
+  .exitOverride();
 
 addAugmentFlags(
   program
@@ -229,10 +232,16 @@ addAugmentFlags(
     .addOption(new Option('--jpeg-decoder <kind>', "fast (TurboJPEG's fast IDCT) or exact (PIL's pixels, via sharp)").choices(['fast', 'exact']).default('fast')),
 ).action(bench);
 
-try {
-  await program.parseAsync(process.argv);
-} catch (err) {
-  const e = err as Error;
-  console.error(`error: ${e instanceof UserError || e instanceof RangeError ? e.message : (e.stack ?? e.message)}`);
-  process.exit(1);
+/** 0 ok, 1 failure, 2 usage (commander has already printed its own usage errors). */
+async function main(argv: string[]): Promise<number> {
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    // RangeErrors come from the library's option checks, i.e. from flag values.
+    return reportError(err instanceof RangeError ? new UsageError(err.message) : err);
+  }
 }
+
+process.exitCode = await main(process.argv);

@@ -16,10 +16,23 @@ export {
   IDENTITY_PARAMS,
   type TransformParams,
   packedLayout,
+  type AffineImage,
+  type AffineOptions,
   type AffineOutput,
   type SourceLayout,
 } from './transform.js';
-export { decodeResized, decodeForSampling, nearestLayout, resizeNearest, jpegSize, endsWithEoi, type Interpolation, type JpegDecoder } from './decode.js';
+export { threadSampler, type Sampler } from './affine-wasm.js';
+export {
+  decodeResized,
+  decodeForSampling,
+  nearestLayout,
+  resizeNearest,
+  jpegSize,
+  endsWithEoi,
+  type DecodeOptions,
+  type Interpolation,
+  type JpegDecoder,
+} from './decode.js';
 export { loadSamples, openDatasetSource, DEFAULT_MAX_SOURCE_BYTES, type SampleSource, type LoadedSamples } from './source.js';
 export {
   createBatchStream,

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// augment: preview the book's augmentation on one image, and benchmark the batch pipeline.
-import { existsSync, statSync } from 'node:fs';
+// augment: preview the book's augmentation on one image, benchmark the batch pipeline, serve batches to trainers.
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { basename, dirname, extname, resolve } from 'node:path';
@@ -12,15 +12,18 @@ import {
   createBatchStream,
   decodeResized,
   type JpegDecoder,
-  loadSamples,
   openDatasetSource,
+  readServiceToken,
   resolveAugmentOptions,
+  startAugmentServer,
   sampleRng,
   sampleTransform,
   transformMatrix,
   type AugmentOptions,
   type FillMode,
   type SampleSource,
+  type AugmentServiceOptions,
+  type BatchStream,
 } from '@catdog/augment';
 import type { EncodedSample } from '@catdog/dataset';
 import { reportError, UsageError, UserError } from '@catdog/errors';
@@ -35,6 +38,11 @@ const resolvePath = (p: string) => resolve(base, p);
 const int = (name: string) => (v: string) => {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer`);
+  return n;
+};
+const port = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('--port must be an integer in [0, 65535]');
   return n;
 };
 const num = (name: string) => (v: string) => {
@@ -119,10 +127,12 @@ const median = (xs: number[]) => {
 async function bench(opts: AugmentFlags & {
   source: string; limit: number; workers: number; batch: number; size: number; passes: number; split: 'train' | 'validation' | 'test';
   seed: number; interpolation: 'nearest' | 'bilinear'; jpegDecoder: JpegDecoder; augment: boolean; minWorkers: number; json?: string;
-}) {
+} & ServiceFlags) {
   const url = /^s3:\/\//.test(opts.source) ? opts.source : resolvePath(opts.source);
   if (!url.startsWith('s3://') && !existsSync(url)) throw new UserError(`source not found: ${url}`);
   const augment = opts.augment ? augmentFromFlags(opts) : false;
+  const service = serviceOf(opts);
+  if (service) return benchRemote(opts, url, augment, service);
   // Read the encoded files once, before any timing: the benchmark measures decode → resize → augment → batch.
   const opened = await openDatasetSource(url, opts.split);
   // Balanced like the book's 2000 (1000 cats + 1000 dogs): an equal share of --limit per class, in source order.
@@ -194,6 +204,94 @@ async function bench(opts: AugmentFlags & {
   console.log(`augment images_per_s=${last.rate.toFixed(0)} workers=${last.workers}`);
 }
 
+interface ServiceFlags {
+  augmentService?: string;
+  tokenFile?: string;
+  tlsCa?: string;
+}
+
+/** The client side of --augment-service, or undefined to run in process. */
+function serviceOf(opts: ServiceFlags): AugmentServiceOptions | undefined {
+  if (!opts.augmentService) return undefined;
+  return {
+    addresses: opts.augmentService,
+    token: readServiceToken(opts.tokenFile && resolvePath(opts.tokenFile)),
+    tls: opts.tlsCa ? { ca: readFileSync(resolvePath(opts.tlsCa)) } : undefined,
+  };
+}
+
+/**
+ * bench against augmentation servers: the servers read the whole source; each pass is the next ceil(limit / batch)
+ * batches of the stream (a prefix of a shuffled epoch), timed as in process.
+ */
+async function benchRemote(
+  opts: { limit: number; workers: number; batch: number; size: number; passes: number; split: 'train' | 'validation' | 'test'; seed: number; interpolation: 'nearest' | 'bilinear'; jpegDecoder: JpegDecoder },
+  url: string,
+  augment: AugmentOptions | false,
+  service: AugmentServiceOptions,
+) {
+  const stream: BatchStream = await createBatchStream({
+    source: url, split: opts.split, batchSize: opts.batch, targetSize: [opts.size, opts.size], augment, shuffle: true,
+    seed: opts.seed, interpolation: opts.interpolation, jpegDecoder: opts.jpegDecoder, augmentService: service,
+    prefetch: 2 * opts.workers,
+  });
+  try {
+    const perPass = Math.ceil(Math.min(opts.limit, stream.size) / opts.batch);
+    console.log(
+      `source ${url} on ${stream.stats().servers!.length} servers (${stream.workers} workers): ${stream.size} images, ` +
+        `${perPass} batches of ${opts.batch} per pass, ${opts.size}×${opts.size}, ${opts.passes} passes, augment ${augment ? 'book' : 'off'}`,
+    );
+    await stream.ready();
+    const rates: number[] = [];
+    const cpu0 = process.cpuUsage();
+    let bytes = 0;
+    for (let pass = 0; pass < opts.passes; pass++) {
+      const t = performance.now();
+      let images = 0;
+      for (let b = 0; b < perPass; b++) {
+        const r = await stream.next();
+        if (r.done) break;
+        images += r.value.shape[0];
+      }
+      rates.push(images / ((performance.now() - t) / 1000));
+    }
+    const cpu = process.cpuUsage(cpu0);
+    const st = stream.stats();
+    for (const s of st.servers!) bytes += s.bytes;
+    for (const s of st.servers!) {
+      console.log(`server ${s.address} ${s.state} workers=${s.workers} batches=${s.batches} images_per_s=${s.imagesPerSecond.toFixed(0)} queue_depth=${s.queueDepth}`);
+    }
+    console.log(
+      `remote images_per_s=${median(rates).toFixed(0)} passes=[${rates.map((r) => r.toFixed(0)).join(', ')}] ` +
+        `wire_bytes_per_batch=${(bytes / st0(st.batches)).toFixed(0)} client_cpu_ms_per_batch=${((cpu.user + cpu.system) / 1000 / st0(st.batches)).toFixed(2)}` +
+        (st.retries ? ` reassigned=${st.retries}` : '') + (st.skipped.length ? ` skipped=${st.skipped.length}` : ''),
+    );
+    console.log(`augment images_per_s=${median(rates).toFixed(0)} workers=${opts.workers}`);
+  } finally {
+    await stream.close();
+  }
+}
+
+async function serve(opts: { port: number; host: string; workers: number; tokenFile?: string; tlsCert?: string; tlsKey?: string; cacheDir?: string }) {
+  const token = readServiceToken(opts.tokenFile && resolvePath(opts.tokenFile));
+  const loopback = ['127.0.0.1', '::1', 'localhost'].includes(opts.host);
+  if (!token && !loopback) {
+    throw new UsageError(`serving on ${opts.host} needs a token: give --token-file or set CATDOG_AUGMENT_TOKEN (only a loopback --host may go without)`);
+  }
+  if (!opts.tlsCert !== !opts.tlsKey) throw new UsageError('--tls-cert and --tls-key go together');
+  const tls = opts.tlsCert && opts.tlsKey ? { cert: readFileSync(resolvePath(opts.tlsCert)), key: readFileSync(resolvePath(opts.tlsKey)) } : undefined;
+  const server = await startAugmentServer({
+    port: opts.port, host: opts.host, workers: opts.workers, token, tls, cacheDir: opts.cacheDir && resolvePath(opts.cacheDir),
+  });
+  if (!token) console.error('augment serve: no token: accepting unauthenticated calls on loopback');
+  console.log(`augment serve listening ${server.host}:${server.port}`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  await server.close();
+}
+
 const program = new Command('augment')
   .description("Keras ImageDataGenerator augmentation on a worker pool: preview, benchmark and serve")
   .showHelpAfterError('(run with --help for usage)')
@@ -229,8 +327,23 @@ addAugmentFlags(
     .option('--no-augment', 'decode and resize only')
     .option('--json <file>', 'also write the results as JSON')
     .addOption(new Option('--interpolation <kind>', 'resize kernel').choices(['nearest', 'bilinear']).default('nearest'))
-    .addOption(new Option('--jpeg-decoder <kind>', "fast (TurboJPEG's fast IDCT) or exact (PIL's pixels, via sharp)").choices(['fast', 'exact']).default('fast')),
+    .addOption(new Option('--jpeg-decoder <kind>', "fast (TurboJPEG's fast IDCT) or exact (PIL's pixels, via sharp)").choices(['fast', 'exact']).default('fast'))
+    .option('--augment-service <host:port,…>', 'make the batches on these augmentation servers (a DNS name may resolve to several)')
+    .option('--token-file <file>', "the servers' shared token (default: $CATDOG_AUGMENT_TOKEN)")
+    .option('--tls-ca <file>', 'connect with TLS, trusting this CA certificate (PEM)'),
 ).action(bench);
+
+program
+  .command('serve')
+  .description('serve augmented batches to trainers over gRPC until SIGTERM; prints "augment serve listening <host>:<port>" once ready')
+  .requiredOption('--port <n>', 'port (0: any free one)', port)
+  .option('--host <addr>', 'address to listen on', '0.0.0.0')
+  .option('--workers <n>', 'worker threads', int('--workers'), availableParallelism())
+  .option('--token-file <file>', 'shared token every call must carry (default: $CATDOG_AUGMENT_TOKEN; required unless --host is loopback)')
+  .option('--tls-cert <file>', 'serve TLS with this certificate chain (PEM)')
+  .option('--tls-key <file>', 'and this private key (PEM)')
+  .option('--cache-dir <dir>', "local cache for remote datasets' shards")
+  .action(serve);
 
 /** 0 ok, 1 failure, 2 usage (commander has already printed its own usage errors). */
 async function main(argv: string[]): Promise<number> {

@@ -34,13 +34,16 @@ export {
   type JpegDecoder,
 } from './decode.js';
 export { loadSamples, openDatasetSource, DEFAULT_MAX_SOURCE_BYTES, type SampleSource, type LoadedSamples } from './source.js';
+export { createBatchStream } from './stream.js';
 export {
-  createBatchStream,
   type BatchStream,
   type BatchStreamOptions,
   type Batch,
   type StreamStats,
   type SkippedSample,
   type EpochReport,
-} from './stream.js';
+  type ServerStats,
+} from './batch-stream.js';
+export { parseServiceAddresses, readServiceToken, type AugmentServiceOptions } from './service/addresses.js';
+export { startAugmentServer, loadServedSamples, type AugmentServer, type AugmentServerOptions } from './service/server.js';
 export { toTfDataset, batchToTensors, type TfDatasetOptions } from './tfjs.js';

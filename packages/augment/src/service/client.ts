@@ -129,6 +129,7 @@ class RemoteBatchStream implements BatchStream {
   /** why a server could not open the dataset at start, reported if none could */
   private startError: Error | null = null;
   private reassigned = 0;
+  private consuming = false;
   private closed = false;
   private downSince: number | null = null;
   private watchdog: NodeJS.Timeout | null = null;
@@ -318,7 +319,8 @@ class RemoteBatchStream implements BatchStream {
 
   /** Hands out batches while fewer than `prefetch` are owed and a live server has room. */
   private pump(): void {
-    while (!this.closed && !this.fatal && this.stepsPerEpoch > 0) {
+    // Nothing is asked for before the first next(), as in process (a benchmark's warm-up is not timed work).
+    while (!this.closed && !this.fatal && this.consuming) {
       const retry = this.unassigned.length > 0;
       if (!retry && !(this.nextSeq < this.endSeq && this.nextSeq - this.delivered < this.prefetch)) return;
       let best: Endpoint | null = null;
@@ -407,6 +409,7 @@ class RemoteBatchStream implements BatchStream {
       await this.close();
       return { done: true, value: undefined };
     }
+    this.consuming = true;
     this.pump();
     const seq = this.delivered;
     while (!this.received.has(seq) && !this.fatal && !this.closed) {

@@ -61,3 +61,21 @@ test('clear errors: exit 1 for missing inputs, 2 for usage errors', () => {
   assert.match(e.stderr, /--count must be a positive integer/);
   assert.equal(cli(['--help']).status, 0);
 });
+
+test('serve refuses to listen beyond loopback without a token, and names bad flags (exit 2)', () => {
+  const { CATDOG_AUGMENT_TOKEN: _, ...env } = process.env;
+  const run = (args: string[]) =>
+    spawnSync(process.execPath, ['--import', 'tsx', 'apps/augment/src/main.ts', ...args], { cwd: projectRoot, encoding: 'utf8', env });
+  const a = run(['serve', '--port', '0']);
+  assert.equal(a.status, 2);
+  assert.match(a.stderr, /^error: serving on 0\.0\.0\.0 needs a token: give --token-file or set CATDOG_AUGMENT_TOKEN/m);
+  const b = run(['serve', '--port', '70000']);
+  assert.equal(b.status, 2);
+  assert.match(b.stderr, /--port must be an integer in \[0, 65535\]/);
+  const c = run(['serve', '--port', '0', '--token-file', '/no/such/token']);
+  assert.equal(c.status, 1);
+  assert.match(c.stderr, /^error: cannot read the token file \/no\/such\/token: ENOENT/m);
+  const d = run(['bench', '--source', kaggleTrainDir, '--augment-service', 'nohostport']);
+  assert.equal(d.status, 2);
+  assert.match(d.stderr, /bad address "nohostport" \(expected host:port\)/);
+});

@@ -2,9 +2,9 @@
 // a server killed mid-epoch, tokens, malformed and oversized requests, a stalled client.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -234,4 +234,24 @@ test('a stalled client does not grow server memory: the server stops making its 
   // the cancelled call's work is dropped
   await new Promise((r) => setTimeout(r, 500));
   assert.equal((await status()).queueDepth, 0);
+});
+
+test('TLS: a server given a certificate is reached by DNS name with the CA trusted, and refuses plaintext', async () => {
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  const made = spawnSync('openssl', [
+    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+  ], { encoding: 'utf8' });
+  assert.equal(made.status, 0, made.stderr);
+  const server = await startServer(['--tls-cert', cert, '--tls-key', key]);
+  const options = { source: images, ...recipe(), epochs: 1 };
+  // 'localhost' resolves to 127.0.0.1 (and perhaps ::1, where nothing listens: that address is just marked down)
+  const secure = await digests({ ...options, augmentService: { addresses: `localhost:${server.port}`, token: TOKEN, tls: { ca: readFileSync(cert) } } });
+  assert.deepEqual(secure.digests, local.digests.slice(0, 5));
+  await assert.rejects(
+    createBatchStream({ ...options, augmentService: { addresses: server.address, token: TOKEN } }),
+    (err: unknown) => isUserError(err, 'unreachable'),
+  );
+  server.process.kill('SIGTERM');
 });

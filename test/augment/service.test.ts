@@ -147,6 +147,13 @@ test('a wrong or missing token is refused with a clear error; the server goes on
     );
   }
   assert.match(pair[1].stderr(), /refused a call from .*: wrong token/);
+  // the standard gRPC health check (Kubernetes' grpc readiness probe) needs no token and tells nothing but SERVING
+  const client = new grpc.Client(pair[1].address, grpc.credentials.createInsecure());
+  const health = await new Promise<Buffer>((resolve, reject) =>
+    client.makeUnaryRequest('/grpc.health.v1.Health/Check', (b: Buffer) => b, (b: Buffer) => b, Buffer.alloc(0), new grpc.Metadata(), (err, r) => (err ? reject(err) : resolve(r!))),
+  );
+  client.close();
+  assert.deepEqual([...health], [0x08, 0x01]);
   assert.ok(!pair[1].stderr().includes(TOKEN), 'the token is never logged');
 });
 

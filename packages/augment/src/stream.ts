@@ -2,9 +2,8 @@
 // bounded number of batches in flight.
 import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import type { Batch, BatchStream, BatchStreamOptions, EpochReport, SkippedSample, StreamStats } from './batch-stream.js';
-import type { Interpolation, JpegDecoder } from './decode.js';
-import { resolveAugmentOptions, type AugmentOptions } from './options.js';
+import type { Batch, BatchStream, BatchStreamOptions, StreamStats } from './batch-stream.js';
+import { DeliveryLog, iterate, positiveInt, resolveStreamOptions, type ResolvedStreamOptions } from './delivery.js';
 import { batchIndices, epochSampleOrder, stepsPerEpoch } from './plan.js';
 import { loadSamples, openDatasetSource, type LoadedSamples, type SampleSource } from './source.js';
 import { BatchPool } from './batch-pool.js';
@@ -18,66 +17,25 @@ interface Pending {
   result: Promise<BatchResult>;
 }
 
-const MAX_SKIPPED_KEPT = 10_000;
-
-function positiveInt(name: string, value: number): number {
-  if (!Number.isInteger(value) || value < 1) throw new RangeError(`${name} must be a positive integer, got ${value}`);
-  return value;
-}
-
 /**
  * Opens the source (reading its encoded samples into memory) and starts the worker pool; with `augmentService`,
  * connects to augmentation servers instead, which do both.
  */
 export async function createBatchStream(options: BatchStreamOptions): Promise<BatchStream> {
-  if (options.augmentService) return createRemoteBatchStream(options);
-  const batchSize = positiveInt('batchSize', options.batchSize ?? 32);
-  const [height, width] = options.targetSize ?? [150, 150];
-  positiveInt('targetSize height', height);
-  positiveInt('targetSize width', width);
-  const augment = options.augment ? resolveAugmentOptions(options.augment) : null;
-  const shuffle = options.shuffle ?? augment !== null;
-  const seed = options.seed ?? Math.floor(Math.random() * 2 ** 31);
-  if (!Number.isSafeInteger(seed)) throw new RangeError(`seed must be an integer, got ${seed}`);
+  const resolved = resolveStreamOptions(options);
+  if (options.augmentService) return createRemoteBatchStream(options, resolved);
   const workers = positiveInt('workers', options.workers ?? availableParallelism());
-  const prefetch = positiveInt('prefetch', options.prefetch ?? 2 * workers);
-  const epochs = options.epochs ?? Infinity;
-  if (!(epochs > 0)) throw new RangeError(`epochs must be > 0, got ${epochs}`);
-  const initialEpoch = options.initialEpoch ?? 0;
-  const dtype = options.dtype ?? 'float32';
-  const rescale = options.rescale ?? 1 / 255;
-  const interpolation = options.interpolation ?? 'nearest';
-  const jpegDecoder = options.jpegDecoder ?? 'fast';
-
   const source =
     typeof options.source === 'string'
       ? await openDatasetSource(options.source, options.split ?? 'train', options.cacheDir)
       : options.source;
   const loaded = await loadSamples(source, options.maxSourceBytes);
-  return new PooledBatchStream(loaded, {
-    batchSize, height, width, augment, shuffle, seed, workers, prefetch, epochs, initialEpoch, dtype, rescale,
-    interpolation, jpegDecoder, dropRemainder: options.dropRemainder ?? false, onEpochEnd: options.onEpochEnd,
-    crashMarker: options.crashMarker,
-  });
+  return new PooledBatchStream(loaded, { ...resolved, workers, prefetch: options.prefetch ?? 2 * workers, crashMarker: options.crashMarker });
 }
 
-interface Resolved {
-  batchSize: number;
-  height: number;
-  width: number;
-  augment: AugmentOptions | null;
-  shuffle: boolean;
-  seed: number;
+interface Resolved extends ResolvedStreamOptions {
   workers: number;
   prefetch: number;
-  epochs: number;
-  initialEpoch: number;
-  dtype: 'float32' | 'uint8';
-  rescale: number;
-  interpolation: Interpolation;
-  jpegDecoder: JpegDecoder;
-  dropRemainder: boolean;
-  onEpochEnd?: (report: EpochReport) => void;
   crashMarker?: string;
 }
 
@@ -96,15 +54,9 @@ class PooledBatchStream implements BatchStream {
   private order: number[] | null = null;
   private orderEpoch = -1;
   private closed = false;
-  private delivered = 0;
-  private images = 0;
-  private mainMs = 0;
-  private workerMs = 0;
-  private readonly skipped: SkippedSample[] = [];
+  private readonly log: DeliveryLog;
   /** released batch buffers (or shared batch memories), reused by later tasks */
   private readonly spare: (ArrayBuffer | WebAssembly.Memory)[] = [];
-  private epochSkipped: SkippedSample[] = [];
-  private epochImages = 0;
 
   constructor(private readonly data: LoadedSamples, private readonly o: Resolved) {
     this.classes = data.classes;
@@ -119,16 +71,11 @@ class PooledBatchStream implements BatchStream {
     this.nextEpoch = o.initialEpoch;
     this.batchBytes = o.batchSize * o.height * o.width * 3 * (o.dtype === 'uint8' ? 1 : 4);
     this.pool = new BatchPool(data.shared, o.workers);
+    this.log = new DeliveryLog(o.onEpochEnd);
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Batch, undefined> {
-    return {
-      next: () => this.next(),
-      return: async () => {
-        await this.close();
-        return { done: true, value: undefined };
-      },
-    };
+    return iterate(this);
   }
 
   private epochIndices(epoch: number): number[] {
@@ -174,7 +121,7 @@ class PooledBatchStream implements BatchStream {
     let t = performance.now();
     this.dispatch();
     const head = this.inflight.shift();
-    this.mainMs += performance.now() - t;
+    this.log.addMainMs(performance.now() - t);
     if (!head) {
       await this.close();
       return { done: true, value: undefined };
@@ -198,10 +145,6 @@ class PooledBatchStream implements BatchStream {
       ys[j] = this.data.labels[i];
     }
     const skipped = res.skipped.map((s) => ({ key: this.data.keys[head.indices[s.position]], epoch: head.epoch, reason: s.reason }));
-    for (const s of skipped) {
-      if (this.skipped.length < MAX_SKIPPED_KEPT) this.skipped.push(s);
-      this.epochSkipped.push(s);
-    }
     const len = n * h * w * 3;
     const xs = this.o.dtype === 'uint8' ? new Uint8Array(res.xs, 0, len) : new Float32Array(res.xs, 0, len);
     const reusable = res.memory ? res.xs.byteLength > this.batchBytes : res.xs.byteLength === this.batchBytes;
@@ -213,23 +156,9 @@ class PooledBatchStream implements BatchStream {
       if (reusable && this.spare.length < this.o.prefetch) this.spare.push(recycled);
     };
     const batch: Batch = { xs, ys, keys, shape: [n, h, w, 3], epoch: head.epoch, index: head.index, skipped, release };
-    this.delivered++;
-    this.images += n;
-    this.epochImages += n;
-    this.workerMs += res.workerMs;
-    if (head.index === this.stepsPerEpoch - 1) {
-      const report: EpochReport = { epoch: head.epoch, images: this.epochImages, skipped: this.epochSkipped };
-      this.epochSkipped = [];
-      this.epochImages = 0;
-      this.mainMs += performance.now() - t;
-      this.o.onEpochEnd?.(report);
-    } else {
-      this.mainMs += performance.now() - t;
-    }
+    this.log.record(batch, head.index === this.stepsPerEpoch - 1, res.workerMs, performance.now() - t);
     return { done: false, value: batch };
   }
-
-  private readonly created = performance.now();
 
   async ready(): Promise<void> {
     const o = this.o;
@@ -240,17 +169,7 @@ class PooledBatchStream implements BatchStream {
   }
 
   stats(): StreamStats {
-    const seconds = (performance.now() - this.created) / 1000;
-    return {
-      batches: this.delivered,
-      images: this.images,
-      seconds,
-      imagesPerSecond: seconds > 0 ? this.images / seconds : 0,
-      skipped: [...this.skipped],
-      retries: this.pool.retries,
-      mainThreadMsPerBatch: this.delivered ? this.mainMs / this.delivered : 0,
-      workerMsPerBatch: this.delivered ? this.workerMs / this.delivered : 0,
-    };
+    return this.log.stats(this.pool.retries);
   }
 
   async close(): Promise<void> {

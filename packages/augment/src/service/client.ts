@@ -9,8 +9,8 @@ import { isIP } from 'node:net';
 import { resolve as resolvePath } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { UserError } from '@catdog/errors';
-import type { Batch, BatchStream, BatchStreamOptions, EpochReport, ServerStats, SkippedSample, StreamStats } from '../batch-stream.js';
-import { resolveAugmentOptions } from '../options.js';
+import type { Batch, BatchStream, BatchStreamOptions, ServerStats, StreamStats } from '../batch-stream.js';
+import { DeliveryLog, iterate, type ResolvedStreamOptions } from '../delivery.js';
 import { stepsPerEpoch } from '../plan.js';
 import {
   decodeFrame,
@@ -31,7 +31,6 @@ const raw = (b: Buffer) => b;
 /** A batch that failed on this many servers fails the stream. */
 const MAX_ATTEMPTS = 4;
 const DNS_REFRESH_MS = 10_000;
-const MAX_SKIPPED_KEPT = 10_000;
 /** Status codes that mean the request itself is wrong: the same on every server, so the stream fails. */
 const FATAL = new Set([grpc.status.UNAUTHENTICATED, grpc.status.PERMISSION_DENIED, grpc.status.INVALID_ARGUMENT, grpc.status.OUT_OF_RANGE]);
 
@@ -57,32 +56,18 @@ interface Received {
   bytes: number;
 }
 
-export async function createRemoteBatchStream(options: BatchStreamOptions): Promise<BatchStream> {
-  const service = options.augmentService!;
+/** createBatchStream with `augmentService`: connects to the servers and asks each to open the dataset. */
+export async function createRemoteBatchStream(options: BatchStreamOptions, o: ResolvedStreamOptions): Promise<BatchStream> {
   if (typeof options.source !== 'string') {
     throw new RangeError('augmentService: source must be a dataset URL the servers can read (dataset dir, s3:// prefix or image folder)');
   }
-  const batchSize = positiveInt('batchSize', options.batchSize ?? 32);
-  const [height, width] = options.targetSize ?? [150, 150];
-  positiveInt('targetSize height', height);
-  positiveInt('targetSize width', width);
-  const augment = options.augment ? resolveAugmentOptions(options.augment) : null;
-  const seed = options.seed ?? Math.floor(Math.random() * 2 ** 31);
-  if (!Number.isSafeInteger(seed)) throw new RangeError(`seed must be an integer, got ${seed}`);
-  const epochs = options.epochs ?? Infinity;
-  if (!(epochs > 0)) throw new RangeError(`epochs must be > 0, got ${epochs}`);
-  if (options.prefetch !== undefined) positiveInt('prefetch', options.prefetch);
   const recipe: BatchRecipe = {
-    seed, shuffle: options.shuffle ?? augment !== null, batchSize, height, width, augment,
-    dtype: options.dtype ?? 'float32', rescale: options.rescale ?? 1 / 255,
-    interpolation: options.interpolation ?? 'nearest', jpegDecoder: options.jpegDecoder ?? 'fast',
+    seed: o.seed, shuffle: o.shuffle, batchSize: o.batchSize, height: o.height, width: o.width, augment: o.augment,
+    dtype: o.dtype, rescale: o.rescale, interpolation: o.interpolation, jpegDecoder: o.jpegDecoder,
   };
   // A local path means the same path on the servers (shared disk); URLs pass as they are.
   const dataset = /^[a-z][a-z0-9+.-]*:\/\//i.test(options.source) ? options.source : resolvePath(options.source);
-  const stream = new RemoteBatchStream(service, { dataset, split: options.split ?? 'train' }, recipe, {
-    epochs, initialEpoch: options.initialEpoch ?? 0, dropRemainder: options.dropRemainder ?? false,
-    prefetch: options.prefetch, onEpochEnd: options.onEpochEnd,
-  });
+  const stream = new RemoteBatchStream(options.augmentService!, { dataset, split: options.split ?? 'train' }, recipe, { ...o, prefetch: options.prefetch });
   try {
     await stream.start();
   } catch (err) {
@@ -92,17 +77,8 @@ export async function createRemoteBatchStream(options: BatchStreamOptions): Prom
   return stream;
 }
 
-function positiveInt(name: string, value: number): number {
-  if (!Number.isInteger(value) || value < 1) throw new RangeError(`${name} must be a positive integer, got ${value}`);
-  return value;
-}
-
-interface Plan {
-  epochs: number;
-  initialEpoch: number;
-  dropRemainder: boolean;
+interface Plan extends ResolvedStreamOptions {
   prefetch?: number;
-  onEpochEnd?: (report: EpochReport) => void;
 }
 
 class RemoteBatchStream implements BatchStream {
@@ -134,13 +110,7 @@ class RemoteBatchStream implements BatchStream {
   private downSince: number | null = null;
   private watchdog: NodeJS.Timeout | null = null;
   private dnsTimer: NodeJS.Timeout | null = null;
-  private readonly created = performance.now();
-  private images = 0;
-  private mainMs = 0;
-  private workerMs = 0;
-  private readonly skipped: SkippedSample[] = [];
-  private epochSkipped: SkippedSample[] = [];
-  private epochImages = 0;
+  private readonly log: DeliveryLog;
 
   constructor(
     private readonly service: AugmentServiceOptions,
@@ -150,6 +120,7 @@ class RemoteBatchStream implements BatchStream {
   ) {
     this.batchSize = recipe.batchSize;
     this.seed = recipe.seed;
+    this.log = new DeliveryLog(plan.onEpochEnd);
     this.addresses = parseServiceAddresses(service.addresses);
     const tls = service.tls;
     this.credentials = tls
@@ -362,7 +333,7 @@ class RemoteBatchStream implements BatchStream {
       } catch (err) {
         this.fail(err as Error);
       }
-      this.mainMs += performance.now() - t;
+      this.log.addMainMs(performance.now() - t);
       this.wake();
     });
     call.on('error', (err: grpc.ServiceError) => {
@@ -395,13 +366,7 @@ class RemoteBatchStream implements BatchStream {
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Batch, undefined> {
-    return {
-      next: () => this.next(),
-      return: async () => {
-        await this.close();
-        return { done: true, value: undefined };
-      },
-    };
+    return iterate(this);
   }
 
   async next(): Promise<IteratorResult<Batch, undefined>> {
@@ -433,24 +398,11 @@ class RemoteBatchStream implements BatchStream {
     const h = frame.header;
     const n = h.keys.length;
     const skipped = h.skipped.map((s) => ({ key: s.key, epoch: h.epoch, reason: s.reason }));
-    for (const s of skipped) {
-      if (this.skipped.length < MAX_SKIPPED_KEPT) this.skipped.push(s);
-      this.epochSkipped.push(s);
-    }
     const batch: Batch = {
       xs: frame.xs, ys: Float32Array.from(h.labels), keys: h.keys, shape: [n, h.height, h.width, 3], epoch: h.epoch, index: h.index,
-      skipped, release: () => {},
+      skipped, release: () => {}, // the frame's buffer is the garbage collector's
     };
-    this.images += n;
-    this.epochImages += n;
-    this.workerMs += h.workerMs;
-    this.mainMs += performance.now() - t;
-    if (h.index === this.stepsPerEpoch - 1) {
-      const report: EpochReport = { epoch: h.epoch, images: this.epochImages, skipped: this.epochSkipped };
-      this.epochSkipped = [];
-      this.epochImages = 0;
-      this.plan.onEpochEnd?.(report);
-    }
+    this.log.record(batch, h.index === this.stepsPerEpoch - 1, h.workerMs, performance.now() - t);
     return { done: false, value: batch };
   }
 
@@ -460,22 +412,11 @@ class RemoteBatchStream implements BatchStream {
   }
 
   stats(): StreamStats {
-    const seconds = (performance.now() - this.created) / 1000;
     const servers: ServerStats[] = [...this.endpoints.values()].map((e) => ({
       address: e.target, state: e.state === 'up' ? 'up' : 'down', workers: e.workers,
       imagesPerSecond: e.load?.imagesPerSecond ?? 0, queueDepth: e.load?.queueDepth ?? 0, batches: e.batches, bytes: e.bytes,
     }));
-    return {
-      batches: this.delivered,
-      images: this.images,
-      seconds,
-      imagesPerSecond: seconds > 0 ? this.images / seconds : 0,
-      skipped: [...this.skipped],
-      retries: this.reassigned,
-      mainThreadMsPerBatch: this.delivered ? this.mainMs / this.delivered : 0,
-      workerMsPerBatch: this.delivered ? this.workerMs / this.delivered : 0,
-      servers,
-    };
+    return this.log.stats(this.reassigned, servers);
   }
 
   async close(): Promise<void> {

@@ -272,7 +272,9 @@ async function benchRemote(
   }
 }
 
-async function serve(opts: { port: number; host: string; workers: number; tokenFile?: string; tlsCert?: string; tlsKey?: string; cacheDir?: string }) {
+async function serve(opts: {
+  port: number; host: string; workers: number; tokenFile?: string; tlsCert?: string; tlsKey?: string; cacheDir?: string; statusEvery: number;
+}) {
   const token = readServiceToken(opts.tokenFile && resolvePath(opts.tokenFile));
   const loopback = ['127.0.0.1', '::1', 'localhost'].includes(opts.host);
   if (!token && !loopback) {
@@ -285,10 +287,22 @@ async function serve(opts: { port: number; host: string; workers: number; tokenF
   });
   if (!token) console.error('augment serve: no token: accepting unauthenticated calls on loopback');
   console.log(`augment serve listening ${server.host}:${server.port}`);
+  // A load line whenever batches went out in the last interval: the server's side of the trainer's progress line.
+  let lastBatches = 0;
+  const status = setInterval(() => {
+    const l = server.load();
+    if (l.batches === lastBatches && l.queueDepth === 0) return;
+    lastBatches = l.batches;
+    console.log(
+      `augment serve status images_per_s=${l.imagesPerSecond.toFixed(0)} queue_depth=${l.queueDepth} workers=${l.workers} ` +
+        `batches=${l.batches} rss_mib=${(l.rss / 1024 ** 2).toFixed(0)}`,
+    );
+  }, opts.statusEvery * 1000);
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve);
     process.once('SIGINT', resolve);
   });
+  clearInterval(status);
   await server.close();
 }
 
@@ -343,6 +357,7 @@ program
   .option('--tls-cert <file>', 'serve TLS with this certificate chain (PEM)')
   .option('--tls-key <file>', 'and this private key (PEM)')
   .option('--cache-dir <dir>', "local cache for remote datasets' shards")
+  .option('--status-every <s>', 'seconds between load lines (printed only while busy)', int('--status-every'), 30)
   .action(serve);
 
 /** 0 ok, 1 failure, 2 usage (commander has already printed its own usage errors). */

@@ -130,6 +130,9 @@ class RemoteBatchStream implements BatchStream {
     this.channelOptions = {
       'grpc.max_receive_message_length': frameBytes,
       'grpc.max_send_message_length': MAX_REQUEST_BYTES,
+      // HTTP/2 windows of one batch (stream and connection) instead of 64 KiB: a batch flows without a round trip per
+      // 64 KiB, and a client that stops reading still holds at most a batch per call in transit.
+      'grpc-node.flow_control_window': Math.min(2 ** 31 - 1, frameBytes),
       'grpc.keepalive_time_ms': 20_000,
       'grpc.keepalive_timeout_ms': 10_000,
       'grpc.initial_reconnect_backoff_ms': 500,

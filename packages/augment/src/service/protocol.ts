@@ -1,7 +1,9 @@
 // The augmentation service's wire format, on gRPC (@grpc/grpc-js does the networking, HTTP/2 flow control and
 // message-size limits). Requests are small JSON documents (no pixels, no floats but the augmentation ranges);
 // batches are binary frames:
-//   'CDB1' | u32 LE header bytes | header JSON, space-padded to a multiple of 8 | pixels (float32 LE or uint8)
+//   'CDB1' | u32 LE header bytes | header JSON, space-padded | pixels (float32 LE or uint8)
+// The padding puts the pixels at 3 mod 8 in the frame: behind gRPC's 5-byte message prefix, which grpc-js keeps in
+// front of the message in one buffer, they are 8-byte aligned, so the client views them as a Float32Array in place.
 // Methods (all under /catdog.augment.v1.Augment/, bearer token required):
 //   Describe (unary): opens (dataset, split) on the server and answers its classes, size, key digest and workers.
 //   Batches (server streaming): the batches at `batches` (indices within the epoch), in that order.
@@ -182,7 +184,7 @@ export function parseBatchesRequest(bytes: Buffer): BatchesRequest {
 /** One frame: header and pixels in one buffer (gRPC sends it as one message). */
 export function encodeFrame(header: FrameHeader, pixels: Uint8Array): Buffer {
   const json = Buffer.from(JSON.stringify(header));
-  const padded = (json.length + 7) & ~7;
+  const padded = json.length + ((3 - ((8 + json.length) % 8) + 8) % 8);
   const frame = Buffer.allocUnsafe(8 + padded + pixels.byteLength);
   frame.writeUInt32LE(MAGIC, 0);
   frame.writeUInt32LE(padded, 4);

@@ -122,7 +122,7 @@ test('a server killed mid-epoch: its batches go to the other, then to its replac
     if (got.length === 6) {
       replacement = await startServer([], a.port); // comes back on the same address
       // the client probes it within a few seconds and gives it work again
-      for (let i = 0; i < 100 && stream.stats().servers!.find((s) => s.address === a.address)!.state !== 'up'; i++) await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 300 && stream.stats().servers!.find((s) => s.address === a.address)!.state !== 'up'; i++) await new Promise((r) => setTimeout(r, 100));
     }
   }
   assert.deepEqual(got.slice(0, 10), local.digests);

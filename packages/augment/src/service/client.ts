@@ -251,10 +251,11 @@ class RemoteBatchStream implements BatchStream {
 
   private markDown(e: Endpoint, delayMs?: number): void {
     if (this.closed) return;
+    // One failure per outage, however many of its calls fail with it; probes that fail add one each.
+    if (e.state !== 'down' || e.timer === null) e.failures++;
     e.state = 'down';
-    e.failures++;
     if (!e.timer) {
-      e.timer = setTimeout(() => void this.probe(e, false), delayMs ?? Math.min(10_000, 250 * 2 ** Math.min(e.failures, 6)));
+      e.timer = setTimeout(() => void this.probe(e, false), delayMs ?? Math.min(5_000, 250 * 2 ** Math.min(e.failures, 5)));
       e.timer.unref();
     }
     this.armWatchdog();

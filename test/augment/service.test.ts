@@ -262,3 +262,31 @@ test('TLS: a server given a certificate is reached by DNS name with the CA trust
   );
   server.process.kill('SIGTERM');
 });
+
+test('host names are re-resolved: a server that appears in discovery gets work', async () => {
+  const [first, second] = pair;
+  let joined = false;
+  // Two names, as two headless Services would be: the second resolves to nothing until its server "appears".
+  const stream = await createBatchStream({
+    source: images, ...recipe(), epochs: 3,
+    augmentService: {
+      addresses: `augment.test:${first.port},augment-joining.test:${second.port}`,
+      token: TOKEN,
+      refreshMs: 200,
+      resolve: async (host) => (host === 'augment.test' || joined ? ['127.0.0.1'] : []),
+    },
+  });
+  assert.equal(stream.stats().servers!.length, 1);
+  const got: string[] = [];
+  for await (const b of stream) {
+    got.push(digest(b));
+    if (got.length === 3) {
+      joined = true;
+      for (let i = 0; i < 100 && stream.stats().servers!.filter((s) => s.state === 'up').length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  const servers = stream.stats().servers!;
+  assert.deepEqual(servers.map((s) => s.address).sort(), [first.address, second.address].sort());
+  assert.ok(servers.every((s) => s.batches > 0), `the server that appeared got work: ${JSON.stringify(servers)}`);
+  assert.deepEqual(got.slice(0, 10), local.digests);
+});

@@ -16,7 +16,13 @@ export interface AugmentServiceOptions {
   tls?: { ca?: Uint8Array } | boolean;
   /** Fail the stream after this long with no reachable server. Default 60 000 ms. */
   unavailableTimeoutMs?: number;
+  /** How a host name becomes addresses (IPs). Default: DNS, every address (dns.lookup with all). */
+  resolve?: (host: string) => Promise<string[]>;
+  /** Re-resolve host names this often, so that servers which join get work. Default 10 000 ms. */
+  refreshMs?: number;
 }
+
+const dnsAddresses = async (host: string) => (await lookup(host, { all: true })).map((f) => f.address);
 
 export interface ServiceAddress {
   host: string;
@@ -36,11 +42,10 @@ export function parseServiceAddresses(spec: string | readonly string[]): Service
 }
 
 /** 'ip:port' targets for an address: itself for an IP literal, else every address its name resolves to. */
-export async function resolveServiceAddress(a: ServiceAddress): Promise<string[]> {
+export async function resolveServiceAddress(a: ServiceAddress, resolve = dnsAddresses): Promise<string[]> {
   const target = (ip: string) => (isIP(ip) === 6 ? `[${ip}]:${a.port}` : `${ip}:${a.port}`);
   if (isIP(a.host)) return [target(a.host)];
-  const found = await lookup(a.host, { all: true });
-  return [...new Set(found.map((f) => target(f.address)))].sort();
+  return [...new Set((await resolve(a.host)).map(target))].sort();
 }
 
 /**

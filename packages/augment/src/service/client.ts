@@ -163,7 +163,7 @@ class RemoteBatchStream implements BatchStream {
     this.stepsPerEpoch = steps;
     this.endSeq = this.plan.epochs === Infinity ? Infinity : this.plan.epochs * steps;
     if (this.addresses.some((a) => !isIP(a.host))) {
-      this.dnsTimer = setInterval(() => void this.refreshAddresses(false), DNS_REFRESH_MS);
+      this.dnsTimer = setInterval(() => void this.refreshAddresses(false), this.service.refreshMs ?? DNS_REFRESH_MS);
       this.dnsTimer.unref();
     }
   }
@@ -178,7 +178,7 @@ class RemoteBatchStream implements BatchStream {
     const targets: { target: string; host: string }[] = [];
     for (const a of this.addresses) {
       try {
-        for (const target of await resolveServiceAddress(a)) targets.push({ target, host: a.host });
+        for (const target of await resolveServiceAddress(a, this.service.resolve)) targets.push({ target, host: a.host });
       } catch (err) {
         if (first) throw new UserError(`augment service: cannot resolve ${a.host}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { code: 'unreachable' });
       }

@@ -130,8 +130,8 @@ class RemoteBatchStream implements BatchStream {
     this.channelOptions = {
       'grpc.max_receive_message_length': frameBytes,
       'grpc.max_send_message_length': MAX_REQUEST_BYTES,
-      // HTTP/2 windows of one batch (stream and connection) instead of 64 KiB: a batch flows without a round trip per
-      // 64 KiB, and a client that stops reading still holds at most a batch per call in transit.
+      // HTTP/2 windows (per stream and per connection) of one batch instead of 64 KiB: a batch flows without a round
+      // trip per 64 KiB, and at most a batch per server is in transit beyond what this client has read.
       'grpc-node.flow_control_window': Math.min(2 ** 31 - 1, frameBytes),
       'grpc.keepalive_time_ms': 20_000,
       'grpc.keepalive_timeout_ms': 10_000,
@@ -333,7 +333,8 @@ class RemoteBatchStream implements BatchStream {
         e.bytes += message.length;
         e.load = frame.header.load;
         e.workers = frame.header.load.workers;
-        this.received.set(seq, { frame, bytes: message.length });
+        // A batch handed to a second server after its first call failed late may arrive twice: keep one.
+        if (seq >= this.delivered && !this.received.has(seq)) this.received.set(seq, { frame, bytes: message.length });
       } catch (err) {
         this.fail(err as Error);
       }
@@ -346,7 +347,12 @@ class RemoteBatchStream implements BatchStream {
         this.fail(new UserError(`augment service ${e.target}: ${err.details}`, { code: err.code === grpc.status.UNAUTHENTICATED ? 'access-denied' : 'bad-request' }));
         return;
       }
-      // The server died, restarted, or failed this batch: hand the batch to another one.
+      // The server died, restarted, or failed this batch: hand the batch to another one (unless it arrived first).
+      if (this.received.has(seq) || seq < this.delivered) {
+        this.markDown(e);
+        this.pump();
+        return;
+      }
       const attempts = (this.attempts.get(seq) ?? 0) + 1;
       this.attempts.set(seq, attempts);
       if (attempts >= MAX_ATTEMPTS) {

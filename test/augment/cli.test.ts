@@ -43,7 +43,7 @@ test('bench ends with the verification line', () => {
   assert.match(r.stdout, /main_thread_ms_per_batch=[\d.]+/);
 });
 
-test('clear errors and exit 1 for missing inputs', () => {
+test('clear errors: exit 1 for missing inputs, 2 for usage errors', () => {
   const a = cli(['preview', '--image', 'no-such-image.jpg']);
   assert.equal(a.status, 1);
   assert.match(a.stderr, /^error: image not found: .*no-such-image\.jpg/m);
@@ -51,6 +51,31 @@ test('clear errors and exit 1 for missing inputs', () => {
   assert.equal(b.status, 1);
   assert.match(b.stderr, /^error: source not found: \/no\/such\/folder/m);
   const c = cli(['preview', '--image', join(kaggleTrainDir, 'cat.3.jpg'), '--fill-mode', 'mirror']);
-  assert.notEqual(c.status, 0);
+  assert.equal(c.status, 2);
   assert.match(c.stderr, /fill-mode/);
+  const d = cli(['bench', '--source', kaggleTrainDir, '--no-such-flag']);
+  assert.equal(d.status, 2);
+  assert.match(d.stderr, /unknown option '--no-such-flag'/);
+  const e = cli(['preview', '--image', join(kaggleTrainDir, 'cat.3.jpg'), '--count', '0']);
+  assert.equal(e.status, 2);
+  assert.match(e.stderr, /--count must be a positive integer/);
+  assert.equal(cli(['--help']).status, 0);
+});
+
+test('serve refuses to listen beyond loopback without a token, and names bad flags (exit 2)', () => {
+  const { CATDOG_AUGMENT_TOKEN: _, ...env } = process.env;
+  const run = (args: string[]) =>
+    spawnSync(process.execPath, ['--import', 'tsx', 'apps/augment/src/main.ts', ...args], { cwd: projectRoot, encoding: 'utf8', env });
+  const a = run(['serve', '--port', '0']);
+  assert.equal(a.status, 2);
+  assert.match(a.stderr, /^error: serving on 0\.0\.0\.0 needs a token: give --token-file or set CATDOG_AUGMENT_TOKEN/m);
+  const b = run(['serve', '--port', '70000']);
+  assert.equal(b.status, 2);
+  assert.match(b.stderr, /--port must be an integer in \[0, 65535\]/);
+  const c = run(['serve', '--port', '0', '--token-file', '/no/such/token']);
+  assert.equal(c.status, 1);
+  assert.match(c.stderr, /^error: cannot read the token file \/no\/such\/token: ENOENT/m);
+  const d = run(['bench', '--source', kaggleTrainDir, '--augment-service', 'nohostport']);
+  assert.equal(d.status, 2);
+  assert.match(d.stderr, /bad address "nohostport" \(expected host:port\)/);
 });

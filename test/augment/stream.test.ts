@@ -53,7 +53,7 @@ test('validation stream: no augmentation, no shuffle, uint8 pixels equal to the 
   assert.equal(batches.length, 1);
   assert.deepEqual(batches[0].keys, samples.map((x) => x.key));
   const { decodeResized } = await import('@catdog/augment');
-  const expected = await decodeResized(samples[3].bytes, 40, 48);
+  const expected = await decodeResized(samples[3].bytes, { height: 40, width: 48 });
   assert.deepEqual(Array.from(batches[0].xs.subarray(3 * 40 * 48 * 3, 4 * 40 * 48 * 3)), Array.from(expected));
 });
 

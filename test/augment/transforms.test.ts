@@ -50,7 +50,7 @@ test('90° rotation of a 4×4 pattern about Keras’ centre (h/2 + 0.5, w/2 + 0.
   const src = pattern(4, 4, (r, c) => r * 4 + c);
   const m = transformMatrix(params({ theta: 90 }), 4, 4);
   // Output (r, c) samples input (5 - c, r): rotation about (2.5, 2.5), rows beyond 3 clamped by 'nearest'.
-  assert.deepEqual(rows(applyAffine(src, 4, 4, m, 'nearest'), 4, 4), [
+  assert.deepEqual(rows(applyAffine({ pixels: src, height: 4, width: 4 }, m, { fillMode: 'nearest' }), 4, 4), [
     [12, 12, 12, 8],
     [13, 13, 13, 9],
     [14, 14, 14, 10],
@@ -63,7 +63,7 @@ test('a shift of k pixels: tx moves along rows, ty along columns, constant fill 
   const m = transformMatrix(params({ tx: 1, ty: 2 }), 4, 4);
   assert.deepEqual(Array.from(m), [1, 0, 1, 0, 1, 2]);
   // Output (r, c) = input (r + 1, c + 2): content moves up one row and left two columns.
-  assert.deepEqual(rows(applyAffine(src, 4, 4, m, 'constant', 99), 4, 4), [
+  assert.deepEqual(rows(applyAffine({ pixels: src, height: 4, width: 4 }, m, { fillMode: 'constant', cval: 99 }), 4, 4), [
     [13, 14, 99, 99],
     [23, 24, 99, 99],
     [33, 34, 99, 99],
@@ -73,7 +73,7 @@ test('a shift of k pixels: tx moves along rows, ty along columns, constant fill 
 
 test('each fill mode at the borders, with scipy’s conventions', () => {
   const src = pattern(3, 4, (_r, c) => 10 * (c + 1)); // every row: 10 20 30 40
-  const row0 = (ty: number, mode: FillMode) => rows(applyAffine(src, 3, 4, transformMatrix(params({ ty }), 3, 4), mode, 7), 3, 4)[0];
+  const row0 = (ty: number, mode: FillMode) => rows(applyAffine({ pixels: src, height: 3, width: 4 }, transformMatrix(params({ ty }), 3, 4), { fillMode: mode, cval: 7 }), 3, 4)[0];
   // whole-pixel shift right by 2: output column c reads input column c - 2
   assert.deepEqual(row0(-2, 'constant'), [7, 7, 10, 20]);
   assert.deepEqual(row0(-2, 'nearest'), [10, 10, 10, 20]);
@@ -93,16 +93,16 @@ test('each fill mode at the borders, with scipy’s conventions', () => {
 test('flips are applied after the affine, into the output', () => {
   const src = pattern(2, 3, (r, c) => 10 * r + c);
   const id = transformMatrix(IDENTITY_PARAMS, 2, 3);
-  assert.deepEqual(rows(applyAffine(src, 2, 3, id, 'nearest', 0, { data: new Float32Array(18), flipHorizontal: true }), 2, 3), [
+  assert.deepEqual(rows(applyAffine({ pixels: src, height: 2, width: 3 }, id, { fillMode: 'nearest', output: { data: new Float32Array(18), flipHorizontal: true } }), 2, 3), [
     [2, 1, 0],
     [12, 11, 10],
   ]);
-  assert.deepEqual(rows(applyAffine(src, 2, 3, id, 'nearest', 0, { data: new Float32Array(18), flipVertical: true }), 2, 3), [
+  assert.deepEqual(rows(applyAffine({ pixels: src, height: 2, width: 3 }, id, { fillMode: 'nearest', output: { data: new Float32Array(18), flipVertical: true } }), 2, 3), [
     [10, 11, 12],
     [0, 1, 2],
   ]);
   // flip of a shifted image: shift first (content left by one, nearest fill), then mirror
-  const shifted = applyAffine(src, 2, 3, transformMatrix(params({ ty: 1 }), 2, 3), 'nearest', 0, { data: new Float32Array(18), flipHorizontal: true });
+  const shifted = applyAffine({ pixels: src, height: 2, width: 3 }, transformMatrix(params({ ty: 1 }), 2, 3), { fillMode: 'nearest', output: { data: new Float32Array(18), flipHorizontal: true } });
   assert.deepEqual(rows(shifted, 2, 3), [
     [2, 2, 1],
     [12, 12, 11],
@@ -132,10 +132,10 @@ test('zoom and shear matrices follow Keras’ composition about the centre', () 
 
 test('rescale uses float32 arithmetic and uint8 output rounds', () => {
   const src = pattern(2, 2, (r, c) => (r === 0 && c === 0 ? 255 : 3));
-  const f = applyAffine(src, 2, 2, transformMatrix(IDENTITY_PARAMS, 2, 2), 'nearest', 0, { data: new Float32Array(12), rescale: 1 / 255 });
+  const f = applyAffine({ pixels: src, height: 2, width: 2 }, transformMatrix(IDENTITY_PARAMS, 2, 2), { fillMode: 'nearest', output: { data: new Float32Array(12), rescale: 1 / 255 } });
   assert.equal(f[0], 1);
   assert.equal(f[3], Math.fround(Math.fround(3) * Math.fround(1 / 255)));
-  const u = applyAffine(src, 2, 2, transformMatrix(params({ ty: 0.5 }), 2, 2), 'nearest', 0, { data: new Uint8Array(12) });
+  const u = applyAffine({ pixels: src, height: 2, width: 2 }, transformMatrix(params({ ty: 0.5 }), 2, 2), { fillMode: 'nearest', output: { data: new Uint8Array(12) } });
   assert.deepEqual(Array.from(u.filter((_, i) => i % 3 === 0)), [129, 3, 3, 3]); // (255 + 3) / 2 = 129
 });
 
@@ -191,7 +191,7 @@ test('matches scipy.ndimage.affine_transform (order 1) for every fill mode', { s
   for (let k = 0; k < 12; k++) {
     const m = transformMatrix(sampleTransform(options, sampleRng(1, 0, `k${k}`), h, w), h, w);
     for (const mode of ['nearest', 'constant', 'reflect', 'wrap'] as const) {
-      cases.push({ m: Array.from(m), mode, out: Array.from(applyAffine(src, h, w, m, mode, 7)) });
+      cases.push({ m: Array.from(m), mode, out: Array.from(applyAffine({ pixels: src, height: h, width: w }, m, { fillMode: mode, cval: 7 })) });
     }
   }
   const py = `
@@ -217,16 +217,16 @@ test('the WASM sampler agrees with the float64 reference on real photos (float32
   let worstByte = 0;
   let compared = 0;
   for (const name of ['cat.3.jpg', 'dog.7.jpg', 'cat.11.jpg']) {
-    const src = await decodeResized(readFileSync(join(kaggleTrainDir, name)), h, w);
+    const src = await decodeResized(readFileSync(join(kaggleTrainDir, name)), { height: h, width: w });
     for (let k = 0; k < 8; k++) {
       const p = sampleTransform(options, sampleRng(3, k, name), h, w);
       const m = transformMatrix(k === 0 ? IDENTITY_PARAMS : p, h, w);
       for (const mode of ['nearest', 'constant'] as const) {
         const flips = { flipHorizontal: p.flipHorizontal, flipVertical: p.flipVertical };
-        const fast = applyAffine(src, h, w, m, mode, 9, { data: new Float32Array(n), rescale: 1 / 255, ...flips });
-        const ref = applyAffineReference(src, h, w, m, mode, 9, { data: new Float32Array(n), rescale: 1 / 255, ...flips });
-        const fastBytes = applyAffine(src, h, w, m, mode, 9, { data: new Uint8Array(n), ...flips });
-        const refBytes = applyAffineReference(src, h, w, m, mode, 9, { data: new Uint8Array(n), ...flips });
+        const fast = applyAffine({ pixels: src, height: h, width: w }, m, { fillMode: mode, cval: 9, output: { data: new Float32Array(n), rescale: 1 / 255, ...flips } });
+        const ref = applyAffineReference({ pixels: src, height: h, width: w }, m, { fillMode: mode, cval: 9, output: { data: new Float32Array(n), rescale: 1 / 255, ...flips } });
+        const fastBytes = applyAffine({ pixels: src, height: h, width: w }, m, { fillMode: mode, cval: 9, output: { data: new Uint8Array(n), ...flips } });
+        const refBytes = applyAffineReference({ pixels: src, height: h, width: w }, m, { fillMode: mode, cval: 9, output: { data: new Uint8Array(n), ...flips } });
         for (let i = 0; i < n; i++) {
           worstFloat = Math.max(worstFloat, Math.abs(fast[i] - ref[i]) * 255);
           worstByte = Math.max(worstByte, Math.abs(fastBytes[i] - refBytes[i]));

@@ -154,7 +154,7 @@ const raw = turbo.decompressSync(jpeg, { format: turbo.FORMAT_RGB });
 out.turbo = { width: raw.width, height: raw.height, sha256: createHash('sha256').update(raw.data).digest('hex') };
 const { decodeResized } = await import('@catdog/augment');
 const digest = (a) => createHash('sha256').update(a).digest('hex');
-out.decode = { fast: digest(await decodeResized(jpeg, 150, 150, 'nearest', 'fast')), exact: digest(await decodeResized(jpeg, 150, 150, 'nearest', 'exact')) };
+out.decode = { fast: digest(await decodeResized(jpeg, { height: 150, width: 150, interpolation: 'nearest', jpegDecoder: 'fast' })), exact: digest(await decodeResized(jpeg, { height: 150, width: 150, interpolation: 'nearest', jpegDecoder: 'exact' })) };
 const { readKerasH5Weights } = await import('@catdog/models');
 const h5 = await readKerasH5Weights(process.env.PROBE_H5);
 out.h5 = { kind: h5.kind, layers: h5.layers.size, first: h5.layerNames[0] };
@@ -261,8 +261,8 @@ test("the build stage's COPY and RUN steps, replayed in a clean folder, give a t
   const digest = (a: Uint8Array) => createHash('sha256').update(a).digest('hex');
   assert.deepEqual(got.turbo, { width: raw.width, height: raw.height, sha256: digest(raw.data) });
   assert.deepEqual(got.decode, {
-    fast: digest(await decodeResized(jpeg, 150, 150, 'nearest', 'fast')),
-    exact: digest(await decodeResized(jpeg, 150, 150, 'nearest', 'exact')),
+    fast: digest(await decodeResized(jpeg, { height: 150, width: 150, interpolation: 'nearest', jpegDecoder: 'fast' })),
+    exact: digest(await decodeResized(jpeg, { height: 150, width: 150, interpolation: 'nearest', jpegDecoder: 'exact' })),
   });
   assert.equal(got.h5.kind, 'weights');
   assert.ok(got.h5.layers > 50, `MobileNetV2 weights read through h5wasm: ${JSON.stringify(got.h5)}`);

@@ -1,10 +1,10 @@
 #!/usr/bin/env node
-// augment: preview the book's augmentation on one image, and benchmark the batch pipeline.
-import { existsSync, statSync } from 'node:fs';
+// augment: preview the book's augmentation on one image, benchmark the batch pipeline, serve batches to trainers.
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { basename, dirname, extname, resolve } from 'node:path';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import sharp from 'sharp';
 import {
   BOOK_AUGMENTATION,
@@ -12,18 +12,21 @@ import {
   createBatchStream,
   decodeResized,
   type JpegDecoder,
-  loadSamples,
   openDatasetSource,
+  readServiceToken,
   resolveAugmentOptions,
+  startAugmentServer,
   sampleRng,
   sampleTransform,
   transformMatrix,
   type AugmentOptions,
   type FillMode,
   type SampleSource,
+  type AugmentServiceOptions,
+  type BatchStream,
 } from '@catdog/augment';
 import type { EncodedSample } from '@catdog/dataset';
-import { UserError } from '@catdog/errors';
+import { reportError, UsageError, UserError } from '@catdog/errors';
 
 // sharp runs on libuv's thread pool, shared by every worker thread of the process (4 threads unless set before its
 // first use): give it one thread per core so more than 4 workers are not throttled.
@@ -35,6 +38,11 @@ const resolvePath = (p: string) => resolve(base, p);
 const int = (name: string) => (v: string) => {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer`);
+  return n;
+};
+const port = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('--port must be an integer in [0, 65535]');
   return n;
 };
 const num = (name: string) => (v: string) => {
@@ -78,7 +86,7 @@ async function preview(opts: AugmentFlags & { image: string; count: number; cols
   const w = opts.size;
   let decoded: Uint8Array;
   try {
-    decoded = await decodeResized(await readFile(file), h, w, opts.interpolation, opts.jpegDecoder);
+    decoded = await decodeResized(await readFile(file), { height: h, width: w, interpolation: opts.interpolation, jpegDecoder: opts.jpegDecoder });
   } catch (err) {
     throw new UserError(`cannot decode ${file}: ${(err as Error).message}`);
   }
@@ -93,8 +101,10 @@ async function preview(opts: AugmentFlags & { image: string; count: number; cols
   for (let i = 0; i < opts.count; i++) {
     // Tile i is what epoch i of a stream with this seed would feed the model for this image.
     const params = sampleTransform(augment, sampleRng(opts.seed, i, key), h, w);
-    applyAffine(decoded, h, w, transformMatrix(params, h, w), augment.fillMode, augment.cval, {
-      data: tile, flipHorizontal: params.flipHorizontal, flipVertical: params.flipVertical,
+    applyAffine({ pixels: decoded, height: h, width: w }, transformMatrix(params, h, w), {
+      fillMode: augment.fillMode,
+      cval: augment.cval,
+      output: { data: tile, flipHorizontal: params.flipHorizontal, flipVertical: params.flipVertical },
     });
     const x0 = gap + (i % cols) * (w + gap);
     const y0 = gap + Math.floor(i / cols) * (h + gap);
@@ -117,10 +127,12 @@ const median = (xs: number[]) => {
 async function bench(opts: AugmentFlags & {
   source: string; limit: number; workers: number; batch: number; size: number; passes: number; split: 'train' | 'validation' | 'test';
   seed: number; interpolation: 'nearest' | 'bilinear'; jpegDecoder: JpegDecoder; augment: boolean; minWorkers: number; json?: string;
-}) {
+} & ServiceFlags) {
   const url = /^s3:\/\//.test(opts.source) ? opts.source : resolvePath(opts.source);
   if (!url.startsWith('s3://') && !existsSync(url)) throw new UserError(`source not found: ${url}`);
   const augment = opts.augment ? augmentFromFlags(opts) : false;
+  const service = serviceOf(opts);
+  if (service) return benchRemote(opts, url, augment, service);
   // Read the encoded files once, before any timing: the benchmark measures decode → resize → augment → batch.
   const opened = await openDatasetSource(url, opts.split);
   // Balanced like the book's 2000 (1000 cats + 1000 dogs): an equal share of --limit per class, in source order.
@@ -192,9 +204,112 @@ async function bench(opts: AugmentFlags & {
   console.log(`augment images_per_s=${last.rate.toFixed(0)} workers=${last.workers}`);
 }
 
+interface ServiceFlags {
+  augmentService?: string;
+  tokenFile?: string;
+  tlsCa?: string;
+}
+
+/** The client side of --augment-service, or undefined to run in process. */
+function serviceOf(opts: ServiceFlags): AugmentServiceOptions | undefined {
+  if (!opts.augmentService) return undefined;
+  return {
+    addresses: opts.augmentService,
+    token: readServiceToken(opts.tokenFile && resolvePath(opts.tokenFile)),
+    tls: opts.tlsCa ? { ca: readFileSync(resolvePath(opts.tlsCa)) } : undefined,
+  };
+}
+
+/**
+ * bench against augmentation servers: the servers read the whole source; each pass is the next ceil(limit / batch)
+ * batches of the stream (a prefix of a shuffled epoch), timed as in process.
+ */
+async function benchRemote(
+  opts: { limit: number; workers: number; batch: number; size: number; passes: number; split: 'train' | 'validation' | 'test'; seed: number; interpolation: 'nearest' | 'bilinear'; jpegDecoder: JpegDecoder },
+  url: string,
+  augment: AugmentOptions | false,
+  service: AugmentServiceOptions,
+) {
+  const stream: BatchStream = await createBatchStream({
+    source: url, split: opts.split, batchSize: opts.batch, targetSize: [opts.size, opts.size], augment, shuffle: true,
+    seed: opts.seed, interpolation: opts.interpolation, jpegDecoder: opts.jpegDecoder, augmentService: service,
+    prefetch: 2 * opts.workers,
+  });
+  try {
+    const perPass = Math.ceil(Math.min(opts.limit, stream.size) / opts.batch);
+    console.log(
+      `source ${url} on ${stream.stats().servers!.length} servers (${stream.workers} workers): ${stream.size} images, ` +
+        `${perPass} batches of ${opts.batch} per pass, ${opts.size}×${opts.size}, ${opts.passes} passes, augment ${augment ? 'book' : 'off'}`,
+    );
+    await stream.ready();
+    const rates: number[] = [];
+    const cpu0 = process.cpuUsage();
+    let bytes = 0;
+    for (let pass = 0; pass < opts.passes; pass++) {
+      const t = performance.now();
+      let images = 0;
+      for (let b = 0; b < perPass; b++) {
+        const r = await stream.next();
+        if (r.done) break;
+        images += r.value.shape[0];
+      }
+      rates.push(images / ((performance.now() - t) / 1000));
+    }
+    const cpu = process.cpuUsage(cpu0);
+    const st = stream.stats();
+    for (const s of st.servers!) bytes += s.bytes;
+    for (const s of st.servers!) {
+      console.log(`server ${s.address} ${s.state} workers=${s.workers} batches=${s.batches} images_per_s=${s.imagesPerSecond.toFixed(0)} queue_depth=${s.queueDepth}`);
+    }
+    console.log(
+      `remote images_per_s=${median(rates).toFixed(0)} passes=[${rates.map((r) => r.toFixed(0)).join(', ')}] ` +
+        `wire_bytes_per_batch=${(bytes / st0(st.batches)).toFixed(0)} client_cpu_ms_per_batch=${((cpu.user + cpu.system) / 1000 / st0(st.batches)).toFixed(2)}` +
+        (st.retries ? ` reassigned=${st.retries}` : '') + (st.skipped.length ? ` skipped=${st.skipped.length}` : ''),
+    );
+    console.log(`augment images_per_s=${median(rates).toFixed(0)} workers=${opts.workers}`);
+  } finally {
+    await stream.close();
+  }
+}
+
+async function serve(opts: {
+  port: number; host: string; workers: number; tokenFile?: string; tlsCert?: string; tlsKey?: string; cacheDir?: string; statusEvery: number;
+}) {
+  const token = readServiceToken(opts.tokenFile && resolvePath(opts.tokenFile));
+  const loopback = ['127.0.0.1', '::1', 'localhost'].includes(opts.host);
+  if (!token && !loopback) {
+    throw new UsageError(`serving on ${opts.host} needs a token: give --token-file or set CATDOG_AUGMENT_TOKEN (only a loopback --host may go without)`);
+  }
+  if (!opts.tlsCert !== !opts.tlsKey) throw new UsageError('--tls-cert and --tls-key go together');
+  const tls = opts.tlsCert && opts.tlsKey ? { cert: readFileSync(resolvePath(opts.tlsCert)), key: readFileSync(resolvePath(opts.tlsKey)) } : undefined;
+  const server = await startAugmentServer({
+    port: opts.port, host: opts.host, workers: opts.workers, token, tls, cacheDir: opts.cacheDir && resolvePath(opts.cacheDir),
+  });
+  if (!token) console.error('augment serve: no token: accepting unauthenticated calls on loopback');
+  console.log(`augment serve listening ${server.host}:${server.port}`);
+  // A load line whenever batches went out in the last interval: the server's side of the trainer's progress line.
+  let lastBatches = 0;
+  const status = setInterval(() => {
+    const l = server.load();
+    if (l.batches === lastBatches && l.queueDepth === 0) return;
+    lastBatches = l.batches;
+    console.log(
+      `augment serve status images_per_s=${l.imagesPerSecond.toFixed(0)} queue_depth=${l.queueDepth} workers=${l.workers} ` +
+        `batches=${l.batches} rss_mib=${(l.rss / 1024 ** 2).toFixed(0)}`,
+    );
+  }, opts.statusEvery * 1000);
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  clearInterval(status);
+  await server.close();
+}
+
 const program = new Command('augment')
-  .description("Keras ImageDataGenerator augmentation on a worker pool: preview and benchmark")
-  .showHelpAfterError();
+  .description("Keras ImageDataGenerator augmentation on a worker pool: preview, benchmark and serve")
+  .showHelpAfterError('(run with --help for usage)')
+  .exitOverride();
 
 addAugmentFlags(
   program
@@ -226,13 +341,35 @@ addAugmentFlags(
     .option('--no-augment', 'decode and resize only')
     .option('--json <file>', 'also write the results as JSON')
     .addOption(new Option('--interpolation <kind>', 'resize kernel').choices(['nearest', 'bilinear']).default('nearest'))
-    .addOption(new Option('--jpeg-decoder <kind>', "fast (TurboJPEG's fast IDCT) or exact (PIL's pixels, via sharp)").choices(['fast', 'exact']).default('fast')),
+    .addOption(new Option('--jpeg-decoder <kind>', "fast (TurboJPEG's fast IDCT) or exact (PIL's pixels, via sharp)").choices(['fast', 'exact']).default('fast'))
+    .option('--augment-service <host:port,…>', 'make the batches on these augmentation servers (a DNS name may resolve to several)')
+    .option('--token-file <file>', "the servers' shared token (default: $CATDOG_AUGMENT_TOKEN)")
+    .option('--tls-ca <file>', 'connect with TLS, trusting this CA certificate (PEM)'),
 ).action(bench);
 
-try {
-  await program.parseAsync(process.argv);
-} catch (err) {
-  const e = err as Error;
-  console.error(`error: ${e instanceof UserError || e instanceof RangeError ? e.message : (e.stack ?? e.message)}`);
-  process.exit(1);
+program
+  .command('serve')
+  .description('serve augmented batches to trainers over gRPC until SIGTERM; prints "augment serve listening <host>:<port>" once ready')
+  .requiredOption('--port <n>', 'port (0: any free one)', port)
+  .option('--host <addr>', 'address to listen on', '0.0.0.0')
+  .option('--workers <n>', 'worker threads', int('--workers'), availableParallelism())
+  .option('--token-file <file>', 'shared token every call must carry (default: $CATDOG_AUGMENT_TOKEN; required unless --host is loopback)')
+  .option('--tls-cert <file>', 'serve TLS with this certificate chain (PEM)')
+  .option('--tls-key <file>', 'and this private key (PEM)')
+  .option('--cache-dir <dir>', "local cache for remote datasets' shards")
+  .option('--status-every <s>', 'seconds between load lines (printed only while busy)', int('--status-every'), 30)
+  .action(serve);
+
+/** 0 ok, 1 failure, 2 usage (commander has already printed its own usage errors). */
+async function main(argv: string[]): Promise<number> {
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    // RangeErrors come from the library's option checks, i.e. from flag values.
+    return reportError(err instanceof RangeError ? new UsageError(err.message) : err);
+  }
 }
+
+process.exitCode = await main(process.argv);

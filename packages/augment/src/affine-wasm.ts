@@ -3,12 +3,31 @@
 //   [decode buffer (sourceBuffer)] [source copy, unless sampling the decode buffer] [row table] [column table]
 //   [the source as float32 RGBx] [output, unless written in place]
 // (each region padded): a JPEG decoded into the decode buffer is sampled in place, and sampling anything else never
-// overwrites it. By default that is the thread's own memory (base 0). A worker writing a batch makes the batch's
-// memory current instead (batchMemory): a shared memory whose first bytes are the batch, so images are written
-// where the consumer reads them, with no copy, and the main thread views the same bytes.
+// overwrites it. A sampler is a value the caller passes along: threadSampler() works in the thread's own memory
+// (base 0); batchSampler() in a shared memory whose first bytes are a batch, so a worker writes images where the
+// consumer reads them, with no copy, and the main thread views the same bytes.
 // Set CATDOG_AUGMENT_WASM=0 to use the JS loop everywhere.
 import { readFileSync } from 'node:fs';
-import type { AffineJob } from './transform.js';
+import type { FillMode } from './options.js';
+
+/** One applyAffine call, resolved: where the source's rows and columns are, and where the pixels go. */
+export interface AffineJob {
+  src: Uint8Array;
+  rows: Int32Array;
+  cols: Int32Array;
+  height: number;
+  width: number;
+  matrix: ArrayLike<number>;
+  fillMode: FillMode;
+  cval: number;
+  data: Float32Array | Uint8Array;
+  /** element offset of the image in data */
+  offset: number;
+  /** float32; 1 for uint8 outputs */
+  rescale: number;
+  flipHorizontal: boolean;
+  flipVertical: boolean;
+}
 
 interface SamplerExports {
   gather_rgbx(rows: number, cols: number, h: number, w: number, dst: number): void;
@@ -19,7 +38,8 @@ interface SamplerExports {
   ): void;
 }
 
-interface Sampler {
+/** A WASM sampler and the memory it works in: decodeForSampling and applyAffine take one (see threadSampler). */
+export interface Sampler {
   memory: WebAssembly.Memory;
   kernels: SamplerExports;
   /** where the scratch regions start */
@@ -38,8 +58,6 @@ const BATCH_SCRATCH_MAX = 512 * 1024 * 1024;
 
 let modules: { local: WebAssembly.Module; shared: WebAssembly.Module | null } | null | undefined;
 let local: Sampler | null | undefined;
-/** the batch memory's sampler while a worker writes a batch */
-let current: Sampler | null = null;
 
 function compiled(): typeof modules {
   if (modules !== undefined) return modules;
@@ -66,8 +84,8 @@ function instantiate(module: WebAssembly.Module, memory: WebAssembly.Memory, bas
   return { memory, kernels, base, decodeBytes: 0, batch };
 }
 
-function active(): Sampler | null {
-  if (current) return current;
+/** The sampler over this thread's own memory (made once per thread), or null without WASM SIMD. */
+export function threadSampler(): Sampler | null {
   if (local === undefined) {
     const m = compiled();
     local = m ? instantiate(m.local, new WebAssembly.Memory({ initial: 1, maximum: 65536 }), 0, null) : null;
@@ -83,11 +101,11 @@ function ensureMemory(s: Sampler, bytes: number): void {
 }
 
 /**
- * Makes a shared memory whose first `bytes` bytes hold a batch (`reuse` if it is big enough, else a new one) the
- * sampler's memory until endBatchMemory. Views of its buffer passed as applyAffine's output are written in
- * place. Null without the sampler or shared memory: the caller then uses an ArrayBuffer.
+ * A sampler over a shared memory whose first `bytes` bytes hold a batch (`reuse` if it is big enough, else a new
+ * one): views of `sampler.memory.buffer` passed as applyAffine's output are written in place. Null without the
+ * sampler or shared memory: the caller then uses an ArrayBuffer.
  */
-export function batchMemory(bytes: number, reuse?: WebAssembly.Memory): WebAssembly.Memory | null {
+export function batchSampler(bytes: number, reuse?: WebAssembly.Memory): Sampler | null {
   const m = compiled();
   if (!m?.shared) return null;
   const base = align(bytes + PAD);
@@ -100,31 +118,21 @@ export function batchMemory(bytes: number, reuse?: WebAssembly.Memory): WebAssem
       return null; // out of address space for another memory: this batch goes through an ArrayBuffer
     }
   }
-  current = instantiate(m.shared, memory, base, memory.buffer);
-  return memory;
-}
-
-/** Back to the thread's own memory. */
-export function endBatchMemory(): void {
-  current = null;
+  return instantiate(m.shared, memory, base, memory.buffer);
 }
 
 /**
- * A buffer of `bytes` bytes in the current sampler memory (valid until the next call of anything here), or null
- * without the sampler. Decoding into it lets wasmAffine sample the pixels in place.
+ * A buffer of `bytes` bytes in the sampler's memory (valid until its next use). Decoding into it lets wasmAffine
+ * sample the pixels in place.
  */
-export function sourceBuffer(bytes: number): Buffer | null {
-  const s = active();
-  if (!s) return null;
+export function sourceBuffer(s: Sampler, bytes: number): Buffer {
   s.decodeBytes = align(bytes + PAD);
   ensureMemory(s, s.base + s.decodeBytes);
   return Buffer.from(s.memory.buffer, s.base, bytes);
 }
 
-/** Samples job ('nearest' or 'constant' fill) on the WASM sampler; false (nothing written) when there is none. */
-export function wasmAffine(job: AffineJob): boolean {
-  const s = active();
-  if (!s) return false;
+/** Samples job ('nearest' or 'constant' fill) on the WASM sampler s. */
+export function wasmAffine(s: Sampler, job: AffineJob): void {
   const { src, rows, cols, height: h, width: w, data } = job;
   const u8 = data instanceof Uint8Array;
   const inPlace = src.buffer === s.memory.buffer && src.byteOffset === s.base && src.byteLength + PAD <= s.decodeBytes;
@@ -151,8 +159,7 @@ export function wasmAffine(job: AffineJob): boolean {
     m[0]!, m[1]!, m[2]!, m[3]!, m[4]!, m[5]!,
     job.fillMode === 'constant' ? 1 : 0, job.cval, job.rescale, job.flipHorizontal ? 1 : 0, job.flipVertical ? 1 : 0, u8 ? 1 : 0,
   );
-  if (direct) return true;
+  if (direct) return;
   if (u8) data.set(new Uint8Array(buffer, outAt, outLength), job.offset);
   else data.set(new Float32Array(buffer, outAt, outLength), job.offset);
-  return true;
 }

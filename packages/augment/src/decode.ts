@@ -5,8 +5,8 @@
 // 0.33 ms this way, PIL 0.36 ms).
 import jpegTurbo from '@julusian/jpeg-turbo';
 import sharp from 'sharp';
-import { sourceBuffer } from './affine-wasm.js';
-import type { SourceLayout } from './transform.js';
+import { sourceBuffer, threadSampler, type Sampler } from './affine-wasm.js';
+import type { AffineImage, SourceLayout } from './transform.js';
 
 export type Interpolation = 'nearest' | 'bilinear';
 
@@ -16,6 +16,20 @@ export type Interpolation = 'nearest' | 'bilinear';
  * (and so Keras' load_img) decodes.
  */
 export type JpegDecoder = 'fast' | 'exact';
+
+export interface DecodeOptions {
+  height: number;
+  width: number;
+  /** Default 'nearest' (Keras' load_img). */
+  interpolation?: Interpolation;
+  /** Default 'fast'. */
+  jpegDecoder?: JpegDecoder;
+  /**
+   * The sampler whose memory TurboJPEG decodes into, so that applyAffine with the same sampler reads the pixels in
+   * place. Default threadSampler(); null decodes into a buffer of this module's.
+   */
+  sampler?: Sampler | null;
+}
 
 /**
  * Width and height from a JPEG's SOF segment, or null when the bytes are not a (well-formed) JPEG header.
@@ -75,9 +89,8 @@ export function endsWithEoi(bytes: Uint8Array): boolean {
  * sampler it is the start of the sampler's memory, where applyAffine reads the pixels without a copy.
  */
 let scratch = Buffer.alloc(0);
-function scratchBuffer(bytes: number): Buffer {
-  const inSampler = sourceBuffer(bytes);
-  if (inSampler) return inSampler;
+function scratchBuffer(sampler: Sampler | null, bytes: number): Buffer {
+  if (sampler) return sourceBuffer(sampler, bytes);
   if (scratch.length < bytes) scratch = Buffer.alloc(bytes);
   return scratch;
 }
@@ -86,10 +99,10 @@ function scratchBuffer(bytes: number): Buffer {
  * Full-size RGB pixels of a well-formed JPEG through TurboJPEG, or null to let sharp decide. The pixels live in
  * this thread's scratch buffer until the next call.
  */
-function decodeJpegFast(bytes: Uint8Array, size: { width: number; height: number }): Uint8Array | null {
+function decodeJpegFast(bytes: Uint8Array, size: { width: number; height: number }, sampler: Sampler | null): Uint8Array | null {
   if (!endsWithEoi(bytes)) return null;
   const need = size.width * size.height * 3;
-  const scratch = scratchBuffer(need);
+  const scratch = scratchBuffer(sampler, need);
   try {
     const input = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     const out = jpegTurbo.decompressSync(input, scratch, { format: jpegTurbo.FORMAT_RGB });
@@ -116,10 +129,10 @@ export function nearestLayout(srcHeight: number, srcWidth: number, height: numbe
 const SHRINK_ON_LOAD_FACTOR = 4;
 
 /**
- * Decodes an encoded image (JPEG, PNG, WebP, …) for sampling at height × width, as sRGB bytes. Throws on corrupt
- * input. For a JPEG on TurboJPEG's path, `pixels` is the full-size decode (in this thread's reused buffer, valid
- * until the next decode) and `layout` the nearest resize's index tables into it; otherwise `pixels` is already
- * height × width × 3 and there is no layout.
+ * Decodes an encoded image (JPEG, PNG, WebP, …) for sampling at height × width, as sRGB bytes: applyAffine's input.
+ * Throws on corrupt input. For a JPEG on TurboJPEG's path, `pixels` is the full-size decode (in the sampler's
+ * memory, valid until its next decode) and `layout` the nearest resize's index tables into it; otherwise `pixels`
+ * is already height × width × 3 and there is no layout.
  *
  * 'nearest': a full-size decode (TurboJPEG for `jpegDecoder` 'fast', else sharp) then PIL's nearest mapping
  * (exactly Keras' resize), except for JPEGs ≥ 4× the target, which libjpeg decodes at 1/4 or 1/8 scale first
@@ -127,22 +140,18 @@ const SHRINK_ON_LOAD_FACTOR = 4;
  * the full decode is cheaper than sharp's 1/2-scale decode + resize.
  * 'bilinear': sharp's linear kernel (shrink-on-load for JPEG).
  */
-export async function decodeForSampling(
-  bytes: Uint8Array,
-  height: number,
-  width: number,
-  interpolation: Interpolation = 'nearest',
-  jpegDecoder: JpegDecoder = 'fast',
-): Promise<{ pixels: Uint8Array; layout?: SourceLayout }> {
+export async function decodeForSampling(bytes: Uint8Array, options: DecodeOptions): Promise<AffineImage> {
+  const { height, width, interpolation = 'nearest', jpegDecoder = 'fast' } = options;
   if (interpolation === 'nearest') {
     const size = jpegSize(bytes);
     if (!size || Math.min(size.width / width, size.height / height) < SHRINK_ON_LOAD_FACTOR) {
-      const fast = size && jpegDecoder === 'fast' && decodeJpegFast(bytes, size);
-      if (fast) return { pixels: fast, layout: nearestLayout(size.height, size.width, height, width) };
+      const sampler = options.sampler === undefined ? threadSampler() : options.sampler;
+      const fast = size && jpegDecoder === 'fast' && decodeJpegFast(bytes, size, sampler);
+      if (fast) return { pixels: fast, height, width, layout: nearestLayout(size.height, size.width, height, width) };
       const { data, info } = await sharp(bytes).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
       if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels, expected 3`);
       const pixels = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-      return { pixels: info.width === width && info.height === height ? pixels : resizeNearest(pixels, info.height, info.width, height, width) };
+      return { pixels: info.width === width && info.height === height ? pixels : resizeNearest(pixels, info.height, info.width, height, width), height, width };
     }
   }
   const { data, info } = await sharp(bytes)
@@ -154,18 +163,12 @@ export async function decodeForSampling(
   if (info.channels !== 3 || info.width !== width || info.height !== height) {
     throw new Error(`decoded to ${info.width}×${info.height}×${info.channels}, expected ${width}×${height}×3`);
   }
-  return { pixels: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+  return { pixels: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), height, width };
 }
 
 /** Decodes an encoded image to height × width × 3 sRGB bytes of its own (decodeForSampling, resized). */
-export async function decodeResized(
-  bytes: Uint8Array,
-  height: number,
-  width: number,
-  interpolation: Interpolation = 'nearest',
-  jpegDecoder: JpegDecoder = 'fast',
-): Promise<Uint8Array> {
-  const { pixels, layout } = await decodeForSampling(bytes, height, width, interpolation, jpegDecoder);
+export async function decodeResized(bytes: Uint8Array, options: DecodeOptions): Promise<Uint8Array> {
+  const { pixels, layout } = await decodeForSampling(bytes, options);
   return layout ? gather(pixels, layout) : pixels;
 }
 

@@ -16,18 +16,34 @@ export {
   IDENTITY_PARAMS,
   type TransformParams,
   packedLayout,
+  type AffineImage,
+  type AffineOptions,
   type AffineOutput,
   type SourceLayout,
 } from './transform.js';
-export { decodeResized, decodeForSampling, nearestLayout, resizeNearest, jpegSize, endsWithEoi, type Interpolation, type JpegDecoder } from './decode.js';
-export { loadSamples, openDatasetSource, DEFAULT_MAX_SOURCE_BYTES, type SampleSource, type LoadedSamples } from './source.js';
+export { threadSampler, type Sampler } from './affine-wasm.js';
 export {
-  createBatchStream,
+  decodeResized,
+  decodeForSampling,
+  nearestLayout,
+  resizeNearest,
+  jpegSize,
+  endsWithEoi,
+  type DecodeOptions,
+  type Interpolation,
+  type JpegDecoder,
+} from './decode.js';
+export { loadSamples, openDatasetSource, DEFAULT_MAX_SOURCE_BYTES, type SampleSource, type LoadedSamples } from './source.js';
+export { createBatchStream } from './stream.js';
+export {
   type BatchStream,
   type BatchStreamOptions,
   type Batch,
   type StreamStats,
   type SkippedSample,
   type EpochReport,
-} from './stream.js';
+  type ServerStats,
+} from './batch-stream.js';
+export { parseServiceAddresses, readServiceToken, type AugmentServiceOptions } from './service/addresses.js';
+export { startAugmentServer, loadServedSamples, type AugmentServer, type AugmentServerOptions } from './service/server.js';
 export { toTfDataset, batchToTensors, type TfDatasetOptions } from './tfjs.js';

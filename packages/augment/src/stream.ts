@@ -2,120 +2,13 @@
 // bounded number of batches in flight.
 import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { Piscina } from 'piscina';
-import type { SplitName } from '@catdog/dataset';
-import type { Interpolation, JpegDecoder } from './decode.js';
-import { resolveAugmentOptions, type AugmentOptions } from './options.js';
-import { epochOrder } from './random.js';
+import type { Batch, BatchStream, BatchStreamOptions, StreamStats } from './batch-stream.js';
+import { DeliveryLog, iterate, positiveInt, resolveStreamOptions, type ResolvedStreamOptions } from './delivery.js';
+import { batchIndices, epochSampleOrder, stepsPerEpoch } from './plan.js';
 import { loadSamples, openDatasetSource, type LoadedSamples, type SampleSource } from './source.js';
-import type { BatchResult, BatchTask, PingTask } from './worker.js';
-
-export interface BatchStreamOptions {
-  /** A SampleSource, or a dataset URL (prepared dataset dir / s3:// prefix, or a folder of images). */
-  source: SampleSource | string;
-  /** Split of a prepared dataset. Default 'train'. */
-  split?: SplitName;
-  /** Default 32. */
-  batchSize?: number;
-  /** [height, width]. Default [150, 150]. */
-  targetSize?: [number, number];
-  /** Augmentation (e.g. BOOK_AUGMENTATION), or false for validation/test streams. Default false. */
-  augment?: Partial<AugmentOptions> | false;
-  /** Default: true when augmenting, false otherwise. */
-  shuffle?: boolean;
-  /** Keys the shuffle and every transform. Default: random (read it back from stream.seed). */
-  seed?: number;
-  /** Worker threads. Default os.availableParallelism(). */
-  workers?: number;
-  /** Batches in flight (computed ahead of the consumer). Default 2 × workers. */
-  prefetch?: number;
-  /** Default 'float32'. */
-  dtype?: 'float32' | 'uint8';
-  /** Multiplies float32 pixels after the transform (Keras' rescale). Default 1/255. */
-  rescale?: number;
-  /** Resize kernel to the target size. Default 'nearest' (Keras' default). */
-  interpolation?: Interpolation;
-  /** JPEG decoding: 'fast' (TurboJPEG's fast IDCT, default) or 'exact' (PIL's pixels, through sharp). */
-  jpegDecoder?: JpegDecoder;
-  /** Epochs to produce; Infinity = endless like flow_from_directory. Default Infinity. */
-  epochs?: number;
-  /** First epoch number (resuming a run gives the same batches as an uninterrupted one). Default 0. */
-  initialEpoch?: number;
-  /** Local cache for a remote dataset's shards. */
-  cacheDir?: string;
-  /** Drop each epoch's last partial batch. Default false (Keras yields it). */
-  dropRemainder?: boolean;
-  /** Bound on the encoded bytes held in memory. Default 2 GiB. */
-  maxSourceBytes?: number;
-  /** Called when the last batch of an epoch is delivered. */
-  onEpochEnd?: (report: EpochReport) => void;
-  /** Test hook: a worker deletes this file and exits mid-task, to exercise crash recovery. */
-  crashMarker?: string;
-}
-
-export interface SkippedSample {
-  key: string;
-  epoch: number;
-  reason: string;
-}
-
-export interface EpochReport {
-  epoch: number;
-  images: number;
-  skipped: SkippedSample[];
-}
-
-export interface Batch {
-  /** n × h × w × 3, rescaled float32 or raw uint8 */
-  xs: Float32Array | Uint8Array;
-  /** n labels (class indices as floats, Keras' class_mode 'binary') */
-  ys: Float32Array;
-  keys: string[];
-  shape: [number, number, number, 3];
-  epoch: number;
-  /** batch index within the epoch */
-  index: number;
-  /** corrupt samples left out of this batch (it is that much shorter) */
-  skipped: SkippedSample[];
-  /**
-   * Optional: hands xs' buffer back to the stream, which reuses it for a later batch (no allocation, no GC of
-   * 8.6 MB buffers on the main thread). Do not touch xs afterwards: a later batch is written there (xs is a view of
-   * memory shared with the worker threads). toTfDataset calls it once the tensor holds a copy.
-   */
-  release(): void;
-}
-
-export interface StreamStats {
-  batches: number;
-  images: number;
-  seconds: number;
-  imagesPerSecond: number;
-  skipped: SkippedSample[];
-  retries: number;
-  /** main-thread time spent per delivered batch (dispatch, bookkeeping, assembling), ms */
-  mainThreadMsPerBatch: number;
-  /** worker time per batch (decode + resize + augment), ms */
-  workerMsPerBatch: number;
-}
-
-export interface BatchStream extends AsyncIterable<Batch> {
-  readonly classes: string[];
-  /** samples per epoch */
-  readonly size: number;
-  /** batches per epoch, ceil(size / batchSize) (floor with dropRemainder) */
-  readonly stepsPerEpoch: number;
-  readonly batchSize: number;
-  readonly seed: number;
-  readonly workers: number;
-  next(): Promise<IteratorResult<Batch, undefined>>;
-  stats(): StreamStats;
-  /**
-   * Resolves once every worker thread has started and run its per-image path on a few hundred synthetic images, so
-   * that V8 has compiled it (benchmarks call it before timing; a stream works without it).
-   */
-  ready(): Promise<void>;
-  close(): Promise<void>;
-}
+import { BatchPool } from './batch-pool.js';
+import { createRemoteBatchStream } from './service/client.js';
+import type { BatchResult, BatchTask } from './worker.js';
 
 interface Pending {
   epoch: number;
@@ -124,64 +17,25 @@ interface Pending {
   result: Promise<BatchResult>;
 }
 
-const MAX_SKIPPED_KEPT = 10_000;
-/** Synthetic images each worker samples in ready() (about 60 ms once compiled). */
-const WARMUP_IMAGES = 300;
-
-function positiveInt(name: string, value: number): number {
-  if (!Number.isInteger(value) || value < 1) throw new RangeError(`${name} must be a positive integer, got ${value}`);
-  return value;
-}
-
-/** Opens the source (reading its encoded samples into memory) and starts the worker pool. */
+/**
+ * Opens the source (reading its encoded samples into memory) and starts the worker pool; with `augmentService`,
+ * connects to augmentation servers instead, which do both.
+ */
 export async function createBatchStream(options: BatchStreamOptions): Promise<BatchStream> {
-  const batchSize = positiveInt('batchSize', options.batchSize ?? 32);
-  const [height, width] = options.targetSize ?? [150, 150];
-  positiveInt('targetSize height', height);
-  positiveInt('targetSize width', width);
-  const augment = options.augment ? resolveAugmentOptions(options.augment) : null;
-  const shuffle = options.shuffle ?? augment !== null;
-  const seed = options.seed ?? Math.floor(Math.random() * 2 ** 31);
-  if (!Number.isSafeInteger(seed)) throw new RangeError(`seed must be an integer, got ${seed}`);
+  const resolved = resolveStreamOptions(options);
+  if (options.augmentService) return createRemoteBatchStream(options, resolved);
   const workers = positiveInt('workers', options.workers ?? availableParallelism());
-  const prefetch = positiveInt('prefetch', options.prefetch ?? 2 * workers);
-  const epochs = options.epochs ?? Infinity;
-  if (!(epochs > 0)) throw new RangeError(`epochs must be > 0, got ${epochs}`);
-  const initialEpoch = options.initialEpoch ?? 0;
-  const dtype = options.dtype ?? 'float32';
-  const rescale = options.rescale ?? 1 / 255;
-  const interpolation = options.interpolation ?? 'nearest';
-  const jpegDecoder = options.jpegDecoder ?? 'fast';
-
   const source =
     typeof options.source === 'string'
       ? await openDatasetSource(options.source, options.split ?? 'train', options.cacheDir)
       : options.source;
   const loaded = await loadSamples(source, options.maxSourceBytes);
-  return new PooledBatchStream(loaded, {
-    batchSize, height, width, augment, shuffle, seed, workers, prefetch, epochs, initialEpoch, dtype, rescale,
-    interpolation, jpegDecoder, dropRemainder: options.dropRemainder ?? false, onEpochEnd: options.onEpochEnd,
-    crashMarker: options.crashMarker,
-  });
+  return new PooledBatchStream(loaded, { ...resolved, workers, prefetch: options.prefetch ?? 2 * workers, crashMarker: options.crashMarker });
 }
 
-interface Resolved {
-  batchSize: number;
-  height: number;
-  width: number;
-  augment: AugmentOptions | null;
-  shuffle: boolean;
-  seed: number;
+interface Resolved extends ResolvedStreamOptions {
   workers: number;
   prefetch: number;
-  epochs: number;
-  initialEpoch: number;
-  dtype: 'float32' | 'uint8';
-  rescale: number;
-  interpolation: Interpolation;
-  jpegDecoder: JpegDecoder;
-  dropRemainder: boolean;
-  onEpochEnd?: (report: EpochReport) => void;
   crashMarker?: string;
 }
 
@@ -192,7 +46,7 @@ class PooledBatchStream implements BatchStream {
   readonly batchSize: number;
   readonly seed: number;
   readonly workers: number;
-  private readonly pool: Piscina;
+  private readonly pool: BatchPool;
   private readonly inflight: Pending[] = [];
   private nextEpoch: number;
   private nextIndex = 0;
@@ -200,16 +54,9 @@ class PooledBatchStream implements BatchStream {
   private order: number[] | null = null;
   private orderEpoch = -1;
   private closed = false;
-  private delivered = 0;
-  private images = 0;
-  private retries = 0;
-  private mainMs = 0;
-  private workerMs = 0;
-  private readonly skipped: SkippedSample[] = [];
+  private readonly log: DeliveryLog;
   /** released batch buffers (or shared batch memories), reused by later tasks */
   private readonly spare: (ArrayBuffer | WebAssembly.Memory)[] = [];
-  private epochSkipped: SkippedSample[] = [];
-  private epochImages = 0;
 
   constructor(private readonly data: LoadedSamples, private readonly o: Resolved) {
     this.classes = data.classes;
@@ -217,36 +64,23 @@ class PooledBatchStream implements BatchStream {
     this.batchSize = o.batchSize;
     this.seed = o.seed;
     this.workers = o.workers;
-    this.stepsPerEpoch = o.dropRemainder ? Math.floor(this.size / o.batchSize) : Math.ceil(this.size / o.batchSize);
+    this.stepsPerEpoch = stepsPerEpoch(this.size, o.batchSize, o.dropRemainder);
     if (this.stepsPerEpoch === 0) {
       throw new RangeError(`dropRemainder with batchSize ${o.batchSize} leaves no batch from ${this.size} samples`);
     }
     this.nextEpoch = o.initialEpoch;
     this.batchBytes = o.batchSize * o.height * o.width * 3 * (o.dtype === 'uint8' ? 1 : 4);
-    this.pool = new Piscina({
-      filename: new URL('./worker.ts', import.meta.url).href,
-      minThreads: o.workers,
-      maxThreads: o.workers,
-      idleTimeout: 60_000,
-      workerData: data.shared,
-    });
+    this.pool = new BatchPool(data.shared, o.workers);
+    this.log = new DeliveryLog(o.onEpochEnd);
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Batch, undefined> {
-    return {
-      next: () => this.next(),
-      return: async () => {
-        await this.close();
-        return { done: true, value: undefined };
-      },
-    };
+    return iterate(this);
   }
 
   private epochIndices(epoch: number): number[] {
     if (this.orderEpoch !== epoch) {
-      this.order = this.o.shuffle
-        ? epochOrder(this.data.keys, this.o.seed, epoch)
-        : Array.from({ length: this.size }, (_, i) => i);
+      this.order = epochSampleOrder(this.data.keys, this.o.shuffle, this.o.seed, epoch);
       this.orderEpoch = epoch;
     }
     return this.order!;
@@ -257,7 +91,7 @@ class PooledBatchStream implements BatchStream {
       const epoch = this.nextEpoch;
       const index = this.nextIndex;
       const order = this.epochIndices(epoch);
-      const indices = order.slice(index * this.o.batchSize, (index + 1) * this.o.batchSize);
+      const indices = batchIndices(order, index, this.o.batchSize);
       const task: BatchTask = {
         epoch,
         indices,
@@ -272,21 +106,7 @@ class PooledBatchStream implements BatchStream {
         jpegDecoder: this.o.jpegDecoder,
         crashMarker: this.o.crashMarker,
       };
-      const out = this.spare.pop();
-      const first = (
-        out instanceof ArrayBuffer
-          ? this.pool.run({ ...task, out }, { transferList: [out] })
-          : this.pool.run(out ? { ...task, memory: out } : task)
-      ) as Promise<BatchResult>;
-      // A crashed worker is replaced by piscina; its task is retried once on the new worker (with a fresh buffer:
-      // the recycled one went down with the worker).
-      const result = first.catch((err: unknown) => {
-        if (this.closed) throw err;
-        this.retries++;
-        return (this.pool.run(task) as Promise<BatchResult>).catch((again: unknown) => {
-          throw new Error(`augment: batch ${index} of epoch ${epoch} failed twice: ${(again as Error).message}`, { cause: again });
-        });
-      });
+      const result = this.pool.run(task, this.spare.pop(), `batch ${index} of epoch ${epoch}`);
       result.catch(() => {}); // surfaced when the batch is awaited
       this.inflight.push({ epoch, index, indices, result });
       this.nextIndex++;
@@ -301,7 +121,7 @@ class PooledBatchStream implements BatchStream {
     let t = performance.now();
     this.dispatch();
     const head = this.inflight.shift();
-    this.mainMs += performance.now() - t;
+    this.log.addMainMs(performance.now() - t);
     if (!head) {
       await this.close();
       return { done: true, value: undefined };
@@ -325,10 +145,6 @@ class PooledBatchStream implements BatchStream {
       ys[j] = this.data.labels[i];
     }
     const skipped = res.skipped.map((s) => ({ key: this.data.keys[head.indices[s.position]], epoch: head.epoch, reason: s.reason }));
-    for (const s of skipped) {
-      if (this.skipped.length < MAX_SKIPPED_KEPT) this.skipped.push(s);
-      this.epochSkipped.push(s);
-    }
     const len = n * h * w * 3;
     const xs = this.o.dtype === 'uint8' ? new Uint8Array(res.xs, 0, len) : new Float32Array(res.xs, 0, len);
     const reusable = res.memory ? res.xs.byteLength > this.batchBytes : res.xs.byteLength === this.batchBytes;
@@ -340,49 +156,20 @@ class PooledBatchStream implements BatchStream {
       if (reusable && this.spare.length < this.o.prefetch) this.spare.push(recycled);
     };
     const batch: Batch = { xs, ys, keys, shape: [n, h, w, 3], epoch: head.epoch, index: head.index, skipped, release };
-    this.delivered++;
-    this.images += n;
-    this.epochImages += n;
-    this.workerMs += res.workerMs;
-    if (head.index === this.stepsPerEpoch - 1) {
-      const report: EpochReport = { epoch: head.epoch, images: this.epochImages, skipped: this.epochSkipped };
-      this.epochSkipped = [];
-      this.epochImages = 0;
-      this.mainMs += performance.now() - t;
-      this.o.onEpochEnd?.(report);
-    } else {
-      this.mainMs += performance.now() - t;
-    }
+    this.log.record(batch, head.index === this.stepsPerEpoch - 1, res.workerMs, performance.now() - t);
     return { done: false, value: batch };
   }
 
-  private readonly created = performance.now();
-
   async ready(): Promise<void> {
     const o = this.o;
-    const warmup: PingTask['warmup'] = {
+    await this.pool.warmUp({
       height: o.height, width: o.width, augment: o.augment, seed: o.seed, dtype: o.dtype, rescale: o.rescale,
-      interpolation: o.interpolation, jpegDecoder: o.jpegDecoder, images: WARMUP_IMAGES,
-    };
-    const seen = new Set<number>();
-    for (let round = 0; round < 100 && seen.size < this.workers && !this.closed; round++) {
-      const pings = Array.from({ length: this.workers }, () => this.pool.run({ ping: true, holdMs: 20, warmup }) as Promise<{ threadId: number }>);
-      for (const p of await Promise.all(pings)) seen.add(p.threadId);
-    }
+      interpolation: o.interpolation, jpegDecoder: o.jpegDecoder,
+    });
   }
 
   stats(): StreamStats {
-    const seconds = (performance.now() - this.created) / 1000;
-    return {
-      batches: this.delivered,
-      images: this.images,
-      seconds,
-      imagesPerSecond: seconds > 0 ? this.images / seconds : 0,
-      skipped: [...this.skipped],
-      retries: this.retries,
-      mainThreadMsPerBatch: this.delivered ? this.mainMs / this.delivered : 0,
-      workerMsPerBatch: this.delivered ? this.workerMs / this.delivered : 0,
-    };
+    return this.log.stats(this.pool.retries);
   }
 
   async close(): Promise<void> {

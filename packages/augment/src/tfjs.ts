@@ -1,6 +1,6 @@
 // Adapter to tf.data, for model.fitDataset / evaluateDataset. The backend is the application's choice.
 import * as tf from '@tensorflow/tfjs';
-import type { Batch, BatchStream } from './stream.js';
+import type { Batch, BatchStream } from './batch-stream.js';
 
 export interface TfDatasetOptions {
   /**

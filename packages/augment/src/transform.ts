@@ -3,7 +3,7 @@
 import type { AugmentOptions, FillMode } from './options.js';
 import { zoomBounds } from './options.js';
 import type { Rng } from './random.js';
-import { wasmAffine } from './affine-wasm.js';
+import { threadSampler, wasmAffine, type AffineJob, type Sampler } from './affine-wasm.js';
 
 /** One sample's draw, in Keras' units: degrees, pixels (tx along rows, ty along columns), degrees, factors. */
 export interface TransformParams {
@@ -202,29 +202,34 @@ function sampleBorder(
   }
 }
 
-/** One applyAffine call, resolved: where the source's rows and columns are, and where the pixels go. */
-export interface AffineJob {
-  src: Uint8Array;
-  rows: Int32Array;
-  cols: Int32Array;
+/** An image to sample: height × width pixels of `pixels`, packed h × w × 3 or seen through `layout`. */
+export interface AffineImage {
+  pixels: Uint8Array;
   height: number;
   width: number;
-  matrix: ArrayLike<number>;
-  fillMode: FillMode;
-  cval: number;
-  data: Float32Array | Uint8Array;
-  /** element offset of the image in data */
-  offset: number;
-  /** float32; 1 for uint8 outputs */
-  rescale: number;
-  flipHorizontal: boolean;
-  flipVertical: boolean;
+  /** where row i and column j start in pixels (default: packed height × width × 3) */
+  layout?: SourceLayout;
 }
 
-function affineJob(
-  src: Uint8Array, height: number, width: number, matrix: ArrayLike<number>, fillMode: FillMode, cval: number,
-  out: AffineOutput | undefined, layout: SourceLayout | undefined,
-): AffineJob {
+export interface AffineOptions {
+  /** Default 'nearest' (Keras' default). */
+  fillMode?: FillMode;
+  /** Value for fillMode 'constant'. Default 0. */
+  cval?: number;
+  /** Where the pixels go. Default: a new Float32Array of height × width × 3, unscaled. */
+  output?: AffineOutput;
+  /**
+   * The WASM sampler to run 'nearest' and 'constant' on: default threadSampler(); a batchSampler() to write a batch
+   * in its shared memory; null for the JS reference loop.
+   */
+  sampler?: Sampler | null;
+}
+
+function affineJob(image: AffineImage, matrix: ArrayLike<number>, options: AffineOptions): AffineJob {
+  const { pixels: src, height, width, layout } = image;
+  const fillMode = options.fillMode ?? 'nearest';
+  const cval = options.cval ?? 0;
+  const out = options.output;
   if (layout) {
     if (layout.rows.length !== height || layout.cols.length !== width) {
       throw new RangeError(`applyAffine: layout is ${layout.rows.length}×${layout.cols.length}, image ${height}×${width}`);
@@ -245,38 +250,24 @@ function affineJob(
 
 /**
  * scipy.ndimage.affine_transform(channel, matrix[:2,:2], matrix[:2,2], order=1, mode=fillMode, cval) on each
- * channel of an HWC RGB image, then Keras' flips. Writes into out.data (a batch buffer) or a new Float32Array.
- * `layout` says where the source's rows and columns are in `src` (default: packed height × width × 3).
- * 'nearest' and 'constant' run on a WASM SIMD sampler (float32 blending: within float32 rounding of
- * applyAffineReference, about 3× faster); 'reflect', 'wrap', and runtimes without WASM SIMD run the reference.
+ * channel of an HWC RGB image, then Keras' flips. Writes into options.output.data (a batch buffer) or a new
+ * Float32Array. 'nearest' and 'constant' run on the WASM SIMD sampler (float32 blending: within float32 rounding of
+ * applyAffineReference, about 3× faster); 'reflect', 'wrap', a null sampler and runtimes without WASM SIMD run the
+ * reference.
  */
-export function applyAffine(
-  src: Uint8Array,
-  height: number,
-  width: number,
-  matrix: ArrayLike<number>,
-  fillMode: FillMode = 'nearest',
-  cval = 0,
-  out?: AffineOutput,
-  layout?: SourceLayout,
-): Float32Array | Uint8Array {
-  const job = affineJob(src, height, width, matrix, fillMode, cval, out, layout);
-  if ((fillMode === 'nearest' || fillMode === 'constant') && wasmAffine(job)) return job.data;
+export function applyAffine(image: AffineImage, matrix: ArrayLike<number>, options: AffineOptions = {}): Float32Array | Uint8Array {
+  const job = affineJob(image, matrix, options);
+  const sampler = options.sampler === undefined ? threadSampler() : options.sampler;
+  if (sampler && (job.fillMode === 'nearest' || job.fillMode === 'constant')) {
+    wasmAffine(sampler, job);
+    return job.data;
+  }
   return sampleReference(job);
 }
 
 /** applyAffine in float64 JS, scipy's arithmetic operation for operation (outputs equal scipy's in our tests). */
-export function applyAffineReference(
-  src: Uint8Array,
-  height: number,
-  width: number,
-  matrix: ArrayLike<number>,
-  fillMode: FillMode = 'nearest',
-  cval = 0,
-  out?: AffineOutput,
-  layout?: SourceLayout,
-): Float32Array | Uint8Array {
-  return sampleReference(affineJob(src, height, width, matrix, fillMode, cval, out, layout));
+export function applyAffineReference(image: AffineImage, matrix: ArrayLike<number>, options: Omit<AffineOptions, 'sampler'> = {}): Float32Array | Uint8Array {
+  return sampleReference(affineJob(image, matrix, options));
 }
 
 function sampleReference(job: AffineJob): Float32Array | Uint8Array {

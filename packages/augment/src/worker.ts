@@ -4,7 +4,7 @@ import { existsSync, unlinkSync } from 'node:fs';
 import { threadId } from 'node:worker_threads';
 import jpegTurbo from '@julusian/jpeg-turbo';
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
-import { batchMemory, endBatchMemory } from './affine-wasm.js';
+import { batchSampler, threadSampler, type Sampler } from './affine-wasm.js';
 import { configureSharpForWorkers, decodeForSampling, type Interpolation, type JpegDecoder } from './decode.js';
 import { BOOK_AUGMENTATION, type AugmentOptions } from './options.js';
 import { sampleRng } from './random.js';
@@ -88,12 +88,14 @@ async function warmUp(o: NonNullable<PingTask['warmup']>): Promise<void> {
   for (let i = 0; i < rgb.length; i++) rgb[i] = (i * 7 + (i >> 9)) & 255;
   const jpeg = jpegTurbo.compressSync(rgb, { format: jpegTurbo.FORMAT_RGB, width: w, height: h, quality: 90, subsampling: jpegTurbo.SAMP_420 });
   const out = o.dtype === 'uint8' ? new Uint8Array(h * w * 3) : new Float32Array(h * w * 3);
+  const sampler = threadSampler();
   for (let k = 0; k < o.images; k++) {
-    const image = await decodeForSampling(jpeg, h, w, o.interpolation, o.jpegDecoder);
+    const image = await decodeForSampling(jpeg, { height: h, width: w, interpolation: o.interpolation, jpegDecoder: o.jpegDecoder, sampler });
     const params = sampleTransform(o.augment ?? BOOK_AUGMENTATION, sampleRng(o.seed, k, `warmup.${k}`), h, w);
-    applyAffine(image.pixels, h, w, transformMatrix(params, h, w), o.augment?.fillMode, o.augment?.cval, {
-      data: out, rescale: o.rescale, flipHorizontal: params.flipHorizontal, flipVertical: params.flipVertical,
-    }, image.layout);
+    applyAffine(image, transformMatrix(params, h, w), {
+      fillMode: o.augment?.fillMode, cval: o.augment?.cval, sampler,
+      output: { data: out, rescale: o.rescale, flipHorizontal: params.flipHorizontal, flipVertical: params.flipVertical },
+    });
   }
 }
 
@@ -112,15 +114,11 @@ async function runBatch(task: BatchTask): Promise<BatchResult> {
   const pixels = h * w * 3;
   const bytesPer = task.dtype === 'uint8' ? 1 : 4;
   // The WASM sampler writes images straight into a shared batch memory; else into an ArrayBuffer (copied out).
-  const memory = batchMemory(n * pixels * bytesPer, task.memory);
-  try {
-    return await writeBatch(task, t0, memory);
-  } finally {
-    endBatchMemory();
-  }
+  const batch = batchSampler(n * pixels * bytesPer, task.memory);
+  return writeBatch(task, t0, batch ?? threadSampler(), batch?.memory ?? null);
 }
 
-async function writeBatch(task: BatchTask, t0: number, memory: WebAssembly.Memory | null): Promise<BatchResult> {
+async function writeBatch(task: BatchTask, t0: number, sampler: Sampler | null, memory: WebAssembly.Memory | null): Promise<BatchResult> {
   const { height: h, width: w, indices } = task;
   const n = indices.length;
   const pixels = h * w * 3;
@@ -132,7 +130,7 @@ async function writeBatch(task: BatchTask, t0: number, memory: WebAssembly.Memor
     const i = indices[pos];
     const view = bytes.subarray(spans[2 * i], spans[2 * i] + spans[2 * i + 1]);
     // The nearest resize is folded into the affine's sampling (index tables into the full-size decode).
-    return decodeForSampling(view, h, w, task.interpolation, task.jpegDecoder).catch((err: unknown) =>
+    return decodeForSampling(view, { height: h, width: w, interpolation: task.interpolation, jpegDecoder: task.jpegDecoder, sampler }).catch((err: unknown) =>
       err instanceof Error ? err : new Error(String(err)),
     );
   };
@@ -146,15 +144,15 @@ async function writeBatch(task: BatchTask, t0: number, memory: WebAssembly.Memor
       skipped.push({ position: pos, reason: image.message.split('\n')[0] });
       continue;
     }
-    const slot = kept.length;
+    const output = { data: out, offset: kept.length * pixels, rescale: task.rescale };
     if (task.augment) {
       const params = sampleTransform(task.augment, sampleRng(task.seed, task.epoch, task.keys[pos]), h, w);
-      applyAffine(image.pixels, h, w, transformMatrix(params, h, w), task.augment.fillMode, task.augment.cval, {
-        data: out, offset: slot * pixels, rescale: task.rescale,
-        flipHorizontal: params.flipHorizontal, flipVertical: params.flipVertical,
-      }, image.layout);
+      applyAffine(image, transformMatrix(params, h, w), {
+        fillMode: task.augment.fillMode, cval: task.augment.cval, sampler,
+        output: { ...output, flipHorizontal: params.flipHorizontal, flipVertical: params.flipVertical },
+      });
     } else {
-      applyAffine(image.pixels, h, w, IDENTITY, 'nearest', 0, { data: out, offset: slot * pixels, rescale: task.rescale }, image.layout);
+      applyAffine(image, IDENTITY, { sampler, output });
     }
     kept.push(pos);
   }

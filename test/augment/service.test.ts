@@ -1,0 +1,292 @@
+// The augmentation service on loopback, servers as real `augment serve` subprocesses: the same batches as in process,
+// a server killed mid-epoch, tokens, malformed and oversized requests, a stalled client.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { BOOK_AUGMENTATION, createBatchStream, type Batch, type BatchStreamOptions } from '@catdog/augment';
+import { isUserError } from '@catdog/errors';
+import { kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
+
+const TOKEN = 'test-token-4f1c';
+let dir: string;
+let images: string;
+let tokenFile: string;
+const servers: ChildProcess[] = [];
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'catdog-augment-service-'));
+  images = join(dir, 'images');
+  // 24 real photos and one corrupt file (skipped the same way in process and remotely)
+  const names = Array.from({ length: 12 }, (_, i) => [`cat.${i}.jpg`, `dog.${i}.jpg`]).flat();
+  mkdirSync(images);
+  for (const n of names) copyFileSync(join(kaggleTrainDir, n), join(images, n));
+  writeFileSync(join(images, 'cat.999.jpg'), Buffer.alloc(2000, 7));
+  tokenFile = join(dir, 'token');
+  writeFileSync(tokenFile, `${TOKEN}\n`);
+});
+
+after(() => {
+  for (const s of servers) if (s.exitCode === null && s.signalCode === null) s.kill('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+});
+
+interface Server {
+  process: ChildProcess;
+  address: string;
+  port: number;
+  stderr: () => string;
+}
+
+/** Starts `augment serve` on 127.0.0.1 (port 0 = any) and resolves once it prints its listening line. */
+function startServer(extra: string[] = [], port = 0): Promise<Server> {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'apps/augment/src/main.ts', 'serve', '--port', String(port), '--host', '127.0.0.1', '--workers', '1', '--token-file', tokenFile, ...extra],
+    { cwd: projectRoot, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  servers.push(child);
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d));
+  return new Promise((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d;
+      const m = /augment serve listening 127\.0\.0\.1:(\d+)/.exec(out);
+      if (m) resolve({ process: child, address: `127.0.0.1:${m[1]}`, port: Number(m[1]), stderr: () => err });
+    });
+    child.on('exit', (code) => reject(new Error(`server exited with ${code}: ${err}`)));
+  });
+}
+
+const digest = (b: Batch) =>
+  createHash('sha256').update(`${b.epoch}/${b.index}/${b.keys.join(',')}/${Array.from(b.ys).join(',')}`).update(new Uint8Array(b.xs.buffer, b.xs.byteOffset, b.xs.byteLength)).digest('hex');
+
+const recipe = (): Omit<BatchStreamOptions, 'source'> => ({ targetSize: [32, 40], batchSize: 5, augment: BOOK_AUGMENTATION, seed: 7, epochs: 2 });
+
+async function digests(options: BatchStreamOptions, onBatch?: (b: Batch, i: number) => void | Promise<void>): Promise<{ digests: string[]; keys: Map<number, string[]> }> {
+  const stream = await createBatchStream(options);
+  const out: string[] = [];
+  const keys = new Map<number, string[]>();
+  let i = 0;
+  for await (const b of stream) {
+    out.push(digest(b));
+    keys.set(b.epoch, [...(keys.get(b.epoch) ?? []), ...b.keys]);
+    await onBatch?.(b, i++);
+  }
+  return { digests: out, keys };
+}
+
+let local: { digests: string[]; keys: Map<number, string[]> };
+let pair: Server[];
+
+test('two servers deliver exactly the in-process batches, batch for batch', async () => {
+  pair = await Promise.all([startServer(), startServer()]);
+  local = await digests({ source: images, ...recipe(), workers: 2 });
+  assert.equal(local.digests.length, 10); // 24 decodable + 1 corrupt = 25 samples, 5 batches × 2 epochs
+  const stream = await createBatchStream({ source: images, ...recipe(), augmentService: { addresses: pair.map((s) => s.address).join(','), token: TOKEN } });
+  assert.equal(stream.size, 25);
+  assert.equal(stream.stepsPerEpoch, 5);
+  assert.equal(stream.workers, 2);
+  const remote: string[] = [];
+  const skipped: string[] = [];
+  for await (const b of stream) {
+    remote.push(digest(b));
+    skipped.push(...b.skipped.map((s) => s.key));
+  }
+  assert.deepEqual(remote, local.digests);
+  assert.deepEqual(skipped, ['cat.999', 'cat.999']);
+  const servers = stream.stats().servers!;
+  assert.equal(servers.length, 2);
+  assert.ok(servers.every((s) => s.batches > 0), `both servers made batches: ${JSON.stringify(servers)}`);
+});
+
+test('a server killed mid-epoch: its batches go to the other, then to its replacement; every sample exactly once', async () => {
+  const [a, b] = pair;
+  let replacement: Server | null = null;
+  let aBatchesAtKill = 0;
+  const stream = await createBatchStream({ source: images, ...recipe(), epochs: 3, augmentService: { addresses: `${a.address},${b.address}`, token: TOKEN } });
+  const got: string[] = [];
+  const keys = new Map<number, string[]>();
+  for await (const batch of stream) {
+    got.push(digest(batch));
+    keys.set(batch.epoch, [...(keys.get(batch.epoch) ?? []), ...batch.keys]);
+    if (got.length === 2) {
+      a.process.kill('SIGKILL');
+      aBatchesAtKill = stream.stats().servers!.find((s) => s.address === a.address)!.batches;
+    }
+    if (got.length === 6) {
+      replacement = await startServer([], a.port); // comes back on the same address
+      // the client probes it within a few seconds and gives it work again
+      for (let i = 0; i < 300 && stream.stats().servers!.find((s) => s.address === a.address)!.state !== 'up'; i++) await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  assert.deepEqual(got.slice(0, 10), local.digests);
+  assert.equal(got.length, 15);
+  for (const [epoch, k] of keys) {
+    assert.equal(k.length, 24, `epoch ${epoch}`);
+    assert.equal(new Set(k).size, 24, `epoch ${epoch}: no sample twice`);
+  }
+  const st = stream.stats();
+  assert.ok(replacement, 'replacement started');
+  const aStats = st.servers!.find((s) => s.address === a.address)!;
+  assert.ok(aStats.batches > aBatchesAtKill, `the replacement got work: ${JSON.stringify(st.servers)}`);
+  pair = [replacement!, b];
+});
+
+test('a wrong or missing token is refused with a clear error; the server goes on', async () => {
+  const addresses = pair.map((s) => s.address).join(',');
+  for (const token of ['wrong', null]) {
+    await assert.rejects(
+      createBatchStream({ source: images, ...recipe(), augmentService: { addresses, token } }),
+      (err: unknown) => isUserError(err, 'access-denied') && /missing or wrong token/.test((err as Error).message) && !(err as Error).message.includes(TOKEN),
+    );
+  }
+  assert.match(pair[1].stderr(), /refused a call from .*: wrong token/);
+  // the standard gRPC health check (Kubernetes' grpc readiness probe) needs no token and tells nothing but SERVING
+  const client = new grpc.Client(pair[1].address, grpc.credentials.createInsecure());
+  const health = await new Promise<Buffer>((resolve, reject) =>
+    client.makeUnaryRequest('/grpc.health.v1.Health/Check', (b: Buffer) => b, (b: Buffer) => b, Buffer.alloc(0), new grpc.Metadata(), (err, r) => (err ? reject(err) : resolve(r!))),
+  );
+  client.close();
+  assert.deepEqual([...health], [0x08, 0x01]);
+  assert.ok(!pair[1].stderr().includes(TOKEN), 'the token is never logged');
+});
+
+function rawCall(address: string, request: Buffer, token = TOKEN): Promise<{ code: grpc.status; details: string; messages: number }> {
+  const client = new grpc.Client(address, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 64 * 1024 ** 2 });
+  const md = new grpc.Metadata();
+  md.set('authorization', `Bearer ${token}`);
+  const raw = (b: Buffer) => b;
+  return new Promise((resolve) => {
+    let messages = 0;
+    const call = client.makeServerStreamRequest('/catdog.augment.v1.Augment/Batches', raw, raw, request, md, {});
+    call.on('data', () => messages++);
+    call.on('status', (s: grpc.StatusObject) => {
+      client.close();
+      resolve({ code: s.code, details: s.details, messages });
+    });
+    call.on('error', () => {});
+  });
+}
+
+const validRequest = (over: Record<string, unknown> = {}) => ({
+  dataset: images, split: 'train', seed: 1, shuffle: true, batchSize: 4, height: 16, width: 16, augment: null, dtype: 'float32',
+  rescale: 1 / 255, interpolation: 'nearest', jpegDecoder: 'fast', epoch: 0, batches: [0], ...over,
+});
+
+test('malformed and oversized requests are refused; the server keeps serving', async () => {
+  const address = pair[1].address;
+  const garbage = await rawCall(address, Buffer.from('{not json'));
+  assert.equal(garbage.code, grpc.status.INVALID_ARGUMENT);
+  assert.match(garbage.details, /not a JSON document/);
+  const bad = await rawCall(address, Buffer.from(JSON.stringify(validRequest({ height: -3 }))));
+  assert.equal(bad.code, grpc.status.INVALID_ARGUMENT);
+  assert.match(bad.details, /height must be an integer/);
+  const huge = await rawCall(address, Buffer.from(JSON.stringify(validRequest({ batchSize: 4096, height: 4096, width: 4096 }))));
+  assert.equal(huge.code, grpc.status.INVALID_ARGUMENT);
+  assert.match(huge.details, /exceeds the server's/);
+  const past = await rawCall(address, Buffer.from(JSON.stringify(validRequest({ batches: [99] }))));
+  assert.equal(past.code, grpc.status.INVALID_ARGUMENT);
+  const oversized = await rawCall(address, Buffer.alloc(200 * 1024, 0x20));
+  assert.equal(oversized.code, grpc.status.RESOURCE_EXHAUSTED);
+  const missing = await rawCall(address, Buffer.from(JSON.stringify(validRequest({ dataset: join(dir, 'no-such-dataset') }))));
+  assert.ok([grpc.status.NOT_FOUND, grpc.status.FAILED_PRECONDITION].includes(missing.code), missing.details);
+  assert.match(missing.details, /no-such-dataset/);
+  const ok = await rawCall(address, Buffer.from(JSON.stringify(validRequest({ batches: [0, 1] }))));
+  assert.equal(ok.code, grpc.status.OK, ok.details);
+  assert.equal(ok.messages, 2);
+});
+
+test('a stalled client does not grow server memory: the server stops making its batches', async () => {
+  const address = pair[1].address;
+  const status = async () => {
+    const client = new grpc.Client(address, grpc.credentials.createInsecure());
+    const md = new grpc.Metadata();
+    md.set('authorization', `Bearer ${TOKEN}`);
+    const reply = await new Promise<Buffer>((resolve, reject) =>
+      client.makeUnaryRequest('/catdog.augment.v1.Augment/Status', (b: Buffer) => b, (b: Buffer) => b, Buffer.alloc(0), md, (err, r) => (err ? reject(err) : resolve(r!))),
+    );
+    client.close();
+    return JSON.parse(reply.toString()) as { batches: number; queueDepth: number; rss: number };
+  };
+  // 60 batches of 25 × 150 × 150 float32 (6.75 MB each, 400 MB in all) asked for, and never read
+  const client = new grpc.Client(address, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 64 * 1024 ** 2 });
+  const md = new grpc.Metadata();
+  md.set('authorization', `Bearer ${TOKEN}`);
+  const request = validRequest({ batchSize: 25, height: 150, width: 150, augment: BOOK_AUGMENTATION, batches: Array.from({ length: 60 }, () => 0) });
+  const before = await status();
+  const call = client.makeServerStreamRequest('/catdog.augment.v1.Augment/Batches', (b: Buffer) => b, (b: Buffer) => b, Buffer.from(JSON.stringify(request)), md, {});
+  call.on('error', () => {});
+  // A consumer that stops reading (grpc-js keeps buffering for a stream nobody listens to, so listen, then pause).
+  call.on('data', () => {});
+  call.pause();
+  await new Promise((r) => setTimeout(r, 5000)); // long enough to make ~20 of them unthrottled
+  const stalled = await status();
+  await new Promise((r) => setTimeout(r, 2000));
+  const later = await status();
+  const made = later.batches - before.batches;
+  // gRPC's client buffers up to 16 messages before HTTP/2 flow control stops the stream; the server adds one.
+  const info = JSON.stringify({ before, stalled, later });
+  assert.ok(made <= 20, `the server sent ${made} batches to a client that reads none: ${info}`);
+  assert.equal(later.batches, stalled.batches, `nothing more is made while the client stalls: ${info}`);
+  assert.ok(later.rss - before.rss < 100 * 1024 ** 2, `server memory grew by ${((later.rss - before.rss) / 1024 ** 2).toFixed(0)} MiB`);
+  assert.equal(later.queueDepth, 60 - made);
+  call.cancel();
+  client.close();
+  // the cancelled call's work is dropped
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal((await status()).queueDepth, 0);
+});
+
+test('TLS: a server given a certificate is reached by DNS name with the CA trusted, and refuses plaintext', async () => {
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  const made = spawnSync('openssl', [
+    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+  ], { encoding: 'utf8' });
+  assert.equal(made.status, 0, made.stderr);
+  const server = await startServer(['--tls-cert', cert, '--tls-key', key]);
+  const options = { source: images, ...recipe(), epochs: 1 };
+  // 'localhost' resolves to 127.0.0.1 (and perhaps ::1, where nothing listens: that address is just marked down)
+  const secure = await digests({ ...options, augmentService: { addresses: `localhost:${server.port}`, token: TOKEN, tls: { ca: readFileSync(cert) } } });
+  assert.deepEqual(secure.digests, local.digests.slice(0, 5));
+  await assert.rejects(
+    createBatchStream({ ...options, augmentService: { addresses: server.address, token: TOKEN } }),
+    (err: unknown) => isUserError(err, 'unreachable'),
+  );
+  server.process.kill('SIGTERM');
+});
+
+test('host names are re-resolved: a server that appears in discovery gets work', async () => {
+  const [first, second] = pair;
+  let joined = false;
+  // Two names, as two headless Services would be: the second resolves to nothing until its server "appears".
+  const stream = await createBatchStream({
+    source: images, ...recipe(), epochs: 3,
+    augmentService: {
+      addresses: `augment.test:${first.port},augment-joining.test:${second.port}`,
+      token: TOKEN,
+      refreshMs: 200,
+      resolve: async (host) => (host === 'augment.test' || joined ? ['127.0.0.1'] : []),
+    },
+  });
+  assert.equal(stream.stats().servers!.length, 1);
+  const got: string[] = [];
+  for await (const b of stream) {
+    got.push(digest(b));
+    if (got.length === 3) {
+      joined = true;
+      for (let i = 0; i < 100 && stream.stats().servers!.filter((s) => s.state === 'up').length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  const servers = stream.stats().servers!;
+  assert.deepEqual(servers.map((s) => s.address).sort(), [first.address, second.address].sort());
+  assert.ok(servers.every((s) => s.batches > 0), `the server that appeared got work: ${JSON.stringify(servers)}`);
+  assert.deepEqual(got.slice(0, 10), local.digests);
+});

@@ -1,8 +1,6 @@
 // @catdog/backend: tfjs backend selection and the wasm training kernels.
 export { initBackend, BACKEND_REQUESTS } from './select.js';
 export type { BackendRequest, BackendChoice, InitBackendOptions } from './select.js';
-export { addBackendOptions } from './cli.js';
-export type { BackendCliOptions } from './cli.js';
 export { BackendUnavailableError } from './errors.js';
 export {
   registerWasmTrainingKernels,

@@ -10,3 +10,15 @@ export {
   wasmWinogradTileSize,
 } from './wasm-kernels.js';
 export { rmsprop, RMSPropOptimizer } from './rmsprop.js';
+export {
+  kernelPlans,
+  cpuModel,
+  planCacheDir,
+  machineKey,
+  autotuneEnabled,
+  forcedPlans,
+  resetKernelPlans,
+  PLAN_CACHE_FILE,
+  PLAN_FAMILIES,
+} from './autotune.js';
+export type { KernelPlan, PlanFamily, PlanRecord, PlanSource } from './autotune.js';

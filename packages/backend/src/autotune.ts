@@ -15,7 +15,12 @@
 //                              (a forced plan that does not apply to a layer leaves that layer's
 //                              default; families not named are tuned as usual)
 //   CATDOG_CACHE_DIR=dir       plan cache directory (default $XDG_CACHE_HOME/catdog, else ~/.cache/catdog)
-import { cpus, homedir } from 'node:os';
+//
+// Noise (a machine shared with other work): each candidate's time is the minimum of several short
+// interleaved runs; the default plan is kept unless beaten by 3%; a plan tuned while the load
+// exceeded one runnable process per core is tuned again by the first process that finds the
+// machine quiet.
+import { cpus, homedir, loadavg } from 'node:os';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '@catdog/errors';
@@ -105,6 +110,8 @@ interface CachedPlan {
   /** Best time of each candidate on the proxy, µs (what the choice was based on). */
   us: Record<string, number>;
   tuned: string;
+  /** The machine's load per core when it was tuned (1-minute load average / cores). */
+  load?: number;
 }
 interface CacheFile {
   version: number;
@@ -186,6 +193,18 @@ export interface Candidate {
 const REPS = 4;
 /** After two runs (the first may pay for a cold cache or a lazily built operator), a candidate this many times slower than the best is not run again. */
 const HOPELESS = 2;
+/**
+ * Load per core above which timings are suspect (other processes preempt the kernels' threads):
+ * a plan tuned under such load is used and cached, but tuned again by a later process that finds
+ * the machine quiet.
+ */
+const BUSY_LOAD = 1;
+
+/** The machine's load per core now (1-minute load average over the cores; 0 where the OS has none). */
+export function loadPerCore(): number {
+  return Math.round((loadavg()[0]! / Math.max(1, cpus().length)) * 100) / 100;
+}
+
 /** A layer whose first stage took longer than this (ms; a loaded machine) is not refined further. */
 const STAGE_BUDGET_MS = 300;
 /** A candidate must beat the default by this fraction to replace it (noise on a shared machine). */
@@ -256,7 +275,8 @@ export function choosePlan(req: PlanRequest): KernelPlan {
   const machine = machineKey(req.threads);
   const cached = cachedEntries(machine)[key];
   const cachedPlan = cached ? parsePlan(cached.plan) : null;
-  if (cached && cachedPlan && req.applicable(cachedPlan)) return remember(req, cachedPlan, 'cache', cached.us);
+  const stale = cached?.load !== undefined && cached.load > BUSY_LOAD && loadPerCore() <= BUSY_LOAD;
+  if (cached && cachedPlan && req.applicable(cachedPlan) && !stale) return remember(req, cachedPlan, 'cache', cached.us);
 
   if (!req.ready) return remember(req, req.defaultPlan, 'default');
   const us: Record<string, number> = {};
@@ -271,8 +291,9 @@ export function choosePlan(req: PlanRequest): KernelPlan {
   }
   const plan = winner ?? req.defaultPlan;
   us.total = Math.round((performance.now() - t0) * 1000);
-  writeCachedPlan(planCacheDir(), machine, key, { plan: formatPlan(plan), us, tuned: new Date().toISOString() });
-  if (cacheLoaded) cacheLoaded.entries[key] = { plan: formatPlan(plan), us, tuned: '' };
+  const entry: CachedPlan = { plan: formatPlan(plan), us, tuned: new Date().toISOString(), load: loadPerCore() };
+  writeCachedPlan(planCacheDir(), machine, key, entry);
+  if (cacheLoaded) cacheLoaded.entries[key] = entry;
   return remember(req, plan, 'tuned', us);
 }
 

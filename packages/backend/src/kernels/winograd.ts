@@ -93,7 +93,7 @@ const WINOGRAD_SLICE_BYTES = 192 << 10;
 
 /**
  * The default block of tiles per thread job: as large as lets one position's slices V[ξ]
- * (block × Ci) and M[ξ] (block × Co) stay in a 512 KB L2 while its product runs, at most 128
+ * (block × Ci) and M[ξ] (block × Co) stay in L2 while its product runs (192 KB each), at most 128
  * (every block streams all of the transformed filter U: tens of MB for VGG's last layers).
  */
 export function defaultWinogradBlock(info: tf.backend_util.Conv2DInfo): number {

@@ -145,12 +145,12 @@ test('every forward plan (XNNPACK, direct, Winograd F3/F4/F6 with several blocks
   checkForced('Conv2D', 'winograd4:block=16', STRIDED, 400, 'none');
 });
 
-test('every gradient plan (direct, XNNPACK rewrite) matches cpu, strided and with a tap over 64 k floats', { skip }, () => {
+test('every gradient plan (direct, direct-taps, XNNPACK rewrite) matches cpu, strided and with a tap over 64 k floats', { skip }, () => {
   let seed = 900;
   for (const kernel of ['Conv2DBackpropInput', 'Conv2DBackpropFilter']) {
     for (const c of [SMALL, VALID, STRIDED, BIG_TAP]) {
       seed += 3;
-      for (const plan of ['direct', 'xnnpack']) checkForced(kernel, plan, c, seed);
+      for (const plan of ['direct', 'xnnpack', ...(kernel === 'Conv2DBackpropFilter' ? ['direct-taps'] : [])]) checkForced(kernel, plan, c, seed);
     }
   }
 });
@@ -210,7 +210,7 @@ test('first use tunes and caches per CPU model and thread count; later processes
 });
 
 test('CATDOG_KERNEL_PLAN: bad values fail with a UserError naming the variable, before training starts', async () => {
-  for (const bad of ['conv2d', 'conv2d=fast', 'matmul=direct', 'backprop-filter=winograd4', 'conv2d=winograd5', 'conv2d=winograd4:block=0']) {
+  for (const bad of ['conv2d', 'conv2d=fast', 'matmul=direct', 'backprop-filter=winograd4', 'conv2d=winograd5', 'conv2d=winograd4:block=0', 'backprop-input=direct-taps']) {
     process.env.CATDOG_KERNEL_PLAN = bad;
     assert.throws(() => forcedPlans(), (e: unknown) => isUserError(e, 'bad-config') && /CATDOG_KERNEL_PLAN: bad entry/.test((e as Error).message), bad);
     await assert.rejects(initBackend({ backend: 'wasm', log: () => {} }), /CATDOG_KERNEL_PLAN/);

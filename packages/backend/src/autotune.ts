@@ -32,13 +32,16 @@ export type PlanFamily = (typeof PLAN_FAMILIES)[number];
 /**
  * One way to run a convolution:
  *  - `xnnpack`: the wasm backend's own kernel (XNNPACK), or for the gradients the rewrite onto it;
- *  - `direct`: the SIMD loop per filter tap and output row (2×16 block of the result in registers);
+ *  - `direct`: the SIMD loop per filter tap and output row (2×16 block of the result in registers),
+ *    threads taking images;
+ *  - `direct-taps` (backprop-filter): the same loop, threads taking filter taps (no partial sums);
  *  - `winograd3|4|6:block=n` (conv2d, 3×3 stride 1): F(m×m, 3×3) with blocks of n tiles per thread
  *    job (n × (Ci + Co) floats per transformed position should stay in L2 while its product runs).
  */
 export type KernelPlan =
   | { kind: 'xnnpack' }
   | { kind: 'direct' }
+  | { kind: 'direct-taps' }
   | { kind: 'winograd'; m: 3 | 4 | 6; block: number };
 
 export function formatPlan(plan: KernelPlan): string {
@@ -48,7 +51,7 @@ export function formatPlan(plan: KernelPlan): string {
 /** A plan as written in CATDOG_KERNEL_PLAN or the cache (`block` optional for a forced Winograd plan: 0 = default). */
 export function parsePlan(text: string): KernelPlan | null {
   const t = text.trim();
-  if (t === 'xnnpack' || t === 'direct') return { kind: t };
+  if (t === 'xnnpack' || t === 'direct' || t === 'direct-taps') return { kind: t };
   const w = /^winograd([346])(?::block=(\d+))?$/.exec(t);
   if (!w) return null;
   const block = w[2] === undefined ? 0 : Number(w[2]);
@@ -65,10 +68,16 @@ export function forcedPlans(env: NodeJS.ProcessEnv = process.env): Partial<Recor
     const eq = entry.indexOf('=');
     const family = entry.slice(0, eq).trim() as PlanFamily;
     const plan = eq > 0 ? parsePlan(entry.slice(eq + 1)) : null;
-    if (eq <= 0 || !PLAN_FAMILIES.includes(family) || !plan || (plan.kind === 'winograd' && family !== 'conv2d')) {
+    if (
+      eq <= 0 ||
+      !PLAN_FAMILIES.includes(family) ||
+      !plan ||
+      (plan.kind === 'winograd' && family !== 'conv2d') ||
+      (plan.kind === 'direct-taps' && family !== 'backprop-filter')
+    ) {
       throw new UserError(
         `CATDOG_KERNEL_PLAN: bad entry "${entry.trim()}": expected <family>=<plan>, family one of ${PLAN_FAMILIES.join(', ')}, ` +
-          'plan one of xnnpack, direct, winograd3|4|6[:block=<tiles>] (winograd for conv2d only)',
+          'plan one of xnnpack, direct, direct-taps (backprop-filter only), winograd3|4|6[:block=<tiles>] (conv2d only)',
         { code: 'bad-config' },
       );
     }

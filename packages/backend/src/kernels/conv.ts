@@ -256,7 +256,11 @@ export function conv2DBackpropFilter({ inputs, backend, attrs }: Parameters<Kern
   const floats = x.dtype === 'float32' && dy.dtype === 'float32';
   const simd = floats && Co % 16 === 0 ? simdKernels(backend.wasm) : null;
   const run = (plan: KernelPlan, xp: TensorInfo, dyp: TensorInfo, infop: tf.backend_util.Conv2DInfo) =>
-    simd && plan.kind === 'direct' ? filterGradDirect(simd, backend, xp, dyp, infop) : filterGradRewrite(backend, xp, dyp, infop);
+    simd && plan.kind === 'direct'
+      ? filterGradDirect(simd, backend, xp, dyp, infop)
+      : simd && plan.kind === 'direct-taps'
+        ? filterGradByTaps(simd, backend, xp, dyp, infop)
+        : filterGradRewrite(backend, xp, dyp, infop);
   const plan: KernelPlan = simd
     ? gradientPlan(backend, 'backprop-filter', info, (p, xShape) => {
         const infop = convInfo(xShape, filterShape, attrs);
@@ -320,10 +324,8 @@ function filterGradRewrite(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, 
  * each layer of the book's convnet (single thread). Needs Co % 16 == 0.
  */
 function filterGradDirect(simd: SimdKernels, backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
-  const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
-  const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
-  const pt = info.padInfo.top;
-  const pl = info.padInfo.left;
+  const { batchSize: B, inChannels: Ci, outChannels: Co } = info;
+  const { filterHeight: kh, filterWidth: kw } = info;
   const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
   const filterSize = kh * kw * Ci * Co;
   // Each thread accumulates into its own dW (this one into the output), summed at the end.
@@ -333,7 +335,6 @@ function filterGradDirect(simd: SimdKernels, backend: WasmBackend, x: TensorInfo
   for (const t of [out, ...partials]) f32(backend, t).fill(0);
   const x0 = offset(x);
   const dy0 = offset(dy);
-  const xs = sw * Ci * 4;
   try {
     runChunks(
       backend,
@@ -342,18 +343,7 @@ function filterGradDirect(simd: SimdKernels, backend: WasmBackend, x: TensorInfo
       B,
       workers,
       (b, call) => {
-        for (let kj = 0; kj < kw; kj++) {
-          const [ojLo, ojHi] = tapColumns(kj, pl, sw, W, Wo);
-          if (ojHi <= ojLo) continue;
-          for (let ki = 0; ki < kh; ki++) {
-            const dw = (ki * kw + kj) * Ci * Co * 4; // relative to each thread's dW
-            for (let oi = 0; oi < Ho; oi++) {
-              const i = oi * sh + ki - pt;
-              if (i < 0 || i >= H) continue;
-              call(x0 + ((b * H + i) * W + ojLo * sw + kj - pl) * Ci * 4, xs, dy0 + ((b * Ho + oi) * Wo + ojLo) * Co * 4, ojHi - ojLo, Ci, Co, dw);
-            }
-          }
-        }
+        for (let kj = 0; kj < kw; kj++) for (let ki = 0; ki < kh; ki++) filterGradTapRows(info, x0, dy0, b, ki, kj, call);
       },
       [offset(out), ...partials.map(offset)],
     );
@@ -371,6 +361,72 @@ function filterGradDirect(simd: SimdKernels, backend: WasmBackend, x: TensorInfo
     for (const t of partials) backend.disposeData(t.dataId);
   }
   return out;
+}
+
+/**
+ * The filter gradient's direct loop blocked along the filter taps instead of the images (plan
+ * `direct-taps`): threads take taps, and each tap's [Ci, Co] block of dW stays hot while every
+ * image's rows stream by. No per-thread partial dW and no final sum; each element's sum runs over
+ * the images in order, whatever the thread count. Pays where the tap block fits the L2 but the
+ * per-image partial sums cost (few images, wide layers) or where the L2 holds a tap's block with
+ * its streams better than an image's worth of them.
+ */
+function filterGradByTaps(simd: SimdKernels, backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
+  const { batchSize: B, inChannels: Ci, outChannels: Co } = info;
+  const { filterHeight: kh, filterWidth: kw } = info;
+  const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
+  const taps = kh * kw;
+  const workers = helpers(backend, taps);
+  const out = backend.makeOutput([kh, kw, Ci, Co], 'float32');
+  f32(backend, out).fill(0);
+  const x0 = offset(x);
+  const dy0 = offset(dy);
+  try {
+    runChunks(
+      backend,
+      simd,
+      'conv_filter_grad_run',
+      taps,
+      workers,
+      (tap, call) => {
+        const ki = Math.floor(tap / kw);
+        const kj = tap % kw;
+        for (let b = 0; b < B; b++) filterGradTapRows(info, x0, dy0, b, ki, kj, call);
+      },
+      Array.from({ length: workers.length + 1 }, () => offset(out)),
+    );
+  } catch (e) {
+    backend.disposeData(out.dataId);
+    throw e;
+  }
+  return out;
+}
+
+/**
+ * The conv_filter_grad_run calls of filter tap (ki, kj) over image b's output rows: x0 and dy0 are
+ * byte offsets; dW offsets are relative to each thread's dW (runChunks adds it).
+ */
+function filterGradTapRows(
+  info: tf.backend_util.Conv2DInfo,
+  x0: number,
+  dy0: number,
+  b: number,
+  ki: number,
+  kj: number,
+  call: (a0: number, a1: number, a2: number, a3: number, a4: number, a5: number, a6: number) => void,
+): void {
+  const { inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
+  const { filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
+  const pt = info.padInfo.top;
+  const pl = info.padInfo.left;
+  const [ojLo, ojHi] = tapColumns(kj, pl, sw, W, Wo);
+  if (ojHi <= ojLo) return;
+  const dw = (ki * kw + kj) * Ci * Co * 4;
+  for (let oi = 0; oi < Ho; oi++) {
+    const i = oi * sh + ki - pt;
+    if (i < 0 || i >= H) continue;
+    call(x0 + ((b * H + i) * W + ojLo * sw + kj - pl) * Ci * 4, sw * Ci * 4, dy0 + ((b * Ho + oi) * Wo + ojLo) * Co * 4, ojHi - ojLo, Ci, Co, dw);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

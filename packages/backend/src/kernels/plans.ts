@@ -83,7 +83,7 @@ export function forwardPlan(backend: WasmBackend, info: tf.backend_util.Conv2DIn
     threads,
     ready: workersReady(backend, threads),
     defaultPlan,
-    applicable: (p) => p.kind === 'xnnpack' || (p.kind === 'direct' ? canDirect : wino && p.block >= 1),
+    applicable: (p) => p.kind === 'xnnpack' || (p.kind === 'direct' && canDirect) || (p.kind === 'winograd' && wino && p.block >= 1),
     normalize: (p) => (p.kind === 'winograd' && p.block === 0 ? { ...p, block: defaultWinogradBlock(info) } : p),
     candidates: (stage, winner) => {
       if (stage === 0) {
@@ -109,7 +109,8 @@ export function forwardPlan(backend: WasmBackend, info: tf.backend_util.Conv2DIn
 }
 
 /**
- * The plan of a convolution gradient: `direct` (the SIMD loop) or `xnnpack` (the rewrite onto the
+ * The plan of a convolution gradient: `direct` (the SIMD loop, threads taking images),
+ * `direct-taps` (filter gradient: threads taking filter taps) or `xnnpack` (the rewrite onto the
  * backend's forward conv). Pointwise layers keep their own path and have no plan.
  */
 export function gradientPlan(
@@ -128,12 +129,13 @@ export function gradientPlan(
     threads,
     ready: workersReady(backend, threads),
     defaultPlan,
-    applicable: (p) => p.kind === 'xnnpack' || p.kind === 'direct',
+    applicable: (p) => p.kind === 'xnnpack' || p.kind === 'direct' || (p.kind === 'direct-taps' && family === 'backprop-filter'),
     normalize: (p) => p,
     candidates: (stage) => {
       if (stage > 0) return [];
       const x = proxyInputShape(info, threads);
-      return [{ kind: 'direct' }, { kind: 'xnnpack' }].map((plan): Candidate => ({ plan: plan as KernelPlan, run: () => run(plan as KernelPlan, x) }));
+      const plans: KernelPlan[] = [{ kind: 'direct' }, { kind: 'direct-taps' }, { kind: 'xnnpack' }];
+      return plans.map((plan): Candidate => ({ plan, run: () => run(plan, x) }));
     },
   });
 }

@@ -25,6 +25,7 @@ import {
   type PlanFamily,
 } from '@catdog/backend';
 import { proxyInputShape } from '../../packages/backend/src/kernels/plans.js';
+import { timeCandidates } from '../../packages/backend/src/autotune.js';
 
 const SIMD = process.env.CATDOG_WASM_SIMD_KERNELS !== '0';
 const skip = SIMD ? false : 'CATDOG_WASM_SIMD_KERNELS=0';
@@ -246,4 +247,29 @@ test('proxies for timing read within the layer and keep a thread busy per image'
       assert.deepEqual([p[2], p[3]], [x[2], x[3]]);
     }
   }
+});
+
+test('timing: the minimum of interleaved runs; a variant that throws is never chosen; clear losers run less', () => {
+  const runs = { fast: 0, slow: 0, broken: 0 };
+  const spin = (ms: number) => {
+    const end = performance.now() + ms;
+    while (performance.now() < end);
+  };
+  const times = timeCandidates([
+    { plan: { kind: 'direct' }, run: () => (runs.fast++, spin(0.2)) },
+    { plan: { kind: 'xnnpack' }, run: () => (runs.slow++, spin(8)) },
+    {
+      plan: { kind: 'direct-taps' },
+      run: () => {
+        runs.broken++;
+        throw new Error('no scratch');
+      },
+    },
+  ]);
+  assert.ok(times.get('direct')! < times.get('xnnpack')!, JSON.stringify([...times]));
+  assert.ok(times.get('xnnpack')! >= 8000);
+  assert.equal(times.get('direct-taps'), Infinity);
+  assert.equal(runs.fast, 4, 'the best runs every repetition');
+  assert.equal(runs.slow, 2, 'a candidate 2× slower than the best after two runs is dropped');
+  assert.equal(runs.broken, 2);
 });

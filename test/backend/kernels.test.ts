@@ -1,13 +1,10 @@
 // Every wasm training kernel registered by @catdog/backend against the cpu backend's reference
 // kernel, over a grid of shapes, strides, paddings, dilations, channel counts and batch sizes.
-import { test, before, after } from 'node:test';
+import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
-import { random, runKernel } from '../helpers/kernels.js';
+import { isolatePlanCache, random, runKernel } from '../helpers/kernels.js';
 import { initBackend, rmsprop, wasmSimdKernelsLoaded, wasmSimdWorkers, wasmTrainingKernelNames } from '@catdog/backend';
 
 type Pad = 'valid' | 'same';
@@ -87,13 +84,8 @@ function convCases(): Array<{ B: number; H: number; W: number; Ci: number; Co: n
 
 let wasmThreads = 1;
 
-// The convolutions below tune their kernel plans at first use (autotune.ts): into a cache of this
-// test's own, not the user's.
-const planCache = process.env.CATDOG_CACHE_DIR ? null : mkdtempSync(join(tmpdir(), 'catdog-plans-'));
-if (planCache) process.env.CATDOG_CACHE_DIR = planCache;
-after(() => {
-  if (planCache) rmSync(planCache, { recursive: true, force: true });
-});
+// The convolutions below tune their kernel plans at first use (autotune.ts), into a cache of this test's own.
+isolatePlanCache();
 
 before(async () => {
   wasmThreads = (await initBackend({ backend: 'wasm', log: () => {} })).threads;

@@ -92,10 +92,17 @@ export function autotuneEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
   return !(v === '0' || v === 'false' || v === 'off');
 }
 
+let model: string | null = null;
+
 /** The CPU model as the OS names it (os.cpus() reads /proc/cpuinfo's "model name" on Linux). */
 export function cpuModel(): string {
-  const model = cpus()[0]?.model?.trim();
-  if (model) return model.replace(/\s+/g, ' ');
+  model ??= readCpuModel();
+  return model;
+}
+
+function readCpuModel(): string {
+  const name = cpus()[0]?.model?.trim();
+  if (name) return name.replace(/\s+/g, ' ');
   try {
     const line = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
     if (line) return line[1]!.trim().replace(/\s+/g, ' ');
@@ -232,7 +239,13 @@ export function timeCandidates(candidates: readonly Candidate[]): Map<string, nu
       const prior = best.get(name);
       if (rep > 1 && (prior === undefined || prior > HOPELESS * fastest)) continue;
       const t0 = performance.now();
-      c.run();
+      try {
+        c.run();
+      } catch {
+        // a variant that fails on this layer (e.g. out of memory for its scratch) is never chosen
+        best.set(name, Infinity);
+        continue;
+      }
       const us = (performance.now() - t0) * 1000;
       best.set(name, Math.min(prior ?? Infinity, us));
     }
@@ -295,7 +308,7 @@ export function choosePlan(req: PlanRequest): KernelPlan {
     const candidates = req.candidates(stage, winner).filter((c) => req.applicable(c.plan));
     if (candidates.length < 2) break;
     const times = timeCandidates(candidates);
-    for (const [name, t] of times) us[stage === 0 ? name : `${name} (block proxy)`] = Math.round(t);
+    for (const [name, t] of times) if (Number.isFinite(t)) us[stage === 0 ? name : `${name} (block proxy)`] = Math.round(t);
     winner = pickWinner(times, winner ?? req.defaultPlan);
   }
   const plan = winner ?? req.defaultPlan;

@@ -227,12 +227,16 @@ const STAGE_BUDGET_MS = 300;
 const MARGIN = 0.03;
 
 /**
- * Times candidates (µs, the minimum of REPS interleaved runs, so a burst of load from other work
- * hits all of them alike; clear losers are run once). Returns the times by formatted plan.
+ * Times candidates (µs, the minimum of up to REPS interleaved runs, so a burst of load from other
+ * work hits all of them alike; after two runs, clear losers are dropped and no further round
+ * starts once `budgetMs` is spent). Returns the times by formatted plan.
  */
-export function timeCandidates(candidates: readonly Candidate[]): Map<string, number> {
+export function timeCandidates(candidates: readonly Candidate[], budgetMs = STAGE_BUDGET_MS / 2): Map<string, number> {
   const best = new Map<string, number>();
+  const t0 = performance.now();
   for (let rep = 0; rep < REPS; rep++) {
+    // Two runs each at least (the first may be cold); more while the budget lasts.
+    if (rep >= 2 && performance.now() - t0 > budgetMs) break;
     const fastest = Math.min(...best.values());
     for (const c of candidates) {
       const name = formatPlan(c.plan);

@@ -4,7 +4,7 @@ import * as tf from '@tensorflow/tfjs';
 import { choosePlan, type Candidate, type KernelPlan, type PlanFamily } from '../autotune.js';
 import { simdWorkers } from '../simd-kernels.js';
 import { type WasmBackend, threadCount } from './base.js';
-import { defaultWinogradBlock, winogradApplies, winogradOverride, winogradTileSize, winogradTiles } from './winograd.js';
+import { convCost, defaultWinogradBlock, winogradApplies, winogradOverride, winogradTileSize, winogradTiles } from './winograd.js';
 
 /** Largest Ci·Co (one filter tap's block: 256 KB) the direct loops take by default (a 512 KB L2 holds it). */
 export const DIRECT_MAX_TAP_FLOATS = 1 << 16;
@@ -13,6 +13,8 @@ const TUNED_MAX_TAP_FLOATS = 1 << 18;
 
 /** Multiply-adds of the direct convolution a proxy run aims at (a few ms per run). */
 const PROXY_MACS = 3e7;
+/** Winograd tiles whose modelled cost is within this factor of the cheapest tile's are timed. */
+const TILE_COST_SPREAD = 1.5;
 /** Winograd block sizes are timed on a proxy this many times larger (enough tiles for the blocks to matter). */
 const BLOCK_PROXY_SCALE = 4;
 
@@ -89,7 +91,13 @@ export function forwardPlan(backend: WasmBackend, info: tf.backend_util.Conv2DIn
       if (stage === 0) {
         const x = proxyInputShape(info, threads);
         const plans: KernelPlan[] = [{ kind: 'xnnpack' }, { kind: 'direct' }];
-        for (const m of [3, 4, 6] as const) plans.push({ kind: 'winograd', m, block: defaultWinogradBlock(info) });
+        // Winograd tiles the cost model puts within 1.5× of its best (it misjudges machines by less than that;
+        // a 9×9 map in F6 tiles, mostly padding, is not worth timing).
+        const costs = ([3, 4, 6] as const).map((m) => convCost(info, m, threads));
+        const cheapest = Math.min(...costs);
+        ([3, 4, 6] as const).forEach((m, i) => {
+          if (costs[i]! <= TILE_COST_SPREAD * cheapest) plans.push({ kind: 'winograd', m, block: defaultWinogradBlock(info) });
+        });
         return plans.map((plan): Candidate => ({ plan, run: () => run(plan, x) }));
       }
       if (winner?.kind !== 'winograd') return [];

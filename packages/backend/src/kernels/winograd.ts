@@ -32,7 +32,7 @@ export type WinogradTile = 3 | 4 | 6;
  * transformed value, the filter transform ≈ 8 per value written, memory-bound, shared by the
  * threads). Constants measured on the VGG16 and convnet layers (tools/bench/src/wasm-kernels.ts).
  */
-function convCost(info: tf.backend_util.Conv2DInfo, m: 0 | WinogradTile, threads: number): number {
+export function convCost(info: tf.backend_util.Conv2DInfo, m: 0 | WinogradTile, threads: number): number {
   const { batchSize: B, inChannels: Ci, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
   if (m === 0) return B * Ho * Wo * Ci * Co * 9;
   const n = (m + 2) * (m + 2);

@@ -4,7 +4,9 @@
 // clear errors for a bad CATDOG_KERNEL_PLAN.
 import { test, before, beforeEach, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { tmpdir, homedir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -272,4 +274,32 @@ test('timing: the minimum of interleaved runs; a variant that throws is never ch
   assert.equal(runs.fast, 4, 'the best runs every repetition');
   assert.equal(runs.slow, 2, 'a candidate 2× slower than the best after two runs is dropped');
   assert.equal(runs.broken, 2);
+});
+
+test('separate processes: the second reads the plan the first tuned; another thread count tunes its own', { skip }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'catdog-plans-'));
+  const root = fileURLToPath(new URL('../..', import.meta.url));
+  const child = (threads: number) => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'test/helpers/plan-child.ts'], {
+      cwd: root,
+      encoding: 'utf8',
+      env: { ...process.env, CATDOG_CACHE_DIR: dir, THREADS: String(threads), CATDOG_KERNEL_PLAN: '', CATDOG_AUTOTUNE: '' },
+    });
+    assert.equal(r.status, 0, r.stderr.slice(-2000));
+    return JSON.parse(r.stdout.trim().split('\n').pop()!) as Array<{ family: string; plan: string; source: string }>;
+  };
+  try {
+    const first = child(2);
+    assert.deepEqual(first.map((p) => [p.family, p.source]), [['conv2d', 'tuned']]);
+    // Mark it tuned on a quiet machine, so the second process takes it whatever the load now.
+    const path = join(dir, PLAN_CACHE_FILE);
+    const cache = JSON.parse(readFileSync(path, 'utf8'));
+    for (const m of Object.values(cache.machines) as Array<Record<string, { load?: number }>>) for (const e of Object.values(m)) e.load = 0;
+    writeFileSync(path, JSON.stringify(cache));
+    assert.deepEqual(child(2), [{ ...first[0]!, source: 'cache' }]);
+    assert.deepEqual(child(1).map((p) => p.source), ['tuned'], 'one thread: a machine key of its own');
+    assert.deepEqual(Object.keys(JSON.parse(readFileSync(path, 'utf8')).machines).sort(), [machineKey(1), machineKey(2)].sort());
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -4,7 +4,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
-import { random, runKernel } from '../helpers/kernels.js';
+import { isolatePlanCache, random, runKernel } from '../helpers/kernels.js';
 import { initBackend, rmsprop, wasmSimdKernelsLoaded, wasmSimdWorkers, wasmTrainingKernelNames } from '@catdog/backend';
 
 type Pad = 'valid' | 'same';
@@ -83,6 +83,9 @@ function convCases(): Array<{ B: number; H: number; W: number; Ci: number; Co: n
 }
 
 let wasmThreads = 1;
+
+// The convolutions below tune their kernel plans at first use (autotune.ts), into a cache of this test's own.
+isolatePlanCache();
 
 before(async () => {
   wasmThreads = (await initBackend({ backend: 'wasm', log: () => {} })).threads;

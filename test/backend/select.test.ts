@@ -1,10 +1,9 @@
-// Backend selection and the shared CLI options.
+// Backend selection.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
-import { Command } from 'commander';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend, addBackendOptions, BackendUnavailableError, type BackendCliOptions } from '@catdog/backend';
+import { initBackend, BackendUnavailableError } from '@catdog/backend';
 
 const require = createRequire(import.meta.url);
 function installed(pkg: string): boolean {
@@ -58,15 +57,3 @@ test('bad requests are rejected with clear errors', async () => {
   await assert.rejects(initBackend({ backend: 'wasm', threads: 0, log: () => {} }), /threads must be a positive integer/);
 });
 
-test('addBackendOptions adds --backend (default auto) and --threads to a command', () => {
-  const parse = (args: string[]) => {
-    const cmd = addBackendOptions(new Command('x').exitOverride().configureOutput({ writeErr: () => {} }));
-    cmd.parse(args, { from: 'user' });
-    return cmd.opts<BackendCliOptions>();
-  };
-  assert.deepEqual(parse([]), { backend: 'auto' });
-  assert.deepEqual(parse(['--backend', 'wasm', '--threads', '4']), { backend: 'wasm', threads: 4 });
-  assert.throws(() => parse(['--backend', 'gpu']), /Allowed choices are auto, tensorflow, wasm, cpu/);
-  assert.throws(() => parse(['--threads', '0']), /positive integer/);
-  assert.throws(() => parse(['--threads', 'many']), /positive integer/);
-});

@@ -14,12 +14,13 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
-import { random, runKernel, type KernelInputs } from '../helpers/kernels.js';
+import { isolatePlanCache, random, runKernel, type KernelInputs } from '../helpers/kernels.js';
 import { initBackend, wasmSimdKernelsLoaded, wasmSimdWorkers, wasmWinogradTileSize } from '@catdog/backend';
 
 type Pad = 'valid' | 'same';
 type Shape4 = [number, number, number, number];
 
+isolatePlanCache();
 const CHILD = process.env.CATDOG_WINOGRAD_TEST_CHILD === '1';
 const SIMD = process.env.CATDOG_WASM_SIMD_KERNELS !== '0';
 const skip = SIMD ? false : 'CATDOG_WASM_SIMD_KERNELS=0';

@@ -1,4 +1,7 @@
 // Shared by the wasm kernel tests: deterministic inputs, and one kernel run on a named backend.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 
 export type KernelInputs = Record<string, { shape: number[]; values: Float32Array }>;
@@ -28,4 +31,15 @@ export function runKernel(
     const out = tf.engine().runKernel(kernelName, ins, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
     return { shape: out.shape, values: out.dataSync() as Float32Array };
   });
+}
+
+/**
+ * Points the wasm kernels' plan cache (CATDOG_CACHE_DIR) at a directory of this test process's own,
+ * removed at exit, so tests tune plans without writing to the user's ~/.cache (child processes inherit it).
+ */
+export function isolatePlanCache(): void {
+  if (process.env.CATDOG_CACHE_DIR) return;
+  const dir = mkdtempSync(join(tmpdir(), 'catdog-plans-'));
+  process.env.CATDOG_CACHE_DIR = dir;
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
 }

@@ -3,7 +3,7 @@
 // Usage: node --import tsx apps/trainer/src/main.ts <strategy> --data <prepped dataset> --out <run dir> [options]
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { isAbsolute, resolve } from 'node:path';
-import { addBackendOptions } from '@catdog/backend';
+import { addBackendOptions } from './backend-options.js';
 import { formatError, UserError } from '@catdog/errors';
 import {
   BASES,

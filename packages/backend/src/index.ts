@@ -1,8 +1,6 @@
 // @catdog/backend: tfjs backend selection and the wasm training kernels.
 export { initBackend, BACKEND_REQUESTS } from './select.js';
 export type { BackendRequest, BackendChoice, InitBackendOptions } from './select.js';
-export { addBackendOptions } from './cli.js';
-export type { BackendCliOptions } from './cli.js';
 export { BackendUnavailableError } from './errors.js';
 export {
   registerWasmTrainingKernels,
@@ -12,3 +10,15 @@ export {
   wasmWinogradTileSize,
 } from './wasm-kernels.js';
 export { rmsprop, RMSPropOptimizer } from './rmsprop.js';
+export {
+  kernelPlans,
+  cpuModel,
+  planCacheDir,
+  machineKey,
+  autotuneEnabled,
+  forcedPlans,
+  resetKernelPlans,
+  PLAN_CACHE_FILE,
+  PLAN_FAMILIES,
+} from './autotune.js';
+export type { KernelPlan, PlanFamily, PlanRecord, PlanSource } from './autotune.js';

@@ -2,6 +2,7 @@
 import { createRequire } from 'node:module';
 import { existsSync, readdirSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { forcedPlans } from './autotune.js';
 import { dirname, sep } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import * as tfWasm from '@tensorflow/tfjs-backend-wasm';
@@ -112,6 +113,11 @@ export function initBackend(options: InitBackendOptions = {}): Promise<BackendCh
   const threads = options.threads ?? availableParallelism();
   if (!Number.isInteger(threads) || threads < 1) {
     return Promise.reject(new BackendUnavailableError(`threads must be a positive integer, got ${threads}`));
+  }
+  try {
+    forcedPlans(); // a bad CATDOG_KERNEL_PLAN fails here, before any training starts
+  } catch (err) {
+    return Promise.reject(err);
   }
   const key = `${request}/${threads}`;
   if (current?.key === key) return current.choice;

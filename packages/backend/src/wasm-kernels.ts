@@ -27,14 +27,14 @@ import { simdKernels, simdWorkers } from './simd-kernels.js';
 import { CLIP_GRAD_KERNEL, RELU_GRAD_KERNEL, clipGrad, clipGradConfig, reluGrad, reluGradConfig } from './kernels/activations.js';
 import { BACKEND, type KernelFn, type WasmBackend, originals } from './kernels/base.js';
 import { fusedBatchNorm, fusedBatchNormGrad } from './kernels/batchnorm.js';
-import { conv2D, conv2DBackpropFilter, conv2DBackpropInput } from './kernels/conv.js';
+import { conv2D, conv2DBackpropFilter, conv2DBackpropInput, fusedConv2D } from './kernels/conv.js';
 import { depthwiseBackpropFilter, depthwiseBackpropInput } from './kernels/depthwise.js';
 import { identity } from './kernels/identity.js';
 import { batchMatMul } from './kernels/matmul.js';
 import { maxPoolGrad } from './kernels/pooling.js';
 import { RMSPROP_KERNEL, rmspropUpdate } from './kernels/rmsprop.js';
 import { sum } from './kernels/sum.js';
-import { fusedConv2D, winogradTileSize } from './kernels/winograd.js';
+import { winogradTileSize } from './kernels/winograd.js';
 
 
 // ---------------------------------------------------------------------------------------------

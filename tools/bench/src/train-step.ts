@@ -4,15 +4,29 @@
 //   node --import tsx tools/bench/src/train-step.ts [--quick] [--steps n] [--threads n]
 //        [--cpu-bound-s s] [--no-cpu] [--no-torch] [--profile] [--networks a,b]
 //
-// Ends with one line per network:
+// Prints the CPU model and, per network, the kernel plan chosen for each convolution shape
+// (autotuned at first use and cached per CPU model and thread count; see packages/backend/README.md),
+// then ends with one line per network:
 //   train-step <network> backend=wasm ms=<median> torch_ms=<median|none> ratio=<ms/torch_ms|none>
 import { spawn, spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Command, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
+import { UsageError, reportError } from '@catdog/errors';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend, rmsprop, type BackendRequest } from '@catdog/backend';
+import {
+  PLAN_CACHE_FILE,
+  autotuneEnabled,
+  cpuModel,
+  initBackend,
+  kernelPlans,
+  planCacheDir,
+  rmsprop,
+  wasmSimdWorkers,
+  type BackendRequest,
+  type PlanRecord,
+} from '@catdog/backend';
 import { compileFrozenBase, loadMobileNetV2Base, setTrainableFrom, type FrozenBase } from '@catdog/models';
 import { splitAtLayer } from '@catdog/training';
 
@@ -181,7 +195,7 @@ async function measure(
       out.dispose();
     }
   };
-  await step(); // warm-up: allocations, XNNPACK operator creation
+  await step(); // warm-up: allocations, XNNPACK operator creation, kernel plans (tuned here at first use)
   if (opts.profile) {
     const info = await tf.profile(step);
     const byKernel = new Map<string, { ms: number; n: number }>();
@@ -284,6 +298,7 @@ function measureTorch(opts: Options, steps: number): Record<string, number> | st
 
 async function main(argv: string[]): Promise<void> {
   const program = new Command('bench:train-step')
+    .exitOverride()
     .option('--quick', 'fewer steps, no cpu backend runs', false)
     .option('--steps <n>', 'timed steps per network (default 5, 2 with --quick)', (v) => parseInt(v, 10))
     .option('--batch <n>', 'batch size', (v) => parseInt(v, 10), 20)
@@ -301,13 +316,18 @@ async function main(argv: string[]): Promise<void> {
     .addOption(new Option('--networks <list>', 'comma-separated networks').default(NETWORKS.join(',')))
     .addOption(new Option('--backend <name>').default('wasm').hideHelp())
     .addOption(new Option('--child <network>').hideHelp());
-  program.parse(argv, { from: 'user' });
+  try {
+    program.parse(argv, { from: 'user' });
+  } catch (err) {
+    if (err instanceof CommanderError && (err.code === 'commander.helpDisplayed' || err.code === 'commander.help')) return;
+    throw new UsageError(err instanceof Error ? err.message.replace(/^error: /, '') : String(err));
+  }
   const raw = program.opts();
   const networks = String(raw.networks)
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean) as Network[];
-  for (const n of networks) if (!NETWORKS.includes(n)) throw new Error(`unknown network '${n}' (expected ${NETWORKS.join(', ')})`);
+  for (const n of networks) if (!NETWORKS.includes(n)) throw new UsageError(`unknown network '${n}' (expected ${NETWORKS.join(', ')})`);
   const opts: Options = {
     quick: raw.quick as boolean,
     steps: raw.steps as number | undefined,
@@ -336,13 +356,22 @@ async function main(argv: string[]): Promise<void> {
   }
 
   const choice = await initBackend({ backend: 'wasm', threads: opts.threads, log: (l) => console.log(l) });
+  console.log(`cpu: ${cpuModel()}`);
+  console.log(
+    `kernel plans: ${process.env.CATDOG_KERNEL_PLAN ? `CATDOG_KERNEL_PLAN=${process.env.CATDOG_KERNEL_PLAN}; ` : ''}` +
+      (autotuneEnabled() ? `autotuned at first use, cached in ${join(planCacheDir(), PLAN_CACHE_FILE)}` : 'defaults (CATDOG_AUTOTUNE=0)'),
+  );
+  // Plans are tuned with all threads: wait for the SIMD worker threads before the first network.
+  for (let i = 0; i < 100 && choice.threads > 1 && wasmSimdWorkers() < choice.threads - 1; i++) await new Promise((r) => setTimeout(r, 50));
   console.log(`batch ${opts.batch}, ${opts.size}×${opts.size}×3, ${steps} timed steps after 1 warm-up, median reported; frozen layers: ${opts.forwardPath === 'compiled' ? 'compileFrozenBase (as the strategies run them)' : 'model.predict / tfjs-layers'}`);
 
   const wasm = new Map<Network, Measurement>();
+  const shown = new Set<string>();
   for (const n of networks) {
     const m = await measure(n, { batch: opts.batch, size: opts.size, steps, profile: opts.profile, forwardPath: opts.forwardPath });
     wasm.set(n, m);
     console.log(`  wasm  ${n.padEnd(24)} ${m.ms!.toFixed(0).padStart(7)} ms   samples ${m.samples.map((s) => s.toFixed(0)).join(' ')}`);
+    printPlans(n, kernelPlans(), shown);
   }
 
   let torch: Record<string, number> = {};
@@ -372,7 +401,18 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
+/** The plans of the convolutions a network ran (per-image shape; ones already printed for an earlier network are not repeated). */
+function printPlans(network: Network, plans: PlanRecord[], shown: Set<string>): void {
+  const fresh = plans.filter((p) => !shown.has(`${p.family} ${p.shape}`));
+  if (fresh.length === 0) return;
+  console.log(`    plans (${network}):`);
+  for (const p of fresh) {
+    shown.add(`${p.family} ${p.shape}`);
+    const tuneMs = p.source === 'tuned' && p.us?.total != null ? `, tuning took ${(p.us.total / 1000).toFixed(0)} ms` : '';
+    console.log(`      ${p.family.padEnd(15)} ${p.shape.padEnd(40)} ${p.plan.padEnd(20)} (${p.source}${tuneMs})`);
+  }
+}
+
 main(process.argv.slice(2)).catch((err: unknown) => {
-  console.error(`error: ${err instanceof Error ? err.message : String(err)}`);
-  process.exit(1);
+  process.exit(reportError(err));
 });

@@ -5,11 +5,20 @@
 //   node --import tsx tools/bench/src/wasm-kernels.ts [--threads n] [--reps n] [--batch n] [--kernels a,b]
 //   node --import tsx tools/bench/src/wasm-kernels.ts --vgg16 [--threads n] [--reps n] [--batch n]
 // CATDOG_WASM_SIMD_KERNELS=0 measures the same kernels without the package's SIMD loops;
-// CATDOG_WASM_WINOGRAD=0 (or 4, 6) without (or forcing the tile of) the Winograd convolutions.
+// CATDOG_WASM_WINOGRAD=0 (or 4, 6) without (or forcing the tile of) the Winograd convolutions;
+// CATDOG_KERNEL_PLAN=… (see packages/backend/README.md) times one plan of a family, e.g.
+// CATDOG_KERNEL_PLAN=backprop-filter=direct-taps; the plan each convolution ran is printed.
 // --vgg16: the FusedConv2D (conv + bias + relu, as feature extraction runs it) of each distinct
 // convolution of VGG16's conv base at 150×150, and the total over its 13 layers.
 import * as tf from '@tensorflow/tfjs';
-import { initBackend, wasmWinogradTileSize } from '@catdog/backend';
+import { cpuModel, initBackend, kernelPlans, wasmSimdWorkers } from '@catdog/backend';
+
+/** The plans the convolutions of one per-image shape ran (`family=plan`), as the autotuner decided or was told. */
+function plansOf(size: number, ci: number, co: number): string {
+  const prefix = `${size}x${size}x${ci}>${co} `;
+  const found = kernelPlans().filter((p) => p.shape.startsWith(prefix));
+  return found.length ? found.map((p) => `${p.family}=${p.plan} (${p.source})`).join(', ') : 'no plan (one variant applies)';
+}
 
 function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -46,7 +55,9 @@ function time(fn: () => tf.Tensor): number {
 }
 
 await initBackend({ backend: 'wasm', threads, log: () => {} });
-await new Promise((r) => setTimeout(r, 500)); // the SIMD worker threads start asynchronously
+// The SIMD worker threads start asynchronously (and plans are tuned only once they are up).
+for (let i = 0; i < 100 && threads > 1 && wasmSimdWorkers() < threads - 1; i++) await new Promise((r) => setTimeout(r, 50));
+console.log(`cpu: ${cpuModel()}`);
 
 if (process.argv.includes('--vgg16')) {
   // [input size, in channels, out channels, how many such layers] of VGG16's conv base ('same').
@@ -68,10 +79,9 @@ if (process.argv.includes('--vgg16')) {
     const bias = tf.randomUniform([co], -0.1, 0.1) as tf.Tensor1D;
     const ms = time(() => tf.fused.conv2d({ x, filter: w, bias, strides: 1, pad: 'same', activation: 'relu' }));
     const gflop = (2 * B * size * size * ci * co * 9) / 1e9;
-    const tile = wasmWinogradTileSize([B, size, size, ci], [3, 3, ci, co], 1, 'same');
     console.log(
       `vgg16 ${size}x${size}x${ci}->${co}${layers > 1 ? ` (×${layers})` : ''}: ${ms.toFixed(1)} ms, ` +
-        `${((gflop / ms) * 1000).toFixed(0)} GFLOP/s direct-equivalent, ${tile ? `winograd F(${tile}×${tile},3×3)` : 'direct/XNNPACK'}`,
+        `${((gflop / ms) * 1000).toFixed(0)} GFLOP/s direct-equivalent, ${plansOf(size, ci, co)}`,
     );
     total += ms * layers;
     tf.dispose([x, w, bias]);
@@ -104,6 +114,7 @@ for (const [size, ci, co] of LAYERS) {
   run('ReluGrad', () => tf.grad((t: tf.Tensor) => tf.relu(t))(y, dy));
   run('BiasGrad', () => tf.sum(dy, [0, 1, 2]));
   console.log(`layer ${size}x${size}x${ci}->${co}: ${row.join(' ')}`);
+  console.log(`  plans: ${plansOf(size, ci, co)}`);
   tf.dispose([x, w, dy, y, p, dp]);
 }
 console.log(`total (threads=${threads}, batch ${B}): ${[...totals].map(([k, v]) => `${k}=${v.toFixed(1)}`).join(' ')}`);

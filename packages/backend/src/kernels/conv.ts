@@ -4,7 +4,9 @@ import * as tf from '@tensorflow/tfjs';
 import { simdKernels, type SimdKernels } from '../simd-kernels.js';
 import { type ConvAttrs, type KernelFn, type TensorInfo, type WasmBackend, conv2dForward, convInfo, f32, fallback, helpers, isChannelsLast, kernel, runChunks, transpose } from './base.js';
 import { filterGradProduct } from './matmul.js';
-import { winogradConv, winogradTileSize } from './winograd.js';
+import { winogradConv } from './winograd.js';
+import { forwardPlan, gradientPlan } from './plans.js';
+import type { KernelPlan } from '../autotune.js';
 
 // Conv2DBackpropInput
 
@@ -13,14 +15,31 @@ export function conv2DBackpropInput({ inputs, backend, attrs }: Parameters<Kerne
   const { dataFormat, inputShape } = attrs as unknown as ConvAttrs & { inputShape: [number, number, number, number] };
   if (!isChannelsLast(dataFormat)) return fallback('Conv2DBackpropInput')({ inputs, backend, attrs });
   const info = convInfo(inputShape, filter.shape, attrs);
+  const { inChannels: Ci, outChannels: Co } = info;
+  const floats = dy.dtype === 'float32' && filter.dtype === 'float32';
+  // The SIMD loop over all pixels at once for a pointwise convolution; else row by row (rows ≥ 8 pixels) where the
+  // layer's plan says it beats the rewrite onto XNNPACK (by default: a tap's block ≤ 64 k floats).
+  const simd = floats && Ci % 16 === 0 ? simdKernels(backend.wasm) : null;
+  if (simd && isPointwise(info)) return inputGradDirect(simd, backend, dy, filter, info);
+  const run = (plan: KernelPlan, dyp: TensorInfo, infop: tf.backend_util.Conv2DInfo, attrsp: typeof attrs) =>
+    simd && plan.kind === 'direct' ? inputGradDirect(simd, backend, dyp, filter, infop) : inputGradRewrite(backend, dyp, filter, infop, attrsp);
+  const plan: KernelPlan = simd
+    ? gradientPlan(backend, 'backprop-input', info, (p, xShape) => {
+        const infop = convInfo(xShape, filter.shape, attrs);
+        const dyp = { ...dy, shape: [xShape[0], infop.outHeight, infop.outWidth, Co] };
+        backend.disposeData(run(p, dyp, infop, { ...attrs, inputShape: xShape }).dataId);
+      })
+    : { kind: 'xnnpack' };
+  return run(plan, dy, info, attrs);
+}
+
+/**
+ * The input gradient as a forward XNNPACK convolution of dy (zeros inserted between rows and
+ * columns for stride > 1) with the filter flipped in space and its channels swapped.
+ */
+function inputGradRewrite(backend: WasmBackend, dy: TensorInfo, filter: TensorInfo, info: tf.backend_util.Conv2DInfo, attrs: Parameters<KernelFn>[0]['attrs']): TensorInfo {
   const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
   const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
-  const floats = dy.dtype === 'float32' && filter.dtype === 'float32';
-  // The SIMD loop, row by row (rows ≥ 8 pixels, a tap's block ≤ 64 k floats) or, for a pointwise convolution, over
-  // all pixels at once.
-  const direct = floats && Ci % 16 === 0 && (isPointwise(info) || (Ci * Co <= DIRECT_MAX_TAP_FLOATS && Wo >= 8));
-  const simd = direct ? simdKernels(backend.wasm) : null;
-  if (simd) return inputGradDirect(simd, backend, dy, filter, info);
   const padTop = kh - 1 - info.padInfo.top;
   const padLeft = kw - 1 - info.padInfo.left;
   const hd = (Ho - 1) * sh + 1; // height of dy with zeros inserted
@@ -28,7 +47,7 @@ export function conv2DBackpropInput({ inputs, backend, attrs }: Parameters<Kerne
   const padBottom = H + kh - 1 - padTop - hd;
   const padRight = W + kw - 1 - padLeft - wd;
   if (padTop < 0 || padLeft < 0 || padBottom < 0 || padRight < 0) {
-    return fallback('Conv2DBackpropInput')({ inputs, backend, attrs });
+    return fallback('Conv2DBackpropInput')({ inputs: { dy, filter }, backend, attrs });
   }
 
   // Filter flipped in space, channels swapped: [kh, kw, Ci, Co] -> [kh, kw, Co, Ci].
@@ -161,23 +180,26 @@ export function conv2D({ inputs, backend, attrs }: Parameters<KernelFn>[0]): Ten
   if (!isChannelsLast(dataFormat) || x.dtype !== 'float32' || filter.dtype !== 'float32' || x.shape.length !== 4) {
     return original({ inputs, backend, attrs });
   }
+  const simd = simdKernels(backend.wasm);
+  if (!simd) return original({ inputs, backend, attrs });
+  // Winograd (3×3 stride 1), the direct loop or XNNPACK: as the layer's plan says (autotune.ts).
+  const run = (plan: KernelPlan, xp: TensorInfo, infop: tf.backend_util.Conv2DInfo): TensorInfo =>
+    plan.kind === 'winograd'
+      ? winogradConv(simd, backend, xp, filter, null, 0, infop, plan.m, plan.block)
+      : plan.kind === 'direct'
+        ? directForward(simd, backend, xp, filter, infop)
+        : original({ inputs: { x: xp, filter }, backend, attrs });
   const info = convInfo(x.shape, filter.shape, attrs);
+  const plan = forwardPlan(backend, info, false, (p, xShape) => {
+    backend.disposeData(run(p, { ...x, shape: xShape }, convInfo(xShape, filter.shape, attrs)).dataId);
+  });
+  return run(plan, x, info);
+}
+
+/** Conv2D, stride 1, by the direct SIMD loop, threads taking images. */
+function directForward(simd: SimdKernels, backend: WasmBackend, x: TensorInfo, filter: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
   const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
   const { filterHeight: kh, filterWidth: kw } = info;
-  const winograd = winogradTileSize(backend, info);
-  const simdW = winograd ? simdKernels(backend.wasm) : null;
-  if (simdW && winograd) return winogradConv(simdW, backend, x, filter, null, 0, info, winograd);
-  const direct =
-    info.strideHeight === 1 &&
-    info.strideWidth === 1 &&
-    info.dilationHeight === 1 &&
-    info.dilationWidth === 1 &&
-    Ci >= 16 &&
-    Co % 16 === 0 &&
-    Ci * Co <= DIRECT_MAX_TAP_FLOATS &&
-    Wo >= 8;
-  const simd = direct ? simdKernels(backend.wasm) : null;
-  if (!simd) return original({ inputs, backend, attrs });
   const pt = info.padInfo.top;
   const pl = info.padInfo.left;
   const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
@@ -218,10 +240,7 @@ export function conv2DBackpropFilter({ inputs, backend, attrs }: Parameters<Kern
     throw new Error('Conv2DBackpropFilter on wasm supports channels-last (NHWC) data only');
   }
   const info = convInfo(x.shape, filterShape, attrs);
-  const { inHeight: H, inWidth: W, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
-  const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
-  const padTop = info.padInfo.top;
-  const padLeft = info.padInfo.left;
+  const { inHeight: H, inWidth: W, outChannels: Co } = info;
   if (x.dtype === 'float32' && dy.dtype === 'float32' && Co % 16 === 0 && isPointwise(info)) {
     // dW = xᵀ·dy over all the batch's pixels at once
     const simd = simdKernels(backend.wasm);
@@ -232,11 +251,35 @@ export function conv2DBackpropFilter({ inputs, backend, attrs }: Parameters<Kern
     }
   }
   // The direct loop keeps a tap's [Ci, Co] block of dW hot while each output row streams by: it
-  // wins when that block fits in L2 and rows are not too short (else XNNPACK's blocked GEMM does).
-  const direct =
-    Co % 16 === 0 && info.inChannels * Co <= DIRECT_MAX_TAP_FLOATS && Wo >= 8 && x.dtype === 'float32' && dy.dtype === 'float32';
-  const simd = direct ? simdKernels(backend.wasm) : null;
-  if (simd) return filterGradDirect(simd, backend, x, dy, info);
+  // wins when that block fits in L2 and rows are not too short (else XNNPACK's blocked GEMM does);
+  // the layer's plan says which (autotune.ts).
+  const floats = x.dtype === 'float32' && dy.dtype === 'float32';
+  const simd = floats && Co % 16 === 0 ? simdKernels(backend.wasm) : null;
+  const run = (plan: KernelPlan, xp: TensorInfo, dyp: TensorInfo, infop: tf.backend_util.Conv2DInfo) =>
+    simd && plan.kind === 'direct'
+      ? filterGradDirect(simd, backend, xp, dyp, infop)
+      : simd && plan.kind === 'direct-taps'
+        ? filterGradByTaps(simd, backend, xp, dyp, infop)
+        : filterGradRewrite(backend, xp, dyp, infop);
+  const plan: KernelPlan = simd
+    ? gradientPlan(backend, 'backprop-filter', info, (p, xShape) => {
+        const infop = convInfo(xShape, filterShape, attrs);
+        const dyp = { ...dy, shape: [xShape[0], infop.outHeight, infop.outWidth, Co] };
+        backend.disposeData(run(p, { ...x, shape: xShape }, dyp, infop).dataId);
+      })
+    : { kind: 'xnnpack' };
+  return run(plan, x, dy, info);
+}
+
+/**
+ * The filter gradient as a forward XNNPACK convolution of x as [Ci, H, W, B] with dy as
+ * [Ho, Wo, B, Co] (the forward stride as dilation), transposed back to [kh, kw, Ci, Co].
+ */
+function filterGradRewrite(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
+  const { inHeight: H, inWidth: W, outHeight: Ho, outWidth: Wo } = info;
+  const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
+  const padTop = info.padInfo.top;
+  const padLeft = info.padInfo.left;
   // Rows the correlation of x (padded) with dy (dilated by the stride) needs: (kh-1) + (Ho-1)*sh + 1.
   const needH = kh + (Ho - 1) * sh;
   const needW = kw + (Wo - 1) * sw;
@@ -280,14 +323,9 @@ export function conv2DBackpropFilter({ inputs, backend, attrs }: Parameters<Kern
  * over batch × pixels runs from L1; measured 2× faster than the XNNPACK convolution above on
  * each layer of the book's convnet (single thread). Needs Co % 16 == 0.
  */
-/** Largest Ci·Co (one filter tap's block of dW: 256 KB) the direct filter gradient takes. */
-const DIRECT_MAX_TAP_FLOATS = 1 << 16;
-
 function filterGradDirect(simd: SimdKernels, backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
-  const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
-  const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
-  const pt = info.padInfo.top;
-  const pl = info.padInfo.left;
+  const { batchSize: B, inChannels: Ci, outChannels: Co } = info;
+  const { filterHeight: kh, filterWidth: kw } = info;
   const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
   const filterSize = kh * kw * Ci * Co;
   // Each thread accumulates into its own dW (this one into the output), summed at the end.
@@ -297,7 +335,6 @@ function filterGradDirect(simd: SimdKernels, backend: WasmBackend, x: TensorInfo
   for (const t of [out, ...partials]) f32(backend, t).fill(0);
   const x0 = offset(x);
   const dy0 = offset(dy);
-  const xs = sw * Ci * 4;
   try {
     runChunks(
       backend,
@@ -306,18 +343,7 @@ function filterGradDirect(simd: SimdKernels, backend: WasmBackend, x: TensorInfo
       B,
       workers,
       (b, call) => {
-        for (let kj = 0; kj < kw; kj++) {
-          const [ojLo, ojHi] = tapColumns(kj, pl, sw, W, Wo);
-          if (ojHi <= ojLo) continue;
-          for (let ki = 0; ki < kh; ki++) {
-            const dw = (ki * kw + kj) * Ci * Co * 4; // relative to each thread's dW
-            for (let oi = 0; oi < Ho; oi++) {
-              const i = oi * sh + ki - pt;
-              if (i < 0 || i >= H) continue;
-              call(x0 + ((b * H + i) * W + ojLo * sw + kj - pl) * Ci * 4, xs, dy0 + ((b * Ho + oi) * Wo + ojLo) * Co * 4, ojHi - ojLo, Ci, Co, dw);
-            }
-          }
-        }
+        for (let kj = 0; kj < kw; kj++) for (let ki = 0; ki < kh; ki++) filterGradTapRows(info, x0, dy0, b, ki, kj, call);
       },
       [offset(out), ...partials.map(offset)],
     );
@@ -335,4 +361,111 @@ function filterGradDirect(simd: SimdKernels, backend: WasmBackend, x: TensorInfo
     for (const t of partials) backend.disposeData(t.dataId);
   }
   return out;
+}
+
+/**
+ * The filter gradient's direct loop blocked along the filter taps instead of the images (plan
+ * `direct-taps`): threads take taps, and each tap's [Ci, Co] block of dW stays hot while every
+ * image's rows stream by. No per-thread partial dW and no final sum; each element's sum runs over
+ * the images in order, whatever the thread count. Pays where the tap block fits the L2 but the
+ * per-image partial sums cost (few images, wide layers) or where the L2 holds a tap's block with
+ * its streams better than an image's worth of them.
+ */
+function filterGradByTaps(simd: SimdKernels, backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
+  const { batchSize: B, inChannels: Ci, outChannels: Co } = info;
+  const { filterHeight: kh, filterWidth: kw } = info;
+  const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
+  const taps = kh * kw;
+  const workers = helpers(backend, taps);
+  const out = backend.makeOutput([kh, kw, Ci, Co], 'float32');
+  f32(backend, out).fill(0);
+  const x0 = offset(x);
+  const dy0 = offset(dy);
+  try {
+    runChunks(
+      backend,
+      simd,
+      'conv_filter_grad_run',
+      taps,
+      workers,
+      (tap, call) => {
+        const ki = Math.floor(tap / kw);
+        const kj = tap % kw;
+        for (let b = 0; b < B; b++) filterGradTapRows(info, x0, dy0, b, ki, kj, call);
+      },
+      Array.from({ length: workers.length + 1 }, () => offset(out)),
+    );
+  } catch (e) {
+    backend.disposeData(out.dataId);
+    throw e;
+  }
+  return out;
+}
+
+/**
+ * The conv_filter_grad_run calls of filter tap (ki, kj) over image b's output rows: x0 and dy0 are
+ * byte offsets; dW offsets are relative to each thread's dW (runChunks adds it).
+ */
+function filterGradTapRows(
+  info: tf.backend_util.Conv2DInfo,
+  x0: number,
+  dy0: number,
+  b: number,
+  ki: number,
+  kj: number,
+  call: (a0: number, a1: number, a2: number, a3: number, a4: number, a5: number, a6: number) => void,
+): void {
+  const { inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
+  const { filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
+  const pt = info.padInfo.top;
+  const pl = info.padInfo.left;
+  const [ojLo, ojHi] = tapColumns(kj, pl, sw, W, Wo);
+  if (ojHi <= ojLo) return;
+  const dw = (ki * kw + kj) * Ci * Co * 4;
+  for (let oi = 0; oi < Ho; oi++) {
+    const i = oi * sh + ki - pt;
+    if (i < 0 || i >= H) continue;
+    call(x0 + ((b * H + i) * W + ojLo * sw + kj - pl) * Ci * 4, sw * Ci * 4, dy0 + ((b * Ho + oi) * Wo + ojLo) * Co * 4, ojHi - ojLo, Ci, Co, dw);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// FusedConv2D
+
+const FUSED_ACTIVATIONS: Record<string, number> = { linear: 0, relu: 1, relu6: 2 };
+
+/** FusedConv2D (conv, bias, activation: tf.fused.conv2d, e.g. inference through conv layers): Winograd where it wins. */
+export function fusedConv2D({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
+  const { x, filter, bias, preluActivationWeights } = inputs as {
+    x: TensorInfo;
+    filter: TensorInfo;
+    bias?: TensorInfo;
+    preluActivationWeights?: TensorInfo;
+  };
+  const { dataFormat, activation } = attrs as unknown as ConvAttrs & { activation?: string };
+  const original = fallback('FusedConv2D');
+  const act = FUSED_ACTIVATIONS[activation ?? 'linear'];
+  if (
+    act === undefined ||
+    preluActivationWeights != null ||
+    !isChannelsLast(dataFormat) ||
+    x.dtype !== 'float32' ||
+    filter.dtype !== 'float32' ||
+    x.shape.length !== 4 ||
+    (bias != null && (bias.dtype !== 'float32' || bias.shape.length !== 1 || bias.shape[0] !== filter.shape[3]))
+  ) {
+    return original({ inputs, backend, attrs });
+  }
+  const simd = simdKernels(backend.wasm);
+  if (!simd) return original({ inputs, backend, attrs });
+  // Winograd with bias and activation in its output transform, or the backend's own: as the layer's plan says.
+  const run = (plan: KernelPlan, xp: TensorInfo, infop: tf.backend_util.Conv2DInfo): TensorInfo =>
+    plan.kind === 'winograd'
+      ? winogradConv(simd, backend, xp, filter, bias ?? null, act, infop, plan.m, plan.block)
+      : original({ inputs: { ...inputs, x: xp }, backend, attrs });
+  const info = convInfo(x.shape, filter.shape, attrs);
+  const plan = forwardPlan(backend, info, true, (p, xShape) => {
+    backend.disposeData(run(p, { ...x, shape: xShape }, convInfo(xShape, filter.shape, attrs)).dataId);
+  });
+  return run(plan, x, info);
 }

@@ -1,5 +1,7 @@
 import { Option, InvalidArgumentError, type Command } from 'commander';
-import { BACKEND_REQUESTS, type BackendRequest } from './select.js';
+// The trainer's --backend and --threads options. They live with the CLI rather than in
+// @catdog/backend so that the backend package has no command-line (commander) dependency.
+import { BACKEND_REQUESTS, type BackendRequest } from '@catdog/backend';
 
 /** Options every CLI takes, as commander parses them. */
 export interface BackendCliOptions {

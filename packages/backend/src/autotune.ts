@@ -1,0 +1,349 @@
+// Kernel plans chosen by measurement on the machine at hand, the way FFTW plans: the first time a
+// convolution of a given per-image shape runs, each variant that applies (Winograd tile size and
+// block of tiles, direct SIMD loop, XNNPACK) is timed on a small proxy of the layer (fewer images
+// or rows, same channels, filter and strides), and the fastest is kept for the process and in a
+// plan cache file keyed by CPU model and thread count, so later processes on the same machine
+// reuse it without timing. Block sizes and algorithm crossovers tuned on one microarchitecture
+// (an AMD EPYC, Zen 4: 1 MB of L2 per core, four 128-bit FP pipes) lost 40–65% on another (a
+// Sapphire Rapids Xeon: 2 MB of L2, three), hence measuring instead of a fixed cost model.
+//
+// Environment:
+//   CATDOG_AUTOTUNE=0          no timing, no cache: every layer takes the default plan (the cost
+//                              model's choice), for reproducible runs
+//   CATDOG_KERNEL_PLAN=…       force plans per kernel family, e.g.
+//                              "conv2d=winograd4:block=256,backprop-filter=direct,backprop-input=xnnpack"
+//                              (a forced plan that does not apply to a layer leaves that layer's
+//                              default; families not named are tuned as usual)
+//   CATDOG_CACHE_DIR=dir       plan cache directory (default $XDG_CACHE_HOME/catdog, else ~/.cache/catdog)
+//
+// Noise (a machine shared with other work): each candidate's time is the minimum of several short
+// interleaved runs; the default plan is kept unless beaten by 3%; a plan tuned while the load
+// exceeded one runnable process per core is tuned again by the first process that finds the
+// machine quiet.
+import { cpus, homedir, loadavg } from 'node:os';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { UserError } from '@catdog/errors';
+
+/** Kernel families with plans: the forward convolution (Conv2D and FusedConv2D) and its two gradients. */
+export const PLAN_FAMILIES = ['conv2d', 'backprop-input', 'backprop-filter'] as const;
+export type PlanFamily = (typeof PLAN_FAMILIES)[number];
+
+/**
+ * One way to run a convolution:
+ *  - `xnnpack`: the wasm backend's own kernel (XNNPACK), or for the gradients the rewrite onto it;
+ *  - `direct`: the SIMD loop per filter tap and output row (2×16 block of the result in registers),
+ *    threads taking images;
+ *  - `direct-taps` (backprop-filter): the same loop, threads taking filter taps (no partial sums);
+ *  - `winograd3|4|6:block=n` (conv2d, 3×3 stride 1): F(m×m, 3×3) with blocks of n tiles per thread
+ *    job (n × (Ci + Co) floats per transformed position should stay in L2 while its product runs).
+ */
+export type KernelPlan =
+  | { kind: 'xnnpack' }
+  | { kind: 'direct' }
+  | { kind: 'direct-taps' }
+  | { kind: 'winograd'; m: 3 | 4 | 6; block: number };
+
+export function formatPlan(plan: KernelPlan): string {
+  return plan.kind === 'winograd' ? `winograd${plan.m}:block=${plan.block}` : plan.kind;
+}
+
+/** A plan as written in CATDOG_KERNEL_PLAN or the cache (`block` optional for a forced Winograd plan: 0 = default). */
+export function parsePlan(text: string): KernelPlan | null {
+  const t = text.trim();
+  if (t === 'xnnpack' || t === 'direct' || t === 'direct-taps') return { kind: t };
+  const w = /^winograd([346])(?::block=(\d+))?$/.exec(t);
+  if (!w) return null;
+  const block = w[2] === undefined ? 0 : Number(w[2]);
+  if (w[2] !== undefined && !(block >= 1 && block <= 4096)) return null;
+  return { kind: 'winograd', m: Number(w[1]) as 3 | 4 | 6, block };
+}
+
+/** CATDOG_KERNEL_PLAN parsed; throws a UserError naming the variable and the bad entry. */
+export function forcedPlans(env: NodeJS.ProcessEnv = process.env): Partial<Record<PlanFamily, KernelPlan>> {
+  const value = env.CATDOG_KERNEL_PLAN?.trim();
+  const out: Partial<Record<PlanFamily, KernelPlan>> = {};
+  if (!value) return out;
+  for (const entry of value.split(',')) {
+    const eq = entry.indexOf('=');
+    const family = entry.slice(0, eq).trim() as PlanFamily;
+    const plan = eq > 0 ? parsePlan(entry.slice(eq + 1)) : null;
+    if (
+      eq <= 0 ||
+      !PLAN_FAMILIES.includes(family) ||
+      !plan ||
+      (plan.kind === 'winograd' && family !== 'conv2d') ||
+      (plan.kind === 'direct-taps' && family !== 'backprop-filter')
+    ) {
+      throw new UserError(
+        `CATDOG_KERNEL_PLAN: bad entry "${entry.trim()}": expected <family>=<plan>, family one of ${PLAN_FAMILIES.join(', ')}, ` +
+          'plan one of xnnpack, direct, direct-taps (backprop-filter only), winograd3|4|6[:block=<tiles>] (conv2d only)',
+        { code: 'bad-config' },
+      );
+    }
+    out[family] = plan;
+  }
+  return out;
+}
+
+/** False under CATDOG_AUTOTUNE=0 (default plans, nothing timed or cached). */
+export function autotuneEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
+  const v = env.CATDOG_AUTOTUNE;
+  return !(v === '0' || v === 'false' || v === 'off');
+}
+
+let model: string | null = null;
+
+/** The CPU model as the OS names it (os.cpus() reads /proc/cpuinfo's "model name" on Linux). */
+export function cpuModel(): string {
+  model ??= readCpuModel();
+  return model;
+}
+
+function readCpuModel(): string {
+  const name = cpus()[0]?.model?.trim();
+  if (name) return name.replace(/\s+/g, ' ');
+  try {
+    const line = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
+    if (line) return line[1]!.trim().replace(/\s+/g, ' ');
+  } catch {
+    // no /proc: fall through
+  }
+  return 'unknown CPU';
+}
+
+/** Where plans are cached: CATDOG_CACHE_DIR, else $XDG_CACHE_HOME/catdog, else ~/.cache/catdog. */
+export function planCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.CATDOG_CACHE_DIR) return env.CATDOG_CACHE_DIR;
+  return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'catdog');
+}
+
+export const PLAN_CACHE_FILE = 'kernel-plans.json';
+const CACHE_VERSION = 1;
+
+interface CachedPlan {
+  plan: string;
+  /** Best time of each candidate on the proxy, µs (what the choice was based on). */
+  us: Record<string, number>;
+  tuned: string;
+  /** The machine's load per core when it was tuned (1-minute load average / cores). */
+  load?: number;
+}
+interface CacheFile {
+  version: number;
+  /** `<cpu model> | <threads> threads` -> `<family> <shape>` -> plan. */
+  machines: Record<string, Record<string, CachedPlan>>;
+}
+
+function readCache(path: string): CacheFile {
+  try {
+    const data = JSON.parse(readFileSync(path, 'utf8')) as CacheFile;
+    if (data && data.version === CACHE_VERSION && typeof data.machines === 'object' && data.machines) return data;
+  } catch {
+    // missing or unreadable: start afresh (a cache is never worth failing a run for)
+  }
+  return { version: CACHE_VERSION, machines: {} };
+}
+
+/** Adds one plan to the cache file (read, merge, write to a temporary file, rename: never half-written). */
+function writeCachedPlan(dir: string, machine: string, key: string, entry: CachedPlan): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+    const path = join(dir, PLAN_CACHE_FILE);
+    const data = readCache(path);
+    (data.machines[machine] ??= {})[key] = entry;
+    const tmp = `${path}.${process.pid}.tmp`;
+    writeFileSync(tmp, `${JSON.stringify(data, null, 1)}\n`);
+    renameSync(tmp, path);
+  } catch {
+    // read-only home, full disk: the plan still holds for this process
+  }
+}
+
+/** Where a layer's plan came from. */
+export type PlanSource = 'tuned' | 'cache' | 'forced' | 'default';
+
+export interface PlanRecord {
+  family: PlanFamily;
+  /** Per-image shape: `HxWxCi -> Co, khxkw, stride, dilation, padding`. */
+  shape: string;
+  plan: string;
+  source: PlanSource;
+  /** Best proxy time of each candidate, µs, and `total`: the time tuning took (tuned or from the cache). */
+  us?: Record<string, number>;
+}
+
+const decided = new Map<string, PlanRecord>();
+let cacheLoaded: { dir: string; machine: string; entries: Record<string, CachedPlan> } | null = null;
+
+/** The plan cache's key for this machine: CPU model and thread count. */
+export function machineKey(threads: number): string {
+  return `${cpuModel()} | ${threads} thread${threads === 1 ? '' : 's'}`;
+}
+
+function cachedEntries(machine: string): Record<string, CachedPlan> {
+  const dir = planCacheDir();
+  if (!cacheLoaded || cacheLoaded.dir !== dir || cacheLoaded.machine !== machine) {
+    cacheLoaded = { dir, machine, entries: readCache(join(dir, PLAN_CACHE_FILE)).machines[machine] ?? {} };
+  }
+  return cacheLoaded.entries;
+}
+
+/** Plans decided so far in this process, in the order the layers first ran. */
+export function kernelPlans(): PlanRecord[] {
+  return [...decided.values()];
+}
+
+/** Forgets this process's plans (the cache file stays): the next call of each layer decides again. */
+export function resetKernelPlans(): void {
+  decided.clear();
+  cacheLoaded = null;
+}
+
+/** A candidate: its plan and a function that runs it once on the proxy problem (and frees what it made). */
+export interface Candidate {
+  plan: KernelPlan;
+  run: () => void;
+}
+
+const REPS = 4;
+/** After two runs (the first may pay for a cold cache or a lazily built operator), a candidate this many times slower than the best is not run again. */
+const HOPELESS = 2;
+/**
+ * Load per core above which timings are suspect (other processes preempt the kernels' threads):
+ * a plan tuned under such load is used and cached, but tuned again by a later process that finds
+ * the machine quiet.
+ */
+const BUSY_LOAD = 1;
+
+/** The machine's load per core now (1-minute load average over the cores; 0 where the OS has none). */
+export function loadPerCore(): number {
+  return Math.round((loadavg()[0]! / Math.max(1, cpus().length)) * 100) / 100;
+}
+
+/** A layer whose first stage took longer than this (ms; a loaded machine) is not refined further. */
+const STAGE_BUDGET_MS = 300;
+/** A candidate must beat the default by this fraction to replace it (noise on a shared machine). */
+const MARGIN = 0.03;
+
+/**
+ * Times candidates (µs, the minimum of up to REPS interleaved runs, so a burst of load from other
+ * work hits all of them alike; after two runs, clear losers are dropped and no further round
+ * starts once `budgetMs` is spent). Returns the times by formatted plan.
+ */
+export function timeCandidates(candidates: readonly Candidate[], budgetMs = STAGE_BUDGET_MS / 2): Map<string, number> {
+  const best = new Map<string, number>();
+  const t0 = performance.now();
+  for (let rep = 0; rep < REPS; rep++) {
+    // Two runs each at least (the first may be cold); more while the budget lasts.
+    if (rep >= 2 && performance.now() - t0 > budgetMs) break;
+    const fastest = Math.min(...best.values());
+    for (const c of candidates) {
+      const name = formatPlan(c.plan);
+      const prior = best.get(name);
+      if (rep > 1 && (prior === undefined || prior > HOPELESS * fastest)) continue;
+      const t0 = performance.now();
+      try {
+        c.run();
+      } catch {
+        // a variant that fails on this layer (e.g. out of memory for its scratch) is never chosen
+        best.set(name, Infinity);
+        continue;
+      }
+      const us = (performance.now() - t0) * 1000;
+      best.set(name, Math.min(prior ?? Infinity, us));
+    }
+  }
+  return best;
+}
+
+/** What a kernel knows about one layer when it asks for a plan. */
+export interface PlanRequest {
+  family: PlanFamily;
+  shape: string;
+  threads: number;
+  /** The plans that apply to this layer, the default among them. */
+  applicable: (plan: KernelPlan) => boolean;
+  defaultPlan: KernelPlan;
+  /**
+   * False while the worker threads the variants would use are still starting: the layer then
+   * runs its default plan and is tuned on a later call (timing it now would time one thread).
+   */
+  ready: boolean;
+  /** Fills what a forced plan left open (a Winograd plan without `block`: the layer's default block). */
+  normalize: (plan: KernelPlan) => KernelPlan;
+  /**
+   * The candidates to time, built lazily (only when no plan is forced, known or cached). Called in
+   * stages: stage 0 (winner null), then stage 1 with stage 0's winner to refine it (e.g. Winograd's
+   * block of tiles); an empty list ends tuning.
+   */
+  candidates: (stage: number, winner: KernelPlan | null) => Candidate[];
+}
+
+/**
+ * The plan for a layer: forced (CATDOG_KERNEL_PLAN), else default (CATDOG_AUTOTUNE=0), else decided
+ * earlier in this process, else cached for this CPU model and thread count, else tuned now.
+ */
+export function choosePlan(req: PlanRequest): KernelPlan {
+  const forced = forcedPlans()[req.family];
+  if (forced) {
+    const plan = req.normalize(forced);
+    const ok = req.applicable(plan);
+    return remember(req, ok ? plan : req.defaultPlan, ok ? 'forced' : 'default');
+  }
+  if (!autotuneEnabled()) return remember(req, req.defaultPlan, 'default');
+  const key = `${req.family} ${req.shape}`;
+  const known = decided.get(`${req.threads} ${key}`);
+  if (known && known.source !== 'forced' && known.source !== 'default') {
+    const plan = parsePlan(known.plan);
+    if (plan && req.applicable(plan)) return plan;
+  }
+  const machine = machineKey(req.threads);
+  const cached = cachedEntries(machine)[key];
+  const cachedPlan = cached ? parsePlan(cached.plan) : null;
+  const stale = cached?.load !== undefined && cached.load > BUSY_LOAD && loadPerCore() <= BUSY_LOAD;
+  if (cached && cachedPlan && req.applicable(cachedPlan) && !stale) return remember(req, cachedPlan, 'cache', cached.us);
+
+  if (!req.ready) return remember(req, req.defaultPlan, 'default');
+  const us: Record<string, number> = {};
+  let winner: KernelPlan | null = null;
+  const t0 = performance.now();
+  for (let stage = 0; stage < 2 && performance.now() - t0 < STAGE_BUDGET_MS; stage++) {
+    const candidates = req.candidates(stage, winner).filter((c) => req.applicable(c.plan));
+    if (candidates.length < 2) break;
+    const times = timeCandidates(candidates);
+    for (const [name, t] of times) if (Number.isFinite(t)) us[stage === 0 ? name : `${name} (block proxy)`] = Math.round(t);
+    winner = pickWinner(times, winner ?? req.defaultPlan);
+  }
+  const plan = winner ?? req.defaultPlan;
+  us.total = Math.round((performance.now() - t0) * 1000);
+  const entry: CachedPlan = { plan: formatPlan(plan), us, tuned: new Date().toISOString(), load: loadPerCore() };
+  writeCachedPlan(planCacheDir(), machine, key, entry);
+  if (cacheLoaded) cacheLoaded.entries[key] = entry;
+  return remember(req, plan, 'tuned', us);
+}
+
+/** The fastest plan, unless it beats the incumbent (the default, or the previous stage's winner) by less than MARGIN. */
+function pickWinner(times: Map<string, number>, incumbent: KernelPlan): KernelPlan {
+  let bestName = '';
+  let bestTime = Infinity;
+  for (const [name, t] of times) {
+    if (t < bestTime) {
+      bestName = name;
+      bestTime = t;
+    }
+  }
+  const incumbentTime = times.get(formatPlan(incumbent));
+  if (incumbentTime !== undefined && bestTime > (1 - MARGIN) * incumbentTime) return incumbent;
+  return parsePlan(bestName) ?? incumbent;
+}
+
+function remember(req: PlanRequest, plan: KernelPlan, source: PlanSource, us?: Record<string, number>): KernelPlan {
+  const id = `${req.threads} ${req.family} ${req.shape}`;
+  const prior = decided.get(id);
+  const text = formatPlan(plan);
+  if (!prior || prior.plan !== text || prior.source !== source) {
+    decided.set(id, { family: req.family, shape: req.shape, plan: text, source, ...(us ? { us } : {}) });
+  }
+  return plan;
+}

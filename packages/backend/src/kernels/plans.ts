@@ -1,0 +1,149 @@
+// Which variant runs each convolution (../autotune.ts decides by timing; this module says which
+// variants apply to a layer, which one the cost model would pick, and how to time them on a proxy).
+import * as tf from '@tensorflow/tfjs';
+import { choosePlan, type Candidate, type KernelPlan, type PlanFamily } from '../autotune.js';
+import { simdWorkers } from '../simd-kernels.js';
+import { type WasmBackend, threadCount } from './base.js';
+import { convCost, defaultWinogradBlock, winogradApplies, winogradOverride, winogradTileSize, winogradTiles } from './winograd.js';
+
+/** Largest Ci·Co (one filter tap's block: 256 KB) the direct loops take by default (a 512 KB L2 holds it). */
+export const DIRECT_MAX_TAP_FLOATS = 1 << 16;
+/** Largest Ci·Co the tuner tries the direct loops on (1 MB: cores with 1–2 MB of L2 may still win). */
+const TUNED_MAX_TAP_FLOATS = 1 << 18;
+
+/** Multiply-adds of the direct convolution a proxy run aims at (a few ms per run). */
+const PROXY_MACS = 3e7;
+/** Winograd tiles whose modelled cost is within this factor of the cheapest tile's are timed. */
+const TILE_COST_SPREAD = 1.5;
+/** Winograd block sizes are timed on a proxy this many times larger (enough tiles for the blocks to matter). */
+const BLOCK_PROXY_SCALE = 4;
+
+/** Per-image shape of a convolution, the key of its plan: `HxWxCi>Co kKhxKw sShxSw dDhxDw pT,L,B,R`. */
+export function shapeKey(info: tf.backend_util.Conv2DInfo): string {
+  const p = info.padInfo;
+  return (
+    `${info.inHeight}x${info.inWidth}x${info.inChannels}>${info.outChannels} k${info.filterHeight}x${info.filterWidth} ` +
+    `s${info.strideHeight}x${info.strideWidth} d${info.dilationHeight}x${info.dilationWidth} p${p.top},${p.left},${p.bottom},${p.right}`
+  );
+}
+
+/**
+ * The input shape [B', H', W, Ci] of a proxy for timing: the same layer on fewer images (at least
+ * one per thread) or, when one image is already more than the target, fewer rows. Its element
+ * count never exceeds the layer's, so the proxy reads the layer's own buffers.
+ */
+export function proxyInputShape(info: tf.backend_util.Conv2DInfo, threads: number, macs = PROXY_MACS): [number, number, number, number] {
+  const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho } = info;
+  const perRow = info.outWidth * Ci * info.outChannels * info.filterHeight * info.filterWidth;
+  const perImage = perRow * Ho;
+  const images = Math.min(B, Math.max(1, Math.floor(macs / perImage)));
+  if (images >= Math.min(B, threads)) return [images, H, W, Ci];
+  const b = Math.min(B, threads);
+  const rows = Math.max(Math.min(Ho, 8), Math.floor(macs / (b * perRow)));
+  const h = Math.min(H, Math.max(info.filterHeight, rows * info.strideHeight + info.filterHeight - 1));
+  return [b, h, W, Ci];
+}
+
+/** The direct SIMD loop of the forward conv / input gradient / filter gradient applies (`cap`: largest Ci·Co). */
+function directApplies(family: PlanFamily, info: tf.backend_util.Conv2DInfo, cap: number): boolean {
+  const { inChannels: Ci, outChannels: Co, outWidth: Wo } = info;
+  if (Ci * Co > cap || Wo < 8) return false;
+  if (family === 'conv2d') {
+    return info.strideHeight === 1 && info.strideWidth === 1 && info.dilationHeight === 1 && info.dilationWidth === 1 && Ci >= 16 && Co % 16 === 0;
+  }
+  return family === 'backprop-input' ? Ci % 16 === 0 : Co % 16 === 0;
+}
+
+/** Whether all the worker threads the SIMD variants share work with are up (starts them if not). */
+function workersReady(backend: WasmBackend, threads: number): boolean {
+  return threads <= 1 || simdWorkers(backend.wasm, threads - 1).length >= threads - 1;
+}
+
+/** Runs one plan on a proxy input of shape xShape (and frees its output). */
+export type ProxyRun = (plan: KernelPlan, xShape: [number, number, number, number]) => void;
+
+/**
+ * The plan of a forward convolution (Conv2D, or FusedConv2D with `fused`, which has no direct
+ * loop). CATDOG_WASM_WINOGRAD=3/4/6 forces that tile, 0 rules Winograd out.
+ */
+export function forwardPlan(backend: WasmBackend, info: tf.backend_util.Conv2DInfo, fused: boolean, run: ProxyRun): KernelPlan {
+  const threads = threadCount(backend);
+  const override = winogradOverride();
+  const wino = override !== 0 && winogradApplies(info);
+  if (wino && override !== 'auto') return { kind: 'winograd', m: override, block: defaultWinogradBlock(info) };
+  const tile = winogradTileSize(backend, info);
+  const defaultPlan: KernelPlan = tile
+    ? { kind: 'winograd', m: tile, block: defaultWinogradBlock(info) }
+    : !fused && directApplies('conv2d', info, DIRECT_MAX_TAP_FLOATS)
+      ? { kind: 'direct' }
+      : { kind: 'xnnpack' };
+  const canDirect = !fused && directApplies('conv2d', info, TUNED_MAX_TAP_FLOATS);
+  if (!wino && !canDirect) return { kind: 'xnnpack' };
+  return choosePlan({
+    family: 'conv2d',
+    shape: `${shapeKey(info)}${fused ? ' fused' : ''}`,
+    threads,
+    ready: workersReady(backend, threads),
+    defaultPlan,
+    applicable: (p) => p.kind === 'xnnpack' || (p.kind === 'direct' && canDirect) || (p.kind === 'winograd' && wino && p.block >= 1),
+    normalize: (p) => (p.kind === 'winograd' && p.block === 0 ? { ...p, block: defaultWinogradBlock(info) } : p),
+    candidates: (stage, winner) => {
+      if (stage === 0) {
+        const x = proxyInputShape(info, threads);
+        const plans: KernelPlan[] = [{ kind: 'xnnpack' }, { kind: 'direct' }];
+        // Winograd tiles the cost model puts within 1.5× of its best (it misjudges machines by less than that;
+        // a 9×9 map in F6 tiles, mostly padding, is not worth timing).
+        const costs = ([3, 4, 6] as const).map((m) => convCost(info, m, threads));
+        const cheapest = Math.min(...costs);
+        ([3, 4, 6] as const).forEach((m, i) => {
+          if (costs[i]! <= TILE_COST_SPREAD * cheapest) plans.push({ kind: 'winograd', m, block: defaultWinogradBlock(info) });
+        });
+        return plans.map((plan): Candidate => ({ plan, run: () => run(plan, x) }));
+      }
+      if (winner?.kind !== 'winograd') return [];
+      // Blocks of tiles: half, same, 2× and 4× the winner's, where the proxy has enough tiles for them to differ.
+      const x = proxyInputShape(info, threads, PROXY_MACS * BLOCK_PROXY_SCALE);
+      const proxyTiles = winogradTiles({ ...info, batchSize: x[0], outHeight: Math.min(info.outHeight, x[1]) }, winner.m);
+      const blocks = [winner.block, winner.block >> 1, winner.block * 2, winner.block * 4].filter(
+        (b, i, all) => b >= 16 && b <= 1024 && all.indexOf(b) === i && (i === 0 || b * threads <= proxyTiles),
+      );
+      if (blocks.length < 2) return [];
+      return blocks.map((block): Candidate => {
+        const plan: KernelPlan = { ...winner, block };
+        return { plan, run: () => run(plan, x) };
+      });
+    },
+  });
+}
+
+/**
+ * The plan of a convolution gradient: `direct` (the SIMD loop, threads taking images),
+ * `direct-taps` (filter gradient: threads taking filter taps) or `xnnpack` (the rewrite onto the
+ * backend's forward conv). Pointwise layers keep their own path and have no plan.
+ */
+export function gradientPlan(
+  backend: WasmBackend,
+  family: 'backprop-input' | 'backprop-filter',
+  info: tf.backend_util.Conv2DInfo,
+  run: ProxyRun,
+): KernelPlan {
+  const threads = threadCount(backend);
+  const canDirect = directApplies(family, info, TUNED_MAX_TAP_FLOATS);
+  if (!canDirect) return { kind: 'xnnpack' };
+  const defaultPlan: KernelPlan = directApplies(family, info, DIRECT_MAX_TAP_FLOATS) ? { kind: 'direct' } : { kind: 'xnnpack' };
+  return choosePlan({
+    family,
+    shape: shapeKey(info),
+    threads,
+    ready: workersReady(backend, threads),
+    defaultPlan,
+    applicable: (p) => p.kind === 'xnnpack' || p.kind === 'direct' || (p.kind === 'direct-taps' && family === 'backprop-filter'),
+    normalize: (p) => p,
+    candidates: (stage) => {
+      if (stage > 0) return [];
+      const x = proxyInputShape(info, threads);
+      const plans: KernelPlan[] = [{ kind: 'direct' }, { kind: 'direct-taps' }, { kind: 'xnnpack' }];
+      return plans.map((plan): Candidate => ({ plan, run: () => run(plan, x) }));
+    },
+  });
+}

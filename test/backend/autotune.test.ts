@@ -1,0 +1,305 @@
+// Kernel plans (packages/backend/src/autotune.ts, kernels/plans.ts): every plan the autotuner can
+// choose, forced through CATDOG_KERNEL_PLAN, against the cpu backend; tuning on first use, the
+// plan cache keyed by CPU model and thread count (CATDOG_CACHE_DIR), CATDOG_AUTOTUNE=0, and
+// clear errors for a bad CATDOG_KERNEL_PLAN.
+import { test, before, beforeEach, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { tmpdir, homedir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-cpu';
+import { isUserError } from '@catdog/errors';
+import { random, runKernel, type KernelInputs } from '../helpers/kernels.js';
+import {
+  PLAN_CACHE_FILE,
+  cpuModel,
+  forcedPlans,
+  initBackend,
+  kernelPlans,
+  machineKey,
+  planCacheDir,
+  resetKernelPlans,
+  wasmSimdKernelsLoaded,
+  wasmSimdWorkers,
+  type PlanFamily,
+} from '@catdog/backend';
+import { proxyInputShape } from '../../packages/backend/src/kernels/plans.js';
+import { timeCandidates } from '../../packages/backend/src/autotune.js';
+
+const SIMD = process.env.CATDOG_WASM_SIMD_KERNELS !== '0';
+const skip = SIMD ? false : 'CATDOG_WASM_SIMD_KERNELS=0';
+const saved = { plan: process.env.CATDOG_KERNEL_PLAN, tune: process.env.CATDOG_AUTOTUNE, dir: process.env.CATDOG_CACHE_DIR };
+const cacheDir = mkdtempSync(join(tmpdir(), 'catdog-plans-'));
+let threads = 1;
+
+before(async () => {
+  process.env.CATDOG_CACHE_DIR = cacheDir;
+  delete process.env.CATDOG_KERNEL_PLAN;
+  delete process.env.CATDOG_AUTOTUNE;
+  threads = (await initBackend({ backend: 'wasm', log: () => {} })).threads;
+  // Tuning waits for the SIMD worker threads (it would time one thread otherwise).
+  for (let i = 0; i < 200 && SIMD && threads > 1 && wasmSimdWorkers() < threads - 1; i++) await new Promise((r) => setTimeout(r, 50));
+  await tf.setBackend('cpu');
+});
+
+beforeEach(() => {
+  delete process.env.CATDOG_KERNEL_PLAN;
+  delete process.env.CATDOG_AUTOTUNE;
+  resetKernelPlans();
+});
+
+after(() => {
+  for (const [k, v] of [['CATDOG_KERNEL_PLAN', saved.plan], ['CATDOG_AUTOTUNE', saved.tune], ['CATDOG_CACHE_DIR', saved.dir]] as const) {
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
+  rmSync(cacheDir, { recursive: true, force: true });
+});
+
+type Conv = { B: number; H: number; W: number; Ci: number; Co: number; k: number; s: number; pad: 'same' | 'valid' };
+
+/** Inputs and attributes of one kernel of a convolution layer (forward, input gradient or filter gradient). */
+function kernelCase(kernel: string, c: Conv, seed: number): { inputs: KernelInputs; attrs: Record<string, unknown> } {
+  const xShape = [c.B, c.H, c.W, c.Ci];
+  const wShape = [c.k, c.k, c.Ci, c.Co];
+  const info = tf.backend_util.computeConv2DInfo(xShape as never, wShape as never, c.s, 1, c.pad);
+  const yShape = [c.B, info.outHeight, info.outWidth, c.Co];
+  const n = (s: number[]) => s.reduce((a, b) => a * b, 1);
+  const attrs = { strides: [c.s, c.s], pad: c.pad, dataFormat: 'NHWC', dilations: [1, 1] };
+  const x = { shape: xShape, values: random(n(xShape), seed) };
+  const w = { shape: wShape, values: random(n(wShape), seed + 1) };
+  const dy = { shape: yShape, values: random(n(yShape), seed + 2) };
+  if (kernel === 'Conv2D') return { inputs: { x, filter: w }, attrs };
+  if (kernel === 'FusedConv2D') {
+    return { inputs: { x, filter: w, bias: { shape: [c.Co], values: random(c.Co, seed + 3) } }, attrs: { ...attrs, activation: 'relu' } };
+  }
+  if (kernel === 'Conv2DBackpropInput') return { inputs: { dy, filter: w }, attrs: { ...attrs, inputShape: xShape } };
+  return { inputs: { x, dy }, attrs: { ...attrs, filterShape: wShape } };
+}
+
+const reference = new Map<string, { shape: number[]; values: Float32Array }>();
+
+/** Runs a kernel on wasm and cpu (once per case); asserts the outputs agree within `tol` of the output's scale. */
+function check(kernel: string, c: Conv, seed: number, tol: number, label: string): void {
+  const { inputs, attrs } = kernelCase(kernel, c, seed);
+  const got = runKernel('wasm', kernel, inputs, attrs);
+  const key = `${kernel} ${JSON.stringify(c)} ${seed}`;
+  if (!reference.has(key)) reference.set(key, runKernel('cpu', kernel, inputs, attrs));
+  const want = reference.get(key)!;
+  assert.deepEqual(got.shape, want.shape, `${label}: shape`);
+  let scale = 1;
+  let worst = 0;
+  for (let i = 0; i < want.values.length; i++) {
+    scale = Math.max(scale, Math.abs(want.values[i]!));
+    worst = Math.max(worst, Math.abs(got.values[i]! - want.values[i]!));
+  }
+  assert.ok(worst <= tol * scale, `${label}: max abs error ${worst} (scale ${scale})`);
+}
+
+const FAMILY: Record<string, PlanFamily> = {
+  Conv2D: 'conv2d',
+  FusedConv2D: 'conv2d',
+  Conv2DBackpropInput: 'backprop-input',
+  Conv2DBackpropFilter: 'backprop-filter',
+};
+
+/** Forces `plan` for the kernel's family, runs it against cpu, and asserts that plan (not a fallback) ran. */
+function checkForced(kernel: string, plan: string, c: Conv, seed: number, source: 'forced' | 'default' | 'none' = 'forced'): void {
+  const family = FAMILY[kernel]!;
+  process.env.CATDOG_KERNEL_PLAN = `${family}=${plan}`;
+  resetKernelPlans();
+  const tol = plan.startsWith('winograd6') ? 2e-4 : 1e-4;
+  check(kernel, c, seed, tol, `${kernel} ${plan} ${JSON.stringify(c)}`);
+  const records = kernelPlans().filter((r) => r.family === family);
+  if (source === 'none') {
+    assert.deepEqual(records, [], `${kernel} ${plan}: one variant applies, no plan`);
+    return;
+  }
+  assert.equal(records.length, 1, `${kernel} ${plan}: one plan decided`);
+  assert.equal(records[0]!.source, source, `${kernel} ${plan}: ${JSON.stringify(records[0])}`);
+  if (source === 'forced') assert.equal(records[0]!.plan, plan.startsWith('winograd') && !plan.includes('block') ? records[0]!.plan : plan);
+}
+
+// Layers where every variant applies: 3×3 stride 1 (Winograd), Ci % 16 == 0 and Co % 16 == 0 (direct
+// loops), rows ≥ 8; odd sizes so that Winograd has edge tiles; one with a tap's Ci·Co = 69 632
+// floats, over the default 64 k of the direct loops but within what the tuner tries (1 MB).
+const SMALL: Conv = { B: 3, H: 13, W: 11, Ci: 32, Co: 16, k: 3, s: 1, pad: 'same' };
+const VALID: Conv = { B: 2, H: 12, W: 17, Ci: 16, Co: 32, k: 3, s: 1, pad: 'valid' };
+const BIG_TAP: Conv = { B: 1, H: 3, W: 10, Ci: 256, Co: 272, k: 3, s: 1, pad: 'valid' };
+const STRIDED: Conv = { B: 2, H: 19, W: 21, Ci: 16, Co: 16, k: 3, s: 2, pad: 'same' };
+
+test('every forward plan (XNNPACK, direct, Winograd F3/F4/F6 with several blocks) matches cpu', { skip }, () => {
+  let seed = 100;
+  for (const c of [SMALL, VALID]) {
+    seed += 3;
+    for (const plan of ['xnnpack', 'direct', 'winograd3:block=16', 'winograd4:block=16', 'winograd4:block=37', 'winograd6:block=16', 'winograd6:block=512', 'winograd4']) {
+      checkForced('Conv2D', plan, c, seed);
+    }
+  }
+  for (const plan of ['direct', 'winograd4:block=64', 'xnnpack']) checkForced('Conv2D', plan, BIG_TAP, 200);
+  // FusedConv2D (bias + relu): Winograd or the backend's own; it has no direct loop, so a forced
+  // "direct" leaves the layer on its default plan.
+  for (const plan of ['xnnpack', 'winograd3:block=16', 'winograd4:block=128', 'winograd6:block=32']) checkForced('FusedConv2D', plan, SMALL, 300);
+  checkForced('FusedConv2D', 'direct', SMALL, 300, 'default');
+  // Neither Winograd nor the direct loop applies at stride 2: XNNPACK runs, and there is nothing to plan.
+  checkForced('Conv2D', 'winograd4:block=16', STRIDED, 400, 'none');
+});
+
+test('every gradient plan (direct, direct-taps, XNNPACK rewrite) matches cpu, strided and with a tap over 64 k floats', { skip }, () => {
+  let seed = 900;
+  for (const kernel of ['Conv2DBackpropInput', 'Conv2DBackpropFilter']) {
+    for (const c of [SMALL, VALID, STRIDED, BIG_TAP]) {
+      seed += 3;
+      for (const plan of ['direct', 'xnnpack', ...(kernel === 'Conv2DBackpropFilter' ? ['direct-taps'] : [])]) checkForced(kernel, plan, c, seed);
+    }
+  }
+});
+
+test('first use tunes and caches per CPU model and thread count; later processes read the cache', { skip }, () => {
+  const c: Conv = { B: 4, H: 20, W: 20, Ci: 32, Co: 32, k: 3, s: 1, pad: 'same' };
+  const kernels = ['Conv2D', 'Conv2DBackpropInput', 'Conv2DBackpropFilter'];
+  kernels.forEach((k, i) => check(k, c, 40 + i, 2e-4, `${k} tuned`));
+  const tuned = kernelPlans();
+  assert.deepEqual(tuned.map((r) => [r.family, r.source]), [['conv2d', 'tuned'], ['backprop-input', 'tuned'], ['backprop-filter', 'tuned']]);
+  for (const r of tuned) {
+    assert.match(r.shape, /^20x20x32>32 k3x3 s1x1 d1x1 p1,1,1,1$/);
+    assert.ok(Object.keys(r.us ?? {}).filter((k) => k !== 'total').length >= 2, `${r.family}: several candidates timed`);
+  }
+  const path = join(cacheDir, PLAN_CACHE_FILE);
+  const cache = JSON.parse(readFileSync(path, 'utf8'));
+  const machine = machineKey(threads);
+  assert.ok(machine.startsWith(`${cpuModel()} | ${threads} thread`));
+  for (const r of tuned) {
+    const entry = cache.machines[machine][`${r.family} ${r.shape}`];
+    assert.equal(entry.plan, r.plan);
+    assert.equal(typeof entry.load, 'number', 'the load it was tuned under is recorded');
+  }
+
+  // A new process (here: the in-process state forgotten) takes the cached plans without timing
+  // (plans tuned on a busy machine are marked so, to be tuned again once it is quiet: not here).
+  for (const r of tuned) cache.machines[machine][`${r.family} ${r.shape}`].load = 0;
+  writeFileSync(path, JSON.stringify(cache));
+  resetKernelPlans();
+  kernels.forEach((k, i) => check(k, c, 50 + i, 2e-4, `${k} cached`));
+  assert.deepEqual(kernelPlans().map((r) => [r.plan, r.source]), tuned.map((r) => [r.plan, 'cache']));
+
+  // The cache is what decides: another applicable plan written there is the one that runs.
+  cache.machines[machine][`conv2d ${tuned[0]!.shape}`].plan = 'winograd3:block=16';
+  writeFileSync(path, JSON.stringify(cache));
+  resetKernelPlans();
+  check('Conv2D', c, 60, 1e-4, 'Conv2D from an edited cache');
+  assert.deepEqual(kernelPlans().map((r) => [r.plan, r.source]), [['winograd3:block=16', 'cache']]);
+  // Another machine's (or thread count's) plans are not used.
+  assert.notEqual(machineKey(threads + 1), machine);
+
+  // CATDOG_AUTOTUNE=0: default plans, nothing timed or written.
+  const before = readFileSync(path, 'utf8');
+  process.env.CATDOG_AUTOTUNE = '0';
+  resetKernelPlans();
+  check('Conv2D', { ...c, H: 22 }, 70, 1e-4, 'Conv2D without autotuning');
+  assert.deepEqual(kernelPlans().map((r) => r.source), ['default']);
+  assert.equal(readFileSync(path, 'utf8'), before);
+
+  // A corrupt cache file is ignored and replaced.
+  delete process.env.CATDOG_AUTOTUNE;
+  writeFileSync(path, '{ not json');
+  resetKernelPlans();
+  check('Conv2D', c, 80, 2e-4, 'Conv2D with a corrupt cache');
+  assert.deepEqual(kernelPlans().map((r) => r.source), ['tuned']);
+  assert.ok(JSON.parse(readFileSync(path, 'utf8')).machines[machine]);
+});
+
+test('CATDOG_KERNEL_PLAN: bad values fail with a UserError naming the variable, before training starts', async () => {
+  for (const bad of ['conv2d', 'conv2d=fast', 'matmul=direct', 'backprop-filter=winograd4', 'conv2d=winograd5', 'conv2d=winograd4:block=0', 'backprop-input=direct-taps']) {
+    process.env.CATDOG_KERNEL_PLAN = bad;
+    assert.throws(() => forcedPlans(), (e: unknown) => isUserError(e, 'bad-config') && /CATDOG_KERNEL_PLAN: bad entry/.test((e as Error).message), bad);
+    await assert.rejects(initBackend({ backend: 'wasm', log: () => {} }), /CATDOG_KERNEL_PLAN/);
+  }
+  process.env.CATDOG_KERNEL_PLAN = 'conv2d=winograd6:block=64, backprop-input=xnnpack,backprop-filter=direct';
+  assert.deepEqual(forcedPlans(), {
+    conv2d: { kind: 'winograd', m: 6, block: 64 },
+    'backprop-input': { kind: 'xnnpack' },
+    'backprop-filter': { kind: 'direct' },
+  });
+});
+
+test('the plan cache directory: CATDOG_CACHE_DIR, else $XDG_CACHE_HOME/catdog, else ~/.cache/catdog', () => {
+  assert.equal(planCacheDir({ CATDOG_CACHE_DIR: '/x/y', XDG_CACHE_HOME: '/z' }), '/x/y');
+  assert.equal(planCacheDir({ XDG_CACHE_HOME: '/z' }), '/z/catdog');
+  assert.equal(planCacheDir({}), join(homedir(), '.cache', 'catdog'));
+  assert.ok(cpuModel().length > 0);
+});
+
+test('proxies for timing read within the layer and keep a thread busy per image', { skip }, () => {
+  assert.ok(wasmSimdKernelsLoaded());
+  for (const [x, w, s] of [
+    [[20, 150, 150, 64], [3, 3, 64, 64], 1],
+    [[20, 74, 74, 32], [3, 3, 32, 64], 1],
+    [[20, 9, 9, 512], [3, 3, 512, 512], 1],
+    [[1, 7, 7, 16], [3, 3, 16, 16], 2],
+  ] as const) {
+    const info = tf.backend_util.computeConv2DInfo(x as never, w as never, s, 1, 'same');
+    for (const t of [1, 2, 8]) {
+      const p = proxyInputShape(info, t);
+      assert.ok(p[0] * p[1] * p[2] * p[3] <= x[0] * x[1] * x[2] * x[3], `${x}: proxy ${p} within the layer`);
+      assert.ok(p[0] >= Math.min(x[0], t) && p[1] >= Math.min(x[1], 3), `${x}: proxy ${p}`);
+      assert.deepEqual([p[2], p[3]], [x[2], x[3]]);
+    }
+  }
+});
+
+test('timing: the minimum of interleaved runs; a variant that throws is never chosen; clear losers run less', () => {
+  const runs = { fast: 0, slow: 0, broken: 0 };
+  const spin = (ms: number) => {
+    const end = performance.now() + ms;
+    while (performance.now() < end);
+  };
+  const times = timeCandidates([
+    { plan: { kind: 'direct' }, run: () => (runs.fast++, spin(0.2)) },
+    { plan: { kind: 'xnnpack' }, run: () => (runs.slow++, spin(8)) },
+    {
+      plan: { kind: 'direct-taps' },
+      run: () => {
+        runs.broken++;
+        throw new Error('no scratch');
+      },
+    },
+  ]);
+  assert.ok(times.get('direct')! < times.get('xnnpack')!, JSON.stringify([...times]));
+  assert.ok(times.get('xnnpack')! >= 8000);
+  assert.equal(times.get('direct-taps'), Infinity);
+  assert.equal(runs.fast, 4, 'the best runs every repetition');
+  assert.equal(runs.slow, 2, 'a candidate 2× slower than the best after two runs is dropped');
+  assert.equal(runs.broken, 2);
+});
+
+test('separate processes: the second reads the plan the first tuned; another thread count tunes its own', { skip }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'catdog-plans-'));
+  const root = fileURLToPath(new URL('../..', import.meta.url));
+  const child = (threads: number) => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'test/helpers/plan-child.ts'], {
+      cwd: root,
+      encoding: 'utf8',
+      env: { ...process.env, CATDOG_CACHE_DIR: dir, THREADS: String(threads), CATDOG_KERNEL_PLAN: '', CATDOG_AUTOTUNE: '' },
+    });
+    assert.equal(r.status, 0, r.stderr.slice(-2000));
+    return JSON.parse(r.stdout.trim().split('\n').pop()!) as Array<{ family: string; plan: string; source: string }>;
+  };
+  try {
+    const first = child(2);
+    assert.deepEqual(first.map((p) => [p.family, p.source]), [['conv2d', 'tuned']]);
+    // Mark it tuned on a quiet machine, so the second process takes it whatever the load now.
+    const path = join(dir, PLAN_CACHE_FILE);
+    const cache = JSON.parse(readFileSync(path, 'utf8'));
+    for (const m of Object.values(cache.machines) as Array<Record<string, { load?: number }>>) for (const e of Object.values(m)) e.load = 0;
+    writeFileSync(path, JSON.stringify(cache));
+    assert.deepEqual(child(2), [{ ...first[0]!, source: 'cache' }]);
+    assert.deepEqual(child(1).map((p) => p.source), ['tuned'], 'one thread: a machine key of its own');
+    assert.deepEqual(Object.keys(JSON.parse(readFileSync(path, 'utf8')).machines).sort(), [machineKey(1), machineKey(2)].sort());
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

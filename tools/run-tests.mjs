@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Runs every test file under test/ with Node's own test runner, TypeScript through tsx.
 // Usage: node tools/run-tests.mjs [substring ...]   (only files whose path contains a substring)
-import { readdirSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -24,10 +25,14 @@ if (files.length === 0) {
   console.error(`no test files match ${filters.join(' ') || 'test/**/*.test.ts'}`);
   process.exit(1);
 }
+// One cache folder per run (kernel plans, downloads): tests never write the user's ~/.cache, and each shape is
+// autotuned once per run rather than once per test process.
+const cacheDir = process.env.CATDOG_CACHE_DIR ?? mkdtempSync(join(tmpdir(), 'catdog-test-cache-'));
 const result = spawnSync(
   process.execPath,
   // A test that hangs fails after 5 minutes instead of holding CI to its limit (the slowest passes in ~40 s).
   ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-timeout=300000', '--test-reporter=spec', ...files],
-  { cwd: root, stdio: 'inherit', env: { ...process.env, NX_DAEMON: 'false', NX_NO_CLOUD: 'true' } },
+  { cwd: root, stdio: 'inherit', env: { ...process.env, NX_DAEMON: 'false', NX_NO_CLOUD: 'true', CATDOG_CACHE_DIR: cacheDir } },
 );
+if (!process.env.CATDOG_CACHE_DIR) rmSync(cacheDir, { recursive: true, force: true });
 process.exit(result.status ?? 1);

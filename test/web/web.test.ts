@@ -1,7 +1,8 @@
 // apps/web in Debian's headless Chromium: the site as `nx run web:build` writes it, an exported model beside it,
 // served from 127.0.0.1; a real photo picked with the file input is classified in the browser with the same class
-// and probability (1e-3) as the exported model in Node, with a Grad-CAM heatmap equal to Node's; nothing is fetched
-// from another origin, nothing is logged as an error, and once loaded the app works with the server gone.
+// and probability (1e-3) as the exported model in Node, with a Grad-CAM heatmap equal to Node's, on WebGL and on the
+// WebAssembly fallback; nothing is fetched from another origin, nothing is logged as an error, and once loaded the
+// app works with the server gone.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -170,6 +171,20 @@ test('a picked photo is classified in Chromium as in Node, with a Grad-CAM heatm
     );
     assert.ok(Math.abs((rows[1]![1] as number) - expected.probabilities[1]!) < 1e-3);
 
+    // The WebAssembly fallback (for browsers without WebGL): the same answers, with the .wasm binaries from this origin.
+    await page.goto(`${origin}/?backend=wasm`);
+    await page.waitForSelector('body[data-state="ready"], body[data-state="error"]', { timeout: 30_000 });
+    assert.equal(await page.getAttribute('body', 'data-state'), 'ready', (await page.textContent('#status')) ?? '');
+    assert.equal(await page.getAttribute('body', 'data-backend'), 'wasm');
+    const viaWasm = await classifyInPage();
+    assert.equal(viaWasm.className, expected.className);
+    assert.ok(
+      Math.abs(viaWasm.probability - expected.probability) < 1e-3,
+      `wasm ${viaWasm.probability} vs Node ${expected.probability}`,
+    );
+    for (const [i, v] of viaWasm.heatmap.entries())
+      assert.ok(Math.abs(v - expectedCam.heatmap[i]!) < 0.02, `wasm heatmap[${i}]: ${v} vs ${expectedCam.heatmap[i]}`);
+
     // Offline: once the service worker kept the site and the model, the app works with the server gone.
     await page.waitForSelector('body[data-offline="ready"]', { timeout: 15_000 });
     server.closeAllConnections();
@@ -178,8 +193,9 @@ test('a picked photo is classified in Chromium as in Node, with a Grad-CAM heatm
     await page.waitForSelector('body[data-state="ready"], body[data-state="error"]', { timeout: 30_000 });
     assert.equal(await page.getAttribute('body', 'data-state'), 'ready', (await page.textContent('#status')) ?? '');
     const offline = await classifyInPage();
-    assert.equal(offline.className, shown.className);
-    assert.equal(offline.probability, shown.probability);
+    assert.equal(await page.getAttribute('body', 'data-backend'), 'wasm', 'the .wasm binaries came from the cache too');
+    assert.equal(offline.className, viaWasm.className);
+    assert.equal(offline.probability, viaWasm.probability);
 
     assert.deepEqual(foreign, [], 'no request leaves the page origin');
     assert.deepEqual(problems, []);

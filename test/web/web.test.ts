@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import { existsSync } from 'node:fs';
-import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { extname, join, normalize } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
@@ -121,9 +121,20 @@ test('a picked photo is classified in Chromium as in Node, with a Grad-CAM heatm
     assert.ok(backend === 'webgl' || backend === 'wasm', `backend ${backend}`);
     t.diagnostic(`backend: ${backend}`);
 
-    const classifyInPage = async () => {
+    /** Picks the photo with the file input, or drops it on the drop zone as a user dragging a file would. */
+    const classifyInPage = async (how: 'pick' | 'drop' = 'pick') => {
       await page.evaluate(() => delete document.body.dataset.state);
-      await page.setInputFiles('#file', file);
+      if (how === 'pick') await page.setInputFiles('#file', file);
+      else {
+        const bytes = (await readFile(file)).toString('base64');
+        const dataTransfer = await page.evaluateHandle((b64) => {
+          const dt = new DataTransfer();
+          const data = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+          dt.items.add(new File([data], 'dropped.jpg', { type: 'image/jpeg' }));
+          return dt;
+        }, bytes);
+        await page.dispatchEvent('#drop', 'drop', { dataTransfer });
+      }
       await page.waitForSelector('body[data-state="classified"]', { timeout: 30_000 });
       return {
         className: await page.getAttribute('#result', 'data-class'),
@@ -171,12 +182,20 @@ test('a picked photo is classified in Chromium as in Node, with a Grad-CAM heatm
     );
     assert.ok(Math.abs((rows[1]![1] as number) - expected.probabilities[1]!) < 1e-3);
 
+    // Not an image: a clear message in the page, the previous result kept, nothing thrown.
+    const notImage = join(dir, 'notes.txt');
+    await writeFile(notImage, 'not a photo');
+    await page.setInputFiles('#file', notImage);
+    await page.waitForSelector('#status.error');
+    assert.match((await page.textContent('#status')) ?? '', /notes\.txt: not an image this browser can decode/);
+    assert.equal(await page.getAttribute('#result', 'data-class'), expected.className);
+
     // The WebAssembly fallback (for browsers without WebGL): the same answers, with the .wasm binaries from this origin.
     await page.goto(`${origin}/?backend=wasm`);
     await page.waitForSelector('body[data-state="ready"], body[data-state="error"]', { timeout: 30_000 });
     assert.equal(await page.getAttribute('body', 'data-state'), 'ready', (await page.textContent('#status')) ?? '');
     assert.equal(await page.getAttribute('body', 'data-backend'), 'wasm');
-    const viaWasm = await classifyInPage();
+    const viaWasm = await classifyInPage('drop');
     assert.equal(viaWasm.className, expected.className);
     assert.ok(
       Math.abs(viaWasm.probability - expected.probability) < 1e-3,

@@ -13,7 +13,12 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '@catdog/backend';
 import { UserError } from '@catdog/errors';
 import {
+  buildConvnet,
+  buildVgg16Base,
   classifyPhoto,
+  gradCam,
+  loadMobileNetV2Base,
+  saveLayersModelTo,
   compareExportVariants,
   decodePhoto,
   exportModel,
@@ -25,6 +30,8 @@ import {
   type ExportedLabels,
   type ExportVariantReport,
 } from '@catdog/models';
+import { decodeResized } from '@catdog/augment';
+import { mobilenetV2Dir } from '../helpers/fixtures.js';
 import { CLASSES, photo, trainerInput, trainSmallModel } from './trained-mobilenet.js';
 
 await initBackend({ backend: 'wasm', log: () => {} });
@@ -199,6 +206,77 @@ test('float16 and uint8 exports (compareExportVariants): tfjs manifest quantizat
       `${r.quantization}: ${r.accuracy} vs ${f32.accuracy}`,
     );
   assert.ok(Math.abs(f16.maxProbabilityDiff - Math.max(...photos.map((_, i) => Math.abs(p16[i]! - p32[i]!)))) < 1e-6);
+});
+
+test("models shaped like the trainer's runs (base inline, pooled head; the book's convnet; VGG16) export and explain", async () => {
+  const dense = (name: string, units: number, activation: 'relu' | 'sigmoid', seed: number) =>
+    tf.layers.dense({ name, units, activation, kernelInitializer: tf.initializers.glorotUniform({ seed }) });
+  const mobilenet = await loadMobileNetV2Base({ alpha: 0.35, from: mobilenetV2Dir('0.35'), inputShape: [96, 96, 3] });
+  const pooled = tf.layers
+    .globalAveragePooling2d({ name: 'head_pool' })
+    .apply(mobilenet.outputs[0]!) as tf.SymbolicTensor;
+  const hidden = dense('head_dense', 16, 'relu', 1).apply(pooled) as tf.SymbolicTensor;
+  const runLike = tf.model({
+    inputs: mobilenet.inputs,
+    outputs: dense('head_output', 1, 'sigmoid', 2).apply(hidden) as tf.SymbolicTensor,
+    name: 'mobilenetv2_extract',
+  });
+  const vggBase = await buildVgg16Base({ inputShape: [100, 100, 3] });
+  const vggFlat = tf.layers.flatten({ name: 'head_flatten' }).apply(vggBase.outputs[0]!) as tf.SymbolicTensor;
+  const vgg = tf.model({
+    inputs: vggBase.inputs,
+    outputs: dense('head_output', 1, 'sigmoid', 3).apply(vggFlat) as tf.SymbolicTensor,
+    name: 'vgg16_extract',
+  });
+  const cases = [
+    {
+      model: runLike,
+      scaling: 'symmetric' as const,
+      size: 96,
+      layer: 'out_relu',
+      scale: (x: tf.Tensor) => x.div(127.5).sub(1),
+    },
+    {
+      model: buildConvnet({ inputShape: [128, 128, 3], seed: 4 }),
+      scaling: 'unit' as const,
+      size: 128,
+      layer: 'conv2d_4',
+      scale: (x: tf.Tensor) => x.div(255),
+    },
+    { model: vgg, scaling: 'unit' as const, size: 100, layer: 'block5_conv3', scale: (x: tf.Tensor) => x.div(255) },
+  ];
+  for (const [k, c] of cases.entries()) {
+    const saved = join(dir, `shape-${k}`, 'model');
+    await saveLayersModelTo(c.model, saved);
+    const out = join(dir, `shape-${k}-export`);
+    const { labels } = await exportModel({ model: saved, out, classes: CLASSES, inputScaling: c.scaling });
+    assert.equal(labels.lastConvLayer, c.layer, c.model.name);
+    const { model } = await loadExportedModel(out);
+    for (const name of ['cat.1003.jpg', 'dog.1003.jpg']) {
+      // The trainer decodes JPEGs ≥ 4× the input size at 1/2–1/8 scale first (libjpeg shrink-on-load); the exported
+      // model resizes the full photo. Below that ratio both take the very same pixels.
+      const m = await sharp(photo(name)).metadata();
+      assert.ok(
+        Math.min(m.width! / c.size, m.height! / c.size) < 4,
+        `${name} is small enough to compare with the trainer's decode`,
+      );
+      const raw = await decodeResized(await readFile(photo(name)), c.size, c.size, 'nearest', 'exact');
+      const want = tf.tidy(
+        () =>
+          (
+            c.model.predict(c.scale(tf.tensor4d(Float32Array.from(raw), [1, c.size, c.size, 3]))) as tf.Tensor
+          ).dataSync()[0]!,
+      );
+      const got = (await classifyPhoto(model, labels, photo(name))).probabilities[1]!;
+      assert.ok(Math.abs(got - want) < 1e-5, `${c.model.name} ${name}: exported ${got} vs trainer ${want}`);
+    }
+    const pixels = await decodePhoto(photo('dog.1003.jpg'));
+    const cam = gradCam(model, pixels, { layer: labels.lastConvLayer! });
+    pixels.dispose();
+    assert.equal(cam.layer, c.layer);
+    assert.ok(cam.heatmap.every((v) => v >= 0 && v <= 1) && cam.heatmap.length > 1);
+    model.dispose();
+  }
 });
 
 test('quantization encodings match what tfjs decodes', () => {

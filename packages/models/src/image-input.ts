@@ -9,7 +9,11 @@ export type ResizeInterpolation = 'nearest' | 'bilinear';
 export interface ImageResizingArgs {
   height: number;
   width: number;
-  /** 'nearest' (default): what the trainer feeds (Keras' load_img / PIL NEAREST). 'bilinear': smoother for big photos. */
+  /**
+   * 'nearest' (default): what the trainer feeds (Keras' load_img / PIL NEAREST), the very pixels for photos under 4×
+   * the input size (larger JPEGs the trainer decodes at reduced scale first, libjpeg's shrink-on-load, so it sees a
+   * smoother image there). 'bilinear': smoother for big photos.
+   */
   interpolation?: ResizeInterpolation;
   name?: string;
 }

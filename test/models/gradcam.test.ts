@@ -3,7 +3,7 @@
 // behind its own preprocessing: shapes, normalisation, complementary class maps, overlays written by sharp.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -24,6 +24,7 @@ import {
   overlayHeatmap,
   stackBaseAndHead,
   withPreprocessing,
+  writeHeatmaps,
 } from '@catdog/models';
 import { CLASSES, photo, trainSmallModel } from './trained-mobilenet.js';
 
@@ -185,6 +186,35 @@ test('real photos through a trained cat-vs-dog model on raw pixels: normalised m
     const out = await sharp(image).metadata();
     assert.deepEqual([out.format, out.width, out.height], ['jpeg', meta.width, meta.height]);
   }
+  // Many photos into a folder (trainer:explain): a broken file is reported and skipped, same names do not collide.
+  const broken = join(dir, 'broken.jpg');
+  await writeFile(broken, Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0, 16, 1, 2, 3]));
+  const photos = [photo('cat.1010.jpg'), broken, photo('dog.1010.jpg'), photo('dog.1010.jpg')];
+  const { written, skipped } = await writeHeatmaps(model, photos, {
+    out: join(dir, 'heatmaps'),
+    classes: CLASSES,
+    maxSize: 200,
+  });
+  assert.deepEqual(
+    written.map((w) => w.file),
+    ['cat.1010.gradcam.jpg', 'dog.1010.gradcam.jpg', 'dog.1010-2.gradcam.jpg'],
+  );
+  assert.deepEqual(
+    skipped.map((s) => s.photo),
+    [broken],
+  );
+  assert.match(skipped[0]!.reason, /broken\.jpg: cannot decode/);
+  assert.deepEqual((await readdir(join(dir, 'heatmaps'))).sort(), [
+    'cat.1010.gradcam.jpg',
+    'dog.1010-2.gradcam.jpg',
+    'dog.1010.gradcam.jpg',
+  ]);
+  for (const w of written) {
+    assert.ok(CLASSES.includes(w.className) && w.probability >= 0.5 && w.probability <= 1, JSON.stringify(w));
+    const m = await sharp(join(dir, 'heatmaps', w.file)).metadata();
+    assert.equal(Math.max(m.width!, m.height!), 200);
+  }
+
   // Overlay colours: jet's ends, blended at the requested opacity, PNG on request and downscaled to maxSize.
   assert.deepEqual(jet(0), [0, 0, 128]);
   assert.deepEqual(jet(1), [128, 0, 0]);
@@ -204,5 +234,4 @@ test('real photos through a trained cat-vs-dog model on raw pixels: normalised m
     `hot corner red ${topLeft}, cold corner blue ${bottomRight}`,
   );
   trained.dispose();
-  void CLASSES;
 });

@@ -1,7 +1,9 @@
 // Grad-CAM heatmaps over photos as image files (sharp), for trainer:explain and the run report.
+import { basename } from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
 import sharp from 'sharp';
 import { UserError } from '@catdog/errors';
+import { openStorage, resolveLocation } from '@catdog/storage';
 import { decodePhoto } from './export.js';
 import { gradCam, heatmapRgba, type GradCamOptions, type GradCamResult } from './gradcam.js';
 
@@ -73,4 +75,54 @@ export async function explainPhoto(
     pixels.dispose();
   }
   return { ...cam, image: await overlayHeatmap(photo, cam, options) };
+}
+
+export interface WriteHeatmapsOptions extends GradCamOptions, OverlayOptions {
+  /** Output folder (local, file:// or s3://). Files are named `<photo name>.gradcam.jpg` (or .png). */
+  out: string;
+  /** Class names in output order, for the returned rows. */
+  classes: string[];
+}
+
+export interface WrittenHeatmap {
+  photo: string;
+  /** The file written in `out`. */
+  file: string;
+  /** The class explained (the predicted one unless classIndex was given) and the model's probability of it. */
+  className: string;
+  probability: number;
+}
+
+/**
+ * Grad-CAM overlays for many photos (trainer:explain): one image file per photo in `out`. A photo that cannot be
+ * decoded is reported in `skipped` with the reason and the others go on.
+ */
+export async function writeHeatmaps(
+  model: tf.LayersModel,
+  photos: string[],
+  options: WriteHeatmapsOptions,
+): Promise<{ written: WrittenHeatmap[]; skipped: { photo: string; reason: string }[] }> {
+  const storage = openStorage(resolveLocation(options.out));
+  const written: WrittenHeatmap[] = [];
+  const skipped: { photo: string; reason: string }[] = [];
+  const used = new Set<string>();
+  const extension = options.format === 'png' ? 'png' : 'jpg';
+  for (const photo of photos) {
+    let explained: ExplainedPhoto;
+    try {
+      explained = await explainPhoto(model, photo, options);
+    } catch (err) {
+      if (!(err instanceof UserError) || err.code !== 'bad-source') throw err;
+      skipped.push({ photo, reason: err.message });
+      continue;
+    }
+    const stem = basename(photo).replace(/\.[^.]+$/, '');
+    let file = `${stem}.gradcam.${extension}`;
+    for (let i = 2; used.has(file); i++) file = `${stem}-${i}.gradcam.${extension}`;
+    used.add(file);
+    await storage.write(file, explained.image);
+    const className = options.classes[explained.classIndex] ?? String(explained.classIndex);
+    written.push({ photo, file, className, probability: explained.probabilities[explained.classIndex]! });
+  }
+  return { written, skipped };
 }

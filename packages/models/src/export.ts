@@ -323,7 +323,7 @@ export interface ExportVariantReport {
   weightBytes: number;
   /** Fraction of `photos` classified correctly by the exported model reloaded from `out`. */
   accuracy: number;
-  /** Largest difference of a class probability from the float32 export's, over all photos (0 for float32). */
+  /** Largest difference of a class probability from the first variant's (float32 by default), over all photos. */
   maxProbabilityDiff: number;
 }
 
@@ -341,41 +341,44 @@ export async function compareExportVariants(
   const variants = options.variants ?? [null, 'float16', 'uint8'];
   if (options.photos.length === 0)
     throw new UserError('compareExportVariants: no photos to measure accuracy on', { code: 'usage' });
-  const pixels: tf.Tensor3D[] = [];
+  // Every variant is loaded at once and each photo decoded once (a test split of full-size photos would not fit
+  // in memory as tensors).
+  const loaded: {
+    quantize: Quantization | null;
+    result: ExportResult;
+    model: tf.LayersModel;
+    labels: ExportedLabels;
+    correct: number;
+    maxDiff: number;
+  }[] = [];
   try {
-    for (const p of options.photos) pixels.push(await decodePhoto(p.image));
-    const reports: ExportVariantReport[] = [];
-    let reference: number[][] | null = null;
     for (const quantize of variants) {
       const out = `${options.out.replace(/\/+$/, '')}/${quantize ?? 'float32'}`;
       const result = await exportModel({ ...options, out, quantize });
-      const { model, labels } = await loadExportedModel(out);
+      loaded.push({ quantize, result, ...(await loadExportedModel(out)), correct: 0, maxDiff: 0 });
+    }
+    for (const photo of options.photos) {
+      const pixels = await decodePhoto(photo.image);
       try {
-        const probabilities: number[][] = [];
-        let correct = 0;
-        for (let i = 0; i < pixels.length; i++) {
-          const c = await classifyPixels(model, labels, pixels[i]!);
-          probabilities.push(c.probabilities);
-          if (c.classIndex === options.photos[i]!.classIndex) correct++;
+        let reference: number[] | null = null;
+        for (const v of loaded) {
+          const c = await classifyPixels(v.model, v.labels, pixels);
+          if (c.classIndex === photo.classIndex) v.correct++;
+          reference ??= c.probabilities;
+          for (const [j, p] of c.probabilities.entries()) v.maxDiff = Math.max(v.maxDiff, Math.abs(p - reference[j]!));
         }
-        reference ??= probabilities;
-        let maxDiff = 0;
-        for (const [i, row] of probabilities.entries()) {
-          for (const [j, p] of row.entries()) maxDiff = Math.max(maxDiff, Math.abs(p - reference[i]![j]!));
-        }
-        reports.push({
-          quantization: quantize,
-          out: result.out,
-          weightBytes: result.weightBytes,
-          accuracy: correct / pixels.length,
-          maxProbabilityDiff: maxDiff,
-        });
       } finally {
-        model.dispose();
+        pixels.dispose();
       }
     }
-    return reports;
+    return loaded.map((v) => ({
+      quantization: v.quantize,
+      out: v.result.out,
+      weightBytes: v.result.weightBytes,
+      accuracy: v.correct / options.photos.length,
+      maxProbabilityDiff: v.maxDiff,
+    }));
   } finally {
-    tf.dispose(pixels);
+    for (const v of loaded) v.model.dispose();
   }
 }

@@ -106,7 +106,11 @@ test('float32 export: raw pixels of any size in, the trainer-preprocessed predic
     inputScaling: 'symmetric',
     source: modelDir,
   });
-  assert.deepEqual((await readdir(join(dir, 'f32'))).sort(), ['labels.json', 'model.json', 'weights.bin']);
+  const written = (await readdir(join(dir, 'f32'))).sort();
+  assert.equal(written.length, 3);
+  assert.deepEqual(written.slice(0, 2), ['labels.json', 'model.json']);
+  assert.match(written[2]!, /^weights-[0-9a-f]{16}\.bin$/);
+  assert.deepEqual(Object.keys(result.files).sort(), written);
   const ref = await reference();
   const { pDog, labels } = await exportedPDog('f32');
   assert.deepEqual(labels, result.labels);
@@ -136,6 +140,19 @@ test('float32 export: raw pixels of any size in, the trainer-preprocessed predic
   assert.ok(Math.abs(c.probabilities[1]! - pDog[0]!) < 1e-6);
   assert.equal(c.className, pDog[0]! >= 0.5 ? 'dog' : 'cat');
   model.dispose();
+  // Exporting again into the folder (here as float16) replaces the model and drops the old weights file.
+  await exportModel({
+    model: modelDir,
+    out: join(dir, 'f32'),
+    classes: CLASSES,
+    inputScaling: 'symmetric',
+    quantize: 'float16',
+  });
+  const again = (await readdir(join(dir, 'f32'))).sort();
+  assert.equal(again.length, 3);
+  assert.notEqual(again[2], written[2]);
+  const { labels: l3 } = await exportedPDog('f32');
+  assert.equal(l3.quantization, 'float16');
 });
 
 test('float16 and uint8 exports (compareExportVariants): tfjs manifest quantization, ~2× and ~4× smaller, predictions close', async () => {
@@ -152,7 +169,11 @@ test('float16 and uint8 exports (compareExportVariants): tfjs manifest quantizat
     [null, 'float16', 'uint8'],
   );
   const [f32, f16, u8] = rows as [ExportVariantReport, ExportVariantReport, ExportVariantReport];
-  const size = async (d: string) => (await stat(join(dir, 'variants', d, 'weights.bin'))).size;
+  const size = async (d: string) => {
+    const weights = (await readdir(join(dir, 'variants', d))).filter((f) => f.endsWith('.bin'));
+    assert.equal(weights.length, 1, `${d}: ${weights}`);
+    return (await stat(join(dir, 'variants', d, weights[0]!))).size;
+  };
   assert.deepEqual(
     [await size('float32'), await size('float16'), await size('uint8')],
     [f32.weightBytes, f16.weightBytes, u8.weightBytes],

@@ -1,6 +1,7 @@
 // Export: a trained model as a tfjs layers model that takes raw RGB pixels of any size (resizing and input scaling
 // inside it), plus labels.json, optionally with float16 or uint8 weights in tfjs' own weights-manifest quantization
 // (what tf.loadLayersModel and tf.loadGraphModel decode natively, see tfjs-core io/io_utils decodeWeights).
+import { createHash } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs';
 import sharp from 'sharp';
 import { UserError } from '@catdog/errors';
@@ -25,7 +26,7 @@ export const QUANTIZATIONS: readonly Quantization[] = ['float16', 'uint8'];
 export interface ExportOptions {
   /** The trained model, or where to load it from (a model folder / model.json: local, file:// or s3://). */
   model: tf.LayersModel | string;
-  /** Output folder (local, file:// or s3://): model.json, weights.bin, labels.json. */
+  /** Output folder (local, file:// or s3://): model.json, weights-<content hash>.bin, labels.json. */
   out: string;
   /** Class names in output order (the run's dataset classes; sigmoid models: [negative, positive], e.g. ['cat', 'dog']). */
   classes: string[];
@@ -42,7 +43,7 @@ export interface ExportOptions {
 export interface ExportResult {
   out: string;
   labels: ExportedLabels;
-  /** Bytes per written file (model.json, weights.bin, labels.json). */
+  /** Bytes per written file (model.json, weights-<hash>.bin, labels.json). */
   files: Record<string, number>;
   weightBytes: number;
 }
@@ -169,7 +170,7 @@ export function quantizeWeights(
 // ---------------------------------------------------------------------------------------------------------------
 
 /**
- * Writes `<out>/model.json`, `<out>/weights.bin` and `<out>/labels.json`: the model behind its own preprocessing
+ * Writes `<out>/model.json`, `<out>/weights-<content hash>.bin` and `<out>/labels.json`: the model behind its own preprocessing
  * (ImageResizing to the trained size, then Rescaling), loadable with tf.loadLayersModel once image-input.ts is
  * imported (it registers ImageResizing). model.json is written last, so a reader never sees it without its weights.
  */
@@ -233,19 +234,27 @@ export async function exportModel(options: ExportOptions): Promise<ExportResult>
         let specs = artifacts.weightSpecs ?? [];
         if (options.quantize) ({ specs, data } = quantizeWeights(specs, data, options.quantize));
         const weights = new Uint8Array(data);
+        // Named by content: a model.json being replaced keeps pointing at its own weights until the new one lands
+        // (and browsers may cache weight files forever).
+        const weightsFile = `weights-${createHash('sha256').update(weights).digest('hex').slice(0, 16)}.bin`;
         const labelsJson = JSON.stringify(labels, null, 2);
         const modelJson = JSON.stringify({
           format: 'layers-model',
           generatedBy: artifacts.generatedBy,
           convertedBy: 'catdog export',
           modelTopology: artifacts.modelTopology,
-          weightsManifest: [{ paths: ['weights.bin'], weights: specs }],
+          weightsManifest: [{ paths: [weightsFile], weights: specs }],
         });
-        await storage.write('weights.bin', weights);
+        await storage.write(weightsFile, weights);
         await storage.write('labels.json', labelsJson);
         await storage.write('model.json', modelJson);
+        // Weights of an earlier export into this folder are no longer referenced.
+        for await (const entry of storage.list('weights-')) {
+          if (entry.path !== weightsFile && /^weights-[0-9a-f]{16}\.bin$/.test(entry.path))
+            await storage.delete(entry.path);
+        }
         weightBytes = weights.byteLength;
-        files['weights.bin'] = weights.byteLength;
+        files[weightsFile] = weights.byteLength;
         files['labels.json'] = Buffer.byteLength(labelsJson);
         files['model.json'] = Buffer.byteLength(modelJson);
         return { modelArtifactsInfo: tf.io.getModelArtifactsInfoForJSON(artifacts) };

@@ -134,6 +134,14 @@ test("the book's layers: conv2d_4 (convnet), block5_conv3 (VGG16), out_relu (Mob
     (e: Error) => e instanceof UserError && /no layer named 'nope'/.test(e.message),
   );
   assert.throws(
+    () => gradCam(three, img, { classIndex: 3 }),
+    (e: Error) => e instanceof UserError && /class index must be an integer in \[0, 2\], got 3/.test(e.message),
+  );
+  assert.throws(
+    () => gradCam(redVersusBlue(), tf.zeros([16, 16, 3]), { classIndex: 2 }),
+    (e: Error) => e instanceof UserError && /\[0, 1\]/.test(e.message),
+  );
+  assert.throws(
     () => gradCam(three, tf.zeros([2, 12, 12, 3])),
     (e: Error) => e instanceof UserError && /one image/.test(e.message),
   );

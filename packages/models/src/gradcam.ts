@@ -104,6 +104,13 @@ export function gradCam(model: tf.LayersModel, input: tf.Tensor, options: GradCa
       `${model.name}: the output layer '${output.name}' has activation ${activation ?? 'none'}; Grad-CAM needs a sigmoid or softmax classifier`,
     );
   }
+  const units = activation === 'sigmoid' ? 2 : (model.outputs[0]!.shape[model.outputs[0]!.shape.length - 1] as number);
+  if (
+    options.classIndex !== undefined &&
+    !(Number.isInteger(options.classIndex) && options.classIndex >= 0 && options.classIndex < units)
+  ) {
+    throw new UserError(`Grad-CAM: class index must be an integer in [0, ${units - 1}], got ${options.classIndex}`);
+  }
   const x = input.rank === 3 ? input.expandDims(0) : input;
   try {
     if (x.rank !== 4 || x.shape[0] !== 1)
@@ -138,15 +145,12 @@ export function gradCam(model: tf.LayersModel, input: tf.Tensor, options: GradCa
         const y = model.apply(x, { training: false }) as tf.Tensor;
         logits = tf.keep(y.clone());
         const flat = y.reshape([-1]);
-        const units = flat.shape[0]!;
         if (activation === 'sigmoid') {
           // One unit: classes [0, 1] = [1 − p, p]. Class 0's score is −logit (or 1 − p): the same gradient with the
           // opposite sign, applied below once the prediction is known.
           return flat.sum() as tf.Scalar;
         }
         if (classIndex < 0) classIndex = flat.argMax().dataSync()[0]!;
-        if (classIndex >= units)
-          throw new UserError(`Grad-CAM: class ${classIndex} out of range, the model has ${units} outputs`);
         // A one-hot product rather than gather: gather's gradient needs UnsortedSegmentSum, which tfjs' WASM backend lacks.
         return tf.sum(tf.mul(flat, tf.oneHot(classIndex, units))) as tf.Scalar;
       };
@@ -161,8 +165,6 @@ export function gradCam(model: tf.LayersModel, input: tf.Tensor, options: GradCa
       probs.dispose();
       if (activation === 'sigmoid') {
         if (classIndex < 0) classIndex = probabilities[1]! >= 0.5 ? 1 : 0;
-        if (classIndex > 1)
-          throw new UserError(`Grad-CAM: class ${classIndex} out of range, a sigmoid model has classes 0 and 1`);
         sign = classIndex === 1 ? 1 : -1;
       }
       const a = seen as unknown as tf.Tensor4D;

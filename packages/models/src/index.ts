@@ -20,3 +20,44 @@ export { copyWeightsByName } from './weights.js';
 export { loadLayersModelFrom, saveLayersModelTo, setTopologyInputShape, type LoadLayersModelOptions } from './io.js';
 export { getFile, defaultCacheDir, fileHash, type DownloadProgress, type GetFileOptions } from './download.js';
 export { compileFrozenBase, type FrozenBase, type FrozenBaseStats, type CompileFrozenBaseOptions } from './frozen.js';
+export {
+  ImageResizing,
+  withPreprocessing,
+  outputActivation,
+  resolvePixelScaling,
+  checkLabels,
+  classProbabilities,
+  classifyPixels,
+  toClassification,
+  type ExportedLabels,
+  type Classification,
+  type PixelScaling,
+  type PreprocessingOptions,
+  type ResizeInterpolation,
+} from './image-input.js';
+export { gradCam, lastConvLayer, heatmapRgba, jet, type GradCamOptions, type GradCamResult } from './gradcam.js';
+export {
+  overlayHeatmap,
+  explainPhoto,
+  writeHeatmaps,
+  type OverlayOptions,
+  type ExplainedPhoto,
+  type WriteHeatmapsOptions,
+  type WrittenHeatmap,
+} from './heatmap-image.js';
+export {
+  exportModel,
+  loadExportedModel,
+  decodePhoto,
+  classifyPhoto,
+  compareExportVariants,
+  quantizeWeights,
+  float16Bits,
+  uint8Range,
+  QUANTIZATIONS,
+  type Quantization,
+  type ExportOptions,
+  type ExportResult,
+  type LabelledPhoto,
+  type ExportVariantReport,
+} from './export.js';

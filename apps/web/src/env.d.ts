@@ -1,0 +1,5 @@
+// Vite's asset imports (`?url`) in the web app.
+declare module '*?url' {
+  const url: string;
+  export default url;
+}

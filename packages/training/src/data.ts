@@ -4,6 +4,7 @@ import * as tf from '@tensorflow/tfjs';
 import { createBatchStream, BOOK_AUGMENTATION, type AugmentOptions } from '@catdog/augment';
 import { readManifest, openImageFolder, type Manifest, type SampleSource, type SplitName } from '@catdog/dataset';
 import { UserError } from '@catdog/errors';
+import { INPUT_SCALINGS } from '@catdog/models';
 import type { Batch, BatchFeed } from './fit.js';
 import type { InputScaling } from './config.js';
 
@@ -38,9 +39,9 @@ export interface Feed extends BatchFeed {
   close(): Promise<void>;
 }
 
-/** Scales pixel values 0..255 as the model expects: 'unit' = x/255 (the book), 'symmetric' = x/127.5 − 1 (MobileNetV2). */
+/** Scales pixel values 0..255 as the model expects (INPUT_SCALINGS in @catdog/models). */
 export function scaleInput(x: tf.Tensor, scaling: InputScaling): tf.Tensor {
-  return scaling === 'symmetric' ? tf.sub(tf.div(x, 127.5), 1) : tf.mul(x, 1 / 255);
+  return INPUT_SCALINGS[scaling].apply(x);
 }
 
 export function augmentOptions(augment: FeedOptions['augment']): AugmentOptions | false {

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { readFile, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { initBackend, type BackendRequest } from '@catdog/backend';
-import { loadLayersModelFrom } from '@catdog/models';
+import { INPUT_SCALINGS, inputScaling, loadLayersModelFrom } from '@catdog/models';
 import { UserError } from '@catdog/errors';
 import type { InputScaling } from './config.js';
 import { openEvaluationSource, openFeed } from './data.js';
@@ -87,7 +87,7 @@ export async function evaluate(o: EvaluateOptions): Promise<EvaluateResult> {
   if (config?.inputSize && config.inputSize !== inputSize) throw new UserError(`${modelFile}: input ${inputSize} does not match the run config's inputSize ${config.inputSize}`);
   let scaling = o.inputScaling ?? config?.inputScaling;
   if (!scaling) {
-    scaling = /mobilenet/i.test(model.name) ? 'symmetric' : 'unit';
+    scaling = inputScaling(model).name;
     log(`note: no run config beside ${modelFile}; assuming input scaling ${scaling} (pass --input-scaling to override)`);
   }
   const source = await openEvaluationSource(o.data);
@@ -96,7 +96,7 @@ export async function evaluate(o: EvaluateOptions): Promise<EvaluateResult> {
     throw new UserError(`${o.data}: classes ${source.classes.join(', ')} differ from the model's (${trainedOn.join(', ')})`);
   }
   const batchSize = o.batchSize ?? 32;
-  log(`evaluate: ${modelFile} on ${source.kind === 'prepped' ? `${o.data} (test split)` : o.data} — ${source.count} images, input ${inputSize}×${inputSize} scaled ${scaling === 'symmetric' ? 'x / 127.5 - 1' : 'x / 255'}, backend ${backend.name}`);
+  log(`evaluate: ${modelFile} on ${source.kind === 'prepped' ? `${o.data} (test split)` : o.data} — ${source.count} images, input ${inputSize}×${inputSize} scaled ${INPUT_SCALINGS[scaling].formula}, backend ${backend.name}`);
   let metrics: TestMetrics;
   try {
     const feed = await openFeed({ source: source.source, split: 'test', batchSize, inputSize, scaling, augment: false, shuffle: false, seed: 0, workers: o.workers ?? 2, repeat: false });

@@ -1,0 +1,213 @@
+// A training run end to end: resolve the run (new or resumed), build the strategy's model and phases, run the
+// phases through the fit loop (checkpoints every epoch), then the final model, test metrics and the run
+// directory (docs/ARCHITECTURE.md, "Run directory"). Curves and diagrams are the report's job (apps/trainer calls it).
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { initBackend, type BackendChoice } from '@catdog/backend';
+import { countParams, INPUT_SCALINGS, modelSummary } from '@catdog/models';
+import { UserError } from '@catdog/errors';
+import type { Manifest } from '@catdog/dataset';
+import type { TrainConfig } from './config.js';
+import { checkDataset, openFeed } from './data.js';
+import { defaultFeatureCacheDir } from './features.js';
+import { fitPhase, initialState, readCheckpointState, restoreBest, restoreCheckpoint, type CheckpointState, type FitContext } from './fit.js';
+import { emptyHistory, writeHistory, type History } from './history.js';
+import { computeMetrics, confusionText, contractLine, writeMisclassifiedThumbnails, type TestMetrics } from './metrics.js';
+import { saveModel, writeFileAtomic } from './model-io.js';
+import { createProgress, type ProgressSink } from './progress.js';
+import { explainOutOfMemory } from './errors.js';
+import { STRATEGIES } from './strategies/index.js';
+import type { StrategyContext, StrategyPlan } from './strategy.js';
+import { resolveWeights } from './transfer.js';
+
+export interface TrainOptions {
+  progress?: ProgressSink;
+}
+
+export interface TrainResult {
+  runDir: string;
+  config: TrainConfig;
+  history: History;
+  metrics: TestMetrics;
+}
+
+/** The config of the run to train: `cfgIn` for a new run; for --resume, the run's own config.json with only where and how to compute taken from `cfgIn`. */
+async function resolveRun(cfgIn: TrainConfig, runDir: string, log: (line: string) => void): Promise<{ cfg: TrainConfig; checkpoint: CheckpointState | null; savedPlanId?: string }> {
+  const cfg = { ...cfgIn, out: runDir };
+  if (!cfg.resume) {
+    if (existsSync(join(runDir, 'checkpoints')) || existsSync(join(runDir, 'history.json'))) {
+      throw new UserError(`${runDir} already holds a run; pass --resume to continue it, or choose a new --out`);
+    }
+    return { cfg, checkpoint: null };
+  }
+  const checkpoint = await readCheckpointState(runDir);
+  if (!checkpoint) throw new UserError(`nothing to resume in ${runDir}: no checkpoint (checkpoints/last/state.json); start a new run without --resume`);
+  const saved = JSON.parse(await readFile(join(runDir, 'config.json'), 'utf8')) as TrainConfig & { backend: unknown; dataset?: { planId?: string } };
+  if (saved.strategy !== cfg.strategy) throw new UserError(`${runDir} holds a ${saved.strategy} run; resume it with the ${saved.strategy} strategy`);
+  log(`resuming ${runDir} after epoch ${checkpoint.epoch}`);
+  // The run's own settings win (same total epochs, same data); only where and how to compute may change.
+  return {
+    cfg: {
+      ...(saved as TrainConfig),
+      data: cfgIn.data || saved.data,
+      backend: cfg.backend,
+      threads: cfg.threads,
+      workers: cfg.workers,
+      resume: true,
+      out: runDir,
+      debugNanAtStep: cfg.debugNanAtStep,
+      debugEpochDelayMs: cfg.debugEpochDelayMs,
+    },
+    checkpoint,
+    savedPlanId: saved.dataset?.planId,
+  };
+}
+
+/** config.json: the resolved config and what the run found (weights, backend, dataset). */
+function configJson(cfg: TrainConfig, backend: BackendChoice, manifest: Manifest, manifestSha256: string) {
+  return {
+    ...cfg,
+    weights: STRATEGIES[cfg.strategy].usesBase ? resolveWeights(cfg) : undefined,
+    totalEpochs: cfg.strategy === 'finetune' ? cfg.headEpochs + cfg.epochs : cfg.epochs,
+    backend: { name: backend.name, threads: backend.threads, reason: backend.reason },
+    backendRequest: cfg.backend,
+    dataset: { url: cfg.data, planId: manifest.planId, classes: manifest.classes, counts: Object.fromEntries(Object.entries(manifest.splits).map(([k, v]) => [k, v.count])), manifestSha256 },
+    inputScalingFormula: INPUT_SCALINGS[cfg.inputScaling ?? 'unit'].formula,
+    writtenAt: new Date().toISOString(),
+  };
+}
+
+/** Runs the plan's phases from the checkpoint (if any): phases finished before it are skipped, the checkpoint is restored once. */
+async function runPhases(plan: StrategyPlan, ctx: FitContext, checkpoint: CheckpointState | null, strategy: string): Promise<void> {
+  const ckIndex = checkpoint ? plan.phases.findIndex((s) => s.name === checkpoint.phase) : -1;
+  if (checkpoint && checkpoint.phase && ckIndex < 0) throw new UserError(`checkpoint phase "${checkpoint.phase}" does not belong to the ${strategy} strategy`);
+  let restored = !checkpoint || checkpoint.epoch === 0;
+  for (let i = Math.max(ckIndex, 0); i < plan.phases.length; i++) {
+    const spec = plan.phases[i];
+    if (i === ckIndex && (checkpoint!.phaseEpoch >= spec.epochs || checkpoint!.stoppedEarly)) continue;
+    const phase = await spec.make();
+    try {
+      if (!restored) {
+        await restoreCheckpoint(ctx.runDir, plan.model, i === ckIndex ? phase.model : null);
+        restored = true;
+      }
+      await fitPhase(ctx, phase);
+    } finally {
+      await phase.train.close?.();
+      await phase.validation?.close?.();
+    }
+  }
+  if (!restored) await restoreCheckpoint(ctx.runDir, plan.model, null);
+}
+
+/** Trains `cfg.strategy` into the run directory `cfg.out`; with cfg.resume continues its last checkpoint. */
+export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promise<TrainResult> {
+  const progress = opts.progress ?? createProgress();
+  const log = (line: string) => progress.log(line);
+  const runDir = resolve(cfgIn.out);
+  const { cfg, checkpoint, savedPlanId } = await resolveRun(cfgIn, runDir, log);
+  const manifest = await checkDataset(cfg.data);
+  if (savedPlanId && manifest.planId !== savedPlanId) {
+    throw new UserError(`${cfg.data} is not the dataset this run was trained on (manifest planId ${manifest.planId}, the run's ${savedPlanId})`);
+  }
+  const manifestSha256 = createHash('sha256').update(JSON.stringify(manifest)).digest('hex');
+  const backend = await initBackend({ backend: cfg.backend, threads: cfg.threads, log });
+  const startedAt = Date.now();
+  const priorWall = checkpoint ? checkpoint.history.seconds.reduce((a, b) => a + b, 0) : 0;
+  const config = configJson(cfg, backend, manifest, manifestSha256);
+  const state = checkpoint ?? initialState(emptyHistory());
+  const strategyCtx: StrategyContext = {
+    cfg,
+    counts: { train: manifest.splits.train.count, validation: manifest.splits.validation.count, test: manifest.splits.test.count },
+    state,
+    progress,
+    log,
+    imageFeed: (split, o) =>
+      openFeed({
+        source: cfg.data,
+        split,
+        batchSize: cfg.batchSize,
+        inputSize: cfg.inputSize,
+        scaling: cfg.inputScaling ?? 'unit',
+        augment: o.augment ? (typeof cfg.augment === 'object' ? cfg.augment : true) : false,
+        shuffle: o.shuffle,
+        seed: cfg.seed,
+        workers: cfg.workers,
+        repeat: o.repeat,
+        initialEpoch: o.initialEpoch,
+      }),
+    featureCacheRoot: resolve(cfg.featureCacheDir ?? defaultFeatureCacheDir(runDir)),
+    manifestSha256,
+  };
+  const plan = await STRATEGIES[cfg.strategy].build(strategyCtx);
+  const params = countParams(plan.model);
+  log(`${cfg.strategy}: ${plan.model.name}, ${params.total.toLocaleString('en')} parameters (${params.trainable.toLocaleString('en')} trainable at start), input ${cfg.inputSize}×${cfg.inputSize} scaled ${config.inputScalingFormula}, backend ${backend.name}`);
+
+  const ctx: FitContext = {
+    runDir,
+    runModel: plan.model,
+    state,
+    progress,
+    earlyStopping: cfg.earlyStopping,
+    keepBest: cfg.keepBest,
+    debugNanAtStep: cfg.debugNanAtStep,
+    debugEpochDelayMs: cfg.debugEpochDelayMs,
+  };
+  // The run directory appears once the models are built, so a run that fails to start (e.g. missing weights) leaves
+  // nothing behind.
+  await mkdir(runDir, { recursive: true });
+  await writeFileAtomic(join(runDir, 'config.json'), JSON.stringify(config, null, 2));
+  try {
+    await runPhases(plan, ctx, checkpoint, cfg.strategy);
+    if (cfg.keepBest && state.bestEpoch !== null && state.bestEpoch !== state.epoch) {
+      if (await restoreBest(ctx)) log(`keep-best: restored the weights of epoch ${state.bestEpoch} (val_acc ${state.bestValAcc?.toFixed(4)})`);
+    }
+    await writeHistory(runDir, state.history);
+    await saveModel(plan.model, join(runDir, 'model'));
+    await writeFileAtomic(join(runDir, 'summary.txt'), `${modelSummary(plan.model)}\n`);
+
+    const metrics = computeMetrics(await plan.predictTest(), manifest.classes);
+    await writeMisclassifiedThumbnails(runDir, metrics, cfg.data);
+    const wallSeconds = priorWall + (Date.now() - startedAt) / 1000;
+    const seen = state.history.images_per_s.length ? state.history.images_per_s.reduce((a, b) => a + b, 0) / state.history.images_per_s.length : null;
+    await writeFileAtomic(
+      join(runDir, 'metrics.json'),
+      JSON.stringify(
+        {
+          test: { accuracy: metrics.accuracy, loss: metrics.loss, n: metrics.n, confusion: metrics.confusion, classes: metrics.classes, misclassified: metrics.misclassified },
+          bestValAcc: bestOf(state.history).acc,
+          bestEpoch: bestOf(state.history).epoch,
+          keptEpoch: cfg.keepBest ? state.bestEpoch ?? state.epoch : state.epoch,
+          wallSeconds: Math.round(wallSeconds * 10) / 10,
+          imagesPerSecond: seen,
+          epochs: state.epoch,
+          stoppedEarly: state.stoppedEarly,
+          backend: { name: backend.name, threads: backend.threads },
+        },
+        null,
+        2,
+      ),
+    );
+    log(confusionText(metrics));
+    log(`test: ${contractLine(metrics)}`);
+    return { runDir, config: cfg, history: state.history, metrics };
+  } catch (err) {
+    throw explainOutOfMemory(err, { batchSize: cfg.batchSize, inputSize: cfg.inputSize, workers: cfg.workers });
+  } finally {
+    plan.release?.();
+  }
+}
+
+function bestOf(h: History): { acc: number | null; epoch: number | null } {
+  let acc: number | null = null;
+  let epoch: number | null = null;
+  h.val_acc.forEach((v, i) => {
+    if (v !== null && (acc === null || v > acc)) {
+      acc = v;
+      epoch = h.epoch[i];
+    }
+  });
+  return { acc, epoch };
+}

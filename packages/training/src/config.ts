@@ -9,6 +9,7 @@ import { UsageError, UserError } from '@catdog/errors';
 import { BACKEND_REQUESTS } from '@catdog/backend';
 import { BASE_NAMES, BASES, CONVNET_MIN_INPUT_SIZE, type BaseName } from '@catdog/models';
 import { STRATEGIES, STRATEGY_NAMES, type Strategy } from './strategies/index.js';
+import { usesBase } from './strategy.js';
 
 export { STRATEGY_NAMES, BASE_NAMES, type Strategy, type BaseName };
 export const PRESETS = ['cpu-quick', 'ci-smoke'] as const;
@@ -207,7 +208,7 @@ function validate(c: TrainConfig): TrainConfig {
   if (!c.data && !c.resume) throw new UsageError('missing --data <prepped dataset directory or s3:// URL>');
   if (!c.out) throw new UsageError('missing --out <run directory>');
   const strategy = STRATEGIES[c.strategy];
-  if (strategy.usesBase) {
+  if (usesBase(strategy)) {
     if (!c.base) throw new UserError(`unknown base "${c.base}" (valid: ${BASE_NAMES.join(', ')})`, { code: 'bad-config' });
   } else {
     delete c.base;

@@ -59,11 +59,12 @@ export type StrategySettings = Partial<Omit<TrainConfig, 'strategy' | 'data' | '
 export interface StrategyDefinition {
   /** One line for --help. */
   help: string;
-  /** Whether the strategy uses a pretrained conv base (--base, --weights). */
-  usesBase: boolean;
-  /** The book's settings for this strategy, over the schema's defaults. */
+  /** The book's settings for this strategy, over the schema's defaults. A strategy that names a `base` here uses one (--base, --weights). */
   defaults: StrategySettings;
   /** Preset values for this strategy, over the preset's values for every strategy. */
   presets?: Partial<Record<PresetName, StrategySettings>>;
   build(ctx: StrategyContext): Promise<StrategyPlan>;
 }
+
+/** Whether a strategy uses a pretrained conv base: its defaults name one. */
+export const usesBase = (strategy: StrategyDefinition): boolean => strategy.defaults.base !== undefined;

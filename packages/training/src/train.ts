@@ -19,7 +19,7 @@ import { saveModel, writeFileAtomic } from './model-io.js';
 import { createProgress, type ProgressSink } from './progress.js';
 import { explainOutOfMemory } from './errors.js';
 import { STRATEGIES } from './strategies/index.js';
-import type { StrategyContext, StrategyPlan } from './strategy.js';
+import { usesBase, type StrategyContext, type StrategyPlan } from './strategy.js';
 import { resolveWeights } from './transfer.js';
 
 export interface TrainOptions {
@@ -69,7 +69,7 @@ async function resolveRun(cfgIn: TrainConfig, runDir: string, log: (line: string
 function configJson(cfg: TrainConfig, backend: BackendChoice, manifest: Manifest, manifestSha256: string) {
   return {
     ...cfg,
-    weights: STRATEGIES[cfg.strategy].usesBase ? resolveWeights(cfg) : undefined,
+    weights: usesBase(STRATEGIES[cfg.strategy]) ? resolveWeights(cfg) : undefined,
     totalEpochs: cfg.strategy === 'finetune' ? cfg.headEpochs + cfg.epochs : cfg.epochs,
     backend: { name: backend.name, threads: backend.threads, reason: backend.reason },
     backendRequest: cfg.backend,

@@ -7,7 +7,12 @@ import { join, resolve } from 'node:path';
 import { baseFeatures, baseSpec, buildSharedHead, loadBase, type SharedHead } from '@catdog/models';
 import type { TrainConfig } from './config.js';
 import { extractedFeatures, type FeatureCache, type FeatureKeyParts } from './features.js';
-import type { StrategyContext } from './strategy.js';
+import type { StrategyContext, StrategySettings } from './strategy.js';
+
+/** The book's settings for feature extraction (5.3.1): RMSprop 2e-5, batch 20, 30 epochs × 100 steps, Dropout 0.5 in the head. */
+export const FEATURE_EXTRACTION_DEFAULTS: StrategySettings = {
+  base: 'mobilenet_v2', inputSize: 150, batchSize: 20, epochs: 30, stepsPerEpoch: 100, validationSteps: 50, learningRate: 2e-5, dropout: 0.5,
+};
 
 /** Where the shared weights live: $CATDOG_WEIGHTS_DIR, else ../shared/weights beside the workspace root. */
 export function defaultWeightsDir(workspaceRoot = process.cwd()): string | undefined {
@@ -50,13 +55,15 @@ export interface TransferModel {
   keyParts: FeatureKeyParts;
   /** The extractor's features per split, cached on disk. */
   cache: FeatureCache;
-  /** Freezes every layer of the base, saying how many weight tensors still train. */
-  freezeBase(): void;
 }
 
-/** Loads the configured base with its weights and puts the book's dense head on it. */
-export async function buildTransferModel(ctx: StrategyContext, weights: string): Promise<TransferModel> {
+/**
+ * Loads the configured base with its weights (resolveWeights), puts the book's dense head on it and freezes the
+ * base (`conv_base.trainable = False`), saying how many weight tensors still train.
+ */
+export async function buildTransferModel(ctx: StrategyContext): Promise<TransferModel> {
   const { cfg } = ctx;
+  const weights = resolveWeights(cfg);
   const base = await loadBase(cfg.base!, { inputShape: [cfg.inputSize, cfg.inputSize, 3], weights });
   const features = baseFeatures(base, cfg.headPooling);
   const head = buildSharedHead({ inputShape: features.shape.slice(1) as number[], units: cfg.headUnits, dropout: cfg.dropout, seed: cfg.seed });
@@ -71,10 +78,8 @@ export async function buildTransferModel(ctx: StrategyContext, weights: string):
     manifestSha256: ctx.manifestSha256,
   };
   const cache = extractedFeatures({ root: ctx.featureCacheRoot, keyParts, extractor, openFeed: (split) => ctx.imageFeed(split, { augment: false, repeat: false, shuffle: false }), progress: ctx.progress, batchSize: cfg.batchSize });
-  const freezeBase = () => {
-    const before = model.trainableWeights.length;
-    for (const l of base.layers) l.trainable = false;
-    ctx.log(`trainable weight tensors: ${before} before freezing the base, ${model.trainableWeights.length} after`);
-  };
-  return { base, features, head, model, extractor, keyParts, cache, freezeBase };
+  const before = model.trainableWeights.length;
+  for (const l of base.layers) l.trainable = false;
+  ctx.log(`trainable weight tensors: ${before} before freezing the base, ${model.trainableWeights.length} after`);
+  return { base, features, head, model, extractor, keyParts, cache };
 }

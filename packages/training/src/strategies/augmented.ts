@@ -4,7 +4,6 @@ import { scratch } from './scratch.js';
 
 export const augmented: StrategyDefinition = {
   help: 'the dropout convnet on augmented batches (batch 32, 100 epochs × 100 steps)',
-  usesBase: false,
   defaults: { inputSize: 150, batchSize: 32, epochs: 100, stepsPerEpoch: 100, validationSteps: 50, learningRate: 1e-4, dropout: 0.5, augment: true },
   presets: {
     'cpu-quick': { inputSize: 96, epochs: 20, stepsPerEpoch: null, validationSteps: null, learningRate: 5e-4, batchSize: 32 },

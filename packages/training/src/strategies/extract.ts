@@ -2,12 +2,11 @@
 // disk), then only the dense head trains, on the cached features.
 import { featurePhase, predictTestFeatures } from '../phases.js';
 import type { StrategyDefinition } from '../strategy.js';
-import { buildTransferModel, resolveWeights } from '../transfer.js';
+import { buildTransferModel, FEATURE_EXTRACTION_DEFAULTS } from '../transfer.js';
 
 export const extract: StrategyDefinition = {
   help: 'frozen base run once (features cached on disk), then the dense head (RMSprop 2e-5, batch 20, 30 epochs)',
-  usesBase: true,
-  defaults: { base: 'mobilenet_v2', inputSize: 150, batchSize: 20, epochs: 30, stepsPerEpoch: 100, validationSteps: 50, learningRate: 2e-5, dropout: 0.5, augment: false },
+  defaults: { ...FEATURE_EXTRACTION_DEFAULTS, augment: false },
   presets: {
     // MobileNetV2 at its ImageNet resolution: a linear-probe-like head on pooled features reaches ~97% on its own.
     'cpu-quick': { inputSize: 224, epochs: 20, stepsPerEpoch: null, validationSteps: null, headPooling: 'avg', learningRate: 1e-3, batchSize: 32 },
@@ -15,8 +14,7 @@ export const extract: StrategyDefinition = {
   },
   async build(ctx) {
     const { cfg } = ctx;
-    const t = await buildTransferModel(ctx, resolveWeights(cfg));
-    t.freezeBase();
+    const t = await buildTransferModel(ctx);
     return {
       model: t.model,
       phases: [

@@ -8,12 +8,12 @@ import { extractedFeatures, mapFeatureSet, memoizedFeatures } from '../features.
 import { splitAtLayer } from '../graph.js';
 import { featurePhase, imagePhase, predictTestImages } from '../phases.js';
 import type { PhaseSpec, StrategyContext, StrategyDefinition } from '../strategy.js';
-import { buildTransferModel, resolveWeights, type TransferModel } from '../transfer.js';
+import { buildTransferModel, FEATURE_EXTRACTION_DEFAULTS, type TransferModel } from '../transfer.js';
 
 export const finetune: StrategyDefinition = {
   help: 'head with the base frozen, then the top of the base unfrozen (RMSprop 1e-5, 100 epochs)',
-  usesBase: true,
-  defaults: { base: 'mobilenet_v2', inputSize: 150, batchSize: 20, epochs: 100, stepsPerEpoch: 100, validationSteps: 50, learningRate: 1e-5, dropout: 0.5, augment: true },
+  // The book's 5.3.2: RMSprop 1e-5, 100 epochs on augmented batches.
+  defaults: { ...FEATURE_EXTRACTION_DEFAULTS, epochs: 100, learningRate: 1e-5, augment: true },
   presets: {
     // The head on cached, globally pooled MobileNetV2 features, then a few fine-tune epochs at a low learning rate
     // polish the top block. On the book's split: 97.3% test accuracy at 160 px, 98.1% at 224 px (BENCHMARKS.md).
@@ -26,8 +26,7 @@ export const finetune: StrategyDefinition = {
   },
   async build(ctx) {
     const { cfg } = ctx;
-    const t = await buildTransferModel(ctx, resolveWeights(cfg));
-    t.freezeBase();
+    const t = await buildTransferModel(ctx);
     const from = cfg.fineTuneFrom ?? baseSpec(cfg.base!).fineTuneFrom;
     const top = cfg.fineTuneInput === 'cached-activations' ? onCachedActivations(ctx, t, from) : onImages(ctx, t, from);
     const phases: PhaseSpec[] = [];

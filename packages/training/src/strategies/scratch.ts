@@ -5,7 +5,6 @@ import type { StrategyDefinition } from '../strategy.js';
 
 export const scratch: StrategyDefinition = {
   help: "the book's convnet from scratch, no augmentation (RMSprop 1e-4, batch 20, 30 epochs × 100 steps, input 150)",
-  usesBase: false,
   defaults: { inputSize: 150, batchSize: 20, epochs: 30, stepsPerEpoch: 100, validationSteps: 50, learningRate: 1e-4, dropout: 0, augment: false },
   presets: {
     'cpu-quick': { inputSize: 96, epochs: 12, stepsPerEpoch: null, validationSteps: null, learningRate: 5e-4 },

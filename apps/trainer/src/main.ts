@@ -10,6 +10,10 @@ import { addConfigOptions, fieldOption, flagsOf, resolvePaths, userPath } from '
 
 /** Curves and the model diagram beside the run (the report's job); a failure to draw them is a note, not a failed run. */
 async function writeRunViews(runDir: string, history: History): Promise<void> {
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(runDir)) {
+    process.stderr.write(`note: curves and model diagram are drawn for local runs; for ${runDir} run the report on a local copy\n`);
+    return;
+  }
   try {
     await writeCurves(history, runDir);
     await writeModelViews(join(runDir, 'model', 'model.json'), runDir);

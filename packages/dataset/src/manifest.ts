@@ -101,7 +101,7 @@ export async function readManifestFrom(storage: Storage): Promise<Manifest> {
     text = (await storage.read(MANIFEST_FILE)).toString('utf8');
   } catch (err) {
     if (err instanceof StorageError && err.code === 'not-found') {
-      throw new UserError(`${where}: no manifest.json (not a prepared dataset, or prep has not finished: run prep split / prep finalize)`);
+      throw new UserError(`${where}: no manifest.json (not a prepared dataset, or prep has not finished: run prep split / prep finalize)`, { code: 'no-manifest' });
     }
     throw err;
   }

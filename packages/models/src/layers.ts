@@ -5,7 +5,7 @@ import { UserError } from '@catdog/errors';
 type Layer = tf.layers.Layer;
 type Kwargs = Record<string, unknown>;
 
-export function isContainer(layer: Layer): layer is tf.LayersModel {
+function isContainer(layer: Layer): layer is tf.LayersModel {
   return layer instanceof tf.LayersModel;
 }
 

@@ -51,7 +51,7 @@ const INPUT_SCALINGS = ['unit', 'symmetric'] as const;
 export const FIELDS = {
   strategy: field(enumOf(STRATEGY_NAMES), { help: 'the strategy (the trainer subcommand)', expected: oneOf(STRATEGY_NAMES) }),
   data: field(z.string(), { help: 'prepped dataset (directory or s3://bucket/prefix) written by prep split', expected: 'a directory or s3:// URL', flag: { arg: '<url>' }, path: true, default: '' }),
-  out: field(z.string(), { help: 'run directory to write (model/, config.json, history.json, metrics.json, curves/, …)', expected: 'a directory', flag: { arg: '<dir>' }, path: true, default: '' }),
+  out: field(z.string(), { help: 'run directory to write, local or s3://bucket/prefix (model/, config.json, history.json, metrics.json, curves/, …)', expected: 'a directory or s3:// URL', flag: { arg: '<dir>' }, path: true, default: '' }),
   preset: field(enumOf(PRESETS).optional(), { help: 'cpu-quick: minutes on 2 cores; ci-smoke: tiny images, few steps', expected: oneOf(PRESETS), flag: { arg: '<name>' } }),
   base: field(enumOf(BASE_NAMES).optional(), { help: `conv base for transfer strategies: ${BASE_NAMES.join(' | ')} (default mobilenet_v2)`, expected: oneOf(BASE_NAMES), flag: { arg: '<name>' } }),
   weights: field(z.string().optional(), { help: "base weights: imagenet | <file.h5> | <tfjs folder or s3 URL> (default: the shared MobileNetV2 weights, Keras' file for VGG16)", expected: 'imagenet, a file or a folder', flag: { arg: '<w>' }, path: true }),
@@ -197,7 +197,7 @@ export function resolveConfig({ strategy, flags = {}, file = {} }: ResolveInputs
   const presetName = flags.preset ?? file.preset;
   const preset = presetName ? presetValues(presetName, s) : {};
   const defined = (o: Partial<TrainConfig>) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
-  const merged = { ...STRATEGY_DEFAULTS[s], ...defined(preset), ...defined(file), ...defined(flags), strategy: s } as TrainConfig;
+  const merged = { ...FIELD_DEFAULTS, ...STRATEGY_DEFAULTS[s], ...defined(preset), ...defined(file), ...defined(flags), strategy: s } as TrainConfig;
   if (presetName !== undefined) merged.preset = presetName;
   return validate(merged);
 }

@@ -2,12 +2,12 @@
 // runs once over a split; the features are cached on disk, keyed by everything that determines them.
 import * as tf from '@tensorflow/tfjs';
 import { createHash } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { homedir } from 'node:os';
 import type { SplitName } from '@catdog/dataset';
 import { compileFrozenBase, type FrozenBase } from '@catdog/models';
-import { writeFileAtomic } from './model-io.js';
+import { openStorage } from '@catdog/storage';
 import type { BatchFeed, Batch } from './fit.js';
 import type { Feed } from './data.js';
 import type { ProgressSink } from './progress.js';
@@ -73,7 +73,7 @@ export function frozenForward(model: tf.LayersModel, log: (line: string) => void
  * Features of `split` from the cache directory `dir`, or computed with `extractor` over `openFeed()` (one pass,
  * no augmentation, no shuffle) and then cached. Data first, then the metadata, each atomically.
  */
-export async function extractFeatures(opts: {
+async function extractFeatures(opts: {
   dir: string;
   split: SplitName;
   extractor: tf.LayersModel;
@@ -118,10 +118,10 @@ export async function extractFeatures(opts: {
     await feed.close();
   }
   const set: FeatureSet = { split: opts.split, count: n, shape, features: features.subarray(0, n * per), labels: labels.subarray(0, n), keys };
-  await mkdir(opts.dir, { recursive: true });
-  await writeFileAtomic(join(opts.dir, 'key.json'), JSON.stringify(opts.keyParts, null, 2));
-  await writeFileAtomic(join(opts.dir, `${opts.split}.f32`), new Uint8Array(set.features.buffer, set.features.byteOffset, set.features.byteLength));
-  await writeFileAtomic(join(opts.dir, `${opts.split}.json`), JSON.stringify({ split: set.split, count: n, shape, labels: Array.from(set.labels), keys }));
+  const cache = openStorage(opts.dir);
+  await cache.write('key.json', JSON.stringify(opts.keyParts, null, 2));
+  await cache.write(`${opts.split}.f32`, new Uint8Array(set.features.buffer, set.features.byteOffset, set.features.byteLength));
+  await cache.write(`${opts.split}.json`, JSON.stringify({ split: set.split, count: n, shape, labels: Array.from(set.labels), keys }));
   const secs = (performance.now() - t0) / 1000;
   opts.progress.log(`features: extracted ${opts.split} (${n} images × [${shape}]) in ${secs.toFixed(1)}s (${(n / secs).toFixed(1)} img/s), cached in ${opts.dir}`);
   return { ...set, cached: false };

@@ -31,11 +31,30 @@ export { imagePhase, featurePhase, predictTestImages, predictTestFeatures, compi
 export { buildTransferModel, resolveWeights, defaultWeightsDir, type TransferModel } from './transfer.js';
 export { evaluate, type EvaluateOptions, type EvaluateResult } from './evaluate.js';
 export { computeMetrics, contractLine, confusionText, type TestMetrics, type Predictions, type Misclassified } from './metrics.js';
-export { fitPhase, initialState, evaluateFeed, readCheckpointState, type Batch, type BatchFeed, type Phase, type CheckpointState } from './fit.js';
-export { emptyHistory, historyCsv, type History, type EpochLogs } from './history.js';
-export { saveModel, loadModel, namedVariables } from './model-io.js';
+export { fitPhase, initialState, evaluateFeed, readCheckpointState, type Batch, type BatchFeed, type Phase, type EpochLogs } from './fit.js';
+export {
+  RunDir,
+  RUN_FILES,
+  RUN_FILE_SCHEMAS,
+  HistorySchema,
+  RunConfigSchema,
+  RunMetricsSchema,
+  EvaluationSchema,
+  TestMetricsSchema,
+  CheckpointStateSchema,
+  emptyHistory,
+  historyCsv,
+  datasetId,
+  runDirFieldsDoc,
+  type History,
+  type RunConfig,
+  type RunMetrics,
+  type Evaluation,
+  type CheckpointState,
+} from './run-dir.js';
+export { namedVariables } from './model-io.js';
 export { featureCacheKey, extractedFeatures, memoizedFeatures, defaultFeatureCacheDir, type FeatureKeyParts, type FeatureSet, type FeatureCache } from './features.js';
 export { splitAtLayer, modelFrom } from './graph.js';
 export { scaleInput, openFeed, checkDataset, openEvaluationSource } from './data.js';
 export { createProgress, type ProgressSink } from './progress.js';
-export { NanLossError, isOutOfMemory, explainOutOfMemory } from './errors.js';
+export { NanLossError, isOutOfMemory, isStackOverflow, explainOutOfMemory } from './errors.js';

@@ -2,9 +2,7 @@
 // phases through the fit loop (checkpoints every epoch), then the final model, test metrics and the run
 // directory (docs/ARCHITECTURE.md, "Run directory"). Curves and diagrams are the report's job (apps/trainer calls it).
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { initBackend, type BackendChoice } from '@catdog/backend';
 import { countParams, INPUT_SCALINGS, modelSummary } from '@catdog/models';
 import { UserError } from '@catdog/errors';
@@ -12,10 +10,9 @@ import type { Manifest } from '@catdog/dataset';
 import type { TrainConfig } from './config.js';
 import { checkDataset, openFeed } from './data.js';
 import { defaultFeatureCacheDir } from './features.js';
-import { fitPhase, initialState, readCheckpointState, restoreBest, restoreCheckpoint, type CheckpointState, type FitContext } from './fit.js';
-import { emptyHistory, writeHistory, type History } from './history.js';
-import { computeMetrics, confusionText, contractLine, writeMisclassifiedThumbnails, type TestMetrics } from './metrics.js';
-import { saveModel, writeFileAtomic } from './model-io.js';
+import { fitPhase, initialState, restoreBest, restoreCheckpoint, type FitContext } from './fit.js';
+import { computeMetrics, confusionText, contractLine, writeMisclassifiedThumbnails } from './metrics.js';
+import { emptyHistory, RunDir, type CheckpointState, type History, type RunConfig, type TestMetrics } from './run-dir.js';
 import { createProgress, type ProgressSink } from './progress.js';
 import { explainOutOfMemory } from './errors.js';
 import { STRATEGIES } from './strategies/index.js';
@@ -27,6 +24,7 @@ export interface TrainOptions {
 }
 
 export interface TrainResult {
+  /** The run directory's location (a local path or s3:// URL). */
   runDir: string;
   config: TrainConfig;
   history: History;
@@ -34,39 +32,39 @@ export interface TrainResult {
 }
 
 /** The config of the run to train: `cfgIn` for a new run; for --resume, the run's own config.json with only where and how to compute taken from `cfgIn`. */
-async function resolveRun(cfgIn: TrainConfig, runDir: string, log: (line: string) => void): Promise<{ cfg: TrainConfig; checkpoint: CheckpointState | null; savedPlanId?: string }> {
-  const cfg = { ...cfgIn, out: runDir };
+async function resolveRun(cfgIn: TrainConfig, runDir: RunDir, log: (line: string) => void): Promise<{ cfg: TrainConfig; checkpoint: CheckpointState | null; savedPlanId?: string }> {
+  const cfg = { ...cfgIn, out: runDir.url };
   if (!cfg.resume) {
-    if (existsSync(join(runDir, 'checkpoints')) || existsSync(join(runDir, 'history.json'))) {
-      throw new UserError(`${runDir} already holds a run; pass --resume to continue it, or choose a new --out`);
-    }
+    if (await runDir.holdsRun()) throw new UserError(`${runDir.url} already holds a run; pass --resume to continue it, or choose a new --out`, { code: 'bad-run' });
     return { cfg, checkpoint: null };
   }
-  const checkpoint = await readCheckpointState(runDir);
-  if (!checkpoint) throw new UserError(`nothing to resume in ${runDir}: no checkpoint (checkpoints/last/state.json); start a new run without --resume`);
-  const saved = JSON.parse(await readFile(join(runDir, 'config.json'), 'utf8')) as TrainConfig & { backend: unknown; dataset?: { planId?: string } };
-  if (saved.strategy !== cfg.strategy) throw new UserError(`${runDir} holds a ${saved.strategy} run; resume it with the ${saved.strategy} strategy`);
-  log(`resuming ${runDir} after epoch ${checkpoint.epoch}`);
+  const checkpoint = await runDir.readCheckpointState();
+  if (!checkpoint) throw new UserError(`nothing to resume in ${runDir.url}: no checkpoint (checkpoints/last.json); start a new run without --resume`, { code: 'bad-run' });
+  const saved = await runDir.readConfig();
+  if (!saved) throw new UserError(`nothing to resume in ${runDir.url}: no config.json`, { code: 'bad-run' });
+  if (saved.strategy !== cfg.strategy) throw new UserError(`${runDir.url} holds a ${saved.strategy} run; resume it with the ${saved.strategy} strategy`, { code: 'bad-run' });
+  log(`resuming ${runDir.url} after epoch ${checkpoint.epoch}`);
+  const { weights: _w, totalEpochs: _t, backend: _b, backendRequest: _r, dataset, inputScalingFormula: _f, writtenAt: _a, ...savedConfig } = saved;
   // The run's own settings win (same total epochs, same data); only where and how to compute may change.
   return {
     cfg: {
-      ...(saved as TrainConfig),
+      ...savedConfig,
       data: cfgIn.data || saved.data,
       backend: cfg.backend,
       threads: cfg.threads,
       workers: cfg.workers,
       resume: true,
-      out: runDir,
+      out: runDir.url,
       debugNanAtStep: cfg.debugNanAtStep,
       debugEpochDelayMs: cfg.debugEpochDelayMs,
     },
     checkpoint,
-    savedPlanId: saved.dataset?.planId,
+    savedPlanId: dataset.planId,
   };
 }
 
 /** config.json: the resolved config and what the run found (weights, backend, dataset). */
-function configJson(cfg: TrainConfig, backend: BackendChoice, manifest: Manifest, manifestSha256: string) {
+function configJson(cfg: TrainConfig, backend: BackendChoice, manifest: Manifest, manifestSha256: string): RunConfig {
   return {
     ...cfg,
     weights: usesBase(STRATEGIES[cfg.strategy]) ? resolveWeights(cfg) : undefined,
@@ -106,7 +104,7 @@ async function runPhases(plan: StrategyPlan, ctx: FitContext, checkpoint: Checkp
 export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promise<TrainResult> {
   const progress = opts.progress ?? createProgress();
   const log = (line: string) => progress.log(line);
-  const runDir = resolve(cfgIn.out);
+  const runDir = RunDir.open(cfgIn.out);
   const { cfg, checkpoint, savedPlanId } = await resolveRun(cfgIn, runDir, log);
   const manifest = await checkDataset(cfg.data);
   if (savedPlanId && manifest.planId !== savedPlanId) {
@@ -138,7 +136,7 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
         repeat: o.repeat,
         initialEpoch: o.initialEpoch,
       }),
-    featureCacheRoot: resolve(cfg.featureCacheDir ?? defaultFeatureCacheDir(runDir)),
+    featureCacheRoot: resolve(cfg.featureCacheDir ?? defaultFeatureCacheDir(runDir.url)),
     manifestSha256,
   };
   const plan = await STRATEGIES[cfg.strategy].build(strategyCtx);
@@ -157,42 +155,34 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
   };
   // The run directory appears once the models are built, so a run that fails to start (e.g. missing weights) leaves
   // nothing behind.
-  await mkdir(runDir, { recursive: true });
-  await writeFileAtomic(join(runDir, 'config.json'), JSON.stringify(config, null, 2));
+  await runDir.writeConfig(config);
   try {
     await runPhases(plan, ctx, checkpoint, cfg.strategy);
     if (cfg.keepBest && state.bestEpoch !== null && state.bestEpoch !== state.epoch) {
       if (await restoreBest(ctx)) log(`keep-best: restored the weights of epoch ${state.bestEpoch} (val_acc ${state.bestValAcc?.toFixed(4)})`);
     }
-    await writeHistory(runDir, state.history);
-    await saveModel(plan.model, join(runDir, 'model'));
-    await writeFileAtomic(join(runDir, 'summary.txt'), `${modelSummary(plan.model)}\n`);
+    await runDir.writeHistory(state.history);
+    await runDir.saveModel(plan.model);
+    await runDir.writeSummary(`${modelSummary(plan.model)}\n`);
 
     const metrics = computeMetrics(await plan.predictTest(), manifest.classes);
     await writeMisclassifiedThumbnails(runDir, metrics, cfg.data);
-    const wallSeconds = priorWall + (Date.now() - startedAt) / 1000;
-    const seen = state.history.images_per_s.length ? state.history.images_per_s.reduce((a, b) => a + b, 0) / state.history.images_per_s.length : null;
-    await writeFileAtomic(
-      join(runDir, 'metrics.json'),
-      JSON.stringify(
-        {
-          test: { accuracy: metrics.accuracy, loss: metrics.loss, n: metrics.n, confusion: metrics.confusion, classes: metrics.classes, misclassified: metrics.misclassified },
-          bestValAcc: bestOf(state.history).acc,
-          bestEpoch: bestOf(state.history).epoch,
-          keptEpoch: cfg.keepBest ? state.bestEpoch ?? state.epoch : state.epoch,
-          wallSeconds: Math.round(wallSeconds * 10) / 10,
-          imagesPerSecond: seen,
-          epochs: state.epoch,
-          stoppedEarly: state.stoppedEarly,
-          backend: { name: backend.name, threads: backend.threads },
-        },
-        null,
-        2,
-      ),
-    );
+    const best = bestOf(state.history);
+    const images = state.history.images_per_s;
+    await runDir.writeMetrics({
+      test: metrics,
+      bestValAcc: best.acc,
+      bestEpoch: best.epoch,
+      keptEpoch: cfg.keepBest ? state.bestEpoch ?? state.epoch : state.epoch,
+      wallSeconds: Math.round((priorWall + (Date.now() - startedAt) / 1000) * 10) / 10,
+      imagesPerSecond: images.length ? images.reduce((a, b) => a + b, 0) / images.length : null,
+      epochs: state.epoch,
+      stoppedEarly: state.stoppedEarly,
+      backend: { name: backend.name, threads: backend.threads },
+    });
     log(confusionText(metrics));
     log(`test: ${contractLine(metrics)}`);
-    return { runDir, config: cfg, history: state.history, metrics };
+    return { runDir: runDir.url, config: cfg, history: state.history, metrics };
   } catch (err) {
     throw explainOutOfMemory(err, { batchSize: cfg.batchSize, inputSize: cfg.inputSize, workers: cfg.workers });
   } finally {

@@ -28,7 +28,7 @@ export function resolveWeights(cfg: Pick<TrainConfig, 'base' | 'weights' | 'weig
 }
 
 /** A string identifying the weights' content cheaply (path + size + mtime of the file or model.json). */
-export async function weightsIdentity(weights: string): Promise<string> {
+async function weightsIdentity(weights: string): Promise<string> {
   if (weights === 'imagenet' || /^s3:\/\//.test(weights)) return weights;
   for (const p of [weights, join(weights, 'model.json')]) {
     try {

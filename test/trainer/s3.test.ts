@@ -44,6 +44,7 @@ test('extract trains from s3:// shards into an s3:// run directory; evaluate rea
     const bad = await runTrainerAsync(['extract', '--data', url, '--out', 'ftp://host/run'], s3.env);
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /ftp:\/\/host\/run: unsupported URL scheme/);
+    assert.ok(!existsSync(join(projectRoot, 'ftp:')), 'no local folder named ftp:');
   } finally {
     await s3.stop();
     await rm(root, { recursive: true, force: true });

@@ -50,7 +50,7 @@ const parentOf = (url: string) => url.slice(0, url.replace(/\/+$/, '').lastIndex
 
 /** The model's location and the run it belongs to: <run>/model/model.json with config.json beside model/. */
 async function locateModel(path: string): Promise<{ modelUrl: string; run: RunDir | null; config: EvaluationConfig | null }> {
-  const url = resolveLocation(path).replace(/\/+$/, '');
+  const url = (/^[a-z][a-z0-9+.-]*:\/\//i.test(path) ? path : resolveLocation(path)).replace(/\/+$/, '');
   let modelUrl: string;
   let run: RunDir | null = null;
   if (/\.json$/i.test(url)) {

@@ -174,7 +174,8 @@ export class RunDir {
 
   /** Opens `location` (a local path or s3://bucket/prefix); other URL schemes are refused. */
   static open(location: string): RunDir {
-    return new RunDir(openStorage(resolveLocation(location)));
+    // URLs go to openStorage as they are (it refuses schemes it does not know); only plain paths are resolved.
+    return new RunDir(openStorage(/^[a-z][a-z0-9+.-]*:\/\//i.test(location) ? location : resolveLocation(location)));
   }
 
   get url(): string {

@@ -64,11 +64,11 @@ async function resolveRun(cfgIn: TrainConfig, runDir: RunDir, log: (line: string
 }
 
 /** config.json: the resolved config and what the run found (weights, backend, dataset). */
-function configJson(cfg: TrainConfig, backend: BackendChoice, manifest: Manifest, manifestSha256: string): RunConfig {
+function configJson(cfg: TrainConfig, plan: StrategyPlan, backend: BackendChoice, manifest: Manifest, manifestSha256: string): RunConfig {
   return {
     ...cfg,
     weights: usesBase(STRATEGIES[cfg.strategy]) ? resolveWeights(cfg) : undefined,
-    totalEpochs: cfg.strategy === 'finetune' ? cfg.headEpochs + cfg.epochs : cfg.epochs,
+    totalEpochs: plan.phases.reduce((n, p) => n + p.epochs, 0),
     backend: { name: backend.name, threads: backend.threads, reason: backend.reason },
     backendRequest: cfg.backend,
     dataset: { url: cfg.data, planId: manifest.planId, classes: manifest.classes, counts: Object.fromEntries(Object.entries(manifest.splits).map(([k, v]) => [k, v.count])), manifestSha256 },
@@ -114,7 +114,6 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
   const backend = await initBackend({ backend: cfg.backend, threads: cfg.threads, log });
   const startedAt = Date.now();
   const priorWall = checkpoint ? checkpoint.history.seconds.reduce((a, b) => a + b, 0) : 0;
-  const config = configJson(cfg, backend, manifest, manifestSha256);
   const state = checkpoint ?? initialState(emptyHistory());
   const strategyCtx: StrategyContext = {
     cfg,
@@ -140,6 +139,7 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
     manifestSha256,
   };
   const plan = await STRATEGIES[cfg.strategy].build(strategyCtx);
+  const config = configJson(cfg, plan, backend, manifest, manifestSha256);
   const params = countParams(plan.model);
   log(`${cfg.strategy}: ${plan.model.name}, ${params.total.toLocaleString('en')} parameters (${params.trainable.toLocaleString('en')} trainable at start), input ${cfg.inputSize}×${cfg.inputSize} scaled ${config.inputScalingFormula}, backend ${backend.name}`);
 

@@ -7,7 +7,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { UsageError, UserError } from '@catdog/errors';
 import { BACKEND_REQUESTS } from '@catdog/backend';
-import { BASE_NAMES, BASES, CONVNET_MIN_INPUT_SIZE, type BaseName } from '@catdog/models';
+import { BASE_NAMES, BASES, CONVNET_MIN_INPUT_SIZE, INPUT_SCALINGS as SCALINGS, type BaseName, type InputScalingName } from '@catdog/models';
 import { STRATEGIES, STRATEGY_NAMES, type Strategy } from './strategies/index.js';
 import { usesBase } from './strategy.js';
 
@@ -46,7 +46,7 @@ const numOrAuto = (text: string) => (text === 'auto' ? null : num(text));
 const positiveInt = z.number().int().positive();
 const enumOf = <T extends string>(values: readonly T[]) => z.enum(values as [T, ...T[]]);
 const oneOf = (values: readonly string[]) => `one of ${values.join(', ')}`;
-const INPUT_SCALINGS = ['unit', 'symmetric'] as const;
+const INPUT_SCALINGS = Object.keys(SCALINGS) as InputScalingName[];
 
 export const FIELDS = {
   strategy: field(enumOf(STRATEGY_NAMES), { help: 'the strategy (the trainer subcommand)', expected: oneOf(STRATEGY_NAMES) }),
@@ -57,7 +57,7 @@ export const FIELDS = {
   weights: field(z.string().optional(), { help: "base weights: imagenet | <file.h5> | <tfjs folder or s3 URL> (default: the shared MobileNetV2 weights, Keras' file for VGG16)", expected: 'imagenet, a file or a folder', flag: { arg: '<w>' }, path: true }),
   weightsDir: field(z.string().optional(), { help: 'folder holding mobilenet_v2_1.0_224/ and mobilenet_v2_0.35_224/ (default $CATDOG_WEIGHTS_DIR, else ../shared/weights beside the workspace)', expected: 'a folder', flag: { arg: '<dir>' }, path: true }),
   inputSize: field(positiveInt.min(32), { help: 'image side in pixels (default 150)', expected: 'an integer >= 32', flag: { arg: '<n>', parse: num } }),
-  inputScaling: field(enumOf(INPUT_SCALINGS).optional(), { help: 'unit = x/255, symmetric = x/127.5-1 (default: by base)', expected: oneOf(INPUT_SCALINGS), flag: { arg: '<s>' } }),
+  inputScaling: field(enumOf(INPUT_SCALINGS).optional(), { help: `${INPUT_SCALINGS.map((k) => `${k} = ${SCALINGS[k].formula}`).join(', ')} (default: by base)`, expected: oneOf(INPUT_SCALINGS), flag: { arg: '<s>' } }),
   batchSize: field(positiveInt, { help: 'batch size', expected: 'a positive integer', flag: { arg: '<n>', parse: num } }),
   epochs: field(positiveInt, { help: 'epochs (finetune: of the fine-tuning phase)', expected: 'a positive integer', flag: { arg: '<n>', parse: num } }),
   stepsPerEpoch: field(positiveInt.nullable(), { help: "training steps per epoch, or 'auto' for one pass over the train split", expected: "a positive integer or null ('auto')", flag: { arg: '<n>', parse: numOrAuto } }),
@@ -94,7 +94,7 @@ export const FIELD_NAMES = Object.keys(FIELDS) as FieldName[];
 /** The resolved configuration of a run (config.json holds it, plus what the run found). */
 export const TrainConfigSchema = z.strictObject(Object.fromEntries(FIELD_NAMES.map((k) => [k, FIELDS[k].schema])) as { [K in FieldName]: Fields[K]['schema'] });
 export type TrainConfig = z.infer<typeof TrainConfigSchema>;
-export type InputScaling = (typeof INPUT_SCALINGS)[number];
+export type InputScaling = InputScalingName;
 
 /** The command-line flag of a field: inputSize → --input-size. */
 export const flagName = (key: string): string => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;

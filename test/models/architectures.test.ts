@@ -149,7 +149,9 @@ test('loadBase: unknown names list the valid ones; input scaling per base', asyn
   });
   const vgg = await loadBase('vgg16', { weights: null, inputShape: [32, 32, 3] });
   assert.equal(vgg.name, 'vgg16');
-  assert.deepEqual(inputScaling('vgg16'), { scale: 1 / 255, offset: 0, description: inputScaling(vgg).description });
+  const unit = inputScaling('vgg16');
+  assert.deepEqual([unit.name, unit.scale, unit.offset, unit.formula], ['unit', 1 / 255, 0, 'x / 255']);
+  assert.equal(inputScaling(vgg), unit);
   assert.equal(inputScaling('mobilenet_v2').offset, -1);
   assert.equal(inputScaling('mobilenet_v2_0.35').scale, 1 / 127.5);
   assert.equal(inputScaling(stackBaseAndHead(vgg)).scale, 1 / 255);

@@ -143,7 +143,7 @@ test('the comparison page opens in headless Chromium without console errors or n
 /** Runs the CLI as npm/npx would from the user's directory `userDir` (INIT_CWD), at the project root. */
 function cli(args: string[], userDir = projectRoot): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((done) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(projectRoot, 'packages/report/src/cli.ts'), ...args], {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(projectRoot, 'apps/trainer/src/report.ts'), ...args], {
       cwd: projectRoot,
       env: { ...process.env, INIT_CWD: userDir },
     });

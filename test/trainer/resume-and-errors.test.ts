@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { RunDir } from '@catdog/training';
 import { lastLine, runTrainer, spawnTrainer, tinyDataset, CONTRACT } from './helpers.js';
 
 let root = '';
@@ -30,7 +31,7 @@ test('a run killed with SIGKILL after epoch k resumes to the same number of epoc
     });
     child.on('exit', (code, signal) => (signal === 'SIGKILL' ? resolve() : reject(new Error(`exited ${code} before the kill: ${stderr}`))));
   });
-  const state = await readJson(join(out, 'checkpoints', 'last', 'state.json'));
+  const state = (await RunDir.open(out).readCheckpointState())!;
   assert.equal(state.epoch, 3);
   const before = await readJson(join(out, 'history.json'));
   assert.deepEqual(before.epoch, [1, 2, 3]);
@@ -63,7 +64,8 @@ test('a run killed with SIGKILL after epoch k resumes to the same number of epoc
   const m = await readJson(join(out, 'metrics.json'));
   assert.equal(m.epochs, 6);
   assert.match(lastLine(r.stdout), CONTRACT);
-  assert.ok(existsSync(join(out, 'checkpoints', 'best', 'weights.bin')), 'keep-best weights saved');
+  const best = await RunDir.open(out).checkpointDir('best');
+  assert.ok(best && existsSync(join(out, best, 'weights.bin')), 'keep-best weights saved');
 
   const nothing = runTrainer(['scratch', '--data', data, '--out', join(root, 'never-ran'), '--resume']);
   assert.equal(nothing.code, 1);
@@ -80,7 +82,7 @@ test('NaN loss: training stops, says so, keeps the last good checkpoint, exits 1
   assert.equal(r.code, 1);
   assert.match(r.stderr, /error: loss became NaN at epoch 3, step 2: training stopped; the last good checkpoint \(epoch 2\) is kept/);
   assert.match(r.stderr, /Lower --learning-rate/);
-  assert.equal((await readJson(join(out, 'checkpoints', 'last', 'state.json'))).epoch, 2);
+  assert.equal((await RunDir.open(out).readCheckpointState())?.epoch, 2);
   assert.deepEqual((await readJson(join(out, 'history.json'))).epoch, [1, 2]);
   assert.ok(!existsSync(join(out, 'model')), 'no model saved from NaN weights');
   assert.ok(!existsSync(join(out, 'metrics.json')));
@@ -110,9 +112,14 @@ test('bad input: clear messages and exit codes', async () => {
   assert.equal(r.code, 1);
   assert.match(r.stderr, /split "test" is missing or empty/);
 
+  // A bad flag value is a usage error (exit 2); the same value in an experiment file is a bad config (exit 1).
   r = runTrainer(['finetune', '--data', data, '--out', join(root, 'x4'), '--base', 'resnet50']);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /--base <name>' argument 'resnet50' is invalid\. Allowed choices are vgg16, mobilenet_v2, mobilenet_v2_0\.35/);
+  await writeFile(join(root, 'resnet.yaml'), 'base: resnet50\n');
+  r = runTrainer(['finetune', '--data', data, '--out', join(root, 'x4'), '--config', join(root, 'resnet.yaml')]);
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /unknown base "resnet50" \(valid: vgg16, mobilenet_v2, mobilenet_v2_0\.35\)/);
+  assert.match(r.stderr, /resnet\.yaml: unknown base "resnet50" \(valid: vgg16, mobilenet_v2, mobilenet_v2_0\.35\)/);
 
   r = runTrainer(['transfer', '--data', data]);
   assert.equal(r.code, 2);

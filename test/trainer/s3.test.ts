@@ -5,11 +5,13 @@ import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { prepareDataset } from '@catdog/dataset';
-import { kaggleTrainDir } from '../helpers/fixtures.js';
+import { openStorage } from '@catdog/storage';
+import { existsSync } from 'node:fs';
+import { kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
 import { startLoopbackS3 } from '../helpers/s3-server.js';
-import { CONTRACT, lastLine, runTrainerAsync } from './helpers.js';
+import { lastLine, runTrainerAsync } from './helpers.js';
 
-test('extract trains from s3:// shards and evaluate reads the s3:// test split', async () => {
+test('extract trains from s3:// shards into an s3:// run directory; evaluate reads the model and the test split from s3://', async () => {
   const s3 = await startLoopbackS3(['trainer-bucket']);
   const root = await mkdtemp(join(tmpdir(), 'catdog-trainer-s3-'));
   try {
@@ -20,17 +22,29 @@ test('extract trains from s3:// shards and evaluate reads the s3:// test split',
     );
     const url = 's3://trainer-bucket/ds';
     await prepareDataset({ source: src, out: url, train: 10, validation: 3, test: 3, resize: { width: 64, height: 64 } });
-    const out = join(root, 'run');
-    const r = await runTrainerAsync(['extract', '--data', url, '--out', out, '--preset', 'ci-smoke', '--epochs', '2'], s3.env);
-    assert.equal(r.code, 0, r.stderr);
-    assert.match(lastLine(r.stdout), /^accuracy=\d\.\d{4} loss=\d+\.\d{4} n=6$/);
-    const cfg = JSON.parse(await readFile(join(out, 'config.json'), 'utf8'));
+    // The run on S3 too: --out s3://…, then evaluate --model s3://… files its result under evaluations/.
+    const runUrl = 's3://trainer-bucket/runs/extract';
+    const rs = await runTrainerAsync(['extract', '--data', url, '--out', runUrl, '--preset', 'ci-smoke', '--epochs', '2', '--feature-cache-dir', join(root, 'features')], s3.env);
+    assert.equal(rs.code, 0, rs.stderr);
+    assert.match(lastLine(rs.stdout), /^accuracy=\d\.\d{4} loss=\d+\.\d{4} n=6$/);
+    const cfg = JSON.parse((await openStorage(runUrl).read('config.json')).toString('utf8'));
     assert.equal(cfg.data, url);
+    assert.equal(cfg.out, runUrl);
     assert.deepEqual(cfg.dataset.counts, { train: 20, validation: 6, test: 6 });
-    const e = await runTrainerAsync(['evaluate', '--model', out, '--data', url], s3.env);
-    assert.equal(e.code, 0, e.stderr);
-    assert.match(lastLine(e.stdout), CONTRACT);
-    assert.equal(lastLine(e.stdout), lastLine(r.stdout));
+    assert.ok(!existsSync(join(projectRoot, 's3:')), 'no local folder named s3:');
+    const es = await runTrainerAsync(['evaluate', '--model', runUrl, '--data', url], s3.env);
+    assert.equal(es.code, 0, es.stderr);
+    assert.equal(lastLine(es.stdout), lastLine(rs.stdout), 'the model saved on S3 reproduces the run\'s test metrics');
+    const keys: string[] = [];
+    for await (const e of openStorage(runUrl).list()) keys.push(`runs/extract/${e.path}`);
+    for (const k of ['config.json', 'history.json', 'history.csv', 'metrics.json', 'summary.txt', 'model/model.json', 'model/weights.bin', 'checkpoints/last.json']) {
+      assert.ok(keys.includes(`runs/extract/${k}`), `${k} missing on S3 (${keys.join(', ')})`);
+    }
+    assert.ok(keys.some((k) => /^runs\/extract\/evaluations\/[0-9a-f]{16,}\.json$/.test(k)), `no evaluation on S3 (${keys.join(', ')})`);
+    const bad = await runTrainerAsync(['extract', '--data', url, '--out', 'ftp://host/run'], s3.env);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /ftp:\/\/host\/run: unsupported URL scheme/);
+    assert.ok(!existsSync(join(projectRoot, 'ftp:')), 'no local folder named ftp:');
   } finally {
     await s3.stop();
     await rm(root, { recursive: true, force: true });

@@ -39,7 +39,7 @@ test('scratch (ci-smoke): the convnet learns the training images; run directory 
   assert.equal(m.test.n, 20);
   assert.equal(m.test.confusion.flat().reduce((a: number, b: number) => a + b, 0), 20);
   assert.equal(m.epochs, 24);
-  for (const f of ['model/model.json', 'model/weights.bin', 'history.csv', 'summary.txt', 'checkpoints/last/state.json']) {
+  for (const f of ['model/model.json', 'model/weights.bin', 'history.csv', 'summary.txt', 'checkpoints/last.json']) {
     assert.ok(existsSync(join(out, f)), `${f} missing`);
   }
   assert.match(await readFile(join(out, 'summary.txt'), 'utf8'), /conv2d_1/);
@@ -67,6 +67,7 @@ test('extract (ci-smoke): features cached and reused, head reaches well above ch
   assert.doesNotMatch(again.stderr, /features: extracted train/);
 
   // evaluate on the run directory: the prepped dataset's test split, same numbers as the run's metrics.
+  const metricsBefore = await readFile(join(out, 'metrics.json'), 'utf8');
   const e = runTrainer(['evaluate', '--model', out, '--data', data]);
   assert.equal(e.code, 0, e.stderr);
   const [, acc, loss, n] = lastLine(e.stdout).match(CONTRACT)!;
@@ -92,6 +93,20 @@ test('extract (ci-smoke): features cached and reused, head reaches well above ch
   const ec = runTrainer(['evaluate', '--model', out, '--data', classes]);
   assert.equal(ec.code, 0, ec.stderr);
   assert.equal(lastLine(ec.stdout), lastLine(ef.stdout), 'flat layout and class folders hold the same images');
+
+  // Evaluations are filed beside the run's own results, which stay as the run wrote them.
+  assert.equal(await readFile(join(out, 'metrics.json'), 'utf8'), metricsBefore, 'evaluate rewrote metrics.json');
+  for (const x of m.test.misclassified) assert.ok(existsSync(join(out, x.image)), `evaluate removed ${x.image}`);
+  const planId = (await readJson(join(data, 'manifest.json'))).planId;
+  const files = readdirSync(join(out, 'evaluations')).filter((f) => f.endsWith('.json')).sort();
+  assert.equal(files.length, 3, files.join(', '));
+  assert.ok(files.includes(`${planId}.json`), 'the prepped dataset is filed under its planId');
+  const own = await readJson(join(out, 'evaluations', `${planId}.json`));
+  assert.equal(own.n, 20);
+  assert.ok(Math.abs(own.accuracy - m.test.accuracy) < 1e-4);
+  const folders = await Promise.all(files.filter((f) => f.startsWith('folder-')).map((f) => readJson(join(out, 'evaluations', f))));
+  assert.deepEqual(folders.map((f) => f.n), [8, 8]);
+  for (const f of folders) for (const x of f.misclassified) assert.ok(existsSync(join(out, x.image)), `${x.image} missing`);
 });
 
 test('finetune (ci-smoke): head on cached features, then the top of the base; extract-augmented freezes the base; augmented runs', async () => {

@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, writeFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { resolveConfig, readExperimentFile, STRATEGY_DEFAULTS, historyCsv, emptyHistory, computeMetrics, contractLine } from '@catdog/training';
+import { exitCodeOf } from '@catdog/errors';
+import { resolveConfig, readExperimentFile, STRATEGY_DEFAULTS, historyCsv, emptyHistory, computeMetrics, contractLine, FIELDS, FIELD_NAMES, flagName, experimentFileKeys } from '@catdog/training';
 
 const base = { data: '/d', out: '/o' };
 
@@ -85,4 +86,29 @@ test('history CSV and test metrics', () => {
   const expectedLoss = -(Math.log(0.9) + Math.log(0.2) + Math.log(0.3) + Math.log(0.9)) / 4;
   assert.ok(Math.abs(m.loss - expectedLoss) < 1e-6);
   assert.equal(contractLine(m), `accuracy=0.5000 loss=${expectedLoss.toFixed(4)} n=4`);
+});
+
+test('one schema: bad values in experiment files name the field; sizes the convnet cannot take are usage errors', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'catdog-config-'));
+  try {
+    await writeFile(join(dir, 'neg.yaml'), 'epochs: -1\n');
+    await assert.rejects(readExperimentFile(join(dir, 'neg.yaml')), /neg\.yaml: epochs must be a positive integer, got -1/);
+    await writeFile(join(dir, 'pool.yaml'), 'head-pooling: max\n');
+    await assert.rejects(readExperimentFile(join(dir, 'pool.yaml')), /unknown headPooling "max" \(valid: flatten, avg\)/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  // The convnet's four conv/pool stages need 46 px; MobileNetV2 takes 32.
+  assert.throws(() => resolveConfig({ strategy: 'scratch', flags: { ...base, inputSize: 40 } }), (err: Error) => {
+    assert.match(err.message, /inputSize 40 is too small for the book's convnet: it needs at least 46/);
+    assert.equal(exitCodeOf(err), 2);
+    return true;
+  });
+  assert.equal(resolveConfig({ strategy: 'extract', flags: { ...base, inputSize: 40 } }).inputSize, 40);
+  // Every field has a declared expectation and help; every flag maps back to its field.
+  for (const k of FIELD_NAMES) {
+    assert.ok(FIELDS[k].help && FIELDS[k].expected, `${k} lacks help or expected`);
+    if (FIELDS[k].flag) assert.match(flagName(k), /^--[a-z][a-z0-9-]*$/);
+  }
+  assert.deepEqual(experimentFileKeys().map((k) => k.key), FIELD_NAMES.filter((k) => k !== 'strategy'));
 });

@@ -6,7 +6,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { fitPhase, initialState, emptyHistory, explainOutOfMemory, isOutOfMemory, readCheckpointState, type BatchFeed, type ProgressSink } from '@catdog/training';
+import { fitPhase, initialState, emptyHistory, explainOutOfMemory, isOutOfMemory, readCheckpointState, RunDir, type BatchFeed, type ProgressSink } from '@catdog/training';
 
 const quiet: ProgressSink = { start() {}, update() {}, stop() {}, log() {} };
 
@@ -34,7 +34,7 @@ test('early stopping ends a phase when val_loss stops improving; checkpoints and
     const xs = Float32Array.from({ length: 64 }, (_, i) => ((i * 37) % 11) / 11 - 0.5);
     const ys = Float32Array.from({ length: 16 }, (_, i) => i % 2);
     const state = initialState(emptyHistory());
-    const ctx = { runDir: dir, runModel: model, state, progress: quiet, earlyStopping: 2, keepBest: false };
+    const ctx = { runDir: RunDir.open(dir), runModel: model, state, progress: quiet, earlyStopping: 2, keepBest: false };
     await fitPhase(ctx, { name: 'train', model, epochs: 10, stepsPerEpoch: 2, validationSteps: 2, batchSize: 8, train: feed(xs, ys, 8), validation: feed(xs, ys, 8) });
     assert.equal(state.stoppedEarly, true);
     assert.equal(state.epoch, 3, 'epoch 1 sets the best val_loss, epochs 2 and 3 do not improve, patience 2 stops');
@@ -62,6 +62,20 @@ test('allocation failures become a message saying what to lower', () => {
   assert.ok(isOutOfMemory(err), String(err));
   const explained = explainOutOfMemory(err, { batchSize: 32, inputSize: 150, workers: 2 }) as Error;
   assert.match(explained.message, /^out of memory .*lower --batch-size \(now 32\), --input-size \(now 150\) or --workers \(now 2\)$/);
+  assert.equal((explained as { code?: string }).code, 'out-of-memory');
+  // A stack overflow is told apart: smaller batches would not help.
+  let deep: unknown;
+  const recurse = (n: number): number => recurse(n + 1) + 1;
+  try {
+    recurse(0);
+  } catch (e) {
+    deep = e;
+  }
+  assert.ok(!isOutOfMemory(deep));
+  const overflow = explainOutOfMemory(deep, { batchSize: 32, inputSize: 150, workers: 2 }) as Error & { code?: string };
+  assert.equal(overflow.code, 'stack-overflow');
+  assert.match(overflow.message, /^stack overflow \(Maximum call stack size exceeded\): .*not a lack of memory/);
+  assert.doesNotMatch(overflow.message, /--batch-size/);
   const other = new Error('something else');
   assert.equal(explainOutOfMemory(other, { batchSize: 1, inputSize: 1, workers: 1 }), other);
 });

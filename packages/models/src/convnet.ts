@@ -33,8 +33,10 @@ export function checkInputShape(shape: readonly number[], minSide: number, what:
  * The book's convnet with Keras' default layer names (conv2d_1 … dense_2), so summaries and
  * saved models read like the book's. 150×150×3 → 3,453,121 parameters.
  */
+export const CONVNET_MIN_INPUT_SIZE = 46;
+
 export function buildConvnet(options: ConvnetOptions = {}): tf.LayersModel {
-  const inputShape = checkInputShape(options.inputShape ?? [150, 150, 3], 46, 'convnet');
+  const inputShape = checkInputShape(options.inputShape ?? [150, 150, 3], CONVNET_MIN_INPUT_SIZE, 'convnet');
   const dropout = options.dropout ?? 0;
   if (!(dropout >= 0 && dropout < 1)) throw new UserError(`convnet: dropout must be in [0, 1), got ${dropout}`);
   const model = tf.sequential({ name: dropout > 0 ? 'convnet_dropout' : 'convnet' });

@@ -186,10 +186,9 @@ interface Graph {
   children: Graph[];
 }
 
-function compileGraph(inputs: SymbolicTensor[], outputs: SymbolicTensor[], options: Required<CompileFrozenBaseOptions>): Graph {
-  const inputIds = inputs.map((t) => t.id);
-  const inputSet = new Set(inputIds);
-  // The nodes between inputs and outputs, in topological order (depth-first post-order from the outputs).
+/** The nodes between inputs and outputs, in topological order, and who consumes each tensor. */
+function walkGraph(inputSet: Set<number>, outputs: SymbolicTensor[]): { order: GraphNode[]; soleConsumer(t: SymbolicTensor): GraphNode | null } {
+  // Depth-first post-order from the outputs.
   const order: GraphNode[] = [];
   const visited = new Set<GraphNode>();
   const consumers = new Map<number, GraphNode[]>();
@@ -211,7 +210,6 @@ function compileGraph(inputs: SymbolicTensor[], outputs: SymbolicTensor[], optio
     order.push(node);
   };
   for (const o of outputs) visit(o);
-
   const outputIdSet = new Set(outputs.map((o) => o.id));
   /** The single node that consumes tensor t, when t feeds nothing else and is not an output. */
   const soleConsumer = (t: SymbolicTensor): GraphNode | null => {
@@ -219,133 +217,156 @@ function compileGraph(inputs: SymbolicTensor[], outputs: SymbolicTensor[], optio
     const list = consumers.get(t.id) ?? [];
     return list.length === 1 && list[0].inputTensors.length === 1 ? list[0] : null;
   };
+  return { order, soleConsumer };
+}
 
-  const stats: FrozenBaseStats = { convolutions: 0, foldedBatchNorms: 0, fusedActivations: 0, foldedPaddings: 0, direct: 0, fallbacks: [] };
-  const owned: tf.Tensor[] = [];
+/** A convolution this compiler fuses: channels-last, 'valid' or 'same' padding, one input, a fusable activation. */
+function convFusable(node: GraphNode): boolean {
+  const layer = node.outboundLayer;
+  if (!CONV_CLASSES.has(className(layer))) return false;
+  const c = layer.getConfig();
+  return (
+    isChannelsLast(c) &&
+    (c['padding'] === 'valid' || c['padding'] === 'same') &&
+    node.inputTensors.length === 1 &&
+    FUSABLE.has(c['activation'] as string)
+  );
+}
+
+interface Compilation {
+  options: Required<CompileFrozenBaseOptions>;
+  inputSet: Set<number>;
+  soleConsumer(t: SymbolicTensor): GraphNode | null;
+  stats: FrozenBaseStats;
+  owned: tf.Tensor[];
+  /** Nodes folded into an earlier op (BatchNorm, activation). */
+  absorbed: Set<GraphNode>;
+  children: Graph[];
+}
+
+/** A ZeroPadding2D whose only consumer is a 'valid' convolution this compiler fuses: its pads go into the conv. */
+function paddingFoldable(node: GraphNode, c: Compilation): boolean {
+  if (!c.options.foldPadding) return false;
+  if (!isChannelsLast(node.outboundLayer.getConfig())) return false;
+  const next = c.soleConsumer(node.outputTensors[0]);
+  return next != null && convFusable(next) && next.outboundLayer.getConfig()['padding'] === 'valid';
+}
+
+/** A fusable convolution with the ZeroPadding2D before it, and the BatchNorm and activation after it, as one op. */
+function fusedConvOp(node: GraphNode, c: Compilation): Op {
+  const layer = node.outboundLayer;
+  const config = layer.getConfig();
+  let input = node.inputTensors[0];
+  let pad: ConvPlan['pad'] = config['padding'] as 'valid' | 'same';
+  if (pad === 'valid') {
+    const prev = nodeOf(input);
+    if (!c.inputSet.has(input.id) && className(prev.outboundLayer) === 'ZeroPadding2D' && paddingFoldable(prev, c)) {
+      const p = prev.outboundLayer.getConfig()['padding'] as [[number, number], [number, number]];
+      pad = [[0, 0], p[0], p[1], [0, 0]];
+      input = prev.inputTensors[0];
+      c.stats.foldedPaddings++;
+    }
+  }
+  let activation = config['activation'] as FusedActivation;
+  let out = node.outputTensors[0];
+  let batchNorm: Layer | null = null;
+  if (activation === 'linear') {
+    const next = c.soleConsumer(out);
+    if (next && className(next.outboundLayer) === 'BatchNormalization') {
+      const axis = next.outboundLayer.getConfig()['axis'];
+      if (axis === -1 || axis === 3 || (Array.isArray(axis) && axis.length === 1 && (axis[0] === -1 || axis[0] === 3))) {
+        batchNorm = next.outboundLayer;
+        c.absorbed.add(next);
+        out = next.outputTensors[0];
+        c.stats.foldedBatchNorms++;
+      }
+    }
+    const after = c.soleConsumer(out);
+    const act = after ? activationOfLayer(after.outboundLayer) : null;
+    if (after && act) {
+      activation = act;
+      c.absorbed.add(after);
+      out = after.outputTensors[0];
+      if (act !== 'linear') c.stats.fusedActivations++;
+    }
+  }
+  const plan: ConvPlan = {
+    layer,
+    depthwise: className(layer) === 'DepthwiseConv2D',
+    strides: pair(config['strides'] ?? 1),
+    dilations: pair(config['dilationRate'] ?? 1),
+    pad,
+    activation,
+    batchNorm,
+  };
+  c.stats.convolutions++;
+  return convOp(plan, input.id, out.id, layer.name, c.owned);
+}
+
+/** A nested model (a base inside a bigger model): compiled too, run as one op. */
+function nestedModelOp(node: GraphNode, model: tf.LayersModel, c: Compilation): Op {
+  const child = compileGraph(model.inputs, model.outputs, c.options);
+  c.children.push(child);
+  for (const key of Object.keys(c.stats) as (keyof FrozenBaseStats)[]) {
+    if (key === 'fallbacks') c.stats.fallbacks.push(...child.stats.fallbacks);
+    else c.stats[key] += child.stats[key];
+  }
+  return { name: model.name, inputs: node.inputTensors.map((t) => t.id), outputs: node.outputTensors.map((t) => t.id), run: (xs) => runGraph(child, xs) };
+}
+
+/** Anything else: the layer itself, in inference mode, exactly as model.predict calls it. */
+function fallbackOp(node: GraphNode, layer: Layer): Op {
+  const kwargs: Kwargs = { ...(node.callArgs ?? {}), training: false };
+  return {
+    name: layer.name,
+    inputs: node.inputTensors.map((t) => t.id),
+    outputs: node.outputTensors.map((t) => t.id),
+    run: (xs) =>
+      tf.tidy(() => {
+        const y = layer.apply(xs.length === 1 ? xs[0] : xs, kwargs) as tf.Tensor | tf.Tensor[];
+        return Array.isArray(y) ? y : [y];
+      }),
+  };
+}
+
+function compileGraph(inputs: SymbolicTensor[], outputs: SymbolicTensor[], options: Required<CompileFrozenBaseOptions>): Graph {
+  const inputIds = inputs.map((t) => t.id);
+  const inputSet = new Set(inputIds);
+  const { order, soleConsumer } = walkGraph(inputSet, outputs);
+  const c: Compilation = {
+    options,
+    inputSet,
+    soleConsumer,
+    stats: { convolutions: 0, foldedBatchNorms: 0, fusedActivations: 0, foldedPaddings: 0, direct: 0, fallbacks: [] },
+    owned: [],
+    absorbed: new Set<GraphNode>(),
+    children: [],
+  };
   const ops: Op[] = [];
-  const children: Graph[] = [];
-  const absorbed = new Set<GraphNode>();
-
-  /** A ZeroPadding2D whose only consumer is a 'valid' convolution this compiler fuses: its pads go into the conv. */
-  const paddingFoldable = (node: GraphNode): boolean => {
-    if (!options.foldPadding) return false;
-    const c = node.outboundLayer.getConfig();
-    if (!isChannelsLast(c)) return false;
-    const next = soleConsumer(node.outputTensors[0]);
-    return next != null && convFusable(next) && next.outboundLayer.getConfig()['padding'] === 'valid';
-  };
-  const convFusable = (node: GraphNode): boolean => {
-    const layer = node.outboundLayer;
-    if (!CONV_CLASSES.has(className(layer))) return false;
-    const c = layer.getConfig();
-    return (
-      isChannelsLast(c) &&
-      (c['padding'] === 'valid' || c['padding'] === 'same') &&
-      node.inputTensors.length === 1 &&
-      FUSABLE.has(c['activation'] as string)
-    );
-  };
-
   for (const node of order) {
-    if (absorbed.has(node)) continue;
+    if (c.absorbed.has(node)) continue;
     const layer = node.outboundLayer;
     const kind = className(layer);
-    const inIds = node.inputTensors.map((t) => t.id);
-    const outIds = node.outputTensors.map((t) => t.id);
-    const config = layer.getConfig();
-
-    if (kind === 'ZeroPadding2D' && paddingFoldable(node)) {
-      // Emitted with its convolution below (the conv reads the padding's input instead).
-      continue;
-    }
-
+    // A foldable ZeroPadding2D is emitted with its convolution (the conv reads the padding's input instead).
+    if (kind === 'ZeroPadding2D' && paddingFoldable(node, c)) continue;
     if (convFusable(node)) {
-      const depthwise = kind === 'DepthwiseConv2D';
-      let input = node.inputTensors[0];
-      let pad: ConvPlan['pad'] = config['padding'] as 'valid' | 'same';
-      if (pad === 'valid') {
-        const prev = nodeOf(input);
-        if (!inputSet.has(input.id) && className(prev.outboundLayer) === 'ZeroPadding2D' && paddingFoldable(prev)) {
-          const p = prev.outboundLayer.getConfig()['padding'] as [[number, number], [number, number]];
-          pad = [[0, 0], p[0], p[1], [0, 0]];
-          input = prev.inputTensors[0];
-          stats.foldedPaddings++;
-        }
-      }
-      let activation = config['activation'] as FusedActivation;
-      let out = node.outputTensors[0];
-      let batchNorm: Layer | null = null;
-      if (activation === 'linear') {
-        const next = soleConsumer(out);
-        if (next && className(next.outboundLayer) === 'BatchNormalization') {
-          const axis = next.outboundLayer.getConfig()['axis'];
-          if (axis === -1 || axis === 3 || (Array.isArray(axis) && axis.length === 1 && (axis[0] === -1 || axis[0] === 3))) {
-            batchNorm = next.outboundLayer;
-            absorbed.add(next);
-            out = next.outputTensors[0];
-            stats.foldedBatchNorms++;
-          }
-        }
-        const after = soleConsumer(out);
-        const act = after ? activationOfLayer(after.outboundLayer) : null;
-        if (after && act) {
-          activation = act;
-          absorbed.add(after);
-          out = after.outputTensors[0];
-          if (act !== 'linear') stats.fusedActivations++;
-        }
-      }
-      const plan: ConvPlan = {
-        layer,
-        depthwise,
-        strides: pair(config['strides'] ?? 1),
-        dilations: pair(config['dilationRate'] ?? 1),
-        pad,
-        activation,
-        batchNorm,
-      };
-      ops.push(convOp(plan, input.id, out.id, layer.name, owned));
-      stats.convolutions++;
+      ops.push(fusedConvOp(node, c));
       continue;
     }
-
-    const direct = directOp(node, layer, kind, config);
+    const direct = directOp(node, layer, kind, layer.getConfig());
     if (direct) {
       ops.push(direct);
-      stats.direct++;
-      continue;
+      c.stats.direct++;
+    } else if (layer instanceof tf.LayersModel && node.inputTensors.length === layer.inputs.length) {
+      ops.push(nestedModelOp(node, layer, c));
+    } else {
+      c.stats.fallbacks.push(`${layer.name} (${kind})`);
+      ops.push(fallbackOp(node, layer));
     }
-
-    if (layer instanceof tf.LayersModel && node.inputTensors.length === layer.inputs.length) {
-      // A nested model (a base inside a bigger model): compiled too, run as one op.
-      const child = compileGraph(layer.inputs, layer.outputs, options);
-      children.push(child);
-      for (const key of Object.keys(stats) as (keyof FrozenBaseStats)[]) {
-        if (key === 'fallbacks') stats.fallbacks.push(...child.stats.fallbacks);
-        else stats[key] += child.stats[key];
-      }
-      ops.push({ name: layer.name, inputs: inIds, outputs: outIds, run: (xs) => runGraph(child, xs) });
-      continue;
-    }
-
-    // Anything else: the layer itself, in inference mode, exactly as model.predict calls it.
-    stats.fallbacks.push(`${layer.name} (${kind})`);
-    const kwargs: Kwargs = { ...(node.callArgs ?? {}), training: false };
-    ops.push({
-      name: layer.name,
-      inputs: inIds,
-      outputs: outIds,
-      run: (xs) =>
-        tf.tidy(() => {
-          const y = layer.apply(xs.length === 1 ? xs[0] : xs, kwargs) as tf.Tensor | tf.Tensor[];
-          return Array.isArray(y) ? y : [y];
-        }),
-    });
   }
-
   const uses = new Map<number, number>();
   for (const op of ops) for (const id of op.inputs) uses.set(id, (uses.get(id) ?? 0) + 1);
-  return { inputIds, outputIds: outputs.map((o) => o.id), ops, owned, stats, uses, children };
+  return { inputIds, outputIds: outputs.map((o) => o.id), ops, owned: c.owned, stats: c.stats, uses, children: c.children };
 }
 
 /** Layers simple enough to run as the plain tf op they are (same op the layer would call, less overhead). */

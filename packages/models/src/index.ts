@@ -1,17 +1,31 @@
 // @catdog/models: the book's convnet, VGG16 and MobileNetV2 bases, heads, summary, weight loading.
 // Pure @tensorflow/tfjs: callers choose and initialise the backend.
-export { buildConvnet, kernelInitializer, type ConvnetOptions } from './convnet.js';
+export { buildConvnet, kernelInitializer, CONVNET_MIN_INPUT_SIZE, type ConvnetOptions } from './convnet.js';
 export { buildVgg16Base, ensureVgg16ImagenetWeights, VGG16_NOTOP_WEIGHTS, type Vgg16Options, type EnsureVgg16Options } from './vgg16.js';
 export { loadMobileNetV2Base, mobilenetV2Folder, applyKerasCorrectPad, type MobileNetV2Options, type MobileNetV2Alpha } from './mobilenet.js';
-export { loadBase, inputScaling, isBaseName, BASE_NAMES, type BaseName, type LoadBaseOptions, type InputScaling } from './bases.js';
-export { buildHead, stackBaseAndHead, type HeadOptions } from './head.js';
+export {
+  BASES,
+  BASE_NAMES,
+  FINE_TUNE_FROM,
+  INPUT_SCALINGS,
+  baseSpec,
+  loadBase,
+  inputScaling,
+  isBaseName,
+  type BaseName,
+  type BaseSpec,
+  type LoadBaseOptions,
+  type InputScaling,
+  type InputScalingName,
+  type InputScalingSpec,
+} from './bases.js';
+export { buildHead, buildSharedHead, baseFeatures, stackBaseAndHead, type HeadOptions, type SharedHead } from './head.js';
 export {
   countTrainableWeights,
   countParams,
   setTrainableFrom,
   applyKerasBatchNormSemantics,
   leafLayers,
-  FINE_TUNE_FROM,
   type SetTrainableResult,
 } from './layers.js';
 export { modelSummary } from './summary.js';

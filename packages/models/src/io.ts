@@ -17,7 +17,7 @@ function splitLocation(url: string): { dir: string; file: string } {
   return { dir: loc.replace(/\/+$/, ''), file: 'model.json' };
 }
 
-export function unwrapTopology(json: unknown): Topology {
+function unwrapTopology(json: unknown): Topology {
   const t = json as Record<string, unknown> | null;
   if (t && typeof t === 'object' && 'model_config' in t) return unwrapTopology(t['model_config']);
   if (!t || typeof t !== 'object' || typeof t['class_name'] !== 'string' || typeof t['config'] !== 'object') {

@@ -5,7 +5,7 @@ import { UserError } from '@catdog/errors';
 type Layer = tf.layers.Layer;
 type Kwargs = Record<string, unknown>;
 
-export function isContainer(layer: Layer): layer is tf.LayersModel {
+function isContainer(layer: Layer): layer is tf.LayersModel {
   return layer instanceof tf.LayersModel;
 }
 
@@ -62,19 +62,6 @@ export function applyKerasBatchNormSemantics(model: tf.LayersModel): number {
   }
   return n;
 }
-
-/** Where fine-tuning unfreezes each base, the book's choice for VGG16 and its equivalent for MobileNetV2. */
-export const FINE_TUNE_FROM = {
-  /** The book: the last convolutional block (block5, 3 conv layers, 7.1 M of 14.7 M parameters). */
-  vgg16: 'block5_conv1',
-  /**
-   * The last resolution stage (blocks 13–16 and Conv_1, the analogue of VGG16's block5: the most
-   * ImageNet-specific features, 1.6 M of 2.26 M parameters, all at ≤ 10×10 spatial size for 150×150 inputs so
-   * cheap to train).
-   */
-  mobilenet_v2: 'block_13_expand',
-  'mobilenet_v2_0.35': 'block_13_expand',
-} as const;
 
 export interface SetTrainableResult {
   /** Layers whose weights now train. */

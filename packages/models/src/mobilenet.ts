@@ -87,7 +87,7 @@ export function applyKerasCorrectPad(topology: Topology): void {
 
 /**
  * Loads a MobileNetV2 ImageNet conv base (no top) from a tfjs layers folder and rebuilds it at
- * `inputShape`. Inputs must be RGB scaled to [-1, 1] (x / 127.5 - 1; see inputScaling). Every layer is
+ * `inputShape`. Inputs must be RGB scaled as INPUT_SCALINGS.symmetric (bases.ts). Every layer is
  * trainable after loading (the saved file's stale trainable flags are reset), as keras.applications.
  */
 export async function loadMobileNetV2Base(options: MobileNetV2Options): Promise<tf.LayersModel> {

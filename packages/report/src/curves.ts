@@ -5,7 +5,7 @@ import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import sharp from 'sharp';
 import { UserError } from '@catdog/errors';
-import { normalizeHistory, writeFileAtomic, type History, type NormalizedHistory } from './run-dir.js';
+import { normalizeHistory, writeFileAtomic, type AnyHistory, type NormalizedHistory } from './run-dir.js';
 
 export interface CurveOptions {
   /** Exponential smoothing factor of the book's `smooth_curve` (0 = off, the book uses 0.8). */
@@ -187,7 +187,7 @@ function hasData(history: NormalizedHistory, metric: 'acc' | 'loss'): boolean {
  * Training and validation accuracy and loss charts of a history (as in `history.json`), SVG and PNG.
  * A history without validation series draws training only; one without any values is an error.
  */
-export async function renderCurves(history: History | NormalizedHistory, options: CurveOptions = {}): Promise<Curves> {
+export async function renderCurves(history: AnyHistory | NormalizedHistory, options: CurveOptions = {}): Promise<Curves> {
   const h = normalizeHistory(history);
   if (h.epoch.length === 0) throw new UserError('history has no epochs yet: nothing to plot');
   const scale = options.scale ?? 1;
@@ -206,7 +206,7 @@ export async function renderCurves(history: History | NormalizedHistory, options
  * Writes `<outDir>/curves/accuracy.{svg,png}` and `<outDir>/curves/loss.{svg,png}` (pass the run directory as
  * `outDir`, as in the run directory layout); returns the four paths.
  */
-export async function writeCurves(history: History | NormalizedHistory, outDir: string, options: CurveOptions = {}): Promise<string[]> {
+export async function writeCurves(history: AnyHistory | NormalizedHistory, outDir: string, options: CurveOptions = {}): Promise<string[]> {
   const curves = await renderCurves(history, options);
   const written: string[] = [];
   for (const [name, chart] of Object.entries(curves)) {

@@ -1,6 +1,7 @@
 // @catdog/report: training curves (vega-lite), model diagrams (Graphviz) and self-contained HTML reports.
 export {
   type History,
+  type AnyHistory,
   type NormalizedHistory,
   type RunMetrics,
   type RunConfig,

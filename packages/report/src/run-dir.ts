@@ -1,20 +1,18 @@
-// Reading a run directory (docs/ARCHITECTURE.md, "Run directory"): every file is optional except that a run
-// has config.json or history.json; files that exist must be valid, and errors name the file.
+// Reading run directories for reports. The format and its types belong to @catdog/training (run-dir.ts); the
+// report reads leniently (runs of older versions, Keras histories of other tools): every file is optional except
+// that a run has config.json or history.json; files that exist must be valid JSON, and errors name the file.
 import { readFile, readdir, stat, mkdir, writeFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { UserError } from '@catdog/errors';
+import type { History, Misclassified, RunConfig as TrainerRunConfig, RunMetrics as TrainerRunMetrics } from '@catdog/training';
 
-/** Per-epoch training history as written by the trainer (Keras `History.history` plus `epoch`, `seconds`, `images_per_s`). */
-export interface History {
-  epoch?: number[];
-  loss?: (number | null)[];
-  acc?: (number | null)[];
-  val_loss?: (number | null)[];
-  val_acc?: (number | null)[];
-  seconds?: (number | null)[];
-  images_per_s?: (number | null)[];
-  [key: string]: unknown;
-}
+export type { History };
+
+/**
+ * A history as the report accepts it: the trainer's history.json (`History`, owned by @catdog/training's run-dir
+ * module) or another tool's Keras `History.history` object (`accuracy`/`val_accuracy` aliases, no `epoch`).
+ */
+export type AnyHistory = History | Record<string, unknown>;
 
 /** The series the report uses, with Keras' aliases (`accuracy`, `val_accuracy`) folded in and missing values as null. */
 export interface NormalizedHistory {
@@ -29,34 +27,15 @@ export interface NormalizedHistory {
   phase: string[] | null;
 }
 
-export interface MisclassifiedImage {
-  key: string;
-  /** True label: 0 = cats, 1 = dogs (or the class name). */
-  label: number | string;
-  /** The model's predicted probability of class 1 (dogs), the sigmoid output. */
-  probability: number;
-  /** Path relative to the run directory, e.g. `misclassified/cat.123.jpg`. */
-  image?: string;
-}
+/** A misclassified test image as metrics.json lists it (the label may be a class name in runs of other tools). */
+export type MisclassifiedImage = Omit<Misclassified, 'label'> & { label: number | string };
 
-export interface RunMetrics {
-  test?: {
-    accuracy?: number;
-    loss?: number;
-    n?: number;
-    confusion?: number[][];
-    /** Class names by label, e.g. ['cats', 'dogs']. */
-    classes?: string[];
-    misclassified?: MisclassifiedImage[];
-  };
-  bestValAcc?: number;
-  wallSeconds?: number;
-  imagesPerSecond?: number;
-  epochs?: number;
-  [key: string]: unknown;
-}
-
-export type RunConfig = Record<string, unknown>;
+/**
+ * metrics.json and config.json as the report reads them: the trainer's schemas (RunMetrics, RunConfig), every
+ * field optional because runs of older versions and other tools lack some.
+ */
+export type RunMetrics = Partial<Omit<TrainerRunMetrics, 'test'>> & { test?: Partial<TrainerRunMetrics['test']> & { misclassified?: MisclassifiedImage[] } };
+export type RunConfig = Partial<TrainerRunConfig> & Record<string, unknown>;
 
 /** Everything the report knows about one run. */
 export interface RunData {
@@ -202,7 +181,7 @@ export async function loadRun(dir: string, name = basename(dir)): Promise<RunDat
 }
 
 /** Folders inside a run that never hold runs themselves. */
-const RUN_INTERNALS = new Set(['model', 'curves', 'misclassified', 'checkpoints', 'node_modules']);
+const RUN_INTERNALS = new Set(['model', 'curves', 'misclassified', 'checkpoints', 'evaluations', 'node_modules']);
 
 async function subdirs(dir: string): Promise<string[]> {
   const entries = await readdir(dir, { withFileTypes: true });

@@ -1,173 +1,181 @@
-// Training configuration: the book's defaults per strategy, presets, experiment files and their precedence
-// (flags > experiment file > preset > strategy defaults).
+// The training configuration, declared once: every field's type, default, command-line flag, help text and
+// experiment-file key come from FIELDS below. Strategy defaults and preset values live in each strategy's module
+// (strategies/<name>.ts); precedence is flags > experiment file > preset > strategy defaults > FIELDS defaults.
 import { readFile } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { UserError } from '@catdog/errors';
+import { z } from 'zod';
+import { UsageError, UserError } from '@catdog/errors';
+import { BACKEND_REQUESTS } from '@catdog/backend';
+import { BASE_NAMES, BASES, CONVNET_MIN_INPUT_SIZE, INPUT_SCALINGS as SCALINGS, type BaseName, type InputScalingName } from '@catdog/models';
+import { STRATEGIES, STRATEGY_NAMES, type Strategy } from './strategies/index.js';
+import { usesBase } from './strategy.js';
 
-export const STRATEGIES = ['scratch', 'augmented', 'extract', 'extract-augmented', 'finetune'] as const;
-export type Strategy = (typeof STRATEGIES)[number];
-export const BASES = ['vgg16', 'mobilenet_v2', 'mobilenet_v2_0.35'] as const;
-export type BaseName = (typeof BASES)[number];
+export { STRATEGY_NAMES, BASE_NAMES, type Strategy, type BaseName };
 export const PRESETS = ['cpu-quick', 'ci-smoke'] as const;
 export type PresetName = (typeof PRESETS)[number];
 
-/** How pixels (0..255) are scaled before entering the model. */
-export type InputScaling = 'unit' | 'symmetric';
-
-export interface TrainConfig {
-  strategy: Strategy;
-  /** Prepped dataset (directory or s3:// URL). */
-  data: string;
-  /** Run directory. */
-  out: string;
-  preset?: PresetName;
-  /** Transfer strategies only. */
-  base?: BaseName;
-  /** 'imagenet' | path to a Keras .h5 file | tfjs layers-model folder; default: the shared weights for MobileNetV2, imagenet for VGG16. */
-  weights?: string;
-  weightsDir?: string;
-  inputSize: number;
-  /** 'unit' = x/255 (the book, VGG16, convnet), 'symmetric' = x/127.5-1 (MobileNetV2). Derived from the base when unset. */
-  inputScaling?: InputScaling;
-  batchSize: number;
-  epochs: number;
-  /** Steps per epoch; null = one pass over the training split. */
-  stepsPerEpoch: number | null;
-  /** Validation steps per epoch; null = one pass over the validation split. */
-  validationSteps: number | null;
-  optimizer: 'rmsprop';
-  learningRate: number;
-  loss: 'binary_crossentropy';
-  /** Dropout of the convnet (augmented) or of the dense head. */
-  dropout: number;
-  /** true = the book's ImageDataGenerator settings (BOOK_AUGMENTATION); an object overrides single fields. */
-  augment: boolean | Record<string, unknown>;
-  headUnits: number;
-  /** 'flatten' = the book's Flatten head, 'avg' = GlobalAveragePooling2D before the dense layers. */
-  headPooling: 'flatten' | 'avg';
-  /** finetune: how the head is trained before unfreezing: 'end-to-end' (the book, augmented batches through the frozen base) or 'features' (on cached base features, fast). */
-  headTraining: 'end-to-end' | 'features';
-  headEpochs: number;
-  headLearningRate: number;
-  headBatchSize: number;
-  /** finetune: layer from which the base is unfrozen; default FINE_TUNE_FROM[base]. */
-  fineTuneFrom?: string;
-  /**
-   * finetune: what the fine-tuning phase trains on: 'images' (the book: every step runs the whole base) or
-   * 'cached-activations' (the frozen lower part runs once per image and its output, the input of fineTuneFrom,
-   * is cached; each step then runs only the unfrozen top). Exact for frozen layers; needs augment off.
-   */
-  fineTuneInput: 'images' | 'cached-activations';
-  featureCacheDir?: string;
-  workers: number;
-  seed: number;
-  earlyStopping: number | null;
-  keepBest: boolean;
-  resume: boolean;
-  backend: 'auto' | 'tensorflow' | 'wasm' | 'cpu';
-  threads?: number;
-  /** Test-only: replace the loss with NaN at this global training step (1-based) to exercise the NaN stop. */
-  debugNanAtStep?: number;
-  /** Test-only: pause this many ms after each epoch's checkpoint (lets a test kill the process between epochs). */
-  debugEpochDelayMs?: number;
+/** How a field appears on the command line. */
+export interface FlagSpec {
+  /** Commander's argument placeholder, e.g. '<n>'; absent for on/off switches. */
+  arg?: string;
+  /** A switch that also has a --no-<name> form (true/false/unset). */
+  negatable?: boolean;
+  /** Not shown in --help (test aids). */
+  hidden?: boolean;
+  /** Parses the flag's text (default: as is; numbers for number fields). */
+  parse?: (text: string) => unknown;
 }
 
-const COMMON = {
-  optimizer: 'rmsprop' as const,
-  loss: 'binary_crossentropy' as const,
-  workers: 2,
-  seed: 1337,
-  earlyStopping: null,
-  keepBest: false,
-  resume: false,
-  backend: 'auto' as const,
-  headUnits: 256,
-  headPooling: 'flatten' as const,
-  headTraining: 'end-to-end' as const,
-  headEpochs: 30,
-  headLearningRate: 2e-5,
-  headBatchSize: 20,
-  fineTuneInput: 'images' as const,
+export interface FieldSpec<S extends z.ZodType = z.ZodType> {
+  schema: S;
+  help: string;
+  /** What a valid value is, for messages ("a positive integer"). */
+  expected: string;
+  /** The value when nothing sets it (strategy defaults and presets may). */
+  default?: z.infer<S>;
+  /** Command-line flag; absent: experiment files only. */
+  flag?: FlagSpec;
+  /** A local path or URL: relative paths are the user's (the CLI resolves them). */
+  path?: boolean;
+}
+
+const field = <S extends z.ZodType>(schema: S, spec: Omit<FieldSpec<S>, 'schema'>): FieldSpec<S> => ({ schema, ...spec });
+const num = (text: string) => (text.trim() === '' ? NaN : Number(text));
+const numOrAuto = (text: string) => (text === 'auto' ? null : num(text));
+const positiveInt = z.number().int().positive();
+const enumOf = <T extends string>(values: readonly T[]) => z.enum(values as [T, ...T[]]);
+const oneOf = (values: readonly string[]) => `one of ${values.join(', ')}`;
+const INPUT_SCALINGS = Object.keys(SCALINGS) as InputScalingName[];
+
+export const FIELDS = {
+  strategy: field(enumOf(STRATEGY_NAMES), { help: 'the strategy (the trainer subcommand)', expected: oneOf(STRATEGY_NAMES) }),
+  data: field(z.string(), { help: 'prepped dataset (directory or s3://bucket/prefix) written by prep split', expected: 'a directory or s3:// URL', flag: { arg: '<url>' }, path: true, default: '' }),
+  out: field(z.string(), { help: 'run directory to write, local or s3://bucket/prefix (model/, config.json, history.json, metrics.json, curves/, …)', expected: 'a directory or s3:// URL', flag: { arg: '<dir>' }, path: true, default: '' }),
+  preset: field(enumOf(PRESETS).optional(), { help: 'cpu-quick: minutes on 2 cores; ci-smoke: tiny images, few steps', expected: oneOf(PRESETS), flag: { arg: '<name>' } }),
+  base: field(enumOf(BASE_NAMES).optional(), { help: `conv base for transfer strategies: ${BASE_NAMES.join(' | ')} (default mobilenet_v2)`, expected: oneOf(BASE_NAMES), flag: { arg: '<name>' } }),
+  weights: field(z.string().optional(), { help: "base weights: imagenet | <file.h5> | <tfjs folder or s3 URL> (default: the shared MobileNetV2 weights, Keras' file for VGG16)", expected: 'imagenet, a file or a folder', flag: { arg: '<w>' }, path: true }),
+  weightsDir: field(z.string().optional(), { help: 'folder holding mobilenet_v2_1.0_224/ and mobilenet_v2_0.35_224/ (default $CATDOG_WEIGHTS_DIR, else ../shared/weights beside the workspace)', expected: 'a folder', flag: { arg: '<dir>' }, path: true }),
+  inputSize: field(positiveInt.min(32), { help: 'image side in pixels (default 150)', expected: 'an integer >= 32', flag: { arg: '<n>', parse: num } }),
+  inputScaling: field(enumOf(INPUT_SCALINGS).optional(), { help: `${INPUT_SCALINGS.map((k) => `${k} = ${SCALINGS[k].formula}`).join(', ')} (default: by base)`, expected: oneOf(INPUT_SCALINGS), flag: { arg: '<s>' } }),
+  batchSize: field(positiveInt, { help: 'batch size', expected: 'a positive integer', flag: { arg: '<n>', parse: num } }),
+  epochs: field(positiveInt, { help: 'epochs (finetune: of the fine-tuning phase)', expected: 'a positive integer', flag: { arg: '<n>', parse: num } }),
+  stepsPerEpoch: field(positiveInt.nullable(), { help: "training steps per epoch, or 'auto' for one pass over the train split", expected: "a positive integer or null ('auto')", flag: { arg: '<n>', parse: numOrAuto } }),
+  validationSteps: field(positiveInt.nullable(), { help: "validation steps per epoch, or 'auto' for one pass", expected: "a positive integer or null ('auto')", flag: { arg: '<n>', parse: numOrAuto } }),
+  optimizer: field(z.literal('rmsprop'), { help: 'the optimizer (the book: RMSprop)', expected: 'rmsprop', default: 'rmsprop' }),
+  learningRate: field(z.number().positive(), { help: 'RMSprop learning rate', expected: 'a positive number', flag: { arg: '<x>', parse: num } }),
+  loss: field(z.literal('binary_crossentropy'), { help: 'the loss (the book: binary crossentropy)', expected: 'binary_crossentropy', default: 'binary_crossentropy' }),
+  dropout: field(z.number().min(0).lt(1), { help: 'dropout rate of the convnet (augmented) or of the head', expected: 'in [0, 1)', flag: { arg: '<x>', parse: num } }),
+  augment: field(z.union([z.boolean(), z.record(z.string(), z.unknown())]), { help: "augment training batches with the book's ImageDataGenerator settings (an object in an experiment file overrides single settings)", expected: 'true, false or an object of augmentation settings', flag: { negatable: true } }),
+  headUnits: field(positiveInt, { help: "units of the head's hidden Dense layer", expected: 'a positive integer', default: 256, flag: { arg: '<n>', parse: num } }),
+  headPooling: field(enumOf(['flatten', 'avg'] as const), { help: 'flatten (the book) or avg (GlobalAveragePooling2D) before the head', expected: 'one of flatten, avg', default: 'flatten', flag: { arg: '<p>' } }),
+  headTraining: field(enumOf(['end-to-end', 'features'] as const), { help: 'finetune: train the head end to end (the book) or on cached features (fast)', expected: 'one of end-to-end, features', default: 'end-to-end', flag: { arg: '<how>' } }),
+  headEpochs: field(z.number().int().min(0), { help: 'finetune: epochs of the head phase (0 skips it)', expected: 'an integer >= 0', default: 30, flag: { arg: '<n>', parse: num } }),
+  headLearningRate: field(z.number().positive(), { help: 'finetune: learning rate of the head phase', expected: 'a positive number', default: 2e-5, flag: { arg: '<x>', parse: num } }),
+  headBatchSize: field(positiveInt, { help: 'finetune: batch size of the head phase on cached features', expected: 'a positive integer', default: 20, flag: { arg: '<n>', parse: num } }),
+  fineTuneFrom: field(z.string().optional(), { help: 'finetune: first layer of the base to unfreeze (default: block5_conv1 for VGG16, block_13_expand for MobileNetV2)', expected: 'a layer name', flag: { arg: '<layer>' } }),
+  fineTuneInput: field(enumOf(['images', 'cached-activations'] as const), { help: 'finetune: train the unfrozen top on images (the book) or on cached activations of the frozen part (fast, no augmentation)', expected: 'one of images, cached-activations', default: 'images', flag: { arg: '<what>' } }),
+  featureCacheDir: field(z.string().optional(), { help: 'where extracted features are cached (default <out>/../.feature-cache)', expected: 'a directory', flag: { arg: '<dir>' }, path: true }),
+  workers: field(positiveInt, { help: 'decode/augment worker threads', expected: 'a positive integer', default: 2, flag: { arg: '<n>', parse: num } }),
+  seed: field(z.number().int().min(0), { help: 'seed of shuffles, augmentation and initial weights', expected: 'an integer >= 0', default: 1337, flag: { arg: '<n>', parse: num } }),
+  earlyStopping: field(positiveInt.nullable(), { help: 'stop when val_loss has not improved for <patience> epochs', expected: 'a positive integer (patience in epochs) or null', default: null, flag: { arg: '<patience>', parse: num } }),
+  keepBest: field(z.boolean(), { help: 'save the best val_acc weights and restore them at the end', expected: 'true or false', default: false, flag: {} }),
+  resume: field(z.boolean(), { help: 'continue the run in --out from its last checkpoint (same settings, same total epochs)', expected: 'true or false', default: false, flag: {} }),
+  backend: field(enumOf(BACKEND_REQUESTS), { help: 'tfjs backend: auto picks tfjs-node-gpu, then tfjs-node, then wasm, then cpu', expected: oneOf(BACKEND_REQUESTS), default: 'auto', flag: { arg: '<name>' } }),
+  threads: field(positiveInt.optional(), { help: 'threads for the backend (default: all available cores)', expected: 'a positive integer', flag: { arg: '<n>', parse: num } }),
+  debugNanAtStep: field(positiveInt.optional(), { help: 'test aid: make the loss NaN at this global step (1-based) to exercise the NaN stop', expected: 'a positive integer', flag: { arg: '<n>', parse: num, hidden: true } }),
+  debugEpochDelayMs: field(z.number().int().min(0).optional(), { help: "test aid: pause this many ms after each epoch's checkpoint", expected: 'an integer >= 0', flag: { arg: '<ms>', parse: num, hidden: true } }),
 };
 
-/** The book's settings (Deep Learning with Python, 5.2–5.3). */
-export const STRATEGY_DEFAULTS: Record<Strategy, Omit<TrainConfig, 'data' | 'out' | 'strategy'>> = {
-  scratch: { ...COMMON, inputSize: 150, batchSize: 20, epochs: 30, stepsPerEpoch: 100, validationSteps: 50, learningRate: 1e-4, dropout: 0, augment: false },
-  augmented: { ...COMMON, inputSize: 150, batchSize: 32, epochs: 100, stepsPerEpoch: 100, validationSteps: 50, learningRate: 1e-4, dropout: 0.5, augment: true },
-  extract: { ...COMMON, base: 'mobilenet_v2', inputSize: 150, batchSize: 20, epochs: 30, stepsPerEpoch: 100, validationSteps: 50, learningRate: 2e-5, dropout: 0.5, augment: false },
-  'extract-augmented': { ...COMMON, base: 'mobilenet_v2', inputSize: 150, batchSize: 20, epochs: 30, stepsPerEpoch: 100, validationSteps: 50, learningRate: 2e-5, dropout: 0.5, augment: true },
-  finetune: { ...COMMON, base: 'mobilenet_v2', inputSize: 150, batchSize: 20, epochs: 100, stepsPerEpoch: 100, validationSteps: 50, learningRate: 1e-5, dropout: 0.5, augment: true },
+type Fields = typeof FIELDS;
+export type FieldName = keyof Fields;
+export const FIELD_NAMES = Object.keys(FIELDS) as FieldName[];
+
+/** The resolved configuration of a run (config.json holds it, plus what the run found). */
+export const TrainConfigSchema = z.strictObject(Object.fromEntries(FIELD_NAMES.map((k) => [k, FIELDS[k].schema])) as { [K in FieldName]: Fields[K]['schema'] });
+export type TrainConfig = z.infer<typeof TrainConfigSchema>;
+export type InputScaling = InputScalingName;
+
+/** The command-line flag of a field: inputSize → --input-size. */
+export const flagName = (key: string): string => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+const camel = (key: string): string => key.replace(/[-_]([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+
+/** The schema's defaults (fields that have one). */
+const FIELD_DEFAULTS = Object.fromEntries(FIELD_NAMES.filter((k) => 'default' in FIELDS[k]).map((k) => [k, FIELDS[k].default])) as Partial<TrainConfig>;
+
+/** The book's settings per strategy (Deep Learning with Python, 5.2–5.3), from each strategy's module. */
+export const STRATEGY_DEFAULTS = Object.fromEntries(
+  STRATEGY_NAMES.map((name) => {
+    const { strategy: _s, data: _d, out: _o, ...rest } = FIELD_DEFAULTS;
+    return [name, { ...rest, ...STRATEGIES[name].defaults }];
+  }),
+) as Record<Strategy, Omit<TrainConfig, 'data' | 'out' | 'strategy'>>;
+
+/** Preset values for every strategy; each strategy's module adds its own (`presets`). */
+const PRESET_COMMON: Record<PresetName, Partial<TrainConfig>> = {
+  // cpu-quick: minutes on 2 cores (the strategies say how).
+  'cpu-quick': {},
+  // ci-smoke: tiny images, a few steps.
+  'ci-smoke': { inputSize: 64, epochs: 4, stepsPerEpoch: null, validationSteps: null, batchSize: 10, workers: 1, headEpochs: 3, headBatchSize: 10 },
 };
 
-/**
- * Presets. cpu-quick: minutes on 2 cores. For the transfer strategies the head is trained on cached,
- * globally pooled MobileNetV2 features (a linear-probe-like head reaches ~97% on its own), then a few
- * fine-tune epochs at a low learning rate polish the top block. ci-smoke: tiny images, a few steps.
- */
-export const PRESET_VALUES: Record<PresetName, Partial<Record<Strategy | '*', Partial<TrainConfig>>>> = {
-  'cpu-quick': {
-    scratch: { inputSize: 96, epochs: 12, stepsPerEpoch: null, validationSteps: null, learningRate: 5e-4 },
-    augmented: { inputSize: 96, epochs: 20, stepsPerEpoch: null, validationSteps: null, learningRate: 5e-4, batchSize: 32 },
-    // Transfer strategies see MobileNetV2 at its ImageNet resolution: on the book's split, finetune measured
-    // 97.3% test accuracy at 160 px and 98.1% at 224 px (BENCHMARKS.md), for about 1 more minute on 2 cores.
-    extract: { inputSize: 224, epochs: 20, stepsPerEpoch: null, validationSteps: null, headPooling: 'avg', learningRate: 1e-3, batchSize: 32 },
-    'extract-augmented': { inputSize: 128, epochs: 3, stepsPerEpoch: null, validationSteps: null, headPooling: 'avg', learningRate: 1e-3, batchSize: 32 },
-    finetune: {
-      inputSize: 224, headPooling: 'avg', headTraining: 'features', headEpochs: 20, headLearningRate: 1e-3, headBatchSize: 32,
-      fineTuneInput: 'cached-activations', epochs: 2, stepsPerEpoch: null, validationSteps: null, learningRate: 1e-5, batchSize: 32, augment: false,
-      keepBest: true,
-    },
-  },
-  'ci-smoke': {
-    '*': { inputSize: 64, epochs: 4, stepsPerEpoch: null, validationSteps: null, batchSize: 10, workers: 1, headEpochs: 3, headBatchSize: 10 },
-    // Enough steps for the convnet to (over)fit 40 tiny images: the smoke test asserts that it learns.
-    scratch: { learningRate: 1e-3, batchSize: 8, epochs: 24 },
-    augmented: { learningRate: 1e-3 },
-    extract: { inputSize: 96, learningRate: 1e-3, headPooling: 'avg' },
-    'extract-augmented': { inputSize: 96, epochs: 2, learningRate: 1e-3, headPooling: 'avg' },
-    finetune: { inputSize: 96, epochs: 1, headTraining: 'features', headLearningRate: 1e-3, headPooling: 'avg', augment: false, fineTuneInput: 'cached-activations' },
-  },
-};
+/** A preset's values for one strategy. */
+export function presetValues(preset: PresetName, strategy: Strategy): Partial<TrainConfig> {
+  return { ...PRESET_COMMON[preset], ...STRATEGIES[strategy].presets?.[preset] };
+}
 
-/** Reads an experiment file (JSON or YAML); keys are TrainConfig field names (kebab-case accepted). */
+/** Why `value` is not a valid `key`, in the words the user wrote it (`where` names the source). */
+function badValue(key: FieldName, value: unknown, where: string): string {
+  const spec: FieldSpec = FIELDS[key];
+  const shown = JSON.stringify(value);
+  if (spec.schema instanceof z.ZodEnum || (spec.schema instanceof z.ZodOptional && spec.schema.unwrap() instanceof z.ZodEnum)) {
+    return `${where}unknown ${key} ${shown} (valid: ${spec.expected.replace(/^one of /, '')})`;
+  }
+  return `${where}${key} must be ${spec.expected}, got ${shown}`;
+}
+
+/** Maps keys of an experiment file (camelCase, kebab-case or snake_case) to field names; unknown keys are errors. */
+export function normalizeKeys(obj: Record<string, unknown>, where: string): Partial<TrainConfig> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(obj)) {
+    const key = k in FIELDS ? k : camel(k);
+    if (!(key in FIELDS) || key === 'strategy') {
+      throw new UserError(`${where}: unknown option "${k}" (valid: ${FIELD_NAMES.filter((f) => f !== 'strategy').join(', ')})`, { code: 'bad-config' });
+    }
+    if (v !== undefined) out[key] = v;
+  }
+  return out as Partial<TrainConfig>;
+}
+
+/** Reads an experiment file (JSON or YAML); keys are field names (kebab-case and snake_case accepted), values are checked. */
 export async function readExperimentFile(file: string): Promise<Partial<TrainConfig>> {
+  const where = `experiment file ${file}`;
   let text: string;
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
-    throw new UserError(`experiment file ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : String(err)}`);
+    throw new UserError(`${where}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : String(err)}`, { code: 'bad-config' });
   }
+  const json = extname(file).toLowerCase() === '.json';
   let value: unknown;
   try {
-    value = extname(file).toLowerCase() === '.json' ? JSON.parse(text) : parseYaml(text);
+    value = json ? JSON.parse(text) : parseYaml(text);
   } catch (err) {
-    throw new UserError(`experiment file ${file}: not valid ${extname(file).toLowerCase() === '.json' ? 'JSON' : 'YAML'}: ${(err as Error).message.split('\n')[0]}`);
+    throw new UserError(`${where}: not valid ${json ? 'JSON' : 'YAML'}: ${(err as Error).message.split('\n')[0]}`, { code: 'bad-config' });
   }
   if (value == null) return {};
-  if (typeof value !== 'object' || Array.isArray(value)) throw new UserError(`experiment file ${file}: expected a mapping of option names to values`);
-  return normalizeKeys(value as Record<string, unknown>, `experiment file ${file}`);
+  if (typeof value !== 'object' || Array.isArray(value)) throw new UserError(`${where}: expected a mapping of option names to values`, { code: 'bad-config' });
+  const values = normalizeKeys(value as Record<string, unknown>, where);
+  checkValues(values, `${where}: `, UserError);
+  return values;
 }
 
-const KNOWN_KEYS = new Set<string>([
-  'strategy', 'data', 'out', 'preset', 'base', 'weights', 'weightsDir', 'inputSize', 'inputScaling', 'batchSize', 'epochs',
-  'stepsPerEpoch', 'validationSteps', 'optimizer', 'learningRate', 'loss', 'dropout', 'augment', 'headUnits', 'headPooling',
-  'headTraining', 'headEpochs', 'headLearningRate', 'headBatchSize', 'fineTuneFrom', 'fineTuneInput', 'featureCacheDir', 'workers', 'seed',
-  'earlyStopping', 'keepBest', 'resume', 'backend', 'threads', 'debugNanAtStep', 'debugEpochDelayMs',
-]);
-
-function camel(key: string): string {
-  return key.replace(/[-_]([a-z])/g, (_, c: string) => c.toUpperCase());
-}
-
-export function normalizeKeys(obj: Record<string, unknown>, where: string): Partial<TrainConfig> {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(obj)) {
-    const key = KNOWN_KEYS.has(k) ? k : camel(k);
-    if (!KNOWN_KEYS.has(key)) throw new UserError(`${where}: unknown option "${k}" (valid: ${[...KNOWN_KEYS].join(', ')})`);
-    if (v !== undefined) out[key] = v;
+/** Checks each given value against its field's schema; the first bad one is reported naming the field. */
+function checkValues(values: Partial<TrainConfig>, where: string, As: typeof UserError | typeof UsageError): void {
+  for (const [key, value] of Object.entries(values) as [FieldName, unknown][]) {
+    if (value === undefined) continue;
+    if (!FIELDS[key].schema.safeParse(value).success) throw new As(badValue(key, value, where), { code: 'bad-config' });
   }
-  return out as Partial<TrainConfig>;
 }
 
 export interface ResolveInputs {
@@ -180,65 +188,61 @@ export interface ResolveInputs {
 
 /** Merges strategy defaults < preset < experiment file < flags, validates, and returns the resolved config. */
 export function resolveConfig({ strategy, flags = {}, file = {} }: ResolveInputs): TrainConfig {
-  if (!(STRATEGIES as readonly string[]).includes(strategy)) {
-    throw new UserError(`unknown strategy "${strategy}" (valid: ${STRATEGIES.join(', ')}, evaluate)`);
+  if (!(STRATEGY_NAMES as readonly string[]).includes(strategy)) {
+    throw new UsageError(`unknown strategy "${strategy}" (valid: ${STRATEGY_NAMES.join(', ')}, evaluate)`);
   }
   const s = strategy as Strategy;
+  checkValues(file, '', UserError);
+  checkValues(flags, '', UsageError);
   const presetName = flags.preset ?? file.preset;
-  let preset: Partial<TrainConfig> = {};
-  if (presetName !== undefined) {
-    const p = PRESET_VALUES[presetName as PresetName];
-    if (!p) throw new UserError(`unknown preset "${presetName}" (valid: ${PRESETS.join(', ')})`);
-    preset = { ...p['*'], ...p[s] };
-  }
+  const preset = presetName ? presetValues(presetName, s) : {};
   const defined = (o: Partial<TrainConfig>) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
-  const merged = { ...STRATEGY_DEFAULTS[s], ...defined(preset), ...defined(file), ...defined(flags), strategy: s } as TrainConfig;
-  if (presetName !== undefined) merged.preset = presetName as PresetName;
-  // A base given explicitly overrides the preset's base choice only; other preset values stay.
-  validate(merged);
-  return merged;
+  const merged = { ...FIELD_DEFAULTS, ...STRATEGY_DEFAULTS[s], ...defined(preset), ...defined(file), ...defined(flags), strategy: s } as TrainConfig;
+  if (presetName !== undefined) merged.preset = presetName;
+  return validate(merged);
 }
 
-function validate(c: TrainConfig): void {
+/** The rules that span fields; the schema checks each field. */
+function validate(c: TrainConfig): TrainConfig {
   // A resumed run takes its dataset from its own config.json unless --data moves it.
-  if (!c.data && !c.resume) throw new UserError('missing --data <prepped dataset directory or s3:// URL>');
-  if (!c.out) throw new UserError('missing --out <run directory>');
-  const transfer = c.strategy !== 'scratch' && c.strategy !== 'augmented';
-  if (transfer) {
-    if (!c.base || !(BASES as readonly string[]).includes(c.base)) {
-      throw new UserError(`unknown base "${c.base}" (valid: ${BASES.join(', ')})`);
-    }
+  if (!c.data && !c.resume) throw new UsageError('missing --data <prepped dataset directory or s3:// URL>');
+  if (!c.out) throw new UsageError('missing --out <run directory>');
+  const strategy = STRATEGIES[c.strategy];
+  if (usesBase(strategy)) {
+    if (!c.base) throw new UserError(`unknown base "${c.base}" (valid: ${BASE_NAMES.join(', ')})`, { code: 'bad-config' });
   } else {
     delete c.base;
   }
-  const positiveInt = (name: keyof TrainConfig, nullable = false) => {
-    const v = c[name] as unknown;
-    if (nullable && v === null) return;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new UserError(`${String(name)} must be a positive integer${nullable ? ' or null' : ''}, got ${JSON.stringify(v)}`);
-  };
-  positiveInt('inputSize');
-  positiveInt('batchSize');
-  positiveInt('epochs');
-  positiveInt('stepsPerEpoch', true);
-  positiveInt('validationSteps', true);
-  positiveInt('workers');
-  positiveInt('headBatchSize');
-  if (!(typeof c.headEpochs === 'number' && Number.isInteger(c.headEpochs) && c.headEpochs >= 0)) throw new UserError(`headEpochs must be an integer >= 0, got ${JSON.stringify(c.headEpochs)}`);
-  if (c.inputSize < 32) throw new UserError(`inputSize must be at least 32, got ${c.inputSize}`);
-  for (const k of ['learningRate', 'headLearningRate'] as const) {
-    if (typeof c[k] !== 'number' || !(c[k] > 0)) throw new UserError(`${k} must be a positive number, got ${JSON.stringify(c[k])}`);
+  const parsed = TrainConfigSchema.safeParse(c);
+  if (!parsed.success) {
+    const key = parsed.error.issues[0].path[0] as FieldName | undefined;
+    if (key && key in FIELDS) throw new UserError(badValue(key, (c as Record<string, unknown>)[key], ''), { code: 'bad-config' });
+    throw new UserError(`invalid configuration: ${parsed.error.issues[0].message}`, { code: 'bad-config' });
   }
-  if (typeof c.dropout !== 'number' || c.dropout < 0 || c.dropout >= 1) throw new UserError(`dropout must be in [0, 1), got ${JSON.stringify(c.dropout)}`);
-  if (c.optimizer !== 'rmsprop') throw new UserError(`optimizer "${c.optimizer}" is not supported (valid: rmsprop)`);
-  if (c.loss !== 'binary_crossentropy') throw new UserError(`loss "${c.loss}" is not supported (valid: binary_crossentropy)`);
-  if (c.headPooling !== 'flatten' && c.headPooling !== 'avg') throw new UserError(`headPooling must be flatten or avg, got ${JSON.stringify(c.headPooling)}`);
-  if (c.headTraining !== 'end-to-end' && c.headTraining !== 'features') throw new UserError(`headTraining must be end-to-end or features, got ${JSON.stringify(c.headTraining)}`);
-  if (c.fineTuneInput !== 'images' && c.fineTuneInput !== 'cached-activations') throw new UserError(`fineTuneInput must be images or cached-activations, got ${JSON.stringify(c.fineTuneInput)}`);
+  const minSize = c.base ? BASES[c.base].minInputSize : CONVNET_MIN_INPUT_SIZE;
+  if (c.inputSize < minSize) {
+    throw new UsageError(`inputSize ${c.inputSize} is too small for ${c.base ?? "the book's convnet"}: it needs at least ${minSize} (--input-size)`);
+  }
   if (c.strategy === 'finetune' && c.fineTuneInput === 'cached-activations' && c.augment) {
-    throw new UserError('fineTuneInput cached-activations caches each image once, so it cannot augment: pass --no-augment or --fine-tune-input images');
+    throw new UserError('fineTuneInput cached-activations caches each image once, so it cannot augment: pass --no-augment or --fine-tune-input images', { code: 'bad-config' });
   }
-  if (c.inputScaling !== undefined && c.inputScaling !== 'unit' && c.inputScaling !== 'symmetric') throw new UserError(`inputScaling must be unit or symmetric, got ${JSON.stringify(c.inputScaling)}`);
-  if (c.earlyStopping !== null && !(Number.isInteger(c.earlyStopping) && c.earlyStopping > 0)) throw new UserError(`earlyStopping must be a positive integer (patience in epochs), got ${JSON.stringify(c.earlyStopping)}`);
-  if (!['auto', 'tensorflow', 'wasm', 'cpu'].includes(c.backend)) throw new UserError(`unknown backend "${c.backend}" (valid: auto, tensorflow, wasm, cpu)`);
-  if (!c.inputScaling) c.inputScaling = c.base?.startsWith('mobilenet') ? 'symmetric' : 'unit';
+  if (!c.inputScaling) c.inputScaling = c.base ? BASES[c.base].scaling : 'unit';
+  return c;
+}
+
+/** The experiment-file keys with their types and help, as documented in docs/ARCHITECTURE.md ("Experiment files"). */
+export function experimentFileKeys(): { key: FieldName; flag: string | null; expected: string; default: unknown; help: string }[] {
+  return FIELD_NAMES.filter((k) => k !== 'strategy').map((k) => {
+    const spec: FieldSpec = FIELDS[k];
+    return { key: k, flag: spec.flag ? flagName(k) : null, expected: spec.expected, default: spec.default, help: spec.help };
+  });
+}
+
+/** The experiment-file keys as the Markdown table docs/ARCHITECTURE.md carries (a test keeps the two equal). */
+export function experimentFileTable(): string {
+  const cell = (s: string) => s.replace(/\|/g, '\\|');
+  const rows = experimentFileKeys().map(
+    (k) => `| \`${k.key}\` | ${k.flag ? `\`${k.flag}\`` : '—'} | ${cell(k.expected)} | ${k.default === undefined ? 'by strategy' : `\`${JSON.stringify(k.default)}\``} | ${cell(k.help)} |`,
+  );
+  return ['| key | flag | value | default | what |', '| --- | --- | --- | --- | --- |', ...rows].join('\n');
 }

@@ -3,7 +3,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { createBatchStream, BOOK_AUGMENTATION, type AugmentOptions } from '@catdog/augment';
 import { readManifest, openImageFolder, type Manifest, type SampleSource, type SplitName } from '@catdog/dataset';
-import { UserError } from '@catdog/errors';
+import { isUserError, UserError } from '@catdog/errors';
+import { INPUT_SCALINGS } from '@catdog/models';
 import type { Batch, BatchFeed } from './fit.js';
 import type { InputScaling } from './config.js';
 
@@ -38,12 +39,12 @@ export interface Feed extends BatchFeed {
   close(): Promise<void>;
 }
 
-/** Scales pixel values 0..255 as the model expects: 'unit' = x/255 (the book), 'symmetric' = x/127.5 − 1 (MobileNetV2). */
+/** Scales pixel values 0..255 as the model expects (INPUT_SCALINGS in @catdog/models). */
 export function scaleInput(x: tf.Tensor, scaling: InputScaling): tf.Tensor {
-  return scaling === 'symmetric' ? tf.sub(tf.div(x, 127.5), 1) : tf.mul(x, 1 / 255);
+  return INPUT_SCALINGS[scaling].apply(x);
 }
 
-export function augmentOptions(augment: FeedOptions['augment']): AugmentOptions | false {
+function augmentOptions(augment: FeedOptions['augment']): AugmentOptions | false {
   if (augment === false) return false;
   if (augment === true) return { ...BOOK_AUGMENTATION };
   return { ...BOOK_AUGMENTATION, ...augment } as AugmentOptions;
@@ -99,16 +100,16 @@ export async function checkDataset(url: string, needed: SplitName[] = ['train', 
 }
 
 /** The evaluation source: a prepped dataset's test split when `data` has a manifest.json, otherwise a plain image folder. */
-export async function openEvaluationSource(url: string): Promise<{ source: string | SampleSource; classes: string[]; count: number; kind: 'prepped' | 'folder' }> {
+export async function openEvaluationSource(url: string): Promise<{ source: string | SampleSource; classes: string[]; count: number; kind: 'prepped' | 'folder'; planId?: string }> {
   let manifest: Manifest | null = null;
   try {
     manifest = await readManifest(url);
   } catch (err) {
-    if (!(err instanceof UserError) || !/no manifest\.json/.test(err.message)) throw err;
+    if (!isUserError(err, 'no-manifest')) throw err;
   }
   if (manifest) {
     if (!manifest.splits.test?.count) throw new UserError(`${url}: the dataset has no test split to evaluate on`);
-    return { source: url, classes: manifest.classes, count: manifest.splits.test.count, kind: 'prepped' };
+    return { source: url, classes: manifest.classes, count: manifest.splits.test.count, kind: 'prepped', planId: manifest.planId };
   }
   const folder = await openImageFolder(url);
   if (folder.count === 0) throw new UserError(`${url}: no images found (expected cat.N.jpg / dog.N.jpg or one folder per class)`);

@@ -18,25 +18,39 @@ const OOM_PATTERNS = [
   /Invalid array buffer length/i,
   /WebAssembly\.Memory/i,
   /memory access out of bounds/i,
-  /Maximum call stack size/i,
   /Failed to (?:grow|allocate)/i,
   /Aborted\(OOM\)/,
   /Cannot enlarge memory/i,
   /Requested \d+ bytes/i,
 ];
 
+const describe = (err: unknown) => (err instanceof Error ? `${err.name}: ${err.message}` : String(err));
+
 export function isOutOfMemory(err: unknown): boolean {
-  if (err instanceof UserError) return false;
-  const msg = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-  return OOM_PATTERNS.some((p) => p.test(msg));
+  return !(err instanceof UserError) && OOM_PATTERNS.some((p) => p.test(describe(err)));
 }
 
-/** Wraps allocation failures of tfjs / wasm into a UserError that says what to lower. */
+/** A JS stack overflow (RangeError: Maximum call stack size exceeded): deep recursion, not a lack of memory. */
+export function isStackOverflow(err: unknown): boolean {
+  return err instanceof RangeError && /Maximum call stack size/i.test(err.message);
+}
+
+/**
+ * Turns resource failures of tfjs / wasm into UserErrors saying what to do: allocation failures (code
+ * 'out-of-memory') name the settings to lower; a stack overflow (code 'stack-overflow') is not helped by smaller
+ * batches, so it says where it came from instead. Other errors pass through unchanged.
+ */
 export function explainOutOfMemory(err: unknown, ctx: { batchSize: number; inputSize: number; workers: number }): unknown {
-  if (!isOutOfMemory(err)) return err;
   const first = (err instanceof Error ? err.message : String(err)).split('\n')[0];
+  if (isStackOverflow(err)) {
+    return new UserError(
+      `stack overflow (${first}): a recursion too deep for the JavaScript stack, not a lack of memory; rerun with CATDOG_DEBUG=1 for the stack and report it (node --stack-size=<kB> raises the limit)`,
+      { code: 'stack-overflow', cause: err },
+    );
+  }
+  if (!isOutOfMemory(err)) return err;
   return new UserError(
     `out of memory (${first}): lower --batch-size (now ${ctx.batchSize}), --input-size (now ${ctx.inputSize}) or --workers (now ${ctx.workers})`,
-    { cause: err },
+    { code: 'out-of-memory', cause: err },
   );
 }

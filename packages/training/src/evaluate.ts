@@ -1,20 +1,20 @@
-// evaluate: a saved model on a prepped dataset's test split or a plain image folder, with the input scaling
-// the model was trained with (from the run's config.json).
-import { existsSync } from 'node:fs';
-import { readFile, rm, stat } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+// evaluate: a saved model on a prepped dataset's test split or a plain image folder, with the input scaling the
+// model was trained with (from the run's config.json). Inside a run, the result is filed under
+// evaluations/<dataset id>.json; the run's own metrics.json and misclassified/ are never touched.
+import { z } from 'zod';
 import { initBackend, type BackendRequest } from '@catdog/backend';
-import { loadLayersModelFrom } from '@catdog/models';
+import { INPUT_SCALINGS, inputScaling, loadLayersModelFrom } from '@catdog/models';
 import { UserError } from '@catdog/errors';
+import { resolveLocation } from '@catdog/storage';
 import type { InputScaling } from './config.js';
 import { openEvaluationSource, openFeed } from './data.js';
-import { computeMetrics, confusionText, contractLine, predictFeed, writeMisclassifiedThumbnails, type TestMetrics } from './metrics.js';
-import { writeFileAtomic } from './model-io.js';
+import { computeMetrics, confusionText, predictFeed, writeMisclassifiedThumbnails, type TestMetrics } from './metrics.js';
 import { createProgress, type ProgressSink } from './progress.js';
 import { explainOutOfMemory } from './errors.js';
+import { datasetId, RUN_FILES, RunDir } from './run-dir.js';
 
 export interface EvaluateOptions {
-  /** A run directory, a model folder or a model.json. */
+  /** A run directory, a model folder or a model.json (local or s3://). */
   model: string;
   /** A prepped dataset (its test split is used) or a plain folder (Kaggle flat layout or class folders). */
   data: string;
@@ -29,66 +29,68 @@ export interface EvaluateOptions {
 
 export interface EvaluateResult {
   metrics: TestMetrics;
-  /** The run directory the model belongs to (metrics.json and misclassified/ were written there), or null. */
+  /** The run directory the model belongs to (the evaluation was filed there), or null. */
   runDir: string | null;
+  /** Where the evaluation was written inside the run (evaluations/<dataset id>.json), or null. */
+  evaluationFile: string | null;
   modelFile: string;
   inputSize: number;
   inputScaling: InputScaling;
 }
 
-interface RunConfigLike {
-  inputSize?: number;
-  inputScaling?: InputScaling;
-  dataset?: { classes?: string[] };
-}
+/** The part of a run's config.json evaluate needs; runs written by older versions still have these. */
+const EvaluationConfigSchema = z.object({
+  inputSize: z.number().optional(),
+  inputScaling: z.enum(['unit', 'symmetric']).optional(),
+  dataset: z.object({ classes: z.array(z.string()).optional() }).optional(),
+});
+type EvaluationConfig = z.infer<typeof EvaluationConfigSchema>;
 
-async function locateModel(path: string): Promise<{ modelFile: string; runDir: string | null; config: RunConfigLike | null }> {
-  const p = resolve(path);
-  let s;
-  try {
-    s = await stat(p);
-  } catch {
-    throw new UserError(`--model ${path}: not found (expected a run directory, a model folder or a model.json)`);
-  }
-  let modelFile: string;
-  let runDir: string | null = null;
-  if (s.isDirectory()) {
-    if (existsSync(join(p, 'model', 'model.json'))) {
-      modelFile = join(p, 'model', 'model.json');
-      runDir = p;
-    } else if (existsSync(join(p, 'model.json'))) {
-      modelFile = join(p, 'model.json');
-    } else {
-      throw new UserError(`--model ${path}: no model/model.json or model.json in this directory (did the run finish?)`);
-    }
+const parentOf = (url: string) => url.slice(0, url.replace(/\/+$/, '').lastIndexOf('/'));
+
+/** The model's location and the run it belongs to: <run>/model/model.json with config.json beside model/. */
+async function locateModel(path: string): Promise<{ modelUrl: string; run: RunDir | null; config: EvaluationConfig | null }> {
+  const url = (/^[a-z][a-z0-9+.-]*:\/\//i.test(path) ? path : resolveLocation(path)).replace(/\/+$/, '');
+  let modelUrl: string;
+  let run: RunDir | null = null;
+  if (/\.json$/i.test(url)) {
+    const dir = RunDir.open(parentOf(url));
+    if (!(await dir.storage.stat(url.slice(url.lastIndexOf('/') + 1)))) throw new UserError(`--model ${path}: not found (expected a run directory, a model folder or a model.json)`, { code: 'not-found' });
+    modelUrl = url;
+    if (/\/model\/model\.json$/i.test(url)) run = RunDir.open(parentOf(parentOf(url)));
   } else {
-    modelFile = p;
+    const dir = RunDir.open(url);
+    if (await dir.hasModel()) {
+      modelUrl = dir.urlOf(RUN_FILES.model);
+      run = dir;
+    } else if (await dir.storage.stat('model.json')) {
+      modelUrl = url;
+    } else {
+      const empty = (await dir.storage.list('')[Symbol.asyncIterator]().next()).done;
+      throw new UserError(
+        empty ? `--model ${path}: not found (expected a run directory, a model folder or a model.json)` : `--model ${path}: no model/model.json or model.json in this directory (did the run finish?)`,
+        { code: 'not-found' },
+      );
+    }
   }
-  // A model saved inside a run directory (<run>/model/model.json) takes the run's config.
-  if (!runDir && basename(dirname(modelFile)) === 'model' && existsSync(join(dirname(dirname(modelFile)), 'config.json'))) {
-    runDir = dirname(dirname(modelFile));
-  }
-  let config: RunConfigLike | null = null;
-  if (runDir && existsSync(join(runDir, 'config.json'))) {
-    config = JSON.parse(await readFile(join(runDir, 'config.json'), 'utf8')) as RunConfigLike;
-  }
-  return { modelFile, runDir, config };
+  const config = run ? await run.readJson(RUN_FILES.config, EvaluationConfigSchema) : null;
+  return { modelUrl, run: config ? run : null, config };
 }
 
 export async function evaluate(o: EvaluateOptions): Promise<EvaluateResult> {
   const progress = o.progress ?? createProgress();
   const log = (line: string) => progress.log(line);
-  const { modelFile, runDir, config } = await locateModel(o.model);
+  const { modelUrl, run, config } = await locateModel(o.model);
   const backend = await initBackend({ backend: o.backend ?? 'auto', threads: o.threads, log });
-  const model = await loadLayersModelFrom(modelFile);
+  const model = await loadLayersModelFrom(modelUrl);
   const shape = model.inputs[0].shape;
   const inputSize = shape[1];
-  if (typeof inputSize !== 'number' || shape[2] !== inputSize) throw new UserError(`${modelFile}: expected a square image input, got [${shape.join(', ')}]`);
-  if (config?.inputSize && config.inputSize !== inputSize) throw new UserError(`${modelFile}: input ${inputSize} does not match the run config's inputSize ${config.inputSize}`);
+  if (typeof inputSize !== 'number' || shape[2] !== inputSize) throw new UserError(`${modelUrl}: expected a square image input, got [${shape.join(', ')}]`);
+  if (config?.inputSize && config.inputSize !== inputSize) throw new UserError(`${modelUrl}: input ${inputSize} does not match the run config's inputSize ${config.inputSize}`);
   let scaling = o.inputScaling ?? config?.inputScaling;
   if (!scaling) {
-    scaling = /mobilenet/i.test(model.name) ? 'symmetric' : 'unit';
-    log(`note: no run config beside ${modelFile}; assuming input scaling ${scaling} (pass --input-scaling to override)`);
+    scaling = inputScaling(model).name;
+    log(`note: no run config beside ${modelUrl}; assuming input scaling ${scaling} (pass --input-scaling to override)`);
   }
   const source = await openEvaluationSource(o.data);
   const trainedOn = config?.dataset?.classes;
@@ -96,35 +98,33 @@ export async function evaluate(o: EvaluateOptions): Promise<EvaluateResult> {
     throw new UserError(`${o.data}: classes ${source.classes.join(', ')} differ from the model's (${trainedOn.join(', ')})`);
   }
   const batchSize = o.batchSize ?? 32;
-  log(`evaluate: ${modelFile} on ${source.kind === 'prepped' ? `${o.data} (test split)` : o.data} — ${source.count} images, input ${inputSize}×${inputSize} scaled ${scaling === 'symmetric' ? 'x / 127.5 - 1' : 'x / 255'}, backend ${backend.name}`);
+  const workers = o.workers ?? 2;
+  log(`evaluate: ${modelUrl} on ${source.kind === 'prepped' ? `${o.data} (test split)` : o.data} — ${source.count} images, input ${inputSize}×${inputSize} scaled ${INPUT_SCALINGS[scaling].formula}, backend ${backend.name}`);
   let metrics: TestMetrics;
   try {
-    const feed = await openFeed({ source: source.source, split: 'test', batchSize, inputSize, scaling, augment: false, shuffle: false, seed: 0, workers: o.workers ?? 2, repeat: false });
+    const feed = await openFeed({ source: source.source, split: 'test', batchSize, inputSize, scaling, augment: false, shuffle: false, seed: 0, workers, repeat: false });
     try {
-      const pred = await predictFeed(model, feed, progress, 'evaluate', Math.ceil(source.count / batchSize));
-      metrics = computeMetrics(pred, source.classes);
+      metrics = computeMetrics(await predictFeed(model, feed, progress, 'evaluate', Math.ceil(source.count / batchSize)), source.classes);
     } finally {
       await feed.close();
     }
   } catch (err) {
-    throw explainOutOfMemory(err, { batchSize, inputSize, workers: o.workers ?? 2 });
+    throw explainOutOfMemory(err, { batchSize, inputSize, workers });
   } finally {
     model.dispose();
   }
-  if (runDir) {
-    await rm(join(runDir, 'misclassified'), { recursive: true, force: true });
-    await writeMisclassifiedThumbnails(runDir, metrics, source.source);
-    let previous: Record<string, unknown> = {};
-    try {
-      previous = JSON.parse(await readFile(join(runDir, 'metrics.json'), 'utf8')) as Record<string, unknown>;
-    } catch {
-      /* first metrics of this run */
-    }
-    const test = { accuracy: metrics.accuracy, loss: metrics.loss, n: metrics.n, confusion: metrics.confusion, classes: metrics.classes, misclassified: metrics.misclassified, data: o.data, evaluatedAt: new Date().toISOString() };
-    await writeFileAtomic(join(runDir, 'metrics.json'), JSON.stringify({ ...previous, test }, null, 2));
+  let evaluationFile: string | null = null;
+  if (run) {
+    const id = datasetId(o.data, source.planId);
+    const folder = `${RUN_FILES.evaluations}/${id}`;
+    await run.deleteFolder(folder);
+    await writeMisclassifiedThumbnails(run, metrics, source.source, `${folder}/misclassified`);
+    await run.writeEvaluation({ ...metrics, data: o.data, datasetId: id, evaluatedAt: new Date().toISOString() });
+    evaluationFile = run.urlOf(`${folder}.json`);
+    log(`evaluation written to ${evaluationFile}`);
   }
   log(confusionText(metrics));
   const shown = metrics.misclassified.slice(0, 10).map((m) => `${m.key} (p=${m.probability.toFixed(3)})`);
   if (shown.length) log(`misclassified: ${metrics.misclassified.length}${metrics.misclassified.length > 10 ? ', the 10 most confident' : ''}: ${shown.join(', ')}`);
-  return { metrics, runDir, modelFile, inputSize, inputScaling: scaling };
+  return { metrics, runDir: run?.url ?? null, evaluationFile, modelFile: modelUrl, inputSize, inputScaling: scaling };
 }

@@ -2,11 +2,12 @@
 // runs once over a split; the features are cached on disk, keyed by everything that determines them.
 import * as tf from '@tensorflow/tfjs';
 import { createHash } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { homedir } from 'node:os';
 import type { SplitName } from '@catdog/dataset';
 import { compileFrozenBase, type FrozenBase } from '@catdog/models';
-import { writeFileAtomic } from './model-io.js';
+import { openStorage } from '@catdog/storage';
 import type { BatchFeed, Batch } from './fit.js';
 import type { Feed } from './data.js';
 import type { ProgressSink } from './progress.js';
@@ -72,7 +73,7 @@ export function frozenForward(model: tf.LayersModel, log: (line: string) => void
  * Features of `split` from the cache directory `dir`, or computed with `extractor` over `openFeed()` (one pass,
  * no augmentation, no shuffle) and then cached. Data first, then the metadata, each atomically.
  */
-export async function extractFeatures(opts: {
+async function extractFeatures(opts: {
   dir: string;
   split: SplitName;
   extractor: tf.LayersModel;
@@ -117,17 +118,67 @@ export async function extractFeatures(opts: {
     await feed.close();
   }
   const set: FeatureSet = { split: opts.split, count: n, shape, features: features.subarray(0, n * per), labels: labels.subarray(0, n), keys };
-  await mkdir(opts.dir, { recursive: true });
-  await writeFileAtomic(join(opts.dir, 'key.json'), JSON.stringify(opts.keyParts, null, 2));
-  await writeFileAtomic(join(opts.dir, `${opts.split}.f32`), new Uint8Array(set.features.buffer, set.features.byteOffset, set.features.byteLength));
-  await writeFileAtomic(join(opts.dir, `${opts.split}.json`), JSON.stringify({ split: set.split, count: n, shape, labels: Array.from(set.labels), keys }));
+  const cache = openStorage(opts.dir);
+  await cache.write('key.json', JSON.stringify(opts.keyParts, null, 2));
+  await cache.write(`${opts.split}.f32`, new Uint8Array(set.features.buffer, set.features.byteOffset, set.features.byteLength));
+  await cache.write(`${opts.split}.json`, JSON.stringify({ split: set.split, count: n, shape, labels: Array.from(set.labels), keys }));
   const secs = (performance.now() - t0) / 1000;
   opts.progress.log(`features: extracted ${opts.split} (${n} images × [${shape}]) in ${secs.toFixed(1)}s (${(n / secs).toFixed(1)} img/s), cached in ${opts.dir}`);
   return { ...set, cached: false };
 }
 
+/** Features per split, computed once per run (memoized) and freed together. */
+export interface FeatureCache {
+  get(split: SplitName): Promise<FeatureSet>;
+  /** Drops the feature arrays (the run is over). */
+  release(): void;
+}
+
+/** Memoizes `compute` per split. */
+export function memoizedFeatures(compute: (split: SplitName) => Promise<FeatureSet>): FeatureCache {
+  const sets = new Map<SplitName, FeatureSet>();
+  return {
+    async get(split) {
+      let set = sets.get(split);
+      if (!set) {
+        set = await compute(split);
+        sets.set(split, set);
+      }
+      return set;
+    },
+    release() {
+      for (const set of sets.values()) set.features = new Float32Array(0);
+      sets.clear();
+    },
+  };
+}
+
+/** Where feature caches live by default: beside the run directory, or in the user's cache for remote runs. */
+export function defaultFeatureCacheDir(out: string): string {
+  return out && !/^[a-z][a-z0-9+.-]*:\/\//i.test(out) ? join(resolve(out), '..', '.feature-cache') : join(homedir(), '.cache', 'catdog', 'features');
+}
+
+/**
+ * The feature cache: what `extractor` makes of each split's images (one pass, no augmentation, no shuffle),
+ * read from `<root>/<key>/` when an earlier run left it there (the key covers everything that determines the
+ * features), computed and written there otherwise, and kept in memory for the rest of the run.
+ */
+export function extractedFeatures(o: {
+  root: string;
+  keyParts: FeatureKeyParts;
+  extractor: tf.LayersModel;
+  openFeed: (split: SplitName) => Promise<Feed>;
+  progress: ProgressSink;
+  batchSize: number;
+}): FeatureCache {
+  const dir = join(o.root, featureCacheKey(o.keyParts));
+  return memoizedFeatures((split) =>
+    extractFeatures({ dir, split, extractor: o.extractor, openFeed: () => o.openFeed(split), progress: o.progress, batchSize: o.batchSize, keyParts: o.keyParts }),
+  );
+}
+
 /** Batches over in-memory features: shuffled each pass (seeded) and endless for training, in order otherwise. */
-export function featureFeed(set: FeatureSet, batchSize: number, opts: { shuffle: boolean; repeat: boolean; seed: number }): BatchFeed & { size: number } {
+export function featureFeed(set: FeatureSet, batchSize: number, opts: { shuffle: boolean; repeat: boolean; seed: number }): { size: number; next(): Promise<(Batch & { keys: string[]; labels: Float32Array }) | null> } {
   const per = set.shape.reduce((a, b) => a * b, 1);
   let order = Array.from({ length: set.count }, (_, i) => i);
   let pos = 0;

@@ -1,12 +1,34 @@
 // The fit loop: steps over batch feeds, validation, history, a checkpoint every epoch, resume,
 // early stopping and keep-best in the spirit of Keras callbacks, and a NaN stop.
 import * as tf from '@tensorflow/tfjs';
-import { join } from 'node:path';
-import { readFile, rm } from 'node:fs/promises';
-import { appendEpoch, type History, writeHistory } from './history.js';
+import { UserError } from '@catdog/errors';
 import { NanLossError } from './errors.js';
 import type { ProgressSink } from './progress.js';
-import { assignNamedWeights, readTensorMap, saveNamedWeights, saveTensorMap, writeDirAtomic, writeFileAtomic } from './model-io.js';
+import { assignNamedWeights, namedWeights } from './model-io.js';
+import { RunDir, type CheckpointState, type History } from './run-dir.js';
+
+export type { CheckpointState };
+
+/** One epoch's numbers as history.json records them. */
+export interface EpochLogs {
+  loss: number;
+  acc: number;
+  val_loss: number | null;
+  val_acc: number | null;
+  seconds: number;
+  images_per_s: number;
+}
+
+function appendEpoch(h: History, epoch: number, logs: EpochLogs, phase: string): void {
+  h.epoch.push(epoch);
+  h.loss.push(logs.loss);
+  h.acc.push(logs.acc);
+  h.val_loss.push(logs.val_loss);
+  h.val_acc.push(logs.val_acc);
+  h.seconds.push(logs.seconds);
+  h.images_per_s.push(logs.images_per_s);
+  h.phase.push(phase);
+}
 
 export interface Batch {
   xs: tf.Tensor;
@@ -33,25 +55,8 @@ export interface Phase {
   batchSize: number;
 }
 
-/** What a checkpoint holds beyond the weights. */
-export interface CheckpointState {
-  phase: string;
-  /** Epochs finished in `phase`. */
-  phaseEpoch: number;
-  /** Epochs finished in the whole run. */
-  epoch: number;
-  globalStep: number;
-  history: History;
-  bestValAcc: number | null;
-  bestEpoch: number | null;
-  /** Early stopping: best monitored val_loss and epochs without improvement, in this phase. */
-  esBest: number | null;
-  esWait: number;
-  stoppedEarly: boolean;
-}
-
 export interface FitContext {
-  runDir: string;
+  runDir: RunDir;
   /** The model saved in checkpoints and at the end (for finetune: base + head; a phase may train only the head). */
   runModel: tf.LayersModel;
   state: CheckpointState;
@@ -66,9 +71,6 @@ export function initialState(history: History): CheckpointState {
   return { phase: '', phaseEpoch: 0, epoch: 0, globalStep: 0, history, bestValAcc: null, bestEpoch: null, esBest: null, esWait: 0, stoppedEarly: false };
 }
 
-export const checkpointDir = (runDir: string) => join(runDir, 'checkpoints', 'last');
-export const bestDir = (runDir: string) => join(runDir, 'checkpoints', 'best');
-
 async function optimizerWeights(model: tf.LayersModel): Promise<{ name: string; tensor: tf.Tensor }[]> {
   const opt = model.optimizer as tf.Optimizer | undefined;
   if (!opt) return [];
@@ -76,39 +78,35 @@ async function optimizerWeights(model: tf.LayersModel): Promise<{ name: string; 
   return list.map((w, i) => ({ name: `${String(i).padStart(5, '0')}|${w.name}`, tensor: w.tensor }));
 }
 
-/** Writes the run model's weights, the phase model's optimizer state and the loop state, replacing the previous checkpoint atomically. */
+/** Writes the run model's weights, the phase model's optimizer state and the loop state as the run's last checkpoint. */
 export async function writeCheckpoint(ctx: FitContext, phaseModel: tf.LayersModel): Promise<void> {
-  await writeDirAtomic(checkpointDir(ctx.runDir), async (tmp) => {
-    await saveNamedWeights(ctx.runModel, tmp, 'weights');
-    await saveTensorMap(await optimizerWeights(phaseModel), tmp, 'optimizer');
-    await writeFileAtomic(join(tmp, 'state.json'), JSON.stringify(ctx.state));
-  });
+  await ctx.runDir.writeCheckpoint('last', ctx.state.epoch, { weights: namedWeights(ctx.runModel), optimizer: await optimizerWeights(phaseModel), state: ctx.state });
 }
 
-export async function readCheckpointState(runDir: string): Promise<CheckpointState | null> {
-  try {
-    return JSON.parse(await readFile(join(checkpointDir(runDir), 'state.json'), 'utf8')) as CheckpointState;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw err;
-  }
+/** The loop state of the run's last checkpoint, or null. */
+export async function readCheckpointState(runDir: RunDir | string): Promise<CheckpointState | null> {
+  return (typeof runDir === 'string' ? RunDir.open(runDir) : runDir).readCheckpointState();
 }
 
-/** Restores weights into the run model and the optimizer state into the phase model (compiled, same trainable set). */
-export async function restoreCheckpoint(runDir: string, runModel: tf.LayersModel, phaseModel: tf.LayersModel | null): Promise<void> {
-  const dir = checkpointDir(runDir);
-  const weights = await readTensorMap(dir, 'weights');
+/** Loads a checkpoint's weights into `model` (and its optimizer state into `phaseModel`); false when there is none. */
+async function restore(runDir: RunDir, slot: 'last' | 'best', model: tf.LayersModel, phaseModel: tf.LayersModel | null): Promise<boolean> {
+  const ck = await runDir.readCheckpoint(slot);
+  if (!ck) return false;
   try {
-    assignNamedWeights(runModel, weights);
+    assignNamedWeights(model, ck.weights);
+    const names = Object.keys(ck.optimizer ?? {}).sort();
+    if (names.length && phaseModel?.optimizer) {
+      await (phaseModel.optimizer as tf.Optimizer).setWeights(names.map((k) => ({ name: k.slice(k.indexOf('|') + 1), tensor: ck.optimizer![k] })));
+    }
   } finally {
-    tf.dispose(Object.values(weights));
+    tf.dispose([...Object.values(ck.weights), ...Object.values(ck.optimizer ?? {})]);
   }
-  const opt = await readTensorMap(dir, 'optimizer');
-  const names = Object.keys(opt).sort();
-  if (names.length && phaseModel?.optimizer) {
-    await (phaseModel.optimizer as tf.Optimizer).setWeights(names.map((k) => ({ name: k.slice(k.indexOf('|') + 1), tensor: opt[k] })));
-  }
-  tf.dispose(Object.values(opt));
+  return true;
+}
+
+/** Restores the last checkpoint: weights into the run model, optimizer state into the phase model (compiled, same trainable set). */
+export async function restoreCheckpoint(runDir: RunDir, runModel: tf.LayersModel, phaseModel: tf.LayersModel | null): Promise<void> {
+  if (!(await restore(runDir, 'last', runModel, phaseModel))) throw new UserError(`${runDir.url}: no checkpoint to restore`, { code: 'bad-run' });
 }
 
 /** Mean loss and accuracy of `model` over `steps` batches of `feed` (all of it when steps is Infinity). */
@@ -175,7 +173,7 @@ export async function fitPhase(ctx: FitContext, phase: Phase): Promise<void> {
         if (ctx.debugNanAtStep !== undefined && st.globalStep === ctx.debugNanAtStep) loss = NaN;
         if (!Number.isFinite(loss)) {
           ctx.progress.stop();
-          const kept = st.epoch > 0 ? `the last good checkpoint (epoch ${st.epoch}) is kept in ${checkpointDir(ctx.runDir)}` : 'no epoch finished, so there is no checkpoint';
+          const kept = st.epoch > 0 ? `the last good checkpoint (epoch ${st.epoch}) is kept in ${ctx.runDir.urlOf('checkpoints')}` : 'no epoch finished, so there is no checkpoint';
           throw new NanLossError(`loss became ${loss} at epoch ${globalEpoch}, step ${s}: training stopped; ${kept}. Lower --learning-rate or check the data.`);
         }
         lossSum += loss * b.n;
@@ -210,7 +208,7 @@ export async function fitPhase(ctx: FitContext, phase: Phase): Promise<void> {
     if (val && (st.bestValAcc === null || val.acc > st.bestValAcc)) {
       st.bestValAcc = val.acc;
       st.bestEpoch = globalEpoch;
-      if (ctx.keepBest) await writeDirAtomic(bestDir(ctx.runDir), (tmp) => saveNamedWeights(ctx.runModel, tmp, 'weights'));
+      if (ctx.keepBest) await ctx.runDir.writeCheckpoint('best', globalEpoch, { weights: namedWeights(ctx.runModel) });
     }
     // Early stopping monitors val_loss (Keras' default), min_delta 0.
     if (ctx.earlyStopping !== null && val) {
@@ -222,7 +220,7 @@ export async function fitPhase(ctx: FitContext, phase: Phase): Promise<void> {
       }
     }
     await writeCheckpoint(ctx, model);
-    await writeHistory(ctx.runDir, st.history);
+    await ctx.runDir.writeHistory(st.history);
     if (st.stoppedEarly) {
       ctx.progress.log(`early stopping: val_loss has not improved for ${ctx.earlyStopping} epochs (best ${st.esBest?.toFixed(4)})`);
       return;
@@ -231,22 +229,7 @@ export async function fitPhase(ctx: FitContext, phase: Phase): Promise<void> {
   }
 }
 
-/** keep-best: loads the best val_acc weights (saved during training) into the run model. */
-export async function restoreBest(ctx: FitContext): Promise<boolean> {
-  try {
-    const map = await readTensorMap(bestDir(ctx.runDir), 'weights');
-    try {
-      assignNamedWeights(ctx.runModel, map);
-    } finally {
-      tf.dispose(Object.values(map));
-    }
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
-  }
-}
-
-export async function removeCheckpoints(runDir: string): Promise<void> {
-  await rm(join(runDir, 'checkpoints'), { recursive: true, force: true });
+/** keep-best: loads the best val_acc weights (saved during training) into the run model; false when none were saved. */
+export function restoreBest(ctx: FitContext): Promise<boolean> {
+  return restore(ctx.runDir, 'best', ctx.runModel, null);
 }

@@ -1,13 +1,22 @@
 // @catdog/training: the book's five strategies, the fit loop, callbacks, checkpoints and the run directory.
 export {
-  STRATEGIES,
-  BASES,
+  STRATEGY_NAMES,
+  BASE_NAMES,
   PRESETS,
   STRATEGY_DEFAULTS,
-  PRESET_VALUES,
+  presetValues,
+  FIELDS,
+  FIELD_NAMES,
+  TrainConfigSchema,
+  flagName,
+  experimentFileKeys,
+  experimentFileTable,
   resolveConfig,
   readExperimentFile,
   normalizeKeys,
+  type FieldName,
+  type FieldSpec,
+  type FlagSpec,
   type TrainConfig,
   type Strategy,
   type BaseName,
@@ -15,14 +24,37 @@ export {
   type InputScaling,
   type ResolveInputs,
 } from './config.js';
-export { train, type TrainOptions, type TrainResult } from './run.js';
+export { train, type TrainOptions, type TrainResult } from './train.js';
+export { STRATEGIES, isStrategy } from './strategies/index.js';
+export type { StrategyDefinition, StrategyContext, StrategyPlan, PhaseSpec, StrategySettings, ImageFeedOptions } from './strategy.js';
+export { imagePhase, featurePhase, predictTestImages, predictTestFeatures, compileBinary, stepsFor, type ImagePhaseOptions, type FeaturePhaseOptions } from './phases.js';
+export { buildTransferModel, resolveWeights, defaultWeightsDir, type TransferModel } from './transfer.js';
 export { evaluate, type EvaluateOptions, type EvaluateResult } from './evaluate.js';
 export { computeMetrics, contractLine, confusionText, type TestMetrics, type Predictions, type Misclassified } from './metrics.js';
-export { fitPhase, initialState, evaluateFeed, readCheckpointState, type Batch, type BatchFeed, type Phase, type CheckpointState } from './fit.js';
-export { emptyHistory, historyCsv, type History, type EpochLogs } from './history.js';
-export { saveModel, loadModel, namedVariables } from './model-io.js';
-export { featureCacheKey, type FeatureKeyParts } from './features.js';
-export { defaultWeightsDir, defaultFeatureCacheDir, splitAtLayer } from './build.js';
+export { fitPhase, initialState, evaluateFeed, readCheckpointState, type Batch, type BatchFeed, type Phase, type EpochLogs } from './fit.js';
+export {
+  RunDir,
+  RUN_FILES,
+  RUN_FILE_SCHEMAS,
+  HistorySchema,
+  RunConfigSchema,
+  RunMetricsSchema,
+  EvaluationSchema,
+  TestMetricsSchema,
+  CheckpointStateSchema,
+  emptyHistory,
+  historyCsv,
+  datasetId,
+  runDirFieldsDoc,
+  type History,
+  type RunConfig,
+  type RunMetrics,
+  type Evaluation,
+  type CheckpointState,
+} from './run-dir.js';
+export { namedVariables } from './model-io.js';
+export { featureCacheKey, extractedFeatures, memoizedFeatures, defaultFeatureCacheDir, type FeatureKeyParts, type FeatureSet, type FeatureCache } from './features.js';
+export { splitAtLayer, modelFrom } from './graph.js';
 export { scaleInput, openFeed, checkDataset, openEvaluationSource } from './data.js';
 export { createProgress, type ProgressSink } from './progress.js';
-export { NanLossError, isOutOfMemory, explainOutOfMemory } from './errors.js';
+export { NanLossError, isOutOfMemory, isStackOverflow, explainOutOfMemory } from './errors.js';

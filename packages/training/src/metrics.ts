@@ -1,34 +1,18 @@
 // Test metrics: accuracy, loss, confusion matrix and the misclassified images (with thumbnails).
 import * as tf from '@tensorflow/tfjs';
 import sharp from 'sharp';
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
 import { openSplit, type SampleSource } from '@catdog/dataset';
 import type { Batch } from './fit.js';
 import type { ProgressSink } from './progress.js';
+import type { Misclassified, RunDir, TestMetrics } from './run-dir.js';
+
+export type { Misclassified, TestMetrics };
 
 export interface Predictions {
   /** Sigmoid outputs: probability of class 1. */
   probs: Float32Array;
   labels: Float32Array;
   keys: string[];
-}
-
-export interface Misclassified {
-  key: string;
-  label: number;
-  probability: number;
-  image?: string;
-}
-
-export interface TestMetrics {
-  accuracy: number;
-  loss: number;
-  n: number;
-  /** [[tn, fp], [fn, tp]] with class 1 (dogs) as positive. */
-  confusion: [[number, number], [number, number]];
-  classes: string[];
-  misclassified: Misclassified[];
 }
 
 interface KeyedFeed {
@@ -85,20 +69,20 @@ export function computeMetrics(pred: Predictions, classes: string[]): TestMetric
   return { accuracy: n ? correct / n : NaN, loss: n ? loss / n : NaN, n, confusion, classes, misclassified };
 }
 
-/** Writes thumbnails of the misclassified images into `<runDir>/misclassified/<key>.jpg` (at most `limit`). */
-export async function writeMisclassifiedThumbnails(runDir: string, metrics: TestMetrics, source: string | SampleSource, limit = 100): Promise<void> {
+/**
+ * Writes thumbnails of the misclassified images into `<run>/<folder>/<key>.jpg` (at most `limit`) and records each
+ * one's path (relative to the run) in `metrics.misclassified[].image`.
+ */
+export async function writeMisclassifiedThumbnails(runDir: RunDir, metrics: TestMetrics, source: string | SampleSource, folder = 'misclassified', limit = 100): Promise<void> {
   const wanted = new Map(metrics.misclassified.slice(0, limit).map((m) => [m.key, m]));
   if (wanted.size === 0) return;
-  const dir = join(runDir, 'misclassified');
-  await mkdir(dir, { recursive: true });
   const samples = typeof source === 'string' ? await openSplit(source, 'test') : source;
   let left = wanted.size;
   for await (const s of samples.samples()) {
     const m = wanted.get(s.key);
     if (!m) continue;
-    const file = `${s.key.replace(/[^\w.-]/g, '_')}.jpg`;
-    await sharp(s.bytes).resize(150, 150, { fit: 'inside' }).jpeg({ quality: 85 }).toFile(join(dir, file));
-    m.image = `misclassified/${file}`;
+    const file = `${folder}/${s.key.replace(/[^\w.-]/g, '_')}.jpg`;
+    m.image = await runDir.writeFile(file, await sharp(s.bytes).resize(150, 150, { fit: 'inside' }).jpeg({ quality: 85 }).toBuffer());
     if (--left === 0) break;
   }
 }

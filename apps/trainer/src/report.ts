@@ -5,11 +5,13 @@
 //   report curves --history <history.json> --out <dir> [--smooth 0.8]
 //   report model --model <model.json> --out <dir> [--summary <summary.txt>] [--no-shapes]
 // Mounted as `nx run trainer:report`; relative paths resolve against INIT_CWD (the user's directory).
+// A thin CLI over @catdog/report.
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { UserError, formatError } from '@catdog/errors';
-// The rendering modules (vega, sharp, Graphviz, tfjs) load only when a command runs, so usage errors are instant.
+import { UserError, reportError } from '@catdog/errors';
+// @catdog/report (vega, sharp, Graphviz, tfjs) loads only when a command runs, so usage errors are instant.
+const loadReport = () => import('@catdog/report');
 
 const cwd = process.env.INIT_CWD ?? process.cwd();
 const abs = (p: string) => resolve(cwd, p);
@@ -31,7 +33,7 @@ const program = new Command('report')
     if (!opts.runs && !opts.run) {
       program.error('error: missing --runs <dir> (a directory holding run directories) or --run <dir>', { exitCode: 2 });
     }
-    const { runReportCommand } = await import('./command.js');
+    const { runReportCommand } = await loadReport();
     const result = await runReportCommand({ runs: opts.runs, run: opts.run, out: opts.out, smoothing: opts.smooth, cwd });
     for (const w of result.warnings) console.error(`warning: ${w}`);
     console.log(`wrote ${result.out} (${result.runs.length} run${result.runs.length === 1 ? '' : 's'})`);
@@ -45,8 +47,7 @@ program
   .option('--smooth <factor>', "the book's exponential smoothing factor (0.8); default off", smoothing)
   .option('--title <text>', 'subtitle of the charts, e.g. the run name')
   .action(async (opts: { history: string; out: string; smooth?: number; title?: string }) => {
-    const { readHistory } = await import('./run-dir.js');
-    const { writeCurves } = await import('./curves.js');
+    const { readHistory, writeCurves } = await loadReport();
     const history = await readHistory(abs(opts.history));
     const files = await writeCurves(history!, abs(opts.out), { smoothing: opts.smooth ?? 0, title: opts.title });
     for (const f of files) console.log(`wrote ${f}`);
@@ -68,7 +69,7 @@ program
         throw new UserError(`${abs(opts.summary)}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
       }
     }
-    const { writeModelViews } = await import('./model-diagram.js');
+    const { writeModelViews } = await loadReport();
     const files = await writeModelViews(abs(opts.model), abs(opts.out), { showShapes: opts.shapes, summary });
     for (const f of files) console.log(`wrote ${f}`);
   });
@@ -83,7 +84,5 @@ try {
     // Help and version exit 0; usage errors (already printed by commander) exit 2.
     process.exit(err.exitCode === 0 ? 0 : 2);
   }
-  console.error(`error: ${formatError(err)}`);
-  if (!(err instanceof UserError) && process.env.DEBUG) console.error(err);
-  process.exit(1);
+  process.exit(reportError(err));
 }

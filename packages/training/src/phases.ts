@@ -1,0 +1,123 @@
+// The two kinds of phase every strategy is made of, and the matching test-time predictors: phases on image
+// batches (optionally above a frozen, compiled bottom) and phases on cached features.
+import type * as tf from '@tensorflow/tfjs';
+import { rmsprop } from '@catdog/backend';
+import { featureFeed, frozenForward, throughFrozen, type FeatureSet } from './features.js';
+import type { BatchFeed } from './fit.js';
+import { predictFeed, type Predictions } from './metrics.js';
+import type { PhaseSpec, StrategyContext } from './strategy.js';
+
+export function compileBinary(model: tf.LayersModel, learningRate: number): void {
+  // rmsprop: tf.train.rmsprop's arithmetic, one fused pass per variable on wasm.
+  model.compile({ optimizer: rmsprop(learningRate), loss: 'binaryCrossentropy', metrics: ['acc'] });
+}
+
+/** Steps of one pass over `n` images, unless configured. */
+export const stepsFor = (n: number, batch: number, configured: number | null): number => configured ?? Math.ceil(n / batch);
+
+export interface ImagePhaseOptions {
+  name: string;
+  epochs: number;
+  learningRate: number;
+  /** The model this phase trains (compiled when the phase starts). */
+  model: tf.LayersModel;
+  /** Runs when the phase starts, before compiling (e.g. unfreezing layers). */
+  prepare?: () => void;
+  /**
+   * Train `frozen.top` on what the frozen `frozen.bottom` makes of each batch, run through compileFrozenBase
+   * (BatchNorm folded, ReLU6 fused): the same computation as training the whole model with the bottom frozen,
+   * without its slower layer-by-layer forward.
+   */
+  frozen?: { bottom: tf.LayersModel; top: tf.LayersModel };
+}
+
+/** A phase on image batches of the training split (augmented when the config says so), validated on images. */
+export function imagePhase(ctx: StrategyContext, o: ImagePhaseOptions): PhaseSpec {
+  const { cfg, counts, state } = ctx;
+  return {
+    name: o.name,
+    epochs: o.epochs,
+    async make() {
+      o.prepare?.();
+      const model = o.frozen?.top ?? o.model;
+      compileBinary(model, o.learningRate);
+      const initialEpoch = state.phase === o.name ? state.phaseEpoch : 0;
+      let train: BatchFeed = await ctx.imageFeed('train', { augment: Boolean(cfg.augment), repeat: true, shuffle: true, initialEpoch });
+      let validation: BatchFeed = await ctx.imageFeed('validation', { augment: false, repeat: true, shuffle: false });
+      if (o.frozen) {
+        ctx.log(`${o.name}: the frozen ${o.frozen.bottom.name} runs compiled (BatchNorm folded); training ${o.frozen.top.name} on its output`);
+        const forward = frozenForward(o.frozen.bottom, ctx.log);
+        train = throughFrozen(train, forward, true);
+        validation = throughFrozen(validation, forward, false);
+      }
+      return {
+        name: o.name,
+        model,
+        epochs: o.epochs,
+        batchSize: cfg.batchSize,
+        stepsPerEpoch: stepsFor(counts.train, cfg.batchSize, cfg.stepsPerEpoch),
+        validationSteps: stepsFor(counts.validation, cfg.batchSize, cfg.validationSteps),
+        train,
+        validation,
+      };
+    },
+  };
+}
+
+export interface FeaturePhaseOptions {
+  name: string;
+  epochs: number;
+  learningRate: number;
+  batchSize: number;
+  /** The model trained on the features (compiled when the phase starts). */
+  model: tf.LayersModel;
+  /** The cached inputs of `model` per split. */
+  features(split: 'train' | 'validation'): Promise<FeatureSet>;
+  /** Training steps per epoch (null: one pass) and validation steps (null: one pass). */
+  stepsPerEpoch: number | null;
+  validationSteps: number | null;
+  /** Seed of the training split's shuffles (a function: read when the phase starts). */
+  seed: number | (() => number);
+  /** Runs when the phase starts, before compiling; gets the training features. */
+  prepare?: (train: FeatureSet) => void;
+}
+
+/** A phase on cached features (the book's fast feature extraction): shuffled training features, all of validation. */
+export function featurePhase(o: FeaturePhaseOptions): PhaseSpec {
+  return {
+    name: o.name,
+    epochs: o.epochs,
+    async make() {
+      const train = await o.features('train');
+      const val = await o.features('validation');
+      o.prepare?.(train);
+      compileBinary(o.model, o.learningRate);
+      return {
+        name: o.name,
+        model: o.model,
+        epochs: o.epochs,
+        batchSize: o.batchSize,
+        stepsPerEpoch: stepsFor(train.count, o.batchSize, o.stepsPerEpoch),
+        validationSteps: stepsFor(val.count, o.batchSize, o.validationSteps),
+        train: featureFeed(train, o.batchSize, { shuffle: true, repeat: true, seed: typeof o.seed === 'function' ? o.seed() : o.seed }),
+        validation: featureFeed(val, o.batchSize, { shuffle: false, repeat: true, seed: 0 }),
+      };
+    },
+  };
+}
+
+/** The test split's images through `model`, one pass. */
+export async function predictTestImages(ctx: StrategyContext, model: tf.LayersModel): Promise<Predictions> {
+  const feed = await ctx.imageFeed('test', { augment: false, repeat: false, shuffle: false });
+  try {
+    return await predictFeed(model, feed, ctx.progress, 'test', Math.ceil(ctx.counts.test / ctx.cfg.batchSize));
+  } finally {
+    await feed.close();
+  }
+}
+
+/** The test split's cached features through `model` (the head-only model of extract). */
+export async function predictTestFeatures(ctx: StrategyContext, model: tf.LayersModel, set: FeatureSet): Promise<Predictions> {
+  const feed = featureFeed(set, ctx.cfg.batchSize, { shuffle: false, repeat: false, seed: 0 });
+  return predictFeed(model, feed, ctx.progress, 'test', Math.ceil(set.count / ctx.cfg.batchSize));
+}

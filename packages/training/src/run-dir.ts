@@ -216,10 +216,11 @@ export class RunDir {
   }
 
   private async writeJson<S extends z.ZodType>(path: string, schema: S, value: z.infer<S>, indent = 2): Promise<void> {
-    // Validating what we write keeps the schema (and the docs generated from it) honest.
+    // Validating what we write keeps the schema (and the docs generated from it) honest. The file is written even
+    // when it does not match, so a finished run never loses its results to a bug here; the bug is still reported.
     const parsed = schema.safeParse(value);
-    if (!parsed.success) throw new Error(`run directory: ${path} does not match its schema: ${JSON.stringify(parsed.error.issues[0])}`);
     await this.storage.write(path, JSON.stringify(value, null, indent));
+    if (!parsed.success) throw new Error(`run directory: ${this.urlOf(path)} does not match its schema: ${JSON.stringify(parsed.error.issues[0])}`);
   }
 
   readConfig = () => this.readJson(RUN_FILES.config, RunConfigSchema);

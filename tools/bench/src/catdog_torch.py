@@ -190,6 +190,28 @@ class _ZeroPad(nn.Module):
         return F.pad(x, [kw // 2 - (1 - w % 2), kw // 2, kh // 2 - (1 - h % 2), kh // 2])
 
 
+def _activation(name, layer):
+    if name in (None, 'linear'):
+        return nn.Identity()
+    if name == 'relu':
+        return nn.ReLU()
+    if name == 'sigmoid':
+        return nn.Sigmoid()
+    raise SystemExit(f'error: layer {layer}: activation {name} is not supported by this bench')
+
+
+class _FlattenNHWC(nn.Module):
+    """Keras flattens channels-last maps: NCHW -> NHWC first, so a saved Dense kernel sees its features in order."""
+
+    def forward(self, x):
+        return x.permute(0, 2, 3, 1).flatten(1) if x.dim() == 4 else x.flatten(1)
+
+
+class _GlobalAvg(nn.Module):
+    def forward(self, x):
+        return x.mean(dim=(2, 3))
+
+
 class KerasGraph(nn.Module):
     """A Keras functional model (tfjs layers-model topology) as a torch module, its weights read from the shards.
 
@@ -202,26 +224,38 @@ class KerasGraph(nn.Module):
         with open(os.path.join(model_dir, 'model.json')) as f:
             spec = json.load(f)
         topo = spec['modelTopology']
-        config = (topo.get('model_config') or topo)['config']
-        self.name = config.get('name', 'model')
+        model = topo.get('model_config') or topo
+        config = model['config']
+        sequential = model['class_name'] == 'Sequential'
+        layers = config['layers'] if isinstance(config, dict) else config
+        self.name = config.get('name', 'model') if isinstance(config, dict) else 'sequential'
         self.order, self.inbound, self.kind = [], {}, {}
         self.ops = nn.ModuleDict()
         weights = _read_weights(model_dir, spec['weightsManifest'])
-        for layer in config['layers']:
+        if sequential:  # a Sequential lists its layers in order, each fed by the one before
+            self.order.append('__input__')
+            self.kind['__input__'] = 'InputLayer'
+            self.inbound['__input__'] = []
+        for layer in layers:
             cls, c = layer['class_name'], layer['config']
             name = c['name']
+            prev = self.order[-1] if self.order else None
             self.order.append(name)
             self.kind[name] = cls
-            self.inbound[name] = [n[0] for n in layer['inbound_nodes'][0]] if layer['inbound_nodes'] else []
+            if sequential:
+                self.inbound[name] = [prev]
+            else:
+                self.inbound[name] = [n[0] for n in layer['inbound_nodes'][0]] if layer['inbound_nodes'] else []
             if cls == 'InputLayer':
                 continue
+            act = _activation(c.get('activation'), name)
             if cls == 'Conv2D':
                 k = weights[f'{name}/kernel']  # HWIO
                 conv = nn.Conv2d(k.shape[2], k.shape[3], tuple(c['kernel_size']), tuple(c['strides']), bias=c['use_bias'])
                 conv.weight.data.copy_(torch.from_numpy(k.transpose(3, 2, 0, 1)))
                 if c['use_bias']:
                     conv.bias.data.copy_(torch.from_numpy(weights[f'{name}/bias']))
-                self.ops[name] = _Conv(conv, c['padding'] == 'same')
+                self.ops[name] = nn.Sequential(_Conv(conv, c['padding'] == 'same'), act)
             elif cls == 'DepthwiseConv2D':
                 k = weights[f'{name}/depthwise_kernel']  # H W C M
                 ch = k.shape[2] * k.shape[3]
@@ -229,7 +263,7 @@ class KerasGraph(nn.Module):
                 conv.weight.data.copy_(torch.from_numpy(k.transpose(2, 3, 0, 1).reshape(ch, 1, k.shape[0], k.shape[1])))
                 if c['use_bias']:
                     conv.bias.data.copy_(torch.from_numpy(weights[f'{name}/bias']))
-                self.ops[name] = _Conv(conv, c['padding'] == 'same')
+                self.ops[name] = nn.Sequential(_Conv(conv, c['padding'] == 'same'), act)
             elif cls == 'BatchNormalization':
                 gamma = weights[f'{name}/gamma']
                 bn = nn.BatchNorm2d(gamma.shape[0], eps=c['epsilon'])
@@ -244,13 +278,32 @@ class KerasGraph(nn.Module):
                 mx = c.get('max_value')
                 self.ops[name] = nn.ReLU6() if mx == 6 else nn.ReLU() if mx is None else nn.Hardtanh(0, float(mx))
             elif cls == 'ZeroPadding2D':
-                consumer = next((l for l in config['layers'] if l['inbound_nodes'] and l['inbound_nodes'][0][0][0] == name), None)
+                consumer = next((l for l in layers if l.get('inbound_nodes') and l['inbound_nodes'][0][0][0] == name), None)
                 strided = consumer is not None and consumer['config'].get('padding') == 'valid' and max(consumer['config'].get('strides', [1])) > 1
                 self.ops[name] = _ZeroPad(c['padding'], tuple(consumer['config']['kernel_size']) if strided else None)
+            elif cls == 'MaxPooling2D':
+                if c.get('padding', 'valid') != 'valid':
+                    raise SystemExit(f'error: {model_dir}: {name}: only valid max pooling is supported by this bench')
+                self.ops[name] = nn.MaxPool2d(tuple(c['pool_size']), tuple(c.get('strides') or c['pool_size']))
+            elif cls == 'Flatten':
+                self.ops[name] = _FlattenNHWC()
+            elif cls == 'GlobalAveragePooling2D':
+                self.ops[name] = _GlobalAvg()
+            elif cls == 'Dense':
+                k = weights[f'{name}/kernel']  # [in, out]
+                dense = nn.Linear(k.shape[0], k.shape[1], bias=c['use_bias'])
+                dense.weight.data.copy_(torch.from_numpy(k.T.copy()))
+                if c['use_bias']:
+                    dense.bias.data.copy_(torch.from_numpy(weights[f'{name}/bias']))
+                self.ops[name] = nn.Sequential(dense, act)
+            elif cls == 'Dropout':
+                self.ops[name] = nn.Dropout(c['rate'])
             elif cls == 'Add':
                 pass
             else:
                 raise SystemExit(f'error: {model_dir}: layer {name} of class {cls} is not supported by this bench')
+        shape = (layers[0]['config'].get('batch_input_shape') or [None, None, None, None])
+        self.input_size = shape[1]
         self.output_name = self.order[-1]
 
     def train(self, mode=True):

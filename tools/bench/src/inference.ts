@@ -20,6 +20,7 @@ import {
   TORCH_MISSING,
   WEIGHTS_DIR,
   cpuDescription,
+  torchDescription,
   findTorchPython,
   fixed,
   here,
@@ -159,6 +160,7 @@ async function main(): Promise<number> {
     return 1;
   }
   console.log(`cpu: ${cpuDescription()}`);
+  if (python) console.log(torchDescription(python));
   const work = await mkdtemp(join(tmpdir(), 'catdog-bench-inference-'));
   const rows: Row[] = [];
   try {

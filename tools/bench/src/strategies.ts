@@ -20,6 +20,7 @@ import {
   TORCH_MISSING,
   WEIGHTS_DIR,
   cpuDescription,
+  torchDescription,
   findTorchPython,
   fixed,
   here,
@@ -229,6 +230,7 @@ async function main(): Promise<number> {
     return 1;
   }
   console.log(`cpu: ${cpuDescription()}`);
+  if (python) console.log(torchDescription(python));
   console.log(`threads ${o.threads}, workers ${o.workers}, split per class ${o.counts.train}/${o.counts.validation}/${o.counts.test}${o.quick ? ' (quick: 1 epoch)' : ''}, torch ${python ?? 'off'}`);
   const work = await mkdtemp(join(tmpdir(), 'catdog-bench-strategies-'));
   const rows: Row[] = [];

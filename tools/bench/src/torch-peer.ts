@@ -46,6 +46,24 @@ export function findTorchPython(explicit?: string): string | null {
   return null;
 }
 
+const TORCH_INFO = `
+import os, torch
+blas = os.path.realpath('/usr/lib/x86_64-linux-gnu/libblas.so.3') if os.path.exists('/usr/lib/x86_64-linux-gnu/libblas.so.3') else 'n/a'
+print(torch.__version__, blas)
+`;
+
+/**
+ * "torch 1.13.0a0, BLAS /usr/lib/.../libopenblas.so.0" and a warning when Debian's torch runs on the reference
+ * (netlib) BLAS: its Linear layers are then several times slower than a real PyTorch install's.
+ */
+export function torchDescription(python: string): string {
+  const r = spawnSync(python, ['-c', TORCH_INFO], { encoding: 'utf8' });
+  if (r.status !== 0) return 'torch: version unknown';
+  const [version, blas] = r.stdout.trim().split(/\s+/);
+  const reference = /\/blas\/libblas\.so/.test(blas ?? '');
+  return `torch ${version}, BLAS ${blas}` + (reference ? ' — WARNING: the reference BLAS; PyTorch\'s dense layers are far slower than usual: apt-get install -y libopenblas0-pthread' : '');
+}
+
 export interface Timed {
   code: number | null;
   stdout: string;

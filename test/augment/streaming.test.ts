@@ -73,6 +73,15 @@ test('a split read in memory and one streamed by shard windows give the same bat
   const peak = streamed.stats.shards!.peakBytesHeld;
   assert.ok(peak > 0 && peak <= window, `peak ${peak} bytes held, window + prefetch ${window}`);
   assert.ok(peak < split / 2, `peak ${peak} vs split ${split}`);
+  // The first batch comes after one window: the reader has not read the split.
+  // (prefetch 1: one batch computed ahead, so what was read is what the first batches needed.)
+  const early = await createBatchStream({ source: dataset, ...base(), memoryBudget: 0, workers: 1, prefetch: 1 });
+  const first = await early.next();
+  assert.equal(first.done, false);
+  const readAtFirst = early.stats().shards!.shardsRead;
+  await early.close();
+  // Window 0 (2 shards) and the reader's 1-shard prefetch, plus at most window 1 for the batch dispatched next.
+  assert.ok(readAtFirst <= 5, `${readAtFirst} of 10 shards read when the first batch arrived`);
   // Another seed, another order: the order is keyed by the seed.
   const other = await run({ source: dataset, ...base(), seed: 12, epochs: 1, memoryBudget: 0 });
   assert.notDeepEqual(other.batches.flatMap((b) => b.keys), keysOf(0));

@@ -13,6 +13,7 @@ import {
   decodeResized,
   type JpegDecoder,
   openDatasetSource,
+  isPreparedDataset,
   readServiceToken,
   resolveAugmentOptions,
   startAugmentServer,
@@ -219,6 +220,7 @@ async function benchSplit(
   url: string,
   augment: AugmentOptions | false,
 ) {
+  if (!(await isPreparedDataset(url))) throw new UsageError(`--read ${opts.read} needs a prepared dataset (manifest.json) at ${url}`);
   const memoryBudget = opts.read === 'memory' ? Infinity : opts.read === 'stream' ? 0 : undefined;
   const results: { workers: number; rate: number; passes: number[]; firstBatchMs: number; peakBytesHeld: number }[] = [];
   for (let workers = Math.min(opts.minWorkers, opts.workers); workers <= opts.workers; workers++) {

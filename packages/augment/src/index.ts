@@ -37,6 +37,7 @@ export {
   loadSamples,
   loadSplit,
   openDatasetSource,
+  isPreparedDataset,
   DEFAULT_MAX_SOURCE_BYTES,
   DEFAULT_MEMORY_BUDGET,
   type SampleSource,

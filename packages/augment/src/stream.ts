@@ -57,14 +57,13 @@ export async function createBatchStream(options: BatchStreamOptions): Promise<Ba
   const split = options.split ?? 'train';
   if (!(await isPreparedDataset(url, options))) return fromMemory(await loadSamples(await openDatasetSource(url, split), options.maxSourceBytes));
   // A prepared split: its size is in the manifest, so the read mode is chosen before reading a byte.
-  const ordered = await openShards(url, split, resolved.seed, resolved.shuffle, options);
-  const bytes = ordered.shards.reduce((n, s) => n + s.bytes, 0);
-  const { mode, reason } = chooseReadMode(bytes, budget, ordered.shards.length, options.windowShards ?? DEFAULT_WINDOW_SHARDS);
+  // In manifest order: the in-memory path's loader (the epoch order is then computed over it).
+  const loader = await openShards(url, split, resolved.seed, false, options);
+  const bytes = loader.shards.reduce((n, s) => n + s.bytes, 0);
+  const { mode, reason } = chooseReadMode(bytes, budget, loader.shards.length, options.windowShards ?? DEFAULT_WINDOW_SHARDS);
   log(reason);
-  if (mode === 'memory') {
-    const loader = await openShards(url, split, resolved.seed, false, options);
-    return fromMemory(await loadSplit(loader), loader, reason);
-  }
+  if (mode === 'memory') return fromMemory(await loadSplit(loader), loader, reason);
+  const ordered = await openShards(url, split, resolved.seed, resolved.shuffle, options);
   const steps = checkedSteps(ordered.count, resolved);
   const [epoch, index] = startOf(steps, ordered.count);
   const cursor = new BatchCursor(ordered.count, resolved.batchSize, steps, epoch, index, epochEnd(resolved, options));

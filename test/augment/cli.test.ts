@@ -2,7 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { prepareDataset } from '@catdog/dataset';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -41,6 +42,30 @@ test('bench ends with the verification line', () => {
   assert.match(lines.at(-1)!, /^augment images_per_s=\d+ workers=2$/);
   assert.match(r.stdout, /workers=1 images_per_s=\d+/);
   assert.match(r.stdout, /main_thread_ms_per_batch=[\d.]+/);
+});
+
+test('bench --read stream: the whole prepared split streamed through a size-limited shard cache, with the reason logged', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'catdog-augment-cli-read-'));
+  try {
+    const src = join(dir, 'src');
+    await mkdir(src);
+    await Promise.all(Array.from({ length: 6 }, (_, i) => [`cat.${i}.jpg`, `dog.${i}.jpg`]).flat().map((f) => copyFile(join(kaggleTrainDir, f), join(src, f))));
+    await prepareDataset({ source: src, out: join(dir, 'ds'), train: 4, validation: 1, test: 1, resize: { width: 48, height: 48 }, samplesPerShard: 2 });
+    const r = cli(['bench', '--source', join(dir, 'ds'), '--read', 'stream', '--cache-dir', join(dir, 'cache'), '--cache-limit', '1M', '--window-shards', '2',
+      '--workers', '1', '--batch', '3', '--size', '48', '--passes', '2']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^streaming shards: [\d.]+ MB > budget 0\.0 MB \(4 shards, 2 per window\)$/m);
+    assert.match(r.stdout, /read=stream peak_mib_held=[\d.]+ shards_read=\d+ cache_hits=[1-9]/);
+    assert.match(r.stdout.trim().split('\n').at(-1)!, /^augment images_per_s=\d+ workers=1$/);
+    const bad = cli(['bench', '--source', join(dir, 'ds'), '--read', 'stream', '--cache-limit', 'lots']);
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /--cache-limit must be a byte count/);
+    const folder = cli(['bench', '--source', src, '--read', 'memory']);
+    assert.equal(folder.status, 2);
+    assert.match(folder.stderr, /--read memory needs a prepared dataset/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test('clear errors: exit 1 for missing inputs, 2 for usage errors', () => {

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { BOOK_AUGMENTATION, createBatchStream, type Batch, type BatchStreamOptions } from '@catdog/augment';
 import { isUserError } from '@catdog/errors';
+import { prepareDataset } from '@catdog/dataset';
 import { kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
 
 const TOKEN = 'test-token-4f1c';
@@ -103,6 +104,28 @@ test('two servers deliver exactly the in-process batches, batch for batch', asyn
   const servers = stream.stats().servers!;
   assert.equal(servers.length, 2);
   assert.ok(servers.every((s) => s.batches > 0), `both servers made batches: ${JSON.stringify(servers)}`);
+});
+
+test('a prepared split: remote batches equal the in-process ones, in memory and streamed, and from a mid-epoch start', async () => {
+  const src = join(dir, 'split-src');
+  mkdirSync(src);
+  for (const n of Array.from({ length: 8 }, (_, i) => [`cat.${i}.jpg`, `dog.${i}.jpg`]).flat()) copyFileSync(join(kaggleTrainDir, n), join(src, n));
+  const prepared = join(dir, 'prepared');
+  // 12 train samples in 6 shards of 2: 3 batches of 5 per epoch.
+  await prepareDataset({ source: src, out: prepared, train: 6, validation: 1, test: 1, resize: { width: 48, height: 48 }, samplesPerShard: 2 });
+  const options = { source: prepared, ...recipe(), windowShards: 2, log: () => {} };
+  const streamed = await digests({ ...options, workers: 2, memoryBudget: 0 });
+  const inMemory = await digests({ ...options, workers: 2, memoryBudget: Infinity });
+  assert.equal(streamed.digests.length, 6);
+  assert.deepEqual(inMemory.digests, streamed.digests);
+  const service = { addresses: pair.map((s) => s.address).join(','), token: TOKEN };
+  const remote = await digests({ ...options, augmentService: service });
+  assert.deepEqual(remote.digests, streamed.digests);
+  // Epoch 1 from position 5 (its second batch): the tail of the uninterrupted stream, remote and in process.
+  const tail = streamed.digests.slice(4);
+  assert.deepEqual((await digests({ ...options, start: { epoch: 1, position: 5 }, epochs: 1, augmentService: service })).digests, tail);
+  assert.deepEqual((await digests({ ...options, start: { epoch: 1, position: 5 }, epochs: 1, workers: 2, memoryBudget: 0 })).digests, tail);
+  assert.deepEqual((await digests({ ...options, startBatch: 4, augmentService: service })).digests, tail);
 });
 
 test('a server killed mid-epoch: its batches go to the other, then to its replacement; every sample exactly once', async () => {

@@ -13,6 +13,7 @@ import {
   decodeResized,
   type JpegDecoder,
   openDatasetSource,
+  isPreparedDataset,
   readServiceToken,
   resolveAugmentOptions,
   startAugmentServer,
@@ -34,6 +35,13 @@ process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, availableParallelism() + 1
 
 const base = process.env.INIT_CWD ?? process.cwd();
 const resolvePath = (p: string) => resolve(base, p);
+
+/** A byte count: 1048576, 512M, 20G (binary units: K, M, G, T; an optional i/iB/B suffix). */
+const bytesOf = (name: string) => (v: string) => {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(v.trim());
+  if (!m) throw new InvalidArgumentError(`${name} must be a byte count such as 512M or 20G`);
+  return Math.floor(Number(m[1]) * 1024 ** ' kmgt'.indexOf((m[2] || ' ').toLowerCase()));
+};
 
 const int = (name: string) => (v: string) => {
   const n = Number(v);
@@ -127,12 +135,14 @@ const median = (xs: number[]) => {
 async function bench(opts: AugmentFlags & {
   source: string; limit: number; workers: number; batch: number; size: number; passes: number; split: 'train' | 'validation' | 'test';
   seed: number; interpolation: 'nearest' | 'bilinear'; jpegDecoder: JpegDecoder; augment: boolean; minWorkers: number; json?: string;
+  read: 'limit' | 'auto' | 'memory' | 'stream'; cacheDir?: string; cacheLimit?: number; windowShards?: number;
 } & ServiceFlags) {
   const url = /^s3:\/\//.test(opts.source) ? opts.source : resolvePath(opts.source);
   if (!url.startsWith('s3://') && !existsSync(url)) throw new UserError(`source not found: ${url}`);
   const augment = opts.augment ? augmentFromFlags(opts) : false;
   const service = serviceOf(opts);
   if (service) return benchRemote(opts, url, augment, service);
+  if (opts.read !== 'limit') return benchSplit(opts, url, augment);
   // Read the encoded files once, before any timing: the benchmark measures decode → resize → augment → batch.
   const opened = await openDatasetSource(url, opts.split);
   // Balanced like the book's 2000 (1000 cats + 1000 dogs): an equal share of --limit per class, in source order.
@@ -201,6 +211,57 @@ async function bench(opts: AugmentFlags & {
     };
     await writeFile(file, `${JSON.stringify(record, null, 2)}\n`);
   }
+  console.log(`augment images_per_s=${last.rate.toFixed(0)} workers=${last.workers}`);
+}
+
+/** bench --read auto|memory|stream: the whole prepared split through the URL path (the trainer's), timed per pass. */
+async function benchSplit(
+  opts: Parameters<typeof bench>[0],
+  url: string,
+  augment: AugmentOptions | false,
+) {
+  if (!(await isPreparedDataset(url))) throw new UsageError(`--read ${opts.read} needs a prepared dataset (manifest.json) at ${url}`);
+  const memoryBudget = opts.read === 'memory' ? Infinity : opts.read === 'stream' ? 0 : undefined;
+  const results: { workers: number; rate: number; passes: number[]; firstBatchMs: number; peakBytesHeld: number }[] = [];
+  for (let workers = Math.min(opts.minWorkers, opts.workers); workers <= opts.workers; workers++) {
+    const t0 = performance.now();
+    const stream = await createBatchStream({
+      source: url, split: opts.split, batchSize: opts.batch, targetSize: [opts.size, opts.size], augment, shuffle: true, seed: opts.seed,
+      workers, epochs: opts.passes, interpolation: opts.interpolation, jpegDecoder: opts.jpegDecoder, memoryBudget,
+      cacheDir: opts.cacheDir && resolvePath(opts.cacheDir), cacheLimit: opts.cacheLimit, windowShards: opts.windowShards,
+      log: (line) => console.log(line),
+    });
+    await stream.ready();
+    const rates: number[] = [];
+    let firstBatchMs = 0;
+    let t = performance.now();
+    let images = 0;
+    for await (const batch of stream) {
+      if (!firstBatchMs) firstBatchMs = performance.now() - t0;
+      images += batch.shape[0];
+      batch.release();
+      if (batch.index === stream.stepsPerEpoch - 1) {
+        const now = performance.now();
+        rates.push(images / ((now - t) / 1000));
+        t = now;
+        images = 0;
+      }
+    }
+    const st = stream.stats();
+    results.push({ workers, rate: median(rates), passes: rates, firstBatchMs, peakBytesHeld: st.shards?.peakBytesHeld ?? 0 });
+    console.log(
+      `workers=${workers} images_per_s=${median(rates).toFixed(0)} passes=[${rates.map((r) => r.toFixed(0)).join(', ')}] ` +
+        `first_batch_ms=${firstBatchMs.toFixed(0)} (pool start and warm-up included) read=${st.shards?.mode} ` +
+        `peak_mib_held=${((st.shards?.peakBytesHeld ?? 0) / 1024 ** 2).toFixed(1)} shards_read=${st.shards?.shardsRead} cache_hits=${st.shards?.cacheHits} ` +
+        `main_thread_ms_per_batch=${st.mainThreadMsPerBatch.toFixed(3)} worker_ms_per_batch=${st.workerMsPerBatch.toFixed(1)}`,
+    );
+  }
+  if (opts.json) {
+    const file = resolvePath(opts.json);
+    await mkdir(dirname(file), { recursive: true });
+    await writeFile(file, `${JSON.stringify({ source: url, read: opts.read, size: opts.size, batch: opts.batch, passes: opts.passes, results }, null, 2)}\n`);
+  }
+  const last = results[results.length - 1];
   console.log(`augment images_per_s=${last.rate.toFixed(0)} workers=${last.workers}`);
 }
 
@@ -273,7 +334,7 @@ async function benchRemote(
 }
 
 async function serve(opts: {
-  port: number; host: string; workers: number; tokenFile?: string; tlsCert?: string; tlsKey?: string; cacheDir?: string; statusEvery: number;
+  port: number; host: string; workers: number; tokenFile?: string; tlsCert?: string; tlsKey?: string; cacheDir?: string; cacheLimit?: number; statusEvery: number;
 }) {
   const token = readServiceToken(opts.tokenFile && resolvePath(opts.tokenFile));
   const loopback = ['127.0.0.1', '::1', 'localhost'].includes(opts.host);
@@ -284,6 +345,7 @@ async function serve(opts: {
   const tls = opts.tlsCert && opts.tlsKey ? { cert: readFileSync(resolvePath(opts.tlsCert)), key: readFileSync(resolvePath(opts.tlsKey)) } : undefined;
   const server = await startAugmentServer({
     port: opts.port, host: opts.host, workers: opts.workers, token, tls, cacheDir: opts.cacheDir && resolvePath(opts.cacheDir),
+    cacheLimit: opts.cacheLimit,
   });
   if (!token) console.error('augment serve: no token: accepting unauthenticated calls on loopback');
   console.log(`augment serve listening ${server.host}:${server.port}`);
@@ -331,7 +393,14 @@ addAugmentFlags(
     .description('images/s of decode → resize → augment → batch at 1..N workers; ends with "augment images_per_s=<median> workers=<n>"')
     .requiredOption('--source <url>', 'folder of Kaggle-named JPEGs, class folders, or a prepared dataset (dir or s3://)')
     .addOption(new Option('--split <name>', 'split of a prepared dataset').choices(['train', 'validation', 'test']).default('train'))
-    .option('--limit <n>', 'images', int('--limit'), 2000)
+    .option('--limit <n>', 'images (with --read limit)', int('--limit'), 2000)
+    .addOption(
+      new Option('--read <mode>', 'limit: the first --limit images read into memory before timing; auto/memory/stream: the whole prepared split through the stream (auto: memory under 512 MiB)')
+        .choices(['limit', 'auto', 'memory', 'stream']).default('limit'),
+    )
+    .option('--cache-dir <dir>', "shard cache for a remote dataset (with --read auto/memory/stream)")
+    .option('--cache-limit <bytes>', 'shard cache size limit, e.g. 20G (least recently used shards evicted)', bytesOf('--cache-limit'))
+    .option('--window-shards <n>', 'shards per shuffle window when streaming', int('--window-shards'))
     .option('--workers <n>', 'largest worker count measured', int('--workers'), availableParallelism())
     .option('--min-workers <n>', 'smallest worker count measured', int('--min-workers'), 1)
     .option('--batch <n>', 'batch size', int('--batch'), 32)
@@ -357,6 +426,7 @@ program
   .option('--tls-cert <file>', 'serve TLS with this certificate chain (PEM)')
   .option('--tls-key <file>', 'and this private key (PEM)')
   .option('--cache-dir <dir>', "local cache for remote datasets' shards")
+  .option('--cache-limit <bytes>', 'shard cache size limit, e.g. 20G (least recently used shards evicted)', bytesOf('--cache-limit'))
   .option('--status-every <s>', 'seconds between load lines (printed only while busy)', int('--status-every'), 30)
   .action(serve);
 

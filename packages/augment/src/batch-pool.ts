@@ -1,4 +1,4 @@
-// The piscina pool that computes batches over one set of shared samples, used by the in-process stream and by the
+// The piscina pool that computes batches over one set of shared samples (or over samples each task brings), used by the in-process stream and by the
 // augmentation server alike: a crashed worker's batch is retried once on its replacement.
 import { Piscina } from 'piscina';
 import type { BatchResult, BatchTask, PingTask, SharedSamples } from './worker.js';
@@ -14,7 +14,7 @@ export class BatchPool {
   private readonly pool: Piscina;
   private destroyed = false;
 
-  constructor(shared: SharedSamples, readonly workers: number) {
+  constructor(shared: SharedSamples | null, readonly workers: number) {
     this.pool = new Piscina({
       filename: new URL('./worker.ts', import.meta.url).href,
       minThreads: workers,

@@ -5,8 +5,10 @@ import type { Interpolation, JpegDecoder } from './decode.js';
 import type { AugmentOptions } from './options.js';
 import type { SampleSource } from './source.js';
 import type { AugmentServiceOptions } from './service/addresses.js';
+import type { ShardReadOptions } from './source.js';
+import type { ShardReadStats } from './feed.js';
 
-export interface BatchStreamOptions {
+export interface BatchStreamOptions extends ShardReadOptions {
   /** A SampleSource, or a dataset URL (prepared dataset dir / s3:// prefix, or a folder of images). */
   source: SampleSource | string;
   /** Split of a prepared dataset. Default 'train'. */
@@ -37,11 +39,28 @@ export interface BatchStreamOptions {
   epochs?: number;
   /** First epoch number (resuming a run gives the same batches as an uninterrupted one). Default 0. */
   initialEpoch?: number;
-  /** Local cache for a remote dataset's shards. */
-  cacheDir?: string;
+  /**
+   * Start mid-epoch: the first batch is the one at `position` (samples into epoch `epoch`'s order; a multiple of
+   * batchSize) and every batch after it is exactly what an uninterrupted stream delivers there. Replaces
+   * initialEpoch; `epochs` still counts whole epochs from `epoch` on.
+   */
+  start?: { epoch: number; position: number };
+  /**
+   * Start at the run's `startBatch`-th batch counted from initialEpoch across epochs (a trainer's global step when
+   * each step takes one batch). The same as start: { epoch: initialEpoch + ⌊b / steps⌋, position: (b mod steps) × batchSize }.
+   */
+  startBatch?: number;
+  /**
+   * A prepared split whose shards hold at most this many bytes is read into memory once (fastest); a larger one is
+   * streamed shard window by window (memory: about windowShards + prefetchShards shards plus the batches in flight).
+   * The same batches either way. 0 always streams; Infinity never does. Default 512 MiB.
+   */
+  memoryBudget?: number;
+  /** Where the read-mode line ("reading the split into memory: …" / "streaming shards: …") goes. Default: stderr. */
+  log?: (line: string) => void;
   /** Drop each epoch's last partial batch. Default false (Keras yields it). */
   dropRemainder?: boolean;
-  /** Bound on the encoded bytes held in memory. Default 2 GiB. */
+  /** Bound on the encoded bytes of a SampleSource or image folder held in memory. Default 2 GiB. */
   maxSourceBytes?: number;
   /** Called when the last batch of an epoch is delivered. */
   onEpochEnd?: (report: EpochReport) => void;
@@ -100,6 +119,8 @@ export interface StreamStats {
   workerMsPerBatch: number;
   /** with augmentService: each server's state and load, as of its last batch */
   servers?: ServerStats[];
+  /** a prepared split read in process: how (memory or stream) and the shard reader's counters */
+  shards?: ShardReadStats;
 }
 
 export interface ServerStats {

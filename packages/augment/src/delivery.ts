@@ -4,6 +4,7 @@ import { performance } from 'node:perf_hooks';
 import type { Batch, BatchStreamOptions, EpochReport, ServerStats, SkippedSample, StreamStats } from './batch-stream.js';
 import type { Interpolation, JpegDecoder } from './decode.js';
 import { resolveAugmentOptions, type AugmentOptions } from './options.js';
+import { startBatchOf } from './plan.js';
 
 export function positiveInt(name: string, value: number): number {
   if (!Number.isInteger(value) || value < 1) throw new RangeError(`${name} must be a positive integer, got ${value}`);
@@ -47,6 +48,31 @@ export function resolveStreamOptions(options: BatchStreamOptions): ResolvedStrea
   };
 }
 
+/** The epoch whole epochs are counted from: start.epoch, else initialEpoch. */
+export function baseEpoch(options: BatchStreamOptions, o: ResolvedStreamOptions): number {
+  return options.start ? options.start.epoch : o.initialEpoch;
+}
+
+/** The first epoch past the stream: `epochs` whole epochs from the base epoch. */
+export function epochEnd(o: ResolvedStreamOptions, options: BatchStreamOptions): number {
+  return baseEpoch(options, o) + o.epochs;
+}
+
+/** [epoch, batch index] of the stream's first batch, from start / startBatch / initialEpoch (RangeError naming a bad one). */
+export function startPoint(options: BatchStreamOptions, o: ResolvedStreamOptions, steps: number, size: number): [number, number] {
+  if (options.start && options.startBatch !== undefined) throw new RangeError('give start or startBatch, not both');
+  if (options.start && options.initialEpoch !== undefined && options.initialEpoch !== options.start.epoch) {
+    throw new RangeError(`start.epoch ${options.start.epoch} and initialEpoch ${options.initialEpoch} disagree: give one`);
+  }
+  if (options.start) return [options.start.epoch, startBatchOf(options.start, size, o.batchSize, steps)];
+  if (options.startBatch !== undefined) {
+    const b = options.startBatch;
+    if (!Number.isSafeInteger(b) || b < 0) throw new RangeError(`startBatch must be an integer >= 0, got ${b}`);
+    return [o.initialEpoch + Math.floor(b / steps), b % steps];
+  }
+  return [o.initialEpoch, 0];
+}
+
 const MAX_SKIPPED_KEPT = 10_000;
 
 /** Counts delivered batches and reports each epoch's end. */
@@ -88,6 +114,15 @@ export class DeliveryLog {
       this.epochImages = 0;
       this.onEpochEnd?.(report);
     }
+  }
+
+  /** A batch left empty by skipped shards: not delivered, but it may end its epoch. */
+  empty(epoch: number, lastOfEpoch: boolean): void {
+    if (!lastOfEpoch) return;
+    const report: EpochReport = { epoch, images: this.epochImages, skipped: this.epochSkipped };
+    this.epochSkipped = [];
+    this.epochImages = 0;
+    this.onEpochEnd?.(report);
   }
 
   stats(retries: number, servers?: ServerStats[]): StreamStats {

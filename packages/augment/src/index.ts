@@ -33,7 +33,18 @@ export {
   type Interpolation,
   type JpegDecoder,
 } from './decode.js';
-export { loadSamples, openDatasetSource, DEFAULT_MAX_SOURCE_BYTES, type SampleSource, type LoadedSamples } from './source.js';
+export {
+  loadSamples,
+  loadSplit,
+  openDatasetSource,
+  isPreparedDataset,
+  DEFAULT_MAX_SOURCE_BYTES,
+  DEFAULT_MEMORY_BUDGET,
+  type SampleSource,
+  type LoadedSamples,
+  type ShardReadOptions,
+} from './source.js';
+export type { ShardReadStats } from './feed.js';
 export { createBatchStream } from './stream.js';
 export {
   type BatchStream,

@@ -38,6 +38,11 @@ export interface BatchTask {
   out?: ArrayBuffer;
   /** A recycled batch memory (shared with the main thread) to write into. */
   memory?: WebAssembly.Memory;
+  /**
+   * This batch's own encoded samples (the streaming path: no split-wide memory); `indices` then index into it.
+   * Shared, not moved, so a batch retried after a worker crash still has them.
+   */
+  encoded?: SharedSamples;
 }
 
 export interface BatchResult {
@@ -51,9 +56,10 @@ export interface BatchResult {
   workerMs: number;
 }
 
-const shared = workerData as SharedSamples;
-const bytes = new Uint8Array(shared.bytes);
-const spans = new Float64Array(shared.spans);
+// The split in memory, when the pool was started over one (null when streaming: each task brings its samples).
+const shared = workerData as SharedSamples | null;
+const splitBytes = shared ? new Uint8Array(shared.bytes) : null;
+const splitSpans = shared ? new Float64Array(shared.spans) : null;
 
 /**
  * Readiness probe: answers with the thread id after a short hold, so concurrent pings land on distinct workers. With
@@ -126,6 +132,9 @@ async function writeBatch(task: BatchTask, t0: number, sampler: Sampler | null, 
   const buffer = memory?.buffer ?? (task.out && task.out.byteLength >= n * pixels * bytesPer ? task.out : new ArrayBuffer(n * pixels * bytesPer));
   // Every element of the first n images is written below, so a recycled buffer needs no clearing.
   const out = task.dtype === 'uint8' ? new Uint8Array(buffer, 0, n * pixels) : new Float32Array(buffer, 0, n * pixels);
+  const bytes = task.encoded ? new Uint8Array(task.encoded.bytes) : splitBytes;
+  const spans = task.encoded ? new Float64Array(task.encoded.spans) : splitSpans;
+  if (!bytes || !spans) throw new Error('augment worker: a task without samples on a pool started without a split');
   const decode = (pos: number): Promise<Awaited<ReturnType<typeof decodeForSampling>> | Error> => {
     const i = indices[pos];
     const view = bytes.subarray(spans[2 * i], spans[2 * i] + spans[2 * i + 1]);

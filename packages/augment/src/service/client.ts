@@ -10,7 +10,7 @@ import { resolve as resolvePath } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { UserError } from '@catdog/errors';
 import type { Batch, BatchStream, BatchStreamOptions, ServerStats, StreamStats } from '../batch-stream.js';
-import { DeliveryLog, iterate, type ResolvedStreamOptions } from '../delivery.js';
+import { baseEpoch, DeliveryLog, iterate, startPoint, type ResolvedStreamOptions } from '../delivery.js';
 import { stepsPerEpoch } from '../plan.js';
 import {
   decodeFrame,
@@ -64,10 +64,11 @@ export async function createRemoteBatchStream(options: BatchStreamOptions, o: Re
   const recipe: BatchRecipe = {
     seed: o.seed, shuffle: o.shuffle, batchSize: o.batchSize, height: o.height, width: o.width, augment: o.augment,
     dtype: o.dtype, rescale: o.rescale, interpolation: o.interpolation, jpegDecoder: o.jpegDecoder,
+    ...(options.windowShards === undefined ? {} : { windowShards: options.windowShards }),
   };
   // A local path means the same path on the servers (shared disk); URLs pass as they are.
   const dataset = /^[a-z][a-z0-9+.-]*:\/\//i.test(options.source) ? options.source : resolvePath(options.source);
-  const stream = new RemoteBatchStream(options.augmentService!, { dataset, split: options.split ?? 'train' }, recipe, { ...o, prefetch: options.prefetch });
+  const stream = new RemoteBatchStream(options.augmentService!, { dataset, split: options.split ?? 'train' }, recipe, { ...o, prefetch: options.prefetch }, options);
   try {
     await stream.start();
   } catch (err) {
@@ -117,6 +118,7 @@ class RemoteBatchStream implements BatchStream {
     private readonly ref: DatasetRef,
     private readonly recipe: BatchRecipe,
     private readonly plan: Plan,
+    private readonly options: BatchStreamOptions,
   ) {
     this.batchSize = recipe.batchSize;
     this.seed = recipe.seed;
@@ -162,6 +164,10 @@ class RemoteBatchStream implements BatchStream {
     if (steps === 0) throw new RangeError(`dropRemainder with batchSize ${this.batchSize} leaves no batch from ${this.size} samples`);
     this.stepsPerEpoch = steps;
     this.endSeq = this.plan.epochs === Infinity ? Infinity : this.plan.epochs * steps;
+    // Batch numbers count from the base epoch's first batch; a mid-epoch start skips to its batch.
+    const [epoch, index] = startPoint(this.options, this.plan, steps, this.size);
+    this.plan.initialEpoch = baseEpoch(this.options, this.plan);
+    this.nextSeq = this.delivered = (epoch - this.plan.initialEpoch) * steps + index;
     if (this.addresses.some((a) => !isIP(a.host))) {
       this.dnsTimer = setInterval(() => void this.refreshAddresses(false), this.service.refreshMs ?? DNS_REFRESH_MS);
       this.dnsTimer.unref();

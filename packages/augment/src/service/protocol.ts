@@ -47,6 +47,8 @@ export interface BatchRecipe {
   rescale: number;
   interpolation: Interpolation;
   jpegDecoder: JpegDecoder;
+  /** Shards per shuffle window of a prepared split's order (absent: the reader's default). */
+  windowShards?: number;
 }
 
 export interface DescribeRequest extends DatasetRef {
@@ -162,6 +164,7 @@ function recipe(o: Record<string, unknown>): BatchRecipe {
     rescale: o.rescale,
     interpolation: oneOf(o, 'interpolation', ['nearest', 'bilinear'] as const),
     jpegDecoder: oneOf(o, 'jpegDecoder', ['fast', 'exact'] as const),
+    ...(o.windowShards === undefined ? {} : { windowShards: int(o, 'windowShards', 1, 1_000_000) }),
   };
 }
 

@@ -8,7 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { formatError, UserError } from '@catdog/errors';
 import { BatchPool } from '../batch-pool.js';
 import { batchIndices, epochSampleOrder, stepsPerEpoch } from '../plan.js';
-import { loadSamples, openDatasetSource, type LoadedSamples } from '../source.js';
+import { DEFAULT_MAX_SOURCE_BYTES, isPreparedDataset, loadSamples, loadSplit, openDatasetSource, openShards, type LoadedSamples } from '../source.js';
 import type { BatchResult, BatchTask } from '../worker.js';
 import {
   BadRequest,
@@ -41,6 +41,8 @@ export interface AugmentServerOptions {
   tls?: { cert: Buffer; key: Buffer };
   /** Local cache for remote datasets' shards. */
   cacheDir?: string;
+  /** Bytes the shard cache may hold (least recently used shards evicted). Default: no limit. */
+  cacheLimit?: number;
   /** Datasets (dataset, split) kept open at once; opening another closes the least recently used idle one. Default 4. */
   maxDatasets?: number;
   /** Where refusals and failures are reported (never with the token). Default: stderr. */
@@ -56,11 +58,22 @@ export interface AugmentServer {
 }
 
 /**
- * The server's one access to samples. Everything else sees only the LoadedSamples it returns, so a streaming
- * source can replace the in-memory split here alone.
+ * The server's one access to samples: a prepared split is read into memory through the streaming reader (manifest
+ * order, so epochs follow the same order as the in-process stream), an image folder as before. Requests name
+ * batches by index in any order, so the server holds the split (up to 2 GiB of encoded bytes) rather than a window.
  */
-export async function loadServedSamples(ref: DatasetRef, cacheDir?: string): Promise<LoadedSamples> {
-  return loadSamples(await openDatasetSource(ref.dataset, ref.split, cacheDir));
+export async function loadServedSamples(ref: DatasetRef, cache: { cacheDir?: string; cacheLimit?: number } = {}): Promise<LoadedSamples> {
+  if (!(await isPreparedDataset(ref.dataset))) return loadSamples(await openDatasetSource(ref.dataset, ref.split));
+  const reader = await openShards(ref.dataset, ref.split, 0, false, cache);
+  const bytes = reader.shards.reduce((n, s) => n + s.bytes, 0);
+  if (bytes > DEFAULT_MAX_SOURCE_BYTES) {
+    throw new UserError(
+      `${reader.url}: split ${ref.split} holds ${(bytes / 1024 ** 3).toFixed(1)} GiB of shards, more than the augmentation server reads ` +
+        `into memory (${DEFAULT_MAX_SOURCE_BYTES / 1024 ** 3} GiB): augment it in process (createBatchStream streams it)`,
+      { code: 'too-large' },
+    );
+  }
+  return loadSplit(reader);
 }
 
 interface Served {
@@ -133,7 +146,7 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
     if (!served) {
       if (datasets.size >= maxDatasets) await evictIdle();
       served = (async () => {
-        const samples = await loadServedSamples(ref, options.cacheDir);
+        const samples = await loadServedSamples(ref, { cacheDir: options.cacheDir, cacheLimit: options.cacheLimit });
         const pool = new BatchPool(samples.shared, workers);
         return { samples, pool, digest: digestOf(samples), orders: new Map(), warmed: new Set(), spare: [], calls: 0, usedAt: Date.now() };
       })();
@@ -157,10 +170,10 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
   }
 
   function orderOf(s: Served, r: BatchRecipe, epoch: number): number[] {
-    const id = `${r.shuffle}/${r.seed}/${epoch}`;
+    const id = `${r.shuffle}/${r.seed}/${epoch}/${r.windowShards ?? ''}`;
     let order = s.orders.get(id);
     if (!order) {
-      order = epochSampleOrder(s.samples.keys, r.shuffle, r.seed, epoch);
+      order = epochSampleOrder(s.samples, r.shuffle, r.seed, epoch, r.windowShards);
       if (s.orders.size >= 8) s.orders.delete(s.orders.keys().next().value!);
       s.orders.set(id, order);
     }
@@ -270,7 +283,7 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
   };
 
   function taskOf(s: Served, r: BatchesRequest, order: number[], index: number): BatchTask {
-    const indices = batchIndices(order, index, r.batchSize);
+    const indices = batchIndices(order, index, r.batchSize, s.samples.missing);
     return {
       epoch: r.epoch, indices, keys: indices.map((i) => s.samples.keys[i]), height: r.height, width: r.width,
       augment: r.augment, seed: r.seed, dtype: r.dtype, rescale: r.rescale, interpolation: r.interpolation,
@@ -279,7 +292,7 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
   }
 
   function frameOf(s: Served, r: BatchesRequest, order: number[], index: number, res: BatchResult): Buffer {
-    const indices = batchIndices(order, index, r.batchSize);
+    const indices = batchIndices(order, index, r.batchSize, s.samples.missing);
     const elements = res.kept.length * r.height * r.width * 3;
     return encodeFrame(
       {

@@ -109,7 +109,7 @@ async function openStreamAt(o: FeedOptions) {
   const stream = await open(pass);
   if (stream.size !== o.splitSize || stream.stepsPerEpoch !== Math.ceil(o.splitSize / o.batchSize)) {
     await stream.close();
-    throw new Error(`openFeed: the ${o.split} stream has ${stream.size} images in ${stream.stepsPerEpoch} batches per pass; the manifest says ${o.splitSize}`);
+    throw new UserError(`${typeof o.source === 'string' ? o.source : 'the dataset'}: the ${o.split} split streams ${stream.size} images, its manifest says ${o.splitSize}: the run cannot be resumed at the same batch; run prep verify`, { code: 'bad-dataset' });
   }
   for (let k = 0; k < skip; k++) {
     const r = await stream.next();

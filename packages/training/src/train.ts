@@ -114,7 +114,7 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
   const { cfg, checkpoint, savedPlanId } = await resolveRun(cfgIn, runDir, log);
   const manifest = await checkDataset(cfg.data);
   if (savedPlanId && manifest.planId !== savedPlanId) {
-    throw new UserError(`${cfg.data} is not the dataset this run was trained on (manifest planId ${manifest.planId}, the run's ${savedPlanId})`);
+    throw new UserError(`${cfg.data} is not the dataset this run was trained on (manifest planId ${manifest.planId}, the run's ${savedPlanId}); resume without --data to use the run's own, or start a new --out`, { code: 'bad-run' });
   }
   const manifestSha256 = createHash('sha256').update(JSON.stringify(manifest)).digest('hex');
   const backend = await initBackend({ backend: cfg.backend, threads: cfg.threads, log });

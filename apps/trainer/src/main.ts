@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { formatError, reportError } from '@catdog/errors';
 import { writeCurves, writeModelViews } from '@catdog/report';
 import { STRATEGIES, STRATEGY_NAMES, contractLine, evaluate, readExperimentFile, resolveConfig, train, type History } from '@catdog/training';
-import { addConfigOptions, fieldOption, flagsOf, resolvePaths, userPath } from './options.js';
+import { addConfigOptions, applyS3Flags, fieldOption, flagsOf, resolvePaths, S3_FIELDS, userPath } from './options.js';
 
 /** Curves and the model diagram beside the run (the report's job); a failure to draw them is a note, not a failed run. */
 async function writeRunViews(runDir: string, history: History): Promise<void> {
@@ -34,6 +34,7 @@ for (const strategy of STRATEGY_NAMES) {
     const configFile = (cmd.opts() as { config?: string }).config;
     const file = configFile ? resolvePaths(await readExperimentFile(userPath(configFile))) : {};
     const config = resolveConfig({ strategy, flags: flagsOf(cmd), file });
+    applyS3Flags(config);
     const result = await train(config);
     await writeRunViews(result.runDir, result.history);
     process.stdout.write(`${contractLine(result.metrics)}\n`);
@@ -51,10 +52,12 @@ for (const o of [
   ...fieldOption('inputScaling', 'override the input scaling when the model has no run config beside it'),
   ...fieldOption('backend'),
   ...fieldOption('threads'),
+  ...S3_FIELDS.flatMap((k) => fieldOption(k)),
 ]) {
   evaluateCmd.addOption(o);
 }
-evaluateCmd.action(async (opts: { model: string; data: string; batchSize?: number; workers?: number; inputScaling?: 'unit' | 'symmetric'; backend?: 'auto'; threads?: number }) => {
+evaluateCmd.action(async (opts: { model: string; data: string; batchSize?: number; workers?: number; inputScaling?: 'unit' | 'symmetric'; backend?: 'auto'; threads?: number; s3Endpoint?: string; s3Region?: string; s3Profile?: string; s3PathStyle?: boolean }) => {
+  applyS3Flags(opts);
   const result = await evaluate({
     model: userPath(opts.model),
     data: userPath(opts.data),

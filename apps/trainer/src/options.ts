@@ -54,6 +54,21 @@ export function flagsOf(cmd: Command): Partial<TrainConfig> {
   return resolvePaths(out as Partial<TrainConfig>);
 }
 
+/** The S3 flags of the config (--s3-endpoint, --s3-region, --s3-profile, --s3-path-style), as prep takes them. */
+export const S3_FIELDS = ['s3Endpoint', 's3Region', 's3Profile', 's3PathStyle'] as const;
+
+/**
+ * Applies the S3 flags as the environment @catdog/storage reads (AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_PROFILE,
+ * CATDOG_S3_PATH_STYLE), so every client of the run sees them: the run directory, the dataset reader and the
+ * augmentation pool's worker threads (which take the environment when they start). Flags win over the environment.
+ */
+export function applyS3Flags(o: Partial<Pick<TrainConfig, (typeof S3_FIELDS)[number]>>): void {
+  if (o.s3Endpoint) process.env.AWS_ENDPOINT_URL_S3 = o.s3Endpoint;
+  if (o.s3Region) process.env.AWS_REGION = o.s3Region;
+  if (o.s3Profile) process.env.AWS_PROFILE = o.s3Profile;
+  if (o.s3PathStyle !== undefined) process.env.CATDOG_S3_PATH_STYLE = String(o.s3PathStyle);
+}
+
 /** Path fields (data, out, weights, …) resolved against the user's directory; 'imagenet' and URLs stay. */
 export function resolvePaths(values: Partial<TrainConfig>): Partial<TrainConfig> {
   const out: Record<string, unknown> = { ...values };

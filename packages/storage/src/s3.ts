@@ -54,7 +54,7 @@ export function resolveS3Options(options: StorageOptions = {}, env: NodeJS.Proce
     endpoint,
     region: options.region || env.AWS_REGION || env.AWS_DEFAULT_REGION || (custom ? 'us-east-1' : undefined),
     profile: options.profile || env.AWS_PROFILE || undefined,
-    forcePathStyle: options.forcePathStyle ?? custom,
+    forcePathStyle: options.forcePathStyle ?? (env.CATDOG_S3_PATH_STYLE === 'true' ? true : env.CATDOG_S3_PATH_STYLE === 'false' ? false : custom),
     checksumMode,
     maxAttempts: options.maxAttempts ?? (Number(env.AWS_MAX_ATTEMPTS) || 5),
     partSize: Math.max(5 * 1024 * 1024, options.partSize ?? 8 * 1024 * 1024),

@@ -22,8 +22,10 @@ export interface FeedOptions {
   workers: number;
   /** Endless (training, validation like Keras generators) or one pass (test, feature extraction). */
   repeat: boolean;
-  /** Resuming: start at this epoch so the batches are those of an uninterrupted run. */
-  initialEpoch?: number;
+  /** Resuming: batches already consumed (of a repeating feed); the feed starts with the next one. */
+  start?: number;
+  /** Images in the split (the manifest's count): fixes the stream's pass length before it is opened. Needed with `start`. */
+  splitSize?: number;
   cacheDir?: string;
 }
 
@@ -50,22 +52,19 @@ function augmentOptions(augment: FeedOptions['augment']): AugmentOptions | false
   return { ...BOOK_AUGMENTATION, ...augment } as AugmentOptions;
 }
 
+/**
+ * Where batch `start` of an endless stream is: the stream counts epochs as passes over the split (ceil(size /
+ * batch) batches, the last one short), which a training epoch of --steps-per-epoch steps need not be (the book's
+ * augmented: 100 steps of 32 over 2000 images). So: the pass that holds it, and how many batches of that pass
+ * precede it. When @catdog/augment's `start` option lands, this and the skip in openFeed become `start`.
+ */
+export function streamPosition(start: number, size: number, batchSize: number): { pass: number; skip: number } {
+  const perPass = Math.ceil(size / batchSize);
+  return { pass: Math.floor(start / perPass), skip: start % perPass };
+}
+
 export async function openFeed(o: FeedOptions): Promise<Feed> {
-  const stream = await createBatchStream({
-    source: o.source,
-    split: o.split,
-    batchSize: o.batchSize,
-    targetSize: [o.inputSize, o.inputSize],
-    augment: augmentOptions(o.augment),
-    shuffle: o.shuffle,
-    seed: o.seed,
-    workers: o.workers,
-    dtype: 'float32',
-    rescale: 1,
-    epochs: o.repeat ? Infinity : 1,
-    initialEpoch: o.initialEpoch ?? 0,
-    cacheDir: o.cacheDir,
-  });
+  const stream = await openStreamAt(o);
   return {
     size: stream.size,
     async next() {
@@ -84,6 +83,40 @@ export async function openFeed(o: FeedOptions): Promise<Feed> {
       await stream.close();
     },
   };
+}
+
+/** The batch stream positioned at batch `o.start`: restarted at its pass, the batches of that pass before it skipped. */
+async function openStreamAt(o: FeedOptions) {
+  const start = o.start ?? 0;
+  const open = (initialEpoch: number) => createBatchStream({
+    source: o.source,
+    split: o.split,
+    batchSize: o.batchSize,
+    targetSize: [o.inputSize, o.inputSize],
+    augment: augmentOptions(o.augment),
+    shuffle: o.shuffle,
+    seed: o.seed,
+    workers: o.workers,
+    dtype: 'float32',
+    rescale: 1,
+    epochs: o.repeat ? Infinity : 1,
+    initialEpoch,
+    cacheDir: o.cacheDir,
+  });
+  if (start === 0) return open(0);
+  if (!o.repeat || o.splitSize === undefined) throw new RangeError('openFeed: start needs a repeating feed and splitSize');
+  const { pass, skip } = streamPosition(start, o.splitSize, o.batchSize);
+  const stream = await open(pass);
+  if (stream.size !== o.splitSize || stream.stepsPerEpoch !== Math.ceil(o.splitSize / o.batchSize)) {
+    await stream.close();
+    throw new UserError(`${typeof o.source === 'string' ? o.source : 'the dataset'}: the ${o.split} split streams ${stream.size} images, its manifest says ${o.splitSize}: the run cannot be resumed at the same batch; run prep verify`, { code: 'bad-dataset' });
+  }
+  for (let k = 0; k < skip; k++) {
+    const r = await stream.next();
+    if (r.done) break;
+    r.value.release();
+  }
+  return stream;
 }
 
 /** Reads and checks a prepped dataset's manifest: two classes, the three splits present and non-empty. */

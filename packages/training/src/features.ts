@@ -178,7 +178,8 @@ export function extractedFeatures(o: {
 }
 
 /** Batches over in-memory features: shuffled each pass (seeded) and endless for training, in order otherwise. */
-export function featureFeed(set: FeatureSet, batchSize: number, opts: { shuffle: boolean; repeat: boolean; seed: number }): { size: number; next(): Promise<(Batch & { keys: string[]; labels: Float32Array }) | null> } {
+/** Batches of a feature set; `start` batches are skipped (by arithmetic and reshuffles, no copying): resuming gets the batches an uninterrupted run sees. */
+export function featureFeed(set: FeatureSet, batchSize: number, opts: { shuffle: boolean; repeat: boolean; seed: number; start?: number }): { size: number; next(): Promise<(Batch & { keys: string[]; labels: Float32Array }) | null> } {
   const per = set.shape.reduce((a, b) => a * b, 1);
   let order = Array.from({ length: set.count }, (_, i) => i);
   let pos = 0;
@@ -201,6 +202,14 @@ export function featureFeed(set: FeatureSet, batchSize: number, opts: { shuffle:
     }
   };
   reshuffle();
+  for (let k = 0; k < (opts.start ?? 0); k++) {
+    if (pos >= set.count) {
+      if (!opts.repeat) break;
+      pos = 0;
+      reshuffle();
+    }
+    pos += Math.min(batchSize, set.count - pos);
+  }
   return {
     size: set.count,
     async next(): Promise<(Batch & { keys: string[]; labels: Float32Array }) | null> {

@@ -65,10 +65,17 @@ export interface FitContext {
   keepBest: boolean;
   debugNanAtStep?: number;
   debugEpochDelayMs?: number;
+  /** Seed of the dropout masks (one per step, a pure function of seed and step, so a resumed run draws the same). */
+  seed?: number;
+  /** Also checkpoint every this many training steps (global steps); null (default): at epoch ends only. */
+  checkpointEvery?: number | null;
 }
 
+/** Test aid, not an option: CATDOG_TEST_CHECKPOINT_KILL_AT_STEP=<n> kills the process (SIGKILL) while writing the checkpoint of global step n, after its files and before the pointer switch. */
+const KILL_AT_STEP = Number(process.env.CATDOG_TEST_CHECKPOINT_KILL_AT_STEP) || null;
+
 export function initialState(history: History): CheckpointState {
-  return { phase: '', phaseEpoch: 0, epoch: 0, globalStep: 0, history, bestValAcc: null, bestEpoch: null, esBest: null, esWait: 0, stoppedEarly: false };
+  return { phase: '', phaseEpoch: 0, epoch: 0, globalStep: 0, history, bestValAcc: null, bestEpoch: null, esBest: null, esWait: 0, stoppedEarly: false, phaseStep: 0, epochPartial: null };
 }
 
 async function optimizerWeights(model: tf.LayersModel): Promise<{ name: string; tensor: tf.Tensor }[]> {
@@ -80,7 +87,39 @@ async function optimizerWeights(model: tf.LayersModel): Promise<{ name: string; 
 
 /** Writes the run model's weights, the phase model's optimizer state and the loop state as the run's last checkpoint. */
 export async function writeCheckpoint(ctx: FitContext, phaseModel: tf.LayersModel): Promise<void> {
-  await ctx.runDir.writeCheckpoint('last', ctx.state.epoch, { weights: namedWeights(ctx.runModel), optimizer: await optimizerWeights(phaseModel), state: ctx.state });
+  const step = ctx.state.globalStep;
+  await ctx.runDir.writeCheckpoint(
+    'last',
+    ctx.state.epoch,
+    { weights: namedWeights(ctx.runModel), optimizer: await optimizerWeights(phaseModel), state: ctx.state },
+    { beforeSwitch: KILL_AT_STEP === step ? () => void process.kill(process.pid, 'SIGKILL') : undefined },
+  );
+}
+
+/**
+ * The Dropout layers of `model` (nested models included). tfjs draws dropout masks from an unseeded generator;
+ * seedDropout gives each layer a seed per step, so the masks are a pure function of (seed, step, layer).
+ */
+function dropoutLayers(model: tf.LayersModel): { seed?: number }[] {
+  const out: { seed?: number }[] = [];
+  const walk = (layers: tf.layers.Layer[]) => {
+    for (const l of layers) {
+      if (l.getClassName() === 'Dropout') out.push(l as unknown as { seed?: number });
+      const inner = (l as unknown as { layers?: tf.layers.Layer[] }).layers;
+      if (Array.isArray(inner)) walk(inner);
+    }
+  };
+  walk(model.layers);
+  return out;
+}
+
+function seedDropout(layers: { seed?: number }[], seed: number, step: number): void {
+  // A 32-bit mix of (seed, step, layer): distinct masks per step and layer, the same ones on every run.
+  layers.forEach((l, i) => {
+    let h = Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(step + 1, 0xc2b2ae35) ^ Math.imul(i + 1, 0x27d4eb2f);
+    h ^= h >>> 16;
+    l.seed = h >>> 0;
+  });
 }
 
 /** The loop state of the run's last checkpoint, or null. */
@@ -106,6 +145,7 @@ async function restore(runDir: RunDir, slot: 'last' | 'best', model: tf.LayersMo
 
 /** Restores the last checkpoint: weights into the run model, optimizer state into the phase model (compiled, same trainable set). */
 export async function restoreCheckpoint(runDir: RunDir, runModel: tf.LayersModel, phaseModel: tf.LayersModel | null): Promise<void> {
+  // Restoring is exact (bit for bit): weights and optimizer slots are float32 written and read as they are.
   if (!(await restore(runDir, 'last', runModel, phaseModel))) throw new UserError(`${runDir.url}: no checkpoint to restore`, { code: 'bad-run' });
 }
 
@@ -145,6 +185,8 @@ export async function fitPhase(ctx: FitContext, phase: Phase): Promise<void> {
     // Callbacks are per phase, as per Keras fit() call: early stopping and keep-best start afresh.
     st.phase = phase.name;
     st.phaseEpoch = 0;
+    st.phaseStep = 0;
+    st.epochPartial = null;
     st.esBest = null;
     st.esWait = 0;
     st.stoppedEarly = false;
@@ -153,21 +195,28 @@ export async function fitPhase(ctx: FitContext, phase: Phase): Promise<void> {
   }
   if (st.stoppedEarly) return;
   const { model } = phase;
+  const dropouts = dropoutLayers(model);
   for (let e = st.phaseEpoch + 1; e <= phase.epochs; e++) {
     const globalEpoch = st.epoch + 1;
     const label = `${phase.name === 'train' ? '' : `${phase.name} `}epoch ${e}/${phase.epochs}`;
-    const t0 = performance.now();
-    let lossSum = 0;
-    let accSum = 0;
-    let seen = 0;
+    // A checkpoint inside this epoch (--checkpoint-every) carries the epoch's sums so far.
+    const partial = st.epochPartial;
+    const firstStep = partial ? st.phaseStep - st.phaseEpoch * phase.stepsPerEpoch + 1 : 1;
+    const t0 = performance.now() - (partial?.seconds ?? 0) * 1000;
+    let lossSum = partial?.lossSum ?? 0;
+    let accSum = partial?.accSum ?? 0;
+    let seen = partial?.seen ?? 0;
+    st.epochPartial = null;
     ctx.progress.start(label, phase.stepsPerEpoch);
     try {
-      for (let s = 1; s <= phase.stepsPerEpoch; s++) {
+      for (let s = firstStep; s <= phase.stepsPerEpoch; s++) {
         const b = await phase.train.next();
         if (!b) throw new Error('training data ended early');
+        seedDropout(dropouts, ctx.seed ?? 0, st.globalStep);
         const out = (await model.trainOnBatch(b.xs, b.ys)) as number[];
         tf.dispose([b.xs, b.ys]);
         st.globalStep++;
+        st.phaseStep++;
         let loss = Array.isArray(out) ? out[0] : (out as number);
         const acc = Array.isArray(out) ? out[1] : NaN;
         if (ctx.debugNanAtStep !== undefined && st.globalStep === ctx.debugNanAtStep) loss = NaN;
@@ -181,6 +230,12 @@ export async function fitPhase(ctx: FitContext, phase: Phase): Promise<void> {
         seen += b.n;
         const secs = (performance.now() - t0) / 1000;
         ctx.progress.update(s, { loss: lossSum / seen, acc: accSum / seen, imagesPerSecond: seen / secs });
+        if (ctx.checkpointEvery && st.globalStep % ctx.checkpointEvery === 0 && s < phase.stepsPerEpoch) {
+          st.epochPartial = { lossSum, accSum, seen, seconds: secs };
+          await writeCheckpoint(ctx, model);
+          st.epochPartial = null;
+          ctx.progress.log(`checkpoint: step ${st.globalStep} (${label}, step ${s}/${phase.stepsPerEpoch})`);
+        }
       }
     } finally {
       ctx.progress.stop();

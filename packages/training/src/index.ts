@@ -26,12 +26,12 @@ export {
 } from './config.js';
 export { train, type TrainOptions, type TrainResult } from './train.js';
 export { STRATEGIES, isStrategy } from './strategies/index.js';
-export type { StrategyDefinition, StrategyContext, StrategyPlan, PhaseSpec, StrategySettings, ImageFeedOptions } from './strategy.js';
+export type { StrategyDefinition, StrategyContext, StrategyPlan, PhaseSpec, FeedPosition, StrategySettings, ImageFeedOptions } from './strategy.js';
 export { imagePhase, featurePhase, predictTestImages, predictTestFeatures, compileBinary, stepsFor, type ImagePhaseOptions, type FeaturePhaseOptions } from './phases.js';
 export { buildTransferModel, resolveWeights, defaultWeightsDir, type TransferModel } from './transfer.js';
 export { evaluate, type EvaluateOptions, type EvaluateResult } from './evaluate.js';
 export { computeMetrics, contractLine, confusionText, type TestMetrics, type Predictions, type Misclassified } from './metrics.js';
-export { fitPhase, initialState, evaluateFeed, readCheckpointState, type Batch, type BatchFeed, type Phase, type EpochLogs } from './fit.js';
+export { fitPhase, initialState, evaluateFeed, readCheckpointState, restoreCheckpoint, writeCheckpoint, type FitContext, type Batch, type BatchFeed, type Phase, type EpochLogs } from './fit.js';
 export {
   RunDir,
   RUN_FILES,
@@ -55,6 +55,6 @@ export {
 export { namedVariables } from './model-io.js';
 export { featureCacheKey, extractedFeatures, memoizedFeatures, defaultFeatureCacheDir, type FeatureKeyParts, type FeatureSet, type FeatureCache } from './features.js';
 export { splitAtLayer, modelFrom } from './graph.js';
-export { scaleInput, openFeed, checkDataset, openEvaluationSource } from './data.js';
+export { scaleInput, openFeed, streamPosition, checkDataset, openEvaluationSource } from './data.js';
 export { createProgress, type ProgressSink } from './progress.js';
 export { NanLossError, isOutOfMemory, isStackOverflow, explainOutOfMemory } from './errors.js';

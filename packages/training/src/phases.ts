@@ -5,7 +5,7 @@ import { rmsprop } from '@catdog/backend';
 import { featureFeed, frozenForward, throughFrozen, type FeatureSet } from './features.js';
 import type { BatchFeed } from './fit.js';
 import { predictFeed, type Predictions } from './metrics.js';
-import type { PhaseSpec, StrategyContext } from './strategy.js';
+import { PHASE_START, type PhaseSpec, type StrategyContext } from './strategy.js';
 
 export function compileBinary(model: tf.LayersModel, learningRate: number): void {
   // rmsprop: tf.train.rmsprop's arithmetic, one fused pass per variable on wasm.
@@ -33,17 +33,17 @@ export interface ImagePhaseOptions {
 
 /** A phase on image batches of the training split (augmented when the config says so), validated on images. */
 export function imagePhase(ctx: StrategyContext, o: ImagePhaseOptions): PhaseSpec {
-  const { cfg, counts, state } = ctx;
+  const { cfg, counts } = ctx;
   return {
     name: o.name,
     epochs: o.epochs,
-    async make() {
+    async make(at = PHASE_START) {
       o.prepare?.();
       const model = o.frozen?.top ?? o.model;
       compileBinary(model, o.learningRate);
-      const initialEpoch = state.phase === o.name ? state.phaseEpoch : 0;
-      let train: BatchFeed = await ctx.imageFeed('train', { augment: Boolean(cfg.augment), repeat: true, shuffle: true, initialEpoch });
-      let validation: BatchFeed = await ctx.imageFeed('validation', { augment: false, repeat: true, shuffle: false });
+      const validationSteps = stepsFor(counts.validation, cfg.batchSize, cfg.validationSteps);
+      let train: BatchFeed = await ctx.imageFeed('train', { augment: Boolean(cfg.augment), repeat: true, shuffle: true, start: at.trainBatches });
+      let validation: BatchFeed = await ctx.imageFeed('validation', { augment: false, repeat: true, shuffle: false, start: at.epochs * validationSteps });
       if (o.frozen) {
         ctx.log(`${o.name}: the frozen ${o.frozen.bottom.name} runs compiled (BatchNorm folded); training ${o.frozen.top.name} on its output`);
         const forward = frozenForward(o.frozen.bottom, ctx.log);
@@ -56,7 +56,7 @@ export function imagePhase(ctx: StrategyContext, o: ImagePhaseOptions): PhaseSpe
         epochs: o.epochs,
         batchSize: cfg.batchSize,
         stepsPerEpoch: stepsFor(counts.train, cfg.batchSize, cfg.stepsPerEpoch),
-        validationSteps: stepsFor(counts.validation, cfg.batchSize, cfg.validationSteps),
+        validationSteps,
         train,
         validation,
       };
@@ -76,8 +76,8 @@ export interface FeaturePhaseOptions {
   /** Training steps per epoch (null: one pass) and validation steps (null: one pass). */
   stepsPerEpoch: number | null;
   validationSteps: number | null;
-  /** Seed of the training split's shuffles (a function: read when the phase starts). */
-  seed: number | (() => number);
+  /** Seed of the training split's shuffles. */
+  seed: number;
   /** Runs when the phase starts, before compiling; gets the training features. */
   prepare?: (train: FeatureSet) => void;
 }
@@ -87,20 +87,21 @@ export function featurePhase(o: FeaturePhaseOptions): PhaseSpec {
   return {
     name: o.name,
     epochs: o.epochs,
-    async make() {
+    async make(at = PHASE_START) {
       const train = await o.features('train');
       const val = await o.features('validation');
       o.prepare?.(train);
       compileBinary(o.model, o.learningRate);
+      const validationSteps = stepsFor(val.count, o.batchSize, o.validationSteps);
       return {
         name: o.name,
         model: o.model,
         epochs: o.epochs,
         batchSize: o.batchSize,
         stepsPerEpoch: stepsFor(train.count, o.batchSize, o.stepsPerEpoch),
-        validationSteps: stepsFor(val.count, o.batchSize, o.validationSteps),
-        train: featureFeed(train, o.batchSize, { shuffle: true, repeat: true, seed: typeof o.seed === 'function' ? o.seed() : o.seed }),
-        validation: featureFeed(val, o.batchSize, { shuffle: false, repeat: true, seed: 0 }),
+        validationSteps,
+        train: featureFeed(train, o.batchSize, { shuffle: true, repeat: true, seed: o.seed, start: at.trainBatches }),
+        validation: featureFeed(val, o.batchSize, { shuffle: false, repeat: true, seed: 0, start: at.epochs * validationSteps }),
       };
     },
   };

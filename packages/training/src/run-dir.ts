@@ -115,6 +115,13 @@ export const CheckpointStateSchema = z.strictObject({
   esBest: num.nullable(),
   esWait: count,
   stoppedEarly: z.boolean(),
+  /**
+   * Training batches consumed in `phase` (the train feed's position: with the seed, it fixes the feature feeds'
+   * shuffles and the image stream's pass and batch). Validation has consumed `phaseEpoch` × its steps.
+   */
+  phaseStep: count.default(0),
+  /** A checkpoint inside an epoch (--checkpoint-every): the epoch's running sums so far; null at an epoch end. */
+  epochPartial: z.strictObject({ lossSum: num, accSum: num, seen: count, seconds: num }).nullable().default(null),
 });
 export type CheckpointState = z.infer<typeof CheckpointStateSchema>;
 
@@ -288,14 +295,25 @@ export class RunDir {
    * Writes a checkpoint (`slot` 'last' or 'best') into a new folder, then points checkpoints/<slot>.json at it and
    * deletes the previous folder: a kill at any moment leaves the previous or the new checkpoint, never none.
    */
-  async writeCheckpoint(slot: 'last' | 'best', epoch: number, parts: { weights: TensorList; optimizer?: TensorList; state?: CheckpointState }): Promise<void> {
+  async writeCheckpoint(
+    slot: 'last' | 'best',
+    epoch: number,
+    parts: { weights: TensorList; optimizer?: TensorList; state?: CheckpointState },
+    hooks: { beforeSwitch?: () => void | Promise<void> } = {},
+  ): Promise<void> {
     const previous = await this.checkpointDir(slot);
-    const dir = `${RUN_FILES.checkpoints}/${slot}-e${String(epoch).padStart(4, '0')}-${Date.now().toString(36)}`;
+    const step = parts.state ? `-s${String(parts.state.globalStep).padStart(7, '0')}` : '';
+    const dir = `${RUN_FILES.checkpoints}/${slot}-e${String(epoch).padStart(4, '0')}${step}-${Date.now().toString(36)}`;
     await this.writeTensors(`${dir}/weights`, parts.weights);
     if (parts.optimizer) await this.writeTensors(`${dir}/optimizer`, parts.optimizer);
     if (parts.state) await this.writeJson(`${dir}/state.json`, CheckpointStateSchema, parts.state, 0);
+    await hooks.beforeSwitch?.();
     await this.writeJson(`${RUN_FILES.checkpoints}/${slot}.json`, CheckpointPointerSchema, { dir: dir.slice(RUN_FILES.checkpoints.length + 1), epoch, writtenAt: new Date().toISOString() });
     if (previous && previous !== dir) await this.deleteFolder(previous);
+    // Folders of this slot the pointer never reached (a writer killed before its switch) go too.
+    for await (const e of this.storage.list(`${RUN_FILES.checkpoints}/${slot}-`)) {
+      if (!e.path.startsWith(`${dir}/`)) await this.storage.delete(e.path);
+    }
   }
 
   /** The current folder of a checkpoint slot (relative to the run), or null. */

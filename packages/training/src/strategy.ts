@@ -8,12 +8,25 @@ import type { CheckpointState, Phase } from './fit.js';
 import type { Predictions } from './metrics.js';
 import type { ProgressSink } from './progress.js';
 
-/** A phase to run: `make()` compiles its model and opens its feeds when the phase starts (not before). */
+/**
+ * Where a phase's feeds start: batches already consumed by an interrupted run of this phase (0 for a new phase).
+ * Opening the feeds there gives exactly the batches the uninterrupted run would have seen next.
+ */
+export interface FeedPosition {
+  /** Training batches consumed in the phase (the checkpoint's phaseStep). */
+  trainBatches: number;
+  /** Epochs finished in the phase: validation has consumed this many × its validation steps. */
+  epochs: number;
+}
+
+export const PHASE_START: FeedPosition = { trainBatches: 0, epochs: 0 };
+
+/** A phase to run: `make(at)` compiles its model and opens its feeds at `at` when the phase starts (not before). */
 export interface PhaseSpec {
   /** 'train' for one-phase strategies; a checkpoint records it so --resume continues the right phase. */
   name: string;
   epochs: number;
-  make(): Promise<Phase>;
+  make(at?: FeedPosition): Promise<Phase>;
 }
 
 /** What a strategy hands to train(). */
@@ -32,8 +45,8 @@ export interface ImageFeedOptions {
   augment: boolean;
   repeat: boolean;
   shuffle: boolean;
-  /** Resuming: start at this epoch so the batches are those of an uninterrupted run. */
-  initialEpoch?: number;
+  /** Resuming: batches already consumed from this (repeating) feed; the feed starts with the next one. */
+  start?: number;
 }
 
 /** What train() gives a strategy to build with. */

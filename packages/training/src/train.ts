@@ -43,7 +43,7 @@ async function resolveRun(cfgIn: TrainConfig, runDir: RunDir, log: (line: string
   const saved = await runDir.readConfig();
   if (!saved) throw new UserError(`nothing to resume in ${runDir.url}: no config.json`, { code: 'bad-run' });
   if (saved.strategy !== cfg.strategy) throw new UserError(`${runDir.url} holds a ${saved.strategy} run; resume it with the ${saved.strategy} strategy`, { code: 'bad-run' });
-  log(`resuming ${runDir.url} after epoch ${checkpoint.epoch}`);
+  log(`resuming ${runDir.url} after epoch ${checkpoint.epoch}${checkpoint.epochPartial ? ` and step ${checkpoint.phaseStep} of phase ${checkpoint.phase}` : ''} (global step ${checkpoint.globalStep})`);
   const { weights: _w, totalEpochs: _t, backend: _b, backendRequest: _r, dataset, inputScalingFormula: _f, writtenAt: _a, ...savedConfig } = saved;
   // The run's own settings win (same total epochs, same data); only where and how to compute may change.
   return {
@@ -57,6 +57,11 @@ async function resolveRun(cfgIn: TrainConfig, runDir: RunDir, log: (line: string
       out: runDir.url,
       debugNanAtStep: cfg.debugNanAtStep,
       debugEpochDelayMs: cfg.debugEpochDelayMs,
+      checkpointEvery: cfgIn.checkpointEvery ?? saved.checkpointEvery,
+      s3Endpoint: cfgIn.s3Endpoint,
+      s3Region: cfgIn.s3Region,
+      s3Profile: cfgIn.s3Profile,
+      s3PathStyle: cfgIn.s3PathStyle,
     },
     checkpoint,
     savedPlanId: dataset.planId,
@@ -80,12 +85,13 @@ function configJson(cfg: TrainConfig, plan: StrategyPlan, backend: BackendChoice
 /** Runs the plan's phases from the checkpoint (if any): phases finished before it are skipped, the checkpoint is restored once. */
 async function runPhases(plan: StrategyPlan, ctx: FitContext, checkpoint: CheckpointState | null, strategy: string): Promise<void> {
   const ckIndex = checkpoint ? plan.phases.findIndex((s) => s.name === checkpoint.phase) : -1;
-  if (checkpoint && checkpoint.phase && ckIndex < 0) throw new UserError(`checkpoint phase "${checkpoint.phase}" does not belong to the ${strategy} strategy`);
-  let restored = !checkpoint || checkpoint.epoch === 0;
+  if (checkpoint && checkpoint.phase && ckIndex < 0) throw new UserError(`checkpoint phase "${checkpoint.phase}" does not belong to the ${strategy} strategy`, { code: 'bad-run' });
+  let restored = !checkpoint;
   for (let i = Math.max(ckIndex, 0); i < plan.phases.length; i++) {
     const spec = plan.phases[i];
     if (i === ckIndex && (checkpoint!.phaseEpoch >= spec.epochs || checkpoint!.stoppedEarly)) continue;
-    const phase = await spec.make();
+    // The checkpoint's phase continues where its feeds stopped; later phases start at their beginning.
+    const phase = await spec.make(i === ckIndex ? { trainBatches: checkpoint!.phaseStep, epochs: checkpoint!.phaseEpoch } : undefined);
     try {
       if (!restored) {
         await restoreCheckpoint(ctx.runDir, plan.model, i === ckIndex ? phase.model : null);
@@ -108,7 +114,7 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
   const { cfg, checkpoint, savedPlanId } = await resolveRun(cfgIn, runDir, log);
   const manifest = await checkDataset(cfg.data);
   if (savedPlanId && manifest.planId !== savedPlanId) {
-    throw new UserError(`${cfg.data} is not the dataset this run was trained on (manifest planId ${manifest.planId}, the run's ${savedPlanId})`);
+    throw new UserError(`${cfg.data} is not the dataset this run was trained on (manifest planId ${manifest.planId}, the run's ${savedPlanId}); resume without --data to use the run's own, or start a new --out`, { code: 'bad-run' });
   }
   const manifestSha256 = createHash('sha256').update(JSON.stringify(manifest)).digest('hex');
   const backend = await initBackend({ backend: cfg.backend, threads: cfg.threads, log });
@@ -133,7 +139,8 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
         seed: cfg.seed,
         workers: cfg.workers,
         repeat: o.repeat,
-        initialEpoch: o.initialEpoch,
+        start: o.start,
+        splitSize: manifest.splits[split].count,
       }),
     featureCacheRoot: resolve(cfg.featureCacheDir ?? defaultFeatureCacheDir(runDir.url)),
     manifestSha256,
@@ -152,6 +159,8 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
     keepBest: cfg.keepBest,
     debugNanAtStep: cfg.debugNanAtStep,
     debugEpochDelayMs: cfg.debugEpochDelayMs,
+    seed: cfg.seed,
+    checkpointEvery: cfg.checkpointEvery,
   };
   // The run directory appears once the models are built, so a run that fails to start (e.g. missing weights) leaves
   // nothing behind.

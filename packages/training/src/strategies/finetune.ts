@@ -90,7 +90,7 @@ function onImages(ctx: StrategyContext, t: TransferModel, from: string): TopPhas
  * input of `from`) is cached; the head trains on the (frozen) top's output of those, then the top itself trains.
  */
 function onCachedActivations(ctx: StrategyContext, t: TransferModel, from: string): TopPhase {
-  const { cfg, state } = ctx;
+  const { cfg } = ctx;
   const { bottom, top } = splitAt(t, from);
   const topFeatures = tf.model({ inputs: top.model.inputs, outputs: top.map(t.features), name: `${t.base.name}_top_features` });
   const activations = extractedFeatures({
@@ -116,7 +116,7 @@ function onCachedActivations(ctx: StrategyContext, t: TransferModel, from: strin
     features: (split) => activations.get(split),
     stepsPerEpoch: cfg.stepsPerEpoch,
     validationSteps: cfg.validationSteps,
-    seed: () => cfg.seed + state.phaseEpoch,
+    seed: cfg.seed,
     prepare: (train) => {
       const r = setTrainableFrom(t.base, from);
       ctx.log(`fine-tuning from ${from} on cached activations [${train.shape}]: ${r.trainable.length} layers train, ${r.frozen.length} stay frozen; trainable weight tensors: ${top.model.trainableWeights.length}`);

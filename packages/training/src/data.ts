@@ -1,7 +1,7 @@
 // Batches for training and evaluation: prepped datasets (local or s3) and plain folders through the
 // augmentation pool (createBatchStream), scaled for the model on the tfjs side.
 import * as tf from '@tensorflow/tfjs';
-import { createBatchStream, BOOK_AUGMENTATION, type AugmentOptions } from '@catdog/augment';
+import { createBatchStream, readServiceToken, BOOK_AUGMENTATION, type AugmentOptions, type BatchStream, type SkippedSample } from '@catdog/augment';
 import { readManifest, openImageFolder, type Manifest, type SampleSource, type SplitName } from '@catdog/dataset';
 import { isUserError, UserError } from '@catdog/errors';
 import { INPUT_SCALINGS } from '@catdog/models';
@@ -25,11 +25,15 @@ export interface FeedOptions {
   /** Resuming: start at this epoch so the batches are those of an uninterrupted run. */
   initialEpoch?: number;
   cacheDir?: string;
+  /** Make the batches on augmentation servers (`augment serve`): 'host:port,host:port' and a token file. */
+  augmentService?: { addresses: string; tokenFile?: string };
 }
 
 export interface KeyedBatch extends Batch {
   keys: string[];
   labels: Float32Array;
+  /** Samples of this batch that could not be decoded (the batch is that much shorter). */
+  skipped: SkippedSample[];
 }
 
 export interface Feed extends BatchFeed {
@@ -37,6 +41,8 @@ export interface Feed extends BatchFeed {
   /** Images in one pass. */
   size: number;
   close(): Promise<void>;
+  /** The stream's throughput and, with an augmentation service, each server's load. */
+  stats(): ReturnType<BatchStream['stats']>;
 }
 
 /** Scales pixel values 0..255 as the model expects (INPUT_SCALINGS in @catdog/models). */
@@ -65,6 +71,7 @@ export async function openFeed(o: FeedOptions): Promise<Feed> {
     epochs: o.repeat ? Infinity : 1,
     initialEpoch: o.initialEpoch ?? 0,
     cacheDir: o.cacheDir,
+    ...(o.augmentService ? { augmentService: { addresses: o.augmentService.addresses, token: readServiceToken(o.augmentService.tokenFile) } } : {}),
   });
   return {
     size: stream.size,
@@ -78,8 +85,9 @@ export async function openFeed(o: FeedOptions): Promise<Feed> {
       // Both arrays are copied by now (scaleInput makes a new tensor), so the pool may reuse the batch's buffers.
       b.release();
       const ys = tf.tensor2d(labels, [n, 1]);
-      return { xs, ys, n, keys: b.keys, labels };
+      return { xs, ys, n, keys: b.keys, labels, skipped: b.skipped };
     },
+    stats: () => stream.stats(),
     async close() {
       await stream.close();
     },

@@ -134,6 +134,7 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
         workers: cfg.workers,
         repeat: o.repeat,
         initialEpoch: o.initialEpoch,
+        augmentService: cfg.augmentService ? { addresses: cfg.augmentService, tokenFile: cfg.tokenFile } : undefined,
       }),
     featureCacheRoot: resolve(cfg.featureCacheDir ?? defaultFeatureCacheDir(runDir.url)),
     manifestSha256,
@@ -166,7 +167,7 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
     await runDir.writeSummary(`${modelSummary(plan.model)}\n`);
 
     const metrics = computeMetrics(await plan.predictTest(), manifest.classes);
-    await writeMisclassifiedThumbnails(runDir, metrics, cfg.data);
+    await writeMisclassifiedThumbnails(runDir, metrics, cfg.data, undefined, undefined, { model: plan.model, inputScaling: cfg.inputScaling ?? 'unit', log });
     const best = bestOf(state.history);
     const images = state.history.images_per_s;
     await runDir.writeMetrics({

@@ -112,18 +112,15 @@ for (const o of [
   ...fieldOption('batchSize', 'batch size (default 32)'),
   ...fieldOption('workers', 'decode worker threads (default 2)'),
   ...fieldOption('inputScaling', 'override the input scaling when the model has no run config beside it'),
-  ...fieldOption('augmentService'),
-  ...fieldOption('tokenFile'),
   ...fieldOption('backend'),
   ...fieldOption('threads'),
 ]) {
   predictCmd.addOption(o);
 }
-predictCmd.action(async (opts: { model: string; input: string; out?: string; top: number; format?: PredictionFormat; batchSize?: number; workers?: number; inputScaling?: 'unit' | 'symmetric'; augmentService?: string; tokenFile?: string; backend?: 'auto'; threads?: number }) => {
+predictCmd.action(async (opts: { model: string; input: string; out?: string; top: number; format?: PredictionFormat; batchSize?: number; workers?: number; inputScaling?: 'unit' | 'symmetric'; backend?: 'auto'; threads?: number }) => {
   const out = opts.out ? userPath(opts.out) : undefined;
   const format: PredictionFormat = opts.format ?? (out ? formatOfFile(out) ?? 'csv' : 'csv');
   if (out && !opts.format && !formatOfFile(out)) throw new UsageError(`--out ${opts.out}: cannot tell the format from the extension (use .csv, .json or .jsonl, or --format)`);
-  if (opts.tokenFile && !opts.augmentService) throw new UsageError('--token-file is for --augment-service');
   let printedHeader = false;
   // Without --out, CSV and JSON Lines rows are printed as their batches come; the other formats need every row.
   const streaming = !out && (format === 'csv' || format === 'jsonl');
@@ -135,7 +132,6 @@ predictCmd.action(async (opts: { model: string; input: string; out?: string; top
     inputScaling: opts.inputScaling,
     backend: opts.backend,
     threads: opts.threads,
-    augmentService: opts.augmentService ? { addresses: opts.augmentService, tokenFile: opts.tokenFile ? userPath(opts.tokenFile) : undefined } : undefined,
     onPredictions: streaming
       ? (rows, classes) => {
           if (format === 'jsonl') {

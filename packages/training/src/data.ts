@@ -1,7 +1,7 @@
 // Batches for training and evaluation: prepped datasets (local or s3) and plain folders through the
 // augmentation pool (createBatchStream), scaled for the model on the tfjs side.
 import * as tf from '@tensorflow/tfjs';
-import { createBatchStream, readServiceToken, BOOK_AUGMENTATION, type AugmentOptions, type BatchStream, type SkippedSample } from '@catdog/augment';
+import { createBatchStream, readServiceToken, BOOK_AUGMENTATION, type AugmentOptions, type BatchStream, type ServerStats, type SkippedSample } from '@catdog/augment';
 import { readManifest, openImageFolder, type Manifest, type SampleSource, type SplitName } from '@catdog/dataset';
 import { isUserError, UserError } from '@catdog/errors';
 import { INPUT_SCALINGS } from '@catdog/models';
@@ -27,6 +27,17 @@ export interface FeedOptions {
   cacheDir?: string;
   /** Make the batches on augmentation servers (`augment serve`): 'host:port,host:port' and a token file. */
   augmentService?: { addresses: string; tokenFile?: string };
+  /** With augmentService: where each server's load (images/s, queue depth, workers) is reported, every `serverReportMs`. */
+  log?: (line: string) => void;
+  /** Default 10 000. */
+  serverReportMs?: number;
+}
+
+/** One line of the augmentation servers' load, as the stream last saw it (stats().servers). */
+export function serversLine(servers: ServerStats[]): string {
+  return `augment service: ${servers
+    .map((s) => (s.state === 'up' ? `${s.address} ${s.imagesPerSecond.toFixed(0)} img/s queue ${s.queueDepth} workers ${s.workers}` : `${s.address} down`))
+    .join('; ')}`;
 }
 
 export interface KeyedBatch extends Batch {
@@ -73,10 +84,21 @@ export async function openFeed(o: FeedOptions): Promise<Feed> {
     cacheDir: o.cacheDir,
     ...(o.augmentService ? { augmentService: { addresses: o.augmentService.addresses, token: readServiceToken(o.augmentService.tokenFile) } } : {}),
   });
+  const reportEvery = o.serverReportMs ?? 10_000;
+  let lastReport = Date.now();
+  let lastEpoch = -1;
   return {
     size: stream.size,
     async next() {
       const r = await stream.next();
+      // Reported at each new epoch of a training feed, and every reportEvery ms.
+      const newEpoch = !r.done && o.augment !== false && r.value.epoch !== lastEpoch;
+      if (!r.done) lastEpoch = r.value.epoch;
+      if (o.augmentService && o.log && (newEpoch || Date.now() - lastReport >= reportEvery)) {
+        lastReport = Date.now();
+        const servers = stream.stats().servers;
+        if (servers?.length) o.log(serversLine(servers));
+      }
       if (r.done) return null;
       const b = r.value;
       const [n, h, w, c] = b.shape;

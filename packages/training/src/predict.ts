@@ -90,7 +90,6 @@ export interface PredictOptions {
   inputScaling?: InputScaling;
   backend?: BackendRequest;
   threads?: number;
-  augmentService?: { addresses: string; tokenFile?: string };
   progress?: ProgressSink;
   /** Called with each batch's predictions as they come (in input order). */
   onPredictions?: (rows: PhotoPrediction[], classes: string[]) => void | Promise<void>;
@@ -155,7 +154,6 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
         seed: 0,
         workers,
         repeat: false,
-        augmentService: o.augmentService,
       });
       progress.start('predict', photos.files.length);
       try {

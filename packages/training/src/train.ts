@@ -135,6 +135,7 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
         repeat: o.repeat,
         initialEpoch: o.initialEpoch,
         augmentService: cfg.augmentService ? { addresses: cfg.augmentService, tokenFile: cfg.tokenFile } : undefined,
+        log,
       }),
     featureCacheRoot: resolve(cfg.featureCacheDir ?? defaultFeatureCacheDir(runDir.url)),
     manifestSha256,

@@ -72,6 +72,8 @@ img.diagram { max-width: 100%; height: auto; }
 .thumbs { display: flex; flex-wrap: wrap; gap: 10px; }
 figure { margin: 0; width: 160px; font-size: 0.8em; }
 figure img { width: 150px; height: 150px; object-fit: contain; background: #f4f6f9; display: block; }
+figure.with-heatmap { width: 310px; }
+figure.with-heatmap img { display: inline-block; margin-right: 4px; vertical-align: top; }
 figcaption { margin-top: 2px; word-break: break-all; }
 pre { background: #f7f8fa; border: 1px solid #e3e6ea; padding: 10px; overflow-x: auto; font-size: 0.85em; }
 details { margin: 0.6em 0; }

@@ -134,6 +134,18 @@ function className(label: number | string, classes: string[] = ['cats', 'dogs'])
   return name.replace(/s$/, '');
 }
 
+/** An image of the run (a path relative to it) as an inline <img>; null when absent, a note when unreadable. */
+async function embeddedImage(dir: string, relative: string, alt: string, cssClass?: string): Promise<string | null> {
+  const path = join(dir, relative);
+  if (!resolve(path).startsWith(resolve(dir)) || !(await exists(path))) return null;
+  try {
+    const thumb = await sharp(path).rotate().resize(150, 150, { fit: 'inside', withoutEnlargement: true }).jpeg({ quality: 80 }).toBuffer();
+    return `<img src="${dataUri('image/jpeg', thumb)}" alt="${esc(alt)}"${cssClass ? ` class="${cssClass}"` : ''}>`;
+  } catch (err) {
+    return `<div class="missing">unreadable image (${esc((err as Error).message.split('\n')[0])})</div>`;
+  }
+}
+
 /** Thumbnails of misclassified test images (at most `limit`), each with its true class and predicted P(dog). */
 export async function misclassifiedHtml(run: RunData, limit = 200): Promise<string> {
   const list = run.metrics?.test?.misclassified;
@@ -148,18 +160,11 @@ export async function misclassifiedHtml(run: RunData, limit = 200): Promise<stri
     const predicted = p === null ? '?' : className(p >= 0.5 ? 1 : 0, classes);
     const positive = className(1, classes);
     const caption = `${key}: a ${truth}, predicted ${predicted} (p(${positive}) = ${p === null ? '?' : p.toFixed(3)})`;
-    let img = '<div class="missing">no thumbnail</div>';
     // The trainer names thumbnails after the key with unsafe characters replaced.
-    const path = join(run.dir, item.image ?? join('misclassified', `${key.replace(/[^\w.-]/g, '_')}.jpg`));
-    if (resolve(path).startsWith(resolve(run.dir)) && (await exists(path))) {
-      try {
-        const thumb = await sharp(path).rotate().resize(150, 150, { fit: 'inside', withoutEnlargement: true }).jpeg({ quality: 80 }).toBuffer();
-        img = `<img src="${dataUri('image/jpeg', thumb)}" alt="${esc(key)}">`;
-      } catch (err) {
-        img = `<div class="missing">unreadable image (${esc((err as Error).message.split('\n')[0])})</div>`;
-      }
-    }
-    figures.push(`<figure>${img}<figcaption>${esc(caption)}</figcaption></figure>`);
+    const img = (await embeddedImage(run.dir, item.image ?? join('misclassified', `${key.replace(/[^\w.-]/g, '_')}.jpg`), key)) ?? '<div class="missing">no thumbnail</div>';
+    // The Grad-CAM overlay of the predicted class, when the trainer drew one: where the model looked.
+    const heatmap = item.heatmap ? await embeddedImage(run.dir, item.heatmap, `${key}: Grad-CAM heatmap of the predicted class`, 'heatmap') : null;
+    figures.push(`<figure${heatmap ? ' class="with-heatmap"' : ''}>${img}${heatmap ?? ''}<figcaption>${esc(caption)}${heatmap ? ' · right: Grad-CAM, where the model looked' : ''}</figcaption></figure>`);
   }
   const more = list.length > limit ? `<p class="note">Showing ${limit} of ${list.length} misclassified images.</p>` : '';
   return `<div class="thumbs">${figures.join('')}</div>${more}`;

@@ -77,6 +77,8 @@ export const FIELDS = {
   fineTuneInput: field(enumOf(['images', 'cached-activations'] as const), { help: 'finetune: train the unfrozen top on images (the book) or on cached activations of the frozen part (fast, no augmentation)', expected: 'one of images, cached-activations', default: 'images', flag: { arg: '<what>' } }),
   featureCacheDir: field(z.string().optional(), { help: 'where extracted features are cached (default <out>/../.feature-cache)', expected: 'a directory', flag: { arg: '<dir>' }, path: true }),
   workers: field(positiveInt, { help: 'decode/augment worker threads', expected: 'a positive integer', default: 2, flag: { arg: '<n>', parse: num } }),
+  augmentService: field(z.string().regex(/^[^\s,]+:\d+(,[^\s,]+:\d+)*$/).optional(), { help: 'make the image batches on augmentation servers (augment serve): host:port[,host:port…], or a DNS name resolving to several (default: in process)', expected: 'host:port[,host:port…]', flag: { arg: '<host:port,…>' } }),
+  tokenFile: field(z.string().optional(), { help: "file holding the augmentation service's token (default $CATDOG_AUGMENT_TOKEN)", expected: 'a file', flag: { arg: '<file>' }, path: true }),
   seed: field(z.number().int().min(0), { help: 'seed of shuffles, augmentation and initial weights', expected: 'an integer >= 0', default: 1337, flag: { arg: '<n>', parse: num } }),
   earlyStopping: field(positiveInt.nullable(), { help: 'stop when val_loss has not improved for <patience> epochs', expected: 'a positive integer (patience in epochs) or null', default: null, flag: { arg: '<patience>', parse: num } }),
   keepBest: field(z.boolean(), { help: 'save the best val_acc weights and restore them at the end', expected: 'true or false', default: false, flag: {} }),

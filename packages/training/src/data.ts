@@ -1,7 +1,7 @@
 // Batches for training and evaluation: prepped datasets (local or s3) and plain folders through the
 // augmentation pool (createBatchStream), scaled for the model on the tfjs side.
 import * as tf from '@tensorflow/tfjs';
-import { createBatchStream, BOOK_AUGMENTATION, type AugmentOptions } from '@catdog/augment';
+import { createBatchStream, readServiceToken, BOOK_AUGMENTATION, type AugmentOptions, type BatchStream, type ServerStats, type SkippedSample } from '@catdog/augment';
 import { readManifest, openImageFolder, type Manifest, type SampleSource, type SplitName } from '@catdog/dataset';
 import { isUserError, UserError } from '@catdog/errors';
 import { INPUT_SCALINGS } from '@catdog/models';
@@ -27,11 +27,26 @@ export interface FeedOptions {
   /** Images in the split (the manifest's count): fixes the stream's pass length before it is opened. Needed with `start`. */
   splitSize?: number;
   cacheDir?: string;
+  /** Make the batches on augmentation servers (`augment serve`): 'host:port,host:port' and a token file. */
+  augmentService?: { addresses: string; tokenFile?: string };
+  /** With augmentService: where each server's load (images/s, queue depth, workers) is reported, every `serverReportMs`. */
+  log?: (line: string) => void;
+  /** Default 10 000. */
+  serverReportMs?: number;
+}
+
+/** One line of the augmentation servers' load, as the stream last saw it (stats().servers). */
+export function serversLine(servers: ServerStats[]): string {
+  return `augment service: ${servers
+    .map((s) => (s.state === 'up' ? `${s.address} ${s.imagesPerSecond.toFixed(0)} img/s queue ${s.queueDepth} workers ${s.workers}` : `${s.address} down`))
+    .join('; ')}`;
 }
 
 export interface KeyedBatch extends Batch {
   keys: string[];
   labels: Float32Array;
+  /** Samples of this batch that could not be decoded (the batch is that much shorter). */
+  skipped: SkippedSample[];
 }
 
 export interface Feed extends BatchFeed {
@@ -39,6 +54,8 @@ export interface Feed extends BatchFeed {
   /** Images in one pass. */
   size: number;
   close(): Promise<void>;
+  /** The stream's throughput and, with an augmentation service, each server's load. */
+  stats(): ReturnType<BatchStream['stats']>;
 }
 
 /** Scales pixel values 0..255 as the model expects (INPUT_SCALINGS in @catdog/models). */
@@ -65,10 +82,21 @@ export function streamPosition(start: number, size: number, batchSize: number): 
 
 export async function openFeed(o: FeedOptions): Promise<Feed> {
   const stream = await openStreamAt(o);
+  const reportEvery = o.serverReportMs ?? 10_000;
+  let lastReport = Date.now();
+  let lastEpoch = -1;
   return {
     size: stream.size,
     async next() {
       const r = await stream.next();
+      // Reported at each new epoch of a training feed, and every reportEvery ms.
+      const newEpoch = !r.done && o.augment !== false && r.value.epoch !== lastEpoch;
+      if (!r.done) lastEpoch = r.value.epoch;
+      if (o.augmentService && o.log && (newEpoch || Date.now() - lastReport >= reportEvery)) {
+        lastReport = Date.now();
+        const servers = stream.stats().servers;
+        if (servers?.length) o.log(serversLine(servers));
+      }
       if (r.done) return null;
       const b = r.value;
       const [n, h, w, c] = b.shape;
@@ -77,8 +105,9 @@ export async function openFeed(o: FeedOptions): Promise<Feed> {
       // Both arrays are copied by now (scaleInput makes a new tensor), so the pool may reuse the batch's buffers.
       b.release();
       const ys = tf.tensor2d(labels, [n, 1]);
-      return { xs, ys, n, keys: b.keys, labels };
+      return { xs, ys, n, keys: b.keys, labels, skipped: b.skipped };
     },
+    stats: () => stream.stats(),
     async close() {
       await stream.close();
     },
@@ -102,6 +131,7 @@ async function openStreamAt(o: FeedOptions) {
     epochs: o.repeat ? Infinity : 1,
     initialEpoch,
     cacheDir: o.cacheDir,
+    ...(o.augmentService ? { augmentService: { addresses: o.augmentService.addresses, token: readServiceToken(o.augmentService.tokenFile) } } : {}),
   });
   if (start === 0) return open(0);
   if (!o.repeat || o.splitSize === undefined) throw new RangeError('openFeed: start needs a repeating feed and splitSize');

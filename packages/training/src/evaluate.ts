@@ -42,14 +42,14 @@ export interface EvaluateResult {
 const EvaluationConfigSchema = z.object({
   inputSize: z.number().optional(),
   inputScaling: z.enum(['unit', 'symmetric']).optional(),
-  dataset: z.object({ classes: z.array(z.string()).optional() }).optional(),
+  dataset: z.object({ url: z.string().optional(), classes: z.array(z.string()).optional() }).optional(),
 });
-type EvaluationConfig = z.infer<typeof EvaluationConfigSchema>;
+export type EvaluationConfig = z.infer<typeof EvaluationConfigSchema>;
 
 const parentOf = (url: string) => url.slice(0, url.replace(/\/+$/, '').lastIndexOf('/'));
 
 /** The model's location and the run it belongs to: <run>/model/model.json with config.json beside model/. */
-async function locateModel(path: string): Promise<{ modelUrl: string; run: RunDir | null; config: EvaluationConfig | null }> {
+export async function locateModel(path: string): Promise<{ modelUrl: string; run: RunDir | null; config: EvaluationConfig | null }> {
   const url = (/^[a-z][a-z0-9+.-]*:\/\//i.test(path) ? path : resolveLocation(path)).replace(/\/+$/, '');
   let modelUrl: string;
   let run: RunDir | null = null;
@@ -109,19 +109,22 @@ export async function evaluate(o: EvaluateOptions): Promise<EvaluateResult> {
       await feed.close();
     }
   } catch (err) {
-    throw explainOutOfMemory(err, { batchSize, inputSize, workers });
-  } finally {
     model.dispose();
+    throw explainOutOfMemory(err, { batchSize, inputSize, workers });
   }
   let evaluationFile: string | null = null;
-  if (run) {
-    const id = datasetId(o.data, source.planId);
-    const folder = `${RUN_FILES.evaluations}/${id}`;
-    await run.deleteFolder(folder);
-    await writeMisclassifiedThumbnails(run, metrics, source.source, `${folder}/misclassified`);
-    await run.writeEvaluation({ ...metrics, data: o.data, datasetId: id, evaluatedAt: new Date().toISOString() });
-    evaluationFile = run.urlOf(`${folder}.json`);
-    log(`evaluation written to ${evaluationFile}`);
+  try {
+    if (run) {
+      const id = datasetId(o.data, source.planId);
+      const folder = `${RUN_FILES.evaluations}/${id}`;
+      await run.deleteFolder(folder);
+      await writeMisclassifiedThumbnails(run, metrics, source.source, `${folder}/misclassified`, undefined, { model, inputScaling: scaling, log });
+      await run.writeEvaluation({ ...metrics, data: o.data, datasetId: id, evaluatedAt: new Date().toISOString() });
+      evaluationFile = run.urlOf(`${folder}.json`);
+      log(`evaluation written to ${evaluationFile}`);
+    }
+  } finally {
+    model.dispose();
   }
   log(confusionText(metrics));
   const shown = metrics.misclassified.slice(0, 10).map((m) => `${m.key} (p=${m.probability.toFixed(3)})`);

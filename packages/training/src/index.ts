@@ -29,7 +29,27 @@ export { STRATEGIES, isStrategy } from './strategies/index.js';
 export type { StrategyDefinition, StrategyContext, StrategyPlan, PhaseSpec, FeedPosition, StrategySettings, ImageFeedOptions } from './strategy.js';
 export { imagePhase, featurePhase, predictTestImages, predictTestFeatures, compileBinary, stepsFor, type ImagePhaseOptions, type FeaturePhaseOptions } from './phases.js';
 export { buildTransferModel, resolveWeights, defaultWeightsDir, type TransferModel } from './transfer.js';
-export { evaluate, type EvaluateOptions, type EvaluateResult } from './evaluate.js';
+export { evaluate, locateModel, type EvaluateOptions, type EvaluateResult } from './evaluate.js';
+export {
+  predict,
+  listPhotos,
+  formatPredictions,
+  formatOfFile,
+  csvRows,
+  jsonRecord,
+  kaggleId,
+  kaggleSubmission,
+  topClasses,
+  CSV_HEADER,
+  PHOTO_EXTENSIONS,
+  PREDICTION_FORMATS,
+  type PredictOptions,
+  type PredictResult,
+  type PhotoPrediction,
+  type PhotoList,
+  type PredictionFormat,
+} from './predict.js';
+export { exportRun, explain, type ExportRunOptions, type ExportRunResult, type ExplainOptions } from './use-model.js';
 export { computeMetrics, contractLine, confusionText, type TestMetrics, type Predictions, type Misclassified } from './metrics.js';
 export { fitPhase, initialState, evaluateFeed, readCheckpointState, restoreCheckpoint, writeCheckpoint, type FitContext, type Batch, type BatchFeed, type Phase, type EpochLogs } from './fit.js';
 export {

@@ -2,6 +2,8 @@
 import * as tf from '@tensorflow/tfjs';
 import sharp from 'sharp';
 import { openSplit, type SampleSource } from '@catdog/dataset';
+import { formatError } from '@catdog/errors';
+import { explainPhoto, withPreprocessing, type PixelScaling } from '@catdog/models';
 import type { Batch } from './fit.js';
 import type { ProgressSink } from './progress.js';
 import type { Misclassified, RunDir, TestMetrics } from './run-dir.js';
@@ -69,22 +71,50 @@ export function computeMetrics(pred: Predictions, classes: string[]): TestMetric
   return { accuracy: n ? correct / n : NaN, loss: n ? loss / n : NaN, n, confusion, classes, misclassified };
 }
 
+/** Grad-CAM for the misclassified images: the saved model and how it was fed. */
+export interface MisclassifiedHeatmaps {
+  model: tf.LayersModel;
+  inputScaling: PixelScaling;
+  /** Where a heatmap that cannot be drawn is reported (never fatal: the run's results are written anyway). */
+  log?: (line: string) => void;
+}
+
 /**
  * Writes thumbnails of the misclassified images into `<run>/<folder>/<key>.jpg` (at most `limit`) and records each
- * one's path (relative to the run) in `metrics.misclassified[].image`.
+ * one's path (relative to the run) in `metrics.misclassified[].image`; with `heatmaps`, also the Grad-CAM overlay
+ * of the predicted class, `<folder>/<key>.gradcam.jpg`, recorded in `metrics.misclassified[].heatmap`: why the
+ * model erred.
  */
-export async function writeMisclassifiedThumbnails(runDir: RunDir, metrics: TestMetrics, source: string | SampleSource, folder = 'misclassified', limit = 100): Promise<void> {
+export async function writeMisclassifiedThumbnails(
+  runDir: RunDir,
+  metrics: TestMetrics,
+  source: string | SampleSource,
+  folder = 'misclassified',
+  limit = 100,
+  heatmaps?: MisclassifiedHeatmaps,
+): Promise<void> {
   const wanted = new Map(metrics.misclassified.slice(0, limit).map((m) => [m.key, m]));
   if (wanted.size === 0) return;
   const samples = typeof source === 'string' ? await openSplit(source, 'test') : source;
+  const onPixels = heatmaps ? withPreprocessing(heatmaps.model, { inputScaling: heatmaps.inputScaling }) : null;
+  let heatmapError: string | null = null;
   let left = wanted.size;
   for await (const s of samples.samples()) {
     const m = wanted.get(s.key);
     if (!m) continue;
-    const file = `${folder}/${s.key.replace(/[^\w.-]/g, '_')}.jpg`;
-    m.image = await runDir.writeFile(file, await sharp(s.bytes).resize(150, 150, { fit: 'inside' }).jpeg({ quality: 85 }).toBuffer());
+    const stem = `${folder}/${s.key.replace(/[^\w.-]/g, '_')}`;
+    m.image = await runDir.writeFile(`${stem}.jpg`, await sharp(s.bytes).resize(150, 150, { fit: 'inside' }).jpeg({ quality: 85 }).toBuffer());
+    if (onPixels && heatmapError === null) {
+      try {
+        const explained = await explainPhoto(onPixels, s.bytes, { maxSize: 150 });
+        m.heatmap = await runDir.writeFile(`${stem}.gradcam.jpg`, explained.image);
+      } catch (err) {
+        heatmapError = formatError(err);
+      }
+    }
     if (--left === 0) break;
   }
+  if (heatmapError !== null) heatmaps?.log?.(`note: Grad-CAM heatmaps of the misclassified images not drawn: ${heatmapError}`);
 }
 
 export function confusionText(m: TestMetrics): string {

@@ -35,6 +35,8 @@ export const MisclassifiedSchema = z.strictObject({
   probability: num,
   /** Thumbnail, relative to the run directory. */
   image: z.string().optional(),
+  /** Grad-CAM overlay of the predicted class (why the model erred), relative to the run directory. */
+  heatmap: z.string().optional(),
 });
 export type Misclassified = z.infer<typeof MisclassifiedSchema>;
 

@@ -141,6 +141,8 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
         repeat: o.repeat,
         start: o.start,
         splitSize: manifest.splits[split].count,
+        augmentService: cfg.augmentService ? { addresses: cfg.augmentService, tokenFile: cfg.tokenFile } : undefined,
+        log,
       }),
     featureCacheRoot: resolve(cfg.featureCacheDir ?? defaultFeatureCacheDir(runDir.url)),
     manifestSha256,
@@ -175,7 +177,7 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
     await runDir.writeSummary(`${modelSummary(plan.model)}\n`);
 
     const metrics = computeMetrics(await plan.predictTest(), manifest.classes);
-    await writeMisclassifiedThumbnails(runDir, metrics, cfg.data);
+    await writeMisclassifiedThumbnails(runDir, metrics, cfg.data, undefined, undefined, { model: plan.model, inputScaling: cfg.inputScaling ?? 'unit', log });
     const best = bestOf(state.history);
     const images = state.history.images_per_s;
     await runDir.writeMetrics({

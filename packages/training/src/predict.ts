@@ -1,0 +1,265 @@
+// predict: a saved model on unlabelled photos (one file, a folder, an s3:// prefix or a glob), streamed in batches
+// through the augmentation pool (decode and resize on its workers, no augmentation) with the model's own input size
+// and scaling (from the run's config.json). Photos that cannot be decoded are reported and skipped.
+import { basename, dirname } from 'node:path';
+import { stat } from 'node:fs/promises';
+import * as tf from '@tensorflow/tfjs';
+import picomatch from 'picomatch';
+import { initBackend, type BackendRequest } from '@catdog/backend';
+import { naturalCompare, type SampleSource } from '@catdog/dataset';
+import { UserError } from '@catdog/errors';
+import { classProbabilities, INPUT_SCALINGS, inputScaling, loadLayersModelFrom, outputActivation } from '@catdog/models';
+import { isS3Url, openStorage, resolveLocation, type Storage } from '@catdog/storage';
+import type { InputScaling } from './config.js';
+import { openFeed } from './data.js';
+import { locateModel } from './evaluate.js';
+import { explainOutOfMemory } from './errors.js';
+import { createProgress, type ProgressSink } from './progress.js';
+
+/** File extensions read as photos when a folder or prefix is listed (anything else there is ignored). */
+export const PHOTO_EXTENSIONS = ['jpg', 'jpeg', 'png', 'webp', 'gif', 'tif', 'tiff', 'avif'] as const;
+const PHOTO = new RegExp(`\\.(${PHOTO_EXTENSIONS.join('|')})$`, 'i');
+const GLOB_CHARS = /[*?[\]{}]/;
+const isUrl = (s: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s);
+
+/** Photos to classify: where they are read from and their keys (paths relative to the input, '/' separators). */
+export interface PhotoList {
+  storage: Storage;
+  /** Paths under `storage`, naturally sorted; the key of each is its path relative to the input. */
+  files: { key: string; path: string }[];
+}
+
+/**
+ * The photos of `input`: one image file, a folder or s3:// prefix (every photo under it, recursively), or a glob
+ * (`photos/*.jpg`, `s3://bucket/test/**\/*.jpg`; matched below its last wildcard-free folder).
+ */
+export async function listPhotos(input: string): Promise<PhotoList> {
+  const location = isUrl(input) ? input.replace(/\/+$/, '') : resolveLocation(input);
+  const notFound = (why: string) => new UserError(`--input ${input}: ${why}`, { code: 'not-found' });
+  const under = async (storage: Storage, keep: (path: string) => boolean): Promise<PhotoList> => {
+    const files: PhotoList['files'] = [];
+    for await (const e of storage.list('')) if (PHOTO.test(e.path) && keep(e.path)) files.push({ key: e.path, path: e.path });
+    files.sort((a, b) => naturalCompare(a.key, b.key));
+    return { storage, files };
+  };
+  if (GLOB_CHARS.test(location)) {
+    const parts = location.split('/');
+    const first = parts.findIndex((p) => GLOB_CHARS.test(p));
+    const root = parts.slice(0, first).join('/') || '/';
+    const match = picomatch(parts.slice(first).join('/'), { dot: false });
+    const list = await under(openStorage(root), (p) => match(p));
+    if (list.files.length === 0) throw notFound(`no photo matches the pattern (${PHOTO_EXTENSIONS.join(', ')})`);
+    return list;
+  }
+  if (!isS3Url(location)) {
+    const info = await stat(location).catch(() => null);
+    if (!info) throw notFound('no such file or folder');
+    if (info.isFile()) return { storage: openStorage(dirname(location)), files: [{ key: basename(location), path: basename(location) }] };
+  } else {
+    const parent = openStorage(location.slice(0, location.lastIndexOf('/')));
+    const name = location.slice(location.lastIndexOf('/') + 1);
+    if (PHOTO.test(name) && (await parent.stat(name))) return { storage: parent, files: [{ key: name, path: name }] };
+  }
+  const list = await under(openStorage(location), () => true);
+  if (list.files.length === 0) throw notFound(`no photos found (looked for ${PHOTO_EXTENSIONS.map((e) => `*.${e}`).join(', ')}, recursively)`);
+  return list;
+}
+
+/** The photos as a sample source for the augmentation pool (one class-less label; keys are the relative paths). */
+function photoSource(list: PhotoList): SampleSource {
+  return {
+    classes: ['unlabelled'],
+    count: list.files.length,
+    async *samples() {
+      for (const f of list.files) {
+        const bytes = await list.storage.read(f.path);
+        yield { key: f.key, label: 0, className: 'unlabelled', bytes, ext: f.path.slice(f.path.lastIndexOf('.') + 1).toLowerCase() };
+      }
+    },
+  };
+}
+
+export interface PredictOptions {
+  /** A run directory, a model folder or a model.json (local or s3://). */
+  model: string;
+  /** An image, a folder, an s3:// prefix or a glob. */
+  input: string;
+  batchSize?: number;
+  workers?: number;
+  /** Override when the model has no run config beside it. */
+  inputScaling?: InputScaling;
+  backend?: BackendRequest;
+  threads?: number;
+  progress?: ProgressSink;
+  /** Called with each batch's predictions as they come (in input order). */
+  onPredictions?: (rows: PhotoPrediction[], classes: string[]) => void | Promise<void>;
+}
+
+export interface PhotoPrediction {
+  key: string;
+  /** One probability per class, in `classes` order. */
+  probabilities: number[];
+}
+
+export interface PredictResult {
+  classes: string[];
+  predictions: PhotoPrediction[];
+  /** Photos that could not be decoded, with why. */
+  skipped: { key: string; reason: string }[];
+  modelFile: string;
+  inputSize: number;
+  inputScaling: InputScaling;
+  seconds: number;
+}
+
+export async function predict(o: PredictOptions): Promise<PredictResult> {
+  const progress = o.progress ?? createProgress();
+  const log = (line: string) => progress.log(line);
+  const { modelUrl, config } = await locateModel(o.model);
+  const photos = await listPhotos(o.input);
+  const backend = await initBackend({ backend: o.backend ?? 'auto', threads: o.threads, log });
+  const model = await loadLayersModelFrom(modelUrl);
+  const t0 = performance.now();
+  try {
+    const shape = model.inputs[0].shape;
+    const inputSize = shape[1];
+    if (typeof inputSize !== 'number' || shape[2] !== inputSize) throw new UserError(`${modelUrl}: expected a square image input, got [${shape.join(', ')}]`);
+    const activation = outputActivation(model);
+    const units = model.outputs[0].shape[model.outputs[0].shape.length - 1] as number;
+    const classCount = activation === 'sigmoid' ? 2 : units;
+    let classes = config?.dataset?.classes;
+    if (!classes || classes.length !== classCount) {
+      classes = Array.from({ length: classCount }, (_, i) => String(i));
+      log(`note: no run config with class names beside ${modelUrl}; classes are shown as ${classes.join(', ')}`);
+    }
+    let scaling = o.inputScaling ?? config?.inputScaling;
+    if (!scaling) {
+      scaling = inputScaling(model).name;
+      log(`note: no run config beside ${modelUrl}; assuming input scaling ${scaling} (pass --input-scaling to override)`);
+    }
+    const batchSize = o.batchSize ?? 32;
+    const workers = o.workers ?? 2;
+    log(`predict: ${modelUrl} on ${o.input} — ${photos.files.length} photos, input ${inputSize}×${inputSize} scaled ${INPUT_SCALINGS[scaling].formula}, backend ${backend.name}`);
+    const predictions: PhotoPrediction[] = [];
+    const skipped: PredictResult['skipped'] = [];
+    try {
+      const feed = await openFeed({
+        source: photoSource(photos),
+        split: 'test',
+        batchSize,
+        inputSize,
+        scaling,
+        augment: false,
+        shuffle: false,
+        seed: 0,
+        workers,
+        repeat: false,
+      });
+      progress.start('predict', photos.files.length);
+      try {
+        for (;;) {
+          const b = await feed.next();
+          if (!b) break;
+          for (const s of b.skipped) {
+            skipped.push({ key: s.key, reason: s.reason });
+            log(`skipped ${s.key}: ${s.reason}`);
+          }
+          let rows: PhotoPrediction[] = [];
+          if (b.n > 0) {
+            const probs = tf.tidy(() => classProbabilities(model.predict(b.xs) as tf.Tensor, activation));
+            const values = (await probs.array()) as number[][];
+            probs.dispose();
+            rows = b.keys.map((key, i) => ({ key, probabilities: values[i] }));
+          }
+          tf.dispose([b.xs, b.ys]);
+          predictions.push(...rows);
+          if (rows.length) await o.onPredictions?.(rows, classes);
+          const done = predictions.length + skipped.length;
+          progress.update(done, { loss: NaN, acc: NaN, imagesPerSecond: predictions.length / ((performance.now() - t0) / 1000) });
+        }
+      } finally {
+        progress.stop();
+        await feed.close();
+      }
+    } catch (err) {
+      throw explainOutOfMemory(err, { batchSize, inputSize, workers });
+    }
+    return { classes, predictions, skipped, modelFile: modelUrl, inputSize, inputScaling: scaling, seconds: (performance.now() - t0) / 1000 };
+  } finally {
+    model.dispose();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Output formats.
+
+export const PREDICTION_FORMATS = ['csv', 'json', 'jsonl', 'kaggle'] as const;
+export type PredictionFormat = (typeof PREDICTION_FORMATS)[number];
+
+/** The format of an output file from its extension (csv, json, jsonl); null for others. */
+export function formatOfFile(file: string): Exclude<PredictionFormat, 'kaggle'> | null {
+  const m = /\.(csv|jsonl|json)$/i.exec(file);
+  return m ? (m[1].toLowerCase() as 'csv' | 'json' | 'jsonl') : null;
+}
+
+/** The k most probable classes of a prediction, most probable first: { class, probability }. */
+export function topClasses(p: PhotoPrediction, classes: string[], k = 1): { class: string; probability: number }[] {
+  return p.probabilities
+    .map((probability, i) => ({ class: classes[i], probability }))
+    .sort((a, b) => b.probability - a.probability)
+    .slice(0, Math.max(1, k));
+}
+
+const csvCell = (s: string) => (/[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
+const prob = (p: number) => String(Number(p.toPrecision(7)));
+
+/** CSV rows `key,class,probability` (k rows per photo with top k), without the header. */
+export function csvRows(rows: PhotoPrediction[], classes: string[], top = 1): string[] {
+  return rows.flatMap((r) => topClasses(r, classes, top).map((t) => `${csvCell(r.key)},${csvCell(t.class)},${prob(t.probability)}`));
+}
+export const CSV_HEADER = 'key,class,probability';
+
+/** One JSON object per photo: key, its best class and probability, the top k and every class's probability. */
+export function jsonRecord(r: PhotoPrediction, classes: string[], top = 1): Record<string, unknown> {
+  const best = topClasses(r, classes, top);
+  return {
+    key: r.key,
+    class: best[0].class,
+    probability: best[0].probability,
+    ...(top > 1 ? { top: best } : {}),
+    probabilities: Object.fromEntries(classes.map((c, i) => [c, r.probabilities[i]])),
+  };
+}
+
+/** Kaggle's Dogs vs Cats submission id of a key: N from `N.jpg` (any folder). */
+export function kaggleId(key: string): number | null {
+  const m = /(?:^|\/)(\d+)\.[a-z]+$/i.exec(key);
+  return m ? Number(m[1]) : null;
+}
+
+/**
+ * Kaggle's Dogs vs Cats submission: `id,label` with label = P(dog), ids sorted numerically. The model must be a
+ * cats-vs-dogs one (two classes, the second named dog/dogs, or unnamed).
+ */
+export function kaggleSubmission(rows: PhotoPrediction[], classes: string[]): string {
+  if (classes.length !== 2) throw new UserError(`--format kaggle needs a two-class cats-vs-dogs model; this one has ${classes.length} classes (${classes.join(', ')})`, { code: 'usage' });
+  if (!/^(dogs?|1)$/i.test(classes[1])) throw new UserError(`--format kaggle writes P(dog), but the model's second class is "${classes[1]}" (classes: ${classes.join(', ')})`, { code: 'usage' });
+  const bad = rows.filter((r) => kaggleId(r.key) === null).map((r) => r.key);
+  if (bad.length) {
+    throw new UserError(`--format kaggle needs photos named N.jpg (Kaggle's test1 folder); ${bad.length} are not, e.g. ${bad.slice(0, 3).join(', ')}`, { code: 'usage' });
+  }
+  const byId = rows.map((r) => ({ id: kaggleId(r.key)!, label: r.probabilities[1] })).sort((a, b) => a.id - b.id);
+  for (let i = 1; i < byId.length; i++) {
+    if (byId[i].id === byId[i - 1].id) throw new UserError(`--format kaggle: id ${byId[i].id} appears twice (two folders hold ${byId[i].id}.jpg)`, { code: 'usage' });
+  }
+  return `id,label\n${byId.map((r) => `${r.id},${prob(r.label)}`).join('\n')}\n`;
+}
+
+/** The whole output file in `format`. */
+export function formatPredictions(result: Pick<PredictResult, 'predictions' | 'classes'>, format: PredictionFormat, top = 1): string {
+  const { predictions, classes } = result;
+  if (format === 'kaggle') return kaggleSubmission(predictions, classes);
+  if (format === 'csv') return `${[CSV_HEADER, ...csvRows(predictions, classes, top)].join('\n')}\n`;
+  if (format === 'jsonl') return predictions.map((r) => `${JSON.stringify(jsonRecord(r, classes, top))}\n`).join('');
+  return `${JSON.stringify(predictions.map((r) => jsonRecord(r, classes, top)), null, 2)}\n`;
+}

@@ -254,9 +254,9 @@ test('temp files of a killed run are removed by the next run; a live writer’s 
 
 test('verify rejects shard members with absolute names, .. or links, even when hashes match the manifest', async () => {
   const cases = [
-    ['absolute', (n: string, d: Buffer) => [{ name: n.startsWith('cat.0.') ? `/tmp/${n}` : n, data: d }], /member "\/tmp\/cat\.0\.jpg" has an absolute name/],
-    ['parent', (n: string, d: Buffer) => [{ name: n.startsWith('dog.0.') ? `../${n}` : n, data: d }], /member "\.\.\/dog\.0\.jpg" names a parent folder/],
-    ['symlink', (n: string, d: Buffer) => (n === 'cat.0.cls' ? [{ name: n, data: d }, { name: 'evil.jpg', data: d, type: 'symlink' as const }] : [{ name: n, data: d }]), /member "evil\.jpg" is a symlink/],
+    ['absolute', (n: string, d: Buffer) => [{ name: n.startsWith('cat_0.') ? `/tmp/${n}` : n, data: d }], /member "\/tmp\/cat_0\.jpg" has an absolute name/],
+    ['parent', (n: string, d: Buffer) => [{ name: n.startsWith('dog_0.') ? `../${n}` : n, data: d }], /member "\.\.\/dog_0\.jpg" names a parent folder/],
+    ['symlink', (n: string, d: Buffer) => (n === 'cat_0.cls' ? [{ name: n, data: d }, { name: 'evil.jpg', data: d, type: 'symlink' as const }] : [{ name: n, data: d }]), /member "evil\.jpg" is a symlink/],
   ] as const;
   const outs = [];
   for (const [label, edit] of cases) {
@@ -277,7 +277,7 @@ test('verify rejects shard members with absolute names, .. or links, even when h
 test('verify --decode names every undecodable image by shard and key; without --decode the hashes alone pass', async () => {
   const out = join(work, 'undecodable');
   await cp(await published(), out, { recursive: true });
-  await rewriteShard(out, (n, d) => [{ name: n, data: n === 'dog.1.jpg' ? d.subarray(0, 2000) : n === 'cat.2.jpg' ? Buffer.from('not a jpeg at all') : d }]);
+  await rewriteShard(out, (n, d) => [{ name: n, data: n === 'dog_1.jpg' ? d.subarray(0, 2000) : n === 'cat_2.jpg' ? Buffer.from('not a jpeg at all') : d }]);
   const plain = await prep(['verify', '--data', out]);
   assert.equal(plain.code, 0, plain.stderr);
   const decode = await prep(['verify', '--data', out, '--decode', '--json']);

@@ -23,15 +23,19 @@ for (let i = 0; i < raw.length; i++) raw[i] = (i * 7) % 256;
 let jpeg;
 await check('sharp', async () => {
   const { default: sharp } = await import('sharp');
-  jpeg = await sharp(raw, { raw: { width, height, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
+  jpeg = await sharp(raw, { raw: { width, height, channels: 3 } })
+    .jpeg({ quality: 90 })
+    .toBuffer();
   const meta = await sharp(jpeg).metadata();
-  if (meta.format !== 'jpeg' || meta.width !== width || meta.height !== height) throw new Error(`unexpected ${JSON.stringify(meta)}`);
+  if (meta.format !== 'jpeg' || meta.width !== width || meta.height !== height)
+    throw new Error(`unexpected ${JSON.stringify(meta)}`);
   return `libvips ${sharp.versions.vips}, encoded ${jpeg.length} B JPEG`;
 });
 await check('@julusian/jpeg-turbo', async () => {
   const { default: turbo } = await import('@julusian/jpeg-turbo');
   const out = turbo.decompressSync(jpeg, { format: turbo.FORMAT_RGB });
-  if (out.width !== width || out.height !== height || out.data.length !== raw.length) throw new Error(`decoded ${out.width}×${out.height}`);
+  if (out.width !== width || out.height !== height || out.data.length !== raw.length)
+    throw new Error(`decoded ${out.width}×${out.height}`);
   return `decoded ${out.width}×${out.height}`;
 });
 await check('h5wasm', async () => {
@@ -49,4 +53,6 @@ await check('@tensorflow/tfjs-backend-wasm', async () => {
   return `backend ${tf.getBackend()}`;
 });
 await check('tsx', async () => `${require('tsx/package.json').version}`);
-process.stdout.write(`native modules load (node ${process.version}, uid ${process.getuid?.()}):\n  ${checks.join('\n  ')}\n`);
+process.stdout.write(
+  `native modules load (node ${process.version}, uid ${process.getuid?.()}):\n  ${checks.join('\n  ')}\n`,
+);

@@ -32,7 +32,11 @@ const result = spawnSync(
   process.execPath,
   // A test that hangs fails after 5 minutes instead of holding CI to its limit (the slowest passes in ~40 s).
   ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-timeout=300000', '--test-reporter=spec', ...files],
-  { cwd: root, stdio: 'inherit', env: { ...process.env, NX_DAEMON: 'false', NX_NO_CLOUD: 'true', CATDOG_CACHE_DIR: cacheDir } },
+  {
+    cwd: root,
+    stdio: 'inherit',
+    env: { ...process.env, NX_DAEMON: 'false', NX_NO_CLOUD: 'true', CATDOG_CACHE_DIR: cacheDir },
+  },
 );
 if (!process.env.CATDOG_CACHE_DIR) rmSync(cacheDir, { recursive: true, force: true });
 process.exit(result.status ?? 1);

@@ -12,12 +12,29 @@ import { kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
 // Run at the workspace root as Nx does, with the user's directory in INIT_CWD as npm/npx set it.
 const cli = (args: string[], userDir = projectRoot) =>
   spawnSync(process.execPath, ['--import', 'tsx', 'apps/augment/src/main.ts', ...args], {
-    cwd: projectRoot, encoding: 'utf8', env: { ...process.env, INIT_CWD: userDir },
+    cwd: projectRoot,
+    encoding: 'utf8',
+    env: { ...process.env, INIT_CWD: userDir },
   });
 
 test('preview writes a grid of augmented versions of cat.3.jpg (relative --out resolves against INIT_CWD)', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'catdog-augment-cli-'));
-  const r = cli(['preview', '--image', join(kaggleTrainDir, 'cat.3.jpg'), '--count', '6', '--cols', '3', '--out', 'grid.png', '--seed', '4'], dir);
+  const r = cli(
+    [
+      'preview',
+      '--image',
+      join(kaggleTrainDir, 'cat.3.jpg'),
+      '--count',
+      '6',
+      '--cols',
+      '3',
+      '--out',
+      'grid.png',
+      '--seed',
+      '4',
+    ],
+    dir,
+  );
   assert.equal(r.status, 0, r.stderr);
   const meta = await sharp(join(dir, 'grid.png')).metadata();
   // 3 × 2 tiles of 150 px with 4 px gaps
@@ -26,17 +43,53 @@ test('preview writes a grid of augmented versions of cat.3.jpg (relative --out r
   const { data } = await sharp(join(dir, 'grid.png')).raw().toBuffer({ resolveWithObject: true });
   const tile = (i: number) => {
     const x0 = 4 + i * 154;
-    return Buffer.concat(Array.from({ length: 150 }, (_, r) => data.subarray(((4 + r) * meta.width! + x0) * 3, ((4 + r) * meta.width! + x0 + 150) * 3)));
+    return Buffer.concat(
+      Array.from({ length: 150 }, (_, r) =>
+        data.subarray(((4 + r) * meta.width! + x0) * 3, ((4 + r) * meta.width! + x0 + 150) * 3),
+      ),
+    );
   };
   assert.notDeepEqual(tile(0), tile(1));
-  assert.equal(cli(['preview', '--image', join(kaggleTrainDir, 'cat.3.jpg'), '--count', '6', '--cols', '3', '--out', 'again.png', '--seed', '4'], dir).status, 0);
+  assert.equal(
+    cli(
+      [
+        'preview',
+        '--image',
+        join(kaggleTrainDir, 'cat.3.jpg'),
+        '--count',
+        '6',
+        '--cols',
+        '3',
+        '--out',
+        'again.png',
+        '--seed',
+        '4',
+      ],
+      dir,
+    ).status,
+    0,
+  );
   const again = await sharp(join(dir, 'again.png')).raw().toBuffer();
   assert.ok(again.equals(data));
   await rm(dir, { recursive: true });
 });
 
 test('bench ends with the verification line', () => {
-  const r = cli(['bench', '--source', kaggleTrainDir, '--limit', '24', '--workers', '2', '--batch', '8', '--size', '48', '--passes', '1']);
+  const r = cli([
+    'bench',
+    '--source',
+    kaggleTrainDir,
+    '--limit',
+    '24',
+    '--workers',
+    '2',
+    '--batch',
+    '8',
+    '--size',
+    '48',
+    '--passes',
+    '1',
+  ]);
   assert.equal(r.status, 0, r.stderr);
   const lines = r.stdout.trim().split('\n');
   assert.match(lines.at(-1)!, /^augment images_per_s=\d+ workers=2$/);
@@ -49,10 +102,41 @@ test('bench --read stream: the whole prepared split streamed through a size-limi
   try {
     const src = join(dir, 'src');
     await mkdir(src);
-    await Promise.all(Array.from({ length: 6 }, (_, i) => [`cat.${i}.jpg`, `dog.${i}.jpg`]).flat().map((f) => copyFile(join(kaggleTrainDir, f), join(src, f))));
-    await prepareDataset({ source: src, out: join(dir, 'ds'), train: 4, validation: 1, test: 1, resize: { width: 48, height: 48 }, samplesPerShard: 2 });
-    const r = cli(['bench', '--source', join(dir, 'ds'), '--read', 'stream', '--cache-dir', join(dir, 'cache'), '--cache-limit', '1M', '--window-shards', '2',
-      '--workers', '1', '--batch', '3', '--size', '48', '--passes', '2']);
+    await Promise.all(
+      Array.from({ length: 6 }, (_, i) => [`cat.${i}.jpg`, `dog.${i}.jpg`])
+        .flat()
+        .map((f) => copyFile(join(kaggleTrainDir, f), join(src, f))),
+    );
+    await prepareDataset({
+      source: src,
+      out: join(dir, 'ds'),
+      train: 4,
+      validation: 1,
+      test: 1,
+      resize: { width: 48, height: 48 },
+      samplesPerShard: 2,
+    });
+    const r = cli([
+      'bench',
+      '--source',
+      join(dir, 'ds'),
+      '--read',
+      'stream',
+      '--cache-dir',
+      join(dir, 'cache'),
+      '--cache-limit',
+      '1M',
+      '--window-shards',
+      '2',
+      '--workers',
+      '1',
+      '--batch',
+      '3',
+      '--size',
+      '48',
+      '--passes',
+      '2',
+    ]);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /^streaming shards: [\d.]+ MB > budget 0\.0 MB \(4 shards, 2 per window\)$/m);
     assert.match(r.stdout, /read=stream peak_mib_held=[\d.]+ shards_read=\d+ cache_hits=[1-9]/);
@@ -90,7 +174,11 @@ test('clear errors: exit 1 for missing inputs, 2 for usage errors', () => {
 test('serve refuses to listen beyond loopback without a token, and names bad flags (exit 2)', () => {
   const { CATDOG_AUGMENT_TOKEN: _, ...env } = process.env;
   const run = (args: string[]) =>
-    spawnSync(process.execPath, ['--import', 'tsx', 'apps/augment/src/main.ts', ...args], { cwd: projectRoot, encoding: 'utf8', env });
+    spawnSync(process.execPath, ['--import', 'tsx', 'apps/augment/src/main.ts', ...args], {
+      cwd: projectRoot,
+      encoding: 'utf8',
+      env,
+    });
   const a = run(['serve', '--port', '0']);
   assert.equal(a.status, 2);
   assert.match(a.stderr, /^error: serving on 0\.0\.0\.0 needs a token: give --token-file or set CATDOG_AUGMENT_TOKEN/m);

@@ -5,7 +5,16 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import jpegTurbo from '@julusian/jpeg-turbo';
-import { applyAffine, decodeForSampling, decodeResized, endsWithEoi, IDENTITY_PARAMS, jpegSize, resizeNearest, transformMatrix } from '@catdog/augment';
+import {
+  applyAffine,
+  decodeForSampling,
+  decodeResized,
+  endsWithEoi,
+  IDENTITY_PARAMS,
+  jpegSize,
+  resizeNearest,
+  transformMatrix,
+} from '@catdog/augment';
 import { kaggleTrainDir } from '../helpers/fixtures.js';
 
 test('resizeNearest uses PIL’s mapping ⌊(i + ½)·H/h⌋', () => {
@@ -38,7 +47,12 @@ test('decodeResized: real photo squashed to 150×150, equal to the nearest resiz
   // 'exact' is sharp's decode (libjpeg's accurate IDCT: PIL's pixels), nearest-resized, exactly
   const { data, info } = await sharp(bytes).raw().toBuffer({ resolveWithObject: true });
   const viaSharp = resizeNearest(data, info.height, info.width, 150, 150);
-  assert.deepEqual(Buffer.from(await decodeResized(bytes, { height: 150, width: 150, interpolation: 'nearest', jpegDecoder: 'exact' })), Buffer.from(viaSharp));
+  assert.deepEqual(
+    Buffer.from(
+      await decodeResized(bytes, { height: 150, width: 150, interpolation: 'nearest', jpegDecoder: 'exact' }),
+    ),
+    Buffer.from(viaSharp),
+  );
   // and 'fast' (the fast integer IDCT) stays within a few levels of it
   let max = 0;
   let sum = 0;
@@ -57,9 +71,13 @@ test('decodeResized: real photo squashed to 150×150, equal to the nearest resiz
   const meanDiff = (a: Uint8Array) => a.reduce((s, v, i) => s + Math.abs(v - out[i]), 0) / a.length;
   assert.ok(meanDiff(fromBig) < 20 && meanDiff(bilinear) < 20, `${meanDiff(fromBig)} ${meanDiff(bilinear)}`);
   // greyscale and RGBA inputs come out as 3 channels
-  const grey = await sharp(Buffer.alloc(30 * 20, 77), { raw: { width: 30, height: 20, channels: 1 } }).jpeg().toBuffer();
+  const grey = await sharp(Buffer.alloc(30 * 20, 77), { raw: { width: 30, height: 20, channels: 1 } })
+    .jpeg()
+    .toBuffer();
   assert.deepEqual(Array.from((await decodeResized(grey, { height: 10, width: 10 })).subarray(0, 3)), [77, 77, 77]);
-  const rgba = await sharp(Buffer.alloc(30 * 20 * 4, 200), { raw: { width: 30, height: 20, channels: 4 } }).png().toBuffer();
+  const rgba = await sharp(Buffer.alloc(30 * 20 * 4, 200), { raw: { width: 30, height: 20, channels: 4 } })
+    .png()
+    .toBuffer();
   assert.equal((await decodeResized(rgba, { height: 10, width: 10 })).length, 300);
   await assert.rejects(decodeResized(bytes.subarray(0, 2000), { height: 150, width: 150 }), /premature end/i);
   // Truncated just before the end-of-image marker: still an error, never a grey-filled picture
@@ -72,8 +90,14 @@ test('decodeResized: real photo squashed to 150×150, equal to the nearest resiz
 });
 
 test('decodeResized at the image’s own size returns its own pixels, not the decoder’s reused buffer', async () => {
-  const a = await sharp(readFileSync(join(kaggleTrainDir, 'cat.5.jpg'))).resize(150, 150, { fit: 'fill' }).jpeg().toBuffer();
-  const b = await sharp(readFileSync(join(kaggleTrainDir, 'dog.5.jpg'))).resize(150, 150, { fit: 'fill' }).jpeg().toBuffer();
+  const a = await sharp(readFileSync(join(kaggleTrainDir, 'cat.5.jpg')))
+    .resize(150, 150, { fit: 'fill' })
+    .jpeg()
+    .toBuffer();
+  const b = await sharp(readFileSync(join(kaggleTrainDir, 'dog.5.jpg')))
+    .resize(150, 150, { fit: 'fill' })
+    .jpeg()
+    .toBuffer();
   const first = await decodeResized(a, { height: 150, width: 150 });
   const copy = Buffer.from(first);
   const second = await decodeResized(b, { height: 150, width: 150 });
@@ -103,9 +127,21 @@ test('the affine sampling a full-size decode through nearestLayout equals resizi
     ]) {
       const m = transformMatrix(params, 150, 120);
       const out = { rescale: 1 / 255, flipHorizontal: params.flipHorizontal };
-      const viaTables = applyAffine({ pixels, height: 150, width: 120, layout }, m, { fillMode, cval: 9, output: { data: new Float32Array(150 * 120 * 3), ...out } });
-      const viaResize = applyAffine({ pixels: resized, height: 150, width: 120 }, m, { fillMode, cval: 9, output: { data: new Float32Array(150 * 120 * 3), ...out } });
-      assert.deepEqual(Buffer.from(viaTables.buffer), Buffer.from(viaResize.buffer), `${fillMode} ${JSON.stringify(params)}`);
+      const viaTables = applyAffine({ pixels, height: 150, width: 120, layout }, m, {
+        fillMode,
+        cval: 9,
+        output: { data: new Float32Array(150 * 120 * 3), ...out },
+      });
+      const viaResize = applyAffine({ pixels: resized, height: 150, width: 120 }, m, {
+        fillMode,
+        cval: 9,
+        output: { data: new Float32Array(150 * 120 * 3), ...out },
+      });
+      assert.deepEqual(
+        Buffer.from(viaTables.buffer),
+        Buffer.from(viaResize.buffer),
+        `${fillMode} ${JSON.stringify(params)}`,
+      );
     }
   }
   // Non-JPEG input: resized pixels, no tables

@@ -47,7 +47,21 @@ interface Server {
 function startServer(extra: string[] = [], port = 0): Promise<Server> {
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', 'apps/augment/src/main.ts', 'serve', '--port', String(port), '--host', '127.0.0.1', '--workers', '1', '--token-file', tokenFile, ...extra],
+    [
+      '--import',
+      'tsx',
+      'apps/augment/src/main.ts',
+      'serve',
+      '--port',
+      String(port),
+      '--host',
+      '127.0.0.1',
+      '--workers',
+      '1',
+      '--token-file',
+      tokenFile,
+      ...extra,
+    ],
     { cwd: projectRoot, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   servers.push(child);
@@ -65,11 +79,23 @@ function startServer(extra: string[] = [], port = 0): Promise<Server> {
 }
 
 const digest = (b: Batch) =>
-  createHash('sha256').update(`${b.epoch}/${b.index}/${b.keys.join(',')}/${Array.from(b.ys).join(',')}`).update(new Uint8Array(b.xs.buffer, b.xs.byteOffset, b.xs.byteLength)).digest('hex');
+  createHash('sha256')
+    .update(`${b.epoch}/${b.index}/${b.keys.join(',')}/${Array.from(b.ys).join(',')}`)
+    .update(new Uint8Array(b.xs.buffer, b.xs.byteOffset, b.xs.byteLength))
+    .digest('hex');
 
-const recipe = (): Omit<BatchStreamOptions, 'source'> => ({ targetSize: [32, 40], batchSize: 5, augment: BOOK_AUGMENTATION, seed: 7, epochs: 2 });
+const recipe = (): Omit<BatchStreamOptions, 'source'> => ({
+  targetSize: [32, 40],
+  batchSize: 5,
+  augment: BOOK_AUGMENTATION,
+  seed: 7,
+  epochs: 2,
+});
 
-async function digests(options: BatchStreamOptions, onBatch?: (b: Batch, i: number) => void | Promise<void>): Promise<{ digests: string[]; keys: Map<number, string[]> }> {
+async function digests(
+  options: BatchStreamOptions,
+  onBatch?: (b: Batch, i: number) => void | Promise<void>,
+): Promise<{ digests: string[]; keys: Map<number, string[]> }> {
   const stream = await createBatchStream(options);
   const out: string[] = [];
   const keys = new Map<number, string[]>();
@@ -89,7 +115,11 @@ test('two servers deliver exactly the in-process batches, batch for batch', asyn
   pair = await Promise.all([startServer(), startServer()]);
   local = await digests({ source: images, ...recipe(), workers: 2 });
   assert.equal(local.digests.length, 10); // 24 decodable + 1 corrupt = 25 samples, 5 batches × 2 epochs
-  const stream = await createBatchStream({ source: images, ...recipe(), augmentService: { addresses: pair.map((s) => s.address).join(','), token: TOKEN } });
+  const stream = await createBatchStream({
+    source: images,
+    ...recipe(),
+    augmentService: { addresses: pair.map((s) => s.address).join(','), token: TOKEN },
+  });
   assert.equal(stream.size, 25);
   assert.equal(stream.stepsPerEpoch, 5);
   assert.equal(stream.workers, 2);
@@ -103,16 +133,28 @@ test('two servers deliver exactly the in-process batches, batch for batch', asyn
   assert.deepEqual(skipped, ['cat.999', 'cat.999']);
   const servers = stream.stats().servers!;
   assert.equal(servers.length, 2);
-  assert.ok(servers.every((s) => s.batches > 0), `both servers made batches: ${JSON.stringify(servers)}`);
+  assert.ok(
+    servers.every((s) => s.batches > 0),
+    `both servers made batches: ${JSON.stringify(servers)}`,
+  );
 });
 
 test('a prepared split: remote batches equal the in-process ones, in memory and streamed, and from a mid-epoch start', async () => {
   const src = join(dir, 'split-src');
   mkdirSync(src);
-  for (const n of Array.from({ length: 8 }, (_, i) => [`cat.${i}.jpg`, `dog.${i}.jpg`]).flat()) copyFileSync(join(kaggleTrainDir, n), join(src, n));
+  for (const n of Array.from({ length: 8 }, (_, i) => [`cat.${i}.jpg`, `dog.${i}.jpg`]).flat())
+    copyFileSync(join(kaggleTrainDir, n), join(src, n));
   const prepared = join(dir, 'prepared');
   // 12 train samples in 6 shards of 2: 3 batches of 5 per epoch.
-  await prepareDataset({ source: src, out: prepared, train: 6, validation: 1, test: 1, resize: { width: 48, height: 48 }, samplesPerShard: 2 });
+  await prepareDataset({
+    source: src,
+    out: prepared,
+    train: 6,
+    validation: 1,
+    test: 1,
+    resize: { width: 48, height: 48 },
+    samplesPerShard: 2,
+  });
   const options = { source: prepared, ...recipe(), windowShards: 2, log: () => {} };
   const streamed = await digests({ ...options, workers: 2, memoryBudget: 0 });
   const inMemory = await digests({ ...options, workers: 2, memoryBudget: Infinity });
@@ -123,8 +165,14 @@ test('a prepared split: remote batches equal the in-process ones, in memory and 
   assert.deepEqual(remote.digests, streamed.digests);
   // Epoch 1 from position 5 (its second batch): the tail of the uninterrupted stream, remote and in process.
   const tail = streamed.digests.slice(4);
-  assert.deepEqual((await digests({ ...options, start: { epoch: 1, position: 5 }, epochs: 1, augmentService: service })).digests, tail);
-  assert.deepEqual((await digests({ ...options, start: { epoch: 1, position: 5 }, epochs: 1, workers: 2, memoryBudget: 0 })).digests, tail);
+  assert.deepEqual(
+    (await digests({ ...options, start: { epoch: 1, position: 5 }, epochs: 1, augmentService: service })).digests,
+    tail,
+  );
+  assert.deepEqual(
+    (await digests({ ...options, start: { epoch: 1, position: 5 }, epochs: 1, workers: 2, memoryBudget: 0 })).digests,
+    tail,
+  );
   assert.deepEqual((await digests({ ...options, startBatch: 4, augmentService: service })).digests, tail);
 });
 
@@ -132,7 +180,12 @@ test('a server killed mid-epoch: its batches go to the other, then to its replac
   const [a, b] = pair;
   let replacement: Server | null = null;
   let aBatchesAtKill = 0;
-  const stream = await createBatchStream({ source: images, ...recipe(), epochs: 3, augmentService: { addresses: `${a.address},${b.address}`, token: TOKEN } });
+  const stream = await createBatchStream({
+    source: images,
+    ...recipe(),
+    epochs: 3,
+    augmentService: { addresses: `${a.address},${b.address}`, token: TOKEN },
+  });
   const got: string[] = [];
   const keys = new Map<number, string[]>();
   for await (const batch of stream) {
@@ -145,7 +198,8 @@ test('a server killed mid-epoch: its batches go to the other, then to its replac
     if (got.length === 6) {
       replacement = await startServer([], a.port); // comes back on the same address
       // the client probes it within a few seconds and gives it work again
-      for (let i = 0; i < 300 && stream.stats().servers!.find((s) => s.address === a.address)!.state !== 'up'; i++) await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 300 && stream.stats().servers!.find((s) => s.address === a.address)!.state !== 'up'; i++)
+        await new Promise((r) => setTimeout(r, 100));
     }
   }
   assert.deepEqual(got.slice(0, 10), local.digests);
@@ -166,22 +220,38 @@ test('a wrong or missing token is refused with a clear error; the server goes on
   for (const token of ['wrong', null]) {
     await assert.rejects(
       createBatchStream({ source: images, ...recipe(), augmentService: { addresses, token } }),
-      (err: unknown) => isUserError(err, 'access-denied') && /missing or wrong token/.test((err as Error).message) && !(err as Error).message.includes(TOKEN),
+      (err: unknown) =>
+        isUserError(err, 'access-denied') &&
+        /missing or wrong token/.test((err as Error).message) &&
+        !(err as Error).message.includes(TOKEN),
     );
   }
   assert.match(pair[1].stderr(), /refused a call from .*: wrong token/);
   // the standard gRPC health check (Kubernetes' grpc readiness probe) needs no token and tells nothing but SERVING
   const client = new grpc.Client(pair[1].address, grpc.credentials.createInsecure());
   const health = await new Promise<Buffer>((resolve, reject) =>
-    client.makeUnaryRequest('/grpc.health.v1.Health/Check', (b: Buffer) => b, (b: Buffer) => b, Buffer.alloc(0), new grpc.Metadata(), (err, r) => (err ? reject(err) : resolve(r!))),
+    client.makeUnaryRequest(
+      '/grpc.health.v1.Health/Check',
+      (b: Buffer) => b,
+      (b: Buffer) => b,
+      Buffer.alloc(0),
+      new grpc.Metadata(),
+      (err, r) => (err ? reject(err) : resolve(r!)),
+    ),
   );
   client.close();
   assert.deepEqual([...health], [0x08, 0x01]);
   assert.ok(!pair[1].stderr().includes(TOKEN), 'the token is never logged');
 });
 
-function rawCall(address: string, request: Buffer, token = TOKEN): Promise<{ code: grpc.status; details: string; messages: number }> {
-  const client = new grpc.Client(address, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 64 * 1024 ** 2 });
+function rawCall(
+  address: string,
+  request: Buffer,
+  token = TOKEN,
+): Promise<{ code: grpc.status; details: string; messages: number }> {
+  const client = new grpc.Client(address, grpc.credentials.createInsecure(), {
+    'grpc.max_receive_message_length': 64 * 1024 ** 2,
+  });
   const md = new grpc.Metadata();
   md.set('authorization', `Bearer ${token}`);
   const raw = (b: Buffer) => b;
@@ -198,8 +268,21 @@ function rawCall(address: string, request: Buffer, token = TOKEN): Promise<{ cod
 }
 
 const validRequest = (over: Record<string, unknown> = {}) => ({
-  dataset: images, split: 'train', seed: 1, shuffle: true, batchSize: 4, height: 16, width: 16, augment: null, dtype: 'float32',
-  rescale: 1 / 255, interpolation: 'nearest', jpegDecoder: 'fast', epoch: 0, batches: [0], ...over,
+  dataset: images,
+  split: 'train',
+  seed: 1,
+  shuffle: true,
+  batchSize: 4,
+  height: 16,
+  width: 16,
+  augment: null,
+  dtype: 'float32',
+  rescale: 1 / 255,
+  interpolation: 'nearest',
+  jpegDecoder: 'fast',
+  epoch: 0,
+  batches: [0],
+  ...over,
 });
 
 test('malformed and oversized requests are refused; the server keeps serving', async () => {
@@ -210,14 +293,20 @@ test('malformed and oversized requests are refused; the server keeps serving', a
   const bad = await rawCall(address, Buffer.from(JSON.stringify(validRequest({ height: -3 }))));
   assert.equal(bad.code, grpc.status.INVALID_ARGUMENT);
   assert.match(bad.details, /height must be an integer/);
-  const huge = await rawCall(address, Buffer.from(JSON.stringify(validRequest({ batchSize: 4096, height: 4096, width: 4096 }))));
+  const huge = await rawCall(
+    address,
+    Buffer.from(JSON.stringify(validRequest({ batchSize: 4096, height: 4096, width: 4096 }))),
+  );
   assert.equal(huge.code, grpc.status.INVALID_ARGUMENT);
   assert.match(huge.details, /exceeds the server's/);
   const past = await rawCall(address, Buffer.from(JSON.stringify(validRequest({ batches: [99] }))));
   assert.equal(past.code, grpc.status.INVALID_ARGUMENT);
   const oversized = await rawCall(address, Buffer.alloc(200 * 1024, 0x20));
   assert.equal(oversized.code, grpc.status.RESOURCE_EXHAUSTED);
-  const missing = await rawCall(address, Buffer.from(JSON.stringify(validRequest({ dataset: join(dir, 'no-such-dataset') }))));
+  const missing = await rawCall(
+    address,
+    Buffer.from(JSON.stringify(validRequest({ dataset: join(dir, 'no-such-dataset') }))),
+  );
   assert.ok([grpc.status.NOT_FOUND, grpc.status.FAILED_PRECONDITION].includes(missing.code), missing.details);
   assert.match(missing.details, /no-such-dataset/);
   const ok = await rawCall(address, Buffer.from(JSON.stringify(validRequest({ batches: [0, 1] }))));
@@ -232,18 +321,40 @@ test('a stalled client does not grow server memory: the server stops making its 
     const md = new grpc.Metadata();
     md.set('authorization', `Bearer ${TOKEN}`);
     const reply = await new Promise<Buffer>((resolve, reject) =>
-      client.makeUnaryRequest('/catdog.augment.v1.Augment/Status', (b: Buffer) => b, (b: Buffer) => b, Buffer.alloc(0), md, (err, r) => (err ? reject(err) : resolve(r!))),
+      client.makeUnaryRequest(
+        '/catdog.augment.v1.Augment/Status',
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        Buffer.alloc(0),
+        md,
+        (err, r) => (err ? reject(err) : resolve(r!)),
+      ),
     );
     client.close();
     return JSON.parse(reply.toString()) as { batches: number; queueDepth: number; rss: number };
   };
   // 60 batches of 25 × 150 × 150 float32 (6.75 MB each, 400 MB in all) asked for, and never read
-  const client = new grpc.Client(address, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 64 * 1024 ** 2 });
+  const client = new grpc.Client(address, grpc.credentials.createInsecure(), {
+    'grpc.max_receive_message_length': 64 * 1024 ** 2,
+  });
   const md = new grpc.Metadata();
   md.set('authorization', `Bearer ${TOKEN}`);
-  const request = validRequest({ batchSize: 25, height: 150, width: 150, augment: BOOK_AUGMENTATION, batches: Array.from({ length: 60 }, () => 0) });
+  const request = validRequest({
+    batchSize: 25,
+    height: 150,
+    width: 150,
+    augment: BOOK_AUGMENTATION,
+    batches: Array.from({ length: 60 }, () => 0),
+  });
   const before = await status();
-  const call = client.makeServerStreamRequest('/catdog.augment.v1.Augment/Batches', (b: Buffer) => b, (b: Buffer) => b, Buffer.from(JSON.stringify(request)), md, {});
+  const call = client.makeServerStreamRequest(
+    '/catdog.augment.v1.Augment/Batches',
+    (b: Buffer) => b,
+    (b: Buffer) => b,
+    Buffer.from(JSON.stringify(request)),
+    md,
+    {},
+  );
   call.on('error', () => {});
   // A consumer that stops reading (grpc-js keeps buffering for a stream nobody listens to, so listen, then pause).
   call.on('data', () => {});
@@ -257,7 +368,10 @@ test('a stalled client does not grow server memory: the server stops making its 
   const info = JSON.stringify({ before, stalled, later });
   assert.ok(made <= 20, `the server sent ${made} batches to a client that reads none: ${info}`);
   assert.equal(later.batches, stalled.batches, `nothing more is made while the client stalls: ${info}`);
-  assert.ok(later.rss - before.rss < 100 * 1024 ** 2, `server memory grew by ${((later.rss - before.rss) / 1024 ** 2).toFixed(0)} MiB`);
+  assert.ok(
+    later.rss - before.rss < 100 * 1024 ** 2,
+    `server memory grew by ${((later.rss - before.rss) / 1024 ** 2).toFixed(0)} MiB`,
+  );
   assert.equal(later.queueDepth, 60 - made);
   call.cancel();
   client.close();
@@ -269,15 +383,35 @@ test('a stalled client does not grow server memory: the server stops making its 
 test('TLS: a server given a certificate is reached by DNS name with the CA trusted, and refuses plaintext', async () => {
   const cert = join(dir, 'cert.pem');
   const key = join(dir, 'key.pem');
-  const made = spawnSync('openssl', [
-    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost',
-    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
-  ], { encoding: 'utf8' });
+  const made = spawnSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    ],
+    { encoding: 'utf8' },
+  );
   assert.equal(made.status, 0, made.stderr);
   const server = await startServer(['--tls-cert', cert, '--tls-key', key]);
   const options = { source: images, ...recipe(), epochs: 1 };
   // 'localhost' resolves to 127.0.0.1 (and perhaps ::1, where nothing listens: that address is just marked down)
-  const secure = await digests({ ...options, augmentService: { addresses: `localhost:${server.port}`, token: TOKEN, tls: { ca: readFileSync(cert) } } });
+  const secure = await digests({
+    ...options,
+    augmentService: { addresses: `localhost:${server.port}`, token: TOKEN, tls: { ca: readFileSync(cert) } },
+  });
   assert.deepEqual(secure.digests, local.digests.slice(0, 5));
   await assert.rejects(
     createBatchStream({ ...options, augmentService: { addresses: server.address, token: TOKEN } }),
@@ -291,7 +425,9 @@ test('host names are re-resolved: a server that appears in discovery gets work',
   let joined = false;
   // Two names, as two headless Services would be: the second resolves to nothing until its server "appears".
   const stream = await createBatchStream({
-    source: images, ...recipe(), epochs: 3,
+    source: images,
+    ...recipe(),
+    epochs: 3,
     augmentService: {
       addresses: `augment.test:${first.port},augment-joining.test:${second.port}`,
       token: TOKEN,
@@ -305,11 +441,15 @@ test('host names are re-resolved: a server that appears in discovery gets work',
     got.push(digest(b));
     if (got.length === 3) {
       joined = true;
-      for (let i = 0; i < 100 && stream.stats().servers!.filter((s) => s.state === 'up').length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 100 && stream.stats().servers!.filter((s) => s.state === 'up').length < 2; i++)
+        await new Promise((r) => setTimeout(r, 100));
     }
   }
   const servers = stream.stats().servers!;
   assert.deepEqual(servers.map((s) => s.address).sort(), [first.address, second.address].sort());
-  assert.ok(servers.every((s) => s.batches > 0), `the server that appeared got work: ${JSON.stringify(servers)}`);
+  assert.ok(
+    servers.every((s) => s.batches > 0),
+    `the server that appeared got work: ${JSON.stringify(servers)}`,
+  );
   assert.deepEqual(got.slice(0, 10), local.digests);
 });

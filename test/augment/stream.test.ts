@@ -12,7 +12,13 @@ import { BOOK_AUGMENTATION, createBatchStream, toTfDataset, type EpochReport } f
 import { drain, kaggleSamples, memorySource } from './helpers.js';
 
 const samples = kaggleSamples(10); // 20 real images
-const base = { source: memorySource(samples), targetSize: [40, 48] as [number, number], augment: BOOK_AUGMENTATION, seed: 11, epochs: 2 };
+const base = {
+  source: memorySource(samples),
+  targetSize: [40, 48] as [number, number],
+  augment: BOOK_AUGMENTATION,
+  seed: 11,
+  epochs: 2,
+};
 
 test('identical batches whatever the worker count, batch size or prefetch', async () => {
   const a = await drain(await createBatchStream({ ...base, workers: 1, batchSize: 8 }));
@@ -33,25 +39,50 @@ test('identical batches whatever the worker count, batch size or prefetch', asyn
   // batch shapes, labels, pixel range after rescale
   const first = a.batches[0];
   assert.deepEqual(first.shape, [8, 40, 48, 3]);
-  assert.deepEqual(Array.from(first.ys), first.keys.map((k) => (k.startsWith('dog') ? 1 : 0)));
+  assert.deepEqual(
+    Array.from(first.ys),
+    first.keys.map((k) => (k.startsWith('dog') ? 1 : 0)),
+  );
   assert.ok(first.xs instanceof Float32Array && first.xs.every((v) => v >= 0 && v <= 1));
   // written by the WASM sampler in place, in memory shared with the workers (no copy out of the worker)
   assert.ok(first.xs.buffer instanceof SharedArrayBuffer);
-  assert.deepEqual(a.batches.map((x) => [x.epoch, x.index, x.shape[0]]), [[0, 0, 8], [0, 1, 8], [0, 2, 4], [1, 0, 8], [1, 1, 8], [1, 2, 4]]);
+  assert.deepEqual(
+    a.batches.map((x) => [x.epoch, x.index, x.shape[0]]),
+    [
+      [0, 0, 8],
+      [0, 1, 8],
+      [0, 2, 4],
+      [1, 0, 8],
+      [1, 1, 8],
+      [1, 2, 4],
+    ],
+  );
 });
 
 test('a restarted stream (initialEpoch) reproduces the uninterrupted one', async () => {
   const full = await drain(await createBatchStream({ ...base, workers: 2, batchSize: 8 }));
-  const resumed = await drain(await createBatchStream({ ...base, workers: 1, batchSize: 8, epochs: 1, initialEpoch: 1 }));
+  const resumed = await drain(
+    await createBatchStream({ ...base, workers: 1, batchSize: 8, epochs: 1, initialEpoch: 1 }),
+  );
   assert.deepEqual(resumed.order.get(1), full.order.get(1));
   for (const [k, v] of resumed.images) assert.deepEqual(v, full.images.get(k));
 });
 
 test('validation stream: no augmentation, no shuffle, uint8 pixels equal to the decoded image', async () => {
-  const s = await createBatchStream({ source: memorySource(samples), targetSize: [40, 48], batchSize: 32, workers: 1, epochs: 1, dtype: 'uint8' });
+  const s = await createBatchStream({
+    source: memorySource(samples),
+    targetSize: [40, 48],
+    batchSize: 32,
+    workers: 1,
+    epochs: 1,
+    dtype: 'uint8',
+  });
   const { batches } = await drain(s);
   assert.equal(batches.length, 1);
-  assert.deepEqual(batches[0].keys, samples.map((x) => x.key));
+  assert.deepEqual(
+    batches[0].keys,
+    samples.map((x) => x.key),
+  );
   const { decodeResized } = await import('@catdog/augment');
   const expected = await decodeResized(samples[3].bytes, { height: 40, width: 48 });
   assert.deepEqual(Array.from(batches[0].xs.subarray(3 * 40 * 48 * 3, 4 * 40 * 48 * 3)), Array.from(expected));
@@ -59,12 +90,30 @@ test('validation stream: no augmentation, no shuffle, uint8 pixels equal to the 
 
 test('a corrupt sample is skipped, counted and reported at the end of the epoch; the stream goes on', async () => {
   const real = kaggleSamples(4);
-  const garbage = { key: 'cat.garbage', label: 0, className: 'cats', bytes: new Uint8Array(3000).map((_, i) => (i * 7919) % 251), ext: 'jpg' };
-  const truncated = { key: 'dog.truncated', label: 1, className: 'dogs', bytes: real[1].bytes.subarray(0, 3000), ext: 'jpg' };
+  const garbage = {
+    key: 'cat.garbage',
+    label: 0,
+    className: 'cats',
+    bytes: new Uint8Array(3000).map((_, i) => (i * 7919) % 251),
+    ext: 'jpg',
+  };
+  const truncated = {
+    key: 'dog.truncated',
+    label: 1,
+    className: 'dogs',
+    bytes: real[1].bytes.subarray(0, 3000),
+    ext: 'jpg',
+  };
   const reports: EpochReport[] = [];
   const s = await createBatchStream({
-    source: memorySource([...real, garbage, truncated]), targetSize: [32, 32], augment: BOOK_AUGMENTATION, seed: 3,
-    batchSize: 4, workers: 2, epochs: 2, onEpochEnd: (r) => reports.push(r),
+    source: memorySource([...real, garbage, truncated]),
+    targetSize: [32, 32],
+    augment: BOOK_AUGMENTATION,
+    seed: 3,
+    batchSize: 4,
+    workers: 2,
+    epochs: 2,
+    onEpochEnd: (r) => reports.push(r),
   });
   const { batches, order } = await drain(s);
   assert.equal(order.get(0)!.length, 8);
@@ -75,10 +124,13 @@ test('a corrupt sample is skipped, counted and reported at the end of the epoch;
     assert.equal(b.shape[0] + b.skipped.length, b.index < 2 ? 4 : 2);
     assert.equal(b.xs.length, b.shape[0] * 32 * 32 * 3);
   }
-  assert.deepEqual(reports.map((r) => [r.epoch, r.images, r.skipped.map((x) => x.key).sort()]), [
-    [0, 8, ['cat.garbage', 'dog.truncated']],
-    [1, 8, ['cat.garbage', 'dog.truncated']],
-  ]);
+  assert.deepEqual(
+    reports.map((r) => [r.epoch, r.images, r.skipped.map((x) => x.key).sort()]),
+    [
+      [0, 8, ['cat.garbage', 'dog.truncated']],
+      [1, 8, ['cat.garbage', 'dog.truncated']],
+    ],
+  );
   for (const r of reports[0].skipped) assert.ok(r.reason.length > 0);
   assert.equal(s.stats().skipped.length, 4);
 });
@@ -101,7 +153,13 @@ test('memory stays flat over 20 epochs', async () => {
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;
   const s = await createBatchStream({
-    source: memorySource(kaggleSamples(4)), targetSize: [24, 24], augment: BOOK_AUGMENTATION, seed: 1, batchSize: 4, workers: 2, epochs: 20,
+    source: memorySource(kaggleSamples(4)),
+    targetSize: [24, 24],
+    augment: BOOK_AUGMENTATION,
+    seed: 1,
+    batchSize: 4,
+    workers: 2,
+    epochs: 20,
   });
   const used = () => {
     gc();
@@ -121,7 +179,14 @@ test('memory stays flat over 20 epochs', async () => {
 
 test('tfjs adapter: steps_per_epoch over an endless stream with model.fitDataset', async () => {
   await tf.setBackend('cpu');
-  const s = await createBatchStream({ source: memorySource(samples), targetSize: [16, 16], augment: BOOK_AUGMENTATION, seed: 2, batchSize: 5, workers: 1 });
+  const s = await createBatchStream({
+    source: memorySource(samples),
+    targetSize: [16, 16],
+    augment: BOOK_AUGMENTATION,
+    seed: 2,
+    batchSize: 5,
+    workers: 1,
+  });
   assert.equal(s.stepsPerEpoch, 4);
   const ds = toTfDataset(s, { stepsPerEpoch: 3 });
   const it = await ds.iterator();
@@ -129,7 +194,9 @@ test('tfjs adapter: steps_per_epoch over an endless stream with model.fitDataset
   assert.deepEqual(first.xs.shape, [5, 16, 16, 3]);
   assert.deepEqual(first.ys.shape, [5, 1]);
   tf.dispose(first);
-  const model = tf.sequential({ layers: [tf.layers.flatten({ inputShape: [16, 16, 3] }), tf.layers.dense({ units: 1, activation: 'sigmoid' })] });
+  const model = tf.sequential({
+    layers: [tf.layers.flatten({ inputShape: [16, 16, 3] }), tf.layers.dense({ units: 1, activation: 'sigmoid' })],
+  });
   model.compile({ optimizer: 'sgd', loss: 'binaryCrossentropy', metrics: ['accuracy'] });
   const history = await model.fitDataset(ds, { epochs: 2, verbose: 0 });
   assert.equal(history.history.loss.length, 2);

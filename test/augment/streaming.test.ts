@@ -21,10 +21,22 @@ before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'catdog-augment-streaming-'));
   const src = join(dir, 'src');
   await mkdir(src);
-  await Promise.all(Array.from({ length: 14 }, (_, i) => [`cat.${i}.jpg`, `dog.${i}.jpg`]).flat().map((f) => copyFile(join(kaggleTrainDir, f), join(src, f))));
+  await Promise.all(
+    Array.from({ length: 14 }, (_, i) => [`cat.${i}.jpg`, `dog.${i}.jpg`])
+      .flat()
+      .map((f) => copyFile(join(kaggleTrainDir, f), join(src, f))),
+  );
   dataset = join(dir, 'ds');
   // 20 train samples in 10 shards of 2.
-  await prepareDataset({ source: src, out: dataset, train: 10, validation: 2, test: 2, resize: { width: 48, height: 48 }, samplesPerShard: 2 });
+  await prepareDataset({
+    source: src,
+    out: dataset,
+    train: 10,
+    validation: 2,
+    test: 2,
+    resize: { width: 48, height: 48 },
+    samplesPerShard: 2,
+  });
   manifest = await readManifest(dataset);
 });
 
@@ -33,14 +45,29 @@ after(async () => {
 });
 
 const digest = (b: Batch) =>
-  createHash('sha256').update(`${b.epoch}/${b.index}/${b.keys.join(',')}/${Array.from(b.ys).join(',')}`).update(new Uint8Array(b.xs.buffer, b.xs.byteOffset, b.xs.byteLength)).digest('hex');
+  createHash('sha256')
+    .update(`${b.epoch}/${b.index}/${b.keys.join(',')}/${Array.from(b.ys).join(',')}`)
+    .update(new Uint8Array(b.xs.buffer, b.xs.byteOffset, b.xs.byteLength))
+    .digest('hex');
 
 const base = (): Omit<BatchStreamOptions, 'source'> => ({
-  split: 'train', targetSize: [32, 32], batchSize: 3, augment: BOOK_AUGMENTATION, seed: 11, workers: 2,
-  windowShards: 2, prefetchShards: 1, log: () => {},
+  split: 'train',
+  targetSize: [32, 32],
+  batchSize: 3,
+  augment: BOOK_AUGMENTATION,
+  seed: 11,
+  workers: 2,
+  windowShards: 2,
+  prefetchShards: 1,
+  log: () => {},
 });
 
-async function run(options: BatchStreamOptions): Promise<{ digests: string[]; batches: Batch[]; stats: ReturnType<Awaited<ReturnType<typeof createBatchStream>>['stats']>; log: string[] }> {
+async function run(options: BatchStreamOptions): Promise<{
+  digests: string[];
+  batches: Batch[];
+  stats: ReturnType<Awaited<ReturnType<typeof createBatchStream>>['stats']>;
+  log: string[];
+}> {
   const log: string[] = [];
   const stream = await createBatchStream({ ...options, log: (l) => log.push(l) });
   const batches: Batch[] = [];
@@ -84,7 +111,10 @@ test('a split read in memory and one streamed by shard windows give the same bat
   assert.ok(readAtFirst <= 5, `${readAtFirst} of 10 shards read when the first batch arrived`);
   // Another seed, another order: the order is keyed by the seed.
   const other = await run({ source: dataset, ...base(), seed: 12, epochs: 1, memoryBudget: 0 });
-  assert.notDeepEqual(other.batches.flatMap((b) => b.keys), keysOf(0));
+  assert.notDeepEqual(
+    other.batches.flatMap((b) => b.keys),
+    keysOf(0),
+  );
 });
 
 test('a stream started at (epoch, position) or startBatch gives the tail of the uninterrupted stream, both paths', async () => {
@@ -93,7 +123,13 @@ test('a stream started at (epoch, position) or startBatch gives the tail of the 
     assert.equal(whole.digests.length, 21);
     // 7 batches per pass; a schedule of e.g. 10 steps per "epoch" resumes at batch 10 = pass 1, position 9 (mid-pass).
     const tail = whole.digests.slice(10);
-    const fromStart = await run({ source: dataset, ...base(), start: { epoch: 1, position: 9 }, epochs: 2, memoryBudget });
+    const fromStart = await run({
+      source: dataset,
+      ...base(),
+      start: { epoch: 1, position: 9 },
+      epochs: 2,
+      memoryBudget,
+    });
     assert.deepEqual(fromStart.digests, tail, `start, memoryBudget ${memoryBudget}`);
     assert.deepEqual([fromStart.batches[0].epoch, fromStart.batches[0].index], [1, 3]);
     const fromBatch = await run({ source: dataset, ...base(), startBatch: 10, epochs: 3, memoryBudget });
@@ -103,8 +139,14 @@ test('a stream started at (epoch, position) or startBatch gives the tail of the 
     assert.deepEqual(last.digests, whole.digests.slice(20));
     assert.equal(last.batches[0].shape[0], 2);
   }
-  await assert.rejects(createBatchStream({ source: dataset, ...base(), start: { epoch: 0, position: 4 } }), /not a batch boundary/);
-  await assert.rejects(createBatchStream({ source: dataset, ...base(), start: { epoch: 0, position: 20 } }), /start\.position must be an integer in \[0, 19\]/);
+  await assert.rejects(
+    createBatchStream({ source: dataset, ...base(), start: { epoch: 0, position: 4 } }),
+    /not a batch boundary/,
+  );
+  await assert.rejects(
+    createBatchStream({ source: dataset, ...base(), start: { epoch: 0, position: 20 } }),
+    /start\.position must be an integer in \[0, 19\]/,
+  );
 });
 
 test('a corrupt or missing shard mid-epoch is named; with skipCorrupt it is skipped, counted, and both paths agree', async () => {
@@ -117,25 +159,43 @@ test('a corrupt or missing shard mid-epoch is named; with skipCorrupt it is skip
   bytes[bytes.length >> 1] ^= 0xff; // same length, wrong sha256
   await writeFile(file, bytes);
   for (const memoryBudget of [Infinity, 0]) {
-    const err = await run({ source: damaged, ...base(), epochs: 1, memoryBudget }).then(() => null, (e: unknown) => e);
+    const err = await run({ source: damaged, ...base(), epochs: 1, memoryBudget }).then(
+      () => null,
+      (e: unknown) => e,
+    );
     assert.ok(isUserError(err) && err.code === 'corrupt-shard', String(err));
     assert.ok((err as Error).message.includes(bad.path), (err as Error).message);
   }
   const warnings: string[] = [];
   const skipped = await Promise.all(
-    [Infinity, 0].map((memoryBudget) => run({ source: damaged, ...base(), epochs: 2, memoryBudget, skipCorrupt: true, onWarning: (w) => warnings.push(w) })),
+    [Infinity, 0].map((memoryBudget) =>
+      run({
+        source: damaged,
+        ...base(),
+        epochs: 2,
+        memoryBudget,
+        skipCorrupt: true,
+        onWarning: (w) => warnings.push(w),
+      }),
+    ),
   );
   assert.deepEqual(skipped[1].digests, skipped[0].digests);
   for (const r of skipped) {
     assert.equal(r.stats.images, 2 * (20 - bad.count));
-    assert.ok(r.stats.shards!.skippedShards.some((s) => s.endsWith(bad.path)), JSON.stringify(r.stats.shards));
+    assert.ok(
+      r.stats.shards!.skippedShards.some((s) => s.endsWith(bad.path)),
+      JSON.stringify(r.stats.shards),
+    );
     assert.ok(r.stats.shards!.skippedSamples >= bad.count);
   }
   assert.ok(warnings.some((w) => w.includes(bad.path)));
   // Missing: the shard file is gone.
   await copyFile(join(dataset, bad.path), file);
   await unlink(join(damaged, shards[8].path));
-  const missing = await run({ source: damaged, ...base(), epochs: 1, memoryBudget: 0 }).then(() => null, (e: unknown) => e);
+  const missing = await run({ source: damaged, ...base(), epochs: 1, memoryBudget: 0 }).then(
+    () => null,
+    (e: unknown) => e,
+  );
   assert.ok(isUserError(missing) && missing.code === 'missing-shard', String(missing));
   assert.ok((missing as Error).message.includes(shards[8].path));
 });
@@ -146,8 +206,22 @@ test('streaming from s3:// with a size-limited shard cache: later runs read the 
   try {
     const url = 's3://stream-bucket/ds';
     const src = join(dir, 'src');
-    await prepareDataset({ source: src, out: url, train: 10, validation: 2, test: 2, resize: { width: 48, height: 48 }, samplesPerShard: 2 });
-    const options: BatchStreamOptions = { source: url, ...base(), epochs: 1, cacheDir: cache, cacheLimit: 10 * 1024 ** 2 };
+    await prepareDataset({
+      source: src,
+      out: url,
+      train: 10,
+      validation: 2,
+      test: 2,
+      resize: { width: 48, height: 48 },
+      samplesPerShard: 2,
+    });
+    const options: BatchStreamOptions = {
+      source: url,
+      ...base(),
+      epochs: 1,
+      cacheDir: cache,
+      cacheLimit: 10 * 1024 ** 2,
+    };
     const first = await run({ ...options, memoryBudget: 0 });
     assert.ok(first.stats.shards!.bytesFetched > 0);
     const second = await run({ ...options, memoryBudget: 0 });
@@ -157,7 +231,10 @@ test('streaming from s3:// with a size-limited shard cache: later runs read the 
     const memory = await run({ ...options, memoryBudget: Infinity });
     assert.deepEqual(memory.digests, first.digests);
     const local = await run({ source: dataset, ...base(), epochs: 1, memoryBudget: 0 });
-    assert.deepEqual(local.batches.map((b) => b.keys), first.batches.map((b) => b.keys));
+    assert.deepEqual(
+      local.batches.map((b) => b.keys),
+      first.batches.map((b) => b.keys),
+    );
   } finally {
     await s3.stop();
   }

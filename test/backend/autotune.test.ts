@@ -31,7 +31,11 @@ import { timeCandidates } from '../../packages/backend/src/autotune.js';
 
 const SIMD = process.env.CATDOG_WASM_SIMD_KERNELS !== '0';
 const skip = SIMD ? false : 'CATDOG_WASM_SIMD_KERNELS=0';
-const saved = { plan: process.env.CATDOG_KERNEL_PLAN, tune: process.env.CATDOG_AUTOTUNE, dir: process.env.CATDOG_CACHE_DIR };
+const saved = {
+  plan: process.env.CATDOG_KERNEL_PLAN,
+  tune: process.env.CATDOG_AUTOTUNE,
+  dir: process.env.CATDOG_CACHE_DIR,
+};
 const cacheDir = mkdtempSync(join(tmpdir(), 'catdog-plans-'));
 let threads = 1;
 
@@ -41,7 +45,8 @@ before(async () => {
   delete process.env.CATDOG_AUTOTUNE;
   threads = (await initBackend({ backend: 'wasm', log: () => {} })).threads;
   // Tuning waits for the SIMD worker threads (it would time one thread otherwise).
-  for (let i = 0; i < 200 && SIMD && threads > 1 && wasmSimdWorkers() < threads - 1; i++) await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 200 && SIMD && threads > 1 && wasmSimdWorkers() < threads - 1; i++)
+    await new Promise((r) => setTimeout(r, 50));
   await tf.setBackend('cpu');
 });
 
@@ -52,7 +57,11 @@ beforeEach(() => {
 });
 
 after(() => {
-  for (const [k, v] of [['CATDOG_KERNEL_PLAN', saved.plan], ['CATDOG_AUTOTUNE', saved.tune], ['CATDOG_CACHE_DIR', saved.dir]] as const) {
+  for (const [k, v] of [
+    ['CATDOG_KERNEL_PLAN', saved.plan],
+    ['CATDOG_AUTOTUNE', saved.tune],
+    ['CATDOG_CACHE_DIR', saved.dir],
+  ] as const) {
     if (v === undefined) delete process.env[k];
     else process.env[k] = v;
   }
@@ -74,7 +83,10 @@ function kernelCase(kernel: string, c: Conv, seed: number): { inputs: KernelInpu
   const dy = { shape: yShape, values: random(n(yShape), seed + 2) };
   if (kernel === 'Conv2D') return { inputs: { x, filter: w }, attrs };
   if (kernel === 'FusedConv2D') {
-    return { inputs: { x, filter: w, bias: { shape: [c.Co], values: random(c.Co, seed + 3) } }, attrs: { ...attrs, activation: 'relu' } };
+    return {
+      inputs: { x, filter: w, bias: { shape: [c.Co], values: random(c.Co, seed + 3) } },
+      attrs: { ...attrs, activation: 'relu' },
+    };
   }
   if (kernel === 'Conv2DBackpropInput') return { inputs: { dy, filter: w }, attrs: { ...attrs, inputShape: xShape } };
   return { inputs: { x, dy }, attrs: { ...attrs, filterShape: wShape } };
@@ -107,7 +119,13 @@ const FAMILY: Record<string, PlanFamily> = {
 };
 
 /** Forces `plan` for the kernel's family, runs it against cpu, and asserts that plan (not a fallback) ran. */
-function checkForced(kernel: string, plan: string, c: Conv, seed: number, source: 'forced' | 'default' | 'none' = 'forced'): void {
+function checkForced(
+  kernel: string,
+  plan: string,
+  c: Conv,
+  seed: number,
+  source: 'forced' | 'default' | 'none' = 'forced',
+): void {
   const family = FAMILY[kernel]!;
   process.env.CATDOG_KERNEL_PLAN = `${family}=${plan}`;
   resetKernelPlans();
@@ -120,7 +138,8 @@ function checkForced(kernel: string, plan: string, c: Conv, seed: number, source
   }
   assert.equal(records.length, 1, `${kernel} ${plan}: one plan decided`);
   assert.equal(records[0]!.source, source, `${kernel} ${plan}: ${JSON.stringify(records[0])}`);
-  if (source === 'forced') assert.equal(records[0]!.plan, plan.startsWith('winograd') && !plan.includes('block') ? records[0]!.plan : plan);
+  if (source === 'forced')
+    assert.equal(records[0]!.plan, plan.startsWith('winograd') && !plan.includes('block') ? records[0]!.plan : plan);
 }
 
 // Layers where every variant applies: 3×3 stride 1 (Winograd), Ci % 16 == 0 and Co % 16 == 0 (direct
@@ -135,25 +154,38 @@ test('every forward plan (XNNPACK, direct, Winograd F3/F4/F6 with several blocks
   let seed = 100;
   for (const c of [SMALL, VALID]) {
     seed += 3;
-    for (const plan of ['xnnpack', 'direct', 'winograd3:block=16', 'winograd4:block=16', 'winograd4:block=37', 'winograd6:block=16', 'winograd6:block=512', 'winograd4']) {
+    for (const plan of [
+      'xnnpack',
+      'direct',
+      'winograd3:block=16',
+      'winograd4:block=16',
+      'winograd4:block=37',
+      'winograd6:block=16',
+      'winograd6:block=512',
+      'winograd4',
+    ]) {
       checkForced('Conv2D', plan, c, seed);
     }
   }
   for (const plan of ['direct', 'winograd4:block=64', 'xnnpack']) checkForced('Conv2D', plan, BIG_TAP, 200);
   // FusedConv2D (bias + relu): Winograd or the backend's own; it has no direct loop, so a forced
   // "direct" leaves the layer on its default plan.
-  for (const plan of ['xnnpack', 'winograd3:block=16', 'winograd4:block=128', 'winograd6:block=32']) checkForced('FusedConv2D', plan, SMALL, 300);
+  for (const plan of ['xnnpack', 'winograd3:block=16', 'winograd4:block=128', 'winograd6:block=32'])
+    checkForced('FusedConv2D', plan, SMALL, 300);
   checkForced('FusedConv2D', 'direct', SMALL, 300, 'default');
   // Neither Winograd nor the direct loop applies at stride 2: XNNPACK runs, and there is nothing to plan.
   checkForced('Conv2D', 'winograd4:block=16', STRIDED, 400, 'none');
 });
 
-test('every gradient plan (direct, direct-taps, XNNPACK rewrite) matches cpu, strided and with a tap over 64 k floats', { skip }, () => {
+test('every gradient plan (direct, direct-taps, XNNPACK rewrite) matches cpu, strided and with a tap over 64 k floats', {
+  skip,
+}, () => {
   let seed = 900;
   for (const kernel of ['Conv2DBackpropInput', 'Conv2DBackpropFilter']) {
     for (const c of [SMALL, VALID, STRIDED, BIG_TAP]) {
       seed += 3;
-      for (const plan of ['direct', 'xnnpack', ...(kernel === 'Conv2DBackpropFilter' ? ['direct-taps'] : [])]) checkForced(kernel, plan, c, seed);
+      for (const plan of ['direct', 'xnnpack', ...(kernel === 'Conv2DBackpropFilter' ? ['direct-taps'] : [])])
+        checkForced(kernel, plan, c, seed);
     }
   }
 });
@@ -163,10 +195,20 @@ test('first use tunes and caches per CPU model and thread count; later processes
   const kernels = ['Conv2D', 'Conv2DBackpropInput', 'Conv2DBackpropFilter'];
   kernels.forEach((k, i) => check(k, c, 40 + i, 2e-4, `${k} tuned`));
   const tuned = kernelPlans();
-  assert.deepEqual(tuned.map((r) => [r.family, r.source]), [['conv2d', 'tuned'], ['backprop-input', 'tuned'], ['backprop-filter', 'tuned']]);
+  assert.deepEqual(
+    tuned.map((r) => [r.family, r.source]),
+    [
+      ['conv2d', 'tuned'],
+      ['backprop-input', 'tuned'],
+      ['backprop-filter', 'tuned'],
+    ],
+  );
   for (const r of tuned) {
     assert.match(r.shape, /^20x20x32>32 k3x3 s1x1 d1x1 p1,1,1,1$/);
-    assert.ok(Object.keys(r.us ?? {}).filter((k) => k !== 'total').length >= 2, `${r.family}: several candidates timed`);
+    assert.ok(
+      Object.keys(r.us ?? {}).filter((k) => k !== 'total').length >= 2,
+      `${r.family}: several candidates timed`,
+    );
   }
   const path = join(cacheDir, PLAN_CACHE_FILE);
   const cache = JSON.parse(readFileSync(path, 'utf8'));
@@ -184,14 +226,20 @@ test('first use tunes and caches per CPU model and thread count; later processes
   writeFileSync(path, JSON.stringify(cache));
   resetKernelPlans();
   kernels.forEach((k, i) => check(k, c, 50 + i, 2e-4, `${k} cached`));
-  assert.deepEqual(kernelPlans().map((r) => [r.plan, r.source]), tuned.map((r) => [r.plan, 'cache']));
+  assert.deepEqual(
+    kernelPlans().map((r) => [r.plan, r.source]),
+    tuned.map((r) => [r.plan, 'cache']),
+  );
 
   // The cache is what decides: another applicable plan written there is the one that runs.
   cache.machines[machine][`conv2d ${tuned[0]!.shape}`].plan = 'winograd3:block=16';
   writeFileSync(path, JSON.stringify(cache));
   resetKernelPlans();
   check('Conv2D', c, 60, 1e-4, 'Conv2D from an edited cache');
-  assert.deepEqual(kernelPlans().map((r) => [r.plan, r.source]), [['winograd3:block=16', 'cache']]);
+  assert.deepEqual(
+    kernelPlans().map((r) => [r.plan, r.source]),
+    [['winograd3:block=16', 'cache']],
+  );
   // Another machine's (or thread count's) plans are not used.
   assert.notEqual(machineKey(threads + 1), machine);
 
@@ -200,7 +248,10 @@ test('first use tunes and caches per CPU model and thread count; later processes
   process.env.CATDOG_AUTOTUNE = '0';
   resetKernelPlans();
   check('Conv2D', { ...c, H: 22 }, 70, 1e-4, 'Conv2D without autotuning');
-  assert.deepEqual(kernelPlans().map((r) => r.source), ['default']);
+  assert.deepEqual(
+    kernelPlans().map((r) => r.source),
+    ['default'],
+  );
   assert.equal(readFileSync(path, 'utf8'), before);
 
   // A corrupt cache file is ignored and replaced.
@@ -208,14 +259,29 @@ test('first use tunes and caches per CPU model and thread count; later processes
   writeFileSync(path, '{ not json');
   resetKernelPlans();
   check('Conv2D', c, 80, 2e-4, 'Conv2D with a corrupt cache');
-  assert.deepEqual(kernelPlans().map((r) => r.source), ['tuned']);
+  assert.deepEqual(
+    kernelPlans().map((r) => r.source),
+    ['tuned'],
+  );
   assert.ok(JSON.parse(readFileSync(path, 'utf8')).machines[machine]);
 });
 
 test('CATDOG_KERNEL_PLAN: bad values fail with a UserError naming the variable, before training starts', async () => {
-  for (const bad of ['conv2d', 'conv2d=fast', 'matmul=direct', 'backprop-filter=winograd4', 'conv2d=winograd5', 'conv2d=winograd4:block=0', 'backprop-input=direct-taps']) {
+  for (const bad of [
+    'conv2d',
+    'conv2d=fast',
+    'matmul=direct',
+    'backprop-filter=winograd4',
+    'conv2d=winograd5',
+    'conv2d=winograd4:block=0',
+    'backprop-input=direct-taps',
+  ]) {
     process.env.CATDOG_KERNEL_PLAN = bad;
-    assert.throws(() => forcedPlans(), (e: unknown) => isUserError(e, 'bad-config') && /CATDOG_KERNEL_PLAN: bad entry/.test((e as Error).message), bad);
+    assert.throws(
+      () => forcedPlans(),
+      (e: unknown) => isUserError(e, 'bad-config') && /CATDOG_KERNEL_PLAN: bad entry/.test((e as Error).message),
+      bad,
+    );
     await assert.rejects(initBackend({ backend: 'wasm', log: () => {} }), /CATDOG_KERNEL_PLAN/);
   }
   process.env.CATDOG_KERNEL_PLAN = 'conv2d=winograd6:block=64, backprop-input=xnnpack,backprop-filter=direct';
@@ -276,29 +342,48 @@ test('timing: the minimum of interleaved runs; a variant that throws is never ch
   assert.equal(runs.broken, 2);
 });
 
-test('separate processes: the second reads the plan the first tuned; another thread count tunes its own', { skip }, () => {
+test('separate processes: the second reads the plan the first tuned; another thread count tunes its own', {
+  skip,
+}, () => {
   const dir = mkdtempSync(join(tmpdir(), 'catdog-plans-'));
   const root = fileURLToPath(new URL('../..', import.meta.url));
   const child = (threads: number) => {
     const r = spawnSync(process.execPath, ['--import', 'tsx', 'test/helpers/plan-child.ts'], {
       cwd: root,
       encoding: 'utf8',
-      env: { ...process.env, CATDOG_CACHE_DIR: dir, THREADS: String(threads), CATDOG_KERNEL_PLAN: '', CATDOG_AUTOTUNE: '' },
+      env: {
+        ...process.env,
+        CATDOG_CACHE_DIR: dir,
+        THREADS: String(threads),
+        CATDOG_KERNEL_PLAN: '',
+        CATDOG_AUTOTUNE: '',
+      },
     });
     assert.equal(r.status, 0, r.stderr.slice(-2000));
     return JSON.parse(r.stdout.trim().split('\n').pop()!) as Array<{ family: string; plan: string; source: string }>;
   };
   try {
     const first = child(2);
-    assert.deepEqual(first.map((p) => [p.family, p.source]), [['conv2d', 'tuned']]);
+    assert.deepEqual(
+      first.map((p) => [p.family, p.source]),
+      [['conv2d', 'tuned']],
+    );
     // Mark it tuned on a quiet machine, so the second process takes it whatever the load now.
     const path = join(dir, PLAN_CACHE_FILE);
     const cache = JSON.parse(readFileSync(path, 'utf8'));
-    for (const m of Object.values(cache.machines) as Array<Record<string, { load?: number }>>) for (const e of Object.values(m)) e.load = 0;
+    for (const m of Object.values(cache.machines) as Array<Record<string, { load?: number }>>)
+      for (const e of Object.values(m)) e.load = 0;
     writeFileSync(path, JSON.stringify(cache));
     assert.deepEqual(child(2), [{ ...first[0]!, source: 'cache' }]);
-    assert.deepEqual(child(1).map((p) => p.source), ['tuned'], 'one thread: a machine key of its own');
-    assert.deepEqual(Object.keys(JSON.parse(readFileSync(path, 'utf8')).machines).sort(), [machineKey(1), machineKey(2)].sort());
+    assert.deepEqual(
+      child(1).map((p) => p.source),
+      ['tuned'],
+      'one thread: a machine key of its own',
+    );
+    assert.deepEqual(
+      Object.keys(JSON.parse(readFileSync(path, 'utf8')).machines).sort(),
+      [machineKey(1), machineKey(2)].sort(),
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -38,16 +38,33 @@ function compare(
 }
 
 /** A [k, k, C, m] filter with d-1 zeros between taps: dilation d equals dilation 1 with it. */
-function dilateFilter(values: Float32Array, k: number, C: number, m: number, d: number): { shape: number[]; values: Float32Array } {
+function dilateFilter(
+  values: Float32Array,
+  k: number,
+  C: number,
+  m: number,
+  d: number,
+): { shape: number[]; values: Float32Array } {
   const K = (k - 1) * d + 1;
   const out = new Float32Array(K * K * C * m);
-  for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) {
-    out.set(values.subarray((i * k + j) * C * m, (i * k + j + 1) * C * m), (i * d * K + j * d) * C * m);
-  }
+  for (let i = 0; i < k; i++)
+    for (let j = 0; j < k; j++) {
+      out.set(values.subarray((i * k + j) * C * m, (i * k + j + 1) * C * m), (i * d * K + j * d) * C * m);
+    }
   return { shape: [K, K, C, m], values: out };
 }
 
-function convCases(): Array<{ B: number; H: number; W: number; Ci: number; Co: number; kh: number; kw: number; s: number; pad: Pad }> {
+function convCases(): Array<{
+  B: number;
+  H: number;
+  W: number;
+  Ci: number;
+  Co: number;
+  kh: number;
+  kw: number;
+  s: number;
+  pad: Pad;
+}> {
   const cases = [];
   for (const [B, H, W] of [
     [1, 7, 7],
@@ -75,7 +92,8 @@ function convCases(): Array<{ B: number; H: number; W: number; Ci: number; Co: n
         [2, 3],
       ] as const) {
         if (kh > H || kw > W) continue;
-        for (const s of [1, 2]) for (const pad of ['valid', 'same'] as Pad[]) cases.push({ B, H, W, Ci, Co, kh, kw, s, pad });
+        for (const s of [1, 2])
+          for (const pad of ['valid', 'same'] as Pad[]) cases.push({ B, H, W, Ci, Co, kh, kw, s, pad });
       }
     }
   }
@@ -91,7 +109,11 @@ before(async () => {
   wasmThreads = (await initBackend({ backend: 'wasm', log: () => {} })).threads;
   // With the threaded build, wait for the SIMD worker threads so the checks below cover the
   // filter gradient split between threads, not only the main thread's share.
-  for (let i = 0; i < 100 && wasmThreads > 1 && process.env.CATDOG_WASM_SIMD_KERNELS !== '0' && wasmSimdWorkers() === 0; i++) {
+  for (
+    let i = 0;
+    i < 100 && wasmThreads > 1 && process.env.CATDOG_WASM_SIMD_KERNELS !== '0' && wasmSimdWorkers() === 0;
+    i++
+  ) {
     await new Promise((r) => setTimeout(r, 50));
   }
   await tf.setBackend('cpu');
@@ -123,7 +145,10 @@ test('Conv2DBackpropInput matches cpu over shapes, strides and paddings', () => 
     const wShape = [c.kh, c.kw, c.Ci, c.Co];
     compare(
       'Conv2DBackpropInput',
-      { dy: { shape: dyShape, values: random(size(dyShape), ++n) }, filter: { shape: wShape, values: random(size(wShape), ++n) } },
+      {
+        dy: { shape: dyShape, values: random(size(dyShape), ++n) },
+        filter: { shape: wShape, values: random(size(wShape), ++n) },
+      },
       { inputShape: [c.B, c.H, c.W, c.Ci], strides: [c.s, c.s], pad: c.pad, dataFormat: 'NHWC' },
       `dx ${JSON.stringify(c)}`,
     );
@@ -140,7 +165,10 @@ test('Conv2D (forward) matches cpu over shapes, strides, paddings and dilations'
       const wShape = [c.kh, c.kw, c.Ci, c.Co];
       compare(
         'Conv2D',
-        { x: { shape: xShape, values: random(size(xShape), ++n) }, filter: { shape: wShape, values: random(size(wShape), ++n) } },
+        {
+          x: { shape: xShape, values: random(size(xShape), ++n) },
+          filter: { shape: wShape, values: random(size(wShape), ++n) },
+        },
         { strides: [c.s, c.s], pad: c.pad, dataFormat: 'NHWC', dilations: [d, d] },
         `conv ${JSON.stringify({ ...c, d })}`,
       );
@@ -157,7 +185,10 @@ test('Conv2DBackpropFilter matches cpu over shapes, strides and paddings', () =>
     const dyShape = [c.B, info.outHeight, info.outWidth, c.Co];
     compare(
       'Conv2DBackpropFilter',
-      { x: { shape: xShape, values: random(size(xShape), ++n) }, dy: { shape: dyShape, values: random(size(dyShape), ++n) } },
+      {
+        x: { shape: xShape, values: random(size(xShape), ++n) },
+        dy: { shape: dyShape, values: random(size(dyShape), ++n) },
+      },
       { filterShape: [c.kh, c.kw, c.Ci, c.Co], strides: [c.s, c.s], pad: c.pad, dataFormat: 'NHWC' },
       `dW ${JSON.stringify(c)}`,
     );
@@ -174,11 +205,33 @@ test('Conv2D gradients with explicit padding and rectangular strides match cpu',
     [0, 1],
     [0, 0],
   ];
-  const info = tf.backend_util.computeConv2DInfo(xShape as [number, number, number, number], wShape as [number, number, number, number], [2, 1], 1, pad as tf.backend_util.ExplicitPadding);
+  const info = tf.backend_util.computeConv2DInfo(
+    xShape as [number, number, number, number],
+    wShape as [number, number, number, number],
+    [2, 1],
+    1,
+    pad as tf.backend_util.ExplicitPadding,
+  );
   const dyShape = [2, info.outHeight, info.outWidth, 4];
   const attrs = { strides: [2, 1], pad, dataFormat: 'NHWC' };
-  compare('Conv2DBackpropInput', { dy: { shape: dyShape, values: random(size(dyShape), 7) }, filter: { shape: wShape, values: random(size(wShape), 8) } }, { ...attrs, inputShape: xShape }, 'dx explicit');
-  compare('Conv2DBackpropFilter', { x: { shape: xShape, values: random(size(xShape), 9) }, dy: { shape: dyShape, values: random(size(dyShape), 10) } }, { ...attrs, filterShape: wShape }, 'dW explicit');
+  compare(
+    'Conv2DBackpropInput',
+    {
+      dy: { shape: dyShape, values: random(size(dyShape), 7) },
+      filter: { shape: wShape, values: random(size(wShape), 8) },
+    },
+    { ...attrs, inputShape: xShape },
+    'dx explicit',
+  );
+  compare(
+    'Conv2DBackpropFilter',
+    {
+      x: { shape: xShape, values: random(size(xShape), 9) },
+      dy: { shape: dyShape, values: random(size(dyShape), 10) },
+    },
+    { ...attrs, filterShape: wShape },
+    'dW explicit',
+  );
 });
 
 test('SIMD convolutions with explicit (asymmetric) padding match cpu: forward, dx and dW', () => {
@@ -192,7 +245,13 @@ test('SIMD convolutions with explicit (asymmetric) padding match cpu: forward, d
     [0, 0],
   ];
   for (const s of [1, 2]) {
-    const info = tf.backend_util.computeConv2DInfo(xShape as [number, number, number, number], wShape as [number, number, number, number], s, 1, pad as tf.backend_util.ExplicitPadding);
+    const info = tf.backend_util.computeConv2DInfo(
+      xShape as [number, number, number, number],
+      wShape as [number, number, number, number],
+      s,
+      1,
+      pad as tf.backend_util.ExplicitPadding,
+    );
     const dyShape = [2, info.outHeight, info.outWidth, 16];
     const attrs = { strides: [s, s], pad, dataFormat: 'NHWC' };
     const x = { shape: xShape, values: random(size(xShape), 11 + s) };
@@ -210,7 +269,8 @@ test('depthwise conv gradients match cpu over shapes, strides, dilations, multip
     [1, 7, 7],
     [3, 8, 9],
   ] as const) {
-    for (const C of [1, 4, 7, 16]) { // C % 4 == 0 with m = 1: the SIMD runs
+    for (const C of [1, 4, 7, 16]) {
+      // C % 4 == 0 with m = 1: the SIMD runs
       for (const m of [1, 2]) {
         for (const k of [1, 3]) {
           for (const [s, d] of [
@@ -221,7 +281,15 @@ test('depthwise conv gradients match cpu over shapes, strides, dilations, multip
             for (const pad of ['valid', 'same'] as Pad[]) {
               const xShape = [B, H, W, C];
               const wShape = [k, k, C, m];
-              const info = tf.backend_util.computeConv2DInfo(xShape as [number, number, number, number], wShape as [number, number, number, number], s, d, pad, undefined, true);
+              const info = tf.backend_util.computeConv2DInfo(
+                xShape as [number, number, number, number],
+                wShape as [number, number, number, number],
+                s,
+                d,
+                pad,
+                undefined,
+                true,
+              );
               const dyShape = [B, info.outHeight, info.outWidth, C * m];
               const attrs = { strides: [s, s], dilations: [d, d], pad };
               const label = JSON.stringify({ B, H, W, C, m, k, s, d, pad });
@@ -229,25 +297,59 @@ test('depthwise conv gradients match cpu over shapes, strides, dilations, multip
               const filter = { shape: wShape, values: random(size(wShape), ++n) };
               const x = { shape: xShape, values: random(size(xShape), ++n) };
               if (d === 1) {
-                compare('DepthwiseConv2dNativeBackpropInput', { dy, filter }, { ...attrs, inputShape: xShape }, `depthwise dx ${label}`);
-                compare('DepthwiseConv2dNativeBackpropFilter', { x, dy }, { ...attrs, filterShape: wShape }, `depthwise dW ${label}`);
+                compare(
+                  'DepthwiseConv2dNativeBackpropInput',
+                  { dy, filter },
+                  { ...attrs, inputShape: xShape },
+                  `depthwise dx ${label}`,
+                );
+                compare(
+                  'DepthwiseConv2dNativeBackpropFilter',
+                  { x, dy },
+                  { ...attrs, filterShape: wShape },
+                  `depthwise dW ${label}`,
+                );
               } else {
                 // The cpu kernels ignore dilations; the reference is dilation 1 with a zero-dilated filter.
                 const big = dilateFilter(filter.values, k, C, m, d);
                 const plain = { strides: [s, s], dilations: [1, 1], pad };
                 assertClose(
-                  runKernel('wasm', 'DepthwiseConv2dNativeBackpropInput', { dy, filter }, { ...attrs, inputShape: xShape }),
-                  runKernel('cpu', 'DepthwiseConv2dNativeBackpropInput', { dy, filter: big }, { ...plain, inputShape: xShape }),
+                  runKernel(
+                    'wasm',
+                    'DepthwiseConv2dNativeBackpropInput',
+                    { dy, filter },
+                    { ...attrs, inputShape: xShape },
+                  ),
+                  runKernel(
+                    'cpu',
+                    'DepthwiseConv2dNativeBackpropInput',
+                    { dy, filter: big },
+                    { ...plain, inputShape: xShape },
+                  ),
                   `depthwise dx ${label}`,
                 );
-                const gBig = runKernel('cpu', 'DepthwiseConv2dNativeBackpropFilter', { x, dy }, { ...plain, filterShape: big.shape });
+                const gBig = runKernel(
+                  'cpu',
+                  'DepthwiseConv2dNativeBackpropFilter',
+                  { x, dy },
+                  { ...plain, filterShape: big.shape },
+                );
                 const K = big.shape[0]!;
                 const taps = new Float32Array(size(wShape));
-                for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) {
-                  taps.set(gBig.values.subarray((i * d * K + j * d) * C * m, (i * d * K + j * d + 1) * C * m), (i * k + j) * C * m);
-                }
+                for (let i = 0; i < k; i++)
+                  for (let j = 0; j < k; j++) {
+                    taps.set(
+                      gBig.values.subarray((i * d * K + j * d) * C * m, (i * d * K + j * d + 1) * C * m),
+                      (i * k + j) * C * m,
+                    );
+                  }
                 assertClose(
-                  runKernel('wasm', 'DepthwiseConv2dNativeBackpropFilter', { x, dy }, { ...attrs, filterShape: wShape }),
+                  runKernel(
+                    'wasm',
+                    'DepthwiseConv2dNativeBackpropFilter',
+                    { x, dy },
+                    { ...attrs, filterShape: wShape },
+                  ),
                   { shape: wShape, values: taps },
                   `depthwise dW ${label}`,
                 );
@@ -273,8 +375,13 @@ test('end-to-end gradients of conv2d + depthwise + relu through tf.grads match c
       const a = tf.tensor4d(w1, [3, 3, 3, 8]);
       const b = tf.tensor4d(w2, [3, 3, 8, 1]);
       const f = (x: tf.Tensor4D, a: tf.Tensor4D, b: tf.Tensor4D) =>
-        tf.depthwiseConv2d(tf.relu(tf.conv2d(x, a, 2, 'same')), b, 1, 'valid').square().mean();
-      return tf.grads(f as (...args: tf.Tensor[]) => tf.Tensor)([x, a, b]).map((g) => g.dataSync() as Float32Array);
+        tf
+          .depthwiseConv2d(tf.relu(tf.conv2d(x, a, 2, 'same')), b, 1, 'valid')
+          .square()
+          .mean();
+      return tf
+        .grads(f as (...args: tf.Tensor[]) => tf.Tensor)([x, a, b])
+        .map((g) => g.dataSync() as Float32Array);
     });
   };
   const expected = grads('cpu');
@@ -309,7 +416,12 @@ test('MaxPoolGrad matches cpu over pool sizes, strides, paddings, channels and b
           const attrs = { filterSize: [f, f], strides: [s, s], pad };
           const y = runKernel('cpu', 'MaxPool', { x }, attrs);
           const dy = { shape: y.shape, values: random(size(y.shape), ++n) };
-          compare('MaxPoolGrad', { dy, input: x, output: y }, attrs, `maxpool grad ${JSON.stringify({ B, H, W, C, f, s, pad })}`);
+          compare(
+            'MaxPoolGrad',
+            { dy, input: x, output: y },
+            attrs,
+            `maxpool grad ${JSON.stringify({ B, H, W, C, f, s, pad })}`,
+          );
           count++;
         }
       }
@@ -320,20 +432,29 @@ test('MaxPoolGrad matches cpu over pool sizes, strides, paddings, channels and b
 
 test('Sum matches cpu for leading-axis (bias gradient) and other reductions', () => {
   // 6 channels: the JS loop; 8 channels: the SIMD kernel, with more rows than one float32 block.
-  for (const xShape of [[3, 5, 4, 6], [3, 5, 4, 8], [2, 70, 60, 8]]) {
-  const x = { shape: xShape, values: random(size(xShape), 900) };
-  for (const [axis, keepDims] of [
-    [[0, 1, 2], false],
-    [[0, 1, 2], true],
-    [[0], false],
-    [[0, 1], true],
-    [[3], false],
-    [[1, 2], false],
-    [[0, 1, 2, 3], false],
-    [-1, true],
-  ] as const) {
-    compare('Sum', { x }, { axis, keepDims }, `sum ${JSON.stringify(xShape)} axis ${JSON.stringify(axis)} keepDims ${keepDims}`);
-  }
+  for (const xShape of [
+    [3, 5, 4, 6],
+    [3, 5, 4, 8],
+    [2, 70, 60, 8],
+  ]) {
+    const x = { shape: xShape, values: random(size(xShape), 900) };
+    for (const [axis, keepDims] of [
+      [[0, 1, 2], false],
+      [[0, 1, 2], true],
+      [[0], false],
+      [[0, 1], true],
+      [[3], false],
+      [[1, 2], false],
+      [[0, 1, 2, 3], false],
+      [-1, true],
+    ] as const) {
+      compare(
+        'Sum',
+        { x },
+        { axis, keepDims },
+        `sum ${JSON.stringify(xShape)} axis ${JSON.stringify(axis)} keepDims ${keepDims}`,
+      );
+    }
   }
 });
 
@@ -354,7 +475,10 @@ test('BatchMatMul matches cpu for every transpose combination, ranks 2 and 3, ba
           const bShape = [...pre, ...(transposeB ? [N, K] : [K, N])];
           compare(
             'BatchMatMul',
-            { a: { shape: aShape, values: random(size(aShape), ++n) }, b: { shape: bShape, values: random(size(bShape), ++n) } },
+            {
+              a: { shape: aShape, values: random(size(aShape), ++n) },
+              b: { shape: bShape, values: random(size(bShape), ++n) },
+            },
             { transposeA, transposeB },
             `matmul ${JSON.stringify({ M, K, N, batch, transposeA, transposeB })}`,
           );
@@ -396,12 +520,22 @@ test('FusedBatchNorm matches cpu with and without scale/offset, per-channel and 
         const inputs: Record<string, { shape: number[]; values: Float32Array }> = { x, mean, variance };
         if (withScale) inputs.scale = stat(0.2);
         if (withOffset) inputs.offset = stat(0);
-        compare('FusedBatchNorm', inputs, { varianceEpsilon: 1e-3 }, `batchnorm ${xShape} scale ${withScale} offset ${withOffset}`);
+        compare(
+          'FusedBatchNorm',
+          inputs,
+          { varianceEpsilon: 1e-3 },
+          `batchnorm ${xShape} scale ${withScale} offset ${withOffset}`,
+        );
       }
     }
     // Statistics shaped like x (not per channel) go through the backend's own kernel.
     const full = { shape: xShape, values: random(size(xShape), ++n).map((v) => v + 1.5) };
-    compare('FusedBatchNorm', { x, mean: full, variance: full }, { varianceEpsilon: 1e-3 }, `batchnorm ${xShape} full-shape stats`);
+    compare(
+      'FusedBatchNorm',
+      { x, mean: full, variance: full },
+      { varianceEpsilon: 1e-3 },
+      `batchnorm ${xShape} full-shape stats`,
+    );
   }
 });
 
@@ -420,7 +554,13 @@ test('batchNorm gradients (all five inputs) match autodiff of the same formula i
     tf.setBackend(backend);
     return tf.tidy(() => {
       const w = tf.tensor(vals.w, xShape);
-      const args = [tf.tensor(vals.x, xShape), tf.tensor1d(vals.mean), tf.tensor1d(vals.variance), tf.tensor1d(vals.scale), tf.tensor1d(vals.offset)];
+      const args = [
+        tf.tensor(vals.x, xShape),
+        tf.tensor1d(vals.mean),
+        tf.tensor1d(vals.variance),
+        tf.tensor1d(vals.scale),
+        tf.tensor1d(vals.offset),
+      ];
       const f = (x: tf.Tensor, m: tf.Tensor, v: tf.Tensor, s: tf.Tensor, o: tf.Tensor) =>
         tf.sum(
           tf.mul(
@@ -430,7 +570,9 @@ test('batchNorm gradients (all five inputs) match autodiff of the same formula i
             w,
           ),
         );
-      return tf.grads(f as (...a: tf.Tensor[]) => tf.Tensor)(args).map((g) => ({ shape: g.shape, values: g.dataSync() as Float32Array }));
+      return tf
+        .grads(f as (...a: tf.Tensor[]) => tf.Tensor)(args)
+        .map((g) => ({ shape: g.shape, values: g.dataSync() as Float32Array }));
     });
   };
   const reference = grads('cpu', true);
@@ -454,7 +596,8 @@ test('ReLU gradient on wasm matches cpu (sizes not a multiple of 4, exact zeros)
     };
     const actual = grad('wasm');
     assertClose(actual, grad('cpu'), `relu grad ${JSON.stringify(shape)}`);
-    for (let i = 0; i < xv.length; i++) assert.equal(actual.values[i], xv[i]! > 0 ? dyv[i] : 0, `relu grad element ${i}`);
+    for (let i = 0; i < xv.length; i++)
+      assert.equal(actual.values[i], xv[i]! > 0 ? dyv[i] : 0, `relu grad element ${i}`);
   }
 });
 
@@ -467,23 +610,30 @@ test('ClipByValue gradient (ReLU6) on wasm matches cpu, bounds included, NaN giv
     const grad = (backend: string) => {
       tf.setBackend(backend);
       return tf.tidy(() => {
-        const g = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(tf.clipByValue(x, 0, 6), tf.tensor(dyv, shape))))(tf.tensor(xv, shape));
+        const g = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(tf.clipByValue(x, 0, 6), tf.tensor(dyv, shape))))(
+          tf.tensor(xv, shape),
+        );
         return { shape: g.shape, values: g.dataSync() as Float32Array };
       });
     };
     const actual = grad('wasm');
     assert.deepEqual(actual, grad('cpu'), `clip grad ${JSON.stringify(shape)}`);
-    for (let i = 0; i < xv.length; i++) assert.equal(actual.values[i], xv[i]! >= 0 && xv[i]! <= 6 ? dyv[i] : 0, `element ${i}`);
+    for (let i = 0; i < xv.length; i++)
+      assert.equal(actual.values[i], xv[i]! >= 0 && xv[i]! <= 6 ? dyv[i] : 0, `element ${i}`);
   }
 });
 
-test('rmsprop(): the fused wasm update gives tf.train.rmsprop\'s values bit for bit, with its slots', async () => {
+test("rmsprop(): the fused wasm update gives tf.train.rmsprop's values bit for bit, with its slots", async () => {
   tf.setBackend('wasm');
   const shapes = [[1003], [7, 64, 33]];
   const run = async (optimizer: tf.Optimizer) => {
     const vars = shapes.map((s, k) => tf.tidy(() => tf.variable(tf.tensor(random(size(s), 8000 + k), s))));
     for (let step = 0; step < 3; step++) {
-      tf.tidy(() => optimizer.applyGradients(vars.map((v, k) => ({ name: v.name, tensor: tf.tensor(random(v.size, 9000 + 10 * step + k), v.shape) }))));
+      tf.tidy(() =>
+        optimizer.applyGradients(
+          vars.map((v, k) => ({ name: v.name, tensor: tf.tensor(random(v.size, 9000 + 10 * step + k), v.shape) })),
+        ),
+      );
     }
     const values = vars.map((v) => Array.from(v.dataSync()));
     const weights = await optimizer.getWeights();

@@ -54,6 +54,8 @@ test('cpu can be requested, and wasm again afterwards', async () => {
 
 test('bad requests are rejected with clear errors', async () => {
   await assert.rejects(initBackend({ backend: 'gpu' as never, log: () => {} }), /unknown backend 'gpu'/);
-  await assert.rejects(initBackend({ backend: 'wasm', threads: 0, log: () => {} }), /threads must be a positive integer/);
+  await assert.rejects(
+    initBackend({ backend: 'wasm', threads: 0, log: () => {} }),
+    /threads must be a positive integer/,
+  );
 });
-

@@ -59,7 +59,10 @@ test('a short fit on 40 real images on wasm lowers the loss', async () => {
   if (process.env.CATDOG_TEST_VERBOSE) console.log(loss);
   const first = loss[0]!;
   const last = Math.min(...loss.slice(-2));
-  assert.ok(last < 0.8 * first, `loss fell from ${first.toFixed(4)} to ${last.toFixed(4)}: ${loss.map((l) => l.toFixed(3)).join(', ')}`);
+  assert.ok(
+    last < 0.8 * first,
+    `loss fell from ${first.toFixed(4)} to ${last.toFixed(4)}: ${loss.map((l) => l.toFixed(3)).join(', ')}`,
+  );
   model.dispose();
   xs.dispose();
   ys.dispose();
@@ -81,7 +84,10 @@ test('100 training steps leak no tensors and keep the wasm heap bounded', async 
     assert.equal(tf.memory().numTensors, tensorsAfterWarmup, `tensor count after step ${i + 1}`);
   }
   assert.equal(backend.numDataIds(), buffersAfterWarmup, 'backend data buffers (kernel intermediates included)');
-  assert.ok(heapBytes() <= heapAfterWarmup + (1 << 20), `wasm heap grew from ${heapAfterWarmup} to ${heapBytes()} bytes`);
+  assert.ok(
+    heapBytes() <= heapAfterWarmup + (1 << 20),
+    `wasm heap grew from ${heapAfterWarmup} to ${heapBytes()} bytes`,
+  );
   model.dispose();
   xs.dispose();
   ys.dispose();

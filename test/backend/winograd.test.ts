@@ -84,7 +84,9 @@ test('the SIMD kernels run with the expected threads', { skip }, () => {
   else if (threads > 1) assert.equal(wasmSimdWorkers(), threads - 1, 'worker threads ready');
 });
 
-test('Winograd Conv2D matches cpu: map sizes not multiples of the tile, both paddings, channels, batches', { skip }, () => {
+test('Winograd Conv2D matches cpu: map sizes not multiples of the tile, both paddings, channels, batches', {
+  skip,
+}, () => {
   let seed = 100;
   const cases: Array<{ B: number; H: number; W: number; Ci: number; Co: number; pad: Pad }> = [
     { B: 1, H: 9, W: 9, Ci: 16, Co: 16, pad: 'same' },
@@ -101,10 +103,28 @@ test('Winograd Conv2D matches cpu: map sizes not multiples of the tile, both pad
 test('Winograd FusedConv2D (bias, relu / relu6 / linear) matches cpu, including Ci·Co > 64 k', { skip }, () => {
   let seed = 500;
   for (const m of [3, 4, 6] as const) {
-    check(m, 'FusedConv2D', { B: 3, H: 9, W: 11, Ci: 32, Co: 64, pad: 'same' }, { bias: true, activation: 'relu' }, (seed += 3));
-    check(m, 'FusedConv2D', { B: 1, H: 18, W: 18, Ci: 64, Co: 32, pad: 'valid' }, { bias: true, activation: 'relu6' }, (seed += 3));
+    check(
+      m,
+      'FusedConv2D',
+      { B: 3, H: 9, W: 11, Ci: 32, Co: 64, pad: 'same' },
+      { bias: true, activation: 'relu' },
+      (seed += 3),
+    );
+    check(
+      m,
+      'FusedConv2D',
+      { B: 1, H: 18, W: 18, Ci: 64, Co: 32, pad: 'valid' },
+      { bias: true, activation: 'relu6' },
+      (seed += 3),
+    );
     check(m, 'FusedConv2D', { B: 1, H: 13, W: 9, Ci: 16, Co: 16, pad: 'same' }, { activation: 'linear' }, (seed += 3));
-    check(m, 'FusedConv2D', { B: 1, H: 9, W: 9, Ci: 256, Co: 512, pad: 'same' }, { bias: true, activation: 'relu' }, (seed += 3));
+    check(
+      m,
+      'FusedConv2D',
+      { B: 1, H: 9, W: 9, Ci: 256, Co: 512, pad: 'same' },
+      { bias: true, activation: 'relu' },
+      (seed += 3),
+    );
   }
 });
 

@@ -14,7 +14,9 @@ export async function flatSource(n: number, dir?: string): Promise<string> {
   const root = dir ?? (await tempDir('src'));
   await mkdir(root, { recursive: true });
   await Promise.all(
-    Array.from({ length: n }, (_, i) => [`cat.${i}.jpg`, `dog.${i}.jpg`]).flat().map((f) => copyFile(join(kaggleTrainDir, f), join(root, f))),
+    Array.from({ length: n }, (_, i) => [`cat.${i}.jpg`, `dog.${i}.jpg`])
+      .flat()
+      .map((f) => copyFile(join(kaggleTrainDir, f), join(root, f))),
   );
   return root;
 }

@@ -38,7 +38,10 @@ test('S3 sources: a flat folder and a train.zip on S3 give the same dataset as t
   const counts = { train: 4, validation: 2, test: 2, samplesPerShard: 5 };
   await prepareDataset({ source: local, out: join(local, '..', `out-${process.pid}`), ...counts });
   const reference = await readManifest(join(local, '..', `out-${process.pid}`));
-  for (const [name, source] of [['folder', 's3://src-bucket/kaggle/train'], ['zip', 's3://src-bucket/kaggle/train.zip']]) {
+  for (const [name, source] of [
+    ['folder', 's3://src-bucket/kaggle/train'],
+    ['zip', 's3://src-bucket/kaggle/train.zip'],
+  ]) {
     const out = `s3://out-bucket/${name}`;
     const report = await prepareDataset({ source, out, storage: options, ...counts, folders: true });
     assert.equal(report.complete, true);

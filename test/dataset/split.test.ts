@@ -34,14 +34,21 @@ test("default plan on Kaggle's folder is exactly the book's split, in numeric or
   assert.deepEqual(source.classes, ['cats', 'dogs']);
   const plan = buildPlan(source);
   const members = (split: string, cls: string) =>
-    plan.shards.filter((s) => s.split === split).flatMap((s) => s.items).filter((i) => i.className === cls).map((i) => i.key);
+    plan.shards
+      .filter((s) => s.split === split)
+      .flatMap((s) => s.items)
+      .filter((i) => i.className === cls)
+      .map((i) => i.key);
   const range = (p: string, a: number, b: number) => Array.from({ length: b - a }, (_, i) => `${p}.${a + i}`);
   assert.deepEqual(members('train', 'cats'), range('cat', 0, 1000));
   assert.deepEqual(members('train', 'dogs'), range('dog', 0, 1000));
   assert.deepEqual(members('validation', 'cats'), range('cat', 1000, 1500));
   assert.deepEqual(members('test', 'dogs'), range('dog', 1500, 2000));
   // Balanced shards: classes interleaved.
-  assert.deepEqual(plan.shards[0].items.slice(0, 4).map((i) => i.key), ['cat.0', 'dog.0', 'cat.1', 'dog.1']);
+  assert.deepEqual(
+    plan.shards[0].items.slice(0, 4).map((i) => i.key),
+    ['cat.0', 'dog.0', 'cat.1', 'dog.1'],
+  );
   assert.equal(plan.shards.length, 8);
   // Seeded shuffle is reproducible and different from numeric order.
   const a = buildPlan(source, { shuffle: true, seed: 7 });
@@ -52,7 +59,10 @@ test("default plan on Kaggle's folder is exactly the book's split, in numeric or
   assert.notEqual(a.id, plan.id);
   // Fractions of each class.
   const f = buildPlan(source, { train: 0.5, validation: 0.25, test: 0.25 });
-  assert.equal(f.shards.filter((s) => s.split === 'train').reduce((n, s) => n + s.items.length, 0), 3000);
+  assert.equal(
+    f.shards.filter((s) => s.split === 'train').reduce((n, s) => n + s.items.length, 0),
+    3000,
+  );
   assert.deepEqual(parseResize('150x150'), { width: 150, height: 150 });
   assert.deepEqual(parseResize('150'), { shortestSide: 150 });
   assert.throws(() => parseResize('big'), UserError);
@@ -69,8 +79,14 @@ test('prepare → manifest → openSplit round trip; clean JPEGs kept byte-exact
   assert.equal(manifest.splits.train.shards.length, 3);
   const split = await openSplit(out, 'validation');
   const samples = await all(split.samples());
-  assert.deepEqual(samples.map((s) => s.key), ['cat.6', 'dog.6', 'cat.7', 'dog.7', 'cat.8', 'dog.8']);
-  assert.deepEqual(samples.map((s) => s.label), [0, 1, 0, 1, 0, 1]);
+  assert.deepEqual(
+    samples.map((s) => s.key),
+    ['cat.6', 'dog.6', 'cat.7', 'dog.7', 'cat.8', 'dog.8'],
+  );
+  assert.deepEqual(
+    samples.map((s) => s.label),
+    [0, 1, 0, 1, 0, 1],
+  );
   assert.deepEqual(Buffer.from(samples[0].bytes), await readFile(join(src, 'cat.6.jpg')));
   // A local cache of verified shards serves the second pass.
   const cacheDir = await tempDir('cache');
@@ -84,10 +100,16 @@ test('prepare → manifest → openSplit round trip; clean JPEGs kept byte-exact
   const bytes = await readFile(file);
   bytes[700] ^= 0xff;
   await writeFile(file, bytes);
-  await assert.rejects(all(readShard(openStorage(out), shard, { verify: true })), new RegExp(`${shard.path}: sha256 mismatch`));
+  await assert.rejects(
+    all(readShard(openStorage(out), shard, { verify: true })),
+    new RegExp(`${shard.path}: sha256 mismatch`),
+  );
   const v = await verifyDataset(out);
   assert.equal(v.ok, false);
-  assert.deepEqual(v.problems.map((p) => p.shard), [shard.path]);
+  assert.deepEqual(
+    v.problems.map((p) => p.shard),
+    [shard.path],
+  );
   await rm(src, { recursive: true });
   await rm(out, { recursive: true });
 });
@@ -95,7 +117,15 @@ test('prepare → manifest → openSplit round trip; clean JPEGs kept byte-exact
 test('with --resize the shards hold small RGB JPEGs (squash WxH, or shortest side)', async () => {
   const src = await flatSource(4);
   const out = await tempDir('out');
-  await prepareDataset({ source: src, out, train: 2, validation: 1, test: 1, resize: { width: 150, height: 150 }, folders: true });
+  await prepareDataset({
+    source: src,
+    out,
+    train: 2,
+    validation: 1,
+    test: 1,
+    resize: { width: 150, height: 150 },
+    folders: true,
+  });
   for (const s of await all((await openSplit(out, 'train')).samples())) {
     const m = await sharp(s.bytes).metadata();
     assert.deepEqual([m.format, m.width, m.height, m.channels], ['jpeg', 150, 150, 3]);
@@ -165,7 +195,10 @@ test('bad input: broken files skipped with reasons and replaced by spares; other
   for (const k of ['cat.4', 'cat.6', 'dog.1', 'dog.2', 'dog.3']) assert.ok(keys.includes(k), k);
   for (const k of ['cat.1', 'cat.2', 'cat.3', 'cat.5']) assert.ok(!keys.includes(k), k);
   // Replacements come from the spares (index ≥ 7), in order.
-  assert.deepEqual(report.skipped.map((s) => s.replacedBy), ['cat.7', 'cat.10', 'cat.8', 'cat.9']);
+  assert.deepEqual(
+    report.skipped.map((s) => s.replacedBy),
+    ['cat.7', 'cat.10', 'cat.8', 'cat.9'],
+  );
   assert.equal(new Set(keys).size, 14);
 
   // No spares left (16 per class all used): the splits would be short → no manifest unless --allow-short.
@@ -192,13 +225,22 @@ test('too few images, a missing class, or a different dataset at --out: clear er
   });
   assert.ok(!existsSync(out));
   for (const f of await readdir(src)) if (f.startsWith('dog.')) await rm(join(src, f));
-  await assert.rejects(prepareDataset({ source: src, out, train: 1, validation: 1, test: 1 }), /found only class cats; need at least two/);
-  await assert.rejects(prepareDataset({ source: src, out, train: 1, validation: 1, test: 1, classes: ['cats', 'dogs'] }), /missing class dogs/);
+  await assert.rejects(
+    prepareDataset({ source: src, out, train: 1, validation: 1, test: 1 }),
+    /found only class cats; need at least two/,
+  );
+  await assert.rejects(
+    prepareDataset({ source: src, out, train: 1, validation: 1, test: 1, classes: ['cats', 'dogs'] }),
+    /missing class dogs/,
+  );
   assert.ok(!existsSync(out));
   await flatSource(5, src);
   await prepareDataset({ source: src, out, train: 2, validation: 1, test: 1 });
   const before = (await readManifest(out)).planId;
-  await assert.rejects(prepareDataset({ source: src, out, train: 3, validation: 1, test: 1 }), /already holds a different dataset.*--force/);
+  await assert.rejects(
+    prepareDataset({ source: src, out, train: 3, validation: 1, test: 1 }),
+    /already holds a different dataset.*--force/,
+  );
   assert.equal((await readManifest(out)).planId, before);
   // Same plan again: nothing to do.
   assert.equal((await prepareDataset({ source: src, out, train: 2, validation: 1, test: 1 })).alreadyComplete, true);
@@ -278,7 +320,10 @@ test('sources: class folders and train.zip give the same samples as the flat fol
   const root = await tempDir('cls');
   const entries: { name: string; data: Buffer }[] = [];
   for (const i of [0, 1, 2, 10, 11]) {
-    for (const [prefix, cls] of [['cat', 'cats'], ['dog', 'dogs']]) {
+    for (const [prefix, cls] of [
+      ['cat', 'cats'],
+      ['dog', 'dogs'],
+    ]) {
       const data = await readFile(join(kaggleTrainDir, `${prefix}.${i}.jpg`));
       await mkdir(join(root, 'folders', cls), { recursive: true });
       await writeFile(join(root, 'folders', cls, `${prefix}.${i}.jpg`), data);
@@ -291,9 +336,23 @@ test('sources: class folders and train.zip give the same samples as the flat fol
   const flat = await openImageFolder(join(root, 'flat'));
   assert.deepEqual(flat.classes, ['cats', 'dogs']);
   const keys = (await all(flat.samples())).map((s) => `${s.key}:${s.label}`);
-  assert.deepEqual(keys, ['cat.0:0', 'cat.1:0', 'cat.2:0', 'cat.10:0', 'cat.11:0', 'dog.0:1', 'dog.1:1', 'dog.2:1', 'dog.10:1', 'dog.11:1']);
+  assert.deepEqual(keys, [
+    'cat.0:0',
+    'cat.1:0',
+    'cat.2:0',
+    'cat.10:0',
+    'cat.11:0',
+    'dog.0:1',
+    'dog.1:1',
+    'dog.2:1',
+    'dog.10:1',
+    'dog.11:1',
+  ]);
   const folders = await openImageFolder(join(root, 'folders'));
-  assert.deepEqual((await all(folders.samples())).map((s) => `${s.key}:${s.label}`), keys);
+  assert.deepEqual(
+    (await all(folders.samples())).map((s) => `${s.key}:${s.label}`),
+    keys,
+  );
   const zip = await openSource(join(root, 'train.zip'));
   assert.equal(zip.layout, 'zip');
   const zipKeys = zip.classes.flatMap((c) => zip.byClass.get(c)!.map((i) => `${i.key}:${zip.classes.indexOf(c)}`));

@@ -46,14 +46,20 @@ test('S3: the same partitions, order and bytes as local disk; the cache keeps la
     const fromS3 = await openStream(URL, 'train', { ...options, rank, endpoint: s3.endpoint });
     const fromDisk = await openStream(local, 'train', { ...options, rank });
     assert.deepEqual(view(await all(fromS3.samples({ epoch: 2 }))), view(await all(fromDisk.samples({ epoch: 2 }))));
-    assert.deepEqual(view(await all(fromS3.samples({ epoch: 2, start: 5 }))), view(await all(fromDisk.samples({ epoch: 2, start: 5 }))));
+    assert.deepEqual(
+      view(await all(fromS3.samples({ epoch: 2, start: 5 }))),
+      view(await all(fromDisk.samples({ epoch: 2, start: 5 }))),
+    );
   }
   const cacheDir = await tempDir('s3-cache');
   const shards = manifest.splits.train.shards;
   const stream = await openStream(URL, 'train', { seed: 4, endpoint: s3.endpoint, cacheDir });
   const e0 = await all(stream.samples({ epoch: 0 }));
   assert.equal(e0.length, 24);
-  assert.equal(stream.stats.bytesFetched, shards.reduce((a, s) => a + s.bytes, 0));
+  assert.equal(
+    stream.stats.bytesFetched,
+    shards.reduce((a, s) => a + s.bytes, 0),
+  );
   const fetched = stream.stats.bytesFetched;
   const e1 = await all(stream.samples({ epoch: 1 }));
   assert.equal(stream.stats.bytesFetched, fetched, 'epoch 1 should come from the cache');
@@ -80,7 +86,9 @@ test('S3: a corrupt or missing shard object names its s3:// URL; skipCorrupt ski
   await storage.delete(shard.path);
   await assert.rejects(
     all((await openStream(URL, 'train', options)).samples()),
-    (err) => isUserError(err, 'missing-shard') && err.message.startsWith(`${URL}/${shard.path}: shard listed in the manifest is missing`),
+    (err) =>
+      isUserError(err, 'missing-shard') &&
+      err.message.startsWith(`${URL}/${shard.path}: shard listed in the manifest is missing`),
   );
   await storage.write(shard.path, good);
   assert.equal((await all((await openStream(URL, 'train', options)).samples())).length, 24);
@@ -117,8 +125,22 @@ test('S3: an unreachable endpoint, a missing bucket or rejected credentials fail
 test('S3: the endpoint going away mid-epoch fails with the unreachable shard URL, after the samples already read', async () => {
   const gone = await startLoopbackS3(['gone-bucket']);
   const url = 's3://gone-bucket/ds';
-  await prepareDataset({ source: src, out: url, storage: { endpoint: gone.endpoint }, train: 6, validation: 0, test: 0, samplesPerShard: 2 });
-  const stream = await openStream(url, 'train', { endpoint: gone.endpoint, maxAttempts: 1, windowShards: 1, prefetchShards: 0, fetchConcurrency: 1 });
+  await prepareDataset({
+    source: src,
+    out: url,
+    storage: { endpoint: gone.endpoint },
+    train: 6,
+    validation: 0,
+    test: 0,
+    samplesPerShard: 2,
+  });
+  const stream = await openStream(url, 'train', {
+    endpoint: gone.endpoint,
+    maxAttempts: 1,
+    windowShards: 1,
+    prefetchShards: 0,
+    fetchConcurrency: 1,
+  });
   let read = 0;
   await assert.rejects(
     (async () => {
@@ -126,7 +148,9 @@ test('S3: the endpoint going away mid-epoch fails with the unreachable shard URL
         if (++read === 1) await gone.stop();
       }
     })(),
-    (err) => isUserError(err, 'unreachable') && new RegExp(`^${url}/train/train-00000\\d\\.tar: endpoint .* unreachable`).test((err as Error).message),
+    (err) =>
+      isUserError(err, 'unreachable') &&
+      new RegExp(`^${url}/train/train-00000\\d\\.tar: endpoint .* unreachable`).test((err as Error).message),
   );
   // The first window (one shard of two samples) was read before the server stopped.
   assert.equal(read, 2);

@@ -55,7 +55,9 @@ test('the order of an epoch is a pure function of (seed, epoch, manifest); every
   assert.equal(e1.length, 40);
   assert.deepEqual([...e1].sort(), keys(byShard.flat()).sort());
   const e2 = keys(await all(stream.samples({ epoch: 2 })));
-  const otherSeed = keys(await all((await openStream(out, 'train', { seed: 12, windowShards: 3 })).samples({ epoch: 1 })));
+  const otherSeed = keys(
+    await all((await openStream(out, 'train', { seed: 12, windowShards: 3 })).samples({ epoch: 1 })),
+  );
   assert.notDeepEqual(e2, e1);
   assert.notDeepEqual(otherSeed, e1);
   assert.deepEqual([...e2].sort(), [...e1].sort());
@@ -76,7 +78,12 @@ test('the order of an epoch is a pure function of (seed, epoch, manifest); every
 });
 
 test('locate(position) equals the streamed order; a start position resumes exactly; partitions are disjoint and cover the epoch', async () => {
-  for (const [replicas, workers] of [[1, 1], [2, 1], [2, 2], [3, 1]]) {
+  for (const [replicas, workers] of [
+    [1, 1],
+    [2, 1],
+    [2, 2],
+    [3, 1],
+  ]) {
     const seen: string[] = [];
     const sizes: number[] = [];
     for (let rank = 0; rank < replicas; rank++) {
@@ -100,7 +107,11 @@ test('locate(position) equals the streamed order; a start position resumes exact
       }
     }
     assert.equal(new Set(seen).size, seen.length, `${replicas}×${workers}: partitions overlap`);
-    assert.deepEqual([...seen].sort(), keys(byShard.flat()).sort(), `${replicas}×${workers}: partitions do not cover the epoch`);
+    assert.deepEqual(
+      [...seen].sort(),
+      keys(byShard.flat()).sort(),
+      `${replicas}×${workers}: partitions do not cover the epoch`,
+    );
     assert.ok(Math.max(...sizes) - Math.min(...sizes) <= 1, `${replicas}×${workers}: sizes ${sizes}`);
   }
   const stream = await openStream(out, 'train', { seed: 3 });
@@ -121,7 +132,10 @@ test('memory is bounded by the window and prefetch, not the split; the first sam
   assert.equal(n, 40);
   assert.ok(readAtFirst <= 2, `first sample after ${readAtFirst} shards`);
   assert.ok(stream.stats.peakBytesHeld > 0);
-  assert.ok(stream.stats.peakBytesHeld <= 2 * largest, `held ${stream.stats.peakBytesHeld} bytes, two shards are ${2 * largest}`);
+  assert.ok(
+    stream.stats.peakBytesHeld <= 2 * largest,
+    `held ${stream.stats.peakBytesHeld} bytes, two shards are ${2 * largest}`,
+  );
   assert.ok(stream.stats.peakBytesHeld < total / 3);
   assert.equal(stream.stats.bytesHeld, 0);
   assert.equal(stream.stats.shardsRead, 8);
@@ -135,7 +149,10 @@ test('shard cache: later epochs read from disk; a size limit evicts least recent
   const shards = manifest.splits.train.shards;
   const stream = await openStream(out, 'train', { seed: 2, cacheDir });
   const first = keys(await all(stream.samples({ epoch: 0 })));
-  assert.equal(stream.stats.bytesFetched, shards.reduce((a, s) => a + s.bytes, 0));
+  assert.equal(
+    stream.stats.bytesFetched,
+    shards.reduce((a, s) => a + s.bytes, 0),
+  );
   assert.deepEqual((await readdir(cacheDir)).sort(), shards.map((s) => `${s.sha256}.tar`).sort());
   const reread = await openStream(out, 'train', { seed: 2, cacheDir });
   assert.deepEqual(keys(await all(reread.samples({ epoch: 0 }))), first);
@@ -156,10 +173,23 @@ test('shard cache: later epochs read from disk; a size limit evicts least recent
 
   // Limit of three shards: after a pass the cache holds the three read last, and never more than the limit.
   const largest = Math.max(...shards.map((s) => s.bytes));
-  const limited = await openStream(out, 'train', { seed: 2, windowShards: 1, prefetchShards: 0, fetchConcurrency: 1, cacheDir, cacheLimit: 3 * largest });
+  const limited = await openStream(out, 'train', {
+    seed: 2,
+    windowShards: 1,
+    prefetchShards: 0,
+    fetchConcurrency: 1,
+    cacheDir,
+    cacheLimit: 3 * largest,
+  });
   await all(limited.samples({ epoch: 0 }));
   const order = limited.order(0).windows.map((w) => shards[w.shards[0]].sha256);
-  assert.deepEqual((await readdir(cacheDir)).sort(), order.slice(-3).map((h) => `${h}.tar`).sort());
+  assert.deepEqual(
+    (await readdir(cacheDir)).sort(),
+    order
+      .slice(-3)
+      .map((h) => `${h}.tar`)
+      .sort(),
+  );
   assert.equal(limited.cache!.stats.evicted, 5);
   assert.ok((await limited.cache!.usage()) <= 3 * largest);
   // Reading the oldest again makes it the most recent: the next eviction takes another.
@@ -179,7 +209,10 @@ test('shard cache: later epochs read from disk; a size limit evicts least recent
   assert.deepEqual(keys(await all(tiny.samples({ epoch: 0 }))), first);
   assert.equal(small.length, 1, small.join('\n'));
   assert.match(small[0], /larger than the cache limit \(1000 bytes\)/);
-  assert.deepEqual((await readdir(cacheDir).catch(() => [])).filter((n) => n.endsWith('.tar')), []);
+  assert.deepEqual(
+    (await readdir(cacheDir).catch(() => [])).filter((n) => n.endsWith('.tar')),
+    [],
+  );
   await assert.rejects(openStream(out, 'train', { cacheDir, cacheLimit: 0 }), (err) => isUserError(err, 'bad-config'));
   await rm(cacheDir, { recursive: true, force: true });
 
@@ -188,7 +221,12 @@ test('shard cache: later epochs read from disk; a size limit evicts least recent
   const target = shards[3];
   await symlink('/dev/full', join(cacheDir, `${target.sha256}.tar.${process.pid}.tmp`));
   const full: string[] = [];
-  const onFull = await openStream(out, 'train', { seed: 2, cacheDir, fetchConcurrency: 1, onWarning: (m) => full.push(m) });
+  const onFull = await openStream(out, 'train', {
+    seed: 2,
+    cacheDir,
+    fetchConcurrency: 1,
+    onWarning: (m) => full.push(m),
+  });
   assert.deepEqual(keys(await all(onFull.samples({ epoch: 0 }))), first);
   assert.equal(full.length, 1, full.join('\n'));
   assert.match(full[0], /disk is full; reading on without caching/);
@@ -219,10 +257,17 @@ test('a corrupt or missing shard mid-epoch fails naming it; with skipCorrupt it 
   assert.equal(yielded, order.windows[0].count);
   // Truncated: the size check names it too.
   await writeFile(file, good.subarray(0, good.length - 1024));
-  await assert.rejects(all((await openStream(copy, 'train', options)).samples()), (err) => isUserError(err, 'corrupt-shard') && err.message.includes(bad.path));
+  await assert.rejects(
+    all((await openStream(copy, 'train', options)).samples()),
+    (err) => isUserError(err, 'corrupt-shard') && err.message.includes(bad.path),
+  );
   // Skipped and counted.
   const warnings: string[] = [];
-  const skipping = await openStream(copy, 'train', { ...options, skipCorrupt: true, onWarning: (m) => warnings.push(m) });
+  const skipping = await openStream(copy, 'train', {
+    ...options,
+    skipCorrupt: true,
+    onWarning: (m) => warnings.push(m),
+  });
   const samples = await all(skipping.samples());
   assert.equal(samples.length, 40 - bad.count);
   assert.deepEqual(skipping.stats.skippedShards, [join(copy, bad.path)]);
@@ -230,7 +275,10 @@ test('a corrupt or missing shard mid-epoch fails naming it; with skipCorrupt it 
   assert.match(warnings[0], new RegExp(`skipping shard .*${bad.path}`));
   // Missing.
   await unlink(file);
-  await assert.rejects(all((await openStream(copy, 'train', options)).samples()), (err) => isUserError(err, 'missing-shard') && err.message.includes(bad.path));
+  await assert.rejects(
+    all((await openStream(copy, 'train', options)).samples()),
+    (err) => isUserError(err, 'missing-shard') && err.message.includes(bad.path),
+  );
   const missing = await openStream(copy, 'train', { ...options, skipCorrupt: true, onWarning: () => {} });
   assert.equal((await all(missing.samples())).length, 40 - bad.count);
   // The remaining samples are intact.
@@ -240,9 +288,15 @@ test('a corrupt or missing shard mid-epoch fails naming it; with skipCorrupt it 
 
 test('a folder without manifest.json, or with a broken one, fails at open with its code', async () => {
   const empty = await tempDir('no-manifest');
-  await assert.rejects(openStream(empty, 'train'), (err) => isUserError(err, 'no-manifest') && err.message.includes('manifest.json'));
+  await assert.rejects(
+    openStream(empty, 'train'),
+    (err) => isUserError(err, 'no-manifest') && err.message.includes('manifest.json'),
+  );
   await writeFile(join(empty, 'manifest.json'), JSON.stringify({ ...manifest, formatVersion: 99 }));
-  await assert.rejects(openStream(empty, 'train'), (err) => isUserError(err, 'bad-manifest') && /formatVersion 99/.test(err.message));
+  await assert.rejects(
+    openStream(empty, 'train'),
+    (err) => isUserError(err, 'bad-manifest') && /formatVersion 99/.test(err.message),
+  );
   await rm(empty, { recursive: true });
 });
 
@@ -256,7 +310,9 @@ test('epochs() chains epochs from a resume point, reading the next epoch ahead o
   ].map((s) => `${s.epoch}/${s.position}/${s.key}`);
   const fresh = await openStream(out, 'train', options);
   const epoch1 = fresh.order(1);
-  const epoch1Shards = new Set(epoch1.windows.filter((w) => w.first + w.count > epoch1.start + 7 && w.first < epoch1.end).flatMap((w) => w.shards));
+  const epoch1Shards = new Set(
+    epoch1.windows.filter((w) => w.first + w.count > epoch1.start + 7 && w.first < epoch1.end).flatMap((w) => w.shards),
+  );
   const chained: string[] = [];
   let readAhead = false;
   for await (const s of fresh.epochs({ epoch: 1, start: 7, epochs: 3 })) {

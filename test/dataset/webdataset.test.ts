@@ -82,7 +82,10 @@ test('member keys: dots escaped reversibly; WebDataset key rule, tar -tf and Pyt
   const split = await openSplit(out, 'train');
   // The logical keys (what the augmentation seeds its transforms from) are the source stems, as before.
   const samples: EncodedSample[] = await all(split.samples());
-  assert.deepEqual(samples.map((s) => s.key), ['cat.0', 'dog.0', 'cat.1', 'dog.1', 'cat.2', 'dog.2', 'cat.3', 'dog.3']);
+  assert.deepEqual(
+    samples.map((s) => s.key),
+    ['cat.0', 'dog.0', 'cat.1', 'dog.1', 'cat.2', 'dog.2', 'cat.3', 'dog.3'],
+  );
 
   let at = 0;
   for (const shard of manifest.splits.train.shards) {
@@ -94,8 +97,14 @@ test('member keys: dots escaped reversibly; WebDataset key rule, tar -tf and Pyt
     const grouped = groupByKeys(names);
     assert.equal(grouped.length, shard.count);
     const expected = samples.slice(at, at + shard.count);
-    assert.deepEqual(grouped, expected.map((s) => ({ key: memberKeyOf(s.key), exts: ['jpg', 'cls'] })));
-    assert.deepEqual(grouped.map((g) => keyOfMember(g.key)), expected.map((s) => s.key));
+    assert.deepEqual(
+      grouped,
+      expected.map((s) => ({ key: memberKeyOf(s.key), exts: ['jpg', 'cls'] })),
+    );
+    assert.deepEqual(
+      grouped.map((g) => keyOfMember(g.key)),
+      expected.map((s) => s.key),
+    );
 
     const py = spawnSync('python3', ['-c', PY_WDS, file], { encoding: 'utf8' });
     if (py.error && (py.error as NodeJS.ErrnoException).code === 'ENOENT') {
@@ -131,7 +140,18 @@ async function downgradeToV1(out: string): Promise<void> {
     for (const info of manifest.splits[split].shards) {
       const pack = tar.pack();
       const header = (name: string, size: number): tar.Header => ({
-        name, size, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0, uname: '', gname: '', type: 'file', linkname: '', devmajor: 0, devminor: 0,
+        name,
+        size,
+        mode: 0o644,
+        mtime: new Date(0),
+        uid: 0,
+        gid: 0,
+        uname: '',
+        gname: '',
+        type: 'file',
+        linkname: '',
+        devmajor: 0,
+        devminor: 0,
       });
       for (const s of byShard.get(info.path)!) {
         pack.entry(header(`${s.key}.${s.ext}`, s.bytes.length), Buffer.from(s.bytes));
@@ -153,10 +173,20 @@ async function downgradeToV1(out: string): Promise<void> {
 /** A class-folder source whose file stems hold dots, underscores and a percent sign. */
 async function classFolderSource(): Promise<string> {
   const root = await tempDir('src-folders');
-  for (const [cls, prefix] of [['cats', 'cat'], ['dogs', 'dog']]) {
+  for (const [cls, prefix] of [
+    ['cats', 'cat'],
+    ['dogs', 'dog'],
+  ]) {
     await mkdir(join(root, cls));
     for (let i = 0; i < 6; i++) {
-      const stem = [`${prefix}.${i}`, `my_${prefix}.${i}`, `IMG_${prefix}${i}`, `${i}%_${prefix}`, `${prefix}_${i}`, `${prefix}.v2.${i}`][i];
+      const stem = [
+        `${prefix}.${i}`,
+        `my_${prefix}.${i}`,
+        `IMG_${prefix}${i}`,
+        `${i}%_${prefix}`,
+        `${prefix}_${i}`,
+        `${prefix}.v2.${i}`,
+      ][i];
       await copyFile(join(kaggleTrainDir, `${prefix}.${i}.jpg`), join(root, cls, `${stem}.jpg`));
     }
   }
@@ -172,9 +202,14 @@ test('keys with dots, underscores and percent signs round-trip through WebDatase
   const expected = new Set(source.map((s) => s.key));
   for (const s of samples) assert.ok(expected.has(s.key), s.key);
   assert.ok(samples.some((s) => s.key.includes('_')) && samples.some((s) => s.key.includes('.')));
-  const names = spawnSync('tar', ['-tf', join(out, 'train/train-000000.tar')], { encoding: 'utf8' }).stdout.trim().split('\n');
+  const names = spawnSync('tar', ['-tf', join(out, 'train/train-000000.tar')], { encoding: 'utf8' })
+    .stdout.trim()
+    .split('\n');
   for (const name of names) assert.match(name, /^[^./]+\.(jpg|cls)$/);
-  assert.deepEqual(groupByKeys(names).map((g) => keyOfMember(g.key)), samples.slice(0, 4).map((s) => s.key));
+  assert.deepEqual(
+    groupByKeys(names).map((g) => keyOfMember(g.key)),
+    samples.slice(0, 4).map((s) => s.key),
+  );
   assert.ok((await verifyDataset(out)).ok);
   await rm(src, { recursive: true });
   await rm(out, { recursive: true });
@@ -185,16 +220,29 @@ test('a dataset written with dotted member keys (formatVersion 1) reads with the
   const out = await tempDir('v1');
   await prepareDataset({ source: src, out, train: 4, validation: 1, test: 1, samplesPerShard: 3 });
   const before = await all((await openSplit(out, 'train')).samples());
-  const streamedBefore = await all((await openStream(out, 'train', { seed: 5, windowShards: 2 })).samples({ epoch: 1 }));
+  const streamedBefore = await all(
+    (await openStream(out, 'train', { seed: 5, windowShards: 2 })).samples({ epoch: 1 }),
+  );
   await downgradeToV1(out);
-  const names = spawnSync('tar', ['-tf', join(out, 'train/train-000000.tar')], { encoding: 'utf8' }).stdout.trim().split('\n');
+  const names = spawnSync('tar', ['-tf', join(out, 'train/train-000000.tar')], { encoding: 'utf8' })
+    .stdout.trim()
+    .split('\n');
   assert.deepEqual(names.slice(0, 2), [`${before[0].key}.jpg`, `${before[0].key}.cls`]);
-  assert.ok(before.some((s) => s.key.includes('_') && !s.key.includes('.')), 'a key with an underscore and no dot');
+  assert.ok(
+    before.some((s) => s.key.includes('_') && !s.key.includes('.')),
+    'a key with an underscore and no dot',
+  );
   assert.equal((await readManifest(out)).formatVersion, 1);
   const after = await all((await openSplit(out, 'train')).samples());
-  assert.deepEqual(after.map((s) => [s.key, s.label, sha256(s.bytes)]), before.map((s) => [s.key, s.label, sha256(s.bytes)]));
+  assert.deepEqual(
+    after.map((s) => [s.key, s.label, sha256(s.bytes)]),
+    before.map((s) => [s.key, s.label, sha256(s.bytes)]),
+  );
   const streamedAfter = await all((await openStream(out, 'train', { seed: 5, windowShards: 2 })).samples({ epoch: 1 }));
-  assert.deepEqual(streamedAfter.map((s) => s.key), streamedBefore.map((s) => s.key));
+  assert.deepEqual(
+    streamedAfter.map((s) => s.key),
+    streamedBefore.map((s) => s.key),
+  );
   assert.ok((await verifyDataset(out)).ok);
   await rm(src, { recursive: true });
   await rm(out, { recursive: true });

@@ -11,7 +11,18 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, sep } from 'node:path';
 import { promisify } from 'node:util';
@@ -23,8 +34,16 @@ import { kaggleTrainDir, kerasH5Dir, projectRoot } from '../helpers/fixtures.js'
 const run = promisify(execFile);
 const dockerfilePath = join(projectRoot, 'deploy', 'Dockerfile');
 
-interface Instruction { keyword: string; args: string; line: number }
-interface Stage { from: string; name?: string; instructions: Instruction[] }
+interface Instruction {
+  keyword: string;
+  args: string;
+  line: number;
+}
+interface Stage {
+  from: string;
+  name?: string;
+  instructions: Instruction[];
+}
 
 /** Dockerfile instructions by stage: comments dropped, continuation lines joined, global ARG defaults substituted. */
 function parseDockerfile(text: string): { stages: Stage[]; args: Record<string, string> } {
@@ -88,7 +107,10 @@ test('Dockerfile: one Debian-based Node >= 22 base for every stage, npm ci --omi
   assert.equal(bases.size, 1, `every stage uses the same base, hence the same libc: ${[...bases].join(', ')}`);
   const [base] = bases;
   const m = /^node:(\d+)[.\d]*-(bookworm|trixie|bullseye)(-slim)?(@sha256:[0-9a-f]{64})?$/.exec(base);
-  assert.ok(m, `base ${base}: a Debian (glibc) node image; sharp's and TurboJPEG's linux-x64 prebuilds are glibc builds`);
+  assert.ok(
+    m,
+    `base ${base}: a Debian (glibc) node image; sharp's and TurboJPEG's linux-x64 prebuilds are glibc builds`,
+  );
   assert.ok(Number(m[1]) >= 22, `base ${base}: Node ${m[1]} (Node 20 is end-of-life; TurboJPEG 3 needs >= 22.18)`);
 
   const text = readFileSync(dockerfilePath, 'utf8');
@@ -98,14 +120,25 @@ test('Dockerfile: one Debian-based Node >= 22 base for every stage, npm ci --omi
   assert.match(install[0], /--omit[= ]dev\b/);
 
   const final = runtimeStage.instructions;
-  assert.ok(final.some((i) => i.keyword === 'COPY' && /^--from=build\s+\/app\s+\/app$/.test(i.args)), 'the runtime stage copies /app from build');
-  assert.equal(final.filter((i) => i.keyword === 'USER').at(-1)?.args, '1000', 'numeric USER: runAsNonRoot refuses named users');
+  assert.ok(
+    final.some((i) => i.keyword === 'COPY' && /^--from=build\s+\/app\s+\/app$/.test(i.args)),
+    'the runtime stage copies /app from build',
+  );
+  assert.equal(
+    final.filter((i) => i.keyword === 'USER').at(-1)?.args,
+    '1000',
+    'numeric USER: runAsNonRoot refuses named users',
+  );
   assert.deepEqual(exec(runtimeStage, 'ENTRYPOINT'), ['/usr/bin/tini', '--'], 'tini as PID 1 forwards signals');
   const cmd = exec(runtimeStage, 'CMD')!;
   assert.deepEqual(cmd.slice(0, 3), ['node', '--import', 'tsx'], 'CMD runs node itself, not npm');
   assert.ok(existsSync(join(projectRoot, cmd[3])), `CMD runs ${cmd[3]}, which exists`);
   // The runtime stage's RUN steps are system packages only (not run here: apt as root in a Debian image).
-  for (const r of runs(runtimeStage)) assert.match(r, /^apt-get update && apt-get install -y --no-install-recommends [\w ]+&& rm -rf \/var\/lib\/apt\/lists\/\*$/);
+  for (const r of runs(runtimeStage))
+    assert.match(
+      r,
+      /^apt-get update && apt-get install -y --no-install-recommends [\w ]+&& rm -rf \/var\/lib\/apt\/lists\/\*$/,
+    );
   assert.ok(runs(runtimeStage).some((r) => /\btini\b/.test(r)));
   // tsx runs the TypeScript sources in the image, so npm ci --omit=dev must install it; nx is build-time only.
   const pkg = JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8'));
@@ -116,7 +149,9 @@ test('Dockerfile: one Debian-based Node >= 22 base for every stage, npm ci --omi
 /** Skips paths that deploy/Dockerfile.dockerignore keeps out of the build context. */
 function ignoreFilter(): (path: string) => boolean {
   const patterns = readFileSync(join(projectRoot, 'deploy', 'Dockerfile.dockerignore'), 'utf8')
-    .split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'));
   return (path) => {
     const rel = relative(projectRoot, path).split(sep);
     return !patterns.some((p) => {
@@ -132,7 +167,9 @@ function ignoreFilter(): (path: string) => boolean {
 const rootOwnsTree = process.getuid?.() === 0 && existsSync('/usr/bin/setpriv');
 /** Runs a command as uid/gid 1000 without privileges when this test runs as root; as the current user otherwise. */
 function asUser1000(file: string, args: string[]): [string, string[]] {
-  return rootOwnsTree ? ['/usr/bin/setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', '--', file, ...args]] : [file, args];
+  return rootOwnsTree
+    ? ['/usr/bin/setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', '--', file, ...args]]
+    : [file, args];
 }
 
 // Runs in the clean tree as uid 1000 (through tsx, as the CLIs run): every native module, through our own packages.
@@ -165,7 +202,9 @@ out.tf = { backend: tf.getBackend(), threads: choice.threads, y: Array.from(tf.m
 process.stdout.write(JSON.stringify(out));
 `;
 
-test("the build stage's COPY and RUN steps, replayed in a clean folder, give a tree where every native module loads as uid 1000", { timeout: 240_000 }, async (t) => {
+test("the build stage's COPY and RUN steps, replayed in a clean folder, give a tree where every native module loads as uid 1000", {
+  timeout: 240_000,
+}, async (t) => {
   // About 30 s on an idle 2-core machine (npm ci from the cache ~11 s, tsx compiling the sources once, prep on
   // 10 JPEGs); the timeout leaves room for a machine shared with other test runs.
   const work = mkdtempSync(join(tmpdir(), 'catdog-image-'));
@@ -179,7 +218,7 @@ test("the build stage's COPY and RUN steps, replayed in a clean folder, give a t
   const keep = ignoreFilter();
   let workdir: string | undefined;
   const steps: string[] = [];
-  let phase = performance.now();
+  const phase = performance.now();
   const lap = () => ((performance.now() - phase) / 1000).toFixed(1);
   for (const ins of buildStage.instructions) {
     if (ins.keyword === 'WORKDIR') workdir = ins.args;
@@ -200,7 +239,9 @@ test("the build stage's COPY and RUN steps, replayed in a clean folder, give a t
     if (ins.keyword === 'RUN') {
       // The one change: npm reads packages from this machine's cache instead of the registry.
       const command = ins.args.replace(/\bnpm ci\b/, 'npm ci --offline');
-      const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k) && k !== 'NODE_OPTIONS' && k !== 'NODE_PATH'));
+      const env = Object.fromEntries(
+        Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k) && k !== 'NODE_OPTIONS' && k !== 'NODE_PATH'),
+      );
       if (!steps.length) steps.push(`COPY (${lap()} s)`);
       const started = performance.now();
       try {
@@ -215,16 +256,28 @@ test("the build stage's COPY and RUN steps, replayed in a clean folder, give a t
   t.diagnostic(steps.join('\n'));
   assert.ok(existsSync(join(tree, 'node_modules', '@img', 'sharp-linux-x64')), "sharp's platform binary is installed");
   assert.ok(existsSync(join(tree, 'node_modules', 'tsx')), 'tsx is installed by npm ci --omit=dev');
-  for (const dev of ['nx', 'typescript', 's3rver', 'kubernetes-models', '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu']) {
+  for (const dev of [
+    'nx',
+    'typescript',
+    's3rver',
+    'kubernetes-models',
+    '@tensorflow/tfjs-node',
+    '@tensorflow/tfjs-node-gpu',
+  ]) {
     assert.ok(!existsSync(join(tree, 'node_modules', dev)), `${dev} is not in the image`);
   }
-  assert.ok(!readdirSync(join(tree, 'packages', 'backend')).includes('node_modules'), 'dockerignore keeps local installs out');
+  assert.ok(
+    !readdirSync(join(tree, 'packages', 'backend')).includes('node_modules'),
+    'dockerignore keeps local installs out',
+  );
 
   // What the container can write: /tmp and $HOME/.cache (emptyDirs under Kubernetes); nothing else.
   const writable = join(work, 'writable');
   mkdirSync(join(writable, 'tmp'), { recursive: true });
   mkdirSync(join(writable, 'home', '.cache'), { recursive: true });
-  if (rootOwnsTree) for (const d of [writable, join(writable, 'tmp'), join(writable, 'home'), join(writable, 'home', '.cache')]) chownSync(d, 1000, 1000);
+  if (rootOwnsTree)
+    for (const d of [writable, join(writable, 'tmp'), join(writable, 'home'), join(writable, 'home', '.cache')])
+      chownSync(d, 1000, 1000);
   const imageEnv = envOf(runtimeStage);
   const env: Record<string, string> = {
     ...imageEnv,
@@ -241,7 +294,11 @@ test("the build stage's COPY and RUN steps, replayed in a clean folder, give a t
   const [file, args] = asUser1000(process.execPath, ['--import', 'tsx', 'image-test-probe.mjs']);
   if (!rootOwnsTree) t.diagnostic('not root (or no setpriv): the probe runs as the current user instead of uid 1000');
   const probeStarted = performance.now();
-  const probe = await run(file, args, { cwd: tree, env: { ...env, PROBE_JPEG: jpegPath, PROBE_H5: h5Path }, timeout: 90_000 });
+  const probe = await run(file, args, {
+    cwd: tree,
+    env: { ...env, PROBE_JPEG: jpegPath, PROBE_H5: h5Path },
+    timeout: 90_000,
+  });
   const probeSeconds = ((performance.now() - probeStarted) / 1000).toFixed(1);
   const got = JSON.parse(probe.stdout);
   if (rootOwnsTree) {
@@ -262,7 +319,9 @@ test("the build stage's COPY and RUN steps, replayed in a clean folder, give a t
   assert.deepEqual(got.turbo, { width: raw.width, height: raw.height, sha256: digest(raw.data) });
   assert.deepEqual(got.decode, {
     fast: digest(await decodeResized(jpeg, { height: 150, width: 150, interpolation: 'nearest', jpegDecoder: 'fast' })),
-    exact: digest(await decodeResized(jpeg, { height: 150, width: 150, interpolation: 'nearest', jpegDecoder: 'exact' })),
+    exact: digest(
+      await decodeResized(jpeg, { height: 150, width: 150, interpolation: 'nearest', jpegDecoder: 'exact' }),
+    ),
   });
   assert.equal(got.h5.kind, 'weights');
   assert.ok(got.h5.layers > 50, `MobileNetV2 weights read through h5wasm: ${JSON.stringify(got.h5)}`);
@@ -272,11 +331,20 @@ test("the build stage's COPY and RUN steps, replayed in a clean folder, give a t
   // A CLI as a pod runs it: prep split on real JPEGs, as uid 1000, writing only to its output folder.
   const source = join(work, 'source');
   mkdirSync(source);
-  for (const cls of ['cat', 'dog']) for (let i = 0; i < 5; i++) cpSync(join(kaggleTrainDir, `${cls}.${i}.jpg`), join(source, `${cls}.${i}.jpg`));
+  for (const cls of ['cat', 'dog'])
+    for (let i = 0; i < 5; i++) cpSync(join(kaggleTrainDir, `${cls}.${i}.jpg`), join(source, `${cls}.${i}.jpg`));
   const out = join(writable, 'tmp', 'book');
   const [pfile, pargs] = asUser1000(process.execPath, [
-    '--import', 'tsx', 'apps/prep/src/main.ts', 'split', `--source=${source}`, `--out=${out}`,
-    '--train=2', '--validation=1', '--test=1', '--resize=150',
+    '--import',
+    'tsx',
+    'apps/prep/src/main.ts',
+    'split',
+    `--source=${source}`,
+    `--out=${out}`,
+    '--train=2',
+    '--validation=1',
+    '--test=1',
+    '--resize=150',
   ]);
   const splitStarted = performance.now();
   const split = await run(pfile, pargs, { cwd: tree, env, timeout: 90_000 });
@@ -285,5 +353,7 @@ test("the build stage's COPY and RUN steps, replayed in a clean folder, give a t
   assert.deepEqual(Object.keys(manifest.splits).sort(), ['test', 'train', 'validation']);
   assert.equal(manifest.splits.train.count, 4);
   if (rootOwnsTree) assert.equal(statSync(join(out, 'manifest.json')).uid, 1000);
-  t.diagnostic(`probe ${probeSeconds} s, prep split ${((performance.now() - splitStarted) / 1000).toFixed(1)} s, total ${lap()} s`);
+  t.diagnostic(
+    `probe ${probeSeconds} s, prep split ${((performance.now() - splitStarted) / 1000).toFixed(1)} s, total ${lap()} s`,
+  );
 });

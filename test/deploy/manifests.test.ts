@@ -35,12 +35,20 @@ interface Container {
   readinessProbe?: { tcpSocket?: { port: string | number } };
   livenessProbe?: { tcpSocket?: { port: string | number } };
 }
-interface KeyRef { name: string; key: string }
+interface KeyRef {
+  name: string;
+  key: string;
+}
 interface PodSpec {
   containers: Container[];
   initContainers?: Container[];
   securityContext?: Dict;
-  volumes?: { name: string; secret?: { secretName: string; items?: { key: string }[] }; configMap?: { name: string; items?: { key: string }[] }; emptyDir?: Dict }[];
+  volumes?: {
+    name: string;
+    secret?: { secretName: string; items?: { key: string }[] };
+    configMap?: { name: string; items?: { key: string }[] };
+    emptyDir?: Dict;
+  }[];
 }
 interface K8sObject {
   apiVersion: string;
@@ -50,12 +58,18 @@ interface K8sObject {
   data?: Record<string, string>;
   stringData?: Record<string, string>;
 }
-interface Loaded { file: string; doc: number; object: K8sObject }
+interface Loaded {
+  file: string;
+  doc: number;
+  object: K8sObject;
+}
 
 /** Every object of every manifest in deploy/k8s (kustomization.yaml is read separately). */
 function loadManifests(): Loaded[] {
   const out: Loaded[] = [];
-  for (const file of readdirSync(k8sDir).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml').sort()) {
+  for (const file of readdirSync(k8sDir)
+    .filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml')
+    .sort()) {
     const docs = parseAllDocuments(readFileSync(join(k8sDir, file), 'utf8'));
     docs.forEach((d, doc) => {
       assert.deepEqual(d.errors, [], `${file} document ${doc}: YAML errors`);
@@ -74,7 +88,7 @@ function podSpecOf(o: K8sObject): PodSpec | undefined {
   return template?.spec;
 }
 function podLabelsOf(o: K8sObject): Record<string, string> {
-  return ((o.spec as { template?: { metadata?: { labels?: Record<string, string> } } }).template?.metadata?.labels) ?? {};
+  return (o.spec as { template?: { metadata?: { labels?: Record<string, string> } } }).template?.metadata?.labels ?? {};
 }
 const workloads = manifests.filter((m) => podSpecOf(m.object));
 const allContainers = workloads.flatMap((m) => {
@@ -129,10 +143,16 @@ test('every object validates against the Kubernetes schema (kubernetes-models)',
 
 test('no unknown or misspelled keys (TypeScript excess-property check against kubernetes-models types)', () => {
   // The schema validator accepts unknown fields; object literals typed with the API's interfaces do not.
-  const control = structuredClone(ofKind('Deployment')[0].object) as unknown as { spec: { template: { spec: { containers: Dict[] } } } };
+  const control = structuredClone(ofKind('Deployment')[0].object) as unknown as {
+    spec: { template: { spec: { containers: Dict[] } } };
+  };
   control.spec.template.spec.containers[0].imagePullPolicyy = 'Always';
   const entries: { label: string; key: string; object: unknown }[] = [
-    ...manifests.map((m) => ({ label: where(m), key: `${m.object.apiVersion} ${m.object.kind}`, object: m.object as unknown })),
+    ...manifests.map((m) => ({
+      label: where(m),
+      key: `${m.object.apiVersion} ${m.object.kind}`,
+      object: m.object as unknown,
+    })),
     { label: 'control', key: 'apps/v1 Deployment', object: control },
   ];
   const imports = new Map<string, Set<string>>();
@@ -141,7 +161,8 @@ test('no unknown or misspelled keys (TypeScript excess-property check against ku
     assert.ok(t, `${e.label}: no TypeScript type for ${e.key}`);
     imports.set(t.module, (imports.get(t.module) ?? new Set()).add(t.type));
   }
-  let source = [...imports].map(([mod, types]) => `import type { ${[...types].join(', ')} } from '${mod}';`).join('\n') + '\n';
+  let source =
+    [...imports].map(([mod, types]) => `import type { ${[...types].join(', ')} } from '${mod}';`).join('\n') + '\n';
   const starts: { line: number; label: string }[] = [];
   entries.forEach((e, i) => {
     starts.push({ line: source.split('\n').length - 1, label: e.label });
@@ -149,8 +170,13 @@ test('no unknown or misspelled keys (TypeScript excess-property check against ku
   });
   const fileName = join(projectRoot, 'test', 'deploy', '__manifests__.ts');
   const options: ts.CompilerOptions = {
-    strict: true, noEmit: true, skipLibCheck: true, types: [],
-    module: ts.ModuleKind.ESNext, moduleResolution: ts.ModuleResolutionKind.Bundler, target: ts.ScriptTarget.ES2022,
+    strict: true,
+    noEmit: true,
+    skipLibCheck: true,
+    types: [],
+    module: ts.ModuleKind.ESNext,
+    moduleResolution: ts.ModuleResolutionKind.Bundler,
+    target: ts.ScriptTarget.ES2022,
   };
   const host = ts.createCompilerHost(options);
   const getSourceFile = host.getSourceFile.bind(host);
@@ -166,9 +192,16 @@ test('no unknown or misspelled keys (TypeScript excess-property check against ku
     return `${label}: ${ts.flattenDiagnosticMessageText(d.messageText, ' ')}`;
   });
   const fromControl = problems.filter((p) => p.startsWith('control:'));
-  assert.equal(fromControl.length, 1, `the check must catch the misspelled key in the control object: ${problems.join('\n')}`);
+  assert.equal(
+    fromControl.length,
+    1,
+    `the check must catch the misspelled key in the control object: ${problems.join('\n')}`,
+  );
   assert.match(fromControl[0], /imagePullPolicyy/);
-  assert.deepEqual(problems.filter((p) => !p.startsWith('control:')), []);
+  assert.deepEqual(
+    problems.filter((p) => !p.startsWith('control:')),
+    [],
+  );
 });
 
 test('Indexed Jobs declare completions, and prep is told the same worker count', () => {
@@ -177,26 +210,37 @@ test('Indexed Jobs declare completions, and prep is told the same worker count',
   for (const m of indexed) {
     const spec = m.object.spec as { completions?: number; parallelism?: number };
     assert.ok(Number.isInteger(spec.completions) && spec.completions! >= 1, `${where(m)}: Indexed needs completions`);
-    assert.ok(spec.parallelism === undefined || spec.parallelism <= spec.completions!, `${where(m)}: parallelism > completions`);
+    assert.ok(
+      spec.parallelism === undefined || spec.parallelism <= spec.completions!,
+      `${where(m)}: parallelism > completions`,
+    );
     for (const c of podSpecOf(m.object)!.containers) {
       const count = c.env?.find((e) => e.name === 'CATDOG_WORKER_COUNT')?.value;
-      assert.equal(count, String(spec.completions), `${where(m)} ${c.name}: CATDOG_WORKER_COUNT must equal completions`);
+      assert.equal(
+        count,
+        String(spec.completions),
+        `${where(m)} ${c.name}: CATDOG_WORKER_COUNT must equal completions`,
+      );
     }
   }
   const finalize = ofKind('Job').find((m) => m.object.metadata.name === 'catdog-prep-finalize')!;
   const split = indexed.find((m) => m.object.metadata.name === 'catdog-prep-split')!;
   assert.ok(
-    podSpecOf(finalize.object)!.containers[0].args!.includes(`--worker-count=${(split.object.spec as Dict).completions}`),
+    podSpecOf(finalize.object)!.containers[0].args!.includes(
+      `--worker-count=${(split.object.spec as Dict).completions}`,
+    ),
     'prep finalize expects as many workers as the split Job runs',
   );
 });
 
 test('selectors match their pod labels; Jobs leave the selector to Kubernetes', () => {
   for (const m of ofKind('Deployment')) {
-    const match = ((m.object.spec as { selector?: { matchLabels?: Record<string, string> } }).selector?.matchLabels) ?? {};
+    const match =
+      (m.object.spec as { selector?: { matchLabels?: Record<string, string> } }).selector?.matchLabels ?? {};
     assert.ok(Object.keys(match).length > 0, `${where(m)}: empty selector`);
     const labels = podLabelsOf(m.object);
-    for (const [k, v] of Object.entries(match)) assert.equal(labels[k], v, `${where(m)}: selector ${k}=${v} does not match the pod labels`);
+    for (const [k, v] of Object.entries(match))
+      assert.equal(labels[k], v, `${where(m)}: selector ${k}=${v} does not match the pod labels`);
   }
   for (const m of ofKind('Job')) {
     assert.equal((m.object.spec as Dict).selector, undefined, `${where(m)}: a manual Job selector is error-prone`);
@@ -206,10 +250,16 @@ test('selectors match their pod labels; Jobs leave the selector to Kubernetes', 
 
 test('Services select the pods of a Deployment here, on ports its containers expose; the augment Service is headless', () => {
   for (const m of ofKind('Service')) {
-    const spec = m.object.spec as { selector?: Record<string, string>; clusterIP?: string; ports: { port: number; targetPort?: string | number }[] };
+    const spec = m.object.spec as {
+      selector?: Record<string, string>;
+      clusterIP?: string;
+      ports: { port: number; targetPort?: string | number }[];
+    };
     const selector = spec.selector ?? {};
     assert.ok(Object.keys(selector).length > 0, `${where(m)}: a Service without a selector`);
-    const targets = ofKind('Deployment').filter((d) => Object.entries(selector).every(([k, v]) => podLabelsOf(d.object)[k] === v));
+    const targets = ofKind('Deployment').filter((d) =>
+      Object.entries(selector).every(([k, v]) => podLabelsOf(d.object)[k] === v),
+    );
     assert.equal(targets.length, 1, `${where(m)}: selects ${targets.length} Deployments`);
     const ports = podSpecOf(targets[0].object)!.containers.flatMap((c) => c.ports ?? []);
     for (const p of spec.ports) {
@@ -221,30 +271,48 @@ test('Services select the pods of a Deployment here, on ports its containers exp
     }
   }
   const augment = ofKind('Service').find((m) => m.object.metadata.name === 'catdog-augment')!;
-  assert.equal((augment.object.spec as Dict).clusterIP, 'None', 'the augment Service is headless: DNS returns every ready pod');
+  assert.equal(
+    (augment.object.spec as Dict).clusterIP,
+    'None',
+    'the augment Service is headless: DNS returns every ready pod',
+  );
   // Probes point at ports the container declares.
   for (const { m, c } of allContainers) {
     for (const probe of [c.readinessProbe, c.livenessProbe]) {
       const port = probe?.tcpSocket?.port;
       if (port === undefined) continue;
-      assert.ok((c.ports ?? []).some((p) => p.name === port || p.containerPort === port), `${where(m)} ${c.name}: probe port ${port}`);
+      assert.ok(
+        (c.ports ?? []).some((p) => p.name === port || p.containerPort === port),
+        `${where(m)} ${c.name}: probe port ${port}`,
+      );
     }
   }
 });
 
 test('the NetworkPolicy lets exactly the trainer pods reach the augment servers, on the serving port', () => {
-  const matches = (selector: Record<string, string>, labels: Record<string, string>) => Object.entries(selector).every(([k, v]) => labels[k] === v);
+  const matches = (selector: Record<string, string>, labels: Record<string, string>) =>
+    Object.entries(selector).every(([k, v]) => labels[k] === v);
   for (const m of ofKind('NetworkPolicy')) {
     const spec = m.object.spec as {
       podSelector: { matchLabels: Record<string, string> };
-      ingress: { from: { podSelector: { matchLabels: Record<string, string> } }[]; ports: { port: string | number }[] }[];
+      ingress: {
+        from: { podSelector: { matchLabels: Record<string, string> } }[];
+        ports: { port: string | number }[];
+      }[];
     };
     const guarded = workloads.filter((w) => matches(spec.podSelector.matchLabels, podLabelsOf(w.object)));
     assert.deepEqual(guarded.map(where), ['augment.yaml#0 Deployment/catdog-augment'], `${where(m)} guards`);
-    const allowed = workloads.filter((w) => spec.ingress.some((rule) => rule.from.some((f) => matches(f.podSelector.matchLabels, podLabelsOf(w.object)))));
+    const allowed = workloads.filter((w) =>
+      spec.ingress.some((rule) => rule.from.some((f) => matches(f.podSelector.matchLabels, podLabelsOf(w.object)))),
+    );
     assert.deepEqual(allowed.map(where), ['trainer-job.yaml#0 Job/catdog-trainer'], `${where(m)} lets in`);
     const ports = podSpecOf(guarded[0].object)!.containers.flatMap((c) => c.ports ?? []);
-    for (const rule of spec.ingress) for (const p of rule.ports) assert.ok(ports.some((cp) => cp.name === p.port || cp.containerPort === p.port), `${where(m)}: port ${p.port}`);
+    for (const rule of spec.ingress)
+      for (const p of rule.ports)
+        assert.ok(
+          ports.some((cp) => cp.name === p.port || cp.containerPort === p.port),
+          `${where(m)}: port ${p.port}`,
+        );
   }
 });
 
@@ -253,7 +321,9 @@ function environmentOf(c: Container): Set<string> {
   const names = new Set((c.env ?? []).map((e) => e.name));
   for (const from of c.envFrom ?? []) {
     const ref = from.configMapRef ?? from.secretRef;
-    const source = manifests.find((m) => m.object.kind === (from.configMapRef ? 'ConfigMap' : 'Secret') && m.object.metadata.name === ref?.name);
+    const source = manifests.find(
+      (m) => m.object.kind === (from.configMapRef ? 'ConfigMap' : 'Secret') && m.object.metadata.name === ref?.name,
+    );
     for (const key of Object.keys({ ...source?.object.data, ...source?.object.stringData })) names.add(key);
   }
   return names;
@@ -267,44 +337,59 @@ test('every referenced ConfigMap, Secret, key, volume and environment variable e
   for (const { m, pod, c } of allContainers) {
     const at = `${where(m)} container ${c.name}`;
     for (const from of c.envFrom ?? []) {
-      if (from.configMapRef) assert.ok(keysOf('ConfigMap', from.configMapRef.name), `${at}: ConfigMap ${from.configMapRef.name} not in deploy/k8s`);
-      if (from.secretRef) assert.ok(keysOf('Secret', from.secretRef.name), `${at}: Secret ${from.secretRef.name} not in deploy/k8s`);
+      if (from.configMapRef)
+        assert.ok(
+          keysOf('ConfigMap', from.configMapRef.name),
+          `${at}: ConfigMap ${from.configMapRef.name} not in deploy/k8s`,
+        );
+      if (from.secretRef)
+        assert.ok(keysOf('Secret', from.secretRef.name), `${at}: Secret ${from.secretRef.name} not in deploy/k8s`);
     }
     for (const e of c.env ?? []) {
       const cm = e.valueFrom?.configMapKeyRef;
       const sk = e.valueFrom?.secretKeyRef;
-      if (cm) assert.ok(keysOf('ConfigMap', cm.name)?.includes(cm.key), `${at}: ConfigMap ${cm.name} has no key ${cm.key}`);
+      if (cm)
+        assert.ok(keysOf('ConfigMap', cm.name)?.includes(cm.key), `${at}: ConfigMap ${cm.name} has no key ${cm.key}`);
       if (sk) assert.ok(keysOf('Secret', sk.name)?.includes(sk.key), `${at}: Secret ${sk.name} has no key ${sk.key}`);
     }
     const volumes = new Set((pod.volumes ?? []).map((v) => v.name));
-    for (const mount of c.volumeMounts ?? []) assert.ok(volumes.has(mount.name), `${at}: mounts unknown volume ${mount.name}`);
+    for (const mount of c.volumeMounts ?? [])
+      assert.ok(volumes.has(mount.name), `${at}: mounts unknown volume ${mount.name}`);
     // Kubernetes expands $(NAME) in args from the container's environment; an unknown name is passed on verbatim.
     const env = environmentOf(c);
     for (const arg of c.args ?? []) {
-      for (const [, name] of arg.matchAll(/(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g)) assert.ok(env.has(name), `${at}: $(${name}) is not in its environment`);
+      for (const [, name] of arg.matchAll(/(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g))
+        assert.ok(env.has(name), `${at}: $(${name}) is not in its environment`);
     }
     // A shell script's $NAME / ${NAME…} (the image's own variables aside).
     const script = shellScriptOf(c);
     if (script) {
       for (const [, name] of script.matchAll(/\$\{?([A-Za-z_][A-Za-z0-9_]*)/g)) {
-        assert.ok(env.has(name) || ['HOME', 'PATH', 'TMPDIR'].includes(name), `${at}: the script reads $${name}, which is not in its environment`);
+        assert.ok(
+          env.has(name) || ['HOME', 'PATH', 'TMPDIR'].includes(name),
+          `${at}: the script reads $${name}, which is not in its environment`,
+        );
       }
     }
   }
   for (const m of workloads) {
     const pod = podSpecOf(m.object)!;
-    const mounted = new Set([...(pod.initContainers ?? []), ...pod.containers].flatMap((c) => (c.volumeMounts ?? []).map((v) => v.name)));
+    const mounted = new Set(
+      [...(pod.initContainers ?? []), ...pod.containers].flatMap((c) => (c.volumeMounts ?? []).map((v) => v.name)),
+    );
     for (const v of pod.volumes ?? []) {
       assert.ok(mounted.has(v.name), `${where(m)}: volume ${v.name} is never mounted`);
       if (v.secret) {
         const keys = keysOf('Secret', v.secret.secretName);
         assert.ok(keys, `${where(m)}: Secret ${v.secret.secretName} not in deploy/k8s`);
-        for (const item of v.secret.items ?? []) assert.ok(keys.includes(item.key), `${where(m)}: Secret ${v.secret.secretName} has no key ${item.key}`);
+        for (const item of v.secret.items ?? [])
+          assert.ok(keys.includes(item.key), `${where(m)}: Secret ${v.secret.secretName} has no key ${item.key}`);
       }
       if (v.configMap) {
         const keys = keysOf('ConfigMap', v.configMap.name);
         assert.ok(keys, `${where(m)}: ConfigMap ${v.configMap.name} not in deploy/k8s`);
-        for (const item of v.configMap.items ?? []) assert.ok(keys.includes(item.key), `${where(m)}: ConfigMap ${v.configMap.name} has no key ${item.key}`);
+        for (const item of v.configMap.items ?? [])
+          assert.ok(keys.includes(item.key), `${where(m)}: ConfigMap ${v.configMap.name} has no key ${item.key}`);
       }
     }
   }
@@ -327,7 +412,10 @@ test('pods run as uid 1000, non-root, read-only root filesystem with /tmp writab
     const at = `${where(m)} container ${c.name}`;
     assert.equal(c.securityContext?.readOnlyRootFilesystem, true, `${at}: readOnlyRootFilesystem`);
     assert.equal(c.securityContext?.allowPrivilegeEscalation, false, `${at}: allowPrivilegeEscalation`);
-    assert.ok((c.volumeMounts ?? []).some((v) => v.mountPath === '/tmp'), `${at}: /tmp must be a writable volume (tsx caches compiled files there)`);
+    assert.ok(
+      (c.volumeMounts ?? []).some((v) => v.mountPath === '/tmp'),
+      `${at}: /tmp must be a writable volume (tsx caches compiled files there)`,
+    );
     for (const r of ['cpu', 'memory']) {
       assert.ok(c.resources?.requests?.[r] !== undefined, `${at}: requests.${r}`);
       assert.ok(c.resources?.limits?.[r] !== undefined, `${at}: limits.${r}`);
@@ -337,7 +425,12 @@ test('pods run as uid 1000, non-root, read-only root filesystem with /tmp writab
 
 // ---- Container commands against this repository --------------------------------------------------------------
 
-interface Invocation { at: string; file: string; subcommand: string; flags: string[] }
+interface Invocation {
+  at: string;
+  file: string;
+  subcommand: string;
+  flags: string[];
+}
 
 /** The script of a container that runs `sh -c <script>`, else undefined. */
 function shellScriptOf(c: Container): string | undefined {
@@ -349,21 +442,47 @@ function shellScriptOf(c: Container): string | undefined {
 function invocationsOf(at: string, c: Container): Invocation[] {
   const script = shellScriptOf(c);
   const argvs = script
-    ? [...script.matchAll(/node --import tsx (\S+)((?: +(?![;|&>]|2>|do\b)\S+)*)/g)].map((x) => ['node', '--import', 'tsx', x[1], ...x[2].trim().split(/ +/)])
+    ? [...script.matchAll(/node --import tsx (\S+)((?: +(?![;|&>]|2>|do\b)\S+)*)/g)].map((x) => [
+        'node',
+        '--import',
+        'tsx',
+        x[1],
+        ...x[2].trim().split(/ +/),
+      ])
     : [c.args ?? []];
   return argvs.map((argv) => {
-    assert.deepEqual(argv.slice(0, 3), ['node', '--import', 'tsx'], `${at}: runs ${argv.slice(0, 3).join(' ')}, expected node --import tsx <cli>`);
-    return { at, file: argv[3], subcommand: argv[4], flags: argv.slice(5).filter((a) => a.startsWith('--')).map((a) => a.split('=')[0]) };
+    assert.deepEqual(
+      argv.slice(0, 3),
+      ['node', '--import', 'tsx'],
+      `${at}: runs ${argv.slice(0, 3).join(' ')}, expected node --import tsx <cli>`,
+    );
+    return {
+      at,
+      file: argv[3],
+      subcommand: argv[4],
+      flags: argv
+        .slice(5)
+        .filter((a) => a.startsWith('--'))
+        .map((a) => a.split('=')[0]),
+    };
   });
 }
 const invocations = allContainers.flatMap(({ m, c }) => invocationsOf(`${where(m)} container ${c.name}`, c));
 
 test("containers keep the image's entrypoint (tini) and run CLI files that exist in the repository", () => {
   for (const { m, c } of allContainers) {
-    assert.equal(c.command, undefined, `${where(m)} ${c.name}: 'command' would replace the image's ENTRYPOINT (tini); use args`);
-    assert.equal(c.image, 'catdog:latest', `${where(m)} ${c.name}: every pod runs the one image (kustomization.yaml renames it)`);
+    assert.equal(
+      c.command,
+      undefined,
+      `${where(m)} ${c.name}: 'command' would replace the image's ENTRYPOINT (tini); use args`,
+    );
+    assert.equal(
+      c.image,
+      'catdog:latest',
+      `${where(m)} ${c.name}: every pod runs the one image (kustomization.yaml renames it)`,
+    );
   }
-  assert.equal(invocations.length, 5, "augment serve, prep split, inspect and finalize, trainer augmented");
+  assert.equal(invocations.length, 5, 'augment serve, prep split, inspect and finalize, trainer augmented');
   for (const inv of invocations) {
     assert.ok(existsSync(join(projectRoot, inv.file)), `${inv.at}: ${inv.file} does not exist in the repository`);
     assert.match(inv.subcommand, /^[a-z][a-z-]*$/, `${inv.at}: subcommand`);
@@ -377,30 +496,43 @@ const PENDING: Record<string, string[]> = {
 };
 
 async function helpOf(file: string, subcommand?: string): Promise<string> {
-  const { stdout } = await run(process.execPath, ['--import', 'tsx', file, ...(subcommand ? [subcommand] : []), '--help'], {
-    cwd: projectRoot,
-    env: { ...process.env, CATDOG_DEBUG: '' },
-  });
+  const { stdout } = await run(
+    process.execPath,
+    ['--import', 'tsx', file, ...(subcommand ? [subcommand] : []), '--help'],
+    {
+      cwd: projectRoot,
+      env: { ...process.env, CATDOG_DEBUG: '' },
+    },
+  );
   return stdout;
 }
 
 test('every flag a container passes is one its CLI accepts (--help of each CLI, as a subprocess)', async (t) => {
   const groups = new Map<string, Invocation[]>();
-  for (const inv of invocations) groups.set(`${inv.file} ${inv.subcommand}`, [...(groups.get(`${inv.file} ${inv.subcommand}`) ?? []), inv]);
-  const helps = await Promise.all([...groups.keys()].map(async (key) => {
-    const [file, subcommand] = key.split(' ');
-    // commander prints "Usage: <cli> <subcommand> …" for a subcommand it has; for one it lacks it prints the
-    // top-level help (listing those it has) or refuses with an error, depending on the CLI's settings.
-    const help = await helpOf(file, subcommand).catch(() => '');
-    if (new RegExp(`^Usage: \\S+ ${subcommand}\\b`, 'm').test(help)) return { key, help, commands: '' };
-    return { key, help: undefined, commands: await helpOf(file) };
-  }));
+  for (const inv of invocations)
+    groups.set(`${inv.file} ${inv.subcommand}`, [...(groups.get(`${inv.file} ${inv.subcommand}`) ?? []), inv]);
+  const helps = await Promise.all(
+    [...groups.keys()].map(async (key) => {
+      const [file, subcommand] = key.split(' ');
+      // commander prints "Usage: <cli> <subcommand> …" for a subcommand it has; for one it lacks it prints the
+      // top-level help (listing those it has) or refuses with an error, depending on the CLI's settings.
+      const help = await helpOf(file, subcommand).catch(() => '');
+      if (new RegExp(`^Usage: \\S+ ${subcommand}\\b`, 'm').test(help)) return { key, help, commands: '' };
+      return { key, help: undefined, commands: await helpOf(file) };
+    }),
+  );
   for (const { key, help, commands } of helps) {
     await t.test(key, (st) => {
       const [file, subcommand] = key.split(' ');
       if (help === undefined) {
-        assert.equal(key, 'apps/augment/src/main.ts serve', `${file} has no subcommand ${subcommand}; it has:\n${commands}`);
-        st.skip('augment serve is not in this branch yet (issue #13 item 1, another branch): its flags are checked once it exists');
+        assert.equal(
+          key,
+          'apps/augment/src/main.ts serve',
+          `${file} has no subcommand ${subcommand}; it has:\n${commands}`,
+        );
+        st.skip(
+          'augment serve is not in this branch yet (issue #13 item 1, another branch): its flags are checked once it exists',
+        );
         return;
       }
       const known = new Set(help.match(/--[a-z0-9][a-z0-9-]*/g) ?? []);
@@ -408,8 +540,15 @@ test('every flag a container passes is one its CLI accepts (--help of each CLI, 
       assert.ok(used.size > 0);
       const missing = [...used].filter((f) => !known.has(f));
       const pending = missing.filter((f) => PENDING[key]?.includes(f));
-      assert.deepEqual(missing.filter((f) => !pending.includes(f)), [], `${key} --help does not list these flags`);
-      if (pending.length) st.skip(`${key}: ${pending.join(', ')} not in this branch's CLI yet (issue #13 item 2, another branch); every other flag checked`);
+      assert.deepEqual(
+        missing.filter((f) => !pending.includes(f)),
+        [],
+        `${key} --help does not list these flags`,
+      );
+      if (pending.length)
+        st.skip(
+          `${key}: ${pending.join(', ')} not in this branch's CLI yet (issue #13 item 2, another branch); every other flag checked`,
+        );
     });
   }
 });
@@ -419,7 +558,10 @@ test("the trainer dials the augment Service's DNS name and port; the servers lis
   const [host, port] = config.CATDOG_AUGMENT_SERVICE.split(':');
   const service = ofKind('Service').find((m) => m.object.metadata.name === host);
   assert.ok(service, `CATDOG_AUGMENT_SERVICE names ${host}, which is not a Service here`);
-  assert.ok((service.object.spec as { ports: { port: number }[] }).ports.some((p) => p.port === Number(port)), `Service ${host} has no port ${port}`);
+  assert.ok(
+    (service.object.spec as { ports: { port: number }[] }).ports.some((p) => p.port === Number(port)),
+    `Service ${host} has no port ${port}`,
+  );
   const serve = invocations.find((i) => i.subcommand === 'serve')!;
   const serverArgs = allContainers.find(({ c }) => c.name === 'augment')!.c.args!;
   assert.ok(serve && serverArgs.includes(`--port=${port}`), `augment serve must listen on ${port}`);
@@ -429,20 +571,38 @@ test("the trainer dials the augment Service's DNS name and port; the servers lis
 test("deploy/README.md's kubectl commands create the Secrets with exactly the keys the pods read", () => {
   const readme = readFileSync(join(projectRoot, 'deploy', 'README.md'), 'utf8');
   const commands = [...readme.matchAll(/kubectl create secret generic (\S+)((?:[^\n]*\\\n)*[^\n]*)/g)];
-  const created = Object.fromEntries(commands.map(([, name, rest]) => [name, [...rest.matchAll(/--from-(?:literal|file)=([\w.-]+)=/g)].map((x) => x[1]).sort()]));
-  const declared = Object.fromEntries(ofKind('Secret').map((m) => [m.object.metadata.name, Object.keys({ ...m.object.data, ...m.object.stringData }).sort()]));
+  const created = Object.fromEntries(
+    commands.map(([, name, rest]) => [
+      name,
+      [...rest.matchAll(/--from-(?:literal|file)=([\w.-]+)=/g)].map((x) => x[1]).sort(),
+    ]),
+  );
+  const declared = Object.fromEntries(
+    ofKind('Secret').map((m) => [
+      m.object.metadata.name,
+      Object.keys({ ...m.object.data, ...m.object.stringData }).sort(),
+    ]),
+  );
   assert.deepEqual(created, declared);
 });
 
 test('kustomization.yaml applies the run in one command and renames the one image', () => {
   const k = parseAllDocuments(readFileSync(join(k8sDir, 'kustomization.yaml'), 'utf8'))[0].toJS() as {
-    kind: string; resources: string[]; images: { name: string; newName?: string; newTag?: string }[];
+    kind: string;
+    resources: string[];
+    images: { name: string; newName?: string; newTag?: string }[];
   };
   assert.equal(k.kind, 'Kustomization');
   for (const r of k.resources) assert.ok(existsSync(join(k8sDir, r)), `kustomization.yaml lists missing ${r}`);
   const files = readdirSync(k8sDir).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml');
   // Left out on purpose: placeholder Secrets, and the repair-only finalize Job.
-  assert.deepEqual(files.filter((f) => !k.resources.includes(f)).sort(), ['prep-finalize-job.yaml', 'secrets.example.yaml']);
+  assert.deepEqual(files.filter((f) => !k.resources.includes(f)).sort(), [
+    'prep-finalize-job.yaml',
+    'secrets.example.yaml',
+  ]);
   const imageNames = new Set(allContainers.map(({ c }) => c.image!.split(':')[0]));
-  assert.deepEqual(k.images.map((i) => i.name), [...imageNames]);
+  assert.deepEqual(
+    k.images.map((i) => i.name),
+    [...imageNames],
+  );
 });

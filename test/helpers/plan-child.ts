@@ -5,8 +5,11 @@ import { initBackend, kernelPlans, wasmSimdWorkers } from '@catdog/backend';
 
 const threads = Number(process.env.THREADS ?? 1);
 await initBackend({ backend: 'wasm', threads, log: () => {} });
-for (let i = 0; i < 200 && threads > 1 && wasmSimdWorkers() < threads - 1; i++) await new Promise((r) => setTimeout(r, 50));
+for (let i = 0; i < 200 && threads > 1 && wasmSimdWorkers() < threads - 1; i++)
+  await new Promise((r) => setTimeout(r, 50));
 const x = tf.randomNormal([4, 20, 20, 32]);
 const w = tf.randomNormal([3, 3, 32, 32]);
 tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same').dataSync();
-process.stdout.write(`${JSON.stringify(kernelPlans().map((p) => ({ family: p.family, plan: p.plan, source: p.source })))}\n`);
+process.stdout.write(
+  `${JSON.stringify(kernelPlans().map((p) => ({ family: p.family, plan: p.plan, source: p.source })))}\n`,
+);

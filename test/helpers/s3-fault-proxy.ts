@@ -75,7 +75,11 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
     const key = requestKey(method, url);
     const n = attempts.get(key) ?? 0;
     attempts.set(key, n + 1);
-    if (options.alwaysFail && (!options.alwaysFail.method || options.alwaysFail.method === method) && options.alwaysFail.path.test(new URL(url, 'http://proxy').pathname)) {
+    if (
+      options.alwaysFail &&
+      (!options.alwaysFail.method || options.alwaysFail.method === method) &&
+      options.alwaysFail.path.test(new URL(url, 'http://proxy').pathname)
+    ) {
       return 'internal';
     }
     if ((faults.get(key) ?? 0) >= maxFaults) return undefined;

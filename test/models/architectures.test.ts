@@ -26,7 +26,19 @@ test("book's convnet: 3,453,121 parameters, Keras layer names, summary like the 
   assert.deepEqual(model.outputs[0].shape, [null, 1]);
   assert.deepEqual(
     model.layers.map((l) => l.name),
-    ['conv2d_1', 'max_pooling2d_1', 'conv2d_2', 'max_pooling2d_2', 'conv2d_3', 'max_pooling2d_3', 'conv2d_4', 'max_pooling2d_4', 'flatten_1', 'dense_1', 'dense_2'],
+    [
+      'conv2d_1',
+      'max_pooling2d_1',
+      'conv2d_2',
+      'max_pooling2d_2',
+      'conv2d_3',
+      'max_pooling2d_3',
+      'conv2d_4',
+      'max_pooling2d_4',
+      'flatten_1',
+      'dense_1',
+      'dense_2',
+    ],
   );
   assert.deepEqual(model.getLayer('max_pooling2d_4').outputShape, [null, 7, 7, 128]);
   const summary = modelSummary(model);
@@ -35,7 +47,10 @@ test("book's convnet: 3,453,121 parameters, Keras layer names, summary like the 
   assert.match(summary, /^dense_1 \(Dense\) {14}\(None, 512\) {15}3211776$/m);
   assert.match(summary, /Total params: 3,453,121\nTrainable params: 3,453,121\nNon-trainable params: 0\n/);
   // Twice: names are fixed, not tfjs' global counters.
-  assert.deepEqual(buildConvnet().layers.map((l) => l.name), model.layers.map((l) => l.name));
+  assert.deepEqual(
+    buildConvnet().layers.map((l) => l.name),
+    model.layers.map((l) => l.name),
+  );
   const small = buildConvnet({ inputShape: [64, 64, 3] });
   const y = small.predict(tf.randomUniform([2, 64, 64, 3], 0, 1, 'float32', 1)) as tf.Tensor;
   assert.deepEqual(y.shape, [2, 1]);
@@ -63,7 +78,10 @@ test('VGG16 base: Keras layer names, 14,714,688 parameters, 150×150 → 4×4×5
     for (let c = 1; c <= n; c++) expected.push(`block${b + 1}_conv${c}`);
     expected.push(`block${b + 1}_pool`);
   });
-  assert.deepEqual(base.layers.map((l) => l.name), expected);
+  assert.deepEqual(
+    base.layers.map((l) => l.name),
+    expected,
+  );
   assert.equal(base.trainableWeights.length, 26);
   const small = await buildVgg16Base({ inputShape: [32, 32, 3] });
   const y = small.predict(tf.randomUniform([1, 32, 32, 3], 0, 1, 'float32', 2)) as tf.Tensor;
@@ -93,10 +111,16 @@ test('VGG16 + head: the book’s 30 → 4 trainable weight tensors, then 10 afte
 
 test('heads: Flatten → Dense 256 → (Dropout 0.5) → Dense 1 sigmoid on 4×4×512 features', () => {
   const head = buildHead({ inputShape: [4, 4, 512], dropout: 0.5 });
-  assert.deepEqual(head.layers.map((l) => l.getClassName()), ['Flatten', 'Dense', 'Dropout', 'Dense']);
+  assert.deepEqual(
+    head.layers.map((l) => l.getClassName()),
+    ['Flatten', 'Dense', 'Dropout', 'Dense'],
+  );
   assert.equal(head.countParams(), 4 * 4 * 512 * 256 + 256 + 257);
   const plain = buildHead({ inputShape: [8192], units: 64 });
-  assert.deepEqual(plain.layers.map((l) => l.getClassName()), ['Dense', 'Dense']);
+  assert.deepEqual(
+    plain.layers.map((l) => l.getClassName()),
+    ['Dense', 'Dense'],
+  );
   assert.equal(plain.countParams(), 8192 * 64 + 64 + 65);
   assert.throws(() => buildHead({ inputShape: [] }), /inputShape/);
 });
@@ -105,12 +129,19 @@ test('frozen BatchNormalization runs in inference mode when training (Keras sema
   const build = () => {
     const input = tf.input({ shape: [3] });
     const bn = tf.layers.batchNormalization({ name: 'bn' });
-    const out = tf.layers.dense({ units: 1, name: 'd', kernelInitializer: 'ones' }).apply(bn.apply(input)) as tf.SymbolicTensor;
+    const out = tf.layers
+      .dense({ units: 1, name: 'd', kernelInitializer: 'ones' })
+      .apply(bn.apply(input)) as tf.SymbolicTensor;
     const model = tf.model({ inputs: input, outputs: out });
     bn.setWeights([tf.tensor1d([2, 2, 2]), tf.tensor1d([1, 1, 1]), tf.tensor1d([10, 20, 30]), tf.tensor1d([4, 4, 4])]);
     return { model, bn };
   };
-  const x = tf.tensor2d([[10, 20, 30], [14, 24, 34], [6, 16, 26], [10, 20, 30]]);
+  const x = tf.tensor2d([
+    [10, 20, 30],
+    [14, 24, 34],
+    [6, 16, 26],
+    [10, 20, 30],
+  ]);
   const y = tf.ones([4, 1]);
   // Plain tfjs: a frozen BN still normalises with batch statistics and moves its averages while fitting.
   {
@@ -162,9 +193,14 @@ test('a seed fixes the initial weights (convnet and head); without one they diff
   const a = weights(buildConvnet({ inputShape: [64, 64, 3], seed: 7 }));
   assert.deepEqual(weights(buildConvnet({ inputShape: [64, 64, 3], seed: 7 })), a);
   assert.notDeepEqual(weights(buildConvnet({ inputShape: [64, 64, 3], seed: 8 })), a);
-  assert.notDeepEqual(weights(buildConvnet({ inputShape: [64, 64, 3] })), weights(buildConvnet({ inputShape: [64, 64, 3] })));
+  assert.notDeepEqual(
+    weights(buildConvnet({ inputShape: [64, 64, 3] })),
+    weights(buildConvnet({ inputShape: [64, 64, 3] })),
+  );
   // every kernel gets its own stream: no two layers start alike
-  const kernels = buildConvnet({ inputShape: [64, 64, 3], seed: 7 }).getWeights().filter((w) => w.rank > 1);
+  const kernels = buildConvnet({ inputShape: [64, 64, 3], seed: 7 })
+    .getWeights()
+    .filter((w) => w.rank > 1);
   assert.equal(new Set(kernels.map((k) => k.dataSync()[0])).size, kernels.length);
   const head = (seed?: number) => weights(buildHead({ inputShape: [4, 4, 8], seed }));
   assert.deepEqual(head(3), head(3));

@@ -281,7 +281,12 @@ test("models shaped like the trainer's runs (base inline, pooled head; the book'
         Math.min(m.width! / c.size, m.height! / c.size) < 4,
         `${name} is small enough to compare with the trainer's decode`,
       );
-      const raw = await decodeResized(await readFile(photo(name)), { height: c.size, width: c.size, interpolation: 'nearest', jpegDecoder: 'exact' });
+      const raw = await decodeResized(await readFile(photo(name)), {
+        height: c.size,
+        width: c.size,
+        interpolation: 'nearest',
+        jpegDecoder: 'exact',
+      });
       const want = tf.tidy(
         () =>
           (

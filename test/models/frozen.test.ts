@@ -18,9 +18,19 @@ const PHOTOS = ['cat.0.jpg', 'cat.1234.jpg', 'dog.7.jpg', 'dog.2500.jpg'];
 async function photos(size: number, base: string): Promise<tf.Tensor4D> {
   const s = inputScaling(base);
   const raws = await Promise.all(
-    PHOTOS.map(async (p) => (await sharp(join(kaggleTrainDir, p)).resize(size, size, { fit: 'fill' }).removeAlpha().raw().toBuffer())),
+    PHOTOS.map(
+      async (p) =>
+        await sharp(join(kaggleTrainDir, p)).resize(size, size, { fit: 'fill' }).removeAlpha().raw().toBuffer(),
+    ),
   );
-  return tf.tidy(() => tf.tensor4d(Uint8Array.from(Buffer.concat(raws)), [raws.length, size, size, 3], 'int32').toFloat().mul(s.scale).add(s.offset) as tf.Tensor4D);
+  return tf.tidy(
+    () =>
+      tf
+        .tensor4d(Uint8Array.from(Buffer.concat(raws)), [raws.length, size, size, 3], 'int32')
+        .toFloat()
+        .mul(s.scale)
+        .add(s.offset) as tf.Tensor4D,
+  );
 }
 
 /** max |a − b| relative to max |b| (the reference), over every output. */
@@ -50,7 +60,14 @@ test('MobileNetV2 1.0 at 150×150: every BatchNorm folded, every ReLU6 fused, ou
   const base = await loadMobileNetV2Base({ alpha: 1.0, from: mobilenetV2Dir('1.0') });
   const x = await photos(150, 'mobilenet_v2');
   const { err, stats } = checkAgainstPredict(base, x);
-  assert.deepEqual(stats, { convolutions: 52, foldedBatchNorms: 52, fusedActivations: 35, foldedPaddings: 5, direct: 10, fallbacks: [] });
+  assert.deepEqual(stats, {
+    convolutions: 52,
+    foldedBatchNorms: 52,
+    fusedActivations: 35,
+    foldedPaddings: 5,
+    direct: 10,
+    fallbacks: [],
+  });
   assert.ok(err < 1e-3);
   // The photos give distinct, non-trivial features (not a degenerate all-zero comparison).
   const y = compileFrozenBase(base);
@@ -93,11 +110,21 @@ test('VGG16 conv base (random weights, 48×48) and VGG16 stacked with the book h
   const base = await buildVgg16Base({ inputShape: [48, 48, 3], weights: null });
   const x = await photos(48, 'vgg16');
   const { stats } = checkAgainstPredict(base, x);
-  assert.deepEqual(stats, { convolutions: 13, foldedBatchNorms: 0, fusedActivations: 0, foldedPaddings: 0, direct: 5, fallbacks: [] });
+  assert.deepEqual(stats, {
+    convolutions: 13,
+    foldedBatchNorms: 0,
+    fusedActivations: 0,
+    foldedPaddings: 0,
+    direct: 5,
+    fallbacks: [],
+  });
   const full = stackBaseAndHead(base, { units: 16, dropout: 0.5 });
   const s = checkAgainstPredict(full, x).stats;
   assert.equal(s.convolutions, 13);
-  assert.deepEqual(s.fallbacks.map((f) => f.replace(/^\S+ /, '')), ['(Flatten)', '(Dense)', '(Dropout)', '(Dense)']);
+  assert.deepEqual(
+    s.fallbacks.map((f) => f.replace(/^\S+ /, '')),
+    ['(Flatten)', '(Dense)', '(Dropout)', '(Dense)'],
+  );
   x.dispose();
   tf.dispose(full.getWeights());
 });
@@ -107,14 +134,26 @@ async function checkSyntheticGraph() {
   const input = tf.input({ shape: [23, 23, 3] });
   const L = tf.layers;
   // Asymmetric pads: one ZeroPadding2D feeding a single 'valid' conv (folded), one feeding two convs (kept).
-  const p1 = L.zeroPadding2d({ padding: [[1, 2], [0, 1]] }).apply(input) as tf.SymbolicTensor;
+  const p1 = L.zeroPadding2d({
+    padding: [
+      [1, 2],
+      [0, 1],
+    ],
+  }).apply(input) as tf.SymbolicTensor;
   const a = L.conv2d({ filters: 8, kernelSize: 3, strides: 2, useBias: true }).apply(p1) as tf.SymbolicTensor;
-  const p2 = L.zeroPadding2d({ padding: [[1, 2], [0, 1]] }).apply(input) as tf.SymbolicTensor;
+  const p2 = L.zeroPadding2d({
+    padding: [
+      [1, 2],
+      [0, 1],
+    ],
+  }).apply(input) as tf.SymbolicTensor;
   const b = L.conv2d({ filters: 8, kernelSize: 3, strides: 2, useBias: false }).apply(p2) as tf.SymbolicTensor;
   const c = L.conv2d({ filters: 8, kernelSize: 3, strides: 2, dilationRate: 1 }).apply(p2) as tf.SymbolicTensor;
   let x = L.add().apply([a, b, c]) as tf.SymbolicTensor;
   x = L.batchNormalization({ epsilon: 1e-3 }).apply(x) as tf.SymbolicTensor; // after an Add: runs as the layer
-  x = L.depthwiseConv2d({ kernelSize: 3, depthMultiplier: 2, padding: 'same', useBias: true }).apply(x) as tf.SymbolicTensor;
+  x = L.depthwiseConv2d({ kernelSize: 3, depthMultiplier: 2, padding: 'same', useBias: true }).apply(
+    x,
+  ) as tf.SymbolicTensor;
   x = L.batchNormalization({ epsilon: 1e-5 }).apply(x) as tf.SymbolicTensor;
   x = L.reLU({ maxValue: 6 }).apply(x) as tf.SymbolicTensor;
   const shared = L.conv2d({ filters: 12, kernelSize: 1 }).apply(x) as tf.SymbolicTensor;
@@ -133,10 +172,19 @@ async function checkSyntheticGraph() {
   // Non-trivial statistics (fresh layers have mean 0, variance 1, gamma 1, beta 0: folding would be identity).
   for (const layer of model.layers) {
     if (layer.getClassName() !== 'BatchNormalization') continue;
-    layer.setWeights(layer.getWeights().map((w, i, all) => (i === all.length - 1 ? tf.randomUniform(w.shape, 0.2, 3, 'float32', 7) : tf.randomUniform(w.shape, -1.5, 1.5, 'float32', 11 + i))));
+    layer.setWeights(
+      layer
+        .getWeights()
+        .map((w, i, all) =>
+          i === all.length - 1
+            ? tf.randomUniform(w.shape, 0.2, 3, 'float32', 7)
+            : tf.randomUniform(w.shape, -1.5, 1.5, 'float32', 11 + i),
+        ),
+    );
   }
   for (const layer of model.layers) {
-    if (layer.getClassName().includes('Conv') && layer.getWeights().length === 2) layer.setWeights([layer.getWeights()[0], tf.randomUniform(layer.getWeights()[1].shape, -0.5, 0.5, 'float32', 3)]);
+    if (layer.getClassName().includes('Conv') && layer.getWeights().length === 2)
+      layer.setWeights([layer.getWeights()[0], tf.randomUniform(layer.getWeights()[1].shape, -0.5, 0.5, 'float32', 3)]);
   }
   const photo = await photos(23, 'vgg16');
   const before = tf.memory().numTensors;
@@ -144,7 +192,8 @@ async function checkSyntheticGraph() {
   const outs = compiled.predict(photo) as tf.Tensor[];
   const refs = model.predict(photo) as tf.Tensor[];
   assert.equal(outs.length, 2);
-  for (let i = 0; i < 2; i++) assert.ok(relativeError(outs[i], refs[i]) < 1e-4, `output ${i}: ${relativeError(outs[i], refs[i])}`);
+  for (let i = 0; i < 2; i++)
+    assert.ok(relativeError(outs[i], refs[i]) < 1e-4, `output ${i}: ${relativeError(outs[i], refs[i])}`);
   assert.deepEqual(
     { ...compiled.stats, fallbacks: compiled.stats.fallbacks.map((f) => f.replace(/^\S+ /, '')) },
     {
@@ -155,7 +204,14 @@ async function checkSyntheticGraph() {
       foldedPaddings: 1,
       // the shared ZeroPadding2D, 2 × Add, MaxPooling2D
       direct: 4,
-      fallbacks: ['(BatchNormalization)', '(BatchNormalization)', '(Conv2D)', '(BatchNormalization)', '(ReLU)', '(SeparableConv2D)'],
+      fallbacks: [
+        '(BatchNormalization)',
+        '(BatchNormalization)',
+        '(Conv2D)',
+        '(BatchNormalization)',
+        '(ReLU)',
+        '(SeparableConv2D)',
+      ],
     },
   );
   tf.dispose([...outs, ...refs]);
@@ -165,7 +221,10 @@ async function checkSyntheticGraph() {
   tf.dispose(model.getWeights());
 }
 
-test('folding with real BatchNorm statistics: conv bias, depthwise multiplier 2, shared tensors, ZeroPadding feeding two convs, unknown layers', checkSyntheticGraph);
+test(
+  'folding with real BatchNorm statistics: conv bias, depthwise multiplier 2, shared tensors, ZeroPadding feeding two convs, unknown layers',
+  checkSyntheticGraph,
+);
 
 test('a wrong input shape is refused with the expected shape; a disposed FrozenBase refuses to run', async () => {
   const base = await buildVgg16Base({ inputShape: [32, 32, 3], weights: null });

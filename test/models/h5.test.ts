@@ -33,7 +33,17 @@ test('reads a full-model file (model_weights group): layer names, weight names, 
   assert.equal(f.kind, 'model');
   assert.equal(f.kerasVersion, '2.4.0');
   assert.equal(f.backend, 'tensorflow');
-  assert.deepEqual(f.layerNames, ['conv2d', 'max_pooling2d', 'conv2d_1', 'max_pooling2d_1', 'dropout', 'flatten', 'dense', 'dense_1', 'dense_2']);
+  assert.deepEqual(f.layerNames, [
+    'conv2d',
+    'max_pooling2d',
+    'conv2d_1',
+    'max_pooling2d_1',
+    'dropout',
+    'flatten',
+    'dense',
+    'dense_1',
+    'dense_2',
+  ]);
   assert.deepEqual([...f.layers.keys()], ['conv2d', 'conv2d_1', 'dense', 'dense_1', 'dense_2']);
   const [kernel, bias] = f.layers.get('conv2d')!;
   assert.equal(kernel.name, 'conv2d/kernel:0');
@@ -79,19 +89,28 @@ test('shape mismatch names the layer, expected and found shapes; nothing is assi
   const before = model.getLayer('conv2d').getWeights()[0].dataSync().slice(0, 4);
   await assert.rejects(loadKerasH5Weights(model, mnistFile), (err: Error) => {
     assert.equal(err.name, 'UserError');
-    assert.match(err.message, /layer 'dense' weight 0 'dense\/kernel:0': expected shape \[375, 64\], found \[375, 128\]/);
+    assert.match(
+      err.message,
+      /layer 'dense' weight 0 'dense\/kernel:0': expected shape \[375, 64\], found \[375, 128\]/,
+    );
     assert.match(err.message, /layer 'dense_1'.*expected shape \[64, 50\], found \[128, 50\]/);
     return true;
   });
   assert.deepEqual(model.getLayer('conv2d').getWeights()[0].dataSync().slice(0, 4), before);
   const skipped = await loadKerasH5Weights(model, mnistFile, { skipMismatch: true });
   assert.deepEqual(skipped.loaded, ['conv2d', 'conv2d_1', 'dense_2']);
-  assert.deepEqual(skipped.skipped.map((s) => s.layer), ['dense', 'dense_1']);
+  assert.deepEqual(
+    skipped.skipped.map((s) => s.layer),
+    ['dense', 'dense_1'],
+  );
 });
 
 test('missing layers are named; allowMissing loads the rest', async () => {
   const model = buildMnist(128, true);
-  await assert.rejects(loadKerasH5Weights(model, mnistFile), /1 model layer\(s\) have no weights in the file: dense_3 \(the file has: conv2d, conv2d_1, dense, dense_1, dense_2\)/);
+  await assert.rejects(
+    loadKerasH5Weights(model, mnistFile),
+    /1 model layer\(s\) have no weights in the file: dense_3 \(the file has: conv2d, conv2d_1, dense, dense_1, dense_2\)/,
+  );
   const r = await loadKerasH5Weights(model, mnistFile, { allowMissing: true });
   assert.deepEqual(r.missing, ['dense_3']);
   assert.equal(r.loaded.length, 5);
@@ -106,16 +125,36 @@ test('bad files: not found, not HDF5', async () => {
 function buildMobileNetV1(alpha: number, size: number): tf.LayersModel {
   const input = tf.input({ shape: [size, size, 3], name: 'input_1' });
   const relu6 = (name: string) => tf.layers.reLU({ maxValue: 6, name });
-  let x = tf.layers.conv2d({ name: 'conv1', filters: 32 * alpha, kernelSize: 3, strides: 2, padding: 'same', useBias: false }).apply(input) as tf.SymbolicTensor;
+  let x = tf.layers
+    .conv2d({ name: 'conv1', filters: 32 * alpha, kernelSize: 3, strides: 2, padding: 'same', useBias: false })
+    .apply(input) as tf.SymbolicTensor;
   x = tf.layers.batchNormalization({ name: 'conv1_bn' }).apply(x) as tf.SymbolicTensor;
   x = relu6('conv1_relu').apply(x) as tf.SymbolicTensor;
-  const blocks: [number, number][] = [[64, 1], [128, 2], [128, 1], [256, 2], [256, 1], [512, 2], [512, 1], [512, 1], [512, 1], [512, 1], [512, 1], [1024, 2], [1024, 1]];
+  const blocks: [number, number][] = [
+    [64, 1],
+    [128, 2],
+    [128, 1],
+    [256, 2],
+    [256, 1],
+    [512, 2],
+    [512, 1],
+    [512, 1],
+    [512, 1],
+    [512, 1],
+    [512, 1],
+    [1024, 2],
+    [1024, 1],
+  ];
   blocks.forEach(([filters, stride], i) => {
     const id = i + 1;
-    x = tf.layers.depthwiseConv2d({ name: `conv_dw_${id}`, kernelSize: 3, strides: stride, padding: 'same', useBias: false }).apply(x) as tf.SymbolicTensor;
+    x = tf.layers
+      .depthwiseConv2d({ name: `conv_dw_${id}`, kernelSize: 3, strides: stride, padding: 'same', useBias: false })
+      .apply(x) as tf.SymbolicTensor;
     x = tf.layers.batchNormalization({ name: `conv_dw_${id}_bn` }).apply(x) as tf.SymbolicTensor;
     x = relu6(`conv_dw_${id}_relu`).apply(x) as tf.SymbolicTensor;
-    x = tf.layers.conv2d({ name: `conv_pw_${id}`, filters: filters * alpha, kernelSize: 1, useBias: false }).apply(x) as tf.SymbolicTensor;
+    x = tf.layers
+      .conv2d({ name: `conv_pw_${id}`, filters: filters * alpha, kernelSize: 1, useBias: false })
+      .apply(x) as tf.SymbolicTensor;
     x = tf.layers.batchNormalization({ name: `conv_pw_${id}_bn` }).apply(x) as tf.SymbolicTensor;
     x = relu6(`conv_pw_${id}_relu`).apply(x) as tf.SymbolicTensor;
   });
@@ -132,9 +171,15 @@ test('reads the weights-only MobileNet v1 file (root layer_names, Keras 2.0.4) b
   assert.equal(f.layers.size, 83 - 29);
   const all = [...f.layers.values()].flat();
   assert.equal(all.length, 135);
-  assert.equal(all.reduce((n, w) => n + w.values.length, 0), 218544);
+  assert.equal(
+    all.reduce((n, w) => n + w.values.length, 0),
+    218544,
+  );
   const bn = f.layers.get('conv_dw_1_bn')!;
-  assert.deepEqual(bn.map((w) => w.name), ['conv_dw_1_bn/gamma:0', 'conv_dw_1_bn/beta:0', 'conv_dw_1_bn/moving_mean:0', 'conv_dw_1_bn/moving_variance:0']);
+  assert.deepEqual(
+    bn.map((w) => w.name),
+    ['conv_dw_1_bn/gamma:0', 'conv_dw_1_bn/beta:0', 'conv_dw_1_bn/moving_mean:0', 'conv_dw_1_bn/moving_variance:0'],
+  );
   assert.ok(Math.abs(bn[2].values[0] - 48.27794) < 1e-4);
   assert.deepEqual(f.layers.get('conv_dw_13')![0].shape, [3, 3, 256, 1]);
   assert.deepEqual(f.layers.get('conv_pw_13')![0].shape, [1, 1, 256, 256]);
@@ -158,7 +203,9 @@ test('loads the MobileNet v1 file into MobileNet v1 built in code; pretrained BN
   assert.ok(v.some((e) => e > 0));
   // A subset of the layers (the stem) in its own stack also loads by name.
   const stemIn = tf.input({ shape: [32, 32, 3] });
-  let s = tf.layers.conv2d({ name: 'conv1', filters: 8, kernelSize: 3, strides: 2, padding: 'same', useBias: false }).apply(stemIn) as tf.SymbolicTensor;
+  let s = tf.layers
+    .conv2d({ name: 'conv1', filters: 8, kernelSize: 3, strides: 2, padding: 'same', useBias: false })
+    .apply(stemIn) as tf.SymbolicTensor;
   s = tf.layers.batchNormalization({ name: 'conv1_bn' }).apply(s) as tf.SymbolicTensor;
   const stem = tf.model({ inputs: stemIn, outputs: s });
   const rs = await loadKerasH5Weights(stem, mobilenetFile);
@@ -200,10 +247,14 @@ test('a full-model file whose first layer is a nested model (model_weights/<base
     f.close();
 
     const input = tf.input({ shape: [8, 8, 3] });
-    const conv = tf.layers.conv2d({ name: 'block1_conv1', filters: 4, kernelSize: 3, padding: 'same' }).apply(input) as tf.SymbolicTensor;
+    const conv = tf.layers
+      .conv2d({ name: 'block1_conv1', filters: 4, kernelSize: 3, padding: 'same' })
+      .apply(input) as tf.SymbolicTensor;
     const pooled = tf.layers.maxPooling2d({ name: 'pool', poolSize: 8 }).apply(conv) as tf.SymbolicTensor;
     const base = tf.model({ inputs: input, outputs: pooled, name: 'tiny' });
-    const model = tf.sequential({ layers: [base, tf.layers.flatten({ name: 'flatten' }), tf.layers.dense({ name: 'dense', units: 1 })] });
+    const model = tf.sequential({
+      layers: [base, tf.layers.flatten({ name: 'flatten' }), tf.layers.dense({ name: 'dense', units: 1 })],
+    });
     const r = await loadKerasH5Weights(model, path);
     assert.deepEqual(r.loaded, ['block1_conv1', 'dense']);
     assert.deepEqual(Array.from(base.getLayer('block1_conv1').getWeights()[1].dataSync()), [1, 2, 3, 4]);

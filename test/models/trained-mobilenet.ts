@@ -13,7 +13,12 @@ export const CLASSES = ['cat', 'dog'];
 
 /** The trainer's input for one photo: decoded, resized (nearest, as Keras' load_img) and scaled to [-1, 1]. */
 export async function trainerInput(file: string, size = INPUT_SIZE): Promise<tf.Tensor3D> {
-  const pixels = await decodeResized(await readFile(file), { height: size, width: size, interpolation: 'nearest', jpegDecoder: 'exact' });
+  const pixels = await decodeResized(await readFile(file), {
+    height: size,
+    width: size,
+    interpolation: 'nearest',
+    jpegDecoder: 'exact',
+  });
   return tf.tidy(() => tf.tensor3d(Float32Array.from(pixels), [size, size, 3]).div(127.5).sub(1) as tf.Tensor3D);
 }
 

@@ -54,7 +54,15 @@ test('ensureVgg16ImagenetWeights downloads once with progress, verifies the chec
   const cacheDir = await mkdtemp(join(tmpdir(), 'catdog-cache-'));
   try {
     const progress: number[] = [];
-    const path = await ensureVgg16ImagenetWeights({ cacheDir, url, hash: md5, onProgress: (p) => { progress.push(p.receivedBytes); assert.equal(p.totalBytes, body.length); } });
+    const path = await ensureVgg16ImagenetWeights({
+      cacheDir,
+      url,
+      hash: md5,
+      onProgress: (p) => {
+        progress.push(p.receivedBytes);
+        assert.equal(p.totalBytes, body.length);
+      },
+    });
     assert.equal(path, join(cacheDir, VGG16_NOTOP_WEIGHTS.fileName));
     assert.deepEqual(await readFile(path), body);
     assert.equal(progress.at(-1), body.length);
@@ -98,7 +106,10 @@ test('offline: a clear message saying where to put the file or to pass --weights
   try {
     await assert.rejects(buildVgg16Base({ weights: 'imagenet', cacheDir, inputShape: [32, 32, 3] }), (err: Error) => {
       assert.equal(err.name, 'UserError');
-      assert.ok(err.message.includes(`cannot download ${VGG16_NOTOP_WEIGHTS.fileName} from ${url} (ECONNREFUSED)`), err.message);
+      assert.ok(
+        err.message.includes(`cannot download ${VGG16_NOTOP_WEIGHTS.fileName} from ${url} (ECONNREFUSED)`),
+        err.message,
+      );
       assert.ok(err.message.includes(`copy it to ${join(cacheDir, VGG16_NOTOP_WEIGHTS.fileName)}`), err.message);
       assert.match(err.message, /pass --weights <file\.h5>/);
       return true;
@@ -107,7 +118,10 @@ test('offline: a clear message saying where to put the file or to pass --weights
     assert.deepEqual(await readdir(cacheDir), []);
     // A wrong file already in the cache is named as such.
     await writeFile(join(cacheDir, VGG16_NOTOP_WEIGHTS.fileName), 'not the weights');
-    await assert.rejects(ensureVgg16ImagenetWeights({ cacheDir }), /the file already at .* has MD5 [0-9a-f]{32}, expected 6d6bbae143d832006294945121d1f1fc/);
+    await assert.rejects(
+      ensureVgg16ImagenetWeights({ cacheDir }),
+      /the file already at .* has MD5 [0-9a-f]{32}, expected 6d6bbae143d832006294945121d1f1fc/,
+    );
   } finally {
     if (saved === undefined) delete process.env.CATDOG_VGG16_WEIGHTS_URL;
     else process.env.CATDOG_VGG16_WEIGHTS_URL = saved;
@@ -116,7 +130,10 @@ test('offline: a clear message saying where to put the file or to pass --weights
 });
 
 test('VGG16 weights from a Keras .h5 that is not VGG16 fail naming the missing layers', async () => {
-  await assert.rejects(buildVgg16Base({ weights: fixture, inputShape: [32, 32, 3] }), /13 model layer\(s\) have no weights in the file: block1_conv1, block1_conv2/);
+  await assert.rejects(
+    buildVgg16Base({ weights: fixture, inputShape: [32, 32, 3] }),
+    /13 model layer\(s\) have no weights in the file: block1_conv1, block1_conv2/,
+  );
 });
 
 test('tfjs folders: save and load back, locally and on S3; VGG16 from a saved folder at another size', async () => {
@@ -133,22 +150,36 @@ test('tfjs folders: save and load back, locally and on S3; VGG16 from a saved fo
     assert.equal((await stat(join(dir, 'convnet', 'weights.bin'))).size, model.countParams() * 4);
     const local = await loadLayersModelFrom(join(dir, 'convnet'));
     assert.deepEqual(Array.from((local.predict(x) as tf.Tensor).dataSync()), expected);
-    assert.deepEqual(local.layers.map((l) => l.name), model.layers.map((l) => l.name));
+    assert.deepEqual(
+      local.layers.map((l) => l.name),
+      model.layers.map((l) => l.name),
+    );
     await saveLayersModelTo(model, 's3://models/runs/r1/model');
     const remote = await loadLayersModelFrom('s3://models/runs/r1/model/model.json');
     assert.deepEqual(Array.from((remote.predict(x) as tf.Tensor).dataSync()), expected);
     // The shared MobileNetV2 folder copied to S3 loads the same as from disk.
     const store = openStorage('s3://models/mobilenet_v2_0.35_224');
-    for (const f of ['model.json', 'weights.bin']) await store.write(f, await readFile(join(mobilenetV2Dir('0.35'), f)));
-    const fromS3 = await loadMobileNetV2Base({ alpha: 0.35, from: 's3://models/mobilenet_v2_0.35_224', inputShape: [64, 64, 3] });
+    for (const f of ['model.json', 'weights.bin'])
+      await store.write(f, await readFile(join(mobilenetV2Dir('0.35'), f)));
+    const fromS3 = await loadMobileNetV2Base({
+      alpha: 0.35,
+      from: 's3://models/mobilenet_v2_0.35_224',
+      inputShape: [64, 64, 3],
+    });
     assert.equal(fromS3.countParams(), 410208);
     assert.deepEqual(fromS3.outputs[0].shape, [null, 2, 2, 1280]);
     // A VGG16 base saved at 32×32 seeds one built at 48×48, layer by layer.
     const small = await buildVgg16Base({ inputShape: [32, 32, 3] });
     await saveLayersModelTo(small, join(dir, 'vgg16'));
     const bigger = await buildVgg16Base({ inputShape: [48, 48, 3], weights: join(dir, 'vgg16') });
-    assert.deepEqual(Array.from(bigger.getLayer('block5_conv3').getWeights()[1].dataSync()), Array.from(small.getLayer('block5_conv3').getWeights()[1].dataSync()));
-    assert.deepEqual(Array.from(bigger.getLayer('block1_conv1').getWeights()[0].dataSync().slice(0, 8)), Array.from(small.getLayer('block1_conv1').getWeights()[0].dataSync().slice(0, 8)));
+    assert.deepEqual(
+      Array.from(bigger.getLayer('block5_conv3').getWeights()[1].dataSync()),
+      Array.from(small.getLayer('block5_conv3').getWeights()[1].dataSync()),
+    );
+    assert.deepEqual(
+      Array.from(bigger.getLayer('block1_conv1').getWeights()[0].dataSync().slice(0, 8)),
+      Array.from(small.getLayer('block1_conv1').getWeights()[0].dataSync().slice(0, 8)),
+    );
     await assert.rejects(loadLayersModelFrom(join(dir, 'nothing')), /nothing\/model\.json: no tfjs model here/);
   } finally {
     await s3.stop();

@@ -58,7 +58,9 @@ test('split to a local folder (relative paths), verify passes, tar -tf lists <ke
   assert.match(run.stdout, /train\s+60 images \(30 cats, 30 dogs\) in 4 shards/);
   assert.match(run.stderr, /prep split: \d+\/100 images/); // plain progress lines when not on a terminal
   const out = join(work, 'local');
-  const list = spawnSync('tar', ['-tf', join(out, 'train', 'train-000000.tar')], { encoding: 'utf8' }).stdout.trim().split('\n');
+  const list = spawnSync('tar', ['-tf', join(out, 'train', 'train-000000.tar')], { encoding: 'utf8' })
+    .stdout.trim()
+    .split('\n');
   assert.deepEqual(list.slice(0, 4), ['cat_0.jpg', 'cat_0.cls', 'dog_0.jpg', 'dog_0.cls']);
   const verify = await prep(['verify', '--data', out]);
   assert.equal(verify.code, 0, verify.stderr);
@@ -80,7 +82,10 @@ test('split to a local folder (relative paths), verify passes, tar -tf lists <ke
 test('split to S3 (--s3-endpoint) and with 3 concurrent workers + finalize: byte-identical shards to one worker', async () => {
   const creds = { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' };
   const noEndpoint = { ...creds, AWS_ENDPOINT_URL_S3: '', AWS_ENDPOINT_URL: '' };
-  const one = await prep(['split', '--source', src, '--out', 's3://prep-test/one', '--s3-endpoint', s3.endpoint, ...SMALL], noEndpoint);
+  const one = await prep(
+    ['split', '--source', src, '--out', 's3://prep-test/one', '--s3-endpoint', s3.endpoint, ...SMALL],
+    noEndpoint,
+  );
   assert.equal(one.code, 0, one.stderr);
   const v1 = await prep(['verify', '--data', 's3://prep-test/one'], s3.env);
   assert.equal(v1.code, 0, v1.stderr);
@@ -88,7 +93,11 @@ test('split to S3 (--s3-endpoint) and with 3 concurrent workers + finalize: byte
   // Three workers at once (as an Indexed Job: JOB_COMPLETION_INDEX + CATDOG_WORKER_COUNT), endpoint from the environment.
   const workers = await Promise.all(
     [0, 1, 2].map((i) =>
-      prep(['split', '--source', src, '--out', 's3://prep-test/many', ...SMALL], { ...s3.env, JOB_COMPLETION_INDEX: String(i), CATDOG_WORKER_COUNT: '3' }),
+      prep(['split', '--source', src, '--out', 's3://prep-test/many', ...SMALL], {
+        ...s3.env,
+        JOB_COMPLETION_INDEX: String(i),
+        CATDOG_WORKER_COUNT: '3',
+      }),
     ),
   );
   for (const w of workers) {
@@ -109,7 +118,11 @@ test('split to S3 (--s3-endpoint) and with 3 concurrent workers + finalize: byte
   assert.deepEqual(m3.splits, m1.splits);
   // And identical to the shards written to local disk by the first test's command.
   const local = await readManifest(join(work, 'local')).catch(() => undefined);
-  if (local) assert.deepEqual(local.splits.train.shards.map((s) => s.sha256), m3.splits.train.shards.map((s) => s.sha256));
+  if (local)
+    assert.deepEqual(
+      local.splits.train.shards.map((s) => s.sha256),
+      m3.splits.train.shards.map((s) => s.sha256),
+    );
   const a = await openStorage('s3://prep-test/one', { endpoint: s3.endpoint }).read('test/test-000000.tar');
   const b = await storage.read('test/test-000000.tar');
   assert.ok(a.equals(b));
@@ -132,20 +145,45 @@ test('finalize with a worker missing names it and writes no manifest', async () 
 });
 
 test('S3 errors and usage errors: one line naming the URL and cause, non-zero exit', async () => {
-  const creds = { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1', AWS_MAX_ATTEMPTS: '2' };
-  const missing = await prep(['split', '--source', src, '--out', 's3://no-such-bucket/x', '--s3-endpoint', s3.endpoint, ...SMALL], creds);
+  const creds = {
+    AWS_ACCESS_KEY_ID: 'S3RVER',
+    AWS_SECRET_ACCESS_KEY: 'S3RVER',
+    AWS_REGION: 'us-east-1',
+    AWS_MAX_ATTEMPTS: '2',
+  };
+  const missing = await prep(
+    ['split', '--source', src, '--out', 's3://no-such-bucket/x', '--s3-endpoint', s3.endpoint, ...SMALL],
+    creds,
+  );
   assert.equal(missing.code, 1);
-  assert.deepEqual(missing.stderr.trim().split('\n'), [`error: s3://no-such-bucket/x/manifest.json: bucket does not exist (NoSuchBucket)`]);
+  assert.deepEqual(missing.stderr.trim().split('\n'), [
+    `error: s3://no-such-bucket/x/manifest.json: bucket does not exist (NoSuchBucket)`,
+  ]);
   const down = await prep(['verify', '--data', 's3://prep-test/one', '--s3-endpoint', 'http://127.0.0.1:9'], creds);
   assert.equal(down.code, 1);
-  assert.match(down.stderr.trim(), /^error: s3:\/\/prep-test\/one\/manifest\.json: endpoint http:\/\/127\.0\.0\.1:9 unreachable \(ECONNREFUSED\)$/);
+  assert.match(
+    down.stderr.trim(),
+    /^error: s3:\/\/prep-test\/one\/manifest\.json: endpoint http:\/\/127\.0\.0\.1:9 unreachable \(ECONNREFUSED\)$/,
+  );
   const usage = await prep(['split', '--source', src]);
   assert.equal(usage.code, 2);
   assert.match(usage.stderr, /required option '--out <path\|url>' not specified/);
   const help = await prep(['verify', '--help']);
   assert.equal(help.code, 0);
   assert.match(help.stdout, /--data <path\|url>/);
-  const tooMany = await prep(['split', '--source', src, '--out', join(work, 'x'), '--train', '40', '--validation', '10', '--test', '10']);
+  const tooMany = await prep([
+    'split',
+    '--source',
+    src,
+    '--out',
+    join(work, 'x'),
+    '--train',
+    '40',
+    '--validation',
+    '10',
+    '--test',
+    '10',
+  ]);
   assert.equal(tooMany.code, 1);
   assert.match(tooMany.stderr, /too few images: class cats has 50 images, the split needs 60/);
   assert.ok(!existsSync(join(work, 'x')));

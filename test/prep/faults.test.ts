@@ -29,7 +29,10 @@ interface Run {
 /** Runs prep from the project root (as Nx does) with INIT_CWD set to the user's directory. */
 function prep(args: string[], env: Record<string, string>, userDir = projectRoot): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', main, ...args], { cwd: projectRoot, env: { ...process.env, ...env, INIT_CWD: userDir } });
+    const child = spawn(process.execPath, ['--import', 'tsx', main, ...args], {
+      cwd: projectRoot,
+      env: { ...process.env, ...env, INIT_CWD: userDir },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -41,7 +44,13 @@ function prep(args: string[], env: Record<string, string>, userDir = projectRoot
 
 /** The environment of a run through `endpoint`: short idle timeout so stalls cost ~1 s, a few attempts. */
 function via(endpoint: string, extra: Record<string, string> = {}): Record<string, string> {
-  return { ...s3.env, AWS_ENDPOINT_URL_S3: endpoint, CATDOG_S3_SOCKET_TIMEOUT_MS: '1000', AWS_MAX_ATTEMPTS: '5', ...extra };
+  return {
+    ...s3.env,
+    AWS_ENDPOINT_URL_S3: endpoint,
+    CATDOG_S3_SOCKET_TIMEOUT_MS: '1000',
+    AWS_MAX_ATTEMPTS: '5',
+    ...extra,
+  };
 }
 
 async function objects(prefix: string): Promise<Map<string, Buffer>> {
@@ -75,11 +84,17 @@ test('split to S3 and verify from S3 under injected faults (two seeds): shards a
     const proxy = await startFaultProxy({ upstream: s3.endpoint, seed, rate: 0.25, stallMs: 120_000 });
     proxies.push(proxy);
     const started = Date.now();
-    const run = await prep(['split', '--source', src, '--out', `s3://faults/seed-${seed}`, ...SMALL], via(proxy.endpoint));
+    const run = await prep(
+      ['split', '--source', src, '--out', `s3://faults/seed-${seed}`, ...SMALL],
+      via(proxy.endpoint),
+    );
     assert.equal(run.code, 0, `seed ${seed}: ${run.stderr}`);
     assert.ok(Date.now() - started < 60_000, `seed ${seed}: a stall held the run for ${Date.now() - started} ms`);
     const kinds = new Set(proxy.injected.map((f) => f.kind));
-    assert.ok(proxy.injected.length >= 5, `seed ${seed}: only ${proxy.injected.length} faults in ${proxy.requests} requests`);
+    assert.ok(
+      proxy.injected.length >= 5,
+      `seed ${seed}: only ${proxy.injected.length} faults in ${proxy.requests} requests`,
+    );
     const got = await objects(`seed-${seed}`);
     assert.deepEqual([...got.keys()], [...reference.keys()]);
     for (const [path, bytes] of reference) assert.ok(got.get(path)!.equals(bytes), `seed ${seed}: ${path} differs`);
@@ -96,12 +111,19 @@ test('split to S3 and verify from S3 under injected faults (two seeds): shards a
     assert.ok(kinds.size >= 4, `seed ${seed}: kinds ${[...kinds].join(', ')}`);
     const tally: Record<string, number> = {};
     for (const f of proxy.injected) tally[f.kind] = (tally[f.kind] ?? 0) + 1;
-    t.diagnostic(`seed ${seed}: ${proxy.injected.length} faults in ${proxy.requests} requests: ${JSON.stringify(tally)}`);
+    t.diagnostic(
+      `seed ${seed}: ${proxy.injected.length} faults in ${proxy.requests} requests: ${JSON.stringify(tally)}`,
+    );
   }
 });
 
 test('bodies cut short (clean close) or reset mid-way on every other GET: verify resumes with ranged GETs and passes', async () => {
-  const proxy = await startFaultProxy({ upstream: s3.endpoint, seed: 7, rate: 0.5, kinds: ['truncate', 'reset-mid-body'] });
+  const proxy = await startFaultProxy({
+    upstream: s3.endpoint,
+    seed: 7,
+    rate: 0.5,
+    kinds: ['truncate', 'reset-mid-body'],
+  });
   proxies.push(proxy);
   const verify = await prep(['verify', '--data', 's3://faults/clean'], via(proxy.endpoint));
   assert.equal(verify.code, 0, verify.stderr);
@@ -111,9 +133,17 @@ test('bodies cut short (clean close) or reset mid-way on every other GET: verify
 });
 
 test('a request that always fails: exit 1 naming the object and the cause, no manifest.json published', async () => {
-  const proxy = await startFaultProxy({ upstream: s3.endpoint, seed: 3, rate: 0, alwaysFail: { method: 'PUT', path: /test-000001\.tar$/ } });
+  const proxy = await startFaultProxy({
+    upstream: s3.endpoint,
+    seed: 3,
+    rate: 0,
+    alwaysFail: { method: 'PUT', path: /test-000001\.tar$/ },
+  });
   proxies.push(proxy);
-  const run = await prep(['split', '--source', src, '--out', 's3://faults/broken', ...SMALL], via(proxy.endpoint, { AWS_MAX_ATTEMPTS: '2' }));
+  const run = await prep(
+    ['split', '--source', src, '--out', 's3://faults/broken', ...SMALL],
+    via(proxy.endpoint, { AWS_MAX_ATTEMPTS: '2' }),
+  );
   assert.equal(run.code, 1, run.stderr);
   assert.match(run.stderr, /^error: s3:\/\/faults\/broken\/test\/test-000001\.tar: .*InternalError/m);
   const storage = openStorage('s3://faults/broken', { endpoint: s3.endpoint });
@@ -129,7 +159,13 @@ test('a request that always fails: exit 1 naming the object and the cause, no ma
 
 test('a distinctive fake secret appears in no output or written file (denied and unreachable endpoints, CATDOG_DEBUG on)', async () => {
   const secret = 'CATDOG-FAKE-SECRET-5f1e0c7a9b2d4e68';
-  const creds = { AWS_ACCESS_KEY_ID: 'AKIACATDOGFAKE000001', AWS_SECRET_ACCESS_KEY: secret, AWS_REGION: 'us-east-1', AWS_MAX_ATTEMPTS: '2', CATDOG_DEBUG: '1' };
+  const creds = {
+    AWS_ACCESS_KEY_ID: 'AKIACATDOGFAKE000001',
+    AWS_SECRET_ACCESS_KEY: secret,
+    AWS_REGION: 'us-east-1',
+    AWS_MAX_ATTEMPTS: '2',
+    CATDOG_DEBUG: '1',
+  };
   const denied = { ...creds, AWS_ENDPOINT_URL_S3: s3.endpoint };
   const unreachable = { ...creds, AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:9' };
   const runs = [
@@ -145,7 +181,9 @@ test('a distinctive fake secret appears in no output or written file (denied and
     assert.ok(!r.stdout.includes(secret) && !r.stderr.includes(secret), r.stderr);
   }
   // Nothing written anywhere under the user's directory holds it either.
-  const files = (await readdir(work, { recursive: true, withFileTypes: true })).filter((d) => d.isFile()).map((d) => join(d.parentPath ?? d.path, d.name));
+  const files = (await readdir(work, { recursive: true, withFileTypes: true }))
+    .filter((d) => d.isFile())
+    .map((d) => join(d.parentPath ?? d.path, d.name));
   for (const f of files) assert.ok(!(await readFile(f)).includes(secret), f);
   const written = [];
   for await (const e of openStorage('s3://faults', { endpoint: s3.endpoint }).list()) written.push(e.path);

@@ -13,7 +13,20 @@ import { flatSource, tempDir } from '../dataset/helpers.js';
 
 const main = join(projectRoot, 'apps', 'prep', 'src', 'main.ts');
 // Resizing makes every image real work, so the kill lands inside the run rather than after it.
-const ARGS = ['--train', '10', '--validation', '5', '--test', '5', '--shard-samples', '4', '--concurrency', '2', '--resize', '96x96'];
+const ARGS = [
+  '--train',
+  '10',
+  '--validation',
+  '5',
+  '--test',
+  '5',
+  '--shard-samples',
+  '4',
+  '--concurrency',
+  '2',
+  '--resize',
+  '96x96',
+];
 let src: string;
 let work: string;
 
@@ -63,7 +76,7 @@ after(async () => {
 });
 
 test('kill -9 at random points (3 seeds), then rerun: same shards and manifest as an uninterrupted run, no litter', async (t) => {
-  t.diagnostic('kill points are seeded fractions of the uninterrupted run\'s duration');
+  t.diagnostic("kill points are seeded fractions of the uninterrupted run's duration");
   const reference = join(work, 'reference');
   const clean = await run(['split', '--source', src, '--out', reference, ...ARGS]);
   assert.equal(clean.code, 0, clean.stderr);
@@ -75,9 +88,12 @@ test('kill -9 at random points (3 seeds), then rerun: same shards and manifest a
     // A point inside the work an uninterrupted run does (encoding, uploads, records, part file, manifest).
     const delay = Math.floor(seededRandom(seed)() * clean.workMs);
     const killed = await run(['split', '--source', src, '--out', out, ...ARGS], delay);
-    t.diagnostic(`seed ${seed}: killed ${delay} ms after planning: ${killed.signal ?? `exited ${killed.code}`}, manifest ${existsSync(join(out, 'manifest.json')) ? 'present' : 'absent'}`);
+    t.diagnostic(
+      `seed ${seed}: killed ${delay} ms after planning: ${killed.signal ?? `exited ${killed.code}`}, manifest ${existsSync(join(out, 'manifest.json')) ? 'present' : 'absent'}`,
+    );
     if (killed.signal === 'SIGKILL') interrupted++;
-    if (killed.signal === 'SIGKILL') assert.ok(!existsSync(join(out, 'manifest.json')) || (await shardHashes(out)) === expected);
+    if (killed.signal === 'SIGKILL')
+      assert.ok(!existsSync(join(out, 'manifest.json')) || (await shardHashes(out)) === expected);
     const rerun = await run(['split', '--source', src, '--out', out, ...ARGS]);
     assert.equal(rerun.code, 0, `seed ${seed}: ${rerun.stderr}`);
     assert.equal(await shardHashes(out), expected, `seed ${seed}`);

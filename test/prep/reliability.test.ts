@@ -28,7 +28,10 @@ interface Run {
 
 function prep(args: string[], env: Record<string, string> = {}, userDir = projectRoot): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', main, ...args], { cwd: projectRoot, env: { ...process.env, ...env, INIT_CWD: userDir } });
+    const child = spawn(process.execPath, ['--import', 'tsx', main, ...args], {
+      cwd: projectRoot,
+      env: { ...process.env, ...env, INIT_CWD: userDir },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -39,7 +42,10 @@ function prep(args: string[], env: Record<string, string> = {}, userDir = projec
 }
 
 /** Rewrites one shard of a published dataset through `edit` and updates the manifest to match (a "valid" shard). */
-async function rewriteShard(out: string, edit: (name: string, data: Buffer) => { name: string; data: Buffer; type?: 'file' | 'symlink' }[]) {
+async function rewriteShard(
+  out: string,
+  edit: (name: string, data: Buffer) => { name: string; data: Buffer; type?: 'file' | 'symlink' }[],
+) {
   const manifestPath = join(out, 'manifest.json');
   const manifest = JSON.parse(await readFile(manifestPath, 'utf8')) as Manifest;
   const info = manifest.splits.train.shards[0];
@@ -60,7 +66,8 @@ async function rewriteShard(out: string, edit: (name: string, data: Buffer) => {
   const ended = new Promise<void>((r) => pack.on('end', () => r()));
   for (const m of members) {
     for (const e of edit(m.name, m.data)) {
-      if (e.type === 'symlink') pack.entry({ name: e.name, type: 'symlink', linkname: '/etc/passwd', mtime: new Date(0) });
+      if (e.type === 'symlink')
+        pack.entry({ name: e.name, type: 'symlink', linkname: '/etc/passwd', mtime: new Date(0) });
       else pack.entry({ name: e.name, size: e.data.length, mtime: new Date(0) }, e.data);
     }
   }
@@ -100,7 +107,10 @@ test('a typo of s3:// or a foreign scheme in any location is a usage error (exit
   const cases: [string[], RegExp][] = [
     [['split', '--source', src, '--out', 'gs://bucket/x'], /gs:\/\/bucket\/x: unsupported URL scheme "gs:"/],
     [['split', '--source', src, '--out', 'S3://bucket/x'], /S3:\/\/bucket\/x: .*did you mean s3:\/\/bucket\/x\?/],
-    [['split', '--source', src, '--out', 's3:/bucket/x'], /s3:\/bucket\/x: malformed S3 URL; did you mean s3:\/\/bucket\/x\?/],
+    [
+      ['split', '--source', src, '--out', 's3:/bucket/x'],
+      /s3:\/bucket\/x: malformed S3 URL; did you mean s3:\/\/bucket\/x\?/,
+    ],
     [['verify', '--data', 'S3://bucket/x'], /did you mean s3:\/\//],
     [['finalize', '--out', 'file:relative'], /unsupported file URL/],
   ];
@@ -110,7 +120,11 @@ test('a typo of s3:// or a foreign scheme in any location is a usage error (exit
     assert.match(runs[i].stderr, message);
   });
   assert.deepEqual(await readdir(user), []);
-  assert.ok(!existsSync(join(projectRoot, 'gs:')) && !existsSync(join(projectRoot, 'S3:')) && !existsSync(join(projectRoot, 's3:')));
+  assert.ok(
+    !existsSync(join(projectRoot, 'gs:')) &&
+      !existsSync(join(projectRoot, 'S3:')) &&
+      !existsSync(join(projectRoot, 's3:')),
+  );
 });
 
 test('exit codes: prep alone and an unknown subcommand exit 2 with usage; a bad --resize exits 2; --help exits 0', async () => {
@@ -151,18 +165,28 @@ test('every source file is accounted for: ignored names, hidden files, broken an
   const r = await prep(['split', '--source', source, '--out', out, ...SMALL]);
   assert.equal(r.code, 0, r.stderr);
   // 28 images + 5 other files; 24 used (1 converted), 1 skipped, 5 ignored, 3 spare.
-  assert.match(r.stdout, /^source: 33 files: 24 used \(1 converted\), 1 skipped, 5 ignored, 3 spare \(beyond the split\)$/m);
+  assert.match(
+    r.stdout,
+    /^source: 33 files: 24 used \(1 converted\), 1 skipped, 5 ignored, 3 spare \(beyond the split\)$/m,
+  );
   assert.match(r.stdout, /^ {2}converted 1: png → jpeg$/m);
   assert.match(r.stdout, /cat\.3\.jpg \(train\): truncated or corrupt image data.*→ replaced by cat\.1[23]$/m);
   assert.match(r.stdout, /^ignored 5 files \(not samples\):$/m);
-  for (const name of ['cat_12.jpg', 'dog.jpg', 'IMG_0001.JPG']) assert.match(r.stdout, new RegExp(`^  ${name.replace('.', '\\.')}: name is not <class>\\.<number>\\.<ext>`, 'm'));
+  for (const name of ['cat_12.jpg', 'dog.jpg', 'IMG_0001.JPG'])
+    assert.match(r.stdout, new RegExp(`^  ${name.replace('.', '\\.')}: name is not <class>\\.<number>\\.<ext>`, 'm'));
   assert.match(r.stdout, /^ {2}\.DS_Store: hidden file/m);
   assert.match(r.stdout, /^ {2}extra\/cat\.99\.jpg: in a subfolder/m);
 
   const report = JSON.parse(await readFile(join(out, 'prep-report.json'), 'utf8'));
   assert.deepEqual(report.accounting, { files: 33, used: 24, converted: 1, skipped: 1, ignored: 5, spare: 3 });
   assert.deepEqual(report.convertedBy, { 'png → jpeg': 1 });
-  assert.deepEqual(report.ignored.map((f: { name: string }) => f.name).sort(), ['.DS_Store', 'IMG_0001.JPG', 'cat_12.jpg', 'dog.jpg', 'extra/cat.99.jpg']);
+  assert.deepEqual(report.ignored.map((f: { name: string }) => f.name).sort(), [
+    '.DS_Store',
+    'IMG_0001.JPG',
+    'cat_12.jpg',
+    'dog.jpg',
+    'extra/cat.99.jpg',
+  ]);
   assert.ok(report.ignored.every((f: { reason: string }) => f.reason.length > 10));
   const manifest = JSON.parse(await readFile(join(out, 'manifest.json'), 'utf8')) as Manifest;
   assert.deepEqual(manifest.accounting, report.accounting);
@@ -183,10 +207,10 @@ test('class folders: stray files are ignored with reasons; one key in two classe
   await writeFile(join(root, 'README.txt'), 'notes');
   await writeFile(join(root, 'cats', '.thumbs'), 'junk');
   const source = await openSource(root);
-  assert.deepEqual(
-    source.ignored.map((f) => [f.name, f.reason.split(' (')[0]]).sort(),
-    [['README.txt', 'not inside a class folder'], ['cats/.thumbs', 'hidden file or folder']],
-  );
+  assert.deepEqual(source.ignored.map((f) => [f.name, f.reason.split(' (')[0]]).sort(), [
+    ['README.txt', 'not inside a class folder'],
+    ['cats/.thumbs', 'hidden file or folder'],
+  ]);
   await copyFile(join(kaggleTrainDir, 'dog.1.jpg'), join(root, 'dogs', 'a.jpg'));
   await assert.rejects(openSource(root), (err: unknown) => {
     assert.ok(err instanceof UserError && err.code === 'bad-source');
@@ -201,7 +225,10 @@ test('two files with one key (cat.20.jpg and cat.20.png) are refused before anyt
   const out = join(work, 'dupes-out');
   const r = await prep(['split', '--source', source, '--out', out, ...SMALL]);
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /^error: .*dupes: 1 pair of files share a sample key .*: cat\.20\.jpg and cat\.20\.png \(key cat\.20\); remove or rename one of each pair$/m);
+  assert.match(
+    r.stderr,
+    /^error: .*dupes: 1 pair of files share a sample key .*: cat\.20\.jpg and cat\.20\.png \(key cat\.20\); remove or rename one of each pair$/m,
+  );
   assert.ok(!existsSync(out));
   // Once resolved, what split publishes its own verify accepts.
   await rm(join(source, 'cat.20.png'));
@@ -217,14 +244,34 @@ test('temp files of a killed run are removed by the next run; a live writer’s 
   let litter: string[] = [];
   for (let attempt = 0; attempt < 5 && litter.length === 0; attempt++) {
     await rm(out, { recursive: true, force: true });
-    const child = spawn(process.execPath, ['--import', 'tsx', main, 'split', '--source', src, '--out', out, ...SMALL, '--shard-samples', '4', '--concurrency', '1'], {
-      cwd: projectRoot,
-      stdio: 'ignore',
-    });
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        main,
+        'split',
+        '--source',
+        src,
+        '--out',
+        out,
+        ...SMALL,
+        '--shard-samples',
+        '4',
+        '--concurrency',
+        '1',
+      ],
+      {
+        cwd: projectRoot,
+        stdio: 'ignore',
+      },
+    );
     const deadline = Date.now() + 30_000;
     while (Date.now() < deadline && child.exitCode === null) {
       const names = existsSync(out) ? ((await readdir(out, { recursive: true })) as string[]) : [];
-      litter = names.filter((n) => n.includes(TEMP_MARKER) && n.endsWith('.tar' + TEMP_MARKER + n.split(TEMP_MARKER)[1]));
+      litter = names.filter(
+        (n) => n.includes(TEMP_MARKER) && n.endsWith('.tar' + TEMP_MARKER + n.split(TEMP_MARKER)[1]),
+      );
       if (litter.length) {
         child.kill('SIGKILL');
         break;
@@ -232,7 +279,9 @@ test('temp files of a killed run are removed by the next run; a live writer’s 
       await new Promise((r) => setTimeout(r, 2));
     }
     await new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r(null) : child.once('exit', r)));
-    litter = ((await readdir(out, { recursive: true }).catch(() => [])) as string[]).filter((n) => n.includes(TEMP_MARKER));
+    litter = ((await readdir(out, { recursive: true }).catch(() => [])) as string[]).filter((n) =>
+      n.includes(TEMP_MARKER),
+    );
   }
   assert.ok(litter.length > 0, 'could not catch a shard write in progress');
   assert.ok(!existsSync(join(out, 'manifest.json')));
@@ -254,9 +303,27 @@ test('temp files of a killed run are removed by the next run; a live writer’s 
 
 test('verify rejects shard members with absolute names, .. or links, even when hashes match the manifest', async () => {
   const cases = [
-    ['absolute', (n: string, d: Buffer) => [{ name: n.startsWith('cat_0.') ? `/tmp/${n}` : n, data: d }], /member "\/tmp\/cat_0\.jpg" has an absolute name/],
-    ['parent', (n: string, d: Buffer) => [{ name: n.startsWith('dog_0.') ? `../${n}` : n, data: d }], /member "\.\.\/dog_0\.jpg" names a parent folder/],
-    ['symlink', (n: string, d: Buffer) => (n === 'cat_0.cls' ? [{ name: n, data: d }, { name: 'evil.jpg', data: d, type: 'symlink' as const }] : [{ name: n, data: d }]), /member "evil\.jpg" is a symlink/],
+    [
+      'absolute',
+      (n: string, d: Buffer) => [{ name: n.startsWith('cat_0.') ? `/tmp/${n}` : n, data: d }],
+      /member "\/tmp\/cat_0\.jpg" has an absolute name/,
+    ],
+    [
+      'parent',
+      (n: string, d: Buffer) => [{ name: n.startsWith('dog_0.') ? `../${n}` : n, data: d }],
+      /member "\.\.\/dog_0\.jpg" names a parent folder/,
+    ],
+    [
+      'symlink',
+      (n: string, d: Buffer) =>
+        n === 'cat_0.cls'
+          ? [
+              { name: n, data: d },
+              { name: 'evil.jpg', data: d, type: 'symlink' as const },
+            ]
+          : [{ name: n, data: d }],
+      /member "evil\.jpg" is a symlink/,
+    ],
   ] as const;
   const outs = [];
   for (const [label, edit] of cases) {
@@ -277,7 +344,12 @@ test('verify rejects shard members with absolute names, .. or links, even when h
 test('verify --decode names every undecodable image by shard and key; without --decode the hashes alone pass', async () => {
   const out = join(work, 'undecodable');
   await cp(await published(), out, { recursive: true });
-  await rewriteShard(out, (n, d) => [{ name: n, data: n === 'dog_1.jpg' ? d.subarray(0, 2000) : n === 'cat_2.jpg' ? Buffer.from('not a jpeg at all') : d }]);
+  await rewriteShard(out, (n, d) => [
+    {
+      name: n,
+      data: n === 'dog_1.jpg' ? d.subarray(0, 2000) : n === 'cat_2.jpg' ? Buffer.from('not a jpeg at all') : d,
+    },
+  ]);
   const plain = await prep(['verify', '--data', out]);
   assert.equal(plain.code, 0, plain.stderr);
   const decode = await prep(['verify', '--data', out, '--decode', '--json']);
@@ -286,9 +358,15 @@ test('verify --decode names every undecodable image by shard and key; without --
   assert.equal(lines.length, 2, decode.stderr);
   assert.match(lines[0], /^FAIL .*train\/train-000000\.tar \[dog\.1\]: image dog\.1: undecodable/);
   assert.match(lines[1], /^FAIL .*train\/train-000000\.tar \[cat\.2\]: image cat\.2: undecodable/);
-  assert.match(decode.stderr, /^error: .*1 of 4 shards failed verification \(2 undecodable images\): train\/train-000000\.tar$/m);
+  assert.match(
+    decode.stderr,
+    /^error: .*1 of 4 shards failed verification \(2 undecodable images\): train\/train-000000\.tar$/m,
+  );
   const report = JSON.parse(decode.stdout);
-  assert.deepEqual(report.problems.map((p: { key: string }) => p.key), ['dog.1', 'cat.2']);
+  assert.deepEqual(
+    report.problems.map((p: { key: string }) => p.key),
+    ['dog.1', 'cat.2'],
+  );
   assert.equal(report.decoded, 24);
   assert.equal(report.undecodable, 2);
 });

@@ -23,7 +23,10 @@ after(async () => {
 });
 
 /** Mean standard deviation over the RGB channels: 0 for a blank image. */
-async function variance(png: Buffer, region?: { left: number; top: number; width: number; height: number }): Promise<number> {
+async function variance(
+  png: Buffer,
+  region?: { left: number; top: number; width: number; height: number },
+): Promise<number> {
   const img = region ? sharp(png).extract(region) : sharp(png);
   const stats = await sharp(await img.png().toBuffer()).stats();
   return stats.channels.slice(0, 3).reduce((a, c) => a + c.stdev, 0) / 3;
@@ -31,7 +34,10 @@ async function variance(png: Buffer, region?: { left: number; top: number; width
 
 test('renderCurves draws accuracy and loss from a real history as PNGs of the requested size, not blank', async () => {
   const history = await readHistory(historyPath);
-  assert.ok(history && history.epoch.length === 8 && history.val_acc?.length === 8, 'the real history has 8 epochs with validation');
+  assert.ok(
+    history && history.epoch.length === 8 && history.val_acc?.length === 8,
+    'the real history has 8 epochs with validation',
+  );
   const curves = await renderCurves(history!, { width: 640, height: 400 });
   for (const [name, chart] of Object.entries(curves)) {
     const meta = await sharp(chart.png).metadata();
@@ -40,7 +46,10 @@ test('renderCurves draws accuracy and loss from a real history as PNGs of the re
     assert.equal(meta.height, 400, `${name} height`);
     assert.ok((await variance(chart.png)) > 5, `${name} PNG is not blank`);
     // The title band holds rendered text (needs a font): not a flat colour.
-    assert.ok((await variance(chart.png, { left: 160, top: 0, width: 320, height: 26 })) > 5, `${name} title text is rendered`);
+    assert.ok(
+      (await variance(chart.png, { left: 160, top: 0, width: 320, height: 26 })) > 5,
+      `${name} title text is rendered`,
+    );
     assert.match(chart.svg, /^<svg/);
   }
   assert.match(curves.accuracy.svg, /Training and validation accuracy/);
@@ -58,7 +67,10 @@ test('renderCurves draws accuracy and loss from a real history as PNGs of the re
 });
 
 test("smoothing follows the book's smooth_curve and changes the drawn curve", async () => {
-  assert.deepEqual(smoothCurve([1, 0, 0], 0.8).map((v) => +v!.toFixed(6)), [1, 0.8, 0.64]);
+  assert.deepEqual(
+    smoothCurve([1, 0, 0], 0.8).map((v) => +v!.toFixed(6)),
+    [1, 0.8, 0.64],
+  );
   assert.deepEqual(smoothCurve([1, null, 0.5], 0.5), [1, null, 0.75]);
   assert.deepEqual(smoothCurve([0.3, 0.7], 0), [0.3, 0.7]);
   assert.throws(() => smoothCurve([1], 1), /smoothing factor/);
@@ -85,10 +97,12 @@ test('writeCurves writes curves/accuracy and curves/loss as SVG and PNG', async 
   const history = await readHistory(historyPath);
   const out = join(dir, 'out');
   const files = await writeCurves(history!, out, { title: 'run' });
-  assert.deepEqual(
-    files.map((f) => f.slice(out.length + 1)).sort(),
-    ['curves/accuracy.png', 'curves/accuracy.svg', 'curves/loss.png', 'curves/loss.svg'],
-  );
+  assert.deepEqual(files.map((f) => f.slice(out.length + 1)).sort(), [
+    'curves/accuracy.png',
+    'curves/accuracy.svg',
+    'curves/loss.png',
+    'curves/loss.svg',
+  ]);
   for (const f of files) assert.ok((await stat(f)).size > 1000, f);
   const png = await sharp(join(out, 'curves', 'accuracy.png')).metadata();
   assert.deepEqual([png.width, png.height], [640, 400]);
@@ -105,13 +119,22 @@ test('a history without validation draws training only; garbage is rejected with
   assert.deepEqual(keras.epoch, [1, 2]);
   assert.deepEqual(keras.val_acc, [0.4, 0.7]);
 
-  assert.throws(() => normalizeHistory([1, 2]), (e: Error) => e instanceof UserError && /expected an object/.test(e.message));
+  assert.throws(
+    () => normalizeHistory([1, 2]),
+    (e: Error) => e instanceof UserError && /expected an object/.test(e.message),
+  );
   assert.throws(() => normalizeHistory({ foo: [1] }), /no "loss", "acc", "val_loss" or "val_acc"/);
   assert.throws(() => normalizeHistory({ loss: [1, 'x'] }), /"loss"\[1\] is "x", not a number/);
-  assert.throws(() => normalizeHistory({ epoch: [1, 2, 3], loss: [1, 2] }), /"loss" has 2 values but there are 3 epochs/);
+  assert.throws(
+    () => normalizeHistory({ epoch: [1, 2, 3], loss: [1, 2] }),
+    /"loss" has 2 values but there are 3 epochs/,
+  );
   await assert.rejects(renderCurves({ epoch: [], loss: [] }), /no epochs yet/);
 
   const bad = join(dir, 'bad-history.json');
   await writeFile(bad, '{"loss": [0.7, 0.6');
-  await assert.rejects(readHistory(bad), (e: Error) => e instanceof UserError && e.message.includes(bad) && /invalid JSON/.test(e.message));
+  await assert.rejects(
+    readHistory(bad),
+    (e: Error) => e instanceof UserError && e.message.includes(bad) && /invalid JSON/.test(e.message),
+  );
 });

@@ -24,13 +24,26 @@ before(async () => {
   runsDir = join(dir, 'runs');
   // Two evaluated runs (one grouped one level deeper) and one still without metrics.json.
   await makeRealRun(join(runsDir, 'scratch-1'), { strategy: 'scratch', epochs: 10, hiddenUnits: 8 });
-  await makeRealRun(join(runsDir, 'mobilenet', 'extract-1'), { strategy: 'extract', base: 'mobilenet_v2', epochs: 10, hiddenUnits: 32 });
-  await makeRealRun(join(runsDir, 'finetune-1'), { strategy: 'finetune', base: 'mobilenet_v2', epochs: 4, withoutMetrics: true });
-  await writeFile(join(runsDir, 'finetune-1', 'config.json'), JSON.stringify({
-    ...JSON.parse(await readFile(join(runsDir, 'finetune-1', 'config.json'), 'utf8')),
-    // A URL in a config value must not turn into a reference in the page.
-    data: { source: 'https://example.invalid/train.zip', endpoint: 'http://127.0.0.1:4569' },
-  }));
+  await makeRealRun(join(runsDir, 'mobilenet', 'extract-1'), {
+    strategy: 'extract',
+    base: 'mobilenet_v2',
+    epochs: 10,
+    hiddenUnits: 32,
+  });
+  await makeRealRun(join(runsDir, 'finetune-1'), {
+    strategy: 'finetune',
+    base: 'mobilenet_v2',
+    epochs: 4,
+    withoutMetrics: true,
+  });
+  await writeFile(
+    join(runsDir, 'finetune-1', 'config.json'),
+    JSON.stringify({
+      ...JSON.parse(await readFile(join(runsDir, 'finetune-1', 'config.json'), 'utf8')),
+      // A URL in a config value must not turn into a reference in the page.
+      data: { source: 'https://example.invalid/train.zip', endpoint: 'http://127.0.0.1:4569' },
+    }),
+  );
 });
 after(async () => {
   await rm(dir, { recursive: true, force: true });
@@ -42,7 +55,9 @@ async function metricsOf(run: string) {
 
 test('the run page is one self-contained file with metrics, curves, diagram and misclassified images', async () => {
   // The augmentation engineer's preview, when present, is shown too.
-  const preview = await sharp({ create: { width: 64, height: 32, channels: 3, background: '#808080' } }).png().toBuffer();
+  const preview = await sharp({ create: { width: 64, height: 32, channels: 3, background: '#808080' } })
+    .png()
+    .toBuffer();
   await writeFile(join(runsDir, 'scratch-1', 'augmentation-preview.png'), preview);
   const page = await writeRunReport(join(runsDir, 'scratch-1'));
   assert.equal(page, join(runsDir, 'scratch-1', 'report.html'));
@@ -52,7 +67,11 @@ test('the run page is one self-contained file with metrics, curves, diagram and 
   const metrics = await metricsOf('scratch-1');
   assert.ok(html.includes(`${(metrics.test.accuracy * 100).toFixed(1)}%`), 'test accuracy shown');
   assert.ok(html.includes('Training and validation accuracy') && html.includes('Training and validation loss'));
-  assert.equal(html.match(/<figure>/g)?.length ?? 0, metrics.test.misclassified.length, 'one figure per misclassified image');
+  assert.equal(
+    html.match(/<figure>/g)?.length ?? 0,
+    metrics.test.misclassified.length,
+    'one figure per misclassified image',
+  );
   assert.equal(html.match(/<img src="data:image\/jpeg;base64,/g)?.length ?? 0, metrics.test.misclassified.length);
   for (const m of metrics.test.misclassified) assert.ok(html.includes(`p(dog) = ${m.probability.toFixed(3)}`), m.key);
   const diagram = /<img class="diagram" src="data:image\/svg\+xml;base64,([^"]+)" alt="model diagram">/.exec(html);
@@ -73,9 +92,17 @@ test('the comparison page names every run, ranks them by test accuracy and says 
   const a = ma.test.accuracy;
   const b = mb.test.accuracy;
   // Test accuracy first; ties go to the better best validation accuracy, then to the name.
-  const aFirst = a > b || (a === b && (ma.bestValAcc > mb.bestValAcc || (ma.bestValAcc === mb.bestValAcc && 'mobilenet/extract-1'.localeCompare('scratch-1') > 0)));
+  const aFirst =
+    a > b ||
+    (a === b &&
+      (ma.bestValAcc > mb.bestValAcc ||
+        (ma.bestValAcc === mb.bestValAcc && 'mobilenet/extract-1'.localeCompare('scratch-1') > 0)));
   const [winner, runnerUp] = aFirst ? ['scratch-1', 'mobilenet/extract-1'] : ['mobilenet/extract-1', 'scratch-1'];
-  assert.deepEqual(result.names, [winner, runnerUp, 'finetune-1'], 'best test accuracy first, the unevaluated run last');
+  assert.deepEqual(
+    result.names,
+    [winner, runnerUp, 'finetune-1'],
+    'best test accuracy first, the unevaluated run last',
+  );
   const html = await readFile(out, 'utf8');
   assert.doesNotMatch(html, /http/i);
   for (const name of result.names) assert.ok(html.includes(`data-run="${name}"`), name);
@@ -83,8 +110,12 @@ test('the comparison page names every run, ranks them by test accuracy and says 
   assert.equal(html.match(/<td>auto<\/td>/g)?.length, 1, 'a run without metrics shows the configured backend');
   const label = winner === 'scratch-1' ? 'scratch' : 'extract \\(mobilenet_v2\\)';
   const points = (Math.abs(a - b) * 100).toFixed(1);
-  assert.match(html, new RegExp(`${label} won with ${(Math.max(a, b) * 100).toFixed(1)}% test accuracy, \\+${points} points over`));
-  for (const run of ['scratch-1', 'mobilenet/extract-1', 'finetune-1']) assert.ok(existsSync(join(runsDir, run, 'report.html')), `${run}/report.html`);
+  assert.match(
+    html,
+    new RegExp(`${label} won with ${(Math.max(a, b) * 100).toFixed(1)}% test accuracy, \\+${points} points over`),
+  );
+  for (const run of ['scratch-1', 'mobilenet/extract-1', 'finetune-1'])
+    assert.ok(existsSync(join(runsDir, run, 'report.html')), `${run}/report.html`);
   assert.deepEqual((await findRunDirs(runsDir)).length, 3);
 });
 
@@ -99,7 +130,16 @@ test('the comparison page opens in headless Chromium without console errors or n
   const result = await writeComparisonReport(runsDir, out);
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
   });
   try {
     const page = await browser.newPage();
@@ -116,13 +156,24 @@ test('the comparison page opens in headless Chromium without console errors or n
     await page.goto(url, { waitUntil: 'load' });
     assert.deepEqual(requests, [url], 'the page itself is the only request');
     assert.deepEqual(problems, []);
-    const rows = await page.$$eval('table.runs tbody tr', (trs) => trs.map((tr) => (tr.children[1] as HTMLElement).innerText.trim()));
+    const rows = await page.$$eval('table.runs tbody tr', (trs) =>
+      trs.map((tr) => (tr.children[1] as HTMLElement).innerText.trim()),
+    );
     assert.deepEqual(rows, result.names);
     // Every image decoded (curves, overlay chart, misclassified thumbnails once opened).
     await page.$$eval('details', (ds) => ds.forEach((d) => ((d as HTMLDetailsElement).open = true)));
-    const images = await page.$$eval('img', (imgs) => imgs.map((i) => ({ ok: (i as HTMLImageElement).complete && (i as HTMLImageElement).naturalWidth > 0, alt: i.alt })));
+    const images = await page.$$eval('img', (imgs) =>
+      imgs.map((i) => ({
+        ok: (i as HTMLImageElement).complete && (i as HTMLImageElement).naturalWidth > 0,
+        alt: i.alt,
+      })),
+    );
     assert.ok(images.length >= 3 * 2 + 1, `${images.length} images`);
-    assert.deepEqual(images.filter((i) => !i.ok), [], 'all images decode');
+    assert.deepEqual(
+      images.filter((i) => !i.ok),
+      [],
+      'all images decode',
+    );
     const text = await page.innerText('body');
     assert.match(text, /won with/);
 
@@ -134,19 +185,29 @@ test('the comparison page opens in headless Chromium without console errors or n
     assert.deepEqual(requests, [pathToFileURL(runPage).href]);
     assert.deepEqual(problems, []);
     const runText = await page.innerText('body');
-    assert.ok(runText.includes('https://example.invalid/train.zip') && runText.includes('http://127.0.0.1:4569'), 'URLs shown as text');
+    assert.ok(
+      runText.includes('https://example.invalid/train.zip') && runText.includes('http://127.0.0.1:4569'),
+      'URLs shown as text',
+    );
   } finally {
     await browser.close();
   }
 });
 
 /** Runs the CLI as npm/npx would from the user's directory `userDir` (INIT_CWD), at the project root. */
-function cli(args: string[], userDir = projectRoot): Promise<{ status: number | null; stdout: string; stderr: string }> {
+function cli(
+  args: string[],
+  userDir = projectRoot,
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((done) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(projectRoot, 'apps/trainer/src/report.ts'), ...args], {
-      cwd: projectRoot,
-      env: { ...process.env, INIT_CWD: userDir },
-    });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', join(projectRoot, 'apps/trainer/src/report.ts'), ...args],
+      {
+        cwd: projectRoot,
+        env: { ...process.env, INIT_CWD: userDir },
+      },
+    );
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -185,7 +246,10 @@ test('the CLI writes the comparison, and exits non-zero with a clear message on 
   assert.equal(garbage.status, 1);
   assert.ok(garbage.stderr.includes(`error: ${join(broken, 'history.json')}: invalid JSON`), garbage.stderr);
   assert.ok(!existsSync(join(dir, 'broken.html')));
-  assert.deepEqual((await readdir(dir)).filter((f) => f.endsWith('.tmp')), []);
+  assert.deepEqual(
+    (await readdir(dir)).filter((f) => f.endsWith('.tmp')),
+    [],
+  );
 
   assert.equal(usage.status, 2);
   assert.equal(curves.status, 0, curves.stderr);
@@ -195,7 +259,10 @@ test('the CLI writes the comparison, and exits non-zero with a clear message on 
   assert.ok(!existsSync(join(dir, 'c2')));
   assert.equal(model.status, 0, model.stderr);
   assert.match(await readFile(join(dir, 'm', 'model.svg'), 'utf8'), /output: Dense/);
-  await assert.rejects(writeComparisonReport(join(dir, 'missing'), join(dir, 'x.html')), (e: Error) => e instanceof UserError && /does not exist/.test(e.message));
+  await assert.rejects(
+    writeComparisonReport(join(dir, 'missing'), join(dir, 'x.html')),
+    (e: Error) => e instanceof UserError && /does not exist/.test(e.message),
+  );
 });
 
 test('verification contract: npx nx run trainer:report --runs <dir> --out <file.html>', async () => {
@@ -208,7 +275,8 @@ test('verification contract: npx nx run trainer:report --runs <dir> --out <file.
   assert.equal(r.status, 0, r.stdout + r.stderr);
   const html = await readFile(out, 'utf8');
   assert.doesNotMatch(html, /https?/i);
-  for (const name of ['scratch-1', 'mobilenet/extract-1', 'finetune-1']) assert.ok(html.includes(`data-run="${name}"`), name);
+  for (const name of ['scratch-1', 'mobilenet/extract-1', 'finetune-1'])
+    assert.ok(html.includes(`data-run="${name}"`), name);
 });
 
 test('inline data that happens to spell "http" in base64 is split, and still decodes to the same bytes', async () => {

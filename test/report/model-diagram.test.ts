@@ -25,7 +25,9 @@ after(async () => {
 /** The book's convnet (listing 5.5 with dropout, 5.13). */
 function bookConvnet(): tf.Sequential {
   const m = tf.sequential();
-  m.add(tf.layers.conv2d({ name: 'conv2d_1', filters: 32, kernelSize: 3, activation: 'relu', inputShape: [150, 150, 3] }));
+  m.add(
+    tf.layers.conv2d({ name: 'conv2d_1', filters: 32, kernelSize: 3, activation: 'relu', inputShape: [150, 150, 3] }),
+  );
   m.add(tf.layers.maxPooling2d({ name: 'max_pooling2d_1', poolSize: 2 }));
   m.add(tf.layers.conv2d({ name: 'conv2d_2', filters: 64, kernelSize: 3, activation: 'relu' }));
   m.add(tf.layers.maxPooling2d({ name: 'max_pooling2d_2', poolSize: 2 }));
@@ -52,12 +54,33 @@ test("the book's convnet: one box per layer with Keras-style input and output sh
   const model = bookConvnet();
   const topology = model.toJSON(null, false) as unknown as ModelTopology;
   const diagram = await modelDiagram(topology);
-  const names = ['conv2d_1', 'max_pooling2d_1', 'conv2d_2', 'max_pooling2d_2', 'conv2d_3', 'max_pooling2d_3', 'conv2d_4', 'max_pooling2d_4', 'flatten_1', 'dropout_1', 'dense_1', 'dense_2'];
+  const names = [
+    'conv2d_1',
+    'max_pooling2d_1',
+    'conv2d_2',
+    'max_pooling2d_2',
+    'conv2d_3',
+    'max_pooling2d_3',
+    'conv2d_4',
+    'max_pooling2d_4',
+    'flatten_1',
+    'dropout_1',
+    'dense_1',
+    'dense_2',
+  ];
   assert.deepEqual(diagram.layers, ['conv2d_1_input', ...names]);
   for (const name of names) assert.ok(diagram.svg.includes(`${name}: `), `${name} in the SVG`);
   assert.ok(diagram.svg.includes('conv2d_1: Conv2D'));
   assert.ok(diagram.svg.includes('flatten_1: Flatten'));
-  for (const shape of ['(None, 150, 150, 3)', '(None, 148, 148, 32)', '(None, 74, 74, 32)', '(None, 7, 7, 128)', '(None, 6272)', '(None, 512)', '(None, 1)']) {
+  for (const shape of [
+    '(None, 150, 150, 3)',
+    '(None, 148, 148, 32)',
+    '(None, 74, 74, 32)',
+    '(None, 7, 7, 128)',
+    '(None, 6272)',
+    '(None, 512)',
+    '(None, 1)',
+  ]) {
     assert.ok(diagram.svg.includes(shape), `${shape} in the SVG`);
   }
   assert.equal(diagram.dot.match(/->/g)?.length, names.length, 'a chain: one edge into every layer');
@@ -68,9 +91,15 @@ test("the book's convnet: one box per layer with Keras-style input and output sh
   assert.ok(Math.abs((await sharp(diagram.png).metadata()).width! - (widthPt * 4) / 3) <= 2);
 
   // Shapes passed by the caller (as the trainer does) give the same picture; showShapes: false drops them.
-  const given = await modelDiagram(topology, { shapes: model.layers.map((l) => [l.name, l.outputShape as number[]] as const) });
+  const given = await modelDiagram(topology, {
+    shapes: model.layers.map((l) => [l.name, l.outputShape as number[]] as const),
+  });
   assert.equal(given.dot, diagram.dot);
-  assert.equal((await modelDiagram(model.toJSON() as string)).dot, diagram.dot, 'the JSON string of model.toJSON() works too');
+  assert.equal(
+    (await modelDiagram(model.toJSON() as string)).dot,
+    diagram.dot,
+    'the JSON string of model.toJSON() works too',
+  );
   const bare = await modelDiagram({ modelTopology: topology }, { showShapes: false });
   assert.ok(!bare.svg.includes('(None, 6272)') && bare.svg.includes('dense_2: Dense'));
   model.dispose();
@@ -95,7 +124,9 @@ test('MobileNetV2 0.35 (real topology): functional graph with branches, and as o
   const d = await modelDiagram(nested);
   assert.deepEqual(d.layers, [`${base.config.name}_input`, base.config.name, 'global_average_pooling2d_1', 'dense_1']);
   assert.ok(d.svg.includes(`${base.config.name}: Model`));
-  assert.ok(d.svg.includes('(None, 224, 224, 3)') && d.svg.includes('(None, 7, 7, 1280)') && d.svg.includes('(None, 1280)'));
+  assert.ok(
+    d.svg.includes('(None, 224, 224, 3)') && d.svg.includes('(None, 7, 7, 1280)') && d.svg.includes('(None, 1280)'),
+  );
   assert.ok(!d.svg.includes('block_1_expand'), 'the base is drawn as one box');
   await assertValidPng(d.png);
 
@@ -118,21 +149,33 @@ test('writeModelViews from a model.json saved by a real training run; garbage is
   const summary = await readFile(join(run, 'summary.txt'), 'utf8');
   const out = join(dir, 'views');
   const files = await writeModelViews(join(run, 'model', 'model.json'), out, { summary });
-  assert.deepEqual(files.map((f) => f.slice(out.length + 1)), ['model.svg', 'model.png', 'model.dot', 'summary.txt']);
+  assert.deepEqual(
+    files.map((f) => f.slice(out.length + 1)),
+    ['model.svg', 'model.png', 'model.dot', 'summary.txt'],
+  );
   const svg = await readFile(join(out, 'model.svg'), 'utf8');
-  for (const name of ['hidden: Dense', 'dropout: Dropout', 'output: Dense', '(None, 192)', '(None, 16)', '(None, 1)']) assert.ok(svg.includes(name), name);
+  for (const name of ['hidden: Dense', 'dropout: Dropout', 'output: Dense', '(None, 192)', '(None, 16)', '(None, 1)'])
+    assert.ok(svg.includes(name), name);
   await assertValidPng(await readFile(join(out, 'model.png')));
   assert.equal(await readFile(join(out, 'summary.txt'), 'utf8'), summary);
 
   assert.equal(formatShape([null, 3]), '(None, 3)');
   assert.equal(formatShape([null]), '(None,)');
-  await assert.rejects(modelDiagram({ foo: 1 }), (e: Error) => e instanceof UserError && /not a Keras\/tfjs layers topology/.test(e.message));
+  await assert.rejects(
+    modelDiagram({ foo: 1 }),
+    (e: Error) => e instanceof UserError && /not a Keras\/tfjs layers topology/.test(e.message),
+  );
   await assert.rejects(modelDiagram({ class_name: 'Dense', config: {} }), /is not a model/);
-  await assert.rejects(writeModelViews(join(run, 'summary.txt'), out), (e: Error) => /summary\.txt: invalid JSON/.test(e.message));
+  await assert.rejects(writeModelViews(join(run, 'summary.txt'), out), (e: Error) =>
+    /summary\.txt: invalid JSON/.test(e.message),
+  );
   // An unknown custom layer: drawn without shapes, and says why.
   const custom = await modelDiagram({
     class_name: 'Sequential',
-    config: { name: 's', layers: [{ class_name: 'MyCustomLayer', config: { name: 'mine', batch_input_shape: [null, 4] } }] },
+    config: {
+      name: 's',
+      layers: [{ class_name: 'MyCustomLayer', config: { name: 'mine', batch_input_shape: [null, 4] } }],
+    },
   });
   assert.match(custom.shapeError ?? '', /shapes not computed/);
   assert.ok(custom.svg.includes('mine: MyCustomLayer'));

@@ -22,7 +22,11 @@ function loadSamples(): Promise<Sample[]> {
     for (let i = 0; i < 30; i++) keys.push({ key: `cat.${i}`, label: 0 }, { key: `dog.${i}`, label: 1 });
     return Promise.all(
       keys.map(async ({ key, label }) => {
-        const raw = await sharp(join(kaggleTrainDir, `${key}.jpg`)).resize(8, 8, { fit: 'fill' }).removeAlpha().raw().toBuffer();
+        const raw = await sharp(join(kaggleTrainDir, `${key}.jpg`))
+          .resize(8, 8, { fit: 'fill' })
+          .removeAlpha()
+          .raw()
+          .toBuffer();
         return { key, label, features: Float32Array.from(raw, (v) => v / 255) };
       }),
     );
@@ -49,10 +53,16 @@ export async function makeRealRun(dir: string, options: RealRunOptions): Promise
   const x = tf.tensor2d(train.map((s) => Array.from(s.features)));
   const y = tf.tensor2d(train.map((s) => [s.label]));
   const model = tf.sequential({ name: `${options.strategy}_net` });
-  model.add(tf.layers.dense({ units: options.hiddenUnits ?? 16, activation: 'relu', inputShape: [192], name: 'hidden' }));
+  model.add(
+    tf.layers.dense({ units: options.hiddenUnits ?? 16, activation: 'relu', inputShape: [192], name: 'hidden' }),
+  );
   model.add(tf.layers.dropout({ rate: 0.2, name: 'dropout' }));
   model.add(tf.layers.dense({ units: 1, activation: 'sigmoid', name: 'output' }));
-  model.compile({ optimizer: tf.train.adam(options.learningRate ?? 0.01), loss: 'binaryCrossentropy', metrics: ['accuracy'] });
+  model.compile({
+    optimizer: tf.train.adam(options.learningRate ?? 0.01),
+    loss: 'binaryCrossentropy',
+    metrics: ['accuracy'],
+  });
   const epochs = options.epochs ?? 6;
   const seconds: number[] = [];
   const imagesPerS: number[] = [];
@@ -125,7 +135,9 @@ export async function makeRealRun(dir: string, options: RealRunOptions): Promise
     }),
   );
   if (!options.withoutMetrics) {
-    const probs = tf.tidy(() => model.predict(tf.tensor2d(test.map((s) => Array.from(s.features)))) as tf.Tensor).dataSync();
+    const probs = tf
+      .tidy(() => model.predict(tf.tensor2d(test.map((s) => Array.from(s.features)))) as tf.Tensor)
+      .dataSync();
     let correct = 0;
     let lossSum = 0;
     const confusion = [
@@ -144,7 +156,10 @@ export async function makeRealRun(dir: string, options: RealRunOptions): Promise
       if (predicted === s.label) correct++;
       else {
         const image = `misclassified/${s.key}.jpg`;
-        await sharp(join(kaggleTrainDir, `${s.key}.jpg`)).resize(150, 150, { fit: 'inside' }).jpeg({ quality: 80 }).toFile(join(dir, image));
+        await sharp(join(kaggleTrainDir, `${s.key}.jpg`))
+          .resize(150, 150, { fit: 'inside' })
+          .jpeg({ quality: 80 })
+          .toFile(join(dir, image));
         misclassified.push({ key: s.key, label: s.label, probability: p, image });
       }
     }
@@ -153,7 +168,13 @@ export async function makeRealRun(dir: string, options: RealRunOptions): Promise
       join(dir, 'metrics.json'),
       JSON.stringify(
         {
-          test: { accuracy: correct / test.length, loss: lossSum / test.length, n: test.length, confusion, misclassified },
+          test: {
+            accuracy: correct / test.length,
+            loss: lossSum / test.length,
+            n: test.length,
+            confusion,
+            misclassified,
+          },
           bestValAcc: Math.max(...valAcc),
           bestEpoch: valAcc.indexOf(Math.max(...valAcc)) + 1,
           backend: { name: tf.getBackend(), threads: 1 },

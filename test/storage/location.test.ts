@@ -24,7 +24,11 @@ test('parseLocation, resolveLocation and openStorage refuse the same typos and f
   const base = await mkdtemp(join(tmpdir(), 'catdog-location-'));
   try {
     for (const [location, message] of refused) {
-      for (const call of [() => parseLocation(location), () => resolveLocation(location, base), () => openStorage(location)]) {
+      for (const call of [
+        () => parseLocation(location),
+        () => resolveLocation(location, base),
+        () => openStorage(location),
+      ]) {
         assert.throws(call, (err: unknown) => {
           assert.ok(err instanceof UserError, `${location}: ${String(err)}`);
           assert.equal(err.code, 'unsupported-scheme', location);

@@ -20,7 +20,12 @@ before(async () => {
   proxy = http.createServer((req, res) => {
     const i = faults.findIndex((f) => f.method === req.method && f.match.test(req.url ?? ''));
     const fault = i >= 0 ? faults.splice(i, 1)[0] : undefined;
-    seen.push({ method: req.method!, url: req.url!, range: req.headers.range as string | undefined, injected: fault?.kind });
+    seen.push({
+      method: req.method!,
+      url: req.url!,
+      range: req.headers.range as string | undefined,
+      injected: fault?.kind,
+    });
     if (fault?.kind === 'slowdown' || fault?.kind === '500') {
       req.resume();
       const [status, code] = fault.kind === 'slowdown' ? [503, 'SlowDown'] : [500, 'InternalError'];
@@ -61,7 +66,10 @@ test('throttling (503 SlowDown) and 5xx are retried with backoff; a body cut mid
   const storage = openStorage('s3://retry-bucket/r', { endpoint: proxyUrl, maxAttempts: 4 });
   faults.push({ method: 'PUT', match: /a\.txt/, kind: 'slowdown' });
   await storage.write('a.txt', 'hello');
-  assert.deepEqual(seen.filter((s) => s.method === 'PUT').map((s) => s.injected), ['slowdown', undefined]);
+  assert.deepEqual(
+    seen.filter((s) => s.method === 'PUT').map((s) => s.injected),
+    ['slowdown', undefined],
+  );
 
   faults.push({ method: 'GET', match: /list-type=2/, kind: '500' });
   const listed = [];

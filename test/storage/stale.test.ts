@@ -44,7 +44,10 @@ test('local: temp files of dead writers on this host and of long-idle writers el
   assert.deepEqual(r.removed, [files.oldElsewhere, files.deadHere, files.oldFormatOld].sort());
   assert.deepEqual(r.kept, [files.liveHere, files.freshElsewhere, files.oldFormatFresh].sort());
   const left = (await readdir(join(root, 'train'))).sort();
-  assert.deepEqual(left, ['notes.txt', ...[files.liveHere, files.freshElsewhere, files.oldFormatFresh].map((f) => f.split('/')[1])].sort());
+  assert.deepEqual(
+    left,
+    ['notes.txt', ...[files.liveHere, files.freshElsewhere, files.oldFormatFresh].map((f) => f.split('/')[1])].sort(),
+  );
 });
 
 test('local: a real write names its temp file after its writer (pid and host)', async () => {

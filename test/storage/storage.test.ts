@@ -34,16 +34,31 @@ async function exercise(storage: Storage) {
   assert.equal((await storage.read('a/one.txt')).toString(), 'hello');
   assert.deepEqual(await storage.stat('a/b/two.bin'), { size: 3 });
   assert.equal(await storage.stat('missing'), undefined);
-  await assert.rejects(storage.read('missing'), (err: unknown) => err instanceof StorageError && err.code === 'not-found');
+  await assert.rejects(
+    storage.read('missing'),
+    (err: unknown) => err instanceof StorageError && err.code === 'not-found',
+  );
   assert.deepEqual(
     (await collect(storage.list())).map((e) => e.path),
     ['a/b/two.bin', 'a/one.txt', 'c.txt'],
   );
-  assert.deepEqual((await collect(storage.list('a/'))).map((e) => e.path), ['a/b/two.bin', 'a/one.txt']);
-  assert.deepEqual((await collect(storage.list('a/o'))).map((e) => e.path), ['a/one.txt']);
+  assert.deepEqual(
+    (await collect(storage.list('a/'))).map((e) => e.path),
+    ['a/b/two.bin', 'a/one.txt'],
+  );
+  assert.deepEqual(
+    (await collect(storage.list('a/o'))).map((e) => e.path),
+    ['a/one.txt'],
+  );
   const child = storage.child('a');
   assert.equal((await child.read('one.txt')).toString(), 'hello');
-  assert.deepEqual((await collect(child.list())).map((e) => [e.path, e.size]), [['b/two.bin', 3], ['one.txt', 5]]);
+  assert.deepEqual(
+    (await collect(child.list())).map((e) => [e.path, e.size]),
+    [
+      ['b/two.bin', 3],
+      ['one.txt', 5],
+    ],
+  );
 
   // A streamed write larger than one multipart part round-trips byte-exact (no aws-chunked framing stored).
   const big = randomBytes(6 * 1024 * 1024 + 123);
@@ -111,7 +126,10 @@ test('S3 failures are one line naming the URL and the cause', async () => {
   const unreachable = openStorage('s3://storage-test/x', { endpoint: 'http://127.0.0.1:1', maxAttempts: 1 });
   await assert.rejects(unreachable.read('a.txt'), (err: unknown) => {
     const line = formatError(err);
-    assert.match(line, /^s3:\/\/storage-test\/x\/a\.txt: endpoint http:\/\/127\.0\.0\.1:1 unreachable \(ECONNREFUSED\)$/);
+    assert.match(
+      line,
+      /^s3:\/\/storage-test\/x\/a\.txt: endpoint http:\/\/127\.0\.0\.1:1 unreachable \(ECONNREFUSED\)$/,
+    );
     assert.ok(!line.includes('\n'));
     return true;
   });
@@ -132,14 +150,21 @@ test('S3 failures are one line naming the URL and the cause', async () => {
 });
 
 test('describeS3Error maps SDK error shapes to causes', () => {
-  const sdk = (name: string, status: number) => Object.assign(new Error(name), { name, $metadata: { httpStatusCode: status } });
-  assert.deepEqual(describeS3Error(sdk('AccessDenied', 403)), { code: 'access-denied', cause: 'access denied (AccessDenied)' });
+  const sdk = (name: string, status: number) =>
+    Object.assign(new Error(name), { name, $metadata: { httpStatusCode: status } });
+  assert.deepEqual(describeS3Error(sdk('AccessDenied', 403)), {
+    code: 'access-denied',
+    cause: 'access denied (AccessDenied)',
+  });
   assert.equal(describeS3Error(sdk('Forbidden', 403)).code, 'access-denied');
   assert.equal(describeS3Error(sdk('NoSuchBucket', 404)).cause, 'bucket does not exist (NoSuchBucket)');
   assert.equal(describeS3Error(sdk('NotFound', 404)).code, 'not-found');
   assert.equal(describeS3Error(sdk('SlowDown', 503)).code, 'throttled');
   const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:9'), { code: 'ECONNREFUSED' });
-  assert.equal(describeS3Error(refused, 'http://127.0.0.1:9').cause, 'endpoint http://127.0.0.1:9 unreachable (ECONNREFUSED)');
+  assert.equal(
+    describeS3Error(refused, 'http://127.0.0.1:9').cause,
+    'endpoint http://127.0.0.1:9 unreachable (ECONNREFUSED)',
+  );
   const dns = Object.assign(new Error('getaddrinfo ENOTFOUND minio'), { code: 'ENOTFOUND' });
   assert.equal(describeS3Error(dns, 'http://minio:9000').code, 'unreachable');
   const line = formatError(new StorageError('s3://b/k', 'access-denied', 'access denied (AccessDenied)'));

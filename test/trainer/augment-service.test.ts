@@ -29,7 +29,20 @@ after(async () => {
 function startServer(): Promise<{ process: ChildProcess; address: string }> {
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', 'apps/augment/src/main.ts', 'serve', '--port', '0', '--host', '127.0.0.1', '--workers', '1', '--token-file', tokenFile],
+    [
+      '--import',
+      'tsx',
+      'apps/augment/src/main.ts',
+      'serve',
+      '--port',
+      '0',
+      '--host',
+      '127.0.0.1',
+      '--workers',
+      '1',
+      '--token-file',
+      tokenFile,
+    ],
     { cwd: projectRoot, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   servers.push(child);
@@ -52,18 +65,44 @@ const historyOf = (dir: string) => readJson(join(dir, 'history.json'));
 function assertSameHistory(h0: Record<string, number[]>, h1: Record<string, number[]>, epochs = h0.epoch.length): void {
   assert.equal(h1.epoch.length, h0.epoch.length);
   for (const k of ['loss', 'acc', 'val_loss', 'val_acc'] as const) {
-    for (let i = 0; i < epochs; i++) assert.ok(Math.abs(h0[k][i] - h1[k][i]) <= 1e-5 * Math.max(1, Math.abs(h0[k][i])), `${k}[${i}]: in process ${h0[k][i]}, remote ${h1[k][i]}`);
+    for (let i = 0; i < epochs; i++)
+      assert.ok(
+        Math.abs(h0[k][i] - h1[k][i]) <= 1e-5 * Math.max(1, Math.abs(h0[k][i])),
+        `${k}[${i}]: in process ${h0[k][i]}, remote ${h1[k][i]}`,
+      );
   }
 }
 // --dropout 0: tfjs' Dropout draws unseeded masks, so two in-process runs with dropout already differ; the batches
 // (what the service makes) are then the only randomness.
-const common = () => ['augmented', '--data', data, '--preset', 'ci-smoke', '--seed', '7', '--threads', '1', '--backend', 'wasm', '--dropout', '0'];
+const common = () => [
+  'augmented',
+  '--data',
+  data,
+  '--preset',
+  'ci-smoke',
+  '--seed',
+  '7',
+  '--threads',
+  '1',
+  '--backend',
+  'wasm',
+  '--dropout',
+  '0',
+];
 
 test('augmented on two augmentation servers: the in-process history, to float tolerance; the log shows each server', async () => {
   const [a, b] = await Promise.all([startServer(), startServer()]);
   const [local, remote] = await Promise.all([
     runTrainerAsync([...common(), '--out', join(root, 'local')]),
-    runTrainerAsync([...common(), '--out', join(root, 'remote'), '--augment-service', `${a.address},${b.address}`, '--token-file', tokenFile]),
+    runTrainerAsync([
+      ...common(),
+      '--out',
+      join(root, 'remote'),
+      '--augment-service',
+      `${a.address},${b.address}`,
+      '--token-file',
+      tokenFile,
+    ]),
   ]);
   assert.equal(local.code, 0, local.stderr);
   assert.equal(remote.code, 0, remote.stderr);
@@ -71,7 +110,11 @@ test('augmented on two augmentation servers: the in-process history, to float to
   const cfg = await readJson(join(root, 'remote', 'config.json'));
   assert.equal(cfg.augmentService, `${a.address},${b.address}`);
   // Each server's load as the stream last saw it: images/s, queue depth, workers.
-  for (const s of [a, b]) assert.match(remote.stderr, new RegExp(`augment service: .*${s.address.replace(/\./g, '\\.')} \\d+ img/s queue \\d+ workers 1`));
+  for (const s of [a, b])
+    assert.match(
+      remote.stderr,
+      new RegExp(`augment service: .*${s.address.replace(/\./g, '\\.')} \\d+ img/s queue \\d+ workers 1`),
+    );
   assert.ok(!remote.stderr.includes(TOKEN), 'the token is never logged');
   for (const s of [a, b]) s.process.kill('SIGTERM');
 });
@@ -79,7 +122,15 @@ test('augmented on two augmentation servers: the in-process history, to float to
 test('one of two servers killed mid-run: the run completes on the other', async () => {
   const [a, b] = await Promise.all([startServer(), startServer()]);
   const out = join(root, 'killed');
-  const remote = spawnTrainer([...common(), '--out', out, '--augment-service', `${a.address},${b.address}`, '--token-file', tokenFile]);
+  const remote = spawnTrainer([
+    ...common(),
+    '--out',
+    out,
+    '--augment-service',
+    `${a.address},${b.address}`,
+    '--token-file',
+    tokenFile,
+  ]);
   let stderr = '';
   let killed = false;
   remote.stderr!.on('data', (d: Buffer) => {
@@ -101,13 +152,37 @@ test('one of two servers killed mid-run: the run completes on the other', async 
 });
 
 test('--augment-service: a bad address list is a usage error; a wrong token fails the run naming the cause', async () => {
-  const bad = await runTrainerAsync(['augmented', '--data', data, '--out', join(root, 'bad'), '--preset', 'ci-smoke', '--augment-service', 'no-port']);
+  const bad = await runTrainerAsync([
+    'augmented',
+    '--data',
+    data,
+    '--out',
+    join(root, 'bad'),
+    '--preset',
+    'ci-smoke',
+    '--augment-service',
+    'no-port',
+  ]);
   assert.equal(bad.code, 2, bad.stderr);
   assert.match(bad.stderr, /--augment-service/);
   const server = await startServer();
   const wrong = join(root, 'wrong-token');
   await writeFile(wrong, 'not-the-token\n');
-  const denied = await runTrainerAsync(['augmented', '--data', data, '--out', join(root, 'denied'), '--preset', 'ci-smoke', '--backend', 'wasm', '--augment-service', server.address, '--token-file', wrong]);
+  const denied = await runTrainerAsync([
+    'augmented',
+    '--data',
+    data,
+    '--out',
+    join(root, 'denied'),
+    '--preset',
+    'ci-smoke',
+    '--backend',
+    'wasm',
+    '--augment-service',
+    server.address,
+    '--token-file',
+    wrong,
+  ]);
   assert.equal(denied.code, 1, denied.stderr);
   assert.match(denied.stderr, /error: .*token/);
   assert.ok(!denied.stderr.includes('not-the-token'));

@@ -5,11 +5,18 @@ import assert from 'node:assert/strict';
 test('the trainer exits 2 (usage) on a bad --threads or --backend, naming the option', async () => {
   const { spawnSync } = await import('node:child_process');
   const root = new URL('../..', import.meta.url);
-  for (const [flag, value] of [['--threads', '0'], ['--backend', 'gpu']]) {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', 'apps/trainer/src/main.ts', 'scratch', '--data', 'x', '--out', 'y', flag!, value!], {
-      cwd: root,
-      encoding: 'utf8',
-    });
+  for (const [flag, value] of [
+    ['--threads', '0'],
+    ['--backend', 'gpu'],
+  ]) {
+    const r = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', 'apps/trainer/src/main.ts', 'scratch', '--data', 'x', '--out', 'y', flag!, value!],
+      {
+        cwd: root,
+        encoding: 'utf8',
+      },
+    );
     assert.equal(r.status, 2, r.stderr);
     assert.match(r.stderr, new RegExp(`^error: option '${flag}`, 'm'));
   }

@@ -35,9 +35,13 @@ test('usage errors exit 2 before the backend starts: bad values, input sizes the
   assert.equal(pooling.code, 2);
 });
 
-test('docs/ARCHITECTURE.md documents exactly the schema\'s experiment-file keys', async () => {
+test("docs/ARCHITECTURE.md documents exactly the schema's experiment-file keys", async () => {
   const doc = await readFile(join(projectRoot, 'docs', 'ARCHITECTURE.md'), 'utf8');
   const block = doc.match(/<!-- experiment-file-keys:start -->\n([\s\S]*?)\n<!-- experiment-file-keys:end -->/);
   assert.ok(block, 'the experiment-file table markers are missing');
-  assert.equal(block[1], experimentFileTable(), 'regenerate the table with experimentFileTable() from @catdog/training');
+  assert.equal(
+    block[1],
+    experimentFileTable(),
+    'regenerate the table with experimentFileTable() from @catdog/training',
+  );
 });

@@ -29,7 +29,23 @@ let root = '';
 let reference: History;
 let referenceLine = '';
 
-const args = (out: string) => ['augmented', '--data', DATA, '--out', out, '--preset', 'ci-smoke', '--steps-per-epoch', '3', '--validation-steps', '3', '--checkpoint-every', '2', '--threads', '1'];
+const args = (out: string) => [
+  'augmented',
+  '--data',
+  DATA,
+  '--out',
+  out,
+  '--preset',
+  'ci-smoke',
+  '--steps-per-epoch',
+  '3',
+  '--validation-steps',
+  '3',
+  '--checkpoint-every',
+  '2',
+  '--threads',
+  '1',
+];
 const resumeArgs = (out: string) => ['augmented', '--out', out, '--resume', '--threads', '1'];
 
 /** A seeded generator (mulberry32): the kill steps are random, and the same on every run of the test. */
@@ -46,7 +62,11 @@ function rng(seed: number): () => number {
 const pick = <T>(r: () => number, xs: T[]): T => xs[Math.floor(r() * xs.length)];
 
 /** Runs the trainer until its own progress says `until` (then SIGKILL), or until it dies by itself; never by a timer. */
-function runUntil(cliArgs: string[], env: Record<string, string | undefined>, until?: RegExp): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
+function runUntil(
+  cliArgs: string[],
+  env: Record<string, string | undefined>,
+  until?: RegExp,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', TRAINER, ...cliArgs], {
       cwd: projectRoot,
@@ -67,7 +87,12 @@ function assertSameHistory(h: History, label: string): void {
   assert.deepEqual(h.epoch, [1, 2, 3, 4], `${label}: every epoch exactly once`);
   assert.deepEqual(h.phase, reference.phase);
   for (const k of ['loss', 'acc', 'val_loss', 'val_acc'] as const) {
-    h[k].forEach((v, i) => assert.ok(Math.abs((v as number) - (reference[k][i] as number)) <= 1e-6, `${label}: ${k}[${i}] ${v} vs uninterrupted ${reference[k][i]}`));
+    h[k].forEach((v, i) =>
+      assert.ok(
+        Math.abs((v as number) - (reference[k][i] as number)) <= 1e-6,
+        `${label}: ${k}[${i}] ${v} vs uninterrupted ${reference[k][i]}`,
+      ),
+    );
   }
 }
 
@@ -76,13 +101,25 @@ before(async () => {
   root = await mkdtemp(join(tmpdir(), 'catdog-exact-resume-'));
   const src = join(root, 'src');
   await mkdir(src);
-  await Promise.all(Array.from({ length: 35 }, (_, i) => [`cat.${i}.jpg`, `dog.${i}.jpg`]).flat().map((f) => copyFile(join(kaggleTrainDir, f), join(src, f))));
-  await prepareDataset({ source: src, out: DATA, train: 20, validation: 10, test: 5, resize: { width: 64, height: 64 } });
+  await Promise.all(
+    Array.from({ length: 35 }, (_, i) => [`cat.${i}.jpg`, `dog.${i}.jpg`])
+      .flat()
+      .map((f) => copyFile(join(kaggleTrainDir, f), join(src, f))),
+  );
+  await prepareDataset({
+    source: src,
+    out: DATA,
+    train: 20,
+    validation: 10,
+    test: 5,
+    resize: { width: 64, height: 64 },
+  });
   const out = join(root, 'uninterrupted');
   const r = await runUntil(args(out), {});
   assert.equal(r.code, 0, r.stderr);
   reference = JSON.parse(await readFile(join(out, 'history.json'), 'utf8'));
-  referenceLine = (await runTrainerAsync(['evaluate', '--model', out, '--data', DATA, '--threads', '1'], DETERMINISTIC)).stdout;
+  referenceLine = (await runTrainerAsync(['evaluate', '--model', out, '--data', DATA, '--threads', '1'], DETERMINISTIC))
+    .stdout;
 });
 
 after(async () => {
@@ -100,7 +137,10 @@ test('killed at seeded random steps, once inside a checkpoint write, --resume en
   assert.ok(g1 >= k1 && g1 < STEPS, `checkpoint at step ${g1}`);
 
   // Killed while writing the checkpoint of step k2: its files are written, the pointer still names the previous one.
-  const k2 = pick(r, CHECKPOINT_STEPS.filter((s) => s > g1));
+  const k2 = pick(
+    r,
+    CHECKPOINT_STEPS.filter((s) => s > g1),
+  );
   const second = await runUntil(resumeArgs(out), { CATDOG_TEST_CHECKPOINT_KILL_AT_STEP: String(k2) });
   assert.equal(second.signal, 'SIGKILL', second.stderr);
   assert.match(second.stderr, new RegExp(`resuming .* \\(global step ${g1}\\)`));
@@ -108,13 +148,18 @@ test('killed at seeded random steps, once inside a checkpoint write, --resume en
   const g2 = (await run.readCheckpointState())!.globalStep;
   assert.ok(g2 < k2 && g2 >= g1, `the pointer still names the checkpoint before step ${k2} (step ${g2})`);
   const orphans: string[] = [];
-  for await (const e of run.storage.list('checkpoints/')) if (e.path.includes(`-s${String(k2).padStart(7, '0')}-`)) orphans.push(e.path);
-  assert.ok(orphans.some((p) => p.endsWith('state.json')), `the half-switched checkpoint of step ${k2} was written (${orphans.join(', ')})`);
+  for await (const e of run.storage.list('checkpoints/'))
+    if (e.path.includes(`-s${String(k2).padStart(7, '0')}-`)) orphans.push(e.path);
+  assert.ok(
+    orphans.some((p) => p.endsWith('state.json')),
+    `the half-switched checkpoint of step ${k2} was written (${orphans.join(', ')})`,
+  );
 
   const third = await runUntil(resumeArgs(out), {});
   assert.equal(third.code, 0, third.stderr);
   assertSameHistory(JSON.parse(await readFile(join(out, 'history.json'), 'utf8')), 'local');
-  for await (const e of run.storage.list('checkpoints/')) assert.ok(!e.path.includes(`-s${String(k2).padStart(7, '0')}-`) || k2 === STEPS, `orphan ${e.path} removed`);
+  for await (const e of run.storage.list('checkpoints/'))
+    assert.ok(!e.path.includes(`-s${String(k2).padStart(7, '0')}-`) || k2 === STEPS, `orphan ${e.path} removed`);
 });
 
 test('on S3: --data and --out s3://, killed twice, --resume each time; history, evaluate and report read the run from S3', async () => {
@@ -128,15 +173,25 @@ test('on S3: --data and --out s3://, killed twice, --resume each time; history, 
 
   // The run directory refuses a different dataset.
   const manifest = JSON.parse((await openStorage(DATA).read('manifest.json')).toString('utf8'));
-  await openStorage('s3://resume-bucket/other').write('manifest.json', JSON.stringify({ ...manifest, planId: 'another-plan' }));
+  await openStorage('s3://resume-bucket/other').write(
+    'manifest.json',
+    JSON.stringify({ ...manifest, planId: 'another-plan' }),
+  );
   const wrong = await runUntil([...resumeArgs(out), '--data', 's3://resume-bucket/other'], {});
   assert.equal(wrong.code, 1);
   assert.match(wrong.stderr, /error: s3:\/\/resume-bucket\/other is not the dataset this run was trained on/);
 
   // The endpoint from --s3-endpoint instead of the environment.
   const noEndpoint = { AWS_ENDPOINT_URL_S3: undefined, AWS_ENDPOINT_URL: undefined };
-  const k2 = pick(r, MID_EPOCH.filter((s) => s > g1));
-  const second = await runUntil([...resumeArgs(out), '--s3-endpoint', s3.endpoint], noEndpoint, new RegExp(`checkpoint: step ${k2} `));
+  const k2 = pick(
+    r,
+    MID_EPOCH.filter((s) => s > g1),
+  );
+  const second = await runUntil(
+    [...resumeArgs(out), '--s3-endpoint', s3.endpoint],
+    noEndpoint,
+    new RegExp(`checkpoint: step ${k2} `),
+  );
   assert.equal(second.signal, 'SIGKILL', second.stderr);
   assert.ok((await run.readCheckpointState())!.globalStep >= k2);
 
@@ -152,7 +207,17 @@ test('on S3: --data and --out s3://, killed twice, --resume each time; history, 
   assert.equal(lastLine(ev.stdout), lastLine(referenceLine), 'the resumed model scores as the uninterrupted one');
 
   const report = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(projectRoot, 'apps', 'trainer', 'src', 'report.ts'), '--runs', 's3://resume-bucket/runs'], { cwd: projectRoot, env: { ...process.env, INIT_CWD: projectRoot } });
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        join(projectRoot, 'apps', 'trainer', 'src', 'report.ts'),
+        '--runs',
+        's3://resume-bucket/runs',
+      ],
+      { cwd: projectRoot, env: { ...process.env, INIT_CWD: projectRoot } },
+    );
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

@@ -25,7 +25,11 @@ export function runTrainer(args: string[], env: Record<string, string> = {}): Cl
 }
 
 export function spawnTrainer(args: string[]): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', TRAINER, ...args], { cwd: projectRoot, env: { ...process.env, INIT_CWD: projectRoot }, stdio: ['ignore', 'pipe', 'pipe'] });
+  return spawn(process.execPath, ['--import', 'tsx', TRAINER, ...args], {
+    cwd: projectRoot,
+    env: { ...process.env, INIT_CWD: projectRoot },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
 }
 
 /** A prepped dataset of 20/10/10 images per class at 64×64 from the shared Kaggle images. */
@@ -34,7 +38,24 @@ export async function tinyDataset(): Promise<{ root: string; data: string }> {
   const data = join(root, 'data');
   const r = spawnSync(
     process.execPath,
-    ['--import', 'tsx', PREP, 'split', '--source', kaggleTrainDir, '--out', data, '--train', '20', '--validation', '10', '--test', '10', '--resize', '64x64'],
+    [
+      '--import',
+      'tsx',
+      PREP,
+      'split',
+      '--source',
+      kaggleTrainDir,
+      '--out',
+      data,
+      '--train',
+      '20',
+      '--validation',
+      '10',
+      '--test',
+      '10',
+      '--resize',
+      '64x64',
+    ],
     { cwd: projectRoot, encoding: 'utf8', timeout: 120_000 },
   );
   if (r.status !== 0) throw new Error(`prep split failed (${r.status}): ${r.stderr}`);
@@ -52,7 +73,10 @@ export const CONTRACT = /^accuracy=(\d\.\d+) loss=(\d+\.\d+) n=(\d+)$/;
 /** Like runTrainer, without blocking this process's event loop (needed when this process serves S3). */
 export function runTrainerAsync(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', TRAINER, ...args], { cwd: projectRoot, env: { ...process.env, INIT_CWD: projectRoot, ...env } });
+    const child = spawn(process.execPath, ['--import', 'tsx', TRAINER, ...args], {
+      cwd: projectRoot,
+      env: { ...process.env, INIT_CWD: projectRoot, ...env },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

@@ -37,7 +37,11 @@ after(async () => {
 });
 
 /** CSV text → rows of cells (no quoting in these files). */
-const csv = (text: string) => text.trim().split('\n').map((l) => l.split(','));
+const csv = (text: string) =>
+  text
+    .trim()
+    .split('\n')
+    .map((l) => l.split(','));
 /** P(dogs) of each key from predict's CSV (key,class,probability of class). */
 function pDog(rows: string[][]): Map<string, number> {
   return new Map(rows.slice(1).map(([key, cls, p]) => [key, cls === 'dogs' ? Number(p) : 1 - Number(p)]));
@@ -49,7 +53,10 @@ test('predict --out x.csv: a header and one row per readable photo; the corrupt 
   assert.equal(r.code, 0, r.stderr);
   const rows = csv(await readFile(out, 'utf8'));
   assert.deepEqual(rows[0], ['key', 'class', 'probability']);
-  assert.deepEqual(rows.slice(1).map((x) => x[0]), PHOTOS);
+  assert.deepEqual(
+    rows.slice(1).map((x) => x[0]),
+    PHOTOS,
+  );
   for (const [, cls, p] of rows.slice(1)) {
     assert.ok(cls === 'cats' || cls === 'dogs', cls);
     assert.ok(Number(p) >= 0.5 && Number(p) <= 1, `probability of the predicted class ${p}`);
@@ -59,11 +66,24 @@ test('predict --out x.csv: a header and one row per readable photo; the corrupt 
   assert.doesNotMatch(r.stderr, /notes\.txt/);
 
   // Printed to stdout the same rows; a glob selects; --top 2 gives both classes, best first, summing to 1.
-  const printed = runTrainer(['predict', '--model', run, '--input', join(photos, 'dog.*.jpg'), '--top', '2', '--backend', 'wasm']);
+  const printed = runTrainer([
+    'predict',
+    '--model',
+    run,
+    '--input',
+    join(photos, 'dog.*.jpg'),
+    '--top',
+    '2',
+    '--backend',
+    'wasm',
+  ]);
   assert.equal(printed.code, 0, printed.stderr);
   const top = csv(printed.stdout);
   assert.deepEqual(top[0], ['key', 'class', 'probability']);
-  assert.deepEqual(top.slice(1).map((x) => x[0]), ['dog.2500.jpg', 'dog.2500.jpg', 'dog.2501.jpg', 'dog.2501.jpg', 'dog.2502.jpg', 'dog.2502.jpg']);
+  assert.deepEqual(
+    top.slice(1).map((x) => x[0]),
+    ['dog.2500.jpg', 'dog.2500.jpg', 'dog.2501.jpg', 'dog.2501.jpg', 'dog.2502.jpg', 'dog.2502.jpg'],
+  );
   const all = pDog(rows);
   for (let i = 1; i < top.length; i += 2) {
     assert.ok(Number(top[i][2]) >= Number(top[i + 1][2]));
@@ -74,9 +94,24 @@ test('predict --out x.csv: a header and one row per readable photo; the corrupt 
 
   // JSON Lines: one object per photo with every class's probability.
   const jsonl = join(root, 'predictions.jsonl');
-  const j = runTrainer(['predict', '--model', run, '--input', photos, '--out', jsonl, '--batch-size', '2', '--backend', 'wasm']);
+  const j = runTrainer([
+    'predict',
+    '--model',
+    run,
+    '--input',
+    photos,
+    '--out',
+    jsonl,
+    '--batch-size',
+    '2',
+    '--backend',
+    'wasm',
+  ]);
   assert.equal(j.code, 0, j.stderr);
-  const records = (await readFile(jsonl, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+  const records = (await readFile(jsonl, 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   assert.equal(records.length, 5);
   for (const rec of records) assert.ok(Math.abs(rec.probabilities.dogs - all.get(rec.key)!) < 1e-6);
 });
@@ -104,11 +139,26 @@ test('predict --format kaggle: id,label with label = P(dog), ids sorted numerica
   const names = { '10.jpg': 'dog.2500.jpg', '2.jpg': 'cat.2500.jpg', '1.jpg': 'dog.2501.jpg' } as const;
   for (const [n, p] of Object.entries(names)) await copyFile(join(kaggleTrainDir, p), join(test1, n));
   const out = join(root, 'submission.csv');
-  const r = runTrainer(['predict', '--model', run, '--input', test1, '--format', 'kaggle', '--out', out, '--backend', 'wasm']);
+  const r = runTrainer([
+    'predict',
+    '--model',
+    run,
+    '--input',
+    test1,
+    '--format',
+    'kaggle',
+    '--out',
+    out,
+    '--backend',
+    'wasm',
+  ]);
   assert.equal(r.code, 0, r.stderr);
   const rows = csv(await readFile(out, 'utf8'));
   assert.deepEqual(rows[0], ['id', 'label']);
-  assert.deepEqual(rows.slice(1).map((x) => x[0]), ['1', '2', '10']);
+  assert.deepEqual(
+    rows.slice(1).map((x) => x[0]),
+    ['1', '2', '10'],
+  );
   const reference = pDog(csv(await readFile(join(root, 'predictions.csv'), 'utf8')));
   for (const [id, label] of rows.slice(1)) {
     const expected = reference.get(names[`${id}.jpg` as keyof typeof names]);
@@ -119,7 +169,10 @@ test('predict --format kaggle: id,label with label = P(dog), ids sorted numerica
 test("predict gives evaluate's per-image probabilities (confusion matrix and misclassified probabilities)", async () => {
   const folder = join(root, 'labelled');
   const keys: string[] = [];
-  for (const [cls, prefix] of [['cats', 'cat'], ['dogs', 'dog']] as const) {
+  for (const [cls, prefix] of [
+    ['cats', 'cat'],
+    ['dogs', 'dog'],
+  ] as const) {
     await mkdir(join(folder, cls), { recursive: true });
     for (let i = 2600; i < 2606; i++) {
       await copyFile(join(kaggleTrainDir, `${prefix}.${i}.jpg`), join(folder, cls, `${prefix}.${i}.jpg`));
@@ -143,16 +196,23 @@ test("predict gives evaluate's per-image probabilities (confusion matrix and mis
   ];
   for (const k of keys) confusion[k.startsWith('dog') ? 1 : 0][byStem.get(k)! > 0.5 ? 1 : 0]++;
   assert.deepEqual(confusion, evaluation.confusion);
-  for (const m of evaluation.misclassified) assert.ok(Math.abs(byStem.get(m.key)! - m.probability) < 1e-5, `${m.key}: ${byStem.get(m.key)} vs ${m.probability}`);
+  for (const m of evaluation.misclassified)
+    assert.ok(
+      Math.abs(byStem.get(m.key)! - m.probability) < 1e-5,
+      `${m.key}: ${byStem.get(m.key)} vs ${m.probability}`,
+    );
   // evaluate drew the misclassified images' heatmaps too.
   for (const m of evaluation.misclassified) assert.ok(existsSync(join(run, m.heatmap)), `${m.heatmap} missing`);
 });
 
-test('export writes model.json, weights and labels.json; the reloaded export gives predict\'s probability within 1e-3', async () => {
+test("export writes model.json, weights and labels.json; the reloaded export gives predict's probability within 1e-3", async () => {
   // A real photo as a PNG below 4× the input size: the pool and the exported model then decode the same pixels.
   const png = join(root, 'png');
   await mkdir(png);
-  await sharp(join(kaggleTrainDir, 'dog.2700.jpg')).resize(200, 150, { fit: 'fill' }).png().toFile(join(png, 'dog.2700.png'));
+  await sharp(join(kaggleTrainDir, 'dog.2700.jpg'))
+    .resize(200, 150, { fit: 'fill' })
+    .png()
+    .toFile(join(png, 'dog.2700.png'));
   const out = join(root, 'export');
   const r = runTrainer(['export', '--model', run, '--out', out, '--backend', 'wasm']);
   assert.equal(r.code, 0, r.stderr);
@@ -177,10 +237,22 @@ test('export writes model.json, weights and labels.json; the reloaded export giv
   }
 
   // uint8 quantization with --compare: a smaller file, and a size/accuracy line per variant on the test split.
-  const q = runTrainer(['export', '--model', run, '--out', join(root, 'export-uint8'), '--quantize', 'uint8', '--compare', '--backend', 'wasm']);
+  const q = runTrainer([
+    'export',
+    '--model',
+    run,
+    '--out',
+    join(root, 'export-uint8'),
+    '--quantize',
+    'uint8',
+    '--compare',
+    '--backend',
+    'wasm',
+  ]);
   assert.equal(q.code, 0, q.stderr);
   assert.match(q.stdout, /quantization=uint8/);
-  for (const v of ['float32', 'float16', 'uint8']) assert.match(q.stdout, new RegExp(`^${v} +\\d+\\.\\d+ MiB +\\d+\\.\\d+ %`, 'm'));
+  for (const v of ['float32', 'float16', 'uint8'])
+    assert.match(q.stdout, new RegExp(`^${v} +\\d+\\.\\d+ MiB +\\d+\\.\\d+ %`, 'm'));
   const weightBytes = (stdout: string) => Number(/ weights=(\d+)/.exec(stdout)![1]);
   assert.ok(weightBytes(q.stdout) < weightBytes(r.stdout) / 3, 'uint8 weights are about a quarter of float32');
 });
@@ -208,8 +280,17 @@ test("the run's misclassified test images have Grad-CAM heatmaps, shown on the r
     assert.ok(existsSync(join(run, m.heatmap!)));
   }
   const html = join(root, 'report.html');
-  const rep = spawnSync(process.execPath, ['--import', 'tsx', join(projectRoot, 'apps', 'trainer', 'src', 'report.ts'), '--run', run, '--out', html], { cwd: projectRoot, encoding: 'utf8' });
+  const rep = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', join(projectRoot, 'apps', 'trainer', 'src', 'report.ts'), '--run', run, '--out', html],
+    { cwd: projectRoot, encoding: 'utf8' },
+  );
   assert.equal(rep.status, 0, rep.stderr);
   const page = await readFile(html, 'utf8');
-  assert.equal(page.match(/<img src="data:image\/jpeg;base64,[^"]+" alt="[^"]+: Grad-CAM heatmap of the predicted class" class="heatmap">/g)?.length, Math.min(missed.length, 200));
+  assert.equal(
+    page.match(
+      /<img src="data:image\/jpeg;base64,[^"]+" alt="[^"]+: Grad-CAM heatmap of the predicted class" class="heatmap">/g,
+    )?.length,
+    Math.min(missed.length, 200),
+  );
 });

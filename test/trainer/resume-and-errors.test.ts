@@ -21,7 +21,20 @@ const readJson = async (p: string) => JSON.parse(await readFile(p, 'utf8'));
 
 test('a run killed with SIGKILL after epoch k resumes to the same number of epochs with its history intact', async () => {
   const out = join(root, 'killed');
-  const child = spawnTrainer(['scratch', '--data', data, '--out', out, '--preset', 'ci-smoke', '--epochs', '6', '--keep-best', '--debug-epoch-delay-ms', '1500']);
+  const child = spawnTrainer([
+    'scratch',
+    '--data',
+    data,
+    '--out',
+    out,
+    '--preset',
+    'ci-smoke',
+    '--epochs',
+    '6',
+    '--keep-best',
+    '--debug-epoch-delay-ms',
+    '1500',
+  ]);
   let stderr = '';
   await new Promise<void>((resolve, reject) => {
     child.stderr!.on('data', (d: Buffer) => {
@@ -29,7 +42,9 @@ test('a run killed with SIGKILL after epoch k resumes to the same number of epoc
       // The checkpoint of epoch 3 is written right after its log line, before the pause: kill during the pause.
       if (/epoch 3\/6 - /.test(stderr) && !child.killed) setTimeout(() => child.kill('SIGKILL'), 700);
     });
-    child.on('exit', (code, signal) => (signal === 'SIGKILL' ? resolve() : reject(new Error(`exited ${code} before the kill: ${stderr}`))));
+    child.on('exit', (code, signal) =>
+      signal === 'SIGKILL' ? resolve() : reject(new Error(`exited ${code} before the kill: ${stderr}`)),
+    );
   });
   const state = (await RunDir.open(out).readCheckpointState())!;
   assert.equal(state.epoch, 3);
@@ -57,7 +72,8 @@ test('a run killed with SIGKILL after epoch k resumes to the same number of epoc
   assert.doesNotMatch(r.stderr, /epoch [123]\/6 - /, 'finished epochs are not trained again');
   const h = await readJson(join(out, 'history.json'));
   assert.deepEqual(h.epoch, [1, 2, 3, 4, 5, 6], 'same total epochs as asked for at the start');
-  for (const k of ['loss', 'acc', 'val_loss', 'val_acc'] as const) assert.deepEqual(h[k].slice(0, 3), before[k], `${k} of epochs 1-3 kept`);
+  for (const k of ['loss', 'acc', 'val_loss', 'val_acc'] as const)
+    assert.deepEqual(h[k].slice(0, 3), before[k], `${k} of epochs 1-3 kept`);
   const cfg = await readJson(join(out, 'config.json'));
   assert.equal(cfg.epochs, 6);
   assert.equal(cfg.keepBest, true);
@@ -78,16 +94,34 @@ test('NaN loss: training stops, says so, keeps the last good checkpoint, exits 1
   // Settings from an experiment file (YAML), the preset from a flag, and a flag overriding the file.
   const experiment = join(root, 'nan.yaml');
   await writeFile(experiment, 'epochs: 5\ndebug-nan-at-step: 12\nlearning_rate: 0.002\n');
-  const r = runTrainer(['scratch', '--data', data, '--out', out, '--preset', 'ci-smoke', '--config', experiment, '--learning-rate', '0.001']);
+  const r = runTrainer([
+    'scratch',
+    '--data',
+    data,
+    '--out',
+    out,
+    '--preset',
+    'ci-smoke',
+    '--config',
+    experiment,
+    '--learning-rate',
+    '0.001',
+  ]);
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /error: loss became NaN at epoch 3, step 2: training stopped; the last good checkpoint \(epoch 2\) is kept/);
+  assert.match(
+    r.stderr,
+    /error: loss became NaN at epoch 3, step 2: training stopped; the last good checkpoint \(epoch 2\) is kept/,
+  );
   assert.match(r.stderr, /Lower --learning-rate/);
   assert.equal((await RunDir.open(out).readCheckpointState())?.epoch, 2);
   assert.deepEqual((await readJson(join(out, 'history.json'))).epoch, [1, 2]);
   assert.ok(!existsSync(join(out, 'model')), 'no model saved from NaN weights');
   assert.ok(!existsSync(join(out, 'metrics.json')));
   const cfg = await readJson(join(out, 'config.json'));
-  assert.deepEqual([cfg.epochs, cfg.learningRate, cfg.batchSize, cfg.inputSize, cfg.preset], [5, 0.001, 8, 64, 'ci-smoke']);
+  assert.deepEqual(
+    [cfg.epochs, cfg.learningRate, cfg.batchSize, cfg.inputSize, cfg.preset],
+    [5, 0.001, 8, 64, 'ci-smoke'],
+  );
 });
 
 test('bad input: clear messages and exit codes', async () => {
@@ -100,14 +134,20 @@ test('bad input: clear messages and exit codes', async () => {
   const threeClasses = join(root, 'three');
   await cp(data, threeClasses, { recursive: true });
   const manifest = await readJson(join(data, 'manifest.json'));
-  await writeFile(join(threeClasses, 'manifest.json'), JSON.stringify({ ...manifest, classes: ['birds', 'cats', 'dogs'] }));
+  await writeFile(
+    join(threeClasses, 'manifest.json'),
+    JSON.stringify({ ...manifest, classes: ['birds', 'cats', 'dogs'] }),
+  );
   r = runTrainer(['scratch', '--data', threeClasses, '--out', join(root, 'x2')]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /has 3 classes \(birds, cats, dogs\); binary training needs exactly two/);
 
   const noTest = join(root, 'notest');
   await cp(data, noTest, { recursive: true });
-  await writeFile(join(noTest, 'manifest.json'), JSON.stringify({ ...manifest, splits: { ...manifest.splits, test: { count: 0, classCounts: {}, shards: [] } } }));
+  await writeFile(
+    join(noTest, 'manifest.json'),
+    JSON.stringify({ ...manifest, splits: { ...manifest.splits, test: { count: 0, classCounts: {}, shards: [] } } }),
+  );
   r = runTrainer(['scratch', '--data', noTest, '--out', join(root, 'x3')]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /split "test" is missing or empty/);
@@ -115,7 +155,10 @@ test('bad input: clear messages and exit codes', async () => {
   // A bad flag value is a usage error (exit 2); the same value in an experiment file is a bad config (exit 1).
   r = runTrainer(['finetune', '--data', data, '--out', join(root, 'x4'), '--base', 'resnet50']);
   assert.equal(r.code, 2);
-  assert.match(r.stderr, /--base <name>' argument 'resnet50' is invalid\. Allowed choices are vgg16, mobilenet_v2, mobilenet_v2_0\.35/);
+  assert.match(
+    r.stderr,
+    /--base <name>' argument 'resnet50' is invalid\. Allowed choices are vgg16, mobilenet_v2, mobilenet_v2_0\.35/,
+  );
   await writeFile(join(root, 'resnet.yaml'), 'base: resnet50\n');
   r = runTrainer(['finetune', '--data', data, '--out', join(root, 'x4'), '--config', join(root, 'resnet.yaml')]);
   assert.equal(r.code, 1);
@@ -123,7 +166,10 @@ test('bad input: clear messages and exit codes', async () => {
 
   r = runTrainer(['transfer', '--data', data]);
   assert.equal(r.code, 2);
-  assert.match(r.stderr, /unknown strategy "transfer" \(valid: scratch, augmented, extract, extract-augmented, finetune, evaluate\)/);
+  assert.match(
+    r.stderr,
+    /unknown strategy "transfer" \(valid: scratch, augmented, extract, extract-augmented, finetune, evaluate\)/,
+  );
 
   r = runTrainer(['evaluate', '--model', join(root, 'no-such-run'), '--data', data]);
   assert.equal(r.code, 1);
@@ -137,5 +183,6 @@ test('bad input: clear messages and exit codes', async () => {
   r = runTrainer(['extract', '--data', data, '--out', join(root, 'x6'), '--weights', join(root, 'no-such-weights')]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /^error: .*no-such-weights/m);
-  for (const x of ['x1', 'x2', 'x3', 'x4', 'x5', 'x6']) assert.ok(!existsSync(join(root, x)), `a run that failed to start left ${x}/ behind`);
+  for (const x of ['x1', 'x2', 'x3', 'x4', 'x5', 'x6'])
+    assert.ok(!existsSync(join(root, x)), `a run that failed to start left ${x}/ behind`);
 });

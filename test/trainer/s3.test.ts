@@ -18,13 +18,37 @@ test('extract trains from s3:// shards into an s3:// run directory; evaluate rea
     const src = join(root, 'src');
     await mkdir(src);
     await Promise.all(
-      Array.from({ length: 16 }, (_, i) => [`cat.${i}.jpg`, `dog.${i}.jpg`]).flat().map((f) => copyFile(join(kaggleTrainDir, f), join(src, f))),
+      Array.from({ length: 16 }, (_, i) => [`cat.${i}.jpg`, `dog.${i}.jpg`])
+        .flat()
+        .map((f) => copyFile(join(kaggleTrainDir, f), join(src, f))),
     );
     const url = 's3://trainer-bucket/ds';
-    await prepareDataset({ source: src, out: url, train: 10, validation: 3, test: 3, resize: { width: 64, height: 64 } });
+    await prepareDataset({
+      source: src,
+      out: url,
+      train: 10,
+      validation: 3,
+      test: 3,
+      resize: { width: 64, height: 64 },
+    });
     // The run on S3 too: --out s3://…, then evaluate --model s3://… files its result under evaluations/.
     const runUrl = 's3://trainer-bucket/runs/extract';
-    const rs = await runTrainerAsync(['extract', '--data', url, '--out', runUrl, '--preset', 'ci-smoke', '--epochs', '2', '--feature-cache-dir', join(root, 'features')], s3.env);
+    const rs = await runTrainerAsync(
+      [
+        'extract',
+        '--data',
+        url,
+        '--out',
+        runUrl,
+        '--preset',
+        'ci-smoke',
+        '--epochs',
+        '2',
+        '--feature-cache-dir',
+        join(root, 'features'),
+      ],
+      s3.env,
+    );
     assert.equal(rs.code, 0, rs.stderr);
     assert.match(lastLine(rs.stdout), /^accuracy=\d\.\d{4} loss=\d+\.\d{4} n=6$/);
     const cfg = JSON.parse((await openStorage(runUrl).read('config.json')).toString('utf8'));
@@ -34,13 +58,25 @@ test('extract trains from s3:// shards into an s3:// run directory; evaluate rea
     assert.ok(!existsSync(join(projectRoot, 's3:')), 'no local folder named s3:');
     const es = await runTrainerAsync(['evaluate', '--model', runUrl, '--data', url], s3.env);
     assert.equal(es.code, 0, es.stderr);
-    assert.equal(lastLine(es.stdout), lastLine(rs.stdout), 'the model saved on S3 reproduces the run\'s test metrics');
+    assert.equal(lastLine(es.stdout), lastLine(rs.stdout), "the model saved on S3 reproduces the run's test metrics");
     const keys: string[] = [];
     for await (const e of openStorage(runUrl).list()) keys.push(`runs/extract/${e.path}`);
-    for (const k of ['config.json', 'history.json', 'history.csv', 'metrics.json', 'summary.txt', 'model/model.json', 'model/weights.bin', 'checkpoints/last.json']) {
+    for (const k of [
+      'config.json',
+      'history.json',
+      'history.csv',
+      'metrics.json',
+      'summary.txt',
+      'model/model.json',
+      'model/weights.bin',
+      'checkpoints/last.json',
+    ]) {
       assert.ok(keys.includes(`runs/extract/${k}`), `${k} missing on S3 (${keys.join(', ')})`);
     }
-    assert.ok(keys.some((k) => /^runs\/extract\/evaluations\/[0-9a-f]{16,}\.json$/.test(k)), `no evaluation on S3 (${keys.join(', ')})`);
+    assert.ok(
+      keys.some((k) => /^runs\/extract\/evaluations\/[0-9a-f]{16,}\.json$/.test(k)),
+      `no evaluation on S3 (${keys.join(', ')})`,
+    );
     const bad = await runTrainerAsync(['extract', '--data', url, '--out', 'ftp://host/run'], s3.env);
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /ftp:\/\/host\/run: unsupported URL scheme/);

@@ -27,7 +27,10 @@ test('scratch (ci-smoke): the convnet learns the training images; run directory 
   assert.match(lastLine(r.stdout), CONTRACT);
   const h = await readJson(join(out, 'history.json'));
   assert.equal(h.epoch.length, 24);
-  assert.deepEqual(h.epoch, Array.from({ length: 24 }, (_, i) => i + 1));
+  assert.deepEqual(
+    h.epoch,
+    Array.from({ length: 24 }, (_, i) => i + 1),
+  );
   // Learning: the training loss falls well below chance (ln 2 ≈ 0.693) and training accuracy rises above it.
   assert.ok(Math.min(...h.loss) < 0.5, `train loss stayed at ${Math.min(...h.loss)}`);
   assert.ok(Math.max(...h.acc) >= 0.8, `train acc stayed at ${Math.max(...h.acc)}`);
@@ -37,7 +40,10 @@ test('scratch (ci-smoke): the convnet learns the training images; run directory 
   assert.equal(cfg.inputScaling, 'unit');
   const m = await readJson(join(out, 'metrics.json'));
   assert.equal(m.test.n, 20);
-  assert.equal(m.test.confusion.flat().reduce((a: number, b: number) => a + b, 0), 20);
+  assert.equal(
+    m.test.confusion.flat().reduce((a: number, b: number) => a + b, 0),
+    20,
+  );
   assert.equal(m.epochs, 24);
   for (const f of ['model/model.json', 'model/weights.bin', 'history.csv', 'summary.txt', 'checkpoints/last.json']) {
     assert.ok(existsSync(join(out, f)), `${f} missing`);
@@ -61,7 +67,19 @@ test('extract (ci-smoke): features cached and reused, head reaches well above ch
   assert.equal(cfg.inputScaling, 'symmetric');
 
   // A second run on the same base, weights, size and dataset reuses the cached features and says so.
-  const again = runTrainer(['extract', '--data', data, '--out', join(root, 'extract2'), '--preset', 'ci-smoke', '--feature-cache-dir', cache, '--epochs', '1']);
+  const again = runTrainer([
+    'extract',
+    '--data',
+    data,
+    '--out',
+    join(root, 'extract2'),
+    '--preset',
+    'ci-smoke',
+    '--feature-cache-dir',
+    cache,
+    '--epochs',
+    '1',
+  ]);
   assert.equal(again.code, 0, again.stderr);
   assert.match(again.stderr, /reusing cached train features/);
   assert.doesNotMatch(again.stderr, /features: extracted train/);
@@ -98,20 +116,38 @@ test('extract (ci-smoke): features cached and reused, head reaches well above ch
   assert.equal(await readFile(join(out, 'metrics.json'), 'utf8'), metricsBefore, 'evaluate rewrote metrics.json');
   for (const x of m.test.misclassified) assert.ok(existsSync(join(out, x.image)), `evaluate removed ${x.image}`);
   const planId = (await readJson(join(data, 'manifest.json'))).planId;
-  const files = readdirSync(join(out, 'evaluations')).filter((f) => f.endsWith('.json')).sort();
+  const files = readdirSync(join(out, 'evaluations'))
+    .filter((f) => f.endsWith('.json'))
+    .sort();
   assert.equal(files.length, 3, files.join(', '));
   assert.ok(files.includes(`${planId}.json`), 'the prepped dataset is filed under its planId');
   const own = await readJson(join(out, 'evaluations', `${planId}.json`));
   assert.equal(own.n, 20);
   assert.ok(Math.abs(own.accuracy - m.test.accuracy) < 1e-4);
-  const folders = await Promise.all(files.filter((f) => f.startsWith('folder-')).map((f) => readJson(join(out, 'evaluations', f))));
-  assert.deepEqual(folders.map((f) => f.n), [8, 8]);
-  for (const f of folders) for (const x of f.misclassified) assert.ok(existsSync(join(out, x.image)), `${x.image} missing`);
+  const folders = await Promise.all(
+    files.filter((f) => f.startsWith('folder-')).map((f) => readJson(join(out, 'evaluations', f))),
+  );
+  assert.deepEqual(
+    folders.map((f) => f.n),
+    [8, 8],
+  );
+  for (const f of folders)
+    for (const x of f.misclassified) assert.ok(existsSync(join(out, x.image)), `${x.image} missing`);
 });
 
 test('finetune (ci-smoke): head on cached features, then the top of the base; extract-augmented freezes the base; augmented runs', async () => {
   const out = join(root, 'finetune');
-  const r = runTrainer(['finetune', '--data', data, '--out', out, '--preset', 'ci-smoke', '--feature-cache-dir', join(root, 'features')]);
+  const r = runTrainer([
+    'finetune',
+    '--data',
+    data,
+    '--out',
+    out,
+    '--preset',
+    'ci-smoke',
+    '--feature-cache-dir',
+    join(root, 'features'),
+  ]);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /fine-tuning from block_13_expand on cached activations/);
   const h = await readJson(join(out, 'history.json'));
@@ -129,8 +165,23 @@ test('finetune (ci-smoke): head on cached features, then the top of the base; ex
 
   // The book's way: head end to end, then the top on (augmented) images; the frozen bottom runs compiled.
   const fi = runTrainer([
-    'finetune', '--data', data, '--out', join(root, 'finetune-images'), '--preset', 'ci-smoke', '--base', 'mobilenet_v2_0.35',
-    '--head-training', 'end-to-end', '--fine-tune-input', 'images', '--head-epochs', '2', '--epochs', '1',
+    'finetune',
+    '--data',
+    data,
+    '--out',
+    join(root, 'finetune-images'),
+    '--preset',
+    'ci-smoke',
+    '--base',
+    'mobilenet_v2_0.35',
+    '--head-training',
+    'end-to-end',
+    '--fine-tune-input',
+    'images',
+    '--head-epochs',
+    '2',
+    '--epochs',
+    '1',
   ]);
   assert.equal(fi.code, 0, fi.stderr);
   assert.match(fi.stderr, /head: the frozen mobilenetv2_0\.35_\S+ runs compiled/i);
@@ -141,13 +192,35 @@ test('finetune (ci-smoke): head on cached features, then the top of the base; ex
   const fie = runTrainer(['evaluate', '--model', join(root, 'finetune-images'), '--data', data]);
   assert.equal(lastLine(fie.stdout), `accuracy=${fim.test.accuracy.toFixed(4)} loss=${fim.test.loss.toFixed(4)} n=20`);
 
-  const ea = runTrainer(['extract-augmented', '--data', data, '--out', join(root, 'ea'), '--preset', 'ci-smoke', '--epochs', '1', '--base', 'mobilenet_v2_0.35']);
+  const ea = runTrainer([
+    'extract-augmented',
+    '--data',
+    data,
+    '--out',
+    join(root, 'ea'),
+    '--preset',
+    'ci-smoke',
+    '--epochs',
+    '1',
+    '--base',
+    'mobilenet_v2_0.35',
+  ]);
   assert.equal(ea.code, 0, ea.stderr);
   assert.match(ea.stderr, /trainable weight tensors: \d+ before freezing the base, 4 after/);
   assert.ok(readdirSync(join(root, 'ea', 'model')).includes('model.json'));
 
   // augmented: the dropout convnet on augmented batches (one short epoch: it runs end to end, config recorded).
-  const au = runTrainer(['augmented', '--data', data, '--out', join(root, 'aug'), '--preset', 'ci-smoke', '--epochs', '1']);
+  const au = runTrainer([
+    'augmented',
+    '--data',
+    data,
+    '--out',
+    join(root, 'aug'),
+    '--preset',
+    'ci-smoke',
+    '--epochs',
+    '1',
+  ]);
   assert.equal(au.code, 0, au.stderr);
   const auCfg = await readJson(join(root, 'aug', 'config.json'));
   assert.deepEqual([auCfg.augment, auCfg.dropout, auCfg.batchSize], [true, 0.5, 10]);

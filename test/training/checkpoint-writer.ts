@@ -6,6 +6,10 @@ const run = RunDir.open(process.argv[2]);
 const weights = { 'dense/kernel': tf.randomNormal([256, 256]), 'dense/bias': tf.zeros([256]) };
 for (let epoch = 1; ; epoch++) {
   const state = { ...initialState(emptyHistory()), phase: 'train', phaseEpoch: epoch, epoch, globalStep: epoch * 10 };
-  await run.writeCheckpoint('last', epoch, { weights, optimizer: [{ name: '00000|ms', tensor: weights['dense/bias'] }], state });
+  await run.writeCheckpoint('last', epoch, {
+    weights,
+    optimizer: [{ name: '00000|ms', tensor: weights['dense/bias'] }],
+    state,
+  });
   if (epoch === 1) process.stdout.write('first\n');
 }

@@ -19,7 +19,10 @@ test('a writer killed at random moments always leaves a readable last checkpoint
     const run = join(dir, 'run');
     let lastEpoch = 0;
     for (let i = 0; i < 6; i++) {
-      const child = spawn(process.execPath, ['--import', 'tsx', WRITER, run], { cwd: projectRoot, stdio: ['ignore', 'pipe', 'inherit'] });
+      const child = spawn(process.execPath, ['--import', 'tsx', WRITER, run], {
+        cwd: projectRoot,
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
       await new Promise<void>((resolve) => child.stdout!.once('data', () => resolve()));
       await new Promise((r) => setTimeout(r, 50 + Math.random() * 400));
       child.kill('SIGKILL');

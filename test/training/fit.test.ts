@@ -6,7 +6,17 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { fitPhase, initialState, emptyHistory, explainOutOfMemory, isOutOfMemory, readCheckpointState, RunDir, type BatchFeed, type ProgressSink } from '@catdog/training';
+import {
+  fitPhase,
+  initialState,
+  emptyHistory,
+  explainOutOfMemory,
+  isOutOfMemory,
+  readCheckpointState,
+  RunDir,
+  type BatchFeed,
+  type ProgressSink,
+} from '@catdog/training';
 
 const quiet: ProgressSink = { start() {}, update() {}, stop() {}, log() {} };
 
@@ -17,7 +27,11 @@ function feed(xs: Float32Array, ys: Float32Array, batch: number): BatchFeed {
     async next() {
       if (pos >= n) pos = 0;
       const k = Math.min(batch, n - pos);
-      const b = { xs: tf.tensor2d(xs.subarray(pos * 4, (pos + k) * 4), [k, 4]), ys: tf.tensor2d(ys.subarray(pos, pos + k), [k, 1]), n: k };
+      const b = {
+        xs: tf.tensor2d(xs.subarray(pos * 4, (pos + k) * 4), [k, 4]),
+        ys: tf.tensor2d(ys.subarray(pos, pos + k), [k, 1]),
+        n: k,
+      };
       pos += k;
       return b;
     },
@@ -34,8 +48,24 @@ test('early stopping ends a phase when val_loss stops improving; checkpoints and
     const xs = Float32Array.from({ length: 64 }, (_, i) => ((i * 37) % 11) / 11 - 0.5);
     const ys = Float32Array.from({ length: 16 }, (_, i) => i % 2);
     const state = initialState(emptyHistory());
-    const ctx = { runDir: RunDir.open(dir), runModel: model, state, progress: quiet, earlyStopping: 2, keepBest: false };
-    await fitPhase(ctx, { name: 'train', model, epochs: 10, stepsPerEpoch: 2, validationSteps: 2, batchSize: 8, train: feed(xs, ys, 8), validation: feed(xs, ys, 8) });
+    const ctx = {
+      runDir: RunDir.open(dir),
+      runModel: model,
+      state,
+      progress: quiet,
+      earlyStopping: 2,
+      keepBest: false,
+    };
+    await fitPhase(ctx, {
+      name: 'train',
+      model,
+      epochs: 10,
+      stepsPerEpoch: 2,
+      validationSteps: 2,
+      batchSize: 8,
+      train: feed(xs, ys, 8),
+      validation: feed(xs, ys, 8),
+    });
     assert.equal(state.stoppedEarly, true);
     assert.equal(state.epoch, 3, 'epoch 1 sets the best val_loss, epochs 2 and 3 do not improve, patience 2 stops');
     const saved = await readCheckpointState(dir);
@@ -45,7 +75,19 @@ test('early stopping ends a phase when val_loss stops improving; checkpoints and
     assert.deepEqual(h.epoch, [1, 2, 3]);
     assert.ok(h.val_loss.every((v: number) => v === h.val_loss[0]));
     // A resumed run whose checkpoint stopped early does not train further.
-    await fitPhase({ ...ctx, state: saved! }, { name: 'train', model, epochs: 10, stepsPerEpoch: 2, validationSteps: 2, batchSize: 8, train: feed(xs, ys, 8), validation: feed(xs, ys, 8) });
+    await fitPhase(
+      { ...ctx, state: saved! },
+      {
+        name: 'train',
+        model,
+        epochs: 10,
+        stepsPerEpoch: 2,
+        validationSteps: 2,
+        batchSize: 8,
+        train: feed(xs, ys, 8),
+        validation: feed(xs, ys, 8),
+      },
+    );
     assert.equal(saved!.epoch, 3);
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -61,7 +103,10 @@ test('allocation failures become a message saying what to lower', () => {
   }
   assert.ok(isOutOfMemory(err), String(err));
   const explained = explainOutOfMemory(err, { batchSize: 32, inputSize: 150, workers: 2 }) as Error;
-  assert.match(explained.message, /^out of memory .*lower --batch-size \(now 32\), --input-size \(now 150\) or --workers \(now 2\)$/);
+  assert.match(
+    explained.message,
+    /^out of memory .*lower --batch-size \(now 32\), --input-size \(now 150\) or --workers \(now 2\)$/,
+  );
   assert.equal((explained as { code?: string }).code, 'out-of-memory');
   // A stack overflow is told apart: smaller batches would not help.
   let deep: unknown;

@@ -16,16 +16,30 @@ const FROM = 'block_16_expand';
 
 async function images(names: string[]): Promise<tf.Tensor4D> {
   const pixels = await Promise.all(
-    names.map((n) => sharp(readFileSync(join(kaggleTrainDir, n))).resize(SIZE, SIZE, { fit: 'fill' }).removeAlpha().raw().toBuffer()),
+    names.map((n) =>
+      sharp(readFileSync(join(kaggleTrainDir, n)))
+        .resize(SIZE, SIZE, { fit: 'fill' })
+        .removeAlpha()
+        .raw()
+        .toBuffer(),
+    ),
   );
-  return tf.tidy(() => tf.sub(tf.div(tf.tensor4d(Buffer.concat(pixels), [names.length, SIZE, SIZE, 3], 'int32').toFloat(), 127.5), 1) as tf.Tensor4D);
+  return tf.tidy(
+    () =>
+      tf.sub(
+        tf.div(tf.tensor4d(Buffer.concat(pixels), [names.length, SIZE, SIZE, 3], 'int32').toFloat(), 127.5),
+        1,
+      ) as tf.Tensor4D,
+  );
 }
 
 async function fineTuneModel(): Promise<tf.LayersModel> {
   const base = await loadMobileNetV2Base({ alpha: 0.35, from: mobilenetV2Dir('0.35'), inputShape: [SIZE, SIZE, 3] });
   setTrainableFrom(base, FROM);
   const pooled = tf.layers.globalAveragePooling2d({}).apply(base.outputs[0]!) as tf.SymbolicTensor;
-  const y = tf.layers.dense({ units: 1, activation: 'sigmoid', kernelInitializer: tf.initializers.glorotUniform({ seed: 7 }) }).apply(pooled) as tf.SymbolicTensor;
+  const y = tf.layers
+    .dense({ units: 1, activation: 'sigmoid', kernelInitializer: tf.initializers.glorotUniform({ seed: 7 }) })
+    .apply(pooled) as tf.SymbolicTensor;
   return tf.model({ inputs: base.inputs, outputs: y });
 }
 
@@ -67,7 +81,10 @@ test('training above the compiled frozen bottom changes the same weights, by the
     }
     if (maxDelta > 0) moved++;
     // Equal up to the float rounding of the folded BatchNorm (measured: ≤ 2e-6 of the change).
-    assert.ok(maxDiff <= 1e-4 * Math.max(maxDelta, 1e-2), `${names[i]}: moved ${maxDelta}, whole vs split differ by ${maxDiff}`);
+    assert.ok(
+      maxDiff <= 1e-4 * Math.max(maxDelta, 1e-2),
+      `${names[i]}: moved ${maxDelta}, whole vs split differ by ${maxDiff}`,
+    );
   }
   // block_16's three convolutions, Conv_1 and the dense layer's kernel and bias; nothing frozen moved (checked above)
   assert.equal(moved, whole.trainableWeights.length, `training changed ${moved} weight tensors`);

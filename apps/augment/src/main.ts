@@ -50,7 +50,8 @@ const int = (name: string) => (v: string) => {
 };
 const port = (v: string) => {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('--port must be an integer in [0, 65535]');
+  if (!Number.isInteger(n) || n < 0 || n > 65535)
+    throw new InvalidArgumentError('--port must be an integer in [0, 65535]');
   return n;
 };
 const num = (name: string) => (v: string) => {
@@ -64,29 +65,63 @@ function addAugmentFlags(cmd: Command): Command {
   const b = BOOK_AUGMENTATION;
   return cmd
     .option('--rotation <deg>', 'rotation_range, degrees', num('--rotation'), b.rotationRange)
-    .option('--width-shift <f>', 'width_shift_range (fraction, or pixels when >= 1)', num('--width-shift'), b.widthShiftRange)
+    .option(
+      '--width-shift <f>',
+      'width_shift_range (fraction, or pixels when >= 1)',
+      num('--width-shift'),
+      b.widthShiftRange,
+    )
     .option('--height-shift <f>', 'height_shift_range', num('--height-shift'), b.heightShiftRange)
     .option('--shear <deg>', 'shear_range, degrees', num('--shear'), b.shearRange)
     .option('--zoom <z>', 'zoom_range: factors in [1-z, 1+z]', num('--zoom'), b.zoomRange as number)
     .option('--no-horizontal-flip', 'disable horizontal flips')
     .option('--vertical-flip', 'enable vertical flips', false)
-    .addOption(new Option('--fill-mode <mode>', 'fill_mode').choices(['nearest', 'constant', 'reflect', 'wrap']).default(b.fillMode))
+    .addOption(
+      new Option('--fill-mode <mode>', 'fill_mode')
+        .choices(['nearest', 'constant', 'reflect', 'wrap'])
+        .default(b.fillMode),
+    )
     .option('--cval <v>', 'value for --fill-mode constant', Number, 0);
 }
 
 interface AugmentFlags {
-  rotation: number; widthShift: number; heightShift: number; shear: number; zoom: number;
-  horizontalFlip: boolean; verticalFlip: boolean; fillMode: FillMode; cval: number;
+  rotation: number;
+  widthShift: number;
+  heightShift: number;
+  shear: number;
+  zoom: number;
+  horizontalFlip: boolean;
+  verticalFlip: boolean;
+  fillMode: FillMode;
+  cval: number;
 }
 
 function augmentFromFlags(f: AugmentFlags): AugmentOptions {
   return resolveAugmentOptions({
-    rotationRange: f.rotation, widthShiftRange: f.widthShift, heightShiftRange: f.heightShift, shearRange: f.shear,
-    zoomRange: f.zoom, horizontalFlip: f.horizontalFlip, verticalFlip: f.verticalFlip, fillMode: f.fillMode, cval: f.cval,
+    rotationRange: f.rotation,
+    widthShiftRange: f.widthShift,
+    heightShiftRange: f.heightShift,
+    shearRange: f.shear,
+    zoomRange: f.zoom,
+    horizontalFlip: f.horizontalFlip,
+    verticalFlip: f.verticalFlip,
+    fillMode: f.fillMode,
+    cval: f.cval,
   });
 }
 
-async function preview(opts: AugmentFlags & { image: string; count: number; cols: number; out: string; seed: number; size: number; interpolation: 'nearest' | 'bilinear'; jpegDecoder: JpegDecoder }) {
+async function preview(
+  opts: AugmentFlags & {
+    image: string;
+    count: number;
+    cols: number;
+    out: string;
+    seed: number;
+    size: number;
+    interpolation: 'nearest' | 'bilinear';
+    jpegDecoder: JpegDecoder;
+  },
+) {
   const file = resolvePath(opts.image);
   if (!existsSync(file) || !statSync(file).isFile()) throw new UserError(`image not found: ${file}`);
   const augment = augmentFromFlags(opts);
@@ -94,7 +129,12 @@ async function preview(opts: AugmentFlags & { image: string; count: number; cols
   const w = opts.size;
   let decoded: Uint8Array;
   try {
-    decoded = await decodeResized(await readFile(file), { height: h, width: w, interpolation: opts.interpolation, jpegDecoder: opts.jpegDecoder });
+    decoded = await decodeResized(await readFile(file), {
+      height: h,
+      width: w,
+      interpolation: opts.interpolation,
+      jpegDecoder: opts.jpegDecoder,
+    });
   } catch (err) {
     throw new UserError(`cannot decode ${file}: ${(err as Error).message}`);
   }
@@ -122,7 +162,9 @@ async function preview(opts: AugmentFlags & { image: string; count: number; cols
   }
   const out = resolvePath(opts.out);
   await mkdir(dirname(out), { recursive: true });
-  await sharp(grid, { raw: { width: gridW, height: gridH, channels: 3 } }).png().toFile(out);
+  await sharp(grid, { raw: { width: gridW, height: gridH, channels: 3 } })
+    .png()
+    .toFile(out);
   console.log(`wrote ${out} (${opts.count} augmented versions of ${key}, ${cols}×${rows} grid, seed ${opts.seed})`);
 }
 
@@ -132,11 +174,27 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-async function bench(opts: AugmentFlags & {
-  source: string; limit: number; workers: number; batch: number; size: number; passes: number; split: 'train' | 'validation' | 'test';
-  seed: number; interpolation: 'nearest' | 'bilinear'; jpegDecoder: JpegDecoder; augment: boolean; minWorkers: number; json?: string;
-  read: 'limit' | 'auto' | 'memory' | 'stream'; cacheDir?: string; cacheLimit?: number; windowShards?: number;
-} & ServiceFlags) {
+async function bench(
+  opts: AugmentFlags & {
+    source: string;
+    limit: number;
+    workers: number;
+    batch: number;
+    size: number;
+    passes: number;
+    split: 'train' | 'validation' | 'test';
+    seed: number;
+    interpolation: 'nearest' | 'bilinear';
+    jpegDecoder: JpegDecoder;
+    augment: boolean;
+    minWorkers: number;
+    json?: string;
+    read: 'limit' | 'auto' | 'memory' | 'stream';
+    cacheDir?: string;
+    cacheLimit?: number;
+    windowShards?: number;
+  } & ServiceFlags,
+) {
   const url = /^s3:\/\//.test(opts.source) ? opts.source : resolvePath(opts.source);
   if (!url.startsWith('s3://') && !existsSync(url)) throw new UserError(`source not found: ${url}`);
   const augment = opts.augment ? augmentFromFlags(opts) : false;
@@ -156,18 +214,40 @@ async function bench(opts: AugmentFlags & {
     }
     if (samples.length >= opts.limit) break;
   }
-  const source: SampleSource = { classes: opened.classes, count: samples.length, samples: async function* () { yield* samples; } };
+  const source: SampleSource = {
+    classes: opened.classes,
+    count: samples.length,
+    samples: async function* () {
+      yield* samples;
+    },
+  };
   const bytes = samples.reduce((n, s) => n + s.bytes.byteLength, 0);
   console.log(
     `source ${url}: ${samples.length} images (${opened.classes.map((c, i) => `${samples.filter((x) => x.label === i).length} ${c}`).join(', ')}; ${(bytes / 1024 ** 2).toFixed(1)} MiB encoded), ` +
       `${opts.size}×${opts.size}, batch ${opts.batch}, ${opts.passes} passes, augment ${augment ? 'book' : 'off'}, ` +
       `${availableParallelism()} cores available`,
   );
-  const results: { workers: number; rate: number; passes: number[]; mainMs: number; workerMs: number; cpuMsPerImage: number; skipped: number }[] = [];
+  const results: {
+    workers: number;
+    rate: number;
+    passes: number[];
+    mainMs: number;
+    workerMs: number;
+    cpuMsPerImage: number;
+    skipped: number;
+  }[] = [];
   for (let workers = Math.min(opts.minWorkers, opts.workers); workers <= opts.workers; workers++) {
     const stream = await createBatchStream({
-      source, batchSize: opts.batch, targetSize: [opts.size, opts.size], augment, shuffle: true, seed: opts.seed,
-      workers, epochs: opts.passes, interpolation: opts.interpolation, jpegDecoder: opts.jpegDecoder,
+      source,
+      batchSize: opts.batch,
+      targetSize: [opts.size, opts.size],
+      augment,
+      shuffle: true,
+      seed: opts.seed,
+      workers,
+      epochs: opts.passes,
+      interpolation: opts.interpolation,
+      jpegDecoder: opts.jpegDecoder,
     });
     await stream.ready();
     const rates: number[] = [];
@@ -188,7 +268,15 @@ async function bench(opts: AugmentFlags & {
     const cpu = process.cpuUsage(cpu0);
     const cpuMsPerImage = (cpu.user + cpu.system) / 1000 / st0(stream.stats().images);
     const st = stream.stats();
-    results.push({ workers, rate: median(rates), passes: rates, mainMs: st.mainThreadMsPerBatch, workerMs: st.workerMsPerBatch, cpuMsPerImage, skipped: st.skipped.length });
+    results.push({
+      workers,
+      rate: median(rates),
+      passes: rates,
+      mainMs: st.mainThreadMsPerBatch,
+      workerMs: st.workerMsPerBatch,
+      cpuMsPerImage,
+      skipped: st.skipped.length,
+    });
     console.log(
       `workers=${workers} images_per_s=${median(rates).toFixed(0)} passes=[${rates.map((r) => r.toFixed(0)).join(', ')}] ` +
         `main_thread_ms_per_batch=${st.mainThreadMsPerBatch.toFixed(3)} worker_ms_per_batch=${st.workerMsPerBatch.toFixed(1)} ` +
@@ -199,14 +287,23 @@ async function bench(opts: AugmentFlags & {
   const one = results.find((r) => r.workers === 1);
   const last = results[results.length - 1];
   if (one && last.workers > 1) {
-    console.log(`scaling 1→${last.workers} workers: ${((last.rate / one.rate / last.workers) * 100).toFixed(0)}% efficiency`);
+    console.log(
+      `scaling 1→${last.workers} workers: ${((last.rate / one.rate / last.workers) * 100).toFixed(0)}% efficiency`,
+    );
   }
   if (opts.json) {
     const file = resolvePath(opts.json);
     await mkdir(dirname(file), { recursive: true });
     const record = {
-      source: url, images: samples.length, size: opts.size, batch: opts.batch, passes: opts.passes, augment: augment !== false,
-      interpolation: opts.interpolation, cores: availableParallelism(), results,
+      source: url,
+      images: samples.length,
+      size: opts.size,
+      batch: opts.batch,
+      passes: opts.passes,
+      augment: augment !== false,
+      interpolation: opts.interpolation,
+      cores: availableParallelism(),
+      results,
       scaling: one && last.workers > 1 ? last.rate / one.rate / last.workers : null,
     };
     await writeFile(file, `${JSON.stringify(record, null, 2)}\n`);
@@ -215,20 +312,30 @@ async function bench(opts: AugmentFlags & {
 }
 
 /** bench --read auto|memory|stream: the whole prepared split through the URL path (the trainer's), timed per pass. */
-async function benchSplit(
-  opts: Parameters<typeof bench>[0],
-  url: string,
-  augment: AugmentOptions | false,
-) {
-  if (!(await isPreparedDataset(url))) throw new UsageError(`--read ${opts.read} needs a prepared dataset (manifest.json) at ${url}`);
+async function benchSplit(opts: Parameters<typeof bench>[0], url: string, augment: AugmentOptions | false) {
+  if (!(await isPreparedDataset(url)))
+    throw new UsageError(`--read ${opts.read} needs a prepared dataset (manifest.json) at ${url}`);
   const memoryBudget = opts.read === 'memory' ? Infinity : opts.read === 'stream' ? 0 : undefined;
-  const results: { workers: number; rate: number; passes: number[]; firstBatchMs: number; peakBytesHeld: number }[] = [];
+  const results: { workers: number; rate: number; passes: number[]; firstBatchMs: number; peakBytesHeld: number }[] =
+    [];
   for (let workers = Math.min(opts.minWorkers, opts.workers); workers <= opts.workers; workers++) {
     const t0 = performance.now();
     const stream = await createBatchStream({
-      source: url, split: opts.split, batchSize: opts.batch, targetSize: [opts.size, opts.size], augment, shuffle: true, seed: opts.seed,
-      workers, epochs: opts.passes, interpolation: opts.interpolation, jpegDecoder: opts.jpegDecoder, memoryBudget,
-      cacheDir: opts.cacheDir && resolvePath(opts.cacheDir), cacheLimit: opts.cacheLimit, windowShards: opts.windowShards,
+      source: url,
+      split: opts.split,
+      batchSize: opts.batch,
+      targetSize: [opts.size, opts.size],
+      augment,
+      shuffle: true,
+      seed: opts.seed,
+      workers,
+      epochs: opts.passes,
+      interpolation: opts.interpolation,
+      jpegDecoder: opts.jpegDecoder,
+      memoryBudget,
+      cacheDir: opts.cacheDir && resolvePath(opts.cacheDir),
+      cacheLimit: opts.cacheLimit,
+      windowShards: opts.windowShards,
       log: (line) => console.log(line),
     });
     await stream.ready();
@@ -248,7 +355,13 @@ async function benchSplit(
       }
     }
     const st = stream.stats();
-    results.push({ workers, rate: median(rates), passes: rates, firstBatchMs, peakBytesHeld: st.shards?.peakBytesHeld ?? 0 });
+    results.push({
+      workers,
+      rate: median(rates),
+      passes: rates,
+      firstBatchMs,
+      peakBytesHeld: st.shards?.peakBytesHeld ?? 0,
+    });
     console.log(
       `workers=${workers} images_per_s=${median(rates).toFixed(0)} passes=[${rates.map((r) => r.toFixed(0)).join(', ')}] ` +
         `first_batch_ms=${firstBatchMs.toFixed(0)} (pool start and warm-up included) read=${st.shards?.mode} ` +
@@ -259,7 +372,10 @@ async function benchSplit(
   if (opts.json) {
     const file = resolvePath(opts.json);
     await mkdir(dirname(file), { recursive: true });
-    await writeFile(file, `${JSON.stringify({ source: url, read: opts.read, size: opts.size, batch: opts.batch, passes: opts.passes, results }, null, 2)}\n`);
+    await writeFile(
+      file,
+      `${JSON.stringify({ source: url, read: opts.read, size: opts.size, batch: opts.batch, passes: opts.passes, results }, null, 2)}\n`,
+    );
   }
   const last = results[results.length - 1];
   console.log(`augment images_per_s=${last.rate.toFixed(0)} workers=${last.workers}`);
@@ -286,14 +402,32 @@ function serviceOf(opts: ServiceFlags): AugmentServiceOptions | undefined {
  * batches of the stream (a prefix of a shuffled epoch), timed as in process.
  */
 async function benchRemote(
-  opts: { limit: number; workers: number; batch: number; size: number; passes: number; split: 'train' | 'validation' | 'test'; seed: number; interpolation: 'nearest' | 'bilinear'; jpegDecoder: JpegDecoder },
+  opts: {
+    limit: number;
+    workers: number;
+    batch: number;
+    size: number;
+    passes: number;
+    split: 'train' | 'validation' | 'test';
+    seed: number;
+    interpolation: 'nearest' | 'bilinear';
+    jpegDecoder: JpegDecoder;
+  },
   url: string,
   augment: AugmentOptions | false,
   service: AugmentServiceOptions,
 ) {
   const stream: BatchStream = await createBatchStream({
-    source: url, split: opts.split, batchSize: opts.batch, targetSize: [opts.size, opts.size], augment, shuffle: true,
-    seed: opts.seed, interpolation: opts.interpolation, jpegDecoder: opts.jpegDecoder, augmentService: service,
+    source: url,
+    split: opts.split,
+    batchSize: opts.batch,
+    targetSize: [opts.size, opts.size],
+    augment,
+    shuffle: true,
+    seed: opts.seed,
+    interpolation: opts.interpolation,
+    jpegDecoder: opts.jpegDecoder,
+    augmentService: service,
     prefetch: 2 * opts.workers,
   });
   try {
@@ -320,12 +454,15 @@ async function benchRemote(
     const st = stream.stats();
     for (const s of st.servers!) bytes += s.bytes;
     for (const s of st.servers!) {
-      console.log(`server ${s.address} ${s.state} workers=${s.workers} batches=${s.batches} images_per_s=${s.imagesPerSecond.toFixed(0)} queue_depth=${s.queueDepth}`);
+      console.log(
+        `server ${s.address} ${s.state} workers=${s.workers} batches=${s.batches} images_per_s=${s.imagesPerSecond.toFixed(0)} queue_depth=${s.queueDepth}`,
+      );
     }
     console.log(
       `remote images_per_s=${median(rates).toFixed(0)} passes=[${rates.map((r) => r.toFixed(0)).join(', ')}] ` +
         `wire_bytes_per_batch=${(bytes / st0(st.batches)).toFixed(0)} client_cpu_ms_per_batch=${((cpu.user + cpu.system) / 1000 / st0(st.batches)).toFixed(2)}` +
-        (st.retries ? ` reassigned=${st.retries}` : '') + (st.skipped.length ? ` skipped=${st.skipped.length}` : ''),
+        (st.retries ? ` reassigned=${st.retries}` : '') +
+        (st.skipped.length ? ` skipped=${st.skipped.length}` : ''),
     );
     console.log(`augment images_per_s=${median(rates).toFixed(0)} workers=${opts.workers}`);
   } finally {
@@ -334,17 +471,35 @@ async function benchRemote(
 }
 
 async function serve(opts: {
-  port: number; host: string; workers: number; tokenFile?: string; tlsCert?: string; tlsKey?: string; cacheDir?: string; cacheLimit?: number; statusEvery: number;
+  port: number;
+  host: string;
+  workers: number;
+  tokenFile?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  cacheDir?: string;
+  cacheLimit?: number;
+  statusEvery: number;
 }) {
   const token = readServiceToken(opts.tokenFile && resolvePath(opts.tokenFile));
   const loopback = ['127.0.0.1', '::1', 'localhost'].includes(opts.host);
   if (!token && !loopback) {
-    throw new UsageError(`serving on ${opts.host} needs a token: give --token-file or set CATDOG_AUGMENT_TOKEN (only a loopback --host may go without)`);
+    throw new UsageError(
+      `serving on ${opts.host} needs a token: give --token-file or set CATDOG_AUGMENT_TOKEN (only a loopback --host may go without)`,
+    );
   }
   if (!opts.tlsCert !== !opts.tlsKey) throw new UsageError('--tls-cert and --tls-key go together');
-  const tls = opts.tlsCert && opts.tlsKey ? { cert: readFileSync(resolvePath(opts.tlsCert)), key: readFileSync(resolvePath(opts.tlsKey)) } : undefined;
+  const tls =
+    opts.tlsCert && opts.tlsKey
+      ? { cert: readFileSync(resolvePath(opts.tlsCert)), key: readFileSync(resolvePath(opts.tlsKey)) }
+      : undefined;
   const server = await startAugmentServer({
-    port: opts.port, host: opts.host, workers: opts.workers, token, tls, cacheDir: opts.cacheDir && resolvePath(opts.cacheDir),
+    port: opts.port,
+    host: opts.host,
+    workers: opts.workers,
+    token,
+    tls,
+    cacheDir: opts.cacheDir && resolvePath(opts.cacheDir),
     cacheLimit: opts.cacheLimit,
   });
   if (!token) console.error('augment serve: no token: accepting unauthenticated calls on loopback');
@@ -369,37 +524,60 @@ async function serve(opts: {
 }
 
 const program = new Command('augment')
-  .description("Keras ImageDataGenerator augmentation on a worker pool: preview, benchmark and serve")
+  .description('Keras ImageDataGenerator augmentation on a worker pool: preview, benchmark and serve')
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride();
 
 addAugmentFlags(
   program
     .command('preview')
-    .description('N augmented versions of one image in a grid PNG (the book\'s figure 5.11)')
+    .description("N augmented versions of one image in a grid PNG (the book's figure 5.11)")
     .requiredOption('--image <file>', 'image to augment')
     .option('--count <n>', 'augmented versions', int('--count'), 8)
     .option('--cols <n>', 'grid columns', int('--cols'), 4)
     .option('--out <file>', 'grid PNG to write', 'augment-preview.png')
     .option('--seed <n>', 'seed (tile i is epoch i of a stream with this seed)', int('--seed'), 1)
     .option('--size <px>', 'target size (square)', int('--size'), 150)
-    .addOption(new Option('--interpolation <kind>', 'resize kernel').choices(['nearest', 'bilinear']).default('nearest'))
-    .addOption(new Option('--jpeg-decoder <kind>', "fast (TurboJPEG's fast IDCT) or exact (PIL's pixels, via sharp)").choices(['fast', 'exact']).default('fast')),
+    .addOption(
+      new Option('--interpolation <kind>', 'resize kernel').choices(['nearest', 'bilinear']).default('nearest'),
+    )
+    .addOption(
+      new Option('--jpeg-decoder <kind>', "fast (TurboJPEG's fast IDCT) or exact (PIL's pixels, via sharp)")
+        .choices(['fast', 'exact'])
+        .default('fast'),
+    ),
 ).action(preview);
 
 addAugmentFlags(
   program
     .command('bench')
-    .description('images/s of decode → resize → augment → batch at 1..N workers; ends with "augment images_per_s=<median> workers=<n>"')
-    .requiredOption('--source <url>', 'folder of Kaggle-named JPEGs, class folders, or a prepared dataset (dir or s3://)')
-    .addOption(new Option('--split <name>', 'split of a prepared dataset').choices(['train', 'validation', 'test']).default('train'))
+    .description(
+      'images/s of decode → resize → augment → batch at 1..N workers; ends with "augment images_per_s=<median> workers=<n>"',
+    )
+    .requiredOption(
+      '--source <url>',
+      'folder of Kaggle-named JPEGs, class folders, or a prepared dataset (dir or s3://)',
+    )
+    .addOption(
+      new Option('--split <name>', 'split of a prepared dataset')
+        .choices(['train', 'validation', 'test'])
+        .default('train'),
+    )
     .option('--limit <n>', 'images (with --read limit)', int('--limit'), 2000)
     .addOption(
-      new Option('--read <mode>', 'limit: the first --limit images read into memory before timing; auto/memory/stream: the whole prepared split through the stream (auto: memory under 512 MiB)')
-        .choices(['limit', 'auto', 'memory', 'stream']).default('limit'),
+      new Option(
+        '--read <mode>',
+        'limit: the first --limit images read into memory before timing; auto/memory/stream: the whole prepared split through the stream (auto: memory under 512 MiB)',
+      )
+        .choices(['limit', 'auto', 'memory', 'stream'])
+        .default('limit'),
     )
-    .option('--cache-dir <dir>', "shard cache for a remote dataset (with --read auto/memory/stream)")
-    .option('--cache-limit <bytes>', 'shard cache size limit, e.g. 20G (least recently used shards evicted)', bytesOf('--cache-limit'))
+    .option('--cache-dir <dir>', 'shard cache for a remote dataset (with --read auto/memory/stream)')
+    .option(
+      '--cache-limit <bytes>',
+      'shard cache size limit, e.g. 20G (least recently used shards evicted)',
+      bytesOf('--cache-limit'),
+    )
     .option('--window-shards <n>', 'shards per shuffle window when streaming', int('--window-shards'))
     .option('--workers <n>', 'largest worker count measured', int('--workers'), availableParallelism())
     .option('--min-workers <n>', 'smallest worker count measured', int('--min-workers'), 1)
@@ -409,24 +587,42 @@ addAugmentFlags(
     .option('--seed <n>', 'seed', int('--seed'), 1)
     .option('--no-augment', 'decode and resize only')
     .option('--json <file>', 'also write the results as JSON')
-    .addOption(new Option('--interpolation <kind>', 'resize kernel').choices(['nearest', 'bilinear']).default('nearest'))
-    .addOption(new Option('--jpeg-decoder <kind>', "fast (TurboJPEG's fast IDCT) or exact (PIL's pixels, via sharp)").choices(['fast', 'exact']).default('fast'))
-    .option('--augment-service <host:port,…>', 'make the batches on these augmentation servers (a DNS name may resolve to several)')
+    .addOption(
+      new Option('--interpolation <kind>', 'resize kernel').choices(['nearest', 'bilinear']).default('nearest'),
+    )
+    .addOption(
+      new Option('--jpeg-decoder <kind>', "fast (TurboJPEG's fast IDCT) or exact (PIL's pixels, via sharp)")
+        .choices(['fast', 'exact'])
+        .default('fast'),
+    )
+    .option(
+      '--augment-service <host:port,…>',
+      'make the batches on these augmentation servers (a DNS name may resolve to several)',
+    )
     .option('--token-file <file>', "the servers' shared token (default: $CATDOG_AUGMENT_TOKEN)")
     .option('--tls-ca <file>', 'connect with TLS, trusting this CA certificate (PEM)'),
 ).action(bench);
 
 program
   .command('serve')
-  .description('serve augmented batches to trainers over gRPC until SIGTERM; prints "augment serve listening <host>:<port>" once ready')
+  .description(
+    'serve augmented batches to trainers over gRPC until SIGTERM; prints "augment serve listening <host>:<port>" once ready',
+  )
   .requiredOption('--port <n>', 'port (0: any free one)', port)
   .option('--host <addr>', 'address to listen on', '0.0.0.0')
   .option('--workers <n>', 'worker threads', int('--workers'), availableParallelism())
-  .option('--token-file <file>', 'shared token every call must carry (default: $CATDOG_AUGMENT_TOKEN; required unless --host is loopback)')
+  .option(
+    '--token-file <file>',
+    'shared token every call must carry (default: $CATDOG_AUGMENT_TOKEN; required unless --host is loopback)',
+  )
   .option('--tls-cert <file>', 'serve TLS with this certificate chain (PEM)')
   .option('--tls-key <file>', 'and this private key (PEM)')
   .option('--cache-dir <dir>', "local cache for remote datasets' shards")
-  .option('--cache-limit <bytes>', 'shard cache size limit, e.g. 20G (least recently used shards evicted)', bytesOf('--cache-limit'))
+  .option(
+    '--cache-limit <bytes>',
+    'shard cache size limit, e.g. 20G (least recently used shards evicted)',
+    bytesOf('--cache-limit'),
+  )
   .option('--status-every <s>', 'seconds between load lines (printed only while busy)', int('--status-every'), 30)
   .action(serve);
 

@@ -48,7 +48,18 @@ function bytes(value: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(b|kb|k|mb|m|gb|g|kib|mib|gib)?$/i.exec(value.trim());
   if (!m) throw new InvalidArgumentError('expected a size such as 64MB or 500KB');
   const unit = (m[2] ?? 'b').toLowerCase();
-  const mult: Record<string, number> = { b: 1, k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 };
+  const mult: Record<string, number> = {
+    b: 1,
+    k: 1e3,
+    kb: 1e3,
+    m: 1e6,
+    mb: 1e6,
+    g: 1e9,
+    gb: 1e9,
+    kib: 1024,
+    mib: 1024 ** 2,
+    gib: 1024 ** 3,
+  };
   return Math.round(Number(m[1]) * mult[unit]);
 }
 
@@ -81,9 +92,17 @@ function addS3Options(cmd: Command): Command {
     .option('--s3-endpoint <url>', 'S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL)')
     .option('--s3-region <region>', 'region (default: AWS_REGION / shared config; us-east-1 with a custom endpoint)')
     .option('--s3-profile <name>', 'shared config profile (default: AWS_PROFILE)')
-    .addOption(new Option('--s3-path-style <bool>', 'path-style addressing (default: on with a custom endpoint)').choices(['true', 'false']))
     .addOption(
-      new Option('--s3-checksum <mode>', 'request checksums (default: when_required with a custom endpoint)').choices(['when_required', 'when_supported']),
+      new Option('--s3-path-style <bool>', 'path-style addressing (default: on with a custom endpoint)').choices([
+        'true',
+        'false',
+      ]),
+    )
+    .addOption(
+      new Option('--s3-checksum <mode>', 'request checksums (default: when_required with a custom endpoint)').choices([
+        'when_required',
+        'when_supported',
+      ]),
     );
 }
 
@@ -109,7 +128,11 @@ function progressReporter(label: string) {
       if (tty) {
         if (!bar) {
           bar = new cliProgress.SingleBar(
-            { format: `${label} [{bar}] {value}/{total} images | {rate} img/s | shards {shards} | skipped {skipped} | eta {eta_formatted}`, stream: process.stderr, hideCursor: true },
+            {
+              format: `${label} [{bar}] {value}/{total} images | {rate} img/s | shards {shards} | skipped {skipped} | eta {eta_formatted}`,
+              stream: process.stderr,
+              hideCursor: true,
+            },
             cliProgress.Presets.shades_classic,
           );
           bar.start(p.total, 0, { rate: '0', shards: `0/${p.shardsTotal}`, skipped: 0 });
@@ -117,10 +140,17 @@ function progressReporter(label: string) {
         bar.update(p.done, { rate: rate.toFixed(0), shards: `${p.shardsDone}/${p.shardsTotal}`, skipped: p.skipped });
       } else {
         const now = performance.now();
-        if (now - lastLine > 5000 || (p.phase !== 'encode' && p.phase !== 'reuse') || (p.done === p.total && p.shardsDone === p.shardsTotal)) {
+        if (
+          now - lastLine > 5000 ||
+          (p.phase !== 'encode' && p.phase !== 'reuse') ||
+          (p.done === p.total && p.shardsDone === p.shardsTotal)
+        ) {
           if (p.phase === 'plan') err(`${label}: ${p.total} images in ${p.shardsTotal} shards for this worker`);
           else if (p.phase === 'finalize') err(`${label}: finalizing`);
-          else err(`${label}: ${p.done}/${p.total} images, shards ${p.shardsDone}/${p.shardsTotal}, ${rate.toFixed(0)} img/s, skipped ${p.skipped}`);
+          else
+            err(
+              `${label}: ${p.done}/${p.total} images, shards ${p.shardsDone}/${p.shardsTotal}, ${rate.toFixed(0)} img/s, skipped ${p.skipped}`,
+            );
           lastLine = now;
         }
       }
@@ -134,7 +164,10 @@ function progressReporter(label: string) {
 function printSkipped(skipped: SkippedFile[]) {
   if (!skipped.length) return;
   out(`skipped ${skipped.length} file${skipped.length > 1 ? 's' : ''}:`);
-  for (const s of skipped.slice(0, 50)) out(`  ${s.source} (${s.split}): ${s.reason}${s.replacedBy ? ` → replaced by ${s.replacedBy}` : s.split !== 'reserve' ? ' → NOT replaced (split short)' : ''}`);
+  for (const s of skipped.slice(0, 50))
+    out(
+      `  ${s.source} (${s.split}): ${s.reason}${s.replacedBy ? ` → replaced by ${s.replacedBy}` : s.split !== 'reserve' ? ' → NOT replaced (split short)' : ''}`,
+    );
   if (skipped.length > 50) out(`  … and ${skipped.length - 50} more (see ${REPORT_FILE})`);
 }
 
@@ -158,8 +191,12 @@ function printAccounting(f: FinalizeReport) {
 function printFinalize(f: FinalizeReport) {
   for (const split of SPLITS) {
     const s = f.splits[split];
-    const classes = Object.entries(s.classCounts).map(([c, n]) => `${n} ${c}`).join(', ');
-    out(`  ${split.padEnd(10)} ${String(s.count).padStart(6)} images (${classes}) in ${s.shards} shard${s.shards === 1 ? '' : 's'}, ${humanBytes(s.bytes)}`);
+    const classes = Object.entries(s.classCounts)
+      .map(([c, n]) => `${n} ${c}`)
+      .join(', ');
+    out(
+      `  ${split.padEnd(10)} ${String(s.count).padStart(6)} images (${classes}) in ${s.shards} shard${s.shards === 1 ? '' : 's'}, ${humanBytes(s.bytes)}`,
+    );
   }
 }
 
@@ -178,7 +215,9 @@ function interruptible(): AbortSignal {
 
 export function buildProgram(): Command {
   const program = new Command('prep')
-    .description("Builds the cats-vs-dogs split of Deep Learning with Python, ch. 5, as WebDataset tar shards (local or S3), and checks it.")
+    .description(
+      'Builds the cats-vs-dogs split of Deep Learning with Python, ch. 5, as WebDataset tar shards (local or S3), and checks it.',
+    )
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
@@ -186,22 +225,40 @@ export function buildProgram(): Command {
   addS3Options(
     program
       .command('split')
-      .description('split a source (Kaggle flat folder, class folders or train.zip; local or s3://) into train/validation/test shards')
+      .description(
+        'split a source (Kaggle flat folder, class folders or train.zip; local or s3://) into train/validation/test shards',
+      )
       .requiredOption('--source <path|url>', 'source folder or .zip: local path or s3://bucket/prefix', location)
       .requiredOption('--out <path|url>', 'dataset root: local directory or s3://bucket/prefix', location)
       .option('--train <n>', `per class: count, or fraction below 1 (default ${BOOK_SPLIT.train})`, count)
       .option('--validation <n>', `per class: count or fraction (default ${BOOK_SPLIT.validation})`, count)
       .option('--test <n>', `per class: count or fraction (default ${BOOK_SPLIT.test})`, count)
-      .option('--shuffle', 'shuffle each class before splitting and each split (seeded); default: numeric order as the book')
+      .option(
+        '--shuffle',
+        'shuffle each class before splitting and each split (seeded); default: numeric order as the book',
+      )
       .option('--seed <n>', 'shuffle seed (default 1337)', integer(0))
-      .option('--classes <names>', 'comma-separated classes that must be present (default: all found)', (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean))
-      .option('--resize <WxH|N>', 'resize at prep time: 150x150 squashes (Keras target_size), 150 sets the shortest side', resize)
+      .option('--classes <names>', 'comma-separated classes that must be present (default: all found)', (v: string) =>
+        v
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean),
+      )
+      .option(
+        '--resize <WxH|N>',
+        'resize at prep time: 150x150 squashes (Keras target_size), 150 sets the shortest side',
+        resize,
+      )
       .option('--quality <q>', `JPEG quality when re-encoding (default ${DEFAULT_QUALITY})`, integer(1))
       .option('--shard-samples <n>', `samples per shard (default ${DEFAULT_SAMPLES_PER_SHARD})`, integer(1))
       .option('--shard-size <bytes>', 'target shard size instead, e.g. 64MB (estimated from source file sizes)', bytes)
       .option('--folders', "also write the book's plain folder layout (<split>/<class>/<key>.jpg)")
       .option('--worker-index <i>', 'this worker (0-based; default JOB_COMPLETION_INDEX or 0)', integer(0))
-      .option('--worker-count <n>', 'number of workers (default CATDOG_WORKER_COUNT / JOB_COMPLETION_COUNT or 1)', integer(1))
+      .option(
+        '--worker-count <n>',
+        'number of workers (default CATDOG_WORKER_COUNT / JOB_COMPLETION_COUNT or 1)',
+        integer(1),
+      )
       .option('--finalize', 'write the manifest when done if all parts are present (default: only with one worker)')
       .option('--no-finalize', 'never write the manifest (run prep finalize later)')
       .option('--force', 'replace a different dataset already at --out')
@@ -244,13 +301,22 @@ export function buildProgram(): Command {
       progress.stop();
     }
     if (o.json) {
-      out(JSON.stringify({ ...report, finalize: report.finalize ? { ...report.finalize, manifest: undefined } : undefined }, null, 2));
+      out(
+        JSON.stringify(
+          { ...report, finalize: report.finalize ? { ...report.finalize, manifest: undefined } : undefined },
+          null,
+          2,
+        ),
+      );
       return;
     }
     if (report.staleRemoved.length) {
-      err(`${label}: removed ${report.staleRemoved.length} temp file${report.staleRemoved.length > 1 ? 's' : ''} left by killed earlier runs`);
+      err(
+        `${label}: removed ${report.staleRemoved.length} temp file${report.staleRemoved.length > 1 ? 's' : ''} left by killed earlier runs`,
+      );
     }
-    if (report.staleCleanupFailed) err(`${label}: warning: could not clean up after killed earlier runs: ${report.staleCleanupFailed}`);
+    if (report.staleCleanupFailed)
+      err(`${label}: warning: could not clean up after killed earlier runs: ${report.staleCleanupFailed}`);
     if (report.alreadyComplete) {
       out(`${report.out}: already holds this dataset (plan ${report.planId}); nothing to do (use --force to rebuild)`);
       return;
@@ -267,9 +333,13 @@ export function buildProgram(): Command {
       out(`manifest written: ${report.out.replace(/\/$/, '')}/manifest.json`);
       printFinalize(report.finalize);
     } else if (report.waitingFor) {
-      out(`part ${workerIndex} of ${workerCount} written; workers ${report.waitingFor.join(', ')} still running: the last worker to finish writes the manifest`);
+      out(
+        `part ${workerIndex} of ${workerCount} written; workers ${report.waitingFor.join(', ')} still running: the last worker to finish writes the manifest`,
+      );
     } else {
-      out(`part ${workerIndex} of ${workerCount} written; the manifest is written by prep finalize once every worker is done`);
+      out(
+        `part ${workerIndex} of ${workerCount} written; the manifest is written by prep finalize once every worker is done`,
+      );
     }
   });
 
@@ -282,7 +352,11 @@ export function buildProgram(): Command {
       .option('--allow-short', 'publish even if broken images with no spare left a split short')
       .option('--json', 'print the report as JSON'),
   ).action(async (o) => {
-    const f = await finalizeDataset(o.out, { storage: storageOptions(o), workerCount: o.workerCount, allowShort: o.allowShort });
+    const f = await finalizeDataset(o.out, {
+      storage: storageOptions(o),
+      workerCount: o.workerCount,
+      allowShort: o.allowShort,
+    });
     if (o.json) {
       out(JSON.stringify({ ...f, manifest: undefined }, null, 2));
       return;
@@ -297,7 +371,9 @@ export function buildProgram(): Command {
   addS3Options(
     program
       .command('verify')
-      .description('re-hash every shard against the manifest; check members, keys and labels; report each mismatch; non-zero exit on any')
+      .description(
+        're-hash every shard against the manifest; check members, keys and labels; report each mismatch; non-zero exit on any',
+      )
       .requiredOption('--data <path|url>', 'dataset root (local or s3://)', location)
       .option('--decode', 'also decode every image completely and report each undecodable one by shard and key')
       .option('--json', 'print the report as JSON'),
@@ -315,7 +391,8 @@ export function buildProgram(): Command {
     });
     const decoded = r.decoded !== undefined ? `, ${r.decoded} images decoded` : '';
     if (o.json) out(JSON.stringify(r, null, 2));
-    else if (r.ok) out(`OK ${r.url}: ${r.shards} shards, ${r.samples} samples, ${humanBytes(r.bytes)} match the manifest${decoded}`);
+    else if (r.ok)
+      out(`OK ${r.url}: ${r.shards} shards, ${r.samples} samples, ${humanBytes(r.bytes)} match the manifest${decoded}`);
     if (!r.ok) {
       const bad = [...new Set(r.problems.map((p) => p.shard))];
       const images = r.undecodable ? ` (${r.undecodable} undecodable image${r.undecodable === 1 ? '' : 's'})` : '';
@@ -343,15 +420,26 @@ export function buildProgram(): Command {
     out(`${r.url}`);
     out(`  plan ${m.planId}, created ${m.createdAt} by ${m.createdBy?.tool} with ${m.createdBy?.workers} worker(s)`);
     out(`  source ${m.source.url} (${m.source.layout}); classes ${m.classes.map((c, i) => `${c}=${i}`).join(', ')}`);
-    const resize = m.image.resize ? ('shortestSide' in m.image.resize ? `shortest side ${m.image.resize.shortestSide}` : `${m.image.resize.width}x${m.image.resize.height}`) : 'none';
-    out(`  images: JPEG, resize ${resize}, quality ${m.image.quality}; order ${m.split.order}${m.split.seed !== undefined ? ` (seed ${m.split.seed})` : ''}`);
+    const resize = m.image.resize
+      ? 'shortestSide' in m.image.resize
+        ? `shortest side ${m.image.resize.shortestSide}`
+        : `${m.image.resize.width}x${m.image.resize.height}`
+      : 'none';
+    out(
+      `  images: JPEG, resize ${resize}, quality ${m.image.quality}; order ${m.split.order}${m.split.seed !== undefined ? ` (seed ${m.split.seed})` : ''}`,
+    );
     for (const split of SPLITS) {
       const s = r.splits[split];
-      const classes = Object.entries(s.classCounts).map(([c, n]) => `${n} ${c}`).join(', ');
-      const dims = s.width && s.height
-        ? `; width ${s.width.min}–${s.width.max} (mean ${s.width.mean.toFixed(0)}), height ${s.height.min}–${s.height.max} (mean ${s.height.mean.toFixed(0)})`
-        : '';
-      out(`  ${split.padEnd(10)} ${String(s.count).padStart(6)} images (${classes}), ${s.shards} shard${s.shards === 1 ? "" : "s"}, ${humanBytes(s.bytes)}${dims}`);
+      const classes = Object.entries(s.classCounts)
+        .map(([c, n]) => `${n} ${c}`)
+        .join(', ');
+      const dims =
+        s.width && s.height
+          ? `; width ${s.width.min}–${s.width.max} (mean ${s.width.mean.toFixed(0)}), height ${s.height.min}–${s.height.max} (mean ${s.height.mean.toFixed(0)})`
+          : '';
+      out(
+        `  ${split.padEnd(10)} ${String(s.count).padStart(6)} images (${classes}), ${s.shards} shard${s.shards === 1 ? '' : 's'}, ${humanBytes(s.bytes)}${dims}`,
+      );
     }
     out(`  total ${humanBytes(r.totalBytes)}; ${r.skipped} source file(s) skipped at prep`);
   });

@@ -32,7 +32,9 @@ import { addConfigOptions, applyS3Flags, fieldOption, flagsOf, resolvePaths, S3_
 /** Curves and the model diagram beside the run (the report's job); a failure to draw them is a note, not a failed run. */
 async function writeRunViews(runDir: string, history: History): Promise<void> {
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(runDir)) {
-    process.stderr.write(`note: curves and model diagram are drawn for local runs; for ${runDir} run the report on a local copy\n`);
+    process.stderr.write(
+      `note: curves and model diagram are drawn for local runs; for ${runDir} run the report on a local copy\n`,
+    );
     return;
   }
   try {
@@ -50,7 +52,10 @@ const program = new Command('trainer')
   .configureOutput({ outputError: (str, write) => write(str.startsWith('error:') ? str : `error: ${str}`) });
 
 for (const strategy of STRATEGY_NAMES) {
-  const cmd = program.command(strategy).description(STRATEGIES[strategy].help).option('--config <file>', 'experiment file (JSON or YAML) with option values; flags override it');
+  const cmd = program
+    .command(strategy)
+    .description(STRATEGIES[strategy].help)
+    .option('--config <file>', 'experiment file (JSON or YAML) with option values; flags override it');
   addConfigOptions(cmd).action(async (_opts, cmd: Command) => {
     const configFile = (cmd.opts() as { config?: string }).config;
     const file = configFile ? resolvePaths(await readExperimentFile(userPath(configFile))) : {};
@@ -64,9 +69,14 @@ for (const strategy of STRATEGY_NAMES) {
 
 const evaluateCmd = program
   .command('evaluate')
-  .description('test accuracy and loss, confusion matrix and misclassified images of a saved model; ends with accuracy=… loss=… n=…')
+  .description(
+    'test accuracy and loss, confusion matrix and misclassified images of a saved model; ends with accuracy=… loss=… n=…',
+  )
   .requiredOption('--model <path>', 'run directory, model folder or model.json')
-  .requiredOption('--data <url>', 'prepped dataset (its test split) or a plain folder: Kaggle flat layout (cat.N.jpg, dog.N.jpg) or class folders');
+  .requiredOption(
+    '--data <url>',
+    'prepped dataset (its test split) or a plain folder: Kaggle flat layout (cat.N.jpg, dog.N.jpg) or class folders',
+  );
 for (const o of [
   ...fieldOption('batchSize', 'batch size (default 32)'),
   ...fieldOption('workers', 'decode worker threads (default 2)'),
@@ -77,19 +87,33 @@ for (const o of [
 ]) {
   evaluateCmd.addOption(o);
 }
-evaluateCmd.action(async (opts: { model: string; data: string; batchSize?: number; workers?: number; inputScaling?: 'unit' | 'symmetric'; backend?: 'auto'; threads?: number; s3Endpoint?: string; s3Region?: string; s3Profile?: string; s3PathStyle?: boolean }) => {
-  applyS3Flags(opts);
-  const result = await evaluate({
-    model: userPath(opts.model),
-    data: userPath(opts.data),
-    batchSize: opts.batchSize,
-    workers: opts.workers,
-    inputScaling: opts.inputScaling,
-    backend: opts.backend,
-    threads: opts.threads,
-  });
-  process.stdout.write(`${contractLine(result.metrics)}\n`);
-});
+evaluateCmd.action(
+  async (opts: {
+    model: string;
+    data: string;
+    batchSize?: number;
+    workers?: number;
+    inputScaling?: 'unit' | 'symmetric';
+    backend?: 'auto';
+    threads?: number;
+    s3Endpoint?: string;
+    s3Region?: string;
+    s3Profile?: string;
+    s3PathStyle?: boolean;
+  }) => {
+    applyS3Flags(opts);
+    const result = await evaluate({
+      model: userPath(opts.model),
+      data: userPath(opts.data),
+      batchSize: opts.batchSize,
+      workers: opts.workers,
+      inputScaling: opts.inputScaling,
+      backend: opts.backend,
+      threads: opts.threads,
+    });
+    process.stdout.write(`${contractLine(result.metrics)}\n`);
+  },
+);
 
 const positiveInt = (what: string) => (text: string) => {
   const n = Number(text);
@@ -105,12 +129,22 @@ async function writeOut(file: string, text: string): Promise<void> {
 
 const predictCmd = program
   .command('predict')
-  .description('classify photos with a saved model: key,class,probability per photo (stdout or --out); bad photos are reported and skipped')
+  .description(
+    'classify photos with a saved model: key,class,probability per photo (stdout or --out); bad photos are reported and skipped',
+  )
   .requiredOption('--model <path>', 'run directory, model folder or model.json (local or s3://)')
-  .requiredOption('--input <photos>', "a photo, a folder (recursively), an s3:// prefix or a glob ('photos/*.jpg', quoted)")
+  .requiredOption(
+    '--input <photos>',
+    "a photo, a folder (recursively), an s3:// prefix or a glob ('photos/*.jpg', quoted)",
+  )
   .option('--out <file>', 'write predictions.csv, .json or .jsonl (local or s3://) instead of printing CSV')
   .option('--top <k>', 'the k most probable classes per photo (k rows each in CSV)', positiveInt('--top'), 1)
-  .addOption(new Option('--format <f>', "output format (default: from --out's extension, else csv); kaggle: Kaggle's submission id,label with label = P(dog)").choices(PREDICTION_FORMATS));
+  .addOption(
+    new Option(
+      '--format <f>',
+      "output format (default: from --out's extension, else csv); kaggle: Kaggle's submission id,label with label = P(dog)",
+    ).choices(PREDICTION_FORMATS),
+  );
 for (const o of [
   ...fieldOption('batchSize', 'batch size (default 32)'),
   ...fieldOption('workers', 'decode worker threads (default 2)'),
@@ -120,71 +154,132 @@ for (const o of [
 ]) {
   predictCmd.addOption(o);
 }
-predictCmd.action(async (opts: { model: string; input: string; out?: string; top: number; format?: PredictionFormat; batchSize?: number; workers?: number; inputScaling?: 'unit' | 'symmetric'; backend?: 'auto'; threads?: number }) => {
-  const out = opts.out ? userPath(opts.out) : undefined;
-  const format: PredictionFormat = opts.format ?? (out ? formatOfFile(out) ?? 'csv' : 'csv');
-  if (out && !opts.format && !formatOfFile(out)) throw new UsageError(`--out ${opts.out}: cannot tell the format from the extension (use .csv, .json or .jsonl, or --format)`);
-  let printedHeader = false;
-  // Without --out, CSV and JSON Lines rows are printed as their batches come; the other formats need every row.
-  const streaming = !out && (format === 'csv' || format === 'jsonl');
-  const result = await predict({
-    model: userPath(opts.model),
-    input: userPath(opts.input),
-    batchSize: opts.batchSize,
-    workers: opts.workers,
-    inputScaling: opts.inputScaling,
-    backend: opts.backend,
-    threads: opts.threads,
-    onPredictions: streaming
-      ? (rows, classes) => {
-          if (format === 'jsonl') {
-            process.stdout.write(rows.map((r) => `${JSON.stringify(jsonRecord(r, classes, opts.top))}\n`).join(''));
-            return;
+predictCmd.action(
+  async (opts: {
+    model: string;
+    input: string;
+    out?: string;
+    top: number;
+    format?: PredictionFormat;
+    batchSize?: number;
+    workers?: number;
+    inputScaling?: 'unit' | 'symmetric';
+    backend?: 'auto';
+    threads?: number;
+  }) => {
+    const out = opts.out ? userPath(opts.out) : undefined;
+    const format: PredictionFormat = opts.format ?? (out ? (formatOfFile(out) ?? 'csv') : 'csv');
+    if (out && !opts.format && !formatOfFile(out))
+      throw new UsageError(
+        `--out ${opts.out}: cannot tell the format from the extension (use .csv, .json or .jsonl, or --format)`,
+      );
+    let printedHeader = false;
+    // Without --out, CSV and JSON Lines rows are printed as their batches come; the other formats need every row.
+    const streaming = !out && (format === 'csv' || format === 'jsonl');
+    const result = await predict({
+      model: userPath(opts.model),
+      input: userPath(opts.input),
+      batchSize: opts.batchSize,
+      workers: opts.workers,
+      inputScaling: opts.inputScaling,
+      backend: opts.backend,
+      threads: opts.threads,
+      onPredictions: streaming
+        ? (rows, classes) => {
+            if (format === 'jsonl') {
+              process.stdout.write(rows.map((r) => `${JSON.stringify(jsonRecord(r, classes, opts.top))}\n`).join(''));
+              return;
+            }
+            if (!printedHeader) process.stdout.write(`${CSV_HEADER}\n`);
+            printedHeader = true;
+            process.stdout.write(`${csvRows(rows, classes, opts.top).join('\n')}\n`);
           }
-          if (!printedHeader) process.stdout.write(`${CSV_HEADER}\n`);
-          printedHeader = true;
-          process.stdout.write(`${csvRows(rows, classes, opts.top).join('\n')}\n`);
-        }
-      : undefined,
-  });
-  if (result.predictions.length === 0) {
-    throw new UserError(`--input ${opts.input}: none of the ${result.skipped.length} photo${result.skipped.length === 1 ? '' : 's'} could be decoded; nothing classified`, { code: 'no-images' });
-  }
-  if (!streaming) {
-    const text = formatPredictions(result, format, opts.top);
-    if (out) await writeOut(out, text);
-    else process.stdout.write(text);
-  }
-  const rate = result.predictions.length / Math.max(result.seconds, 1e-9);
-  process.stderr.write(
-    `predict: ${result.predictions.length} classified, ${result.skipped.length} skipped${result.skipped.length ? ` (${result.skipped.map((s) => s.key).join(', ')})` : ''}, ${rate.toFixed(1)} images/s${out ? `; wrote ${out}` : ''}\n`,
-  );
-});
+        : undefined,
+    });
+    if (result.predictions.length === 0) {
+      throw new UserError(
+        `--input ${opts.input}: none of the ${result.skipped.length} photo${result.skipped.length === 1 ? '' : 's'} could be decoded; nothing classified`,
+        { code: 'no-images' },
+      );
+    }
+    if (!streaming) {
+      const text = formatPredictions(result, format, opts.top);
+      if (out) await writeOut(out, text);
+      else process.stdout.write(text);
+    }
+    const rate = result.predictions.length / Math.max(result.seconds, 1e-9);
+    process.stderr.write(
+      `predict: ${result.predictions.length} classified, ${result.skipped.length} skipped${result.skipped.length ? ` (${result.skipped.map((s) => s.key).join(', ')})` : ''}, ${rate.toFixed(1)} images/s${out ? `; wrote ${out}` : ''}\n`,
+    );
+  },
+);
 
 const exportCmd = program
   .command('export')
-  .description('a run\'s model for browsers and servers: a tfjs model on raw RGB pixels of any size (resize and scaling inside) with labels.json')
+  .description(
+    "a run's model for browsers and servers: a tfjs model on raw RGB pixels of any size (resize and scaling inside) with labels.json",
+  )
   .requiredOption('--model <path>', 'run directory, model folder or model.json (local or s3://)')
   .requiredOption('--out <dir>', 'folder to write model.json, weights-<hash>.bin and labels.json into (local or s3://)')
-  .addOption(new Option('--quantize <dtype>', 'weights as float16 (about half the size) or uint8 (about a quarter)').choices(['float16', 'uint8']))
-  .option('--compare', "also export float32, float16 and uint8 and print each one's size and accuracy on the run's test split");
-for (const o of [...fieldOption('inputScaling', 'override the input scaling when the model has no run config beside it'), ...fieldOption('backend'), ...fieldOption('threads')]) exportCmd.addOption(o);
-exportCmd.action(async (opts: { model: string; out: string; quantize?: 'float16' | 'uint8'; compare?: boolean; inputScaling?: 'unit' | 'symmetric'; backend?: 'auto'; threads?: number }) => {
-  const result = await exportRun({ model: userPath(opts.model), out: userPath(opts.out), quantize: opts.quantize, compare: opts.compare, inputScaling: opts.inputScaling, backend: opts.backend, threads: opts.threads });
-  const total = Object.values(result.files).reduce((a, b) => a + b, 0);
-  for (const [file, bytes] of Object.entries(result.files)) process.stdout.write(`wrote ${result.out.replace(/\/?$/, '/')}${file} (${bytes.toLocaleString('en')} bytes)\n`);
-  if (result.variants) {
-    process.stdout.write(`variant   weights      accuracy (${result.compareCount} test images)  max |Δp| vs float32\n`);
-    for (const v of result.variants) {
-      process.stdout.write(`${(v.quantization ?? 'float32').padEnd(9)} ${mib(v.weightBytes).padStart(10)}   ${(v.accuracy * 100).toFixed(2).padStart(6)} %                  ${v.maxProbabilityDiff.toExponential(2)}\n`);
+  .addOption(
+    new Option('--quantize <dtype>', 'weights as float16 (about half the size) or uint8 (about a quarter)').choices([
+      'float16',
+      'uint8',
+    ]),
+  )
+  .option(
+    '--compare',
+    "also export float32, float16 and uint8 and print each one's size and accuracy on the run's test split",
+  );
+for (const o of [
+  ...fieldOption('inputScaling', 'override the input scaling when the model has no run config beside it'),
+  ...fieldOption('backend'),
+  ...fieldOption('threads'),
+])
+  exportCmd.addOption(o);
+exportCmd.action(
+  async (opts: {
+    model: string;
+    out: string;
+    quantize?: 'float16' | 'uint8';
+    compare?: boolean;
+    inputScaling?: 'unit' | 'symmetric';
+    backend?: 'auto';
+    threads?: number;
+  }) => {
+    const result = await exportRun({
+      model: userPath(opts.model),
+      out: userPath(opts.out),
+      quantize: opts.quantize,
+      compare: opts.compare,
+      inputScaling: opts.inputScaling,
+      backend: opts.backend,
+      threads: opts.threads,
+    });
+    const total = Object.values(result.files).reduce((a, b) => a + b, 0);
+    for (const [file, bytes] of Object.entries(result.files))
+      process.stdout.write(`wrote ${result.out.replace(/\/?$/, '/')}${file} (${bytes.toLocaleString('en')} bytes)\n`);
+    if (result.variants) {
+      process.stdout.write(
+        `variant   weights      accuracy (${result.compareCount} test images)  max |Δp| vs float32\n`,
+      );
+      for (const v of result.variants) {
+        process.stdout.write(
+          `${(v.quantization ?? 'float32').padEnd(9)} ${mib(v.weightBytes).padStart(10)}   ${(v.accuracy * 100).toFixed(2).padStart(6)} %                  ${v.maxProbabilityDiff.toExponential(2)}\n`,
+        );
+      }
     }
-  }
-  process.stdout.write(`export size=${total} weights=${result.weightBytes} quantization=${result.labels.quantization ?? 'float32'} classes=${result.labels.classes.join(',')}\n`);
-});
+    process.stdout.write(
+      `export size=${total} weights=${result.weightBytes} quantization=${result.labels.quantization ?? 'float32'} classes=${result.labels.classes.join(',')}\n`,
+    );
+  },
+);
 
 const explainCmd = program
   .command('explain')
-  .description('Grad-CAM heatmaps over photos (Deep Learning with Python 5.4): <out>/<photo>.gradcam.jpg, why the model chose its class')
+  .description(
+    'Grad-CAM heatmaps over photos (Deep Learning with Python 5.4): <out>/<photo>.gradcam.jpg, why the model chose its class',
+  )
   .requiredOption('--model <path>', 'run directory, model folder or model.json (local or s3://)')
   .requiredOption('--input <photos>', "a local photo, folder or glob ('photos/*.jpg', quoted)")
   .requiredOption('--out <dir>', 'folder to write the overlays into (local or s3://)')
@@ -193,17 +288,47 @@ const explainCmd = program
     if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('--class must be a class index (0, 1, …).');
     return n;
   });
-for (const o of [...fieldOption('inputScaling', 'override the input scaling when the model has no run config beside it'), ...fieldOption('backend'), ...fieldOption('threads')]) explainCmd.addOption(o);
-explainCmd.action(async (opts: { model: string; input: string; out: string; class?: number; inputScaling?: 'unit' | 'symmetric'; backend?: 'auto'; threads?: number }) => {
-  const result = await explain({ model: userPath(opts.model), input: userPath(opts.input), out: userPath(opts.out), classIndex: opts.class, inputScaling: opts.inputScaling, backend: opts.backend, threads: opts.threads });
-  for (const s of result.skipped) process.stderr.write(`skipped ${s.photo}: ${s.reason}\n`);
-  for (const w of result.written) process.stdout.write(`${w.file} ${w.className} ${w.probability.toFixed(4)}\n`);
-  process.stderr.write(`explain: ${result.written.length} heatmaps written to ${userPath(opts.out)}, ${result.skipped.length} skipped\n`);
-  if (result.written.length === 0) throw new UserError(`--input ${opts.input}: no photo could be decoded; no heatmap written`, { code: 'no-images' });
-});
+for (const o of [
+  ...fieldOption('inputScaling', 'override the input scaling when the model has no run config beside it'),
+  ...fieldOption('backend'),
+  ...fieldOption('threads'),
+])
+  explainCmd.addOption(o);
+explainCmd.action(
+  async (opts: {
+    model: string;
+    input: string;
+    out: string;
+    class?: number;
+    inputScaling?: 'unit' | 'symmetric';
+    backend?: 'auto';
+    threads?: number;
+  }) => {
+    const result = await explain({
+      model: userPath(opts.model),
+      input: userPath(opts.input),
+      out: userPath(opts.out),
+      classIndex: opts.class,
+      inputScaling: opts.inputScaling,
+      backend: opts.backend,
+      threads: opts.threads,
+    });
+    for (const s of result.skipped) process.stderr.write(`skipped ${s.photo}: ${s.reason}\n`);
+    for (const w of result.written) process.stdout.write(`${w.file} ${w.className} ${w.probability.toFixed(4)}\n`);
+    process.stderr.write(
+      `explain: ${result.written.length} heatmaps written to ${userPath(opts.out)}, ${result.skipped.length} skipped\n`,
+    );
+    if (result.written.length === 0)
+      throw new UserError(`--input ${opts.input}: no photo could be decoded; no heatmap written`, {
+        code: 'no-images',
+      });
+  },
+);
 
 program.on('command:*', (operands: string[]) => {
-  process.stderr.write(`error: unknown strategy "${operands[0]}" (valid: ${[...STRATEGY_NAMES, 'evaluate', 'predict', 'export', 'explain'].join(', ')})\n`);
+  process.stderr.write(
+    `error: unknown strategy "${operands[0]}" (valid: ${[...STRATEGY_NAMES, 'evaluate', 'predict', 'export', 'explain'].join(', ')})\n`,
+  );
   process.exit(2);
 });
 

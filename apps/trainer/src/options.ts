@@ -7,7 +7,8 @@ import { FIELD_NAMES, FIELDS, flagName, type FieldName, type FieldSpec, type Tra
 
 const userDir = process.env.INIT_CWD ?? process.cwd();
 /** Relative local paths are the user's (npx/nx run targets at the workspace root); URLs pass through. */
-export const userPath = (p: string): string => (/^[a-z][a-z0-9+.-]*:\/\//i.test(p) || isAbsolute(p) ? p : resolve(userDir, p));
+export const userPath = (p: string): string =>
+  /^[a-z][a-z0-9+.-]*:\/\//i.test(p) || isAbsolute(p) ? p : resolve(userDir, p);
 
 function choicesOf(schema: z.ZodType): string[] | undefined {
   const inner = schema instanceof z.ZodOptional ? schema.unwrap() : schema;
@@ -74,7 +75,8 @@ export function resolvePaths(values: Partial<TrainConfig>): Partial<TrainConfig>
   const out: Record<string, unknown> = { ...values };
   for (const key of FIELD_NAMES) {
     const v = out[key];
-    if ((FIELDS[key] as FieldSpec).path && typeof v === 'string' && v !== '' && v !== 'imagenet') out[key] = userPath(v);
+    if ((FIELDS[key] as FieldSpec).path && typeof v === 'string' && v !== '' && v !== 'imagenet')
+      out[key] = userPath(v);
   }
   return out as Partial<TrainConfig>;
 }

@@ -20,7 +20,8 @@ const abs = (p: string) => resolve(cwd, p);
 
 function smoothing(value: string): number {
   const x = Number(value);
-  if (!Number.isFinite(x) || x < 0 || x >= 1) throw new InvalidArgumentError('expected a factor in [0, 1), e.g. 0.8 as in the book');
+  if (!Number.isFinite(x) || x < 0 || x >= 1)
+    throw new InvalidArgumentError('expected a factor in [0, 1), e.g. 0.8 as in the book');
   return x;
 }
 
@@ -33,12 +34,20 @@ const program = new Command('report')
   .option('--smooth <factor>', "smooth the curves with the book's exponential factor (0.8)", smoothing)
   .action(async (opts: { runs?: string; run?: string; out?: string; smooth?: number }) => {
     if (!opts.runs && !opts.run) {
-      program.error('error: missing --runs <dir> (a directory holding run directories) or --run <dir>', { exitCode: 2 });
+      program.error('error: missing --runs <dir> (a directory holding run directories) or --run <dir>', {
+        exitCode: 2,
+      });
     }
     const { runReportCommand } = await loadReport();
     const remote = opts.runs ?? opts.run!;
     if (!isS3Url(remote)) {
-      const result = await runReportCommand({ runs: opts.runs, run: opts.run, out: opts.out, smoothing: opts.smooth, cwd });
+      const result = await runReportCommand({
+        runs: opts.runs,
+        run: opts.run,
+        out: opts.out,
+        smoothing: opts.smooth,
+        cwd,
+      });
       for (const w of result.warnings) console.error(`warning: ${w}`);
       console.log(`wrote ${result.out} (${result.runs.length} run${result.runs.length === 1 ? '' : 's'})`);
       return;
@@ -56,7 +65,13 @@ const program = new Command('report')
         copied.add(e.path);
       }
       const out = opts.out && !isS3Url(opts.out) ? abs(opts.out) : undefined;
-      const result = await runReportCommand({ runs: opts.runs ? local : undefined, run: opts.run ? local : undefined, out, smoothing: opts.smooth, cwd: local });
+      const result = await runReportCommand({
+        runs: opts.runs ? local : undefined,
+        run: opts.run ? local : undefined,
+        out,
+        smoothing: opts.smooth,
+        cwd: local,
+      });
       for (const w of result.warnings) console.error(`warning: ${w.split(local).join(remote.replace(/\/$/, ''))}`);
       if (out) {
         console.log(`wrote ${out} (${result.runs.length} run${result.runs.length === 1 ? '' : 's'})`);
@@ -65,7 +80,9 @@ const program = new Command('report')
       for (const path of await filesUnder(local)) {
         if (!copied.has(path)) await storage.write(path, await readFile(join(local, path)));
       }
-      console.log(`wrote ${storage.urlOf(relative(local, result.out).split('\\').join('/'))} (${result.runs.length} run${result.runs.length === 1 ? '' : 's'})`);
+      console.log(
+        `wrote ${storage.urlOf(relative(local, result.out).split('\\').join('/'))} (${result.runs.length} run${result.runs.length === 1 ? '' : 's'})`,
+      );
     } finally {
       await rm(local, { recursive: true, force: true });
     }
@@ -103,7 +120,9 @@ program
       try {
         summary = await readFile(abs(opts.summary), 'utf8');
       } catch (err) {
-        throw new UserError(`${abs(opts.summary)}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+        throw new UserError(
+          `${abs(opts.summary)}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+        );
       }
     }
     const { writeModelViews } = await loadReport();

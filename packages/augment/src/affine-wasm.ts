@@ -32,9 +32,22 @@ export interface AffineJob {
 interface SamplerExports {
   gather_rgbx(rows: number, cols: number, h: number, w: number, dst: number): void;
   affine_rgb(
-    img: number, h: number, w: number, out: number,
-    m00: number, m01: number, m02: number, m10: number, m11: number, m12: number,
-    constant: number, cval: number, rescale: number, flipH: number, flipV: number, u8: number,
+    img: number,
+    h: number,
+    w: number,
+    out: number,
+    m00: number,
+    m01: number,
+    m02: number,
+    m10: number,
+    m11: number,
+    m12: number,
+    constant: number,
+    cval: number,
+    rescale: number,
+    flipH: number,
+    flipV: number,
+    u8: number,
   ): void;
 }
 
@@ -64,7 +77,8 @@ function compiled(): typeof modules {
   modules = null;
   if (process.env.CATDOG_AUGMENT_WASM !== '0') {
     try {
-      const compile = (name: string) => new WebAssembly.Module(readFileSync(new URL(`../wasm/${name}`, import.meta.url)));
+      const compile = (name: string) =>
+        new WebAssembly.Module(readFileSync(new URL(`../wasm/${name}`, import.meta.url)));
       let shared: WebAssembly.Module | null = null;
       try {
         shared = compile('affine-shared.wasm');
@@ -79,7 +93,12 @@ function compiled(): typeof modules {
   return modules;
 }
 
-function instantiate(module: WebAssembly.Module, memory: WebAssembly.Memory, base: number, batch: ArrayBufferLike | null): Sampler {
+function instantiate(
+  module: WebAssembly.Module,
+  memory: WebAssembly.Memory,
+  base: number,
+  batch: ArrayBufferLike | null,
+): Sampler {
   const kernels = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as SamplerExports;
   return { memory, kernels, base, decodeBytes: 0, batch };
 }
@@ -155,9 +174,22 @@ export function wasmAffine(s: Sampler, job: AffineJob): void {
   s.kernels.gather_rgbx(rowsAt, colsAt, h, w, imgAt);
   const m = job.matrix;
   s.kernels.affine_rgb(
-    imgAt, h, w, outAt,
-    m[0]!, m[1]!, m[2]!, m[3]!, m[4]!, m[5]!,
-    job.fillMode === 'constant' ? 1 : 0, job.cval, job.rescale, job.flipHorizontal ? 1 : 0, job.flipVertical ? 1 : 0, u8 ? 1 : 0,
+    imgAt,
+    h,
+    w,
+    outAt,
+    m[0]!,
+    m[1]!,
+    m[2]!,
+    m[3]!,
+    m[4]!,
+    m[5]!,
+    job.fillMode === 'constant' ? 1 : 0,
+    job.cval,
+    job.rescale,
+    job.flipHorizontal ? 1 : 0,
+    job.flipVertical ? 1 : 0,
+    u8 ? 1 : 0,
   );
   if (direct) return;
   if (u8) data.set(new Uint8Array(buffer, outAt, outLength), job.offset);

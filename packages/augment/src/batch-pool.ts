@@ -14,7 +14,10 @@ export class BatchPool {
   private readonly pool: Piscina;
   private destroyed = false;
 
-  constructor(shared: SharedSamples | null, readonly workers: number) {
+  constructor(
+    shared: SharedSamples | null,
+    readonly workers: number,
+  ) {
     this.pool = new Piscina({
       filename: new URL('./worker.ts', import.meta.url).href,
       minThreads: workers,
@@ -33,7 +36,11 @@ export class BatchPool {
    * Runs one batch, writing into `recycled` (an ArrayBuffer moved to the worker, or a batch memory) when given.
    * `what` names the batch in the error of a second failure.
    */
-  run(task: BatchTask, recycled?: ArrayBuffer | WebAssembly.Memory, what = `a batch of epoch ${task.epoch}`): Promise<BatchResult> {
+  run(
+    task: BatchTask,
+    recycled?: ArrayBuffer | WebAssembly.Memory,
+    what = `a batch of epoch ${task.epoch}`,
+  ): Promise<BatchResult> {
     const first = (
       recycled instanceof ArrayBuffer
         ? this.pool.run({ ...task, out: recycled }, { transferList: [recycled] })
@@ -59,7 +66,10 @@ export class BatchPool {
     for (let round = 0; round < 100 && seen.size < this.workers && !this.destroyed; round++) {
       const pings = Array.from(
         { length: this.workers },
-        () => this.pool.run({ ping: true, holdMs: 20, warmup: { ...warmup, images: WARMUP_IMAGES } }) as Promise<{ threadId: number }>,
+        () =>
+          this.pool.run({ ping: true, holdMs: 20, warmup: { ...warmup, images: WARMUP_IMAGES } }) as Promise<{
+            threadId: number;
+          }>,
       );
       for (const p of await Promise.all(pings)) seen.add(p.threadId);
     }

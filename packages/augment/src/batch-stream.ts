@@ -153,4 +153,3 @@ export interface BatchStream extends AsyncIterable<Batch> {
   ready(): Promise<void>;
   close(): Promise<void>;
 }
-

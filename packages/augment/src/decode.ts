@@ -41,8 +41,14 @@ export function jpegSize(bytes: Uint8Array): { width: number; height: number } |
   while (i + 9 < bytes.length) {
     if (bytes[i] !== 0xff) return null;
     const marker = bytes[i + 1];
-    if (marker === 0xff) { i++; continue; } // fill byte
-    if ((marker >= 0xd0 && marker <= 0xd9) || marker === 0x01) { i += 2; continue; } // no length
+    if (marker === 0xff) {
+      i++;
+      continue;
+    } // fill byte
+    if ((marker >= 0xd0 && marker <= 0xd9) || marker === 0x01) {
+      i += 2;
+      continue;
+    } // no length
     const sof = marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc;
     if (sof) return { height: (bytes[i + 5] << 8) | bytes[i + 6], width: (bytes[i + 7] << 8) | bytes[i + 8] };
     i += 2 + ((bytes[i + 2] << 8) | bytes[i + 3]);
@@ -54,7 +60,13 @@ export function jpegSize(bytes: Uint8Array): { width: number; height: number } |
  * PIL's NEAREST resize (what Keras' load_img does): output (i, j) takes source pixel
  * (⌊(i + ½)·H/h⌋, ⌊(j + ½)·W/w⌋).
  */
-export function resizeNearest(src: Uint8Array, srcHeight: number, srcWidth: number, height: number, width: number): Uint8Array {
+export function resizeNearest(
+  src: Uint8Array,
+  srcHeight: number,
+  srcWidth: number,
+  height: number,
+  width: number,
+): Uint8Array {
   return gather(src, nearestLayout(srcHeight, srcWidth, height, width));
 }
 
@@ -99,7 +111,11 @@ function scratchBuffer(sampler: Sampler | null, bytes: number): Buffer {
  * Full-size RGB pixels of a well-formed JPEG through TurboJPEG, or null to let sharp decide. The pixels live in
  * this thread's scratch buffer until the next call.
  */
-function decodeJpegFast(bytes: Uint8Array, size: { width: number; height: number }, sampler: Sampler | null): Uint8Array | null {
+function decodeJpegFast(
+  bytes: Uint8Array,
+  size: { width: number; height: number },
+  sampler: Sampler | null,
+): Uint8Array | null {
   if (!endsWithEoi(bytes)) return null;
   const need = size.width * size.height * 3;
   const scratch = scratchBuffer(sampler, need);
@@ -120,7 +136,8 @@ function decodeJpegFast(bytes: Uint8Array, size: { width: number; height: number
 export function nearestLayout(srcHeight: number, srcWidth: number, height: number, width: number): SourceLayout {
   const rows = new Int32Array(height);
   const cols = new Int32Array(width);
-  for (let i = 0; i < height; i++) rows[i] = Math.min(srcHeight - 1, Math.floor(((i + 0.5) * srcHeight) / height)) * srcWidth * 3;
+  for (let i = 0; i < height; i++)
+    rows[i] = Math.min(srcHeight - 1, Math.floor(((i + 0.5) * srcHeight) / height)) * srcWidth * 3;
   for (let j = 0; j < width; j++) cols[j] = Math.min(srcWidth - 1, Math.floor(((j + 0.5) * srcWidth) / width)) * 3;
   return { rows, cols };
 }
@@ -148,10 +165,21 @@ export async function decodeForSampling(bytes: Uint8Array, options: DecodeOption
       const sampler = options.sampler === undefined ? threadSampler() : options.sampler;
       const fast = size && jpegDecoder === 'fast' && decodeJpegFast(bytes, size, sampler);
       if (fast) return { pixels: fast, height, width, layout: nearestLayout(size.height, size.width, height, width) };
-      const { data, info } = await sharp(bytes).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+      const { data, info } = await sharp(bytes)
+        .removeAlpha()
+        .toColourspace('srgb')
+        .raw()
+        .toBuffer({ resolveWithObject: true });
       if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels, expected 3`);
       const pixels = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-      return { pixels: info.width === width && info.height === height ? pixels : resizeNearest(pixels, info.height, info.width, height, width), height, width };
+      return {
+        pixels:
+          info.width === width && info.height === height
+            ? pixels
+            : resizeNearest(pixels, info.height, info.width, height, width),
+        height,
+        width,
+      };
     }
   }
   const { data, info } = await sharp(bytes)

@@ -1,7 +1,14 @@
 // What every batch stream does the same way, wherever its batches are made: resolving its options, counting what it
 // delivers, reporting epochs and stats.
 import { performance } from 'node:perf_hooks';
-import type { Batch, BatchStreamOptions, EpochReport, ServerStats, SkippedSample, StreamStats } from './batch-stream.js';
+import type {
+  Batch,
+  BatchStreamOptions,
+  EpochReport,
+  ServerStats,
+  SkippedSample,
+  StreamStats,
+} from './batch-stream.js';
 import type { Interpolation, JpegDecoder } from './decode.js';
 import { resolveAugmentOptions, type AugmentOptions } from './options.js';
 import { startBatchOf } from './plan.js';
@@ -41,10 +48,20 @@ export function resolveStreamOptions(options: BatchStreamOptions): ResolvedStrea
   if (!(epochs > 0)) throw new RangeError(`epochs must be > 0, got ${epochs}`);
   if (options.prefetch !== undefined) positiveInt('prefetch', options.prefetch);
   return {
-    batchSize, height, width, augment, shuffle: options.shuffle ?? augment !== null, seed, epochs,
-    initialEpoch: options.initialEpoch ?? 0, dtype: options.dtype ?? 'float32', rescale: options.rescale ?? 1 / 255,
-    interpolation: options.interpolation ?? 'nearest', jpegDecoder: options.jpegDecoder ?? 'fast',
-    dropRemainder: options.dropRemainder ?? false, onEpochEnd: options.onEpochEnd,
+    batchSize,
+    height,
+    width,
+    augment,
+    shuffle: options.shuffle ?? augment !== null,
+    seed,
+    epochs,
+    initialEpoch: options.initialEpoch ?? 0,
+    dtype: options.dtype ?? 'float32',
+    rescale: options.rescale ?? 1 / 255,
+    interpolation: options.interpolation ?? 'nearest',
+    jpegDecoder: options.jpegDecoder ?? 'fast',
+    dropRemainder: options.dropRemainder ?? false,
+    onEpochEnd: options.onEpochEnd,
   };
 }
 
@@ -59,10 +76,17 @@ export function epochEnd(o: ResolvedStreamOptions, options: BatchStreamOptions):
 }
 
 /** [epoch, batch index] of the stream's first batch, from start / startBatch / initialEpoch (RangeError naming a bad one). */
-export function startPoint(options: BatchStreamOptions, o: ResolvedStreamOptions, steps: number, size: number): [number, number] {
+export function startPoint(
+  options: BatchStreamOptions,
+  o: ResolvedStreamOptions,
+  steps: number,
+  size: number,
+): [number, number] {
   if (options.start && options.startBatch !== undefined) throw new RangeError('give start or startBatch, not both');
   if (options.start && options.initialEpoch !== undefined && options.initialEpoch !== options.start.epoch) {
-    throw new RangeError(`start.epoch ${options.start.epoch} and initialEpoch ${options.initialEpoch} disagree: give one`);
+    throw new RangeError(
+      `start.epoch ${options.start.epoch} and initialEpoch ${options.initialEpoch} disagree: give one`,
+    );
   }
   if (options.start) return [options.start.epoch, startBatchOf(options.start, size, o.batchSize, steps)];
   if (options.startBatch !== undefined) {
@@ -142,7 +166,10 @@ export class DeliveryLog {
 }
 
 /** `for await` over a stream; breaking out of the loop closes it. */
-export function iterate(stream: { next(): Promise<IteratorResult<Batch, undefined>>; close(): Promise<void> }): AsyncIterator<Batch, undefined> {
+export function iterate(stream: {
+  next(): Promise<IteratorResult<Batch, undefined>>;
+  close(): Promise<void>;
+}): AsyncIterator<Batch, undefined> {
   return {
     next: () => stream.next(),
     return: async () => {

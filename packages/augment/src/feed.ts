@@ -104,7 +104,10 @@ export class MemoryFeed implements BatchFeed {
     }
     const indices = batchIndices(this.order, b.index, this.o.batchSize, this.data.missing);
     return {
-      epoch: b.epoch, index: b.index, last: b.last, indices,
+      epoch: b.epoch,
+      index: b.index,
+      last: b.last,
+      indices,
       keys: indices.map((i) => this.data.keys[i]),
       labels: indices.map((i) => this.data.labels[i]),
     };
@@ -139,7 +142,9 @@ export class StreamFeed implements BatchFeed {
     this.size = reader.count;
     this.stepsPerEpoch = cursor.steps;
     const epochs = cursor.endEpoch - cursor.epoch;
-    this.samples = reader.epochs({ epoch: cursor.epoch, start: cursor.index * cursor.batchSize, epochs })[Symbol.asyncIterator]();
+    this.samples = reader
+      .epochs({ epoch: cursor.epoch, start: cursor.index * cursor.batchSize, epochs })
+      [Symbol.asyncIterator]();
   }
 
   private async pull(): Promise<StreamedSample | null> {
@@ -185,7 +190,9 @@ export class StreamFeed implements BatchFeed {
       at += s.bytes.byteLength;
     });
     return {
-      epoch: b.epoch, index: b.index, last: b.last,
+      epoch: b.epoch,
+      index: b.index,
+      last: b.last,
       indices: got.map((_, i) => i),
       keys: got.map((s) => s.key),
       labels: got.map((s) => s.label),
@@ -206,8 +213,14 @@ export class StreamFeed implements BatchFeed {
 function readStats(mode: 'memory' | 'stream', reason: string, reader: ShardStream): ShardReadStats {
   const s = reader.stats;
   return {
-    mode, reason, shardsRead: s.shardsRead, bytesFetched: s.bytesFetched, cacheHits: s.cacheHits, peakBytesHeld: s.peakBytesHeld,
-    skippedShards: [...s.skippedShards], skippedSamples: s.skippedSamples,
+    mode,
+    reason,
+    shardsRead: s.shardsRead,
+    bytesFetched: s.bytesFetched,
+    cacheHits: s.cacheHits,
+    peakBytesHeld: s.peakBytesHeld,
+    skippedShards: [...s.skippedShards],
+    skippedSamples: s.skippedSamples,
   };
 }
 

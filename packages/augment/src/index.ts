@@ -46,15 +46,20 @@ export {
 } from './source.js';
 export type { ShardReadStats } from './feed.js';
 export { createBatchStream } from './stream.js';
-export {
-  type BatchStream,
-  type BatchStreamOptions,
-  type Batch,
-  type StreamStats,
-  type SkippedSample,
-  type EpochReport,
-  type ServerStats,
+export type {
+  BatchStream,
+  BatchStreamOptions,
+  Batch,
+  StreamStats,
+  SkippedSample,
+  EpochReport,
+  ServerStats,
 } from './batch-stream.js';
 export { parseServiceAddresses, readServiceToken, type AugmentServiceOptions } from './service/addresses.js';
-export { startAugmentServer, loadServedSamples, type AugmentServer, type AugmentServerOptions } from './service/server.js';
+export {
+  startAugmentServer,
+  loadServedSamples,
+  type AugmentServer,
+  type AugmentServerOptions,
+} from './service/server.js';
 export { toTfDataset, batchToTensors, type TfDatasetOptions } from './tfjs.js';

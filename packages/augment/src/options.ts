@@ -53,7 +53,8 @@ export function resolveAugmentOptions(partial: Partial<AugmentOptions>): Augment
   const o: AugmentOptions = { ...NO_AUGMENTATION, ...partial };
   for (const name of ['rotationRange', 'widthShiftRange', 'heightShiftRange', 'shearRange', 'cval'] as const) {
     const v = o[name];
-    if (typeof v !== 'number' || !Number.isFinite(v)) throw new RangeError(`augment: ${name} must be a finite number, got ${v}`);
+    if (typeof v !== 'number' || !Number.isFinite(v))
+      throw new RangeError(`augment: ${name} must be a finite number, got ${v}`);
     if (name !== 'cval' && v < 0) throw new RangeError(`augment: ${name} must be >= 0, got ${v}`);
   }
   zoomBounds(o.zoomRange);

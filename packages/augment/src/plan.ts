@@ -21,7 +21,12 @@ export function epochSampleOrder(
 }
 
 /** The sample indices of batch `index` in an epoch's order, less any `missing` (samples of skipped shards). */
-export function batchIndices(order: readonly number[], index: number, batchSize: number, missing?: ReadonlySet<number>): number[] {
+export function batchIndices(
+  order: readonly number[],
+  index: number,
+  batchSize: number,
+  missing?: ReadonlySet<number>,
+): number[] {
   const indices = order.slice(index * batchSize, (index + 1) * batchSize);
   return missing ? indices.filter((i) => !missing.has(i)) : indices;
 }
@@ -35,11 +40,18 @@ export function stepsPerEpoch(size: number, batchSize: number, dropRemainder: bo
  * Where a stream starting at `start` begins, as a batch number counted from `start.epoch`'s first batch: the
  * position (samples into the epoch's order) must fall on a batch boundary of that epoch.
  */
-export function startBatchOf(start: { epoch: number; position: number }, size: number, batchSize: number, steps: number): number {
+export function startBatchOf(
+  start: { epoch: number; position: number },
+  size: number,
+  batchSize: number,
+  steps: number,
+): number {
   const { epoch, position } = start;
   if (!Number.isInteger(epoch) || epoch < 0) throw new RangeError(`start.epoch must be an integer >= 0, got ${epoch}`);
   if (!Number.isInteger(position) || position < 0 || position >= size) {
-    throw new RangeError(`start.position must be an integer in [0, ${size - 1}] (samples into the epoch), got ${position}`);
+    throw new RangeError(
+      `start.position must be an integer in [0, ${size - 1}] (samples into the epoch), got ${position}`,
+    );
   }
   if (position % batchSize !== 0) {
     throw new RangeError(`start.position ${position} is not a batch boundary (a multiple of batchSize ${batchSize})`);

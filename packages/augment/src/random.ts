@@ -26,7 +26,10 @@ export interface Rng {
 }
 
 export function createRng(a: number, b: number, c: number, d: number): Rng {
-  a >>>= 0; b >>>= 0; c >>>= 0; d >>>= 0;
+  a >>>= 0;
+  b >>>= 0;
+  c >>>= 0;
+  d >>>= 0;
   const next32 = (): number => {
     const t = (((a + b) | 0) + d) | 0;
     d = (d + 1) | 0;

@@ -2,7 +2,15 @@
 // folder of images, or any SampleSource. A split that fits the memory budget is read once into one SharedArrayBuffer
 // that every worker reads without copies (epochs then only permute indices); a larger one is streamed shard window by
 // shard window (see feed.ts). Both visit a split's samples in the reader's order, so the choice never changes a batch.
-import { openImageFolder, openStream, streamOrder, locate, type EncodedSample, type ShardStream, type SplitName } from '@catdog/dataset';
+import {
+  openImageFolder,
+  openStream,
+  streamOrder,
+  locate,
+  type EncodedSample,
+  type ShardStream,
+  type SplitName,
+} from '@catdog/dataset';
 import { UserError } from '@catdog/errors';
 import { openStorage, resolveLocation, type StorageOptions } from '@catdog/storage';
 import type { SharedSamples } from './worker.js';
@@ -85,7 +93,9 @@ export async function loadSamples(source: SampleSource, maxBytes = DEFAULT_MAX_S
   let total = 0;
   for await (const sample of source.samples()) {
     if (seen.has(sample.key)) {
-      throw new UserError(`sample key ${sample.key} appears twice: keys must be unique (they seed each sample's transforms)`);
+      throw new UserError(
+        `sample key ${sample.key} appears twice: keys must be unique (they seed each sample's transforms)`,
+      );
     }
     seen.add(sample.key);
     total += sample.bytes.byteLength;
@@ -132,7 +142,9 @@ export async function loadSplit(reader: ShardStream): Promise<LoadedSamples> {
   let total = 0;
   for await (const sample of reader.samples()) {
     if (seen.has(sample.key)) {
-      throw new UserError(`sample key ${sample.key} appears twice: keys must be unique (they seed each sample's transforms)`);
+      throw new UserError(
+        `sample key ${sample.key} appears twice: keys must be unique (they seed each sample's transforms)`,
+      );
     }
     seen.add(sample.key);
     chunks[sample.position] = sample.bytes;
@@ -149,19 +161,44 @@ export async function loadSplit(reader: ShardStream): Promise<LoadedSamples> {
 }
 
 /** Opens a prepared split for reading in manifest order (the loader of the in-memory path) or in epoch order (streaming). */
-export function openShards(url: string, split: SplitName, seed: number, shuffle: boolean, o: ShardReadOptions): Promise<ShardStream> {
+export function openShards(
+  url: string,
+  split: SplitName,
+  seed: number,
+  shuffle: boolean,
+  o: ShardReadOptions,
+): Promise<ShardStream> {
   // Picked field by field: a batch stream's options also hold `workers` (threads), which to the reader would mean
   // data-loader partitions.
   return openStream(url, split, {
-    seed: orderSeed(seed), shuffle, windowShards: o.windowShards, prefetchShards: o.prefetchShards, fetchConcurrency: o.fetchConcurrency,
-    cacheDir: o.cacheDir, cacheLimit: o.cacheLimit, skipCorrupt: o.skipCorrupt, onWarning: o.onWarning,
-    endpoint: o.endpoint, region: o.region, profile: o.profile, forcePathStyle: o.forcePathStyle, checksumMode: o.checksumMode,
-    maxAttempts: o.maxAttempts, connectTimeoutMs: o.connectTimeoutMs, socketTimeoutMs: o.socketTimeoutMs,
+    seed: orderSeed(seed),
+    shuffle,
+    windowShards: o.windowShards,
+    prefetchShards: o.prefetchShards,
+    fetchConcurrency: o.fetchConcurrency,
+    cacheDir: o.cacheDir,
+    cacheLimit: o.cacheLimit,
+    skipCorrupt: o.skipCorrupt,
+    onWarning: o.onWarning,
+    endpoint: o.endpoint,
+    region: o.region,
+    profile: o.profile,
+    forcePathStyle: o.forcePathStyle,
+    checksumMode: o.checksumMode,
+    maxAttempts: o.maxAttempts,
+    connectTimeoutMs: o.connectTimeoutMs,
+    socketTimeoutMs: o.socketTimeoutMs,
   });
 }
 
 /** The manifest-order indices of an epoch's positions, under the streaming reader's order (one partition). */
-export function splitEpochOrder(counts: readonly number[], shuffle: boolean, seed: number, epoch: number, windowShards?: number): number[] {
+export function splitEpochOrder(
+  counts: readonly number[],
+  shuffle: boolean,
+  seed: number,
+  epoch: number,
+  windowShards?: number,
+): number[] {
   const order = streamOrder(counts, epoch, { seed: orderSeed(seed), shuffle, windowShards });
   const offsets: number[] = [];
   let at = 0;
@@ -180,8 +217,14 @@ export function splitEpochOrder(counts: readonly number[], shuffle: boolean, see
 const mb = (n: number) => (n === Infinity ? 'unlimited' : `${(n / 1e6).toFixed(n < 1e7 ? 1 : 0)} MB`);
 
 /** Whether a split of `bytes` encoded bytes is read into memory under `budget`, and the line saying why. */
-export function chooseReadMode(bytes: number, budget: number, shards: number, windowShards: number): { mode: 'memory' | 'stream'; reason: string } {
-  if (bytes <= budget) return { mode: 'memory', reason: `reading the split into memory: ${mb(bytes)} ≤ budget ${mb(budget)}` };
+export function chooseReadMode(
+  bytes: number,
+  budget: number,
+  shards: number,
+  windowShards: number,
+): { mode: 'memory' | 'stream'; reason: string } {
+  if (bytes <= budget)
+    return { mode: 'memory', reason: `reading the split into memory: ${mb(bytes)} ≤ budget ${mb(budget)}` };
   return {
     mode: 'stream',
     reason: `streaming shards: ${mb(bytes)} > budget ${mb(budget)} (${shards} shards, ${windowShards} per window)`,

@@ -3,7 +3,15 @@
 import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import type { Batch, BatchStream, BatchStreamOptions, StreamStats } from './batch-stream.js';
-import { DeliveryLog, epochEnd, iterate, positiveInt, resolveStreamOptions, startPoint, type ResolvedStreamOptions } from './delivery.js';
+import {
+  DeliveryLog,
+  epochEnd,
+  iterate,
+  positiveInt,
+  resolveStreamOptions,
+  startPoint,
+  type ResolvedStreamOptions,
+} from './delivery.js';
 import { BatchCursor, MemoryFeed, StreamFeed, type BatchFeed } from './feed.js';
 import { stepsPerEpoch } from './plan.js';
 import {
@@ -41,26 +49,40 @@ export async function createBatchStream(options: BatchStreamOptions): Promise<Ba
   const workers = positiveInt('workers', options.workers ?? availableParallelism());
   const budget = options.memoryBudget ?? DEFAULT_MEMORY_BUDGET;
   if (!(budget >= 0)) throw new RangeError(`memoryBudget must be a number of bytes >= 0, got ${budget}`);
-  if (options.cacheLimit !== undefined && !(options.cacheLimit >= 0)) throw new RangeError(`cacheLimit must be a number of bytes >= 0, got ${options.cacheLimit}`);
+  if (options.cacheLimit !== undefined && !(options.cacheLimit >= 0))
+    throw new RangeError(`cacheLimit must be a number of bytes >= 0, got ${options.cacheLimit}`);
   const log = options.log ?? ((line: string) => process.stderr.write(`augment: ${line}\n`));
   const startOf = (steps: number, size: number) => startPoint(options, resolved, steps, size);
   const plan = { ...resolved, workers, prefetch: options.prefetch ?? 2 * workers, crashMarker: options.crashMarker };
   const fromMemory = (data: LoadedSamples, reader?: ShardStream, reason?: string) => {
     const steps = checkedSteps(data.keys.length, resolved);
     const [epoch, index] = startOf(steps, data.keys.length);
-    const cursor = new BatchCursor(data.keys.length, resolved.batchSize, steps, epoch, index, epochEnd(resolved, options));
+    const cursor = new BatchCursor(
+      data.keys.length,
+      resolved.batchSize,
+      steps,
+      epoch,
+      index,
+      epochEnd(resolved, options),
+    );
     const feed = new MemoryFeed(data, cursor, { ...resolved, windowShards: options.windowShards }, reader, reason);
     return new PooledBatchStream(feed, data.shared, plan);
   };
   if (typeof options.source !== 'string') return fromMemory(await loadSamples(options.source, options.maxSourceBytes));
   const url = options.source;
   const split = options.split ?? 'train';
-  if (!(await isPreparedDataset(url, options))) return fromMemory(await loadSamples(await openDatasetSource(url, split), options.maxSourceBytes));
+  if (!(await isPreparedDataset(url, options)))
+    return fromMemory(await loadSamples(await openDatasetSource(url, split), options.maxSourceBytes));
   // A prepared split: its size is in the manifest, so the read mode is chosen before reading a byte.
   // In manifest order: the in-memory path's loader (the epoch order is then computed over it).
   const loader = await openShards(url, split, resolved.seed, false, options);
   const bytes = loader.shards.reduce((n, s) => n + s.bytes, 0);
-  const { mode, reason } = chooseReadMode(bytes, budget, loader.shards.length, options.windowShards ?? DEFAULT_WINDOW_SHARDS);
+  const { mode, reason } = chooseReadMode(
+    bytes,
+    budget,
+    loader.shards.length,
+    options.windowShards ?? DEFAULT_WINDOW_SHARDS,
+  );
   log(reason);
   if (mode === 'memory') return fromMemory(await loadSplit(loader), loader, reason);
   const ordered = await openShards(url, split, resolved.seed, resolved.shuffle, options);
@@ -72,7 +94,8 @@ export async function createBatchStream(options: BatchStreamOptions): Promise<Ba
 
 function checkedSteps(size: number, o: ResolvedStreamOptions): number {
   const steps = stepsPerEpoch(size, o.batchSize, o.dropRemainder);
-  if (steps === 0) throw new RangeError(`dropRemainder with batchSize ${o.batchSize} leaves no batch from ${size} samples`);
+  if (steps === 0)
+    throw new RangeError(`dropRemainder with batchSize ${o.batchSize} leaves no batch from ${size} samples`);
   return steps;
 }
 
@@ -102,7 +125,11 @@ class PooledBatchStream implements BatchStream {
   /** released batch buffers (or shared batch memories), reused by later tasks */
   private readonly spare: (ArrayBuffer | WebAssembly.Memory)[] = [];
 
-  constructor(private readonly feed: BatchFeed, shared: LoadedSamples['shared'] | null, private readonly o: Resolved) {
+  constructor(
+    private readonly feed: BatchFeed,
+    shared: LoadedSamples['shared'] | null,
+    private readonly o: Resolved,
+  ) {
     this.classes = feed.classes;
     this.size = feed.size;
     this.batchSize = o.batchSize;
@@ -221,8 +248,14 @@ class PooledBatchStream implements BatchStream {
   async ready(): Promise<void> {
     const o = this.o;
     await this.pool.warmUp({
-      height: o.height, width: o.width, augment: o.augment, seed: o.seed, dtype: o.dtype, rescale: o.rescale,
-      interpolation: o.interpolation, jpegDecoder: o.jpegDecoder,
+      height: o.height,
+      width: o.width,
+      augment: o.augment,
+      seed: o.seed,
+      dtype: o.dtype,
+      rescale: o.rescale,
+      interpolation: o.interpolation,
+      jpegDecoder: o.jpegDecoder,
     });
   }
 

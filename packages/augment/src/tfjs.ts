@@ -14,13 +14,19 @@ export interface TfDatasetOptions {
 export function batchToTensors(batch: Batch): { xs: tf.Tensor4D; ys: tf.Tensor2D } {
   const [n] = batch.shape;
   return tf.tidy(() => ({
-    xs: batch.xs instanceof Float32Array ? tf.tensor4d(batch.xs, batch.shape, 'float32') : tf.tensor4d(batch.xs, batch.shape, 'int32'),
+    xs:
+      batch.xs instanceof Float32Array
+        ? tf.tensor4d(batch.xs, batch.shape, 'float32')
+        : tf.tensor4d(batch.xs, batch.shape, 'int32'),
     ys: tf.tensor2d(batch.ys, [n, 1], 'float32'),
   }));
 }
 
 /** A tf.data.Dataset over the stream's batches (xs: [n, h, w, 3], ys: [n, 1]). Every iterator shares the stream. */
-export function toTfDataset(stream: BatchStream, options: TfDatasetOptions = {}): tf.data.Dataset<{ xs: tf.Tensor4D; ys: tf.Tensor2D }> {
+export function toTfDataset(
+  stream: BatchStream,
+  options: TfDatasetOptions = {},
+): tf.data.Dataset<{ xs: tf.Tensor4D; ys: tf.Tensor2D }> {
   const limit = options.stepsPerEpoch ?? Infinity;
   if (!(limit > 0)) throw new RangeError(`stepsPerEpoch must be > 0, got ${limit}`);
   return tf.data.generator(() => {

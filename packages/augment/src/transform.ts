@@ -18,7 +18,14 @@ export interface TransformParams {
 }
 
 export const IDENTITY_PARAMS: Readonly<TransformParams> = Object.freeze({
-  theta: 0, tx: 0, ty: 0, shear: 0, zx: 1, zy: 1, flipHorizontal: false, flipVertical: false,
+  theta: 0,
+  tx: 0,
+  ty: 0,
+  shear: 0,
+  zx: 1,
+  zy: 1,
+  flipHorizontal: false,
+  flipVertical: false,
 });
 
 /** Keras' shift draw: an integer range >= 1 picks whole pixels from 0..r-1 with a random sign; else uniform(-r, r). */
@@ -162,8 +169,17 @@ function storeValue(data: Float32Array | Uint8Array, dst: number, v: number, res
 
 /** Pixels whose sample point is outside the interior: scipy's boundary modes. */
 function sampleBorder(
-  src: Uint8Array, layout: SourceLayout, h: number, w: number, y: number, x: number, fillMode: FillMode, cval: number,
-  data: Float32Array | Uint8Array, dst: number, rescale: number,
+  src: Uint8Array,
+  layout: SourceLayout,
+  h: number,
+  w: number,
+  y: number,
+  x: number,
+  fillMode: FillMode,
+  cval: number,
+  data: Float32Array | Uint8Array,
+  dst: number,
+  rescale: number,
 ): void {
   const hMax = h - 1;
   const wMax = w - 1;
@@ -174,12 +190,16 @@ function sampleBorder(
     const fx = Math.floor(x);
     ty = y - fy;
     tx = x - fx;
-    y0 = reflectIndex(fy, h); y1 = reflectIndex(fy + 1, h);
-    x0 = reflectIndex(fx, w); x1 = reflectIndex(fx + 1, w);
+    y0 = reflectIndex(fy, h);
+    y1 = reflectIndex(fy + 1, h);
+    x0 = reflectIndex(fx, w);
+    x1 = reflectIndex(fx + 1, w);
   } else {
     if (fillMode === 'constant') {
       if (y < 0 || y > hMax || x < 0 || x > wMax) {
-        storeValue(data, dst, cval, rescale); storeValue(data, dst + 1, cval, rescale); storeValue(data, dst + 2, cval, rescale);
+        storeValue(data, dst, cval, rescale);
+        storeValue(data, dst + 1, cval, rescale);
+        storeValue(data, dst + 2, cval, rescale);
         return;
       }
     } else if (fillMode === 'nearest') {
@@ -189,16 +209,28 @@ function sampleBorder(
       y = wrapCoordinate(y, h);
       x = wrapCoordinate(x, w);
     }
-    y0 = Math.floor(y); x0 = Math.floor(x);
-    y1 = y0 < hMax ? y0 + 1 : hMax; x1 = x0 < wMax ? x0 + 1 : wMax;
+    y0 = Math.floor(y);
+    x0 = Math.floor(x);
+    y1 = y0 < hMax ? y0 + 1 : hMax;
+    x1 = x0 < wMax ? x0 + 1 : wMax;
     ty = y - y0;
     tx = x - x0;
   }
-  const p00 = rows[y0] + cols[x0], p01 = rows[y0] + cols[x1];
-  const p10 = rows[y1] + cols[x0], p11 = rows[y1] + cols[x1];
-  const w00 = (1 - ty) * (1 - tx), w01 = (1 - ty) * tx, w10 = ty * (1 - tx), w11 = ty * tx;
+  const p00 = rows[y0] + cols[x0],
+    p01 = rows[y0] + cols[x1];
+  const p10 = rows[y1] + cols[x0],
+    p11 = rows[y1] + cols[x1];
+  const w00 = (1 - ty) * (1 - tx),
+    w01 = (1 - ty) * tx,
+    w10 = ty * (1 - tx),
+    w11 = ty * tx;
   for (let k = 0; k < 3; k++) {
-    storeValue(data, dst + k, src[p00 + k] * w00 + src[p01 + k] * w01 + src[p10 + k] * w10 + src[p11 + k] * w11, rescale);
+    storeValue(
+      data,
+      dst + k,
+      src[p00 + k] * w00 + src[p01 + k] * w01 + src[p10 + k] * w10 + src[p11 + k] * w11,
+      rescale,
+    );
   }
 }
 
@@ -232,7 +264,9 @@ function affineJob(image: AffineImage, matrix: ArrayLike<number>, options: Affin
   const out = options.output;
   if (layout) {
     if (layout.rows.length !== height || layout.cols.length !== width) {
-      throw new RangeError(`applyAffine: layout is ${layout.rows.length}×${layout.cols.length}, image ${height}×${width}`);
+      throw new RangeError(
+        `applyAffine: layout is ${layout.rows.length}×${layout.cols.length}, image ${height}×${width}`,
+      );
     }
   } else if (src.length < height * width * 3) {
     throw new RangeError(`applyAffine: source has ${src.length} bytes, need ${height * width * 3}`);
@@ -240,7 +274,15 @@ function affineJob(image: AffineImage, matrix: ArrayLike<number>, options: Affin
   const { rows, cols } = layout ?? packedLayout(height, width);
   const data = out?.data ?? new Float32Array(height * width * 3);
   return {
-    src, rows, cols, height, width, matrix, fillMode, cval, data,
+    src,
+    rows,
+    cols,
+    height,
+    width,
+    matrix,
+    fillMode,
+    cval,
+    data,
     offset: out?.offset ?? 0,
     rescale: data instanceof Float32Array && out?.rescale !== undefined ? Math.fround(out.rescale) : 1,
     flipHorizontal: out?.flipHorizontal ?? false,
@@ -255,7 +297,11 @@ function affineJob(image: AffineImage, matrix: ArrayLike<number>, options: Affin
  * applyAffineReference, about 3× faster); 'reflect', 'wrap', a null sampler and runtimes without WASM SIMD run the
  * reference.
  */
-export function applyAffine(image: AffineImage, matrix: ArrayLike<number>, options: AffineOptions = {}): Float32Array | Uint8Array {
+export function applyAffine(
+  image: AffineImage,
+  matrix: ArrayLike<number>,
+  options: AffineOptions = {},
+): Float32Array | Uint8Array {
   const job = affineJob(image, matrix, options);
   const sampler = options.sampler === undefined ? threadSampler() : options.sampler;
   if (sampler && (job.fillMode === 'nearest' || job.fillMode === 'constant')) {
@@ -266,7 +312,11 @@ export function applyAffine(image: AffineImage, matrix: ArrayLike<number>, optio
 }
 
 /** applyAffine in float64 JS, scipy's arithmetic operation for operation (outputs equal scipy's in our tests). */
-export function applyAffineReference(image: AffineImage, matrix: ArrayLike<number>, options: Omit<AffineOptions, 'sampler'> = {}): Float32Array | Uint8Array {
+export function applyAffineReference(
+  image: AffineImage,
+  matrix: ArrayLike<number>,
+  options: Omit<AffineOptions, 'sampler'> = {},
+): Float32Array | Uint8Array {
   return sampleReference(affineJob(image, matrix, options));
 }
 
@@ -297,7 +347,9 @@ function sampleReference(job: AffineJob): Float32Array | Uint8Array {
         let xi = x;
         if (y < 0 || y > hMax || x < 0 || x > wMax) {
           if (fillMode === 'constant') {
-            store(dst, cv); store(dst + 1, cv); store(dst + 2, cv);
+            store(dst, cv);
+            store(dst + 1, cv);
+            store(dst + 2, cv);
             continue;
           } else if (fillMode === 'nearest') {
             yi = y < 0 ? 0 : y > hMax ? hMax : y;
@@ -311,7 +363,9 @@ function sampleReference(job: AffineJob): Float32Array | Uint8Array {
           }
         }
         const p = rows[yi] + cols[xi];
-        store(dst, src[p]); store(dst + 1, src[p + 1]); store(dst + 2, src[p + 2]);
+        store(dst, src[p]);
+        store(dst + 1, src[p + 1]);
+        store(dst + 2, src[p + 2]);
       }
     }
     return data;
@@ -357,7 +411,10 @@ function sampleReference(job: AffineJob): Float32Array | Uint8Array {
       const p01 = r0 + c1;
       const p10 = r1 + c0;
       const p11 = r1 + c1;
-      const w00 = (1 - ty) * (1 - tx), w01 = (1 - ty) * tx, w10 = ty * (1 - tx), w11 = ty * tx;
+      const w00 = (1 - ty) * (1 - tx),
+        w01 = (1 - ty) * tx,
+        w10 = ty * (1 - tx),
+        w11 = ty * tx;
       const v0 = src[p00] * w00 + src[p01] * w01 + src[p10] * w10 + src[p11] * w11;
       const v1 = src[p00 + 1] * w00 + src[p01 + 1] * w01 + src[p10 + 1] * w10 + src[p11 + 1] * w11;
       const v2 = src[p00 + 2] * w00 + src[p01 + 2] * w01 + src[p10 + 2] * w10 + src[p11 + 2] * w11;

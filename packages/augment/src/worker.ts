@@ -92,15 +92,34 @@ async function warmUp(o: NonNullable<PingTask['warmup']>): Promise<void> {
   const { height: h, width: w } = o;
   const rgb = Buffer.alloc(h * w * 3);
   for (let i = 0; i < rgb.length; i++) rgb[i] = (i * 7 + (i >> 9)) & 255;
-  const jpeg = jpegTurbo.compressSync(rgb, { format: jpegTurbo.FORMAT_RGB, width: w, height: h, quality: 90, subsampling: jpegTurbo.SAMP_420 });
+  const jpeg = jpegTurbo.compressSync(rgb, {
+    format: jpegTurbo.FORMAT_RGB,
+    width: w,
+    height: h,
+    quality: 90,
+    subsampling: jpegTurbo.SAMP_420,
+  });
   const out = o.dtype === 'uint8' ? new Uint8Array(h * w * 3) : new Float32Array(h * w * 3);
   const sampler = threadSampler();
   for (let k = 0; k < o.images; k++) {
-    const image = await decodeForSampling(jpeg, { height: h, width: w, interpolation: o.interpolation, jpegDecoder: o.jpegDecoder, sampler });
+    const image = await decodeForSampling(jpeg, {
+      height: h,
+      width: w,
+      interpolation: o.interpolation,
+      jpegDecoder: o.jpegDecoder,
+      sampler,
+    });
     const params = sampleTransform(o.augment ?? BOOK_AUGMENTATION, sampleRng(o.seed, k, `warmup.${k}`), h, w);
     applyAffine(image, transformMatrix(params, h, w), {
-      fillMode: o.augment?.fillMode, cval: o.augment?.cval, sampler,
-      output: { data: out, rescale: o.rescale, flipHorizontal: params.flipHorizontal, flipVertical: params.flipVertical },
+      fillMode: o.augment?.fillMode,
+      cval: o.augment?.cval,
+      sampler,
+      output: {
+        data: out,
+        rescale: o.rescale,
+        flipHorizontal: params.flipHorizontal,
+        flipVertical: params.flipVertical,
+      },
     });
   }
 }
@@ -124,12 +143,19 @@ async function runBatch(task: BatchTask): Promise<BatchResult> {
   return writeBatch(task, t0, batch ?? threadSampler(), batch?.memory ?? null);
 }
 
-async function writeBatch(task: BatchTask, t0: number, sampler: Sampler | null, memory: WebAssembly.Memory | null): Promise<BatchResult> {
+async function writeBatch(
+  task: BatchTask,
+  t0: number,
+  sampler: Sampler | null,
+  memory: WebAssembly.Memory | null,
+): Promise<BatchResult> {
   const { height: h, width: w, indices } = task;
   const n = indices.length;
   const pixels = h * w * 3;
   const bytesPer = task.dtype === 'uint8' ? 1 : 4;
-  const buffer = memory?.buffer ?? (task.out && task.out.byteLength >= n * pixels * bytesPer ? task.out : new ArrayBuffer(n * pixels * bytesPer));
+  const buffer =
+    memory?.buffer ??
+    (task.out && task.out.byteLength >= n * pixels * bytesPer ? task.out : new ArrayBuffer(n * pixels * bytesPer));
   // Every element of the first n images is written below, so a recycled buffer needs no clearing.
   const out = task.dtype === 'uint8' ? new Uint8Array(buffer, 0, n * pixels) : new Float32Array(buffer, 0, n * pixels);
   const bytes = task.encoded ? new Uint8Array(task.encoded.bytes) : splitBytes;
@@ -139,9 +165,13 @@ async function writeBatch(task: BatchTask, t0: number, sampler: Sampler | null, 
     const i = indices[pos];
     const view = bytes.subarray(spans[2 * i], spans[2 * i] + spans[2 * i + 1]);
     // The nearest resize is folded into the affine's sampling (index tables into the full-size decode).
-    return decodeForSampling(view, { height: h, width: w, interpolation: task.interpolation, jpegDecoder: task.jpegDecoder, sampler }).catch((err: unknown) =>
-      err instanceof Error ? err : new Error(String(err)),
-    );
+    return decodeForSampling(view, {
+      height: h,
+      width: w,
+      interpolation: task.interpolation,
+      jpegDecoder: task.jpegDecoder,
+      sampler,
+    }).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err))));
   };
   const kept: number[] = [];
   const skipped: BatchResult['skipped'] = [];
@@ -157,7 +187,9 @@ async function writeBatch(task: BatchTask, t0: number, sampler: Sampler | null, 
     if (task.augment) {
       const params = sampleTransform(task.augment, sampleRng(task.seed, task.epoch, task.keys[pos]), h, w);
       applyAffine(image, transformMatrix(params, h, w), {
-        fillMode: task.augment.fillMode, cval: task.augment.cval, sampler,
+        fillMode: task.augment.fillMode,
+        cval: task.augment.cval,
+        sampler,
         output: { ...output, flipHorizontal: params.flipHorizontal, flipVertical: params.flipVertical },
       });
     } else {

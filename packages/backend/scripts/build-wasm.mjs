@@ -23,7 +23,8 @@ export async function buildWasm() {
   const wabt = await initWabt();
   const generated = winogradWat();
   const handWritten = readFileSync(join(wasmDir, 'training-kernels.wat'), 'utf8');
-  if (!INCLUDE.test(handWritten)) throw new Error(`${join(wasmDir, 'training-kernels.wat')}: no ";; @include winograd.generated.wat" line`);
+  if (!INCLUDE.test(handWritten))
+    throw new Error(`${join(wasmDir, 'training-kernels.wat')}: no ";; @include winograd.generated.wat" line`);
   const source = handWritten.replace(INCLUDE, () => generated);
   const outputs = { [join(wasmDir, 'winograd.generated.wat')]: new TextEncoder().encode(generated) };
   for (const [suffix, shared] of [
@@ -35,7 +36,10 @@ export async function buildWasm() {
     const module = wabt.parseWat(name, source.replace('@SHARED@', shared), features);
     try {
       module.validate(features); // (wabt.js takes the features here too; its .d.ts omits the argument)
-      outputs[join(wasmDir, `training-kernels${suffix}.wasm`)] = module.toBinary({ log: false, write_debug_names: false }).buffer;
+      outputs[join(wasmDir, `training-kernels${suffix}.wasm`)] = module.toBinary({
+        log: false,
+        write_debug_names: false,
+      }).buffer;
     } finally {
       module.destroy();
     }
@@ -53,7 +57,8 @@ export async function staleOutputs() {
     } catch {
       committed = null;
     }
-    if (!committed || Buffer.compare(committed, Buffer.from(bytes)) !== 0) stale.push(relative(join(wasmDir, '..'), path));
+    if (!committed || Buffer.compare(committed, Buffer.from(bytes)) !== 0)
+      stale.push(relative(join(wasmDir, '..'), path));
   }
   return stale;
 }
@@ -62,7 +67,9 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   if (process.argv.includes('--check')) {
     const stale = await staleOutputs();
     if (stale.length > 0) {
-      console.error(`error: ${stale.join(', ')} differ from their sources: run \`npm run build:wasm -w @catdog/backend\` and commit the result`);
+      console.error(
+        `error: ${stale.join(', ')} differ from their sources: run \`npm run build:wasm -w @catdog/backend\` and commit the result`,
+      );
       process.exit(1);
     }
     console.log('wasm outputs match their sources');

@@ -189,12 +189,22 @@ function inputTile(m) {
       body.push(`(local.set $d${i} (v128.load (local.get $a)))`);
       if (i < A - 1) body.push(`(local.set $a (i32.add (local.get $a) (local.get $row)))`);
     }
-    body.push(...T(range(A).map((i) => `d${i}`), range(A).map((i) => `t${i}_${j}`)));
+    body.push(
+      ...T(
+        range(A).map((i) => `d${i}`),
+        range(A).map((i) => `t${i}_${j}`),
+      ),
+    );
   }
   // rows: V[i][j] = (t B)[i][j], stored at ξ = A·i + j
   body.push(`(local.set $a (local.get $o))`);
   for (const i of range(A)) {
-    body.push(...T(range(A).map((j) => `t${i}_${j}`), range(A).map((j) => `d${j}`)));
+    body.push(
+      ...T(
+        range(A).map((j) => `t${i}_${j}`),
+        range(A).map((j) => `d${j}`),
+      ),
+    );
     for (const j of range(A)) {
       body.push(`(v128.store (local.get $a) (local.get $d${j}))`);
       body.push(`(local.set $a (i32.add (local.get $a) (local.get $xs)))`);
@@ -233,17 +243,31 @@ function outputTile(m) {
       body.push(`(local.set $m${i} (v128.load (local.get $a)))`);
       if (i < A - 1) body.push(`(local.set $a (i32.add (local.get $a) (local.get $xsa)))`);
     }
-    body.push(...T(range(A).map((i) => `m${i}`), range(m).map((i) => `t${i}_${j}`)));
+    body.push(
+      ...T(
+        range(A).map((i) => `m${i}`),
+        range(m).map((i) => `t${i}_${j}`),
+      ),
+    );
   }
   // rows: Y[i][j] = (t A)[i][j] + bias, clamped to [lo, hi], stored where inside the output
   for (const i of range(m)) {
-    body.push(...T(range(A).map((j) => `t${i}_${j}`), range(m).map((j) => `y${j}`)));
+    body.push(
+      ...T(
+        range(A).map((j) => `t${i}_${j}`),
+        range(m).map((j) => `y${j}`),
+      ),
+    );
     const stores = range(m).map(
       (j) =>
         `(if (i32.gt_u (local.get $cols) (i32.const ${j})) (then (v128.store (i32.add (local.get $d) (i32.mul (i32.const ${j}) (local.get $pix))) ` +
         `(f32x4.min (f32x4.max (f32x4.add (local.get $y${j}) (local.get $b)) (local.get $lo)) (local.get $hi)))))`,
     );
-    body.push(`(if (i32.gt_u (local.get $rows) (i32.const ${i})) (then`, ...stores.map((s) => '  ' + s), `  (local.set $d (i32.add (local.get $d) (local.get $row)))))`);
+    body.push(
+      `(if (i32.gt_u (local.get $rows) (i32.const ${i})) (then`,
+      ...stores.map((s) => '  ' + s),
+      `  (local.set $d (i32.add (local.get $d) (local.get $row)))))`,
+    );
   }
   const ts = range(m).flatMap((i) => range(A).map((j) => `t${i}_${j}`));
   return `
@@ -284,14 +308,26 @@ function filterTransform(m) {
   // g[ki][kj] at s + (3ki + kj)·tap; columns first: t[i][kj] = (G g)[i][kj]
   for (const j of range(3)) {
     for (const i of range(3)) {
-      body.push(`(local.set $f${i} (v128.load (i32.add (local.get $s) (i32.mul (i32.const ${3 * i + j}) (local.get $tap)))))`);
+      body.push(
+        `(local.set $f${i} (v128.load (i32.add (local.get $s) (i32.mul (i32.const ${3 * i + j}) (local.get $tap)))))`,
+      );
     }
-    body.push(...T(['f0', 'f1', 'f2'], range(A).map((i) => `t${i}_${j}`)));
+    body.push(
+      ...T(
+        ['f0', 'f1', 'f2'],
+        range(A).map((i) => `t${i}_${j}`),
+      ),
+    );
   }
   // rows: U[i][j] = (t Gᵀ)[i][j] at o + ξ·us, ξ = A·i + j
   body.push(`(local.set $a (local.get $o))`);
   for (const i of range(A)) {
-    body.push(...T([`t${i}_0`, `t${i}_1`, `t${i}_2`], range(A).map((j) => `u${j}`)));
+    body.push(
+      ...T(
+        [`t${i}_0`, `t${i}_1`, `t${i}_2`],
+        range(A).map((j) => `u${j}`),
+      ),
+    );
     for (const j of range(A)) {
       body.push(`(v128.store (local.get $a) (local.get $u${j}))`);
       body.push(`(local.set $a (i32.add (local.get $a) (local.get $us)))`);
@@ -481,7 +517,9 @@ function gemm() {
     if (pairs) lines.push(`  (local.set $a1 (i32.add (local.get $a1) (i32.const ${4 * UNROLL})))`);
     lines.push(`  (local.set $k (i32.sub (local.get $k) (i32.const ${UNROLL})))`);
     lines.push(`  (br $kloop)))`);
-    lines.push(`(local.set $o (i32.add (i32.add (local.get $c) (i32.mul (local.get $p) (local.get $cs))) (local.get $j)))`);
+    lines.push(
+      `(local.set $o (i32.add (i32.add (local.get $c) (i32.mul (local.get $p) (local.get $cs))) (local.get $j)))`,
+    );
     for (const r of range(rows)) {
       for (const q of range(4)) lines.push(`(v128.store offset=${16 * q} (local.get $o) (local.get $c${4 * r + q}))`);
       if (r === 0 && rows === 2) lines.push(`(local.set $o (i32.add (local.get $o) (local.get $cs)))`);

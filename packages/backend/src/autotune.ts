@@ -302,7 +302,8 @@ export function choosePlan(req: PlanRequest): KernelPlan {
   const cached = cachedEntries(machine)[key];
   const cachedPlan = cached ? parsePlan(cached.plan) : null;
   const stale = cached?.load !== undefined && cached.load > BUSY_LOAD && loadPerCore() <= BUSY_LOAD;
-  if (cached && cachedPlan && req.applicable(cachedPlan) && !stale) return remember(req, cachedPlan, 'cache', cached.us);
+  if (cached && cachedPlan && req.applicable(cachedPlan) && !stale)
+    return remember(req, cachedPlan, 'cache', cached.us);
 
   if (!req.ready) return remember(req, req.defaultPlan, 'default');
   const us: Record<string, number> = {};
@@ -312,7 +313,8 @@ export function choosePlan(req: PlanRequest): KernelPlan {
     const candidates = req.candidates(stage, winner).filter((c) => req.applicable(c.plan));
     if (candidates.length < 2) break;
     const times = timeCandidates(candidates);
-    for (const [name, t] of times) if (Number.isFinite(t)) us[stage === 0 ? name : `${name} (block proxy)`] = Math.round(t);
+    for (const [name, t] of times)
+      if (Number.isFinite(t)) us[stage === 0 ? name : `${name} (block proxy)`] = Math.round(t);
     winner = pickWinner(times, winner ?? req.defaultPlan);
   }
   const plan = winner ?? req.defaultPlan;

@@ -24,13 +24,17 @@ interface RMSPropState {
 export class RMSPropOptimizer extends tf.RMSPropOptimizer {
   override applyGradients(variableGradients: tf.NamedTensorMap | Array<{ name: string; tensor: tf.Tensor }>): void {
     const state = this as unknown as RMSPropState;
-    const list = Array.isArray(variableGradients) ? variableGradients : Object.entries(variableGradients).map(([name, tensor]) => ({ name, tensor }));
+    const list = Array.isArray(variableGradients)
+      ? variableGradients
+      : Object.entries(variableGradients).map(([name, tensor]) => ({ name, tensor }));
     const variables = tf.engine().registeredVariables;
     const fused =
       !state.centered &&
       tf.getBackend() === 'wasm' &&
       tf.getKernel(RMSPROP_KERNEL, 'wasm') !== undefined &&
-      list.every(({ name, tensor }) => (tensor == null || tensor.dtype === 'float32') && variables[name]?.dtype === 'float32');
+      list.every(
+        ({ name, tensor }) => (tensor == null || tensor.dtype === 'float32') && variables[name]?.dtype === 'float32',
+      );
     if (!fused) {
       super.applyGradients(variableGradients);
       return;
@@ -38,17 +42,25 @@ export class RMSPropOptimizer extends tf.RMSPropOptimizer {
     list.forEach(({ name, tensor: gradient }, i) => {
       const value = variables[name]!;
       // The slots tfjs-core creates (same names and order, so getWeights / setWeights and checkpoints agree).
-      state.accumulatedMeanSquares[i] ??= { originalName: `${name}/rms`, variable: tf.tidy(() => tf.zerosLike(value).variable(false)) };
-      state.accumulatedMoments[i] ??= { originalName: `${name}/momentum`, variable: tf.tidy(() => tf.zerosLike(value).variable(false)) };
+      state.accumulatedMeanSquares[i] ??= {
+        originalName: `${name}/rms`,
+        variable: tf.tidy(() => tf.zerosLike(value).variable(false)),
+      };
+      state.accumulatedMoments[i] ??= {
+        originalName: `${name}/momentum`,
+        variable: tf.tidy(() => tf.zerosLike(value).variable(false)),
+      };
       if (gradient == null) return;
       const meanSquare = state.accumulatedMeanSquares[i]!.variable;
       const moments = state.accumulatedMoments[i]!.variable;
       tf.tidy(() => {
-        const [newMeanSquare, newMoments, newValue] = tf.engine().runKernel(
-          RMSPROP_KERNEL,
-          { gradient, meanSquare, moments, value },
-          { decay: state.decay, learningRate: state.learningRate, epsilon: state.epsilon, momentum: state.momentum },
-        ) as tf.Tensor[];
+        const [newMeanSquare, newMoments, newValue] = tf
+          .engine()
+          .runKernel(
+            RMSPROP_KERNEL,
+            { gradient, meanSquare, moments, value },
+            { decay: state.decay, learningRate: state.learningRate, epsilon: state.epsilon, momentum: state.momentum },
+          ) as tf.Tensor[];
         meanSquare.assign(newMeanSquare!);
         moments.assign(newMoments!);
         value.assign(newValue!);
@@ -59,6 +71,12 @@ export class RMSPropOptimizer extends tf.RMSPropOptimizer {
 }
 
 /** tf.train.rmsprop's signature and defaults (decay 0.9, momentum 0, the backend's epsilon), fused on wasm. */
-export function rmsprop(learningRate: number, decay = 0.9, momentum = 0, epsilon: number | null = null, centered = false): RMSPropOptimizer {
+export function rmsprop(
+  learningRate: number,
+  decay = 0.9,
+  momentum = 0,
+  epsilon: number | null = null,
+  centered = false,
+): RMSPropOptimizer {
   return new RMSPropOptimizer(learningRate, decay, momentum, epsilon as number, centered);
 }

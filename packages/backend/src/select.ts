@@ -56,12 +56,16 @@ function firstLine(err: unknown): string {
   return (err instanceof Error ? err.message : String(err)).split('\n')[0] ?? '';
 }
 
-async function loadTensorflow(pkg: '@tensorflow/tfjs-node-gpu' | '@tensorflow/tfjs-node', threads: number): Promise<void> {
+async function loadTensorflow(
+  pkg: '@tensorflow/tfjs-node-gpu' | '@tensorflow/tfjs-node',
+  threads: number,
+): Promise<void> {
   // libtensorflow reads its thread pool sizes from the environment when it loads.
   process.env.TF_NUM_INTRAOP_THREADS ??= String(threads);
   process.env.TF_NUM_INTEROP_THREADS ??= '1';
   await import(pkg);
-  if (!(await tf.setBackend('tensorflow'))) throw new Error(`${pkg} loaded but its 'tensorflow' backend did not initialise`);
+  if (!(await tf.setBackend('tensorflow')))
+    throw new Error(`${pkg} loaded but its 'tensorflow' backend did not initialise`);
   await tf.ready();
 }
 
@@ -107,7 +111,9 @@ export function initBackend(options: InitBackendOptions = {}): Promise<BackendCh
   const request = options.backend ?? 'auto';
   if (!BACKEND_REQUESTS.includes(request)) {
     return Promise.reject(
-      new BackendUnavailableError(`unknown backend '${String(request)}' (expected one of ${BACKEND_REQUESTS.join(', ')})`),
+      new BackendUnavailableError(
+        `unknown backend '${String(request)}' (expected one of ${BACKEND_REQUESTS.join(', ')})`,
+      ),
     );
   }
   const threads = options.threads ?? availableParallelism();

@@ -9,7 +9,17 @@ import { fileURLToPath } from 'node:url';
 
 export interface SimdKernels {
   /** MaxPoolGrad, 2×2 windows at stride 2, channels-last, C % 4 == 0 (byte offsets). */
-  maxpool_grad_2x2(x: number, dy: number, dx: number, B: number, H: number, W: number, C: number, Ho: number, Wo: number): void;
+  maxpool_grad_2x2(
+    x: number,
+    dy: number,
+    dx: number,
+    B: number,
+    H: number,
+    W: number,
+    C: number,
+    Ho: number,
+    Wo: number,
+  ): void;
   /** out[c] = Σ_r x[r, c], C % 4 == 0, rows ≥ 1 (byte offsets). */
   sum_rows(x: number, out: number, rows: number, C: number): void;
   /** dw[ci, co] += Σ_(p<n) x[p·xs + ci] · dy[p·Co + co], Co % 16 == 0 (byte offsets, xs in bytes); = with n | 0x80000000. */
@@ -65,7 +75,9 @@ function load(module: object): Loaded | null {
       if (memory instanceof WebAssembly.Memory) {
         const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
         const here = dirname(fileURLToPath(import.meta.url));
-        const bytes = readFileSync(join(here, '..', 'wasm', shared ? 'training-kernels-shared.wasm' : 'training-kernels.wasm'));
+        const bytes = readFileSync(
+          join(here, '..', 'wasm', shared ? 'training-kernels-shared.wasm' : 'training-kernels.wasm'),
+        );
         const wasmModule = new WebAssembly.Module(bytes);
         const instance = new WebAssembly.Instance(wasmModule, { env: { memory } });
         loaded = { kernels: instance.exports as unknown as SimdKernels, module: wasmModule, memory, shared };
@@ -130,7 +142,15 @@ export function simdWorkers(module: object, count: number): PoolWorker[] {
 }
 
 /** Kernels a worker job can run (7 int32 arguments per call). */
-export const JOB_KERNELS = { conv_filter_grad_run: 0, conv_input_grad_run: 1, winograd_tiles: 2, winograd_filter_job: 3, rmsprop_run: 4, dw_input_grad_run: 5, dw_filter_grad_run: 6 } as const;
+export const JOB_KERNELS = {
+  conv_filter_grad_run: 0,
+  conv_input_grad_run: 1,
+  winograd_tiles: 2,
+  winograd_filter_job: 3,
+  rmsprop_run: 4,
+  dw_input_grad_run: 5,
+  dw_filter_grad_run: 6,
+} as const;
 
 /**
  * Starts a job on a worker. The job (int32 words at byte offset `job` in wasm memory) is

@@ -11,7 +11,15 @@ const ctrl = new Int32Array(control);
 const kernels = new WebAssembly.Instance(module, { env: { memory } }).exports;
 const ARGS = 7; // int32 arguments per kernel call
 // Indexed by the kernel word (JOB_KERNELS in simd-kernels.ts).
-const RUNS = [kernels.conv_filter_grad_run, kernels.conv_input_grad_run, kernels.winograd_tiles, kernels.winograd_filter_job, kernels.rmsprop_run, kernels.dw_input_grad_run, kernels.dw_filter_grad_run];
+const RUNS = [
+  kernels.conv_filter_grad_run,
+  kernels.conv_input_grad_run,
+  kernels.winograd_tiles,
+  kernels.winograd_filter_job,
+  kernels.rmsprop_run,
+  kernels.dw_input_grad_run,
+  kernels.dw_filter_grad_run,
+];
 Atomics.store(ctrl, 5, 1);
 
 let seen = 0;

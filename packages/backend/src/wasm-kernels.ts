@@ -24,7 +24,14 @@
 // registers them and answers what runs where.
 import * as tf from '@tensorflow/tfjs';
 import { simdKernels, simdWorkers } from './simd-kernels.js';
-import { CLIP_GRAD_KERNEL, RELU_GRAD_KERNEL, clipGrad, clipGradConfig, reluGrad, reluGradConfig } from './kernels/activations.js';
+import {
+  CLIP_GRAD_KERNEL,
+  RELU_GRAD_KERNEL,
+  clipGrad,
+  clipGradConfig,
+  reluGrad,
+  reluGradConfig,
+} from './kernels/activations.js';
 import { BACKEND, type KernelFn, type WasmBackend, originals } from './kernels/base.js';
 import { fusedBatchNorm, fusedBatchNormGrad } from './kernels/batchnorm.js';
 import { conv2D, conv2DBackpropFilter, conv2DBackpropInput, fusedConv2D } from './kernels/conv.js';
@@ -35,7 +42,6 @@ import { maxPoolGrad } from './kernels/pooling.js';
 import { RMSPROP_KERNEL, rmspropUpdate } from './kernels/rmsprop.js';
 import { sum } from './kernels/sum.js';
 import { winogradTileSize } from './kernels/winograd.js';
-
 
 // ---------------------------------------------------------------------------------------------
 

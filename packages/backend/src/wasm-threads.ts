@@ -56,7 +56,8 @@ function prepareWorkerFiles(): { workerPath: string; mainPath: string } {
   if (!match) throw new Error('worker script not found in the tfjs-backend-wasm bundle');
   // The bundle escapes newlines the same way before making its Blob.
   const worker = (JSON.parse(match[1]!) as string).replace(/\n/g, '\\n');
-  if (!worker.includes(WORKER_LOAD_FROM_BLOB)) throw new Error('unexpected worker script in the tfjs-backend-wasm bundle');
+  if (!worker.includes(WORKER_LOAD_FROM_BLOB))
+    throw new Error('unexpected worker script in the tfjs-backend-wasm bundle');
   tempDir = mkdtempSync(join(tmpdir(), 'catdog-wasm-threads-'));
   const dir = tempDir;
   process.once('exit', () => rmSync(dir, { recursive: true, force: true }));

@@ -50,7 +50,8 @@ export class ShardCache {
     this.dir = options.dir;
     this.limit = options.limit ?? Number.POSITIVE_INFINITY;
     this.warn = options.onWarning ?? ((m) => process.stderr.write(`warning: ${m}\n`));
-    if (!(this.limit > 0)) throw new UserError(`cache limit must be a positive number of bytes, got ${this.limit}`, { code: 'bad-config' });
+    if (!(this.limit > 0))
+      throw new UserError(`cache limit must be a positive number of bytes, got ${this.limit}`, { code: 'bad-config' });
   }
 
   private pathOf(sha256: string): string {
@@ -93,7 +94,9 @@ export class ShardCache {
     if (bytes > this.limit) {
       if (this.warnedTooLarge) return undefined;
       this.warnedTooLarge = true;
-      this.warn(`shard ${sha256.slice(0, 12)} (${bytes} bytes) is larger than the cache limit (${this.limit} bytes): shards that large are not cached`);
+      this.warn(
+        `shard ${sha256.slice(0, 12)} (${bytes} bytes) is larger than the cache limit (${this.limit} bytes): shards that large are not cached`,
+      );
       return undefined;
     }
     this.reserved += bytes;

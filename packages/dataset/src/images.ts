@@ -24,12 +24,16 @@ sharp.concurrency(1);
 
 function sniff(buf: Buffer): string | undefined {
   if (buf.length >= 3 && buf[0] === 0xff && buf[1] === 0xd8 && buf[2] === 0xff) return 'jpeg';
-  if (buf.length >= 8 && buf.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))) return 'png';
+  if (buf.length >= 8 && buf.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])))
+    return 'png';
   return undefined;
 }
 
 function firstLine(err: unknown): string {
-  return ((err as Error)?.message ?? String(err)).split('\n')[0].replace(/^Input (buffer|file) /, '').trim();
+  return ((err as Error)?.message ?? String(err))
+    .split('\n')[0]
+    .replace(/^Input (buffer|file) /, '')
+    .trim();
 }
 
 /** Why an image is not kept byte-for-byte: every difference from a clean 8-bit sRGB JPEG, in a fixed order. */
@@ -68,10 +72,12 @@ export async function encodeImage(buf: Buffer, options: EncodeOptions): Promise<
     meta = await sharp(buf).metadata();
   } catch (err) {
     const head = buf.subarray(0, 64).toString('latin1');
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: tab, LF and CR are exactly the control characters text may hold
     const printable = /^[\x09\x0a\x0d\x20-\x7e]*$/.test(head);
     return { ok: false, reason: `not an image (${printable ? 'text content' : firstLine(err)})` };
   }
-  if (!meta.width || !meta.height) return { ok: false, reason: `not an image (no dimensions, format ${meta.format ?? 'unknown'})` };
+  if (!meta.width || !meta.height)
+    return { ok: false, reason: `not an image (no dimensions, format ${meta.format ?? 'unknown'})` };
   const passThrough =
     !options.resize &&
     meta.format === 'jpeg' &&
@@ -102,7 +108,13 @@ export async function encodeImage(buf: Buffer, options: EncodeOptions): Promise<
       .jpeg({ quality: options.quality, chromaSubsampling: '4:2:0' })
       .toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) return { ok: false, reason: `could not convert to RGB (${info.channels} channels)` };
-    return { ok: true, bytes: data, width: info.width, height: info.height, converted: conversionReason(meta, buf, options) };
+    return {
+      ok: true,
+      bytes: data,
+      width: info.width,
+      height: info.height,
+      converted: conversionReason(meta, buf, options),
+    };
   } catch (err) {
     // The header parsed but the pixel data did not decode: cut short or damaged. (libvips' message is
     // sometimes lost under concurrency, so the reason does not depend on it.)

@@ -31,7 +31,15 @@ export {
   type EncodedSample,
   type ReadShardOptions,
 } from './shards.js';
-export { openSource, naturalCompare, flatClassName, type Source, type SourceItem, type SourceLayout, type IgnoredFile } from './sources.js';
+export {
+  openSource,
+  naturalCompare,
+  flatClassName,
+  type Source,
+  type SourceItem,
+  type SourceLayout,
+  type IgnoredFile,
+} from './sources.js';
 export {
   openStream,
   type StreamOptions,
@@ -86,4 +94,12 @@ export {
   type PartFile,
   type ShardRecord,
 } from './prepare.js';
-export { verifyDataset, inspectDataset, type VerifyReport, type VerifyOptions, type ShardProblem, type InspectReport, type Stats } from './verify.js';
+export {
+  verifyDataset,
+  inspectDataset,
+  type VerifyReport,
+  type VerifyOptions,
+  type ShardProblem,
+  type InspectReport,
+  type Stats,
+} from './verify.js';

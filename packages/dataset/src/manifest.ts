@@ -96,17 +96,24 @@ export function validateManifest(value: unknown, url = MANIFEST_FILE): Manifest 
   if (!Number.isInteger(m.formatVersion) || m.formatVersion < MIN_FORMAT_VERSION || m.formatVersion > FORMAT_VERSION) {
     fail(url, `formatVersion ${String(m.formatVersion)}, this tool reads ${MIN_FORMAT_VERSION} to ${FORMAT_VERSION}`);
   }
-  if (!Array.isArray(m.classes) || m.classes.length < 1 || !m.classes.every((c) => typeof c === 'string')) fail(url, 'classes missing');
+  if (!Array.isArray(m.classes) || m.classes.length < 1 || !m.classes.every((c) => typeof c === 'string'))
+    fail(url, 'classes missing');
   if (!m.splits || typeof m.splits !== 'object') fail(url, 'splits missing');
   for (const name of SPLITS) {
     const s = m.splits[name];
     if (!s || !Array.isArray(s.shards) || typeof s.count !== 'number') fail(url, `split ${name} missing`);
     let total = 0;
     for (const sh of s.shards) {
-      if (typeof sh.path !== 'string' || typeof sh.sha256 !== 'string' || typeof sh.bytes !== 'number' || typeof sh.count !== 'number') {
+      if (
+        typeof sh.path !== 'string' ||
+        typeof sh.sha256 !== 'string' ||
+        typeof sh.bytes !== 'number' ||
+        typeof sh.count !== 'number'
+      ) {
         fail(url, `bad shard entry in ${name}`);
       }
-      if (sh.path.split('/').includes('..') || sh.path.startsWith('/')) fail(url, `shard path ${sh.path} escapes the dataset`);
+      if (sh.path.split('/').includes('..') || sh.path.startsWith('/'))
+        fail(url, `shard path ${sh.path} escapes the dataset`);
       total += sh.count;
     }
     if (total !== s.count) fail(url, `split ${name} count ${s.count} but its shards hold ${total}`);
@@ -126,10 +133,13 @@ export async function readManifestFrom(storage: Storage): Promise<Manifest> {
     text = (await storage.read(MANIFEST_FILE)).toString('utf8');
   } catch (err) {
     if (err instanceof StorageError && err.code === 'not-found') {
-      throw new UserError(`${where}: no manifest.json (not a prepared dataset, or prep has not finished: run prep split / prep finalize)`, {
-        code: 'no-manifest',
-        cause: err,
-      });
+      throw new UserError(
+        `${where}: no manifest.json (not a prepared dataset, or prep has not finished: run prep split / prep finalize)`,
+        {
+          code: 'no-manifest',
+          cause: err,
+        },
+      );
     }
     throw err;
   }

@@ -76,7 +76,10 @@ function checkInt(name: string, value: number, min: number, max = Number.MAX_SAF
 
 /** A 32-bit seed for one stream of the order, from the user's seed and where it is used. */
 function streamSeed(...parts: (string | number)[]): number {
-  return createHash('sha256').update(`catdog-order:${parts.join(':')}`).digest().readUInt32LE(0);
+  return createHash('sha256')
+    .update(`catdog-order:${parts.join(':')}`)
+    .digest()
+    .readUInt32LE(0);
 }
 
 /** Contiguous range of partition `index` out of `partitions` over `total` positions; sizes differ by at most one. */
@@ -120,7 +123,20 @@ export function streamOrder(counts: readonly number[], epoch: number, options: O
   const partitions = replicas * workers;
   const partition = rank * workers + worker;
   const { start, end } = partitionRange(total, partitions, partition);
-  return { seed, epoch, shuffle, windowShards, counts, total, windows, partitions, partition, start, end, length: end - start };
+  return {
+    seed,
+    epoch,
+    shuffle,
+    windowShards,
+    counts,
+    total,
+    windows,
+    partitions,
+    partition,
+    start,
+    end,
+    length: end - start,
+  };
 }
 
 // The last few window permutations, so a sequential walk does not rebuild one per sample.
@@ -171,7 +187,11 @@ export function locate(order: StreamOrder, position: number): SampleRef {
 }
 
 /** Sample `q` of a window's concatenation: its shard (manifest index), its index there, and which of the window's shards it is. */
-export function sampleInWindow(order: StreamOrder, window: OrderWindow, q: number): { shard: number; index: number; slot: number } {
+export function sampleInWindow(
+  order: StreamOrder,
+  window: OrderWindow,
+  q: number,
+): { shard: number; index: number; slot: number } {
   let slot = window.offsets.length - 1;
   // Empty shards share their successor's offset: skip them.
   while (window.offsets[slot] > q || order.counts[window.shards[slot]] === 0) slot--;

@@ -81,7 +81,8 @@ export function shuffled<T>(items: T[], random: () => number): T[] {
 function resolveCount(value: number, available: number, what: string): number {
   if (!Number.isFinite(value) || value < 0) throw new UserError(`${what}: ${value} is not a count or a fraction`);
   if (value > 0 && value < 1) return Math.floor(value * available);
-  if (!Number.isInteger(value)) throw new UserError(`${what}: ${value} is neither a whole count nor a fraction below 1`);
+  if (!Number.isInteger(value))
+    throw new UserError(`${what}: ${value} is neither a whole count nor a fraction below 1`);
   return value;
 }
 
@@ -99,11 +100,19 @@ export function buildPlan(source: Source, options: PlanOptions = {}): Plan {
   const classes = source.classes;
   if (options.classes?.length) {
     const missing = options.classes.filter((c) => !source.byClass.has(c));
-    if (missing.length) throw new UserError(`${source.url}: missing class${missing.length > 1 ? 'es' : ''} ${missing.join(', ')} (found: ${classes.join(', ') || 'none'})`, { code: 'bad-source' });
+    if (missing.length)
+      throw new UserError(
+        `${source.url}: missing class${missing.length > 1 ? 'es' : ''} ${missing.join(', ')} (found: ${classes.join(', ') || 'none'})`,
+        { code: 'bad-source' },
+      );
   }
   if (classes.length < 2) {
-    const hint = source.layout !== 'class-folders' ? ' (expected cat.N and dog.N files)' : ' (expected one folder per class)';
-    throw new UserError(`${source.url}: found ${classes.length === 0 ? 'no class' : `only class ${classes[0]}`}; need at least two${hint}`, { code: 'bad-source' });
+    const hint =
+      source.layout !== 'class-folders' ? ' (expected cat.N and dog.N files)' : ' (expected one folder per class)';
+    throw new UserError(
+      `${source.url}: found ${classes.length === 0 ? 'no class' : `only class ${classes[0]}`}; need at least two${hint}`,
+      { code: 'bad-source' },
+    );
   }
   const seed = options.shuffle ? (options.seed ?? 1337) : undefined;
   const random = seed !== undefined ? seededRandom(seed) : undefined;
@@ -118,7 +127,9 @@ export function buildPlan(source: Source, options: PlanOptions = {}): Plan {
     const counts = SPLITS.map((s) => resolveCount(requested[s], items.length, `--${s}`));
     const need = counts.reduce((a, b) => a + b, 0);
     if (items.length < need) {
-      shortages.push(`class ${cls} has ${items.length} images, the split needs ${need} (${SPLITS.map((s, i) => `${counts[i]} ${s}`).join(' + ')})`);
+      shortages.push(
+        `class ${cls} has ${items.length} images, the split needs ${need} (${SPLITS.map((s, i) => `${counts[i]} ${s}`).join(' + ')})`,
+      );
       continue;
     }
     SPLITS.forEach((s, i) => {
@@ -130,7 +141,8 @@ export function buildPlan(source: Source, options: PlanOptions = {}): Plan {
     });
     reserves.set(cls, items.slice(offset));
   }
-  if (shortages.length) throw new UserError(`${source.url}: too few images: ${shortages.join('; ')}`, { code: 'bad-source' });
+  if (shortages.length)
+    throw new UserError(`${source.url}: too few images: ${shortages.join('; ')}`, { code: 'bad-source' });
 
   // Order within a split: classes interleaved (cat.0, dog.0, cat.1, …) so every shard is balanced, or a seeded shuffle.
   const shards: PlannedShard[] = [];
@@ -148,7 +160,13 @@ export function buildPlan(source: Source, options: PlanOptions = {}): Plan {
     const flush = () => {
       if (chunk.length === 0) return;
       const index = shards.filter((s) => s.split === split).length;
-      shards.push({ globalIndex: shards.length, split, path: shardPath(split, index), items: chunk, reserve: new Map() });
+      shards.push({
+        globalIndex: shards.length,
+        split,
+        path: shardPath(split, index),
+        items: chunk,
+        reserve: new Map(),
+      });
       chunk = [];
       bytes = 0;
     };
@@ -208,6 +226,7 @@ export function parseResize(text: string): ResizeSpec {
   if (!m) throw new UserError(`--resize ${text}: expected WxH (e.g. 150x150) or a shortest side (e.g. 150)`);
   const a = Number(m[1]);
   const b = m[2] !== undefined ? Number(m[2]) : undefined;
-  if (a < 1 || (b !== undefined && b < 1) || a > 16384 || (b ?? 0) > 16384) throw new UserError(`--resize ${text}: sizes must be 1–16384`);
+  if (a < 1 || (b !== undefined && b < 1) || a > 16384 || (b ?? 0) > 16384)
+    throw new UserError(`--resize ${text}: sizes must be 1–16384`);
   return b === undefined ? { shortestSide: a } : { width: a, height: b };
 }

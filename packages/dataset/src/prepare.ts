@@ -1,7 +1,14 @@
 // prep split / finalize: each worker writes its disjoint, deterministic subset of the plan's shards plus a part
 // file; the manifest is written last, only when every part is present.
 import { systemCodeOf, UserError } from '@catdog/errors';
-import { openStorage, removeStaleWrites, resolveLocation, StorageError, type Storage, type StorageOptions } from '@catdog/storage';
+import {
+  openStorage,
+  removeStaleWrites,
+  resolveLocation,
+  StorageError,
+  type Storage,
+  type StorageOptions,
+} from '@catdog/storage';
 import {
   FORMAT_VERSION,
   MANIFEST_FILE,
@@ -120,7 +127,10 @@ export interface FinalizeReport {
 
 /** finalize found parts missing: the dataset is not complete yet (other workers still running, or failed). */
 export class MissingPartsError extends UserError {
-  constructor(message: string, readonly missingParts: number[]) {
+  constructor(
+    message: string,
+    readonly missingParts: number[],
+  ) {
     super(message, { code: 'missing-parts' });
     this.name = 'MissingPartsError';
   }
@@ -128,7 +138,9 @@ export class MissingPartsError extends UserError {
 
 export class AbortedError extends UserError {
   constructor() {
-    super('interrupted: no manifest written; rerun the same command to resume (finished shards are reused)', { code: 'aborted' });
+    super('interrupted: no manifest written; rerun the same command to resume (finished shards are reused)', {
+      code: 'aborted',
+    });
     this.name = 'AbortedError';
   }
 }
@@ -171,9 +183,19 @@ function manifestBase(plan: Plan, sourceUrl: string, layout: Manifest['source'][
     formatVersion: FORMAT_VERSION,
     planId: plan.id,
     source: { url: sourceUrl, layout },
-    split: { requested: plan.requested, perClass: plan.perClass, order: plan.order, ...(plan.seed !== undefined ? { seed: plan.seed } : {}) },
+    split: {
+      requested: plan.requested,
+      perClass: plan.perClass,
+      order: plan.order,
+      ...(plan.seed !== undefined ? { seed: plan.seed } : {}),
+    },
     classes: plan.classes,
-    image: { format: 'jpeg', ...(plan.resize ? { resize: plan.resize } : {}), quality: plan.quality, reencode: plan.resize ? 'always' : 'when-needed' },
+    image: {
+      format: 'jpeg',
+      ...(plan.resize ? { resize: plan.resize } : {}),
+      quality: plan.quality,
+      reencode: plan.resize ? 'always' : 'when-needed',
+    },
     sharding: { samplesPerShard: plan.samplesPerShard },
     ...(plan.folders ? { folders: true } : {}),
   };
@@ -208,7 +230,14 @@ interface Encoded {
 }
 
 /** Storage failures that mean the source itself is unusable (stop), as opposed to one bad file (skip it). */
-const SOURCE_FAILURES = new Set(['unreachable', 'access-denied', 'no-such-bucket', 'credentials', 'config', 'throttled']);
+const SOURCE_FAILURES = new Set([
+  'unreachable',
+  'access-denied',
+  'no-such-bucket',
+  'credentials',
+  'config',
+  'throttled',
+]);
 
 async function encodeItem(item: SourceItem, plan: Plan): Promise<Encoded> {
   let buf: Buffer;
@@ -239,7 +268,13 @@ async function writeShard(
   const reserve = new Map([...shard.reserve].map(([c, l]) => [c, l.slice()]));
   const folderWrites: Promise<void>[] = [];
   const add = async (e: Encoded) => {
-    await writer.add({ key: e.item.key, label: plan.classes.indexOf(e.item.className), className: e.item.className, bytes: e.bytes!, ext: 'jpg' });
+    await writer.add({
+      key: e.item.key,
+      label: plan.classes.indexOf(e.item.className),
+      className: e.item.className,
+      bytes: e.bytes!,
+      ext: 'jpg',
+    });
     if (e.converted) converted[e.converted] = (converted[e.converted] ?? 0) + 1;
     if (plan.folders) {
       folderWrites.push(out.write(`${shard.split}/${e.item.className}/${e.item.key}.jpg`, e.bytes!));
@@ -255,7 +290,12 @@ async function writeShard(
         continue;
       }
       // Keep the split's counts exact: take this shard's next spare image of the same class.
-      const entry: SkippedFile = { source: e.item.name, className: e.item.className, split: shard.split, reason: e.reason! };
+      const entry: SkippedFile = {
+        source: e.item.name,
+        className: e.item.className,
+        split: shard.split,
+        reason: e.reason!,
+      };
       skipped.push(entry);
       const spares = reserve.get(e.item.className) ?? [];
       while (spares.length) {
@@ -265,7 +305,12 @@ async function writeShard(
           await add(spare);
           break;
         }
-        skipped.push({ source: spare.item.name, className: spare.item.className, split: 'reserve', reason: spare.reason! });
+        skipped.push({
+          source: spare.item.name,
+          className: spare.item.className,
+          split: 'reserve',
+          reason: spare.reason!,
+        });
       }
       onImage(true);
     }
@@ -276,7 +321,9 @@ async function writeShard(
     throw err;
   }
   // The caller encodes the next shard while this one's upload completes.
-  const finished = writer.finish().then((info) => ({ planId: plan.id, shard: info, split: shard.split, skipped, converted }));
+  const finished = writer
+    .finish()
+    .then((info) => ({ planId: plan.id, shard: info, split: shard.split, skipped, converted }));
   finished.catch(() => {});
   return { finished };
 }
@@ -287,7 +334,13 @@ function shardOfRecord(path: string): string | undefined {
 }
 
 /** Checks the output location before anything is written; with force, removes what belongs to another dataset. */
-async function preflight(out: Storage, plan: Plan, options: PrepareOptions, owned: Set<string>, workerCount: number): Promise<Manifest | undefined> {
+async function preflight(
+  out: Storage,
+  plan: Plan,
+  options: PrepareOptions,
+  owned: Set<string>,
+  workerCount: number,
+): Promise<Manifest | undefined> {
   const existing = await readJson<Manifest>(out, MANIFEST_FILE);
   if (existing && existing.planId === plan.id && !options.force) return existing;
   const files: string[] = [];
@@ -301,7 +354,8 @@ async function preflight(out: Storage, plan: Plan, options: PrepareOptions, owne
       const rec = await readJson<{ planId?: string }>(out, f);
       if (rec?.planId !== undefined && rec.planId !== plan.id) foreign.push(f);
       // Parts of an earlier run of this same plan with another worker count.
-      else if (/part-\d+-of-\d+\.json$/.test(f) && !f.endsWith(`-of-${String(workerCount).padStart(5, '0')}.json`)) stale.push(f);
+      else if (/part-\d+-of-\d+\.json$/.test(f) && !f.endsWith(`-of-${String(workerCount).padStart(5, '0')}.json`))
+        stale.push(f);
     } else if (SPLITS.some((s) => f.startsWith(`${s}/`)) && f.endsWith('.tar') && !planPaths.has(f)) {
       foreign.push(f);
     }
@@ -310,7 +364,9 @@ async function preflight(out: Storage, plan: Plan, options: PrepareOptions, owne
     const what = existing
       ? `a different dataset (manifest plan ${existing.planId}, created ${existing.createdAt})`
       : `files of a different or unfinished dataset (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', …' : ''})`;
-    throw new UserError(`${out.url} already holds ${what}; use --force to replace it, or choose another --out`, { code: 'bad-dataset' });
+    throw new UserError(`${out.url} already holds ${what}; use --force to replace it, or choose another --out`, {
+      code: 'bad-dataset',
+    });
   }
   // The manifest goes first so no reader trusts a half-replaced dataset.
   if (options.force) {
@@ -332,7 +388,8 @@ export async function prepareDataset(options: PrepareOptions): Promise<PrepRepor
   const started = performance.now();
   const workerCount = options.workerCount ?? 1;
   const workerIndex = options.workerIndex ?? 0;
-  if (!Number.isInteger(workerCount) || workerCount < 1) throw new UserError(`worker count must be a positive integer (got ${workerCount})`);
+  if (!Number.isInteger(workerCount) || workerCount < 1)
+    throw new UserError(`worker count must be a positive integer (got ${workerCount})`);
   if (!Number.isInteger(workerIndex) || workerIndex < 0 || workerIndex >= workerCount) {
     throw new UserError(
       `worker index must be in 0..${workerCount - 1} (got ${workerIndex}); set --worker-count (or CATDOG_WORKER_COUNT) to the number of workers`,
@@ -347,7 +404,14 @@ export async function prepareDataset(options: PrepareOptions): Promise<PrepRepor
     const mine = plan.shards.filter((s) => s.globalIndex % workerCount === workerIndex);
     const owned = new Set(mine.map((s) => s.path));
     const total = mine.reduce((a, s) => a + s.items.length, 0);
-    const progress: PrepProgress = { phase: 'plan', done: 0, total, skipped: 0, shardsDone: 0, shardsTotal: mine.length };
+    const progress: PrepProgress = {
+      phase: 'plan',
+      done: 0,
+      total,
+      skipped: 0,
+      shardsDone: 0,
+      shardsTotal: mine.length,
+    };
     const report: PrepReport = {
       out: out.url,
       planId: plan.id,
@@ -441,7 +505,9 @@ export async function prepareDataset(options: PrepareOptions): Promise<PrepRepor
       inflight.catch(() => {});
     }
     await inflight;
-    const planShards = Object.fromEntries(SPLITS.map((s) => [s, plan.shards.filter((p) => p.split === s).map((p) => p.path)])) as Record<SplitName, string[]>;
+    const planShards = Object.fromEntries(
+      SPLITS.map((s) => [s, plan.shards.filter((p) => p.split === s).map((p) => p.path)]),
+    ) as Record<SplitName, string[]>;
     const part: PartFile = {
       formatVersion: FORMAT_VERSION,
       planId: plan.id,
@@ -459,7 +525,11 @@ export async function prepareDataset(options: PrepareOptions): Promise<PrepRepor
       progress.phase = 'finalize';
       options.onProgress?.({ ...progress });
       try {
-        report.finalize = await finalizeDataset(out.url, { storage: options.storage, workerCount, allowShort: options.allowShort });
+        report.finalize = await finalizeDataset(out.url, {
+          storage: options.storage,
+          workerCount,
+          allowShort: options.allowShort,
+        });
         report.complete = report.finalize.complete;
       } catch (err) {
         // With many workers each may try: the last one to finish sees every part (list-after-write) and publishes.
@@ -495,10 +565,15 @@ export async function finalizeDataset(url: string, options: FinalizeOptions = {}
   const partFiles: string[] = [];
   for await (const e of out.list(`${PARTS_DIR}/part-`)) partFiles.push(e.path);
   const counts = new Set(partFiles.map((p) => Number(/-of-(\d+)\.json$/.exec(p)?.[1])).filter((n) => n > 0));
-  if (partFiles.length === 0) throw new UserError(`${out.url}: no part files in ${PARTS_DIR}/ (run prep split first)`, { code: 'missing-parts' });
+  if (partFiles.length === 0)
+    throw new UserError(`${out.url}: no part files in ${PARTS_DIR}/ (run prep split first)`, { code: 'missing-parts' });
   let workerCount = options.workerCount;
   if (workerCount === undefined) {
-    if (counts.size > 1) throw new UserError(`${out.url}: part files from runs with different worker counts (${[...counts].join(', ')}); pass --worker-count`, { code: 'bad-dataset' });
+    if (counts.size > 1)
+      throw new UserError(
+        `${out.url}: part files from runs with different worker counts (${[...counts].join(', ')}); pass --worker-count`,
+        { code: 'bad-dataset' },
+      );
     workerCount = [...counts][0];
   }
   const parts: PartFile[] = [];
@@ -515,7 +590,11 @@ export async function finalizeDataset(url: string, options: FinalizeOptions = {}
     );
   }
   const planIds = new Set(parts.map((p) => p.planId));
-  if (planIds.size > 1) throw new UserError(`${out.url}: part files belong to different plans (${[...planIds].join(', ')}); rerun prep split with --force`, { code: 'bad-dataset' });
+  if (planIds.size > 1)
+    throw new UserError(
+      `${out.url}: part files belong to different plans (${[...planIds].join(', ')}); rerun prep split with --force`,
+      { code: 'bad-dataset' },
+    );
   const base = parts[0].base;
   const byPath = new Map<string, ShardRecord>();
   for (const p of parts) for (const r of p.shards) byPath.set(r.shard.path, r);
@@ -538,11 +617,15 @@ export async function finalizeDataset(url: string, options: FinalizeOptions = {}
       for (const [why, n] of Object.entries(rec.converted ?? {})) convertedBy[why] = (convertedBy[why] ?? 0) + n;
     }
     const classCounts: Record<string, number> = Object.fromEntries(base.classes.map((c) => [c, 0]));
-    for (const s of shards) for (const [c, n] of Object.entries(s.classCounts)) classCounts[c] = (classCounts[c] ?? 0) + n;
+    for (const s of shards)
+      for (const [c, n] of Object.entries(s.classCounts)) classCounts[c] = (classCounts[c] ?? 0) + n;
     splits[split] = { count: shards.reduce((a, s) => a + s.count, 0), classCounts, shards };
   }
   if (absent.length) {
-    throw new UserError(`${out.url}: not finalized: shard${absent.length > 1 ? 's' : ''} missing or changed since written: ${absent.slice(0, 5).join(', ')}${absent.length > 5 ? ', …' : ''}`, { code: 'missing-parts' });
+    throw new UserError(
+      `${out.url}: not finalized: shard${absent.length > 1 ? 's' : ''} missing or changed since written: ${absent.slice(0, 5).join(', ')}${absent.length > 5 ? ', …' : ''}`,
+      { code: 'missing-parts' },
+    );
   }
   const short: Partial<Record<SplitName, number>> = {};
   for (const split of SPLITS) {
@@ -550,7 +633,15 @@ export async function finalizeDataset(url: string, options: FinalizeOptions = {}
     if (deficit > 0) short[split] = deficit;
   }
   const summary = Object.fromEntries(
-    SPLITS.map((s) => [s, { count: splits[s].count, classCounts: splits[s].classCounts, shards: splits[s].shards.length, bytes: splits[s].shards.reduce((a, x) => a + x.bytes, 0) }]),
+    SPLITS.map((s) => [
+      s,
+      {
+        count: splits[s].count,
+        classCounts: splits[s].classCounts,
+        shards: splits[s].shards.length,
+        bytes: splits[s].shards.reduce((a, x) => a + x.bytes, 0),
+      },
+    ]),
   ) as FinalizeReport['splits'];
   const ignored = parts[0].source?.ignored ?? [];
   let accounting: SourceAccounting | undefined;
@@ -558,13 +649,41 @@ export async function finalizeDataset(url: string, options: FinalizeOptions = {}
     const used = SPLITS.reduce((a, s) => a + splits[s].count, 0);
     const converted = Object.values(convertedBy).reduce((a, n) => a + n, 0);
     const files = parts[0].source.files;
-    accounting = { files, used, converted, skipped: skipped.length, ignored: ignored.length, spare: files - used - skipped.length - ignored.length };
+    accounting = {
+      files,
+      used,
+      converted,
+      skipped: skipped.length,
+      ignored: ignored.length,
+      spare: files - used - skipped.length - ignored.length,
+    };
   }
-  const result: FinalizeReport = { out: out.url, complete: false, missingParts: [], splits: summary, skipped, short, accounting, convertedBy, ignored };
-  const reportBody = { planId: base.planId, workers: workerCount, splits: summary, accounting, convertedBy, skipped, ignored, short };
+  const result: FinalizeReport = {
+    out: out.url,
+    complete: false,
+    missingParts: [],
+    splits: summary,
+    skipped,
+    short,
+    accounting,
+    convertedBy,
+    ignored,
+  };
+  const reportBody = {
+    planId: base.planId,
+    workers: workerCount,
+    splits: summary,
+    accounting,
+    convertedBy,
+    skipped,
+    ignored,
+    short,
+  };
   if (Object.keys(short).length && !options.allowShort) {
     await out.write(REPORT_FILE, JSON.stringify(reportBody, null, 2));
-    const list = Object.entries(short).map(([s, n]) => `${s} ${n} short`).join(', ');
+    const list = Object.entries(short)
+      .map(([s, n]) => `${s} ${n} short`)
+      .join(', ');
     throw new UserError(
       `${out.url}: not finalized: broken images with no spare left to replace them (${list}); see ${REPORT_FILE}; rerun with --allow-short to publish anyway`,
       { code: 'bad-source' },

@@ -69,12 +69,19 @@ export async function openSplit(url: string, split: SplitName, options: OpenSpli
     shards: info.shards,
     async *samples() {
       // Fetch the next shard while the current one is consumed.
-      let next: Promise<Buffer> | undefined = info.shards.length ? loadShard(storage, info.shards[0], options) : undefined;
+      let next: Promise<Buffer> | undefined = info.shards.length
+        ? loadShard(storage, info.shards[0], options)
+        : undefined;
       for (let i = 0; i < info.shards.length; i++) {
         const data = await next!;
         next = i + 1 < info.shards.length ? loadShard(storage, info.shards[i + 1], options) : undefined;
         next?.catch(() => {});
-        yield* parseShard(Readable.from([data]), storage.urlOf(info.shards[i].path), classes, memberNamingOf(manifest.formatVersion));
+        yield* parseShard(
+          Readable.from([data]),
+          storage.urlOf(info.shards[i].path),
+          classes,
+          memberNamingOf(manifest.formatVersion),
+        );
       }
     },
   };
@@ -95,7 +102,13 @@ export async function openImageFolder(url: string, options: StorageOptions = {})
     async *samples() {
       for (const item of items) {
         const bytes = await item.read();
-        yield { key: item.key, label: classes.indexOf(item.className), className: item.className, bytes, ext: item.ext || 'jpg' };
+        yield {
+          key: item.key,
+          label: classes.indexOf(item.className),
+          className: item.className,
+          bytes,
+          ext: item.ext || 'jpg',
+        };
       }
     },
   };

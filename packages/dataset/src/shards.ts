@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { PassThrough, Readable, Transform } from 'node:stream';
 import * as tar from 'tar-stream';
 import { UserError } from '@catdog/errors';
-import { type Storage } from '@catdog/storage';
+import type { Storage } from '@catdog/storage';
 import { BOOK_CLASSES, type ShardInfo } from './manifest.js';
 
 export interface EncodedSample {
@@ -23,7 +23,20 @@ export interface EncodedSample {
 
 /** Fixed tar header fields: no timestamps, owners or modes from the machine that wrote the shard. */
 function header(name: string, size: number): tar.Header {
-  return { name, size, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0, uname: '', gname: '', type: 'file', linkname: '', devmajor: 0, devminor: 0 };
+  return {
+    name,
+    size,
+    mode: 0o644,
+    mtime: new Date(0),
+    uid: 0,
+    gid: 0,
+    uname: '',
+    gname: '',
+    type: 'file',
+    linkname: '',
+    devmajor: 0,
+    devminor: 0,
+  };
 }
 
 /** Streams one shard into storage while hashing it; returns its size and sha256. */
@@ -35,7 +48,10 @@ export class ShardWriter {
   count = 0;
   readonly classCounts: Record<string, number> = {};
 
-  constructor(storage: Storage, readonly path: string) {
+  constructor(
+    storage: Storage,
+    readonly path: string,
+  ) {
     const meter = new Transform({
       transform: (chunk: Buffer, _enc, cb) => {
         this.hash.update(chunk);
@@ -70,7 +86,13 @@ export class ShardWriter {
   async finish(): Promise<ShardInfo> {
     this.pack.finalize();
     await this.done;
-    return { path: this.path, count: this.count, bytes: this.bytes, sha256: this.hash.digest('hex'), classCounts: this.classCounts };
+    return {
+      path: this.path,
+      count: this.count,
+      bytes: this.bytes,
+      sha256: this.hash.digest('hex'),
+      classCounts: this.classCounts,
+    };
   }
 
   /** Stops the upload/write; resolves once nothing is left under the shard's name (temp file or multipart removed). */
@@ -129,7 +151,8 @@ export function splitMemberName(name: string, naming: MemberNaming = 'auto'): [s
     const first = base.indexOf('.');
     if (first > 0) {
       const ext = base.slice(first + 1);
-      if (naming === 'webdataset' || KNOWN_EXTS.has(ext.toLowerCase())) return [keyOfMember(name.slice(0, slash + first)), ext];
+      if (naming === 'webdataset' || KNOWN_EXTS.has(ext.toLowerCase()))
+        return [keyOfMember(name.slice(0, slash + first)), ext];
     } else if (naming === 'webdataset') return [keyOfMember(name), ''];
   }
   const dot = base.lastIndexOf('.');
@@ -157,7 +180,8 @@ export async function* parseShard(
     pending = undefined;
     if (!p.bytes || p.label === undefined) throw corrupt(where, `sample ${p.key} lacks an image or a .cls label`);
     const className = classes[p.label];
-    if (className === undefined) throw corrupt(where, `sample ${p.key} has label ${p.label}, outside the ${classes.length} classes`);
+    if (className === undefined)
+      throw corrupt(where, `sample ${p.key} has label ${p.label}, outside the ${classes.length} classes`);
     yield { key: p.key, label: p.label, className, bytes: p.bytes, ext: p.ext ?? 'jpg' };
   };
   try {

@@ -99,22 +99,31 @@ export function classify(
   for (const f of files) {
     const parts = f.path.split('/');
     if (parts.includes('__MACOSX')) ignored.push({ name: f.path, reason: 'macOS archive metadata (__MACOSX)' });
-    else if (parts.some((p) => p.startsWith('.'))) ignored.push({ name: f.path, reason: 'hidden file or folder (name starts with .)' });
+    else if (parts.some((p) => p.startsWith('.')))
+      ignored.push({ name: f.path, reason: 'hidden file or folder (name starts with .)' });
     else visible.push(f);
   }
   const flatIn = (dir: string) =>
     visible.filter((f) => {
-      const inDir = dir ? f.path.startsWith(`${dir}/`) && !f.path.slice(dir.length + 1).includes('/') : !f.path.includes('/');
+      const inDir = dir
+        ? f.path.startsWith(`${dir}/`) && !f.path.slice(dir.length + 1).includes('/')
+        : !f.path.includes('/');
       return inDir && FLAT_NAME.test(basename(f.path));
     });
   let flat = flatIn('');
   if (flat.length === 0) {
-    const dirs = new Set(visible.filter((f) => f.path.includes('/')).map((f) => f.path.split('/').slice(0, -1).join('/')));
+    const dirs = new Set(
+      visible.filter((f) => f.path.includes('/')).map((f) => f.path.split('/').slice(0, -1).join('/')),
+    );
     if (dirs.size === 1) {
       const [only] = dirs;
       const candidate = flatIn(only);
       // A single folder of cat.N/dog.N files (e.g. train/ inside Kaggle's zip) is still the flat layout.
-      if (candidate.length > 0 && new Set(candidate.map((f) => FLAT_NAME.exec(basename(f.path))![1].toLowerCase())).size > 1) flat = candidate;
+      if (
+        candidate.length > 0 &&
+        new Set(candidate.map((f) => FLAT_NAME.exec(basename(f.path))![1].toLowerCase())).size > 1
+      )
+        flat = candidate;
     }
   }
   const byClass = new Map<string, SourceItem[]>();
@@ -159,13 +168,17 @@ export function classify(
   for (const f of visible) {
     const p = f.path.split('/');
     if (p.length < depth + 2) {
-      ignored.push({ name: f.path, reason: 'not inside a class folder (the class-folder layout takes <class>/<file>)' });
+      ignored.push({
+        name: f.path,
+        reason: 'not inside a class folder (the class-folder layout takes <class>/<file>)',
+      });
       continue;
     }
     const [stem, ext] = stemAndExt(f.path);
     add({ key: stem, className: p[depth], name: f.path, ext, size: f.size, read: reader(f.path) });
   }
-  for (const list of byClass.values()) list.sort((a, b) => naturalCompare(a.key, b.key) || naturalCompare(a.name, b.name));
+  for (const list of byClass.values())
+    list.sort((a, b) => naturalCompare(a.key, b.key) || naturalCompare(a.name, b.name));
   refuseDuplicateKeys(byClass, url);
   return { layout: 'class-folders', byClass, ignored };
 }
@@ -206,7 +219,9 @@ async function streamToBuffer(stream: Readable): Promise<Buffer> {
 
 function openZipFile(path: string): Promise<yauzl.ZipFile> {
   return new Promise((resolve, reject) =>
-    yauzl.open(path, { lazyEntries: true, autoClose: false, decodeStrings: true }, (err, zip) => (err ? reject(err) : resolve(zip!))),
+    yauzl.open(path, { lazyEntries: true, autoClose: false, decodeStrings: true }, (err, zip) =>
+      err ? reject(err) : resolve(zip!),
+    ),
   );
 }
 
@@ -235,7 +250,9 @@ async function openZip(url: string, storage: Storage, file: string): Promise<Sou
       zip.readEntry();
     });
     zip.on('end', () => resolve());
-    zip.on('error', (err) => reject(new UserError(`${url}: corrupt zip archive (${(err as Error).message})`, { code: 'bad-source' })));
+    zip.on('error', (err) =>
+      reject(new UserError(`${url}: corrupt zip archive (${(err as Error).message})`, { code: 'bad-source' })),
+    );
     zip.readEntry();
   });
   const reader = (name: string) => () =>

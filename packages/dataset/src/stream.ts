@@ -9,7 +9,14 @@ import { UserError } from '@catdog/errors';
 import { openStorage, resolveLocation, StorageError, type Storage, type StorageOptions } from '@catdog/storage';
 import { ShardCache } from './cache.js';
 import { readManifestFrom, SPLITS, type Manifest, type ShardInfo, type SplitName } from './manifest.js';
-import { sampleInWindow, streamOrder, windowAt, windowPermutation, type StreamOrder, type OrderOptions } from './order.js';
+import {
+  sampleInWindow,
+  streamOrder,
+  windowAt,
+  windowPermutation,
+  type StreamOrder,
+  type OrderOptions,
+} from './order.js';
 import { memberNamingOf, parseShard, type EncodedSample, type MemberNaming } from './shards.js';
 
 export interface StreamOptions extends OrderOptions, StorageOptions {
@@ -81,17 +88,36 @@ const STREAM_DEFAULTS = { fetchConcurrency: 3 };
 
 /** Opens a split of a prepared dataset (local directory or s3://bucket/prefix) for streaming. */
 export async function openStream(url: string, split: SplitName, options: StreamOptions = {}): Promise<ShardStream> {
-  if (!SPLITS.includes(split)) throw new UserError(`unknown split ${String(split)} (expected ${SPLITS.join(', ')})`, { code: 'usage' });
+  if (!SPLITS.includes(split))
+    throw new UserError(`unknown split ${String(split)} (expected ${SPLITS.join(', ')})`, { code: 'usage' });
   const storage = openStorage(resolveLocation(url), options);
   const manifest = await readManifestFrom(storage);
   const shards = manifest.splits[split].shards;
   const counts = shards.map((s) => s.count);
-  const stats: StreamStats = { shardsRead: 0, bytesFetched: 0, cacheHits: 0, bytesHeld: 0, peakBytesHeld: 0, skippedShards: [], skippedSamples: 0 };
+  const stats: StreamStats = {
+    shardsRead: 0,
+    bytesFetched: 0,
+    cacheHits: 0,
+    bytesHeld: 0,
+    peakBytesHeld: 0,
+    skippedShards: [],
+    skippedSamples: 0,
+  };
   const warn = options.onWarning ?? ((m: string) => process.stderr.write(`warning: ${m}\n`));
-  const cache = options.cacheDir ? new ShardCache({ dir: options.cacheDir, limit: options.cacheLimit, onWarning: warn }) : undefined;
+  const cache = options.cacheDir
+    ? new ShardCache({ dir: options.cacheDir, limit: options.cacheLimit, onWarning: warn })
+    : undefined;
   const orderOf = (epoch: number) => streamOrder(counts, epoch, options);
   const first = orderOf(0);
-  const reader = new ShardReader(storage, manifest.classes, memberNamingOf(manifest.formatVersion), stats, cache, warn, options);
+  const reader = new ShardReader(
+    storage,
+    manifest.classes,
+    memberNamingOf(manifest.formatVersion),
+    stats,
+    cache,
+    warn,
+    options,
+  );
   return {
     url: storage.url,
     manifest,
@@ -101,7 +127,15 @@ export async function openStream(url: string, split: SplitName, options: StreamO
     count: first.length,
     order: orderOf,
     samples: (range = {}) => reader.read(shards, orderOf(range.epoch ?? 0), range.start ?? 0),
-    epochs: (range = {}) => chainEpochs(reader, shards, orderOf, range.epoch ?? 0, range.start ?? 0, range.epochs ?? Number.POSITIVE_INFINITY),
+    epochs: (range = {}) =>
+      chainEpochs(
+        reader,
+        shards,
+        orderOf,
+        range.epoch ?? 0,
+        range.start ?? 0,
+        range.epochs ?? Number.POSITIVE_INFINITY,
+      ),
     stats,
     cache,
   };
@@ -116,8 +150,11 @@ async function* chainEpochs(
   epochs: number,
 ): AsyncGenerator<StreamedSample> {
   const last = epoch + epochs;
-  let current: AsyncGenerator<StreamedSample> | undefined = epoch < last ? reader.read(shards, orderOf(epoch), start) : undefined;
-  let upcoming: { iterator: AsyncGenerator<StreamedSample>; first: Promise<IteratorResult<StreamedSample>> } | undefined;
+  let current: AsyncGenerator<StreamedSample> | undefined =
+    epoch < last ? reader.read(shards, orderOf(epoch), start) : undefined;
+  let upcoming:
+    | { iterator: AsyncGenerator<StreamedSample>; first: Promise<IteratorResult<StreamedSample>> }
+    | undefined;
   try {
     while (current) {
       const order = orderOf(epoch);
@@ -174,7 +211,9 @@ class ShardReader {
 
   async *read(shards: ShardInfo[], order: StreamOrder, start: number): AsyncGenerator<StreamedSample> {
     if (!Number.isInteger(start) || start < 0 || start > order.length) {
-      throw new UserError(`start position ${start} is outside this partition's ${order.length} samples`, { code: 'bad-config' });
+      throw new UserError(`start position ${start} is outside this partition's ${order.length} samples`, {
+        code: 'bad-config',
+      });
     }
     const from = order.start + start;
     // Per window overlapping [from, end): the shards and sample indices it needs, in reading order.
@@ -257,7 +296,11 @@ class ShardReader {
   }
 
   /** One shard's needed samples, verified; undefined when skipped under skipCorrupt. */
-  private async loadShard(shard: ShardInfo, needed: Set<number>, active: Set<Readable>): Promise<Map<number, EncodedSample> | undefined> {
+  private async loadShard(
+    shard: ShardInfo,
+    needed: Set<number>,
+    active: Set<Readable>,
+  ): Promise<Map<number, EncodedSample> | undefined> {
     const where = this.storage.urlOf(shard.path);
     try {
       if (this.cache) {
@@ -270,7 +313,9 @@ class ShardReader {
           } catch (err) {
             if (!(err instanceof UserError && err.code === 'corrupt-shard')) throw err;
             // A damaged cache file is dropped and the shard fetched again.
-            this.warn(`shard cache: ${shard.sha256.slice(0, 12)}.tar (${where}) failed verification; fetching it again`);
+            this.warn(
+              `shard cache: ${shard.sha256.slice(0, 12)}.tar (${where}) failed verification; fetching it again`,
+            );
             await this.cache.remove(shard.sha256);
           }
         }
@@ -280,7 +325,10 @@ class ShardReader {
         source = await this.storage.readStream(shard.path);
       } catch (err) {
         if (err instanceof StorageError && err.code === 'not-found') {
-          throw new UserError(`${where}: shard listed in the manifest is missing`, { code: 'missing-shard', cause: err });
+          throw new UserError(`${where}: shard listed in the manifest is missing`, {
+            code: 'missing-shard',
+            cause: err,
+          });
         }
         throw err;
       }
@@ -294,7 +342,11 @@ class ShardReader {
         throw err;
       }
     } catch (err) {
-      if (this.options.skipCorrupt && err instanceof UserError && (err.code === 'corrupt-shard' || err.code === 'missing-shard')) {
+      if (
+        this.options.skipCorrupt &&
+        err instanceof UserError &&
+        (err.code === 'corrupt-shard' || err.code === 'missing-shard')
+      ) {
         this.stats.skippedShards.push(where);
         this.warn(`skipping shard (${err.message})`);
         return undefined;
@@ -344,7 +396,8 @@ class ShardReader {
       if (!meter.readableEnded) await finished(meter);
       if (bytes !== shard.bytes) throw corrupt(where, `shard is ${bytes} bytes, manifest says ${shard.bytes}`);
       const digest = hash.digest('hex');
-      if (digest !== shard.sha256) throw corrupt(where, `sha256 mismatch (got ${digest}, manifest says ${shard.sha256})`);
+      if (digest !== shard.sha256)
+        throw corrupt(where, `sha256 mismatch (got ${digest}, manifest says ${shard.sha256})`);
       if (index !== shard.count) throw corrupt(where, `${index} samples, manifest says ${shard.count}`);
       this.stats.shardsRead++;
       return kept;

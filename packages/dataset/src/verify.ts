@@ -88,7 +88,8 @@ export async function verifyDataset(url: string, options: VerifyOptions = {}): P
   for (const [i, { split, shard }] of all.entries()) {
     const where = storage.urlOf(shard.path);
     const problems: ShardProblem[] = [];
-    const add = (problem: string, key?: string) => problems.push({ split, shard: shard.path, url: where, ...(key !== undefined ? { key } : {}), problem });
+    const add = (problem: string, key?: string) =>
+      problems.push({ split, shard: shard.path, url: where, ...(key !== undefined ? { key } : {}), problem });
     try {
       const data = await storage.read(shard.path);
       report.bytes += data.length;
@@ -100,7 +101,12 @@ export async function verifyDataset(url: string, options: VerifyOptions = {}): P
         let count = 0;
         const classCounts: Record<string, number> = {};
         const images: { key: string; bytes: Uint8Array }[] = [];
-        for await (const s of parseShard(Readable.from([data]), where, manifest.classes, memberNamingOf(manifest.formatVersion))) {
+        for await (const s of parseShard(
+          Readable.from([data]),
+          where,
+          manifest.classes,
+          memberNamingOf(manifest.formatVersion),
+        )) {
           count++;
           classCounts[s.className] = (classCounts[s.className] ?? 0) + 1;
           if (seen.has(s.key)) add(`key ${s.key} appears more than once in the dataset`, s.key);
@@ -125,8 +131,16 @@ export async function verifyDataset(url: string, options: VerifyOptions = {}): P
         }
       }
     } catch (err) {
-      if (err instanceof StorageError && ['unreachable', 'access-denied', 'no-such-bucket', 'credentials', 'config', 'throttled'].includes(err.code)) throw err;
-      add(err instanceof StorageError && err.code === 'not-found' ? 'missing' : (err as Error).message.replace(`${where}: `, ''));
+      if (
+        err instanceof StorageError &&
+        ['unreachable', 'access-denied', 'no-such-bucket', 'credentials', 'config', 'throttled'].includes(err.code)
+      )
+        throw err;
+      add(
+        err instanceof StorageError && err.code === 'not-found'
+          ? 'missing'
+          : (err as Error).message.replace(`${where}: `, ''),
+      );
     }
     report.shards++;
     report.problems.push(...problems);
@@ -145,18 +159,28 @@ export interface Stats {
 export interface InspectReport {
   url: string;
   manifest: Manifest;
-  splits: Record<SplitName, { count: number; classCounts: Record<string, number>; shards: number; bytes: number; width?: Stats; height?: Stats }>;
+  splits: Record<
+    SplitName,
+    { count: number; classCounts: Record<string, number>; shards: number; bytes: number; width?: Stats; height?: Stats }
+  >;
   totalBytes: number;
   skipped: number;
 }
 
 function stats(values: number[]): Stats | undefined {
   if (!values.length) return undefined;
-  return { min: Math.min(...values), max: Math.max(...values), mean: values.reduce((a, b) => a + b, 0) / values.length };
+  return {
+    min: Math.min(...values),
+    max: Math.max(...values),
+    mean: values.reduce((a, b) => a + b, 0) / values.length,
+  };
 }
 
 /** Counts per split and class, bytes, and (unless images is false) image size statistics read from the shards. */
-export async function inspectDataset(url: string, options: { storage?: StorageOptions; images?: boolean } = {}): Promise<InspectReport> {
+export async function inspectDataset(
+  url: string,
+  options: { storage?: StorageOptions; images?: boolean } = {},
+): Promise<InspectReport> {
   const storage = openStorage(resolveLocation(url), options.storage);
   const manifest = await readManifestFrom(storage);
   const splits = {} as InspectReport['splits'];
@@ -165,13 +189,23 @@ export async function inspectDataset(url: string, options: { storage?: StorageOp
     const info = manifest.splits[split];
     const bytes = info.shards.reduce((a, s) => a + s.bytes, 0);
     totalBytes += bytes;
-    const entry: InspectReport['splits'][SplitName] = { count: info.count, classCounts: info.classCounts, shards: info.shards.length, bytes };
+    const entry: InspectReport['splits'][SplitName] = {
+      count: info.count,
+      classCounts: info.classCounts,
+      shards: info.shards.length,
+      bytes,
+    };
     if (options.images !== false) {
       const widths: number[] = [];
       const heights: number[] = [];
       for (const shard of info.shards) {
         const data = await storage.read(shard.path);
-        for await (const s of parseShard(Readable.from([data]), storage.urlOf(shard.path), manifest.classes, memberNamingOf(manifest.formatVersion))) {
+        for await (const s of parseShard(
+          Readable.from([data]),
+          storage.urlOf(shard.path),
+          manifest.classes,
+          memberNamingOf(manifest.formatVersion),
+        )) {
           const meta = await sharp(s.bytes).metadata();
           if (meta.width && meta.height) {
             widths.push(meta.width);

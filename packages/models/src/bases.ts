@@ -102,7 +102,10 @@ function mobilenetV2(name: string, alpha: MobileNetV2Alpha): BaseSpec {
     },
     load(options) {
       const weights = options.weights === undefined ? 'imagenet' : options.weights;
-      if (weights === null) throw new UserError(`${name}: random initialisation is not supported; MobileNetV2 bases load from a tfjs folder (weights 'imagenet' or a folder)`);
+      if (weights === null)
+        throw new UserError(
+          `${name}: random initialisation is not supported; MobileNetV2 bases load from a tfjs folder (weights 'imagenet' or a folder)`,
+        );
       let from: string | undefined;
       if (weights !== 'imagenet') from = weights;
       else if (options.weightsDir) from = mobilenetV2Folder(alpha, options.weightsDir);
@@ -141,7 +144,8 @@ export function isBaseName(name: string): name is BaseName {
 
 /** The registry entry of `name`; unknown names list the valid ones. */
 export function baseSpec(name: string): BaseSpec {
-  if (!isBaseName(name)) throw new UserError(`unknown base '${name}'; valid bases: ${BASE_NAMES.join(', ')}`, { code: 'bad-config' });
+  if (!isBaseName(name))
+    throw new UserError(`unknown base '${name}'; valid bases: ${BASE_NAMES.join(', ')}`, { code: 'bad-config' });
   return BASES[name];
 }
 
@@ -161,9 +165,13 @@ export function inputScaling(base: string | tf.LayersModel): InputScalingSpec {
   if (isBaseName(name)) return INPUT_SCALINGS[BASES[name].scaling];
   // Loaded MobileNetV2 models are named mobilenetv2_<alpha>_<size>, and models built on them start with that name.
   if (/mobilenet/i.test(name)) return INPUT_SCALINGS.symmetric;
-  if (typeof base !== 'string' && base.layers[0] instanceof tf.LayersModel) return inputScaling(base.layers[0] as tf.LayersModel);
+  if (typeof base !== 'string' && base.layers[0] instanceof tf.LayersModel)
+    return inputScaling(base.layers[0] as tf.LayersModel);
   return INPUT_SCALINGS.unit;
 }
 
 /** Where fine-tuning unfreezes each base (BASES[name].fineTuneFrom). */
-export const FINE_TUNE_FROM = Object.fromEntries(BASE_NAMES.map((b) => [b, BASES[b].fineTuneFrom])) as Record<BaseName, string>;
+export const FINE_TUNE_FROM = Object.fromEntries(BASE_NAMES.map((b) => [b, BASES[b].fineTuneFrom])) as Record<
+  BaseName,
+  string
+>;

@@ -15,16 +15,23 @@ export interface ConvnetOptions {
 }
 
 /** Keras' default kernel initializer, seeded per layer when a seed is given. */
-export function kernelInitializer(seed: number | undefined, layer: number): ReturnType<typeof tf.initializers.glorotUniform> | undefined {
+export function kernelInitializer(
+  seed: number | undefined,
+  layer: number,
+): ReturnType<typeof tf.initializers.glorotUniform> | undefined {
   return seed === undefined ? undefined : tf.initializers.glorotUniform({ seed: seed * 1000 + layer });
 }
 
 export function checkInputShape(shape: readonly number[], minSide: number, what: string): [number, number, number] {
   if (shape.length !== 3 || shape.some((d) => !Number.isInteger(d) || d < 1)) {
-    throw new UserError(`${what}: input shape must be [height, width, channels] of positive integers, got [${shape.join(', ')}]`);
+    throw new UserError(
+      `${what}: input shape must be [height, width, channels] of positive integers, got [${shape.join(', ')}]`,
+    );
   }
   if (shape[0] < minSide || shape[1] < minSide) {
-    throw new UserError(`${what}: input ${shape[0]}×${shape[1]} is too small, the model needs at least ${minSide}×${minSide}`);
+    throw new UserError(
+      `${what}: input ${shape[0]}×${shape[1]} is too small, the model needs at least ${minSide}×${minSide}`,
+    );
   }
   return [shape[0], shape[1], shape[2]];
 }
@@ -56,7 +63,21 @@ export function buildConvnet(options: ConvnetOptions = {}): tf.LayersModel {
   });
   model.add(tf.layers.flatten({ name: 'flatten_1' }));
   if (dropout > 0) model.add(tf.layers.dropout({ name: 'dropout_1', rate: dropout }));
-  model.add(tf.layers.dense({ name: 'dense_1', units: 512, activation: 'relu', kernelInitializer: kernelInitializer(options.seed, 4) }));
-  model.add(tf.layers.dense({ name: 'dense_2', units: 1, activation: 'sigmoid', kernelInitializer: kernelInitializer(options.seed, 5) }));
+  model.add(
+    tf.layers.dense({
+      name: 'dense_1',
+      units: 512,
+      activation: 'relu',
+      kernelInitializer: kernelInitializer(options.seed, 4),
+    }),
+  );
+  model.add(
+    tf.layers.dense({
+      name: 'dense_2',
+      units: 1,
+      activation: 'sigmoid',
+      kernelInitializer: kernelInitializer(options.seed, 5),
+    }),
+  );
   return model;
 }

@@ -72,7 +72,10 @@ export async function getFile(options: GetFileOptions): Promise<string> {
   try {
     response = await fetch(options.url, { signal: controller.signal });
   } catch (err) {
-    throw new UserError(`cannot download ${options.fileName} from ${options.url} (${causeOf(err)}); offline? ${tell()}`, { cause: err });
+    throw new UserError(
+      `cannot download ${options.fileName} from ${options.url} (${causeOf(err)}); offline? ${tell()}`,
+      { cause: err },
+    );
   } finally {
     clearTimeout(timer);
   }
@@ -94,7 +97,9 @@ export async function getFile(options: GetFileOptions): Promise<string> {
     });
     await pipeline(body, createWriteStream(temp, { flags: 'wx' }));
     if (totalBytes !== undefined && receivedBytes !== totalBytes) {
-      throw new UserError(`download of ${options.url} ended early: ${receivedBytes} of ${totalBytes} bytes; retry, or ${tell()}`);
+      throw new UserError(
+        `download of ${options.url} ended early: ${receivedBytes} of ${totalBytes} bytes; retry, or ${tell()}`,
+      );
     }
     const actual = hash.digest('hex');
     if (actual !== expected) {

@@ -169,8 +169,26 @@ function convOp(plan: ConvPlan, input: number, output: number, name: string, own
     run: ([x]) => [
       plan.depthwise
         ? // The typings omit explicit padding, which the op and the wasm/cpu kernels accept (computeConv2DInfo).
-          tf.fused.depthwiseConv2d({ x: x as tf.Tensor4D, filter, strides, pad: pad as 'valid', dilations, dataFormat: 'NHWC', bias, activation })
-        : tf.fused.conv2d({ x: x as tf.Tensor4D, filter, strides, pad, dilations, dataFormat: 'NHWC', bias, activation }),
+          tf.fused.depthwiseConv2d({
+            x: x as tf.Tensor4D,
+            filter,
+            strides,
+            pad: pad as 'valid',
+            dilations,
+            dataFormat: 'NHWC',
+            bias,
+            activation,
+          })
+        : tf.fused.conv2d({
+            x: x as tf.Tensor4D,
+            filter,
+            strides,
+            pad,
+            dilations,
+            dataFormat: 'NHWC',
+            bias,
+            activation,
+          }),
     ],
   };
 }
@@ -187,7 +205,10 @@ interface Graph {
 }
 
 /** The nodes between inputs and outputs, in topological order, and who consumes each tensor. */
-function walkGraph(inputSet: Set<number>, outputs: SymbolicTensor[]): { order: GraphNode[]; soleConsumer(t: SymbolicTensor): GraphNode | null } {
+function walkGraph(
+  inputSet: Set<number>,
+  outputs: SymbolicTensor[],
+): { order: GraphNode[]; soleConsumer(t: SymbolicTensor): GraphNode | null } {
   // Depth-first post-order from the outputs.
   const order: GraphNode[] = [];
   const visited = new Set<GraphNode>();
@@ -274,7 +295,11 @@ function fusedConvOp(node: GraphNode, c: Compilation): Op {
     const next = c.soleConsumer(out);
     if (next && className(next.outboundLayer) === 'BatchNormalization') {
       const axis = next.outboundLayer.getConfig()['axis'];
-      if (axis === -1 || axis === 3 || (Array.isArray(axis) && axis.length === 1 && (axis[0] === -1 || axis[0] === 3))) {
+      if (
+        axis === -1 ||
+        axis === 3 ||
+        (Array.isArray(axis) && axis.length === 1 && (axis[0] === -1 || axis[0] === 3))
+      ) {
         batchNorm = next.outboundLayer;
         c.absorbed.add(next);
         out = next.outputTensors[0];
@@ -311,7 +336,12 @@ function nestedModelOp(node: GraphNode, model: tf.LayersModel, c: Compilation): 
     if (key === 'fallbacks') c.stats.fallbacks.push(...child.stats.fallbacks);
     else c.stats[key] += child.stats[key];
   }
-  return { name: model.name, inputs: node.inputTensors.map((t) => t.id), outputs: node.outputTensors.map((t) => t.id), run: (xs) => runGraph(child, xs) };
+  return {
+    name: model.name,
+    inputs: node.inputTensors.map((t) => t.id),
+    outputs: node.outputTensors.map((t) => t.id),
+    run: (xs) => runGraph(child, xs),
+  };
 }
 
 /** Anything else: the layer itself, in inference mode, exactly as model.predict calls it. */
@@ -329,7 +359,11 @@ function fallbackOp(node: GraphNode, layer: Layer): Op {
   };
 }
 
-function compileGraph(inputs: SymbolicTensor[], outputs: SymbolicTensor[], options: Required<CompileFrozenBaseOptions>): Graph {
+function compileGraph(
+  inputs: SymbolicTensor[],
+  outputs: SymbolicTensor[],
+  options: Required<CompileFrozenBaseOptions>,
+): Graph {
   const inputIds = inputs.map((t) => t.id);
   const inputSet = new Set(inputIds);
   const { order, soleConsumer } = walkGraph(inputSet, outputs);
@@ -366,14 +400,27 @@ function compileGraph(inputs: SymbolicTensor[], outputs: SymbolicTensor[], optio
   }
   const uses = new Map<number, number>();
   for (const op of ops) for (const id of op.inputs) uses.set(id, (uses.get(id) ?? 0) + 1);
-  return { inputIds, outputIds: outputs.map((o) => o.id), ops, owned: c.owned, stats: c.stats, uses, children: c.children };
+  return {
+    inputIds,
+    outputIds: outputs.map((o) => o.id),
+    ops,
+    owned: c.owned,
+    stats: c.stats,
+    uses,
+    children: c.children,
+  };
 }
 
 /** Layers simple enough to run as the plain tf op they are (same op the layer would call, less overhead). */
 function directOp(node: GraphNode, layer: Layer, kind: string, config: tf.serialization.ConfigDict): Op | null {
   const inputs = node.inputTensors.map((t) => t.id);
   const outputs = node.outputTensors.map((t) => t.id);
-  const op = (run: (xs: tf.Tensor[]) => tf.Tensor): Op => ({ name: layer.name, inputs, outputs, run: (xs) => [run(xs)] });
+  const op = (run: (xs: tf.Tensor[]) => tf.Tensor): Op => ({
+    name: layer.name,
+    inputs,
+    outputs,
+    run: (xs) => [run(xs)],
+  });
   if (outputs.length !== 1) return null;
   switch (kind) {
     case 'Add':
@@ -471,8 +518,11 @@ function disposeGraph(graph: Graph): void {
  * convolutions read the model's variables directly, so dispose the FrozenBase before the model).
  */
 export function compileFrozenBase(model: tf.LayersModel, options: CompileFrozenBaseOptions = {}): FrozenBase {
-  if (model.inputs.length !== 1) throw new UserError(`compileFrozenBase: '${model.name}' has ${model.inputs.length} inputs; one expected`);
-  const graph = compileGraph(model.inputs, model.outputs, { foldPadding: options.foldPadding ?? PADDING_BACKENDS.has(tf.getBackend()) });
+  if (model.inputs.length !== 1)
+    throw new UserError(`compileFrozenBase: '${model.name}' has ${model.inputs.length} inputs; one expected`);
+  const graph = compileGraph(model.inputs, model.outputs, {
+    foldPadding: options.foldPadding ?? PADDING_BACKENDS.has(tf.getBackend()),
+  });
   const inputShape = model.inputs[0].shape as (number | null)[];
   let disposed = false;
   return {
@@ -482,7 +532,9 @@ export function compileFrozenBase(model: tf.LayersModel, options: CompileFrozenB
     predict(x: tf.Tensor): tf.Tensor | tf.Tensor[] {
       if (disposed) throw new Error(`compileFrozenBase: '${model.name}' was disposed`);
       if (x.rank !== inputShape.length || inputShape.some((d, i) => i > 0 && d != null && d !== x.shape[i])) {
-        throw new UserError(`${model.name}: expected input of shape [${inputShape.map((d) => d ?? 'batch')}], got [${x.shape}]`);
+        throw new UserError(
+          `${model.name}: expected input of shape [${inputShape.map((d) => d ?? 'batch')}], got [${x.shape}]`,
+        );
       }
       const xs = x.dtype === 'float32' ? x : tf.cast(x, 'float32');
       try {

@@ -65,7 +65,15 @@ function stringAttr(group: H5Group, name: string): string[] | undefined {
 function toFloat32(dataset: H5Dataset, where: string): Float32Array {
   const value = dataset.value;
   if (value instanceof Float32Array) return value;
-  if (value instanceof Float64Array || value instanceof Uint8Array || value instanceof Int32Array || value instanceof Uint16Array || value instanceof Int16Array || value instanceof Int8Array || value instanceof Uint32Array) {
+  if (
+    value instanceof Float64Array ||
+    value instanceof Uint8Array ||
+    value instanceof Int32Array ||
+    value instanceof Uint16Array ||
+    value instanceof Int16Array ||
+    value instanceof Int8Array ||
+    value instanceof Uint32Array
+  ) {
     return Float32Array.from(value);
   }
   throw new UserError(`${where}: weight dataset has unsupported type ${JSON.stringify(dataset.dtype)}`);
@@ -101,7 +109,10 @@ async function localCopy(fileOrUrl: string): Promise<{ path: string; cleanup: ()
       try {
         res = await fetch(fileOrUrl);
       } catch (err) {
-        throw new UserError(`${fileOrUrl}: download failed (${(err as Error & { cause?: Error }).cause?.message ?? (err as Error).message})`, { cause: err });
+        throw new UserError(
+          `${fileOrUrl}: download failed (${(err as Error & { cause?: Error }).cause?.message ?? (err as Error).message})`,
+          { cause: err },
+        );
       }
       if (!res.ok) throw new UserError(`${fileOrUrl}: download failed (HTTP ${res.status})`);
       bytes = new Uint8Array(await res.arrayBuffer());
@@ -132,7 +143,8 @@ export async function readKerasH5Weights(fileOrUrl: string): Promise<KerasH5Weig
   const { path, cleanup } = await localCopy(fileOrUrl);
   let file: InstanceType<H5Module['File']> | undefined;
   try {
-    if (!(await hasHdf5Signature(path))) throw new UserError(`${fileOrUrl}: not an HDF5 file (no HDF5 signature; expected a Keras .h5 weight file)`);
+    if (!(await hasHdf5Signature(path)))
+      throw new UserError(`${fileOrUrl}: not an HDF5 file (no HDF5 signature; expected a Keras .h5 weight file)`);
     try {
       file = new h5wasm.File(path, 'r');
     } catch (err) {
@@ -147,9 +159,13 @@ export async function readKerasH5Weights(fileOrUrl: string): Promise<KerasH5Weig
         root = mw;
         kind = 'model';
       } else if (file.keys().includes('layers') || file.keys().includes('_layer_checkpoint_dependencies')) {
-        throw new UserError(`${fileOrUrl}: this looks like a Keras 3 '.weights.h5' file, which is not supported; save it from Keras 2 / tf.keras (model.save_weights('x.h5')) or convert it to a tfjs layers folder`);
+        throw new UserError(
+          `${fileOrUrl}: this looks like a Keras 3 '.weights.h5' file, which is not supported; save it from Keras 2 / tf.keras (model.save_weights('x.h5')) or convert it to a tfjs layers folder`,
+        );
       } else {
-        throw new UserError(`${fileOrUrl}: not a Keras weight file (no layer_names attribute at the root or in model_weights)`);
+        throw new UserError(
+          `${fileOrUrl}: not a Keras weight file (no layer_names attribute at the root or in model_weights)`,
+        );
       }
     }
     const layerNames = stringAttr(root, 'layer_names') ?? [];
@@ -166,7 +182,11 @@ export async function readKerasH5Weights(fileOrUrl: string): Promise<KerasH5Weig
         if (!(ds instanceof h5wasm.Dataset)) {
           throw new UserError(`${fileOrUrl}: weight '${layerName}/${weightName}' is listed but missing from the file`);
         }
-        weights.push({ name: weightName, shape: ds.shape ?? [], values: toFloat32(ds, `${fileOrUrl}: ${layerName}/${weightName}`) });
+        weights.push({
+          name: weightName,
+          shape: ds.shape ?? [],
+          values: toFloat32(ds, `${fileOrUrl}: ${layerName}/${weightName}`),
+        });
       }
       if (weights.length > 0) layers.set(layerName, weights);
     }

@@ -20,17 +20,30 @@ function headLayers(options: Omit<HeadOptions, 'inputShape'>, flat: boolean, inp
   const dropout = options.dropout ?? 0;
   const units = options.units ?? 256;
   if (!(dropout >= 0 && dropout < 1)) throw new UserError(`head: dropout must be in [0, 1), got ${dropout}`);
-  if (!Number.isInteger(units) || units < 1) throw new UserError(`head: units must be a positive integer, got ${units}`);
+  if (!Number.isInteger(units) || units < 1)
+    throw new UserError(`head: units must be a positive integer, got ${units}`);
   // Already-flat features ([n], the book's Dense(256, input_dim=4*4*512)) need no Flatten.
   const shape = inputShape ? { inputShape } : {};
   const layers: tf.layers.Layer[] = [];
   if (!flat) layers.push(tf.layers.flatten({ name: 'flatten_1', ...shape }));
-  layers.push(tf.layers.dense({
-    name: 'dense_1', units, activation: 'relu', kernelInitializer: kernelInitializer(options.seed, 0),
-    ...(flat ? shape : {}),
-  }));
+  layers.push(
+    tf.layers.dense({
+      name: 'dense_1',
+      units,
+      activation: 'relu',
+      kernelInitializer: kernelInitializer(options.seed, 0),
+      ...(flat ? shape : {}),
+    }),
+  );
   if (dropout > 0) layers.push(tf.layers.dropout({ name: 'dropout_1', rate: dropout }));
-  layers.push(tf.layers.dense({ name: 'dense_2', units: 1, activation: 'sigmoid', kernelInitializer: kernelInitializer(options.seed, 1) }));
+  layers.push(
+    tf.layers.dense({
+      name: 'dense_2',
+      units: 1,
+      activation: 'sigmoid',
+      kernelInitializer: kernelInitializer(options.seed, 1),
+    }),
+  );
   return layers;
 }
 
@@ -46,7 +59,10 @@ function checkHeadShape(inputShape: number[] | undefined): void {
  */
 export function buildHead(options: HeadOptions): tf.LayersModel {
   checkHeadShape(options?.inputShape);
-  return tf.sequential({ name: 'head', layers: headLayers(options, options.inputShape.length === 1, options.inputShape) });
+  return tf.sequential({
+    name: 'head',
+    layers: headLayers(options, options.inputShape.length === 1, options.inputShape),
+  });
 }
 
 /** A head whose layers serve two models: its own (trained on cached features) and a base + head stack. */
@@ -72,7 +88,9 @@ export function buildSharedHead(options: HeadOptions): SharedHead {
  */
 export function baseFeatures(base: tf.LayersModel, pooling: 'flatten' | 'avg'): tf.SymbolicTensor {
   const out = base.outputs[0];
-  return pooling === 'avg' ? (tf.layers.globalAveragePooling2d({ name: 'global_average_pooling2d_1' }).apply(out) as tf.SymbolicTensor) : out;
+  return pooling === 'avg'
+    ? (tf.layers.globalAveragePooling2d({ name: 'global_average_pooling2d_1' }).apply(out) as tf.SymbolicTensor)
+    : out;
 }
 
 /**

@@ -1,8 +1,20 @@
 // @catdog/models: the book's convnet, VGG16 and MobileNetV2 bases, heads, summary, weight loading.
 // Pure @tensorflow/tfjs: callers choose and initialise the backend.
 export { buildConvnet, kernelInitializer, CONVNET_MIN_INPUT_SIZE, type ConvnetOptions } from './convnet.js';
-export { buildVgg16Base, ensureVgg16ImagenetWeights, VGG16_NOTOP_WEIGHTS, type Vgg16Options, type EnsureVgg16Options } from './vgg16.js';
-export { loadMobileNetV2Base, mobilenetV2Folder, applyKerasCorrectPad, type MobileNetV2Options, type MobileNetV2Alpha } from './mobilenet.js';
+export {
+  buildVgg16Base,
+  ensureVgg16ImagenetWeights,
+  VGG16_NOTOP_WEIGHTS,
+  type Vgg16Options,
+  type EnsureVgg16Options,
+} from './vgg16.js';
+export {
+  loadMobileNetV2Base,
+  mobilenetV2Folder,
+  applyKerasCorrectPad,
+  type MobileNetV2Options,
+  type MobileNetV2Alpha,
+} from './mobilenet.js';
 export {
   BASES,
   BASE_NAMES,
@@ -19,7 +31,14 @@ export {
   type InputScalingName,
   type InputScalingSpec,
 } from './bases.js';
-export { buildHead, buildSharedHead, baseFeatures, stackBaseAndHead, type HeadOptions, type SharedHead } from './head.js';
+export {
+  buildHead,
+  buildSharedHead,
+  baseFeatures,
+  stackBaseAndHead,
+  type HeadOptions,
+  type SharedHead,
+} from './head.js';
 export {
   countTrainableWeights,
   countParams,
@@ -29,7 +48,14 @@ export {
   type SetTrainableResult,
 } from './layers.js';
 export { modelSummary } from './summary.js';
-export { readKerasH5Weights, loadKerasH5Weights, type KerasH5Weights, type KerasH5Weight, type LoadKerasH5Options, type LoadKerasH5Result } from './h5.js';
+export {
+  readKerasH5Weights,
+  loadKerasH5Weights,
+  type KerasH5Weights,
+  type KerasH5Weight,
+  type LoadKerasH5Options,
+  type LoadKerasH5Result,
+} from './h5.js';
 export { copyWeightsByName } from './weights.js';
 export { loadLayersModelFrom, saveLayersModelTo, setTopologyInputShape, type LoadLayersModelOptions } from './io.js';
 export { getFile, defaultCacheDir, fileHash, type DownloadProgress, type GetFileOptions } from './download.js';

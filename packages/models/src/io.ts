@@ -5,8 +5,16 @@ import { isNotFound, openStorage, resolveLocation } from '@catdog/storage';
 import { applyKerasBatchNormSemantics } from './layers.js';
 
 /** Keras/tfjs JSON topology: { class_name, config } (possibly wrapped as { model_config }). */
-export type Topology = { class_name: string; config: Record<string, unknown> & { layers?: LayerJson[]; name?: string } };
-export type LayerJson = { class_name: string; name?: string; config: Record<string, unknown>; inbound_nodes?: unknown[] };
+export type Topology = {
+  class_name: string;
+  config: Record<string, unknown> & { layers?: LayerJson[]; name?: string };
+};
+export type LayerJson = {
+  class_name: string;
+  name?: string;
+  config: Record<string, unknown>;
+  inbound_nodes?: unknown[];
+};
 
 function splitLocation(url: string): { dir: string; file: string } {
   const loc = resolveLocation(url);
@@ -28,15 +36,21 @@ function unwrapTopology(json: unknown): Topology {
 
 /** Sets the model's input size in its JSON topology (the InputLayer's, or a Sequential's first layer's, batch_input_shape). */
 export function setTopologyInputShape(topology: Topology, inputShape: readonly number[]): void {
-  const layers = topology.config.layers ?? (Array.isArray(topology.config) ? (topology.config as LayerJson[]) : undefined);
+  const layers =
+    topology.config.layers ?? (Array.isArray(topology.config) ? (topology.config as LayerJson[]) : undefined);
   if (!layers?.length) throw new UserError('model.json: topology has no layers');
   const inputs = layers.filter((l) => l.class_name === 'InputLayer');
   const targets = inputs.length > 0 ? inputs : [layers[0]];
-  if (targets.length !== 1) throw new UserError(`model.json: the model has ${targets.length} inputs; only single-input models can be resized`);
+  if (targets.length !== 1)
+    throw new UserError(`model.json: the model has ${targets.length} inputs; only single-input models can be resized`);
   const cfg = targets[0].config;
-  const old = (cfg['batch_input_shape'] ?? cfg['batchInputShape'] ?? cfg['batch_shape']) as (number | null)[] | undefined;
+  const old = (cfg['batch_input_shape'] ?? cfg['batchInputShape'] ?? cfg['batch_shape']) as
+    | (number | null)[]
+    | undefined;
   if (old && old.length !== inputShape.length + 1) {
-    throw new UserError(`model.json: the model's input has rank ${old.length - 1}, cannot set input shape [${inputShape.join(', ')}]`);
+    throw new UserError(
+      `model.json: the model's input has rank ${old.length - 1}, cannot set input shape [${inputShape.join(', ')}]`,
+    );
   }
   delete cfg['batchInputShape'];
   delete cfg['batch_shape'];
@@ -66,7 +80,10 @@ export async function loadLayersModelFrom(url: string, options: LoadLayersModelO
     raw = await storage.read(file);
   } catch (err) {
     if (isNotFound(err)) {
-      throw new UserError(`${storage.urlOf(file)}: no tfjs model here (expected a folder with model.json and its weight files)`, { cause: err });
+      throw new UserError(
+        `${storage.urlOf(file)}: no tfjs model here (expected a folder with model.json and its weight files)`,
+        { cause: err },
+      );
     }
     throw err;
   }
@@ -77,7 +94,9 @@ export async function loadLayersModelFrom(url: string, options: LoadLayersModelO
     throw new UserError(`${storage.urlOf(file)}: not valid JSON (${(err as Error).message})`, { cause: err });
   }
   if (!json['modelTopology'] || !Array.isArray(json['weightsManifest'])) {
-    throw new UserError(`${storage.urlOf(file)}: not a tfjs layers model.json (needs modelTopology and weightsManifest)`);
+    throw new UserError(
+      `${storage.urlOf(file)}: not a tfjs layers model.json (needs modelTopology and weightsManifest)`,
+    );
   }
   const topology = unwrapTopology(json['modelTopology']);
   if (topology.class_name === 'Functional') topology.class_name = 'Model';
@@ -92,7 +111,8 @@ export async function loadLayersModelFrom(url: string, options: LoadLayersModelO
       try {
         buffers.push(await storage.read(path));
       } catch (err) {
-        if (isNotFound(err)) throw new UserError(`${storage.urlOf(path)}: weight file listed in ${file} is missing`, { cause: err });
+        if (isNotFound(err))
+          throw new UserError(`${storage.urlOf(path)}: weight file listed in ${file} is missing`, { cause: err });
         throw err;
       }
     }
@@ -131,7 +151,10 @@ export async function saveLayersModelTo(model: tf.LayersModel, url: string): Pro
   return model.save(
     tf.io.withSaveHandler(async (artifacts) => {
       const data = artifacts.weightData;
-      const bytes = data == null ? new Uint8Array(0) : new Uint8Array(Array.isArray(data) ? tf.io.concatenateArrayBuffers(data) : data);
+      const bytes =
+        data == null
+          ? new Uint8Array(0)
+          : new Uint8Array(Array.isArray(data) ? tf.io.concatenateArrayBuffers(data) : data);
       await storage.write(weightsFile, bytes);
       const json = {
         format: artifacts.format ?? 'layers-model',

@@ -51,7 +51,10 @@ export function applyKerasBatchNormSemantics(model: tf.LayersModel): number {
   for (const layer of leafLayers(model)) {
     if (!isBatchNorm(layer)) continue;
     n++;
-    const target = layer as Layer & { [PATCHED]?: boolean; call: (inputs: tf.Tensor | tf.Tensor[], kwargs: Kwargs) => tf.Tensor | tf.Tensor[] };
+    const target = layer as Layer & {
+      [PATCHED]?: boolean;
+      call: (inputs: tf.Tensor | tf.Tensor[], kwargs: Kwargs) => tf.Tensor | tf.Tensor[];
+    };
     if (target[PATCHED]) continue;
     const original = target.call.bind(target);
     target.call = (inputs, kwargs) => {

@@ -1,6 +1,6 @@
 // MobileNetV2 conv bases from tfjs layers folders (the shared ImageNet weights), rebuilt at any input size.
 import { join } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import type * as tf from '@tensorflow/tfjs';
 import { UserError } from '@catdog/errors';
 import { checkInputShape } from './convnet.js';
 import { loadLayersModelFrom, type LayerJson, type Topology } from './io.js';
@@ -92,14 +92,18 @@ export function applyKerasCorrectPad(topology: Topology): void {
  */
 export async function loadMobileNetV2Base(options: MobileNetV2Options): Promise<tf.LayersModel> {
   const { alpha } = options;
-  if (alpha !== 1.0 && alpha !== 0.35) throw new UserError(`MobileNetV2: alpha must be 1.0 or 0.35 (the shared weights), got ${alpha}`);
+  if (alpha !== 1.0 && alpha !== 0.35)
+    throw new UserError(`MobileNetV2: alpha must be 1.0 or 0.35 (the shared weights), got ${alpha}`);
   const inputShape = checkInputShape(options.inputShape ?? [150, 150, 3], 32, 'MobileNetV2');
-  if (inputShape[2] !== 3) throw new UserError(`MobileNetV2: ImageNet weights need 3 input channels, got ${inputShape[2]}`);
+  if (inputShape[2] !== 3)
+    throw new UserError(`MobileNetV2: ImageNet weights need 3 input channels, got ${inputShape[2]}`);
   let from = options.from;
   if (!from) {
     const dir = process.env.CATDOG_WEIGHTS_DIR;
     if (!dir) {
-      throw new UserError('MobileNetV2: no weights location: pass the tfjs model folder (from) or set CATDOG_WEIGHTS_DIR to the folder holding mobilenet_v2_1.0_224/ and mobilenet_v2_0.35_224/');
+      throw new UserError(
+        'MobileNetV2: no weights location: pass the tfjs model folder (from) or set CATDOG_WEIGHTS_DIR to the folder holding mobilenet_v2_1.0_224/ and mobilenet_v2_0.35_224/',
+      );
     }
     from = mobilenetV2Folder(alpha, dir);
   }
@@ -113,7 +117,9 @@ export async function loadMobileNetV2Base(options: MobileNetV2Options): Promise<
   const out = model.outputs[0].shape;
   const channels = 1280; // Keras keeps the last conv at 1280 channels for alpha ≤ 1
   if (out[3] !== channels) {
-    throw new UserError(`${from}: expected a MobileNetV2 base with ${channels} output channels, got shape [${out.join(', ')}]`);
+    throw new UserError(
+      `${from}: expected a MobileNetV2 base with ${channels} output channels, got shape [${out.join(', ')}]`,
+    );
   }
   return model;
 }

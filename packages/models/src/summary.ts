@@ -20,8 +20,10 @@ function printRow(fields: string[], positions: number[]): string {
 function shapeText(layer: tf.layers.Layer): string {
   try {
     const s = layer.outputShape;
-    const one = (shape: (number | null)[]) => `(${shape.map((d) => (d == null ? 'None' : String(d))).join(', ')}${shape.length === 1 ? ',' : ''})`;
-    if (Array.isArray(s[0]) || s[0] === undefined) return (s as (number | null)[][]).length === 1 ? one((s as (number | null)[][])[0]) : 'multiple';
+    const one = (shape: (number | null)[]) =>
+      `(${shape.map((d) => (d == null ? 'None' : String(d))).join(', ')}${shape.length === 1 ? ',' : ''})`;
+    if (Array.isArray(s[0]) || s[0] === undefined)
+      return (s as (number | null)[][]).length === 1 ? one((s as (number | null)[][])[0]) : 'multiple';
     return one(s as (number | null)[]);
   } catch {
     return 'multiple';
@@ -56,7 +58,12 @@ export function modelSummary(model: tf.LayersModel): string {
   const lineLength = sequential ? 65 : 98;
   const positions = (sequential ? [0.45, 0.85, 1] : [0.33, 0.55, 0.67, 1]).map((p) => Math.floor(lineLength * p));
   const header = ['Layer (type)', 'Output Shape', 'Param #', ...(sequential ? [] : ['Connected to'])];
-  const lines: string[] = [`Model: "${model.name}"`, '_'.repeat(lineLength), printRow(header, positions), '='.repeat(lineLength)];
+  const lines: string[] = [
+    `Model: "${model.name}"`,
+    '_'.repeat(lineLength),
+    printRow(header, positions),
+    '='.repeat(lineLength),
+  ];
   const nodes = relevantNodes(m);
   model.layers.forEach((layer, i) => {
     const fields = [`${layer.name} (${layer.getClassName()})`, shapeText(layer), String(layer.countParams())];
@@ -66,7 +73,9 @@ export function modelSummary(model: tf.LayersModel): string {
       const connections: string[] = [];
       for (const node of (layer as LayerInternals).inboundNodes) {
         if (nodes.size > 0 && !nodes.has(node)) continue;
-        node.inboundLayers.forEach((inbound, j) => connections.push(`${inbound.name}[${node.nodeIndices[j]}][${node.tensorIndices[j]}]`));
+        node.inboundLayers.forEach((inbound, j) =>
+          connections.push(`${inbound.name}[${node.nodeIndices[j]}][${node.tensorIndices[j]}]`),
+        );
       }
       lines.push(printRow([...fields, connections[0] ?? ''], positions));
       for (const more of connections.slice(1)) lines.push(printRow(['', '', '', more], positions));
@@ -74,6 +83,11 @@ export function modelSummary(model: tf.LayersModel): string {
     lines.push((i === model.layers.length - 1 ? '=' : '_').repeat(lineLength));
   });
   const { total, trainable, nonTrainable } = countParams(model);
-  lines.push(`Total params: ${commas(total)}`, `Trainable params: ${commas(trainable)}`, `Non-trainable params: ${commas(nonTrainable)}`, '_'.repeat(lineLength));
+  lines.push(
+    `Total params: ${commas(total)}`,
+    `Trainable params: ${commas(trainable)}`,
+    `Non-trainable params: ${commas(nonTrainable)}`,
+    '_'.repeat(lineLength),
+  );
   return lines.join('\n') + '\n';
 }

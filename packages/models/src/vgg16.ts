@@ -81,7 +81,8 @@ export async function buildVgg16Base(options: Vgg16Options = {}): Promise<tf.Lay
   if (weights === null) return model;
   try {
     if (weights === 'imagenet') {
-      if (inputShape[2] !== 3) throw new UserError(`VGG16: ImageNet weights need 3 input channels, got ${inputShape[2]}`);
+      if (inputShape[2] !== 3)
+        throw new UserError(`VGG16: ImageNet weights need 3 input channels, got ${inputShape[2]}`);
       const path = await ensureVgg16ImagenetWeights({ cacheDir: options.cacheDir, onProgress: options.onProgress });
       await loadKerasH5Weights(model, path);
     } else if (/\.(h5|hdf5|keras)$/i.test(weights)) {

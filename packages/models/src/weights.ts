@@ -1,5 +1,5 @@
 // Copying weights between tfjs models by layer name (e.g. a saved base into one built at another input size).
-import * as tf from '@tensorflow/tfjs';
+import type * as tf from '@tensorflow/tfjs';
 import { UserError } from '@catdog/errors';
 import { leafLayers } from './layers.js';
 
@@ -21,7 +21,10 @@ export function copyWeightsByName(source: tf.LayersModel, target: tf.LayersModel
     const values = src.getWeights();
     const mismatch =
       values.length !== layer.weights.length ||
-      values.some((v, i) => v.shape.length !== layer.weights[i].shape.length || v.shape.some((d, j) => d !== layer.weights[i].shape[j]));
+      values.some(
+        (v, i) =>
+          v.shape.length !== layer.weights[i].shape.length || v.shape.some((d, j) => d !== layer.weights[i].shape[j]),
+      );
     if (mismatch) {
       problems.push(
         `layer '${layer.name}': expected shapes ${layer.weights.map((w) => `[${w.shape.join(', ')}]`).join(' ')}, found ${values.map((v) => `[${v.shape.join(', ')}]`).join(' ')}`,
@@ -30,7 +33,8 @@ export function copyWeightsByName(source: tf.LayersModel, target: tf.LayersModel
     }
     plan.push([layer, values]);
   }
-  if (problems.length > 0) throw new UserError(`cannot copy weights from '${source.name}' into '${target.name}': ${problems.join('; ')}`);
+  if (problems.length > 0)
+    throw new UserError(`cannot copy weights from '${source.name}' into '${target.name}': ${problems.join('; ')}`);
   for (const [layer, values] of plan) layer.setWeights(values);
   return plan.map(([l]) => l.name);
 }

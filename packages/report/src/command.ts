@@ -28,14 +28,21 @@ export interface ReportCommandResult {
 export async function runReportCommand(options: ReportCommandOptions): Promise<ReportCommandResult> {
   const cwd = options.cwd ?? process.env.INIT_CWD ?? process.cwd();
   const abs = (p: string) => resolve(cwd, p);
-  if (options.runs && options.run) throw new UserError('give either --runs <dir> (compare runs) or --run <dir> (one run), not both');
-  if (options.out !== undefined && !/\.html?$/i.test(options.out)) throw new UserError(`--out must name an .html file, got ${options.out}`);
+  if (options.runs && options.run)
+    throw new UserError('give either --runs <dir> (compare runs) or --run <dir> (one run), not both');
+  if (options.out !== undefined && !/\.html?$/i.test(options.out))
+    throw new UserError(`--out must name an .html file, got ${options.out}`);
   if (options.run) {
-    const out = await writeRunReport(abs(options.run), { out: options.out ? abs(options.out) : undefined, smoothing: options.smoothing });
+    const out = await writeRunReport(abs(options.run), {
+      out: options.out ? abs(options.out) : undefined,
+      smoothing: options.smoothing,
+    });
     return { out, runs: [abs(options.run)], warnings: [] };
   }
   if (!options.runs) throw new UserError('missing --runs <dir> (a directory holding run directories) or --run <dir>');
   const runsDir = abs(options.runs);
-  const result = await writeComparisonReport(runsDir, options.out ? abs(options.out) : join(runsDir, 'report.html'), { smoothing: options.smoothing });
+  const result = await writeComparisonReport(runsDir, options.out ? abs(options.out) : join(runsDir, 'report.html'), {
+    smoothing: options.smoothing,
+  });
   return { out: result.out, runs: result.runs, warnings: result.warnings };
 }

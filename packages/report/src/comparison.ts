@@ -6,7 +6,15 @@ import { UserError } from '@catdog/errors';
 import { renderVegaLiteSvg } from './curves.js';
 import { assertOffline, esc, formatNumber, formatPercent, formatSeconds, htmlPage, svgUri } from './html.js';
 import { findRunDirs, loadRun, writeFileAtomic, type RunData } from './run-dir.js';
-import { chartsHtml, curveImages, misclassifiedHtml, runLabel, summarizeRun, writeLoadedRunReport, type RunSummary } from './run-report.js';
+import {
+  chartsHtml,
+  curveImages,
+  misclassifiedHtml,
+  runLabel,
+  summarizeRun,
+  writeLoadedRunReport,
+  type RunSummary,
+} from './run-report.js';
 
 export interface ComparisonOptions {
   /** Also write each run's own page as `<run>/report.html` (default true). */
@@ -62,13 +70,30 @@ export function verdict(ranked: RunSummary[]): string {
 }
 
 function tableHtml(ranked: RunSummary[], pageLinks: Map<string, string>): string {
-  const head = ['#', 'run', 'strategy', 'base', 'backend', 'epochs', 'best val acc', 'test acc', 'test loss', 'wall time', 'images/s'];
+  const head = [
+    '#',
+    'run',
+    'strategy',
+    'base',
+    'backend',
+    'epochs',
+    'best val acc',
+    'test acc',
+    'test loss',
+    'wall time',
+    'images/s',
+  ];
   const numeric = new Set(['#', 'epochs', 'best val acc', 'test acc', 'test loss', 'wall time', 'images/s']);
   const best = ranked[0]?.testAcc ?? null;
   const rows = ranked.map((s, i) => {
     const link = pageLinks.get(s.dir);
     const name = link ? `<a href="${esc(link)}">${esc(s.name)}</a>` : esc(s.name);
-    const epochs = s.epochs === null ? '—' : s.plannedEpochs && s.plannedEpochs !== s.epochs ? `${s.epochs} / ${s.plannedEpochs}` : String(s.epochs);
+    const epochs =
+      s.epochs === null
+        ? '—'
+        : s.plannedEpochs && s.plannedEpochs !== s.epochs
+          ? `${s.epochs} / ${s.plannedEpochs}`
+          : String(s.epochs);
     const cells = [
       String(i + 1),
       name,
@@ -111,7 +136,13 @@ async function overlayChart(runs: RunData[], summaries: Map<string, RunSummary>)
     data: { values },
     mark: { type: 'line', point: true, strokeWidth: 2 },
     encoding: {
-      x: { field: 'epoch', type: 'quantitative', title: 'Epochs', axis: { tickMinStep: 1, format: 'd' }, scale: { zero: false, nice: false } },
+      x: {
+        field: 'epoch',
+        type: 'quantitative',
+        title: 'Epochs',
+        axis: { tickMinStep: 1, format: 'd' },
+        scale: { zero: false, nice: false },
+      },
       y: { field: 'value', type: 'quantitative', title: 'Validation accuracy', scale: { zero: false } },
       color: { field: 'run', type: 'nominal', title: 'run', legend: { orient: 'bottom', columns: 2, labelLimit: 400 } },
     },
@@ -125,14 +156,20 @@ async function overlayChart(runs: RunData[], summaries: Map<string, RunSummary>)
  * Finds every run under `runsDir` (a directory with config.json or history.json, also one level deeper) and
  * writes one self-contained HTML page comparing them to `outFile`; also writes `<run>/report.html` per run.
  */
-export async function writeComparisonReport(runsDir: string, outFile: string, options: ComparisonOptions = {}): Promise<ComparisonResult> {
+export async function writeComparisonReport(
+  runsDir: string,
+  outFile: string,
+  options: ComparisonOptions = {},
+): Promise<ComparisonResult> {
   if (options.smoothing !== undefined && !(options.smoothing >= 0 && options.smoothing < 1)) {
     throw new UserError(`smoothing factor must be in [0, 1), got ${options.smoothing}`);
   }
   const root = resolve(runsDir);
   const dirs = await findRunDirs(root);
   if (dirs.length === 0) {
-    throw new UserError(`no runs found in ${runsDir} (a run directory holds config.json or history.json; searched it and two levels below)`);
+    throw new UserError(
+      `no runs found in ${runsDir} (a run directory holds config.json or history.json; searched it and two levels below)`,
+    );
   }
   const runs: RunData[] = [];
   for (const dir of dirs) runs.push(await loadRun(dir, relative(root, dir) || dir.split(/[\\/]/).pop()!));

@@ -74,14 +74,21 @@ export function curveSpec(
   add(smooth(history[metric]), training);
   add(smooth(history[`val_${metric}`]), validation);
   const present = [training, validation].filter((s) => rows.some((r) => r.series === s));
-  const subtitle = [options.title, smoothing > 0 ? `smoothed (factor ${smoothing})` : undefined].filter(Boolean).join(' · ');
+  const subtitle = [options.title, smoothing > 0 ? `smoothed (factor ${smoothing})` : undefined]
+    .filter(Boolean)
+    .join(' · ');
   const epochs = history.epoch;
   const x = {
     field: 'epoch',
     type: 'quantitative' as const,
     title: 'Epochs',
     // Pixel padding keeps the first and last dots whole instead of cut in half by the plot's edge.
-    scale: { zero: false, nice: false, padding: 8, domain: [Math.min(...epochs), Math.max(...epochs, Math.min(...epochs) + 1)] },
+    scale: {
+      zero: false,
+      nice: false,
+      padding: 8,
+      domain: [Math.min(...epochs), Math.max(...epochs, Math.min(...epochs) + 1)],
+    },
     axis: { tickMinStep: 1, format: 'd' },
   };
   const y = {
@@ -175,7 +182,9 @@ export async function renderVegaLiteSvg(spec: TopLevelSpec): Promise<string> {
 /** Renders a vega-lite spec to SVG (vega, no DOM) and PNG (sharp's librsvg; text needs any installed sans-serif font). */
 export async function renderVegaLite(spec: TopLevelSpec, scale = 1): Promise<RenderedChart> {
   const svg = await renderVegaLiteSvg(spec);
-  const png = await sharp(Buffer.from(svg), { density: 72 * scale }).png().toBuffer();
+  const png = await sharp(Buffer.from(svg), { density: 72 * scale })
+    .png()
+    .toBuffer();
   return { svg, png };
 }
 
@@ -187,13 +196,19 @@ function hasData(history: NormalizedHistory, metric: 'acc' | 'loss'): boolean {
  * Training and validation accuracy and loss charts of a history (as in `history.json`), SVG and PNG.
  * A history without validation series draws training only; one without any values is an error.
  */
-export async function renderCurves(history: AnyHistory | NormalizedHistory, options: CurveOptions = {}): Promise<Curves> {
+export async function renderCurves(
+  history: AnyHistory | NormalizedHistory,
+  options: CurveOptions = {},
+): Promise<Curves> {
   const h = normalizeHistory(history);
   if (h.epoch.length === 0) throw new UserError('history has no epochs yet: nothing to plot');
   const scale = options.scale ?? 1;
   if (!(scale > 0)) throw new UserError(`scale must be positive, got ${scale}`);
   for (const metric of ['acc', 'loss'] as const) {
-    if (!hasData(h, metric)) throw new UserError(`history has no ${metric === 'acc' ? 'accuracy ("acc"/"val_acc")' : 'loss ("loss"/"val_loss")'} values to plot`);
+    if (!hasData(h, metric))
+      throw new UserError(
+        `history has no ${metric === 'acc' ? 'accuracy ("acc"/"val_acc")' : 'loss ("loss"/"val_loss")'} values to plot`,
+      );
   }
   const [accuracy, loss] = await Promise.all([
     renderVegaLite(curveSpec(h, 'acc', options), scale),
@@ -206,11 +221,18 @@ export async function renderCurves(history: AnyHistory | NormalizedHistory, opti
  * Writes `<outDir>/curves/accuracy.{svg,png}` and `<outDir>/curves/loss.{svg,png}` (pass the run directory as
  * `outDir`, as in the run directory layout); returns the four paths.
  */
-export async function writeCurves(history: AnyHistory | NormalizedHistory, outDir: string, options: CurveOptions = {}): Promise<string[]> {
+export async function writeCurves(
+  history: AnyHistory | NormalizedHistory,
+  outDir: string,
+  options: CurveOptions = {},
+): Promise<string[]> {
   const curves = await renderCurves(history, options);
   const written: string[] = [];
   for (const [name, chart] of Object.entries(curves)) {
-    for (const [ext, data] of [['svg', chart.svg], ['png', chart.png]] as const) {
+    for (const [ext, data] of [
+      ['svg', chart.svg],
+      ['png', chart.png],
+    ] as const) {
       const path = join(outDir, 'curves', `${name}.${ext}`);
       await writeFileAtomic(path, data);
       written.push(path);

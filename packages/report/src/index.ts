@@ -40,5 +40,11 @@ export {
   writeModelViews,
 } from './model-diagram.js';
 export { type RunSummary, type RunReportOptions, summarizeRun, runLabel, writeRunReport } from './run-report.js';
-export { type ComparisonOptions, type ComparisonResult, rankRuns, verdict, writeComparisonReport } from './comparison.js';
+export {
+  type ComparisonOptions,
+  type ComparisonResult,
+  rankRuns,
+  verdict,
+  writeComparisonReport,
+} from './comparison.js';
 export { type ReportCommandOptions, type ReportCommandResult, runReportCommand } from './command.js';

@@ -71,7 +71,9 @@ export function normalizeTopology(input: unknown, where = 'model topology'): Mod
   if (isObject(t) && isObject(t.modelTopology)) t = t.modelTopology;
   if (isObject(t) && isObject(t.model_config)) t = t.model_config;
   if (!isObject(t) || typeof t.class_name !== 'string' || t.config === undefined) {
-    throw new UserError(`${where}: not a Keras/tfjs layers topology (expected { class_name, config } or a model.json with "modelTopology")`);
+    throw new UserError(
+      `${where}: not a Keras/tfjs layers topology (expected { class_name, config } or a model.json with "modelTopology")`,
+    );
   }
   if (!MODEL_CLASSES.has(t.class_name)) {
     throw new UserError(`${where}: top-level class "${t.class_name}" is not a model (Sequential, Model or Functional)`);
@@ -82,7 +84,8 @@ export function normalizeTopology(input: unknown, where = 'model topology'): Mod
 function layerName(layer: Record<string, unknown>, where: string): string {
   const cfg = isObject(layer.config) ? layer.config : {};
   const name = typeof layer.name === 'string' ? layer.name : cfg.name;
-  if (typeof name !== 'string' || !name) throw new UserError(`${where}: a layer of class ${String(layer.class_name)} has no name`);
+  if (typeof name !== 'string' || !name)
+    throw new UserError(`${where}: a layer of class ${String(layer.class_name)} has no name`);
   return name;
 }
 
@@ -125,12 +128,14 @@ function graphNodes(topology: ModelTopology): DiagramNode[] {
   if (topology.class_name === 'Sequential') {
     let previous: string | undefined;
     layers.forEach((layer, i) => {
-      if (!isObject(layer) || typeof layer.class_name !== 'string') throw new UserError(`${where}: layer ${i} has no class_name`);
+      if (!isObject(layer) || typeof layer.class_name !== 'string')
+        throw new UserError(`${where}: layer ${i} has no class_name`);
       const name = layerName(layer, where);
       const lcfg = isObject(layer.config) ? layer.config : {};
       if (i === 0 && layer.class_name !== 'InputLayer') {
         // Keras draws the implicit input of a Sequential model as its own InputLayer box.
-        const shape = declaredInputShape(lcfg) ?? (MODEL_CLASSES.has(layer.class_name) ? nestedInputShape(layer) : undefined);
+        const shape =
+          declaredInputShape(lcfg) ?? (MODEL_CLASSES.has(layer.class_name) ? nestedInputShape(layer) : undefined);
         if (shape) {
           previous = `${name}_input`;
           nodes.push({ name: previous, className: 'InputLayer', inputs: [], declaredShape: shape });
@@ -146,7 +151,8 @@ function graphNodes(topology: ModelTopology): DiagramNode[] {
     });
   } else {
     layers.forEach((layer, i) => {
-      if (!isObject(layer) || typeof layer.class_name !== 'string') throw new UserError(`${where}: layer ${i} has no class_name`);
+      if (!isObject(layer) || typeof layer.class_name !== 'string')
+        throw new UserError(`${where}: layer ${i} has no class_name`);
       const lcfg = isObject(layer.config) ? layer.config : {};
       nodes.push({
         name: layerName(layer, where),
@@ -207,7 +213,8 @@ export async function inferOutputShapes(topology: ModelTopology): Promise<Map<st
 /** Keras' notation: (None, 148, 148, 32); several tensors as a list. */
 export function formatShape(shape: Shape | undefined): string {
   if (!shape) return '?';
-  const one = (s: (number | null)[]) => `(${s.map((d) => (d === null ? 'None' : String(d))).join(', ')}${s.length === 1 ? ',' : ''})`;
+  const one = (s: (number | null)[]) =>
+    `(${s.map((d) => (d === null ? 'None' : String(d))).join(', ')}${s.length === 1 ? ',' : ''})`;
   if (shape.length > 0 && Array.isArray(shape[0])) return `[${(shape as (number | null)[][]).map(one).join(', ')}]`;
   return one(shape as (number | null)[]);
 }
@@ -277,7 +284,9 @@ async function rasterize(svg: string, dpi: number): Promise<Buffer> {
   const longest = size ? Math.max(Number(size[1]), Number(size[2])) : 0;
   // sharp scales by density/72 and librsvg converts points at the same density, so pixels = pt * (density/72)^2.
   const pixelsPerPoint = longest > 0 ? Math.min(dpi / 72, MAX_PNG_SIDE / longest) : dpi / 72;
-  return sharp(Buffer.from(svg), { density: 72 * Math.sqrt(pixelsPerPoint), limitInputPixels: false }).png().toBuffer();
+  return sharp(Buffer.from(svg), { density: 72 * Math.sqrt(pixelsPerPoint), limitInputPixels: false })
+    .png()
+    .toBuffer();
 }
 
 /**
@@ -286,7 +295,10 @@ async function rasterize(svg: string, dpi: number): Promise<Buffer> {
  * Shapes come from `options.shapes` or, when omitted, from deserialising the topology with tfjs; if that
  * fails (an unknown custom layer), the diagram is drawn without shapes and `shapeError` says why.
  */
-export async function modelDiagram(topologyOrModelJson: unknown, options: ModelDiagramOptions = {}): Promise<ModelDiagram> {
+export async function modelDiagram(
+  topologyOrModelJson: unknown,
+  options: ModelDiagramOptions = {},
+): Promise<ModelDiagram> {
   const topology = normalizeTopology(topologyOrModelJson);
   const showShapes = options.showShapes ?? true;
   let shapes: Map<string, Shape> | undefined;
@@ -318,7 +330,11 @@ export interface ModelViewsOptions extends ModelDiagramOptions {
  * Writes `<outDir>/model.svg`, `<outDir>/model.png` and `<outDir>/model.dot` (and `summary.txt` when a summary is
  * given) from a model.json path, a parsed model.json or a topology; returns the written paths.
  */
-export async function writeModelViews(model: string | unknown, outDir: string, options: ModelViewsOptions = {}): Promise<string[]> {
+export async function writeModelViews(
+  model: string | unknown,
+  outDir: string,
+  options: ModelViewsOptions = {},
+): Promise<string[]> {
   let source: unknown = model;
   let where = 'model topology';
   if (typeof model === 'string') {

@@ -4,7 +4,12 @@
 import { readFile, readdir, stat, mkdir, writeFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { UserError } from '@catdog/errors';
-import type { History, Misclassified, RunConfig as TrainerRunConfig, RunMetrics as TrainerRunMetrics } from '@catdog/training';
+import type {
+  History,
+  Misclassified,
+  RunConfig as TrainerRunConfig,
+  RunMetrics as TrainerRunMetrics,
+} from '@catdog/training';
 
 export type { History };
 
@@ -34,7 +39,9 @@ export type MisclassifiedImage = Omit<Misclassified, 'label'> & { label: number 
  * metrics.json and config.json as the report reads them: the trainer's schemas (RunMetrics, RunConfig), every
  * field optional because runs of older versions and other tools lack some.
  */
-export type RunMetrics = Partial<Omit<TrainerRunMetrics, 'test'>> & { test?: Partial<TrainerRunMetrics['test']> & { misclassified?: MisclassifiedImage[] } };
+export type RunMetrics = Partial<Omit<TrainerRunMetrics, 'test'>> & {
+  test?: Partial<TrainerRunMetrics['test']> & { misclassified?: MisclassifiedImage[] };
+};
 export type RunConfig = Partial<TrainerRunConfig> & Record<string, unknown>;
 
 /** Everything the report knows about one run. */
@@ -98,7 +105,10 @@ function series(h: Record<string, unknown>, keys: string[], where: string): (num
  * `epoch` defaults to 1…n; every series must have one value per epoch (null for a missing value).
  */
 export function normalizeHistory(history: unknown, where = 'history'): NormalizedHistory {
-  if (!isPlainObject(history)) throw new UserError(`${where}: expected an object of per-epoch arrays, got ${Array.isArray(history) ? 'an array' : typeof history}`);
+  if (!isPlainObject(history))
+    throw new UserError(
+      `${where}: expected an object of per-epoch arrays, got ${Array.isArray(history) ? 'an array' : typeof history}`,
+    );
   const out = {
     loss: series(history, ['loss'], where),
     acc: series(history, ['acc', 'accuracy'], where),
@@ -108,13 +118,16 @@ export function normalizeHistory(history: unknown, where = 'history'): Normalize
     images_per_s: series(history, ['images_per_s'], where),
   };
   if (!out.loss && !out.acc && !out.val_loss && !out.val_acc) {
-    throw new UserError(`${where}: no "loss", "acc", "val_loss" or "val_acc" series (keys found: ${Object.keys(history).join(', ') || 'none'})`);
+    throw new UserError(
+      `${where}: no "loss", "acc", "val_loss" or "val_acc" series (keys found: ${Object.keys(history).join(', ') || 'none'})`,
+    );
   }
   const explicitEpoch = series(history, ['epoch'], where);
   const n = explicitEpoch?.length ?? Math.max(...Object.values(out).map((s) => s?.length ?? 0));
   const epoch = explicitEpoch
     ? explicitEpoch.map((e, i) => {
-        if (e === null || !Number.isInteger(e)) throw new UserError(`${where}: "epoch"[${i}] is ${JSON.stringify(e)}, not an integer`);
+        if (e === null || !Number.isInteger(e))
+          throw new UserError(`${where}: "epoch"[${i}] is ${JSON.stringify(e)}, not an integer`);
         return e;
       })
     : Array.from({ length: n }, (_, i) => i + 1);
@@ -124,7 +137,11 @@ export function normalizeHistory(history: unknown, where = 'history'): Normalize
     }
   }
   let phase: string[] | null = null;
-  if (Array.isArray(history.phase) && history.phase.length === epoch.length && history.phase.every((p) => typeof p === 'string')) {
+  if (
+    Array.isArray(history.phase) &&
+    history.phase.length === epoch.length &&
+    history.phase.every((p) => typeof p === 'string')
+  ) {
     phase = history.phase as string[];
   }
   return { epoch, ...out, phase };
@@ -162,14 +179,16 @@ async function requireDirectory(dir: string, what: string): Promise<void> {
 /** Loads a run directory; throws a UserError when it is not one or when a file in it is garbage. */
 export async function loadRun(dir: string, name = basename(dir)): Promise<RunData> {
   await requireDirectory(dir, 'run directory');
-  if (!(await isRunDir(dir))) throw new UserError(`${dir} is not a run directory (it has neither config.json nor history.json)`);
+  if (!(await isRunDir(dir)))
+    throw new UserError(`${dir} is not a run directory (it has neither config.json nor history.json)`);
   const configPath = join(dir, 'config.json');
   const config = await readJsonFile<unknown>(configPath, true);
   if (config !== null && !isPlainObject(config)) throw new UserError(`${configPath}: expected a JSON object`);
   const metricsPath = join(dir, 'metrics.json');
   const metrics = await readJsonFile<unknown>(metricsPath, true);
   if (metrics !== null && !isPlainObject(metrics)) throw new UserError(`${metricsPath}: expected a JSON object`);
-  if (metrics && metrics.test !== undefined && !isPlainObject(metrics.test)) throw new UserError(`${metricsPath}: "test" must be an object`);
+  if (metrics && metrics.test !== undefined && !isPlainObject(metrics.test))
+    throw new UserError(`${metricsPath}: "test" must be an object`);
   return {
     dir,
     name,

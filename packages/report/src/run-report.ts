@@ -69,7 +69,8 @@ export function summarizeRun(run: RunData): RunSummary {
   // metrics.json records the backend that actually ran; config.json may only say what was asked ('auto').
   const backendObj = (m.backend ?? c.backend) as Record<string, unknown> | string | undefined;
   let backend = describe(backendObj, ['name']);
-  const threads = typeof backendObj === 'object' && typeof backendObj.threads === 'number' ? backendObj.threads : num(c.threads);
+  const threads =
+    typeof backendObj === 'object' && typeof backendObj.threads === 'number' ? backendObj.threads : num(c.threads);
   if (backend && threads !== null) backend += ` (${threads} thread${threads === 1 ? '' : 's'})`;
   if (num(m.bestEpoch) !== null) bestValEpoch = num(m.bestEpoch);
   const seconds = h?.seconds?.filter((v): v is number => v !== null) ?? [];
@@ -118,7 +119,10 @@ export async function curveImages(run: RunData, smoothing = 0): Promise<{ title:
   for (const metric of ['acc', 'loss'] as const) {
     if (![h[metric], h[`val_${metric}`]].some((s) => s?.some((v) => v !== null))) continue;
     const svg = await renderVegaLiteSvg(curveSpec(h, metric, { title: run.name, smoothing, width: 560, height: 340 }));
-    out.push({ title: metric === 'acc' ? 'Training and validation accuracy' : 'Training and validation loss', uri: svgUri(svg) });
+    out.push({
+      title: metric === 'acc' ? 'Training and validation accuracy' : 'Training and validation loss',
+      uri: svgUri(svg),
+    });
   }
   return out;
 }
@@ -139,7 +143,11 @@ async function embeddedImage(dir: string, relative: string, alt: string, cssClas
   const path = join(dir, relative);
   if (!resolve(path).startsWith(resolve(dir)) || !(await exists(path))) return null;
   try {
-    const thumb = await sharp(path).rotate().resize(150, 150, { fit: 'inside', withoutEnlargement: true }).jpeg({ quality: 80 }).toBuffer();
+    const thumb = await sharp(path)
+      .rotate()
+      .resize(150, 150, { fit: 'inside', withoutEnlargement: true })
+      .jpeg({ quality: 80 })
+      .toBuffer();
     return `<img src="${dataUri('image/jpeg', thumb)}" alt="${esc(alt)}"${cssClass ? ` class="${cssClass}"` : ''}>`;
   } catch (err) {
     return `<div class="missing">unreadable image (${esc((err as Error).message.split('\n')[0])})</div>`;
@@ -149,7 +157,8 @@ async function embeddedImage(dir: string, relative: string, alt: string, cssClas
 /** Thumbnails of misclassified test images (at most `limit`), each with its true class and predicted P(dog). */
 export async function misclassifiedHtml(run: RunData, limit = 200): Promise<string> {
   const list = run.metrics?.test?.misclassified;
-  if (!Array.isArray(list)) return '<p class="note">No misclassified images recorded (metrics.json has no test.misclassified).</p>';
+  if (!Array.isArray(list))
+    return '<p class="note">No misclassified images recorded (metrics.json has no test.misclassified).</p>';
   if (list.length === 0) return '<p class="note">No test image was misclassified.</p>';
   const figures: string[] = [];
   for (const item of list.slice(0, limit) as MisclassifiedImage[]) {
@@ -161,12 +170,19 @@ export async function misclassifiedHtml(run: RunData, limit = 200): Promise<stri
     const positive = className(1, classes);
     const caption = `${key}: a ${truth}, predicted ${predicted} (p(${positive}) = ${p === null ? '?' : p.toFixed(3)})`;
     // The trainer names thumbnails after the key with unsafe characters replaced.
-    const img = (await embeddedImage(run.dir, item.image ?? join('misclassified', `${key.replace(/[^\w.-]/g, '_')}.jpg`), key)) ?? '<div class="missing">no thumbnail</div>';
+    const img =
+      (await embeddedImage(run.dir, item.image ?? join('misclassified', `${key.replace(/[^\w.-]/g, '_')}.jpg`), key)) ??
+      '<div class="missing">no thumbnail</div>';
     // The Grad-CAM overlay of the predicted class, when the trainer drew one: where the model looked.
-    const heatmap = item.heatmap ? await embeddedImage(run.dir, item.heatmap, `${key}: Grad-CAM heatmap of the predicted class`, 'heatmap') : null;
-    figures.push(`<figure${heatmap ? ' class="with-heatmap"' : ''}>${img}${heatmap ?? ''}<figcaption>${esc(caption)}${heatmap ? ' · right: Grad-CAM, where the model looked' : ''}</figcaption></figure>`);
+    const heatmap = item.heatmap
+      ? await embeddedImage(run.dir, item.heatmap, `${key}: Grad-CAM heatmap of the predicted class`, 'heatmap')
+      : null;
+    figures.push(
+      `<figure${heatmap ? ' class="with-heatmap"' : ''}>${img}${heatmap ?? ''}<figcaption>${esc(caption)}${heatmap ? ' · right: Grad-CAM, where the model looked' : ''}</figcaption></figure>`,
+    );
   }
-  const more = list.length > limit ? `<p class="note">Showing ${limit} of ${list.length} misclassified images.</p>` : '';
+  const more =
+    list.length > limit ? `<p class="note">Showing ${limit} of ${list.length} misclassified images.</p>` : '';
   return `<div class="thumbs">${figures.join('')}</div>${more}`;
 }
 
@@ -196,11 +212,19 @@ function configHtml(run: RunData): string {
 }
 
 function cardsHtml(s: RunSummary): string {
-  const epochs = s.epochs === null ? '—' : s.plannedEpochs && s.plannedEpochs !== s.epochs ? `${s.epochs} / ${s.plannedEpochs}` : String(s.epochs);
+  const epochs =
+    s.epochs === null
+      ? '—'
+      : s.plannedEpochs && s.plannedEpochs !== s.epochs
+        ? `${s.epochs} / ${s.plannedEpochs}`
+        : String(s.epochs);
   const cards: [string, string][] = [
     ['test accuracy', formatPercent(s.testAcc)],
     ['test loss', formatNumber(s.testLoss)],
-    ['best validation accuracy', `${formatPercent(s.bestValAcc)}${s.bestValEpoch !== null ? ` (epoch ${s.bestValEpoch})` : ''}`],
+    [
+      'best validation accuracy',
+      `${formatPercent(s.bestValAcc)}${s.bestValEpoch !== null ? ` (epoch ${s.bestValEpoch})` : ''}`,
+    ],
     ['final training acc / loss', `${formatPercent(s.finalAcc)} / ${formatNumber(s.finalLoss)}`],
     ['final validation acc / loss', `${formatPercent(s.finalValAcc)} / ${formatNumber(s.finalValLoss)}`],
     ['epochs', epochs],
@@ -213,9 +237,11 @@ function cardsHtml(s: RunSummary): string {
 /** The model diagram: `<run>/model.svg` if the trainer wrote one, else drawn from `<run>/model/model.json`. */
 async function diagramHtml(run: RunData): Promise<string> {
   const svgPath = join(run.dir, 'model.svg');
-  if (await exists(svgPath)) return `<img class="diagram" src="${svgUri(await readFile(svgPath, 'utf8'))}" alt="model diagram">`;
+  if (await exists(svgPath))
+    return `<img class="diagram" src="${svgUri(await readFile(svgPath, 'utf8'))}" alt="model diagram">`;
   const pngPath = join(run.dir, 'model.png');
-  if (await exists(pngPath)) return `<img class="diagram" src="${dataUri('image/png', await readFile(pngPath))}" alt="model diagram">`;
+  if (await exists(pngPath))
+    return `<img class="diagram" src="${dataUri('image/png', await readFile(pngPath))}" alt="model diagram">`;
   const modelJson = join(run.dir, 'model', 'model.json');
   if (!(await exists(modelJson))) return '<p class="note">No model diagram (no model.svg and no model/model.json).</p>';
   const diagram = await modelDiagram(await readJsonFile(modelJson), {});
@@ -239,7 +265,13 @@ export async function runReportHtml(run: RunData, options: RunReportOptions = {}
   const previewHtml = (await exists(preview))
     ? `<h2>Augmentation preview</h2><img class="diagram" src="${dataUri('image/png', await readFile(preview))}" alt="augmentation preview">`
     : '';
-  const subtitle = [s.strategy && `strategy ${s.strategy}`, s.base && `base ${s.base}`, s.backend && `backend ${s.backend}`].filter(Boolean).join(' · ');
+  const subtitle = [
+    s.strategy && `strategy ${s.strategy}`,
+    s.base && `base ${s.base}`,
+    s.backend && `backend ${s.backend}`,
+  ]
+    .filter(Boolean)
+    .join(' · ');
   const body = `<h1>Run ${esc(run.name)}</h1>
 <p class="note">${esc(subtitle || 'no config.json')} · ${esc(run.dir)}</p>
 ${cardsHtml(s)}

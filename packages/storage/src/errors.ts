@@ -56,7 +56,11 @@ export function describeS3Error(err: unknown, endpoint?: string): { code: string
     return { code: 'credentials', cause: `credentials rejected (${name})` };
   }
   if (name === 'NoSuchKey' || name === 'NotFound' || status === 404) return { code: 'not-found', cause: 'not found' };
-  if (name === 'SlowDown' || status === 503) return { code: 'throttled', cause: `throttled by the server after retries (${name})` };
+  if (name === 'SlowDown' || status === 503)
+    return { code: 'throttled', cause: `throttled by the server after retries (${name})` };
   const message = (e?.message ?? String(err)).split('\n')[0];
-  return { code: name || code || 'error', cause: `${name || code || 'error'}: ${message}${status ? ` (HTTP ${status})` : ''}` };
+  return {
+    code: name || code || 'error',
+    cause: `${name || code || 'error'}: ${message}${status ? ` (HTTP ${status})` : ''}`,
+  };
 }

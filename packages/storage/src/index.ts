@@ -7,7 +7,12 @@ import { parseLocation } from './location.js';
 export { StorageError, isNotFound, describeS3Error } from './errors.js';
 export { LocalStorage, TEMP_MARKER, parseTempName, type TempOwner } from './local.js';
 export { parseLocation, resolveLocation, isS3Url, type Location } from './location.js';
-export { removeStaleWrites, DEFAULT_STALE_AFTER_MS, type StaleCleanupOptions, type StaleCleanupReport } from './stale.js';
+export {
+  removeStaleWrites,
+  DEFAULT_STALE_AFTER_MS,
+  type StaleCleanupOptions,
+  type StaleCleanupReport,
+} from './stale.js';
 export { S3Storage, parseS3Url, resolveS3Options, type S3Location, type ResolvedS3Options } from './s3.js';
 export type { Storage, StorageOptions, StorageEntry, ByteRange } from './types.js';
 

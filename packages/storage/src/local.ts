@@ -50,7 +50,8 @@ function localError(url: string, err: unknown): StorageError {
   const e = err as NodeJS.ErrnoException;
   const code = e?.code ?? '';
   if (code === 'ENOENT') return new StorageError(url, 'not-found', 'not found', { cause: err });
-  if (code === 'EACCES' || code === 'EPERM') return new StorageError(url, 'access-denied', `permission denied (${code})`, { cause: err });
+  if (code === 'EACCES' || code === 'EPERM')
+    return new StorageError(url, 'access-denied', `permission denied (${code})`, { cause: err });
   if (code === 'EISDIR') return new StorageError(url, 'io', 'is a directory', { cause: err });
   if (code === 'ENOSPC') return new StorageError(url, 'io', 'no space left on device', { cause: err });
   return new StorageError(url, 'io', `${code || 'error'}: ${e?.message ?? String(err)}`, { cause: err });
@@ -138,7 +139,8 @@ export class LocalStorage implements Storage {
       const s = await stat(file);
       return s.isFile() ? { size: s.size } : undefined;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR')
+        return undefined;
       throw localError(file, err);
     }
   }
@@ -220,7 +222,10 @@ export class LocalStorage implements Storage {
         if (!owner || !d.isFile()) continue;
         const s = await lstat(full).catch(() => undefined);
         if (!s) continue; // its writer just renamed or removed it
-        const rel = full.slice(this.url.length + 1).split(sep).join('/');
+        const rel = full
+          .slice(this.url.length + 1)
+          .split(sep)
+          .join('/');
         if (ownerMayBeAlive(owner) && now - s.mtimeMs < staleAfterMs) {
           kept.push(rel);
           continue;

@@ -42,15 +42,22 @@ export function parseLocation(location: string): Location {
   }
   if (scheme === 'file') {
     // Only the absolute local form: file:///abs/path (or file://localhost/abs/path).
-    if (!/^\/\/(localhost)?\//.test(rest)) refuse(location, `unsupported file URL (expected file:///absolute/path; ${SUPPORTED})`);
+    if (!/^\/\/(localhost)?\//.test(rest))
+      refuse(location, `unsupported file URL (expected file:///absolute/path; ${SUPPORTED})`);
     try {
       return { kind: 'local', path: fileURLToPath(location.replace(/^file:\/\/localhost\//, 'file:///')) };
     } catch (err) {
       refuse(location, `unsupported file URL (${(err as Error).message})`);
     }
   }
-  const hint = scheme.toLowerCase() === 'gs' ? ' (Google Cloud Storage is reachable through its S3-compatible endpoint: s3:// with --s3-endpoint)' : '';
-  refuse(location, `unsupported URL scheme "${scheme}:"${hint}; ${SUPPORTED} (prefix a local name that contains ':' with ./)`);
+  const hint =
+    scheme.toLowerCase() === 'gs'
+      ? ' (Google Cloud Storage is reachable through its S3-compatible endpoint: s3:// with --s3-endpoint)'
+      : '';
+  refuse(
+    location,
+    `unsupported URL scheme "${scheme}:"${hint}; ${SUPPORTED} (prefix a local name that contains ':' with ./)`,
+  );
 }
 
 export function isS3Url(url: string): boolean {

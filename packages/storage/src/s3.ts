@@ -25,7 +25,8 @@ export interface S3Location {
 
 export function parseS3Url(url: string): S3Location {
   const m = /^s3:\/\/([^/]+)\/?(.*)$/.exec(url);
-  if (!m || !m[1]) throw new UserError(`${url}: not an S3 URL (expected s3://bucket/prefix)`, { code: 'unsupported-scheme' });
+  if (!m || !m[1])
+    throw new UserError(`${url}: not an S3 URL (expected s3://bucket/prefix)`, { code: 'unsupported-scheme' });
   return { bucket: m[1], prefix: m[2].replace(/^\/+|\/+$/g, '') };
 }
 
@@ -43,18 +44,27 @@ export interface ResolvedS3Options {
 }
 
 /** Applies the documented defaults (AWS env/config, endpoint variables, compatible settings for custom endpoints). */
-export function resolveS3Options(options: StorageOptions = {}, env: NodeJS.ProcessEnv = process.env): ResolvedS3Options {
+export function resolveS3Options(
+  options: StorageOptions = {},
+  env: NodeJS.ProcessEnv = process.env,
+): ResolvedS3Options {
   const endpoint = options.endpoint || env.AWS_ENDPOINT_URL_S3 || env.AWS_ENDPOINT_URL || undefined;
   const custom = Boolean(endpoint);
   const envMode = env.CATDOG_S3_CHECKSUM_MODE?.toLowerCase();
   const checksumMode =
     options.checksumMode ??
-    (envMode === 'when_required' || envMode === 'when_supported' ? envMode : custom ? 'when_required' : 'when_supported');
+    (envMode === 'when_required' || envMode === 'when_supported'
+      ? envMode
+      : custom
+        ? 'when_required'
+        : 'when_supported');
   return {
     endpoint,
     region: options.region || env.AWS_REGION || env.AWS_DEFAULT_REGION || (custom ? 'us-east-1' : undefined),
     profile: options.profile || env.AWS_PROFILE || undefined,
-    forcePathStyle: options.forcePathStyle ?? (env.CATDOG_S3_PATH_STYLE === 'true' ? true : env.CATDOG_S3_PATH_STYLE === 'false' ? false : custom),
+    forcePathStyle:
+      options.forcePathStyle ??
+      (env.CATDOG_S3_PATH_STYLE === 'true' ? true : env.CATDOG_S3_PATH_STYLE === 'false' ? false : custom),
     checksumMode,
     maxAttempts: options.maxAttempts ?? (Number(env.AWS_MAX_ATTEMPTS) || 5),
     partSize: Math.max(5 * 1024 * 1024, options.partSize ?? 8 * 1024 * 1024),
@@ -125,7 +135,10 @@ export class S3Storage implements Storage {
   }
 
   private key(path: string): string {
-    const rel = path.split('/').filter((p) => p !== '' && p !== '.').join('/');
+    const rel = path
+      .split('/')
+      .filter((p) => p !== '' && p !== '.')
+      .join('/');
     if (rel.split('/').includes('..')) throw new StorageError(path, 'invalid-path', 'path may not contain ..');
     return this.prefix ? (rel ? `${this.prefix}/${rel}` : this.prefix) : rel;
   }
@@ -192,7 +205,9 @@ export class S3Storage implements Storage {
     const body = typeof data === 'string' ? Buffer.from(data) : data;
     if (body.length > this.options.partSize) return this.writeStream(path, Readable.from([Buffer.from(body)]));
     try {
-      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.key(path), Body: body, ContentLength: body.length }));
+      await this.client.send(
+        new PutObjectCommand({ Bucket: this.bucket, Key: this.key(path), Body: body, ContentLength: body.length }),
+      );
     } catch (err) {
       this.fail(url, err);
     }
@@ -238,7 +253,10 @@ export class S3Storage implements Storage {
     const keyPrefix = this.prefix ? `${this.prefix}/${rel}` : rel;
     const strip = this.prefix ? this.prefix.length + 1 : 0;
     try {
-      for await (const page of paginateListObjectsV2({ client: this.client }, { Bucket: this.bucket, Prefix: keyPrefix })) {
+      for await (const page of paginateListObjectsV2(
+        { client: this.client },
+        { Bucket: this.bucket, Prefix: keyPrefix },
+      )) {
         for (const obj of page.Contents ?? []) {
           if (!obj.Key || obj.Key.endsWith('/')) continue;
           yield { path: obj.Key.slice(strip), size: obj.Size ?? 0 };
@@ -265,7 +283,10 @@ export class S3Storage implements Storage {
    * the writer is alive, so only age decides. `supported` is false when the server does not implement
    * ListMultipartUploads (e.g. s3rver); nothing is aborted then.
    */
-  async abortStaleUploads(staleAfterMs: number, now = Date.now()): Promise<{ aborted: string[]; kept: string[]; supported: boolean }> {
+  async abortStaleUploads(
+    staleAfterMs: number,
+    now = Date.now(),
+  ): Promise<{ aborted: string[]; kept: string[]; supported: boolean }> {
     const aborted: string[] = [];
     const kept: string[] = [];
     const prefix = this.prefix ? `${this.prefix}/` : '';
@@ -276,12 +297,18 @@ export class S3Storage implements Storage {
       let page;
       try {
         page = await this.client.send(
-          new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
+          new ListMultipartUploadsCommand({
+            Bucket: this.bucket,
+            Prefix: prefix,
+            KeyMarker: keyMarker,
+            UploadIdMarker: uploadIdMarker,
+          }),
         );
       } catch (err) {
         const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
         const status = e?.$metadata?.httpStatusCode;
-        if (e?.name === 'NotImplemented' || status === 501 || status === 405) return { aborted, kept, supported: false };
+        if (e?.name === 'NotImplemented' || status === 501 || status === 405)
+          return { aborted, kept, supported: false };
         this.fail(`s3://${this.bucket}/${prefix}`, err);
       }
       for (const u of page.Uploads ?? []) {
@@ -292,7 +319,9 @@ export class S3Storage implements Storage {
           continue;
         }
         try {
-          await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: u.Key, UploadId: u.UploadId }));
+          await this.client.send(
+            new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: u.Key, UploadId: u.UploadId }),
+          );
         } catch (err) {
           if ((err as { name?: string })?.name !== 'NoSuchUpload') this.fail(`s3://${this.bucket}/${u.Key}`, err);
         }

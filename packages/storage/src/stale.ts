@@ -26,7 +26,10 @@ export interface StaleCleanupReport {
  * (`*.catdog-tmp-*`) of dead processes on this host, or of any writer idle for `staleAfterMs`; on S3, multipart
  * uploads started more than `staleAfterMs` ago.
  */
-export async function removeStaleWrites(storage: Storage, options: StaleCleanupOptions = {}): Promise<StaleCleanupReport> {
+export async function removeStaleWrites(
+  storage: Storage,
+  options: StaleCleanupOptions = {},
+): Promise<StaleCleanupReport> {
   const after = options.staleAfterMs ?? DEFAULT_STALE_AFTER_MS;
   const now = options.now ?? Date.now();
   if (storage instanceof LocalStorage) return { ...(await storage.removeStaleTemp(after, now)), supported: true };

@@ -1,7 +1,15 @@
 // Batches for training and evaluation: prepped datasets (local or s3) and plain folders through the
 // augmentation pool (createBatchStream), scaled for the model on the tfjs side.
 import * as tf from '@tensorflow/tfjs';
-import { createBatchStream, readServiceToken, BOOK_AUGMENTATION, type AugmentOptions, type BatchStream, type ServerStats, type SkippedSample } from '@catdog/augment';
+import {
+  createBatchStream,
+  readServiceToken,
+  BOOK_AUGMENTATION,
+  type AugmentOptions,
+  type BatchStream,
+  type ServerStats,
+  type SkippedSample,
+} from '@catdog/augment';
 import { readManifest, openImageFolder, type Manifest, type SampleSource, type SplitName } from '@catdog/dataset';
 import { isUserError, UserError } from '@catdog/errors';
 import { INPUT_SCALINGS } from '@catdog/models';
@@ -38,7 +46,11 @@ export interface FeedOptions {
 /** One line of the augmentation servers' load, as the stream last saw it (stats().servers). */
 export function serversLine(servers: ServerStats[]): string {
   return `augment service: ${servers
-    .map((s) => (s.state === 'up' ? `${s.address} ${s.imagesPerSecond.toFixed(0)} img/s queue ${s.queueDepth} workers ${s.workers}` : `${s.address} down`))
+    .map((s) =>
+      s.state === 'up'
+        ? `${s.address} ${s.imagesPerSecond.toFixed(0)} img/s queue ${s.queueDepth} workers ${s.workers}`
+        : `${s.address} down`,
+    )
     .join('; ')}`;
 }
 
@@ -117,29 +129,41 @@ export async function openFeed(o: FeedOptions): Promise<Feed> {
 /** The batch stream positioned at batch `o.start`: restarted at its pass, the batches of that pass before it skipped. */
 async function openStreamAt(o: FeedOptions) {
   const start = o.start ?? 0;
-  const open = (initialEpoch: number) => createBatchStream({
-    source: o.source,
-    split: o.split,
-    batchSize: o.batchSize,
-    targetSize: [o.inputSize, o.inputSize],
-    augment: augmentOptions(o.augment),
-    shuffle: o.shuffle,
-    seed: o.seed,
-    workers: o.workers,
-    dtype: 'float32',
-    rescale: 1,
-    epochs: o.repeat ? Infinity : 1,
-    initialEpoch,
-    cacheDir: o.cacheDir,
-    ...(o.augmentService ? { augmentService: { addresses: o.augmentService.addresses, token: readServiceToken(o.augmentService.tokenFile) } } : {}),
-  });
+  const open = (initialEpoch: number) =>
+    createBatchStream({
+      source: o.source,
+      split: o.split,
+      batchSize: o.batchSize,
+      targetSize: [o.inputSize, o.inputSize],
+      augment: augmentOptions(o.augment),
+      shuffle: o.shuffle,
+      seed: o.seed,
+      workers: o.workers,
+      dtype: 'float32',
+      rescale: 1,
+      epochs: o.repeat ? Infinity : 1,
+      initialEpoch,
+      cacheDir: o.cacheDir,
+      ...(o.augmentService
+        ? {
+            augmentService: {
+              addresses: o.augmentService.addresses,
+              token: readServiceToken(o.augmentService.tokenFile),
+            },
+          }
+        : {}),
+    });
   if (start === 0) return open(0);
-  if (!o.repeat || o.splitSize === undefined) throw new RangeError('openFeed: start needs a repeating feed and splitSize');
+  if (!o.repeat || o.splitSize === undefined)
+    throw new RangeError('openFeed: start needs a repeating feed and splitSize');
   const { pass, skip } = streamPosition(start, o.splitSize, o.batchSize);
   const stream = await open(pass);
   if (stream.size !== o.splitSize || stream.stepsPerEpoch !== Math.ceil(o.splitSize / o.batchSize)) {
     await stream.close();
-    throw new UserError(`${typeof o.source === 'string' ? o.source : 'the dataset'}: the ${o.split} split streams ${stream.size} images, its manifest says ${o.splitSize}: the run cannot be resumed at the same batch; run prep verify`, { code: 'bad-dataset' });
+    throw new UserError(
+      `${typeof o.source === 'string' ? o.source : 'the dataset'}: the ${o.split} split streams ${stream.size} images, its manifest says ${o.splitSize}: the run cannot be resumed at the same batch; run prep verify`,
+      { code: 'bad-dataset' },
+    );
   }
   for (let k = 0; k < skip; k++) {
     const r = await stream.next();
@@ -150,20 +174,32 @@ async function openStreamAt(o: FeedOptions) {
 }
 
 /** Reads and checks a prepped dataset's manifest: two classes, the three splits present and non-empty. */
-export async function checkDataset(url: string, needed: SplitName[] = ['train', 'validation', 'test']): Promise<Manifest> {
+export async function checkDataset(
+  url: string,
+  needed: SplitName[] = ['train', 'validation', 'test'],
+): Promise<Manifest> {
   const manifest = await readManifest(url);
   if (manifest.classes.length !== 2) {
-    throw new UserError(`${url}: the dataset has ${manifest.classes.length} classes (${manifest.classes.join(', ')}); binary training needs exactly two, e.g. cats and dogs`);
+    throw new UserError(
+      `${url}: the dataset has ${manifest.classes.length} classes (${manifest.classes.join(', ')}); binary training needs exactly two, e.g. cats and dogs`,
+    );
   }
   for (const split of needed) {
     const info = manifest.splits[split];
-    if (!info || info.count === 0) throw new UserError(`${url}: split "${split}" is missing or empty in manifest.json; re-run prep split`);
+    if (!info || info.count === 0)
+      throw new UserError(`${url}: split "${split}" is missing or empty in manifest.json; re-run prep split`);
   }
   return manifest;
 }
 
 /** The evaluation source: a prepped dataset's test split when `data` has a manifest.json, otherwise a plain image folder. */
-export async function openEvaluationSource(url: string): Promise<{ source: string | SampleSource; classes: string[]; count: number; kind: 'prepped' | 'folder'; planId?: string }> {
+export async function openEvaluationSource(url: string): Promise<{
+  source: string | SampleSource;
+  classes: string[];
+  count: number;
+  kind: 'prepped' | 'folder';
+  planId?: string;
+}> {
   let manifest: Manifest | null = null;
   try {
     manifest = await readManifest(url);
@@ -172,10 +208,20 @@ export async function openEvaluationSource(url: string): Promise<{ source: strin
   }
   if (manifest) {
     if (!manifest.splits.test?.count) throw new UserError(`${url}: the dataset has no test split to evaluate on`);
-    return { source: url, classes: manifest.classes, count: manifest.splits.test.count, kind: 'prepped', planId: manifest.planId };
+    return {
+      source: url,
+      classes: manifest.classes,
+      count: manifest.splits.test.count,
+      kind: 'prepped',
+      planId: manifest.planId,
+    };
   }
   const folder = await openImageFolder(url);
-  if (folder.count === 0) throw new UserError(`${url}: no images found (expected cat.N.jpg / dog.N.jpg or one folder per class)`);
-  if (folder.classes.length !== 2) throw new UserError(`${url}: found ${folder.classes.length} classes (${folder.classes.join(', ')}); the model is binary and needs exactly two`);
+  if (folder.count === 0)
+    throw new UserError(`${url}: no images found (expected cat.N.jpg / dog.N.jpg or one folder per class)`);
+  if (folder.classes.length !== 2)
+    throw new UserError(
+      `${url}: found ${folder.classes.length} classes (${folder.classes.join(', ')}); the model is binary and needs exactly two`,
+    );
   return { source: folder, classes: folder.classes, count: folder.count, kind: 'folder' };
 }

@@ -40,7 +40,10 @@ export function isStackOverflow(err: unknown): boolean {
  * 'out-of-memory') name the settings to lower; a stack overflow (code 'stack-overflow') is not helped by smaller
  * batches, so it says where it came from instead. Other errors pass through unchanged.
  */
-export function explainOutOfMemory(err: unknown, ctx: { batchSize: number; inputSize: number; workers: number }): unknown {
+export function explainOutOfMemory(
+  err: unknown,
+  ctx: { batchSize: number; inputSize: number; workers: number },
+): unknown {
   const first = (err instanceof Error ? err.message : String(err)).split('\n')[0];
   if (isStackOverflow(err)) {
     return new UserError(

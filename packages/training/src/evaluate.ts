@@ -8,7 +8,13 @@ import { UserError } from '@catdog/errors';
 import { resolveLocation } from '@catdog/storage';
 import type { InputScaling } from './config.js';
 import { openEvaluationSource, openFeed } from './data.js';
-import { computeMetrics, confusionText, predictFeed, writeMisclassifiedThumbnails, type TestMetrics } from './metrics.js';
+import {
+  computeMetrics,
+  confusionText,
+  predictFeed,
+  writeMisclassifiedThumbnails,
+  type TestMetrics,
+} from './metrics.js';
 import { createProgress, type ProgressSink } from './progress.js';
 import { explainOutOfMemory } from './errors.js';
 import { datasetId, RUN_FILES, RunDir } from './run-dir.js';
@@ -49,13 +55,18 @@ export type EvaluationConfig = z.infer<typeof EvaluationConfigSchema>;
 const parentOf = (url: string) => url.slice(0, url.replace(/\/+$/, '').lastIndexOf('/'));
 
 /** The model's location and the run it belongs to: <run>/model/model.json with config.json beside model/. */
-export async function locateModel(path: string): Promise<{ modelUrl: string; run: RunDir | null; config: EvaluationConfig | null }> {
+export async function locateModel(
+  path: string,
+): Promise<{ modelUrl: string; run: RunDir | null; config: EvaluationConfig | null }> {
   const url = (/^[a-z][a-z0-9+.-]*:\/\//i.test(path) ? path : resolveLocation(path)).replace(/\/+$/, '');
   let modelUrl: string;
   let run: RunDir | null = null;
   if (/\.json$/i.test(url)) {
     const dir = RunDir.open(parentOf(url));
-    if (!(await dir.storage.stat(url.slice(url.lastIndexOf('/') + 1)))) throw new UserError(`--model ${path}: not found (expected a run directory, a model folder or a model.json)`, { code: 'not-found' });
+    if (!(await dir.storage.stat(url.slice(url.lastIndexOf('/') + 1))))
+      throw new UserError(`--model ${path}: not found (expected a run directory, a model folder or a model.json)`, {
+        code: 'not-found',
+      });
     modelUrl = url;
     if (/\/model\/model\.json$/i.test(url)) run = RunDir.open(parentOf(parentOf(url)));
   } else {
@@ -68,7 +79,9 @@ export async function locateModel(path: string): Promise<{ modelUrl: string; run
     } else {
       const empty = (await dir.storage.list('')[Symbol.asyncIterator]().next()).done;
       throw new UserError(
-        empty ? `--model ${path}: not found (expected a run directory, a model folder or a model.json)` : `--model ${path}: no model/model.json or model.json in this directory (did the run finish?)`,
+        empty
+          ? `--model ${path}: not found (expected a run directory, a model folder or a model.json)`
+          : `--model ${path}: no model/model.json or model.json in this directory (did the run finish?)`,
         { code: 'not-found' },
       );
     }
@@ -85,8 +98,12 @@ export async function evaluate(o: EvaluateOptions): Promise<EvaluateResult> {
   const model = await loadLayersModelFrom(modelUrl);
   const shape = model.inputs[0].shape;
   const inputSize = shape[1];
-  if (typeof inputSize !== 'number' || shape[2] !== inputSize) throw new UserError(`${modelUrl}: expected a square image input, got [${shape.join(', ')}]`);
-  if (config?.inputSize && config.inputSize !== inputSize) throw new UserError(`${modelUrl}: input ${inputSize} does not match the run config's inputSize ${config.inputSize}`);
+  if (typeof inputSize !== 'number' || shape[2] !== inputSize)
+    throw new UserError(`${modelUrl}: expected a square image input, got [${shape.join(', ')}]`);
+  if (config?.inputSize && config.inputSize !== inputSize)
+    throw new UserError(
+      `${modelUrl}: input ${inputSize} does not match the run config's inputSize ${config.inputSize}`,
+    );
   let scaling = o.inputScaling ?? config?.inputScaling;
   if (!scaling) {
     scaling = inputScaling(model).name;
@@ -95,16 +112,34 @@ export async function evaluate(o: EvaluateOptions): Promise<EvaluateResult> {
   const source = await openEvaluationSource(o.data);
   const trainedOn = config?.dataset?.classes;
   if (trainedOn && trainedOn.join(',') !== source.classes.join(',')) {
-    throw new UserError(`${o.data}: classes ${source.classes.join(', ')} differ from the model's (${trainedOn.join(', ')})`);
+    throw new UserError(
+      `${o.data}: classes ${source.classes.join(', ')} differ from the model's (${trainedOn.join(', ')})`,
+    );
   }
   const batchSize = o.batchSize ?? 32;
   const workers = o.workers ?? 2;
-  log(`evaluate: ${modelUrl} on ${source.kind === 'prepped' ? `${o.data} (test split)` : o.data} — ${source.count} images, input ${inputSize}×${inputSize} scaled ${INPUT_SCALINGS[scaling].formula}, backend ${backend.name}`);
+  log(
+    `evaluate: ${modelUrl} on ${source.kind === 'prepped' ? `${o.data} (test split)` : o.data} — ${source.count} images, input ${inputSize}×${inputSize} scaled ${INPUT_SCALINGS[scaling].formula}, backend ${backend.name}`,
+  );
   let metrics: TestMetrics;
   try {
-    const feed = await openFeed({ source: source.source, split: 'test', batchSize, inputSize, scaling, augment: false, shuffle: false, seed: 0, workers, repeat: false });
+    const feed = await openFeed({
+      source: source.source,
+      split: 'test',
+      batchSize,
+      inputSize,
+      scaling,
+      augment: false,
+      shuffle: false,
+      seed: 0,
+      workers,
+      repeat: false,
+    });
     try {
-      metrics = computeMetrics(await predictFeed(model, feed, progress, 'evaluate', Math.ceil(source.count / batchSize)), source.classes);
+      metrics = computeMetrics(
+        await predictFeed(model, feed, progress, 'evaluate', Math.ceil(source.count / batchSize)),
+        source.classes,
+      );
     } finally {
       await feed.close();
     }
@@ -118,7 +153,11 @@ export async function evaluate(o: EvaluateOptions): Promise<EvaluateResult> {
       const id = datasetId(o.data, source.planId);
       const folder = `${RUN_FILES.evaluations}/${id}`;
       await run.deleteFolder(folder);
-      await writeMisclassifiedThumbnails(run, metrics, source.source, `${folder}/misclassified`, undefined, { model, inputScaling: scaling, log });
+      await writeMisclassifiedThumbnails(run, metrics, source.source, `${folder}/misclassified`, undefined, {
+        model,
+        inputScaling: scaling,
+        log,
+      });
       await run.writeEvaluation({ ...metrics, data: o.data, datasetId: id, evaluatedAt: new Date().toISOString() });
       evaluationFile = run.urlOf(`${folder}.json`);
       log(`evaluation written to ${evaluationFile}`);
@@ -128,6 +167,9 @@ export async function evaluate(o: EvaluateOptions): Promise<EvaluateResult> {
   }
   log(confusionText(metrics));
   const shown = metrics.misclassified.slice(0, 10).map((m) => `${m.key} (p=${m.probability.toFixed(3)})`);
-  if (shown.length) log(`misclassified: ${metrics.misclassified.length}${metrics.misclassified.length > 10 ? ', the 10 most confident' : ''}: ${shown.join(', ')}`);
+  if (shown.length)
+    log(
+      `misclassified: ${metrics.misclassified.length}${metrics.misclassified.length > 10 ? ', the 10 most confident' : ''}: ${shown.join(', ')}`,
+    );
   return { metrics, runDir: run?.url ?? null, evaluationFile, modelFile: modelUrl, inputSize, inputScaling: scaling };
 }

@@ -37,7 +37,10 @@ export function featureCacheKey(parts: FeatureKeyParts): string {
 
 async function readCached(dir: string, split: SplitName): Promise<FeatureSet | null> {
   try {
-    const meta = JSON.parse(await readFile(join(dir, `${split}.json`), 'utf8')) as Omit<FeatureSet, 'features' | 'labels'> & { labels: number[] };
+    const meta = JSON.parse(await readFile(join(dir, `${split}.json`), 'utf8')) as Omit<
+      FeatureSet,
+      'features' | 'labels'
+    > & { labels: number[] };
     const buf = await readFile(join(dir, `${split}.f32`));
     const per = meta.shape.reduce((a, b) => a * b, 1);
     if (buf.byteLength !== meta.count * per * 4) return null;
@@ -63,7 +66,9 @@ export function frozenForward(model: tf.LayersModel, log: (line: string) => void
   try {
     compiled = compileFrozenBase(model);
   } catch (err) {
-    log(`running ${model.name} through model.predict (the fast path refused it: ${err instanceof Error ? err.message : String(err)})`);
+    log(
+      `running ${model.name} through model.predict (the fast path refused it: ${err instanceof Error ? err.message : String(err)})`,
+    );
     return { predict: (x) => model.predict(x) as tf.Tensor, dispose: () => {} };
   }
   return { predict: (x) => compiled.predict(x) as tf.Tensor, dispose: () => compiled.dispose() };
@@ -84,12 +89,14 @@ async function extractFeatures(opts: {
 }): Promise<FeatureSet & { cached: boolean }> {
   const cached = await readCached(opts.dir, opts.split);
   if (cached) {
-    opts.progress.log(`features: reusing cached ${opts.split} features (${cached.count} × [${cached.shape}]) from ${opts.dir}`);
+    opts.progress.log(
+      `features: reusing cached ${opts.split} features (${cached.count} × [${cached.shape}]) from ${opts.dir}`,
+    );
     return { ...cached, cached: true };
   }
   const feed = await opts.openFeed();
   const forward = frozenForward(opts.extractor, (l) => opts.progress.log(l));
-  const shape = (opts.extractor.outputs[0].shape.slice(1) as number[]);
+  const shape = opts.extractor.outputs[0].shape.slice(1) as number[];
   const per = shape.reduce((a, b) => a * b, 1);
   const features = new Float32Array(feed.size * per);
   const labels = new Float32Array(feed.size);
@@ -105,7 +112,8 @@ async function extractFeatures(opts: {
       const out = forward.predict(b.xs);
       const data = await out.data();
       tf.dispose([out, b.xs, b.ys]);
-      if (n + b.n > feed.size) throw new Error(`feature extraction: the ${opts.split} split yielded more images than its size ${feed.size}`);
+      if (n + b.n > feed.size)
+        throw new Error(`feature extraction: the ${opts.split} split yielded more images than its size ${feed.size}`);
       features.set(data as Float32Array, n * per);
       labels.set(b.labels, n);
       keys.push(...b.keys);
@@ -117,13 +125,28 @@ async function extractFeatures(opts: {
     opts.progress.stop();
     await feed.close();
   }
-  const set: FeatureSet = { split: opts.split, count: n, shape, features: features.subarray(0, n * per), labels: labels.subarray(0, n), keys };
+  const set: FeatureSet = {
+    split: opts.split,
+    count: n,
+    shape,
+    features: features.subarray(0, n * per),
+    labels: labels.subarray(0, n),
+    keys,
+  };
   const cache = openStorage(opts.dir);
   await cache.write('key.json', JSON.stringify(opts.keyParts, null, 2));
-  await cache.write(`${opts.split}.f32`, new Uint8Array(set.features.buffer, set.features.byteOffset, set.features.byteLength));
-  await cache.write(`${opts.split}.json`, JSON.stringify({ split: set.split, count: n, shape, labels: Array.from(set.labels), keys }));
+  await cache.write(
+    `${opts.split}.f32`,
+    new Uint8Array(set.features.buffer, set.features.byteOffset, set.features.byteLength),
+  );
+  await cache.write(
+    `${opts.split}.json`,
+    JSON.stringify({ split: set.split, count: n, shape, labels: Array.from(set.labels), keys }),
+  );
   const secs = (performance.now() - t0) / 1000;
-  opts.progress.log(`features: extracted ${opts.split} (${n} images × [${shape}]) in ${secs.toFixed(1)}s (${(n / secs).toFixed(1)} img/s), cached in ${opts.dir}`);
+  opts.progress.log(
+    `features: extracted ${opts.split} (${n} images × [${shape}]) in ${secs.toFixed(1)}s (${(n / secs).toFixed(1)} img/s), cached in ${opts.dir}`,
+  );
   return { ...set, cached: false };
 }
 
@@ -155,7 +178,9 @@ export function memoizedFeatures(compute: (split: SplitName) => Promise<FeatureS
 
 /** Where feature caches live by default: beside the run directory, or in the user's cache for remote runs. */
 export function defaultFeatureCacheDir(out: string): string {
-  return out && !/^[a-z][a-z0-9+.-]*:\/\//i.test(out) ? join(resolve(out), '..', '.feature-cache') : join(homedir(), '.cache', 'catdog', 'features');
+  return out && !/^[a-z][a-z0-9+.-]*:\/\//i.test(out)
+    ? join(resolve(out), '..', '.feature-cache')
+    : join(homedir(), '.cache', 'catdog', 'features');
 }
 
 /**
@@ -173,13 +198,25 @@ export function extractedFeatures(o: {
 }): FeatureCache {
   const dir = join(o.root, featureCacheKey(o.keyParts));
   return memoizedFeatures((split) =>
-    extractFeatures({ dir, split, extractor: o.extractor, openFeed: () => o.openFeed(split), progress: o.progress, batchSize: o.batchSize, keyParts: o.keyParts }),
+    extractFeatures({
+      dir,
+      split,
+      extractor: o.extractor,
+      openFeed: () => o.openFeed(split),
+      progress: o.progress,
+      batchSize: o.batchSize,
+      keyParts: o.keyParts,
+    }),
   );
 }
 
 /** Batches over in-memory features: shuffled each pass (seeded) and endless for training, in order otherwise. */
 /** Batches of a feature set; `start` batches are skipped (by arithmetic and reshuffles, no copying): resuming gets the batches an uninterrupted run sees. */
-export function featureFeed(set: FeatureSet, batchSize: number, opts: { shuffle: boolean; repeat: boolean; seed: number; start?: number }): { size: number; next(): Promise<(Batch & { keys: string[]; labels: Float32Array }) | null> } {
+export function featureFeed(
+  set: FeatureSet,
+  batchSize: number,
+  opts: { shuffle: boolean; repeat: boolean; seed: number; start?: number },
+): { size: number; next(): Promise<(Batch & { keys: string[]; labels: Float32Array }) | null> } {
   const per = set.shape.reduce((a, b) => a * b, 1);
   let order = Array.from({ length: set.count }, (_, i) => i);
   let pos = 0;
@@ -226,7 +263,13 @@ export function featureFeed(set: FeatureSet, batchSize: number, opts: { shuffle:
         xs.set(set.features.subarray(i * per, (i + 1) * per), k * per);
         ys[k] = set.labels[i];
       });
-      return { xs: tf.tensor(xs, [idx.length, ...set.shape]), ys: tf.tensor2d(ys, [idx.length, 1]), n: idx.length, keys: idx.map((i) => set.keys[i]), labels: ys };
+      return {
+        xs: tf.tensor(xs, [idx.length, ...set.shape]),
+        ys: tf.tensor2d(ys, [idx.length, 1]),
+        n: idx.length,
+        keys: idx.map((i) => set.keys[i]),
+        labels: ys,
+      };
     },
   };
 }
@@ -241,7 +284,9 @@ export function mapFeatureSet(model: tf.LayersModel, set: FeatureSet, batchSize:
   try {
     for (let i = 0; i < set.count; i += batchSize) {
       const n = Math.min(batchSize, set.count - i);
-      const out = tf.tidy(() => forward.predict(tf.tensor(set.features.subarray(i * inPer, (i + n) * inPer), [n, ...set.shape])));
+      const out = tf.tidy(() =>
+        forward.predict(tf.tensor(set.features.subarray(i * inPer, (i + n) * inPer), [n, ...set.shape])),
+      );
       features.set(out.dataSync() as Float32Array, i * per);
       out.dispose();
     }

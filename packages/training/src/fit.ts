@@ -75,7 +75,20 @@ export interface FitContext {
 const KILL_AT_STEP = Number(process.env.CATDOG_TEST_CHECKPOINT_KILL_AT_STEP) || null;
 
 export function initialState(history: History): CheckpointState {
-  return { phase: '', phaseEpoch: 0, epoch: 0, globalStep: 0, history, bestValAcc: null, bestEpoch: null, esBest: null, esWait: 0, stoppedEarly: false, phaseStep: 0, epochPartial: null };
+  return {
+    phase: '',
+    phaseEpoch: 0,
+    epoch: 0,
+    globalStep: 0,
+    history,
+    bestValAcc: null,
+    bestEpoch: null,
+    esBest: null,
+    esWait: 0,
+    stoppedEarly: false,
+    phaseStep: 0,
+    epochPartial: null,
+  };
 }
 
 async function optimizerWeights(model: tf.LayersModel): Promise<{ name: string; tensor: tf.Tensor }[]> {
@@ -128,14 +141,21 @@ export async function readCheckpointState(runDir: RunDir | string): Promise<Chec
 }
 
 /** Loads a checkpoint's weights into `model` (and its optimizer state into `phaseModel`); false when there is none. */
-async function restore(runDir: RunDir, slot: 'last' | 'best', model: tf.LayersModel, phaseModel: tf.LayersModel | null): Promise<boolean> {
+async function restore(
+  runDir: RunDir,
+  slot: 'last' | 'best',
+  model: tf.LayersModel,
+  phaseModel: tf.LayersModel | null,
+): Promise<boolean> {
   const ck = await runDir.readCheckpoint(slot);
   if (!ck) return false;
   try {
     assignNamedWeights(model, ck.weights);
     const names = Object.keys(ck.optimizer ?? {}).sort();
     if (names.length && phaseModel?.optimizer) {
-      await (phaseModel.optimizer as tf.Optimizer).setWeights(names.map((k) => ({ name: k.slice(k.indexOf('|') + 1), tensor: ck.optimizer![k] })));
+      await (phaseModel.optimizer as tf.Optimizer).setWeights(
+        names.map((k) => ({ name: k.slice(k.indexOf('|') + 1), tensor: ck.optimizer![k] })),
+      );
     }
   } finally {
     tf.dispose([...Object.values(ck.weights), ...Object.values(ck.optimizer ?? {})]);
@@ -144,13 +164,22 @@ async function restore(runDir: RunDir, slot: 'last' | 'best', model: tf.LayersMo
 }
 
 /** Restores the last checkpoint: weights into the run model, optimizer state into the phase model (compiled, same trainable set). */
-export async function restoreCheckpoint(runDir: RunDir, runModel: tf.LayersModel, phaseModel: tf.LayersModel | null): Promise<void> {
+export async function restoreCheckpoint(
+  runDir: RunDir,
+  runModel: tf.LayersModel,
+  phaseModel: tf.LayersModel | null,
+): Promise<void> {
   // Restoring is exact (bit for bit): weights and optimizer slots are float32 written and read as they are.
-  if (!(await restore(runDir, 'last', runModel, phaseModel))) throw new UserError(`${runDir.url}: no checkpoint to restore`, { code: 'bad-run' });
+  if (!(await restore(runDir, 'last', runModel, phaseModel)))
+    throw new UserError(`${runDir.url}: no checkpoint to restore`, { code: 'bad-run' });
 }
 
 /** Mean loss and accuracy of `model` over `steps` batches of `feed` (all of it when steps is Infinity). */
-export async function evaluateFeed(model: tf.LayersModel, feed: BatchFeed, steps: number): Promise<{ loss: number; acc: number; n: number }> {
+export async function evaluateFeed(
+  model: tf.LayersModel,
+  feed: BatchFeed,
+  steps: number,
+): Promise<{ loss: number; acc: number; n: number }> {
   let lossSum = 0;
   let accSum = 0;
   let n = 0;
@@ -222,8 +251,13 @@ export async function fitPhase(ctx: FitContext, phase: Phase): Promise<void> {
         if (ctx.debugNanAtStep !== undefined && st.globalStep === ctx.debugNanAtStep) loss = NaN;
         if (!Number.isFinite(loss)) {
           ctx.progress.stop();
-          const kept = st.epoch > 0 ? `the last good checkpoint (epoch ${st.epoch}) is kept in ${ctx.runDir.urlOf('checkpoints')}` : 'no epoch finished, so there is no checkpoint';
-          throw new NanLossError(`loss became ${loss} at epoch ${globalEpoch}, step ${s}: training stopped; ${kept}. Lower --learning-rate or check the data.`);
+          const kept =
+            st.epoch > 0
+              ? `the last good checkpoint (epoch ${st.epoch}) is kept in ${ctx.runDir.urlOf('checkpoints')}`
+              : 'no epoch finished, so there is no checkpoint';
+          throw new NanLossError(
+            `loss became ${loss} at epoch ${globalEpoch}, step ${s}: training stopped; ${kept}. Lower --learning-rate or check the data.`,
+          );
         }
         lossSum += loss * b.n;
         accSum += acc * b.n;
@@ -277,7 +311,9 @@ export async function fitPhase(ctx: FitContext, phase: Phase): Promise<void> {
     await writeCheckpoint(ctx, model);
     await ctx.runDir.writeHistory(st.history);
     if (st.stoppedEarly) {
-      ctx.progress.log(`early stopping: val_loss has not improved for ${ctx.earlyStopping} epochs (best ${st.esBest?.toFixed(4)})`);
+      ctx.progress.log(
+        `early stopping: val_loss has not improved for ${ctx.earlyStopping} epochs (best ${st.esBest?.toFixed(4)})`,
+      );
       return;
     }
     if (ctx.debugEpochDelayMs) await sleep(ctx.debugEpochDelayMs);

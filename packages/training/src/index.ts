@@ -26,8 +26,25 @@ export {
 } from './config.js';
 export { train, type TrainOptions, type TrainResult } from './train.js';
 export { STRATEGIES, isStrategy } from './strategies/index.js';
-export type { StrategyDefinition, StrategyContext, StrategyPlan, PhaseSpec, FeedPosition, StrategySettings, ImageFeedOptions } from './strategy.js';
-export { imagePhase, featurePhase, predictTestImages, predictTestFeatures, compileBinary, stepsFor, type ImagePhaseOptions, type FeaturePhaseOptions } from './phases.js';
+export type {
+  StrategyDefinition,
+  StrategyContext,
+  StrategyPlan,
+  PhaseSpec,
+  FeedPosition,
+  StrategySettings,
+  ImageFeedOptions,
+} from './strategy.js';
+export {
+  imagePhase,
+  featurePhase,
+  predictTestImages,
+  predictTestFeatures,
+  compileBinary,
+  stepsFor,
+  type ImagePhaseOptions,
+  type FeaturePhaseOptions,
+} from './phases.js';
 export { buildTransferModel, resolveWeights, defaultWeightsDir, type TransferModel } from './transfer.js';
 export { evaluate, locateModel, type EvaluateOptions, type EvaluateResult } from './evaluate.js';
 export {
@@ -50,8 +67,27 @@ export {
   type PredictionFormat,
 } from './predict.js';
 export { exportRun, explain, type ExportRunOptions, type ExportRunResult, type ExplainOptions } from './use-model.js';
-export { computeMetrics, contractLine, confusionText, type TestMetrics, type Predictions, type Misclassified } from './metrics.js';
-export { fitPhase, initialState, evaluateFeed, readCheckpointState, restoreCheckpoint, writeCheckpoint, type FitContext, type Batch, type BatchFeed, type Phase, type EpochLogs } from './fit.js';
+export {
+  computeMetrics,
+  contractLine,
+  confusionText,
+  type TestMetrics,
+  type Predictions,
+  type Misclassified,
+} from './metrics.js';
+export {
+  fitPhase,
+  initialState,
+  evaluateFeed,
+  readCheckpointState,
+  restoreCheckpoint,
+  writeCheckpoint,
+  type FitContext,
+  type Batch,
+  type BatchFeed,
+  type Phase,
+  type EpochLogs,
+} from './fit.js';
 export {
   RunDir,
   RUN_FILES,
@@ -73,7 +109,15 @@ export {
   type CheckpointState,
 } from './run-dir.js';
 export { namedVariables } from './model-io.js';
-export { featureCacheKey, extractedFeatures, memoizedFeatures, defaultFeatureCacheDir, type FeatureKeyParts, type FeatureSet, type FeatureCache } from './features.js';
+export {
+  featureCacheKey,
+  extractedFeatures,
+  memoizedFeatures,
+  defaultFeatureCacheDir,
+  type FeatureKeyParts,
+  type FeatureSet,
+  type FeatureCache,
+} from './features.js';
 export { splitAtLayer, modelFrom } from './graph.js';
 export { scaleInput, openFeed, streamPosition, checkDataset, openEvaluationSource } from './data.js';
 export { createProgress, type ProgressSink } from './progress.js';

@@ -22,7 +22,13 @@ interface KeyedFeed {
 }
 
 /** Runs `model` over every batch of `feed` (one pass). */
-export async function predictFeed(model: tf.LayersModel, feed: KeyedFeed, progress: ProgressSink, label: string, total: number): Promise<Predictions> {
+export async function predictFeed(
+  model: tf.LayersModel,
+  feed: KeyedFeed,
+  progress: ProgressSink,
+  label: string,
+  total: number,
+): Promise<Predictions> {
   const probs: number[] = [];
   const labels: number[] = [];
   const keys: string[] = [];
@@ -38,7 +44,11 @@ export async function predictFeed(model: tf.LayersModel, feed: KeyedFeed, progre
       probs.push(...p);
       labels.push(...b.labels);
       keys.push(...b.keys);
-      progress.update(Math.min(total, Math.ceil(keys.length)), { loss: NaN, acc: NaN, imagesPerSecond: keys.length / ((performance.now() - t0) / 1000) });
+      progress.update(Math.min(total, Math.ceil(keys.length)), {
+        loss: NaN,
+        acc: NaN,
+        imagesPerSecond: keys.length / ((performance.now() - t0) / 1000),
+      });
     }
   } finally {
     progress.stop();
@@ -103,7 +113,10 @@ export async function writeMisclassifiedThumbnails(
     const m = wanted.get(s.key);
     if (!m) continue;
     const stem = `${folder}/${s.key.replace(/[^\w.-]/g, '_')}`;
-    m.image = await runDir.writeFile(`${stem}.jpg`, await sharp(s.bytes).resize(150, 150, { fit: 'inside' }).jpeg({ quality: 85 }).toBuffer());
+    m.image = await runDir.writeFile(
+      `${stem}.jpg`,
+      await sharp(s.bytes).resize(150, 150, { fit: 'inside' }).jpeg({ quality: 85 }).toBuffer(),
+    );
     if (onPixels && heatmapError === null) {
       try {
         const explained = await explainPhoto(onPixels, s.bytes, { maxSize: 150 });
@@ -114,7 +127,8 @@ export async function writeMisclassifiedThumbnails(
     }
     if (--left === 0) break;
   }
-  if (heatmapError !== null) heatmaps?.log?.(`note: Grad-CAM heatmaps of the misclassified images not drawn: ${heatmapError}`);
+  if (heatmapError !== null)
+    heatmaps?.log?.(`note: Grad-CAM heatmaps of the misclassified images not drawn: ${heatmapError}`);
 }
 
 export function confusionText(m: TestMetrics): string {

@@ -17,7 +17,8 @@ export function namedVariables(model: tf.LayersModel): Map<string, tf.LayerVaria
   const out = new Map<string, tf.LayerVariable>();
   const walk = (layer: LayerLike, prefix: string) => {
     if (Array.isArray(layer.layers)) {
-      for (const l of layer.layers) walk(l, `${prefix}${layer === (model as unknown as LayerLike) ? '' : `${layer.name}/`}`);
+      for (const l of layer.layers)
+        walk(l, `${prefix}${layer === (model as unknown as LayerLike) ? '' : `${layer.name}/`}`);
       return;
     }
     for (const v of layer.weights) {
@@ -42,10 +43,16 @@ export function namedWeights(model: tf.LayersModel): tf.NamedTensorMap {
 export function assignNamedWeights(model: tf.LayersModel, map: tf.NamedTensorMap): void {
   const vars = namedVariables(model);
   const missing = [...vars.keys()].filter((k) => !(k in map));
-  if (missing.length) throw new UserError(`checkpoint does not match the model: missing ${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ` and ${missing.length - 3} more` : ''}`);
+  if (missing.length)
+    throw new UserError(
+      `checkpoint does not match the model: missing ${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ` and ${missing.length - 3} more` : ''}`,
+    );
   for (const [k, v] of vars) {
     const t = map[k];
-    if (t.shape.join('x') !== v.shape.join('x')) throw new UserError(`checkpoint does not match the model: ${k} has shape [${t.shape}] in the checkpoint, [${v.shape}] in the model`);
+    if (t.shape.join('x') !== v.shape.join('x'))
+      throw new UserError(
+        `checkpoint does not match the model: ${k} has shape [${t.shape}] in the checkpoint, [${v.shape}] in the model`,
+      );
   }
   for (const [k, v] of vars) v.write(map[k]);
 }

@@ -13,7 +13,8 @@ export function compileBinary(model: tf.LayersModel, learningRate: number): void
 }
 
 /** Steps of one pass over `n` images, unless configured. */
-export const stepsFor = (n: number, batch: number, configured: number | null): number => configured ?? Math.ceil(n / batch);
+export const stepsFor = (n: number, batch: number, configured: number | null): number =>
+  configured ?? Math.ceil(n / batch);
 
 export interface ImagePhaseOptions {
   name: string;
@@ -42,10 +43,22 @@ export function imagePhase(ctx: StrategyContext, o: ImagePhaseOptions): PhaseSpe
       const model = o.frozen?.top ?? o.model;
       compileBinary(model, o.learningRate);
       const validationSteps = stepsFor(counts.validation, cfg.batchSize, cfg.validationSteps);
-      let train: BatchFeed = await ctx.imageFeed('train', { augment: Boolean(cfg.augment), repeat: true, shuffle: true, start: at.trainBatches });
-      let validation: BatchFeed = await ctx.imageFeed('validation', { augment: false, repeat: true, shuffle: false, start: at.epochs * validationSteps });
+      let train: BatchFeed = await ctx.imageFeed('train', {
+        augment: Boolean(cfg.augment),
+        repeat: true,
+        shuffle: true,
+        start: at.trainBatches,
+      });
+      let validation: BatchFeed = await ctx.imageFeed('validation', {
+        augment: false,
+        repeat: true,
+        shuffle: false,
+        start: at.epochs * validationSteps,
+      });
       if (o.frozen) {
-        ctx.log(`${o.name}: the frozen ${o.frozen.bottom.name} runs compiled (BatchNorm folded); training ${o.frozen.top.name} on its output`);
+        ctx.log(
+          `${o.name}: the frozen ${o.frozen.bottom.name} runs compiled (BatchNorm folded); training ${o.frozen.top.name} on its output`,
+        );
         const forward = frozenForward(o.frozen.bottom, ctx.log);
         train = throughFrozen(train, forward, true);
         validation = throughFrozen(validation, forward, false);
@@ -101,7 +114,12 @@ export function featurePhase(o: FeaturePhaseOptions): PhaseSpec {
         stepsPerEpoch: stepsFor(train.count, o.batchSize, o.stepsPerEpoch),
         validationSteps,
         train: featureFeed(train, o.batchSize, { shuffle: true, repeat: true, seed: o.seed, start: at.trainBatches }),
-        validation: featureFeed(val, o.batchSize, { shuffle: false, repeat: true, seed: 0, start: at.epochs * validationSteps }),
+        validation: featureFeed(val, o.batchSize, {
+          shuffle: false,
+          repeat: true,
+          seed: 0,
+          start: at.epochs * validationSteps,
+        }),
       };
     },
   };
@@ -118,7 +136,11 @@ export async function predictTestImages(ctx: StrategyContext, model: tf.LayersMo
 }
 
 /** The test split's cached features through `model` (the head-only model of extract). */
-export async function predictTestFeatures(ctx: StrategyContext, model: tf.LayersModel, set: FeatureSet): Promise<Predictions> {
+export async function predictTestFeatures(
+  ctx: StrategyContext,
+  model: tf.LayersModel,
+  set: FeatureSet,
+): Promise<Predictions> {
   const feed = featureFeed(set, ctx.cfg.batchSize, { shuffle: false, repeat: false, seed: 0 });
   return predictFeed(model, feed, ctx.progress, 'test', Math.ceil(set.count / ctx.cfg.batchSize));
 }

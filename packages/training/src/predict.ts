@@ -8,7 +8,13 @@ import picomatch from 'picomatch';
 import { initBackend, type BackendRequest } from '@catdog/backend';
 import { naturalCompare, type SampleSource } from '@catdog/dataset';
 import { UserError } from '@catdog/errors';
-import { classProbabilities, INPUT_SCALINGS, inputScaling, loadLayersModelFrom, outputActivation } from '@catdog/models';
+import {
+  classProbabilities,
+  INPUT_SCALINGS,
+  inputScaling,
+  loadLayersModelFrom,
+  outputActivation,
+} from '@catdog/models';
 import { isS3Url, openStorage, resolveLocation, type Storage } from '@catdog/storage';
 import type { InputScaling } from './config.js';
 import { openFeed } from './data.js';
@@ -38,7 +44,8 @@ export async function listPhotos(input: string): Promise<PhotoList> {
   const notFound = (why: string) => new UserError(`--input ${input}: ${why}`, { code: 'not-found' });
   const under = async (storage: Storage, keep: (path: string) => boolean): Promise<PhotoList> => {
     const files: PhotoList['files'] = [];
-    for await (const e of storage.list('')) if (PHOTO.test(e.path) && keep(e.path)) files.push({ key: e.path, path: e.path });
+    for await (const e of storage.list(''))
+      if (PHOTO.test(e.path) && keep(e.path)) files.push({ key: e.path, path: e.path });
     files.sort((a, b) => naturalCompare(a.key, b.key));
     return { storage, files };
   };
@@ -54,14 +61,19 @@ export async function listPhotos(input: string): Promise<PhotoList> {
   if (!isS3Url(location)) {
     const info = await stat(location).catch(() => null);
     if (!info) throw notFound('no such file or folder');
-    if (info.isFile()) return { storage: openStorage(dirname(location)), files: [{ key: basename(location), path: basename(location) }] };
+    if (info.isFile())
+      return {
+        storage: openStorage(dirname(location)),
+        files: [{ key: basename(location), path: basename(location) }],
+      };
   } else {
     const parent = openStorage(location.slice(0, location.lastIndexOf('/')));
     const name = location.slice(location.lastIndexOf('/') + 1);
     if (PHOTO.test(name) && (await parent.stat(name))) return { storage: parent, files: [{ key: name, path: name }] };
   }
   const list = await under(openStorage(location), () => true);
-  if (list.files.length === 0) throw notFound(`no photos found (looked for ${PHOTO_EXTENSIONS.map((e) => `*.${e}`).join(', ')}, recursively)`);
+  if (list.files.length === 0)
+    throw notFound(`no photos found (looked for ${PHOTO_EXTENSIONS.map((e) => `*.${e}`).join(', ')}, recursively)`);
   return list;
 }
 
@@ -73,7 +85,13 @@ function photoSource(list: PhotoList): SampleSource {
     async *samples() {
       for (const f of list.files) {
         const bytes = await list.storage.read(f.path);
-        yield { key: f.key, label: 0, className: 'unlabelled', bytes, ext: f.path.slice(f.path.lastIndexOf('.') + 1).toLowerCase() };
+        yield {
+          key: f.key,
+          label: 0,
+          className: 'unlabelled',
+          bytes,
+          ext: f.path.slice(f.path.lastIndexOf('.') + 1).toLowerCase(),
+        };
       }
     },
   };
@@ -123,7 +141,8 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
   try {
     const shape = model.inputs[0].shape;
     const inputSize = shape[1];
-    if (typeof inputSize !== 'number' || shape[2] !== inputSize) throw new UserError(`${modelUrl}: expected a square image input, got [${shape.join(', ')}]`);
+    if (typeof inputSize !== 'number' || shape[2] !== inputSize)
+      throw new UserError(`${modelUrl}: expected a square image input, got [${shape.join(', ')}]`);
     const activation = outputActivation(model);
     const units = model.outputs[0].shape[model.outputs[0].shape.length - 1] as number;
     const classCount = activation === 'sigmoid' ? 2 : units;
@@ -135,11 +154,15 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
     let scaling = o.inputScaling ?? config?.inputScaling;
     if (!scaling) {
       scaling = inputScaling(model).name;
-      log(`note: no run config beside ${modelUrl}; assuming input scaling ${scaling} (pass --input-scaling to override)`);
+      log(
+        `note: no run config beside ${modelUrl}; assuming input scaling ${scaling} (pass --input-scaling to override)`,
+      );
     }
     const batchSize = o.batchSize ?? 32;
     const workers = o.workers ?? 2;
-    log(`predict: ${modelUrl} on ${o.input} — ${photos.files.length} photos, input ${inputSize}×${inputSize} scaled ${INPUT_SCALINGS[scaling].formula}, backend ${backend.name}`);
+    log(
+      `predict: ${modelUrl} on ${o.input} — ${photos.files.length} photos, input ${inputSize}×${inputSize} scaled ${INPUT_SCALINGS[scaling].formula}, backend ${backend.name}`,
+    );
     const predictions: PhotoPrediction[] = [];
     const skipped: PredictResult['skipped'] = [];
     try {
@@ -175,7 +198,11 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
           predictions.push(...rows);
           if (rows.length) await o.onPredictions?.(rows, classes);
           const done = predictions.length + skipped.length;
-          progress.update(done, { loss: NaN, acc: NaN, imagesPerSecond: predictions.length / ((performance.now() - t0) / 1000) });
+          progress.update(done, {
+            loss: NaN,
+            acc: NaN,
+            imagesPerSecond: predictions.length / ((performance.now() - t0) / 1000),
+          });
         }
       } finally {
         progress.stop();
@@ -184,7 +211,15 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
     } catch (err) {
       throw explainOutOfMemory(err, { batchSize, inputSize, workers });
     }
-    return { classes, predictions, skipped, modelFile: modelUrl, inputSize, inputScaling: scaling, seconds: (performance.now() - t0) / 1000 };
+    return {
+      classes,
+      predictions,
+      skipped,
+      modelFile: modelUrl,
+      inputSize,
+      inputScaling: scaling,
+      seconds: (performance.now() - t0) / 1000,
+    };
   } finally {
     model.dispose();
   }
@@ -215,7 +250,9 @@ const prob = (p: number) => String(Number(p.toPrecision(7)));
 
 /** CSV rows `key,class,probability` (k rows per photo with top k), without the header. */
 export function csvRows(rows: PhotoPrediction[], classes: string[], top = 1): string[] {
-  return rows.flatMap((r) => topClasses(r, classes, top).map((t) => `${csvCell(r.key)},${csvCell(t.class)},${prob(t.probability)}`));
+  return rows.flatMap((r) =>
+    topClasses(r, classes, top).map((t) => `${csvCell(r.key)},${csvCell(t.class)},${prob(t.probability)}`),
+  );
 }
 export const CSV_HEADER = 'key,class,probability';
 
@@ -242,24 +279,46 @@ export function kaggleId(key: string): number | null {
  * cats-vs-dogs one (two classes, the second named dog/dogs, or unnamed).
  */
 export function kaggleSubmission(rows: PhotoPrediction[], classes: string[]): string {
-  if (classes.length !== 2) throw new UserError(`--format kaggle needs a two-class cats-vs-dogs model; this one has ${classes.length} classes (${classes.join(', ')})`, { code: 'usage' });
-  if (!/^(dogs?|1)$/i.test(classes[1])) throw new UserError(`--format kaggle writes P(dog), but the model's second class is "${classes[1]}" (classes: ${classes.join(', ')})`, { code: 'usage' });
+  if (classes.length !== 2)
+    throw new UserError(
+      `--format kaggle needs a two-class cats-vs-dogs model; this one has ${classes.length} classes (${classes.join(', ')})`,
+      { code: 'usage' },
+    );
+  if (!/^(dogs?|1)$/i.test(classes[1]))
+    throw new UserError(
+      `--format kaggle writes P(dog), but the model's second class is "${classes[1]}" (classes: ${classes.join(', ')})`,
+      { code: 'usage' },
+    );
   const bad = rows.filter((r) => kaggleId(r.key) === null).map((r) => r.key);
   if (bad.length) {
-    throw new UserError(`--format kaggle needs photos named N.jpg (Kaggle's test1 folder); ${bad.length} are not, e.g. ${bad.slice(0, 3).join(', ')}`, { code: 'usage' });
+    throw new UserError(
+      `--format kaggle needs photos named N.jpg (Kaggle's test1 folder); ${bad.length} are not, e.g. ${bad.slice(0, 3).join(', ')}`,
+      { code: 'usage' },
+    );
   }
   const byId = rows.map((r) => ({ id: kaggleId(r.key)!, label: r.probabilities[1] })).sort((a, b) => a.id - b.id);
   for (let i = 1; i < byId.length; i++) {
-    if (byId[i].id === byId[i - 1].id) throw new UserError(`--format kaggle: id ${byId[i].id} appears twice (two folders hold ${byId[i].id}.jpg)`, { code: 'usage' });
+    if (byId[i].id === byId[i - 1].id)
+      throw new UserError(`--format kaggle: id ${byId[i].id} appears twice (two folders hold ${byId[i].id}.jpg)`, {
+        code: 'usage',
+      });
   }
   return `id,label\n${byId.map((r) => `${r.id},${prob(r.label)}`).join('\n')}\n`;
 }
 
 /** The whole output file in `format`. */
-export function formatPredictions(result: Pick<PredictResult, 'predictions' | 'classes'>, format: PredictionFormat, top = 1): string {
+export function formatPredictions(
+  result: Pick<PredictResult, 'predictions' | 'classes'>,
+  format: PredictionFormat,
+  top = 1,
+): string {
   const { predictions, classes } = result;
   if (format === 'kaggle') return kaggleSubmission(predictions, classes);
   if (format === 'csv') return `${[CSV_HEADER, ...csvRows(predictions, classes, top)].join('\n')}\n`;
   if (format === 'jsonl') return predictions.map((r) => `${JSON.stringify(jsonRecord(r, classes, top))}\n`).join('');
-  return `${JSON.stringify(predictions.map((r) => jsonRecord(r, classes, top)), null, 2)}\n`;
+  return `${JSON.stringify(
+    predictions.map((r) => jsonRecord(r, classes, top)),
+    null,
+    2,
+  )}\n`;
 }

@@ -12,12 +12,18 @@ export interface ProgressSink {
 function fmtEta(seconds: number): string {
   if (!Number.isFinite(seconds)) return '?';
   const s = Math.round(seconds);
-  return s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m` : s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
+  return s >= 3600
+    ? `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`
+    : s >= 60
+      ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`
+      : `${s}s`;
 }
 
 const fmt = (x: number) => (Number.isFinite(x) ? x.toFixed(4) : '-');
 
-export function createProgress(opts: { tty?: boolean; write?: (line: string) => void; intervalMs?: number } = {}): ProgressSink {
+export function createProgress(
+  opts: { tty?: boolean; write?: (line: string) => void; intervalMs?: number } = {},
+): ProgressSink {
   const write = opts.write ?? ((line: string) => process.stderr.write(`${line}\n`));
   const tty = opts.tty ?? Boolean(process.stderr.isTTY);
   if (tty) {
@@ -25,7 +31,12 @@ export function createProgress(opts: { tty?: boolean; write?: (line: string) => 
     return {
       start(label, total) {
         bar = new cliProgress.SingleBar(
-          { format: `${label} [{bar}] {value}/{total} loss {loss} acc {acc} {ips} img/s ETA {eta_formatted}`, hideCursor: true, stream: process.stderr, etaBuffer: 20 },
+          {
+            format: `${label} [{bar}] {value}/{total} loss {loss} acc {acc} {ips} img/s ETA {eta_formatted}`,
+            hideCursor: true,
+            stream: process.stderr,
+            etaBuffer: 20,
+          },
           cliProgress.Presets.shades_classic,
         );
         bar.start(total, 0, { loss: '-', acc: '-', ips: '-' });

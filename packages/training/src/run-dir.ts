@@ -159,10 +159,14 @@ export function emptyHistory(): History {
 
 export function historyCsv(h: History): string {
   const cols = ['epoch', 'phase', 'loss', 'acc', 'val_loss', 'val_acc', 'seconds', 'images_per_s'] as const;
-  const rows = h.epoch.map((_, i) => cols.map((c) => {
-    const v = (h[c] as unknown[])[i];
-    return v === null || v === undefined ? '' : String(v);
-  }).join(','));
+  const rows = h.epoch.map((_, i) =>
+    cols
+      .map((c) => {
+        const v = (h[c] as unknown[])[i];
+        return v === null || v === undefined ? '' : String(v);
+      })
+      .join(','),
+  );
   return `${cols.join(',')}\n${rows.join('\n')}${rows.length ? '\n' : ''}`;
 }
 
@@ -197,7 +201,8 @@ export class RunDir {
 
   /** Whether the directory already holds (the start of) a run. */
   async holdsRun(): Promise<boolean> {
-    for (const f of [RUN_FILES.history, `${RUN_FILES.checkpoints}/last.json`, RUN_FILES.metrics]) if (await this.storage.stat(f)) return true;
+    for (const f of [RUN_FILES.history, `${RUN_FILES.checkpoints}/last.json`, RUN_FILES.metrics])
+      if (await this.storage.stat(f)) return true;
     return false;
   }
 
@@ -219,7 +224,9 @@ export class RunDir {
     const parsed = schema.safeParse(value);
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
-      throw new UserError(`${this.urlOf(path)}: ${issue.path.join('.') || 'file'}: ${issue.message}`, { code: 'bad-run' });
+      throw new UserError(`${this.urlOf(path)}: ${issue.path.join('.') || 'file'}: ${issue.message}`, {
+        code: 'bad-run',
+      });
     }
     return parsed.data;
   }
@@ -229,7 +236,10 @@ export class RunDir {
     // when it does not match, so a finished run never loses its results to a bug here; the bug is still reported.
     const parsed = schema.safeParse(value);
     await this.storage.write(path, JSON.stringify(value, null, indent));
-    if (!parsed.success) throw new Error(`run directory: ${this.urlOf(path)} does not match its schema: ${JSON.stringify(parsed.error.issues[0])}`);
+    if (!parsed.success)
+      throw new Error(
+        `run directory: ${this.urlOf(path)} does not match its schema: ${JSON.stringify(parsed.error.issues[0])}`,
+      );
   }
 
   readConfig = () => this.readJson(RUN_FILES.config, RunConfigSchema);
@@ -237,7 +247,8 @@ export class RunDir {
   readHistory = () => this.readJson(RUN_FILES.history, HistorySchema);
   readMetrics = () => this.readJson(RUN_FILES.metrics, RunMetricsSchema);
   writeMetrics = (m: RunMetrics) => this.writeJson(RUN_FILES.metrics, RunMetricsSchema, m);
-  writeEvaluation = (e: Evaluation) => this.writeJson(`${RUN_FILES.evaluations}/${e.datasetId}.json`, EvaluationSchema, e);
+  writeEvaluation = (e: Evaluation) =>
+    this.writeJson(`${RUN_FILES.evaluations}/${e.datasetId}.json`, EvaluationSchema, e);
   readEvaluation = (id: string) => this.readJson(`${RUN_FILES.evaluations}/${id}.json`, EvaluationSchema);
 
   async writeHistory(h: History): Promise<void> {
@@ -290,7 +301,10 @@ export class RunDir {
       if (isNotFound(err)) return null;
       throw err;
     }
-    return tf.io.decodeWeights(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer, specs);
+    return tf.io.decodeWeights(
+      bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer,
+      specs,
+    );
   }
 
   /**
@@ -310,7 +324,11 @@ export class RunDir {
     if (parts.optimizer) await this.writeTensors(`${dir}/optimizer`, parts.optimizer);
     if (parts.state) await this.writeJson(`${dir}/state.json`, CheckpointStateSchema, parts.state, 0);
     await hooks.beforeSwitch?.();
-    await this.writeJson(`${RUN_FILES.checkpoints}/${slot}.json`, CheckpointPointerSchema, { dir: dir.slice(RUN_FILES.checkpoints.length + 1), epoch, writtenAt: new Date().toISOString() });
+    await this.writeJson(`${RUN_FILES.checkpoints}/${slot}.json`, CheckpointPointerSchema, {
+      dir: dir.slice(RUN_FILES.checkpoints.length + 1),
+      epoch,
+      writtenAt: new Date().toISOString(),
+    });
     if (previous && previous !== dir) await this.deleteFolder(previous);
     // Folders of this slot the pointer never reached (a writer killed before its switch) go too.
     for await (const e of this.storage.list(`${RUN_FILES.checkpoints}/${slot}-`)) {
@@ -330,7 +348,9 @@ export class RunDir {
   }
 
   /** The weights (and optimizer state) of a checkpoint slot; null when there is none. */
-  async readCheckpoint(slot: 'last' | 'best'): Promise<{ weights: tf.NamedTensorMap; optimizer: tf.NamedTensorMap | null } | null> {
+  async readCheckpoint(
+    slot: 'last' | 'best',
+  ): Promise<{ weights: tf.NamedTensorMap; optimizer: tf.NamedTensorMap | null } | null> {
     const dir = await this.checkpointDir(slot);
     if (!dir) return null;
     const weights = await this.readTensors(`${dir}/weights`);

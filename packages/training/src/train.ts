@@ -12,7 +12,14 @@ import { checkDataset, openFeed } from './data.js';
 import { defaultFeatureCacheDir } from './features.js';
 import { fitPhase, initialState, restoreBest, restoreCheckpoint, type FitContext } from './fit.js';
 import { computeMetrics, confusionText, contractLine, writeMisclassifiedThumbnails } from './metrics.js';
-import { emptyHistory, RunDir, type CheckpointState, type History, type RunConfig, type TestMetrics } from './run-dir.js';
+import {
+  emptyHistory,
+  RunDir,
+  type CheckpointState,
+  type History,
+  type RunConfig,
+  type TestMetrics,
+} from './run-dir.js';
 import { createProgress, type ProgressSink } from './progress.js';
 import { explainOutOfMemory } from './errors.js';
 import { STRATEGIES } from './strategies/index.js';
@@ -32,19 +39,44 @@ export interface TrainResult {
 }
 
 /** The config of the run to train: `cfgIn` for a new run; for --resume, the run's own config.json with only where and how to compute taken from `cfgIn`. */
-async function resolveRun(cfgIn: TrainConfig, runDir: RunDir, log: (line: string) => void): Promise<{ cfg: TrainConfig; checkpoint: CheckpointState | null; savedPlanId?: string }> {
+async function resolveRun(
+  cfgIn: TrainConfig,
+  runDir: RunDir,
+  log: (line: string) => void,
+): Promise<{ cfg: TrainConfig; checkpoint: CheckpointState | null; savedPlanId?: string }> {
   const cfg = { ...cfgIn, out: runDir.url };
   if (!cfg.resume) {
-    if (await runDir.holdsRun()) throw new UserError(`${runDir.url} already holds a run; pass --resume to continue it, or choose a new --out`, { code: 'bad-run' });
+    if (await runDir.holdsRun())
+      throw new UserError(`${runDir.url} already holds a run; pass --resume to continue it, or choose a new --out`, {
+        code: 'bad-run',
+      });
     return { cfg, checkpoint: null };
   }
   const checkpoint = await runDir.readCheckpointState();
-  if (!checkpoint) throw new UserError(`nothing to resume in ${runDir.url}: no checkpoint (checkpoints/last.json); start a new run without --resume`, { code: 'bad-run' });
+  if (!checkpoint)
+    throw new UserError(
+      `nothing to resume in ${runDir.url}: no checkpoint (checkpoints/last.json); start a new run without --resume`,
+      { code: 'bad-run' },
+    );
   const saved = await runDir.readConfig();
   if (!saved) throw new UserError(`nothing to resume in ${runDir.url}: no config.json`, { code: 'bad-run' });
-  if (saved.strategy !== cfg.strategy) throw new UserError(`${runDir.url} holds a ${saved.strategy} run; resume it with the ${saved.strategy} strategy`, { code: 'bad-run' });
-  log(`resuming ${runDir.url} after epoch ${checkpoint.epoch}${checkpoint.epochPartial ? ` and step ${checkpoint.phaseStep} of phase ${checkpoint.phase}` : ''} (global step ${checkpoint.globalStep})`);
-  const { weights: _w, totalEpochs: _t, backend: _b, backendRequest: _r, dataset, inputScalingFormula: _f, writtenAt: _a, ...savedConfig } = saved;
+  if (saved.strategy !== cfg.strategy)
+    throw new UserError(`${runDir.url} holds a ${saved.strategy} run; resume it with the ${saved.strategy} strategy`, {
+      code: 'bad-run',
+    });
+  log(
+    `resuming ${runDir.url} after epoch ${checkpoint.epoch}${checkpoint.epochPartial ? ` and step ${checkpoint.phaseStep} of phase ${checkpoint.phase}` : ''} (global step ${checkpoint.globalStep})`,
+  );
+  const {
+    weights: _w,
+    totalEpochs: _t,
+    backend: _b,
+    backendRequest: _r,
+    dataset,
+    inputScalingFormula: _f,
+    writtenAt: _a,
+    ...savedConfig
+  } = saved;
   // The run's own settings win (same total epochs, same data); only where and how to compute may change.
   return {
     cfg: {
@@ -69,29 +101,51 @@ async function resolveRun(cfgIn: TrainConfig, runDir: RunDir, log: (line: string
 }
 
 /** config.json: the resolved config and what the run found (weights, backend, dataset). */
-function configJson(cfg: TrainConfig, plan: StrategyPlan, backend: BackendChoice, manifest: Manifest, manifestSha256: string): RunConfig {
+function configJson(
+  cfg: TrainConfig,
+  plan: StrategyPlan,
+  backend: BackendChoice,
+  manifest: Manifest,
+  manifestSha256: string,
+): RunConfig {
   return {
     ...cfg,
     weights: usesBase(STRATEGIES[cfg.strategy]) ? resolveWeights(cfg) : undefined,
     totalEpochs: plan.phases.reduce((n, p) => n + p.epochs, 0),
     backend: { name: backend.name, threads: backend.threads, reason: backend.reason },
     backendRequest: cfg.backend,
-    dataset: { url: cfg.data, planId: manifest.planId, classes: manifest.classes, counts: Object.fromEntries(Object.entries(manifest.splits).map(([k, v]) => [k, v.count])), manifestSha256 },
+    dataset: {
+      url: cfg.data,
+      planId: manifest.planId,
+      classes: manifest.classes,
+      counts: Object.fromEntries(Object.entries(manifest.splits).map(([k, v]) => [k, v.count])),
+      manifestSha256,
+    },
     inputScalingFormula: INPUT_SCALINGS[cfg.inputScaling ?? 'unit'].formula,
     writtenAt: new Date().toISOString(),
   };
 }
 
 /** Runs the plan's phases from the checkpoint (if any): phases finished before it are skipped, the checkpoint is restored once. */
-async function runPhases(plan: StrategyPlan, ctx: FitContext, checkpoint: CheckpointState | null, strategy: string): Promise<void> {
+async function runPhases(
+  plan: StrategyPlan,
+  ctx: FitContext,
+  checkpoint: CheckpointState | null,
+  strategy: string,
+): Promise<void> {
   const ckIndex = checkpoint ? plan.phases.findIndex((s) => s.name === checkpoint.phase) : -1;
-  if (checkpoint && checkpoint.phase && ckIndex < 0) throw new UserError(`checkpoint phase "${checkpoint.phase}" does not belong to the ${strategy} strategy`, { code: 'bad-run' });
+  if (checkpoint && checkpoint.phase && ckIndex < 0)
+    throw new UserError(`checkpoint phase "${checkpoint.phase}" does not belong to the ${strategy} strategy`, {
+      code: 'bad-run',
+    });
   let restored = !checkpoint;
   for (let i = Math.max(ckIndex, 0); i < plan.phases.length; i++) {
     const spec = plan.phases[i];
     if (i === ckIndex && (checkpoint!.phaseEpoch >= spec.epochs || checkpoint!.stoppedEarly)) continue;
     // The checkpoint's phase continues where its feeds stopped; later phases start at their beginning.
-    const phase = await spec.make(i === ckIndex ? { trainBatches: checkpoint!.phaseStep, epochs: checkpoint!.phaseEpoch } : undefined);
+    const phase = await spec.make(
+      i === ckIndex ? { trainBatches: checkpoint!.phaseStep, epochs: checkpoint!.phaseEpoch } : undefined,
+    );
     try {
       if (!restored) {
         await restoreCheckpoint(ctx.runDir, plan.model, i === ckIndex ? phase.model : null);
@@ -114,7 +168,10 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
   const { cfg, checkpoint, savedPlanId } = await resolveRun(cfgIn, runDir, log);
   const manifest = await checkDataset(cfg.data);
   if (savedPlanId && manifest.planId !== savedPlanId) {
-    throw new UserError(`${cfg.data} is not the dataset this run was trained on (manifest planId ${manifest.planId}, the run's ${savedPlanId}); resume without --data to use the run's own, or start a new --out`, { code: 'bad-run' });
+    throw new UserError(
+      `${cfg.data} is not the dataset this run was trained on (manifest planId ${manifest.planId}, the run's ${savedPlanId}); resume without --data to use the run's own, or start a new --out`,
+      { code: 'bad-run' },
+    );
   }
   const manifestSha256 = createHash('sha256').update(JSON.stringify(manifest)).digest('hex');
   const backend = await initBackend({ backend: cfg.backend, threads: cfg.threads, log });
@@ -123,7 +180,11 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
   const state = checkpoint ?? initialState(emptyHistory());
   const strategyCtx: StrategyContext = {
     cfg,
-    counts: { train: manifest.splits.train.count, validation: manifest.splits.validation.count, test: manifest.splits.test.count },
+    counts: {
+      train: manifest.splits.train.count,
+      validation: manifest.splits.validation.count,
+      test: manifest.splits.test.count,
+    },
     state,
     progress,
     log,
@@ -150,7 +211,9 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
   const plan = await STRATEGIES[cfg.strategy].build(strategyCtx);
   const config = configJson(cfg, plan, backend, manifest, manifestSha256);
   const params = countParams(plan.model);
-  log(`${cfg.strategy}: ${plan.model.name}, ${params.total.toLocaleString('en')} parameters (${params.trainable.toLocaleString('en')} trainable at start), input ${cfg.inputSize}×${cfg.inputSize} scaled ${config.inputScalingFormula}, backend ${backend.name}`);
+  log(
+    `${cfg.strategy}: ${plan.model.name}, ${params.total.toLocaleString('en')} parameters (${params.trainable.toLocaleString('en')} trainable at start), input ${cfg.inputSize}×${cfg.inputSize} scaled ${config.inputScalingFormula}, backend ${backend.name}`,
+  );
 
   const ctx: FitContext = {
     runDir,
@@ -170,21 +233,26 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
   try {
     await runPhases(plan, ctx, checkpoint, cfg.strategy);
     if (cfg.keepBest && state.bestEpoch !== null && state.bestEpoch !== state.epoch) {
-      if (await restoreBest(ctx)) log(`keep-best: restored the weights of epoch ${state.bestEpoch} (val_acc ${state.bestValAcc?.toFixed(4)})`);
+      if (await restoreBest(ctx))
+        log(`keep-best: restored the weights of epoch ${state.bestEpoch} (val_acc ${state.bestValAcc?.toFixed(4)})`);
     }
     await runDir.writeHistory(state.history);
     await runDir.saveModel(plan.model);
     await runDir.writeSummary(`${modelSummary(plan.model)}\n`);
 
     const metrics = computeMetrics(await plan.predictTest(), manifest.classes);
-    await writeMisclassifiedThumbnails(runDir, metrics, cfg.data, undefined, undefined, { model: plan.model, inputScaling: cfg.inputScaling ?? 'unit', log });
+    await writeMisclassifiedThumbnails(runDir, metrics, cfg.data, undefined, undefined, {
+      model: plan.model,
+      inputScaling: cfg.inputScaling ?? 'unit',
+      log,
+    });
     const best = bestOf(state.history);
     const images = state.history.images_per_s;
     await runDir.writeMetrics({
       test: metrics,
       bestValAcc: best.acc,
       bestEpoch: best.epoch,
-      keptEpoch: cfg.keepBest ? state.bestEpoch ?? state.epoch : state.epoch,
+      keptEpoch: cfg.keepBest ? (state.bestEpoch ?? state.epoch) : state.epoch,
       wallSeconds: Math.round((priorWall + (Date.now() - startedAt) / 1000) * 10) / 10,
       imagesPerSecond: images.length ? images.reduce((a, b) => a + b, 0) / images.length : null,
       epochs: state.epoch,

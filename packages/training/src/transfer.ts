@@ -11,7 +11,14 @@ import type { StrategyContext, StrategySettings } from './strategy.js';
 
 /** The book's settings for feature extraction (5.3.1): RMSprop 2e-5, batch 20, 30 epochs × 100 steps, Dropout 0.5 in the head. */
 export const FEATURE_EXTRACTION_DEFAULTS: StrategySettings = {
-  base: 'mobilenet_v2', inputSize: 150, batchSize: 20, epochs: 30, stepsPerEpoch: 100, validationSteps: 50, learningRate: 2e-5, dropout: 0.5,
+  base: 'mobilenet_v2',
+  inputSize: 150,
+  batchSize: 20,
+  epochs: 30,
+  stepsPerEpoch: 100,
+  validationSteps: 50,
+  learningRate: 2e-5,
+  dropout: 0.5,
 };
 
 /** Where the shared weights live: $CATDOG_WEIGHTS_DIR, else ../shared/weights beside the workspace root. */
@@ -66,8 +73,17 @@ export async function buildTransferModel(ctx: StrategyContext): Promise<Transfer
   const weights = resolveWeights(cfg);
   const base = await loadBase(cfg.base!, { inputShape: [cfg.inputSize, cfg.inputSize, 3], weights });
   const features = baseFeatures(base, cfg.headPooling);
-  const head = buildSharedHead({ inputShape: features.shape.slice(1) as number[], units: cfg.headUnits, dropout: cfg.dropout, seed: cfg.seed });
-  const model = tf.model({ inputs: base.inputs, outputs: head.apply(features), name: `${base.name}_${cfg.strategy.replace('-', '_')}` });
+  const head = buildSharedHead({
+    inputShape: features.shape.slice(1) as number[],
+    units: cfg.headUnits,
+    dropout: cfg.dropout,
+    seed: cfg.seed,
+  });
+  const model = tf.model({
+    inputs: base.inputs,
+    outputs: head.apply(features),
+    name: `${base.name}_${cfg.strategy.replace('-', '_')}`,
+  });
   const extractor = tf.model({ inputs: base.inputs, outputs: features, name: `${base.name}_features` });
   const keyParts: FeatureKeyParts = {
     base: cfg.base!,
@@ -77,7 +93,14 @@ export async function buildTransferModel(ctx: StrategyContext): Promise<Transfer
     pooling: cfg.headPooling,
     manifestSha256: ctx.manifestSha256,
   };
-  const cache = extractedFeatures({ root: ctx.featureCacheRoot, keyParts, extractor, openFeed: (split) => ctx.imageFeed(split, { augment: false, repeat: false, shuffle: false }), progress: ctx.progress, batchSize: cfg.batchSize });
+  const cache = extractedFeatures({
+    root: ctx.featureCacheRoot,
+    keyParts,
+    extractor,
+    openFeed: (split) => ctx.imageFeed(split, { augment: false, repeat: false, shuffle: false }),
+    progress: ctx.progress,
+    batchSize: cfg.batchSize,
+  });
   const before = model.trainableWeights.length;
   for (const l of base.layers) l.trainable = false;
   ctx.log(`trainable weight tensors: ${before} before freezing the base, ${model.trainableWeights.length} after`);

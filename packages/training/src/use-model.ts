@@ -51,7 +51,9 @@ async function openRunModel(path: string, override?: InputScaling): Promise<RunM
   let scaling = override ?? config?.inputScaling;
   if (!scaling) {
     scaling = guessScaling(model).name;
-    notes.push(`no run config beside ${modelUrl}; assuming input scaling ${scaling} (pass --input-scaling to override)`);
+    notes.push(
+      `no run config beside ${modelUrl}; assuming input scaling ${scaling} (pass --input-scaling to override)`,
+    );
   }
   const dataset = config?.dataset?.url ?? null;
   return { modelUrl, model, classes, inputScaling: scaling, dataset, notes };
@@ -85,7 +87,11 @@ export async function exportRun(o: ExportRunOptions): Promise<ExportRunResult> {
   const run = await openRunModel(o.model, o.inputScaling);
   for (const n of run.notes) log(`note: ${n}`);
   try {
-    if (o.compare && !run.dataset) throw new UserError(`--compare measures the variants on the run's test split, but ${o.model} has no run config naming its dataset`, { code: 'usage' });
+    if (o.compare && !run.dataset)
+      throw new UserError(
+        `--compare measures the variants on the run's test split, but ${o.model} has no run config naming its dataset`,
+        { code: 'usage' },
+      );
     const options = { model: run.model, classes: run.classes, inputScaling: run.inputScaling, source: run.modelUrl };
     const result = await exportModel({ ...options, out: o.out, quantize: o.quantize ?? null });
     let variants: ExportVariantReport[] | null = null;
@@ -125,10 +131,15 @@ export interface ExplainOptions {
 }
 
 /** trainer:explain: a Grad-CAM overlay per photo (writeHeatmaps), over the model behind its own preprocessing. */
-export async function explain(o: ExplainOptions): Promise<{ written: WrittenHeatmap[]; skipped: { photo: string; reason: string }[]; classes: string[] }> {
+export async function explain(
+  o: ExplainOptions,
+): Promise<{ written: WrittenHeatmap[]; skipped: { photo: string; reason: string }[]; classes: string[] }> {
   const log = o.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const photos = await listPhotos(o.input);
-  if (photos.storage.remote) throw new UserError(`--input ${o.input}: explain reads local photos; copy them from object storage first`, { code: 'usage' });
+  if (photos.storage.remote)
+    throw new UserError(`--input ${o.input}: explain reads local photos; copy them from object storage first`, {
+      code: 'usage',
+    });
   await initBackend({ backend: o.backend ?? 'auto', threads: o.threads, log });
   const run = await openRunModel(o.model, o.inputScaling);
   for (const n of run.notes) log(`note: ${n}`);

@@ -62,15 +62,32 @@ const passes = positive('passes', values.passes, values.quick ? 1 : 3);
 const batch = positive('batch', values.batch, 32);
 const size = positive('size', values.size, 150);
 const maxWorkers = positive('workers', values.workers, 2);
-const source = values.source ? resolve(base, values.source) : join(root, '..', 'shared', 'datasets', 'dogs-vs-cats', 'train');
+const source = values.source
+  ? resolve(base, values.source)
+  : join(root, '..', 'shared', 'datasets', 'dogs-vs-cats', 'train');
 if (!existsSync(source) || !statSync(source).isDirectory()) fail(`source folder not found: ${source}`);
 const prepped = values.prepped ? resolve(base, values.prepped) : undefined;
 if (prepped && !existsSync(join(prepped, 'manifest.json'))) {
-  fail(`${prepped} is not a prepared dataset (no manifest.json): make one with npx nx run prep:split -- --resize 150x150 ...`);
+  fail(
+    `${prepped} is not a prepared dataset (no manifest.json): make one with npx nx run prep:split -- --resize 150x150 ...`,
+  );
 }
 
-interface OurResult { workers: number; rate: number; passes: number[]; mainMs: number; workerMs: number; cpuMsPerImage: number; skipped: number }
-interface OurRecord { source: string; images: number; results: OurResult[]; scaling: number | null }
+interface OurResult {
+  workers: number;
+  rate: number;
+  passes: number[];
+  mainMs: number;
+  workerMs: number;
+  cpuMsPerImage: number;
+  skipped: number;
+}
+interface OurRecord {
+  source: string;
+  images: number;
+  results: OurResult[];
+  scaling: number | null;
+}
 interface PeerRecord {
   images: number;
   versions: Record<string, string>;
@@ -120,17 +137,27 @@ function run(cmd: string, args: string[], forwardStdout = true): Promise<string>
 }
 
 const canImportPeers = () =>
-  existsSync(PYTHON) && spawnSync(PYTHON, ['-c', 'import torch, torchvision, PIL, scipy, numpy'], { stdio: 'ignore' }).status === 0;
+  existsSync(PYTHON) &&
+  spawnSync(PYTHON, ['-c', 'import torch, torchvision, PIL, scipy, numpy'], { stdio: 'ignore' }).status === 0;
 
 /** Debian's python3 with the peers' packages, installed with apt-get when missing and we are root; else why not. */
 function ensurePeers(): { ok: true } | { ok: false; reason: string } {
-  if (!existsSync(PYTHON)) return { ok: false, reason: `${PYTHON} not found (install python3 and ${DEBIAN_PACKAGES.join(' ')})` };
+  if (!existsSync(PYTHON))
+    return { ok: false, reason: `${PYTHON} not found (install python3 and ${DEBIAN_PACKAGES.join(' ')})` };
   if (canImportPeers()) return { ok: true };
   const install = `apt-get install -y ${DEBIAN_PACKAGES.join(' ')}`;
-  if (process.getuid?.() !== 0) return { ok: false, reason: `${PYTHON} cannot import torch, torchvision, PIL, scipy, numpy: run \`sudo ${install}\`` };
+  if (process.getuid?.() !== 0)
+    return {
+      ok: false,
+      reason: `${PYTHON} cannot import torch, torchvision, PIL, scipy, numpy: run \`sudo ${install}\``,
+    };
   console.error(`peers: ${PYTHON} lacks some packages; running ${install}`);
-  const r = spawnSync('apt-get', ['install', '-y', ...DEBIAN_PACKAGES], { stdio: ['ignore', 2, 2], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-  if (r.status !== 0 || !canImportPeers()) return { ok: false, reason: `\`${install}\` did not make them importable (exit ${r.status})` };
+  const r = spawnSync('apt-get', ['install', '-y', ...DEBIAN_PACKAGES], {
+    stdio: ['ignore', 2, 2],
+    env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+  });
+  if (r.status !== 0 || !canImportPeers())
+    return { ok: false, reason: `\`${install}\` did not make them importable (exit ${r.status})` };
   return { ok: true };
 }
 
@@ -138,9 +165,26 @@ async function ours(from: string, label: string, work: string): Promise<OurRecor
   const file = join(work, `${label}.json`);
   console.error(`\n== ours (${label}): augment bench --source ${from}`);
   await run(process.execPath, [
-    '--import', 'tsx', join(root, 'apps/augment/src/main.ts'), 'bench', '--source', from, '--limit', String(limit),
-    '--workers', String(maxWorkers), '--min-workers', '1', '--batch', String(batch), '--size', String(size),
-    '--passes', String(passes), '--json', file,
+    '--import',
+    'tsx',
+    join(root, 'apps/augment/src/main.ts'),
+    'bench',
+    '--source',
+    from,
+    '--limit',
+    String(limit),
+    '--workers',
+    String(maxWorkers),
+    '--min-workers',
+    '1',
+    '--batch',
+    String(batch),
+    '--size',
+    String(size),
+    '--passes',
+    String(passes),
+    '--json',
+    file,
   ]);
   return JSON.parse(await readFile(file, 'utf8')) as OurRecord;
 }
@@ -153,14 +197,30 @@ let peersPrepped: PeerRecord | undefined;
 let peersMissing: string | undefined;
 // `prep split --folders` also writes <out>/train/<class>/<key>.jpg: the same prepped images, readable by the peers.
 const preppedFolder = prepped && existsSync(join(prepped, 'train')) ? join(prepped, 'train') : undefined;
-const hasPreppedFolders = !!preppedFolder && readdirSync(preppedFolder, { withFileTypes: true }).some((e) => e.isDirectory());
+const hasPreppedFolders =
+  !!preppedFolder && readdirSync(preppedFolder, { withFileTypes: true }).some((e) => e.isDirectory());
 
 async function runPeers(from: string): Promise<PeerRecord> {
   console.error(`\n== peers: ${PYTHON} tools/bench/src/augment_peers.py --source ${from}`);
-  const out = await run(PYTHON, [
-    join(root, 'tools/bench/src/augment_peers.py'), '--source', from, '--limit', String(limit), '--passes', String(passes),
-    '--batch', String(batch), '--size', String(size), '--processes', [...new Set([1, maxWorkers])].join(','),
-  ], false);
+  const out = await run(
+    PYTHON,
+    [
+      join(root, 'tools/bench/src/augment_peers.py'),
+      '--source',
+      from,
+      '--limit',
+      String(limit),
+      '--passes',
+      String(passes),
+      '--batch',
+      String(batch),
+      '--size',
+      String(size),
+      '--processes',
+      [...new Set([1, maxWorkers])].join(','),
+    ],
+    false,
+  );
   return JSON.parse(out.trim().split('\n').pop()!) as PeerRecord;
 }
 try {
@@ -188,7 +248,8 @@ await rm(work, { recursive: true, force: true });
 const counts = [...new Set([1, maxWorkers])];
 const f0 = (x: number | undefined) => (x === undefined ? '–' : x.toFixed(0));
 const rateOf = (r: OurRecord | undefined, w: number) => r?.results.find((x) => x.workers === w)?.rate;
-const peerRate = (rec: PeerRecord | undefined, peer: string, p: number) => rec?.results[peer]?.[String(p)]?.images_per_s;
+const peerRate = (rec: PeerRecord | undefined, peer: string, p: number) =>
+  rec?.results[peer]?.[String(p)]?.images_per_s;
 const scaling = (one: number | undefined, n: number | undefined, w: number) =>
   one && n && w > 1 ? `${((n / one / w) * 100).toFixed(0)}%` : '–';
 const PEER_NAMES: Record<string, string> = {
@@ -209,19 +270,39 @@ lines.push(
   `| --- | --- | ${cols.map(() => '---:').join(' | ')} | ---: |`,
 );
 const row = (name: string, from: string, rates: (number | undefined)[]) =>
-  lines.push(`| ${name} | ${from} | ${rates.map(f0).join(' | ')} | ${scaling(rates[0], rates[rates.length - 1], maxWorkers)} |`);
+  lines.push(
+    `| ${name} | ${from} | ${rates.map(f0).join(' | ')} | ${scaling(rates[0], rates[rates.length - 1], maxWorkers)} |`,
+  );
 for (const [label, rec, peerRec] of sources) {
-  row('**ours** (`augment bench`)', label, counts.map((w) => rateOf(rec, w)));
-  for (const peer of Object.keys(PEER_NAMES)) if (peerRec?.results[peer]) row(PEER_NAMES[peer], label, counts.map((p) => peerRate(peerRec, peer, p)));
+  row(
+    '**ours** (`augment bench`)',
+    label,
+    counts.map((w) => rateOf(rec, w)),
+  );
+  for (const peer of Object.keys(PEER_NAMES))
+    if (peerRec?.results[peer])
+      row(
+        PEER_NAMES[peer],
+        label,
+        counts.map((p) => peerRate(peerRec, peer, p)),
+      );
 }
 if (!peers) lines.push(`\npeers: none (${peersMissing})`);
 else {
-  lines.push(`\npeers on ${PYTHON}: ${Object.entries(peers.versions).map(([k, v]) => `${k} ${v}`).join(', ')}`);
-  if (shards && !peersPrepped) lines.push(`peers on the prepped images: none (${prepped} has no train/<class>/ folders: prep it with --folders)`);
+  lines.push(
+    `\npeers on ${PYTHON}: ${Object.entries(peers.versions)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')}`,
+  );
+  if (shards && !peersPrepped)
+    lines.push(`peers on the prepped images: none (${prepped} has no train/<class>/ folders: prep it with --folders)`);
 }
 
 if (peers) {
-  lines.push(`\n| ratio ours / peer (same images) | ${cols.join(' | ')} |`, `| --- | ${cols.map(() => '---:').join(' | ')} |`);
+  lines.push(
+    `\n| ratio ours / peer (same images) | ${cols.join(' | ')} |`,
+    `| --- | ${cols.map(() => '---:').join(' | ')} |`,
+  );
   for (const [label, rec, peerRec] of sources) {
     for (const peer of Object.keys(PEER_NAMES)) {
       if (!peerRec?.results[peer]) continue;
@@ -235,10 +316,15 @@ if (peers) {
   }
 }
 
-lines.push('\n| ours | workers | main-thread ms/batch | worker ms/batch | CPU ms/image | skipped |', '| --- | ---: | ---: | ---: | ---: | ---: |');
+lines.push(
+  '\n| ours | workers | main-thread ms/batch | worker ms/batch | CPU ms/image | skipped |',
+  '| --- | ---: | ---: | ---: | ---: | ---: |',
+);
 for (const [label, rec] of sources) {
   for (const r of rec.results) {
-    lines.push(`| ${label} | ${r.workers} | ${r.mainMs.toFixed(3)} | ${r.workerMs.toFixed(1)} | ${r.cpuMsPerImage.toFixed(3)} | ${r.skipped} |`);
+    lines.push(
+      `| ${label} | ${r.workers} | ${r.mainMs.toFixed(3)} | ${r.workerMs.toFixed(1)} | ${r.cpuMsPerImage.toFixed(3)} | ${r.skipped} |`,
+    );
   }
 }
 
@@ -246,10 +332,16 @@ lines.push('');
 for (const [i, [, rec, peerRec]] of sources.entries()) {
   const suffix = i === 0 ? '' : '_prepped';
   for (const w of counts) lines.push(`augment${suffix} images_per_s=${f0(rateOf(rec, w))} workers=${w}`);
-  if (maxWorkers > 1) lines.push(`augment${suffix} scaling_1_to_${maxWorkers}=${scaling(rateOf(rec, 1), rateOf(rec, maxWorkers), maxWorkers)}`);
+  if (maxWorkers > 1)
+    lines.push(
+      `augment${suffix} scaling_1_to_${maxWorkers}=${scaling(rateOf(rec, 1), rateOf(rec, maxWorkers), maxWorkers)}`,
+    );
   for (const peer of Object.keys(PEER_NAMES)) {
     for (const p of counts) {
-      if (peerRate(peerRec, peer, p) !== undefined) lines.push(`peer_${peer.replace('-', '_')}${suffix} images_per_s=${f0(peerRate(peerRec, peer, p))} processes=${p}`);
+      if (peerRate(peerRec, peer, p) !== undefined)
+        lines.push(
+          `peer_${peer.replace('-', '_')}${suffix} images_per_s=${f0(peerRate(peerRec, peer, p))} processes=${p}`,
+        );
     }
   }
 }
@@ -260,9 +352,15 @@ if (values.json) {
   const file = resolve(base, values.json);
   await mkdir(dirname(file), { recursive: true });
   const record = {
-    limit, passes, batch, size, workers: maxWorkers,
+    limit,
+    passes,
+    batch,
+    size,
+    workers: maxWorkers,
     ours: { jpeg, prepped: shards ?? null },
-    peers: peers ?? null, peersPrepped: peersPrepped ?? null, peersMissing: peersMissing ?? null,
+    peers: peers ?? null,
+    peersPrepped: peersPrepped ?? null,
+    peersMissing: peersMissing ?? null,
   };
   await writeFile(file, `${JSON.stringify(record, null, 2)}\n`);
 }

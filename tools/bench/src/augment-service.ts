@@ -10,7 +10,13 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { BOOK_AUGMENTATION, createBatchStream, readServiceToken, type BatchStream, type BatchStreamOptions } from '@catdog/augment';
+import {
+  BOOK_AUGMENTATION,
+  createBatchStream,
+  readServiceToken,
+  type BatchStream,
+  type BatchStreamOptions,
+} from '@catdog/augment';
 import { reportError, UsageError } from '@catdog/errors';
 
 const root = fileURLToPath(new URL('../../..', import.meta.url));
@@ -35,7 +41,12 @@ function options() {
   const source = values.source!;
   return {
     source: /^s3:\/\//.test(source) ? source : resolve(process.env.INIT_CWD ?? process.cwd(), source),
-    workers: int('workers', 2), batch: int('batch', 1), size: int('size', 8), limit: int('limit', 1), passes: int('passes', 1), seed: int('seed', 0),
+    workers: int('workers', 2),
+    batch: int('batch', 1),
+    size: int('size', 8),
+    limit: int('limit', 1),
+    passes: int('passes', 1),
+    seed: int('seed', 0),
   };
 }
 
@@ -43,7 +54,20 @@ function options() {
 function startServer(workers: number, tokenFile: string): Promise<{ child: ChildProcess; address: string }> {
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', 'apps/augment/src/main.ts', 'serve', '--port', '0', '--host', '127.0.0.1', '--workers', String(workers), '--token-file', tokenFile],
+    [
+      '--import',
+      'tsx',
+      'apps/augment/src/main.ts',
+      'serve',
+      '--port',
+      '0',
+      '--host',
+      '127.0.0.1',
+      '--workers',
+      String(workers),
+      '--token-file',
+      tokenFile,
+    ],
     { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] },
   );
   let out = '';
@@ -84,7 +108,12 @@ async function measure(stream: BatchStream, perPass: number, passes: number): Pr
   }
   const cpu = process.cpuUsage(cpu0);
   const sorted = [...rates].sort((a, b) => a - b);
-  return { imagesPerSecond: sorted[Math.floor(sorted.length / 2)], passes: rates, cpuMsPerBatch: (cpu.user + cpu.system) / 1000 / batches, batches };
+  return {
+    imagesPerSecond: sorted[Math.floor(sorted.length / 2)],
+    passes: rates,
+    cpuMsPerBatch: (cpu.user + cpu.system) / 1000 / batches,
+    batches,
+  };
 }
 
 async function main(): Promise<number> {
@@ -96,9 +125,16 @@ async function main(): Promise<number> {
   try {
     const perServer = Math.max(1, Math.floor(o.workers / 2));
     const common: BatchStreamOptions = {
-      source: o.source, batchSize: o.batch, targetSize: [o.size, o.size], augment: BOOK_AUGMENTATION, seed: o.seed, epochs: Infinity,
+      source: o.source,
+      batchSize: o.batch,
+      targetSize: [o.size, o.size],
+      augment: BOOK_AUGMENTATION,
+      seed: o.seed,
+      epochs: Infinity,
     };
-    console.log(`source ${o.source}, ${o.size}×${o.size}, batch ${o.batch}, ${o.passes} passes of ${o.limit} images, book augmentation, ${availableParallelism()} cores`);
+    console.log(
+      `source ${o.source}, ${o.size}×${o.size}, batch ${o.batch}, ${o.passes} passes of ${o.limit} images, book augmentation, ${availableParallelism()} cores`,
+    );
 
     const local = await createBatchStream({ ...common, workers: o.workers });
     const perPass = Math.ceil(Math.min(o.limit, local.size) / o.batch);
@@ -113,7 +149,10 @@ async function main(): Promise<number> {
     const started = await Promise.all([startServer(perServer, tokenFile), startServer(perServer, tokenFile)]);
     servers.push(...started.map((s) => s.child));
     const token = readServiceToken(tokenFile);
-    const remote = await createBatchStream({ ...common, augmentService: { addresses: started.map((s) => s.address).join(','), token } });
+    const remote = await createBatchStream({
+      ...common,
+      augmentService: { addresses: started.map((s) => s.address).join(','), token },
+    });
     const service = await measure(remote, perPass, o.passes);
     const st = remote.stats();
     await remote.close();
@@ -121,9 +160,13 @@ async function main(): Promise<number> {
     console.log(
       `service servers=2×${perServer} workers images_per_s=${service.imagesPerSecond.toFixed(0)} passes=[${service.passes.map((r) => r.toFixed(0)).join(', ')}] ` +
         `client_cpu_ms_per_batch=${service.cpuMsPerBatch.toFixed(2)} wire_bytes_per_batch=${wireBytes.toFixed(0)} ` +
-        `(pixels ${(o.batch * o.size * o.size * 3 * 4).toFixed(0)})` + (st.retries ? ` reassigned=${st.retries}` : ''),
+        `(pixels ${(o.batch * o.size * o.size * 3 * 4).toFixed(0)})` +
+        (st.retries ? ` reassigned=${st.retries}` : ''),
     );
-    for (const s of st.servers!) console.log(`  server ${s.address} batches=${s.batches} images_per_s=${s.imagesPerSecond.toFixed(0)} queue_depth=${s.queueDepth}`);
+    for (const s of st.servers!)
+      console.log(
+        `  server ${s.address} batches=${s.batches} images_per_s=${s.imagesPerSecond.toFixed(0)} queue_depth=${s.queueDepth}`,
+      );
     console.log(
       `augment-service ratio=${(service.imagesPerSecond / inProcess.imagesPerSecond).toFixed(3)} ` +
         `in_process_images_per_s=${inProcess.imagesPerSecond.toFixed(0)} service_images_per_s=${service.imagesPerSecond.toFixed(0)} ` +

@@ -50,7 +50,8 @@ async function testFolder(dir: string, source: string, perClass: number): Promis
   await mkdir(dir, { recursive: true });
   const first = BOOK_COUNTS.train + BOOK_COUNTS.validation;
   for (const cls of ['cat', 'dog']) {
-    for (let i = first; i < first + perClass; i++) await copyFile(join(source, `${cls}.${i}.jpg`), join(dir, `${cls}.${i}.jpg`));
+    for (let i = first; i < first + perClass; i++)
+      await copyFile(join(source, `${cls}.${i}.jpg`), join(dir, `${cls}.${i}.jpg`));
   }
   return 2 * perClass;
 }
@@ -60,16 +61,49 @@ async function trainRuns(work: string, o: Options): Promise<string[]> {
   const data = join(work, 'train-data');
   process.stderr.write(`prep split (tiny, for the runs to evaluate) → ${data}\n`);
   await prepBookSplit(data, QUICK_COUNTS, o.source);
-  const common = ['--data', data, '--threads', String(o.threads), '--workers', String(o.workers), '--epochs', '1', '--batch-size', '10', '--steps-per-epoch', '4', '--validation-steps', '2'];
+  const common = [
+    '--data',
+    data,
+    '--threads',
+    String(o.threads),
+    '--workers',
+    String(o.workers),
+    '--epochs',
+    '1',
+    '--batch-size',
+    '10',
+    '--steps-per-epoch',
+    '4',
+    '--validation-steps',
+    '2',
+  ];
   const recipes: [string, string[]][] = [
     ['scratch', []],
-    ['finetune', ['--preset', 'cpu-quick', '--head-epochs', '1', '--head-batch-size', '10', '--weights-dir', o.weightsDir, '--feature-cache-dir', join(work, 'cache')]],
+    [
+      'finetune',
+      [
+        '--preset',
+        'cpu-quick',
+        '--head-epochs',
+        '1',
+        '--head-batch-size',
+        '10',
+        '--weights-dir',
+        o.weightsDir,
+        '--feature-cache-dir',
+        join(work, 'cache'),
+      ],
+    ],
   ];
   const runs: string[] = [];
   for (const [strategy, extra] of recipes) {
     const out = join(work, `run-${strategy}`);
     process.stderr.write(`== training a ${strategy} run to evaluate → ${out}\n`);
-    const r = await runTimed(process.execPath, ['--import', 'tsx', trainer, strategy, ...common, '--out', out, ...extra], { prefix: `  [train ${strategy}] ` });
+    const r = await runTimed(
+      process.execPath,
+      ['--import', 'tsx', trainer, strategy, ...common, '--out', out, ...extra],
+      { prefix: `  [train ${strategy}] ` },
+    );
     if (r.code !== 0) throw new Error(`trainer ${strategy} exited ${r.code}:\n${tail(r.stderr)}`);
     runs.push(out);
   }
@@ -86,7 +120,9 @@ async function copyRuns(runs: string[], work: string): Promise<string[]> {
       await copyFile(join(run, 'config.json'), join(copy, 'config.json'));
       await cp(join(run, 'model'), join(copy, 'model'), { recursive: true });
     } catch (err) {
-      throw new Error(`--run ${run}: not a finished run directory (needs config.json and model/): ${(err as Error).message}`);
+      throw new Error(
+        `--run ${run}: not a finished run directory (needs config.json and model/): ${(err as Error).message}`,
+      );
     }
     out.push(copy);
   }
@@ -105,27 +141,71 @@ interface Row {
 }
 
 async function measure(run: string, images: string, n: number, o: Options, python: string | null): Promise<Row> {
-  const config = JSON.parse(await readFile(join(run, 'config.json'), 'utf8')) as { strategy: string; base?: string; inputSize: number; inputScaling?: string };
+  const config = JSON.parse(await readFile(join(run, 'config.json'), 'utf8')) as {
+    strategy: string;
+    base?: string;
+    inputSize: number;
+    inputScaling?: string;
+  };
   const network = `${config.base ?? 'convnet'}@${config.inputSize}`;
   process.stderr.write(`== ours: trainer evaluate --model ${run} (${network})\n`);
   const ours = await runTimed(
     process.execPath,
-    ['--import', 'tsx', trainer, 'evaluate', '--model', run, '--data', images, '--batch-size', String(o.batchSize), '--workers', String(o.workers), '--threads', String(o.threads)],
+    [
+      '--import',
+      'tsx',
+      trainer,
+      'evaluate',
+      '--model',
+      run,
+      '--data',
+      images,
+      '--batch-size',
+      String(o.batchSize),
+      '--workers',
+      String(o.workers),
+      '--threads',
+      String(o.threads),
+    ],
     { prefix: '  [ours] ' },
   );
   if (ours.code !== 0) throw new Error(`trainer evaluate exited ${ours.code}:\n${tail(ours.stderr)}`);
   const acc = /accuracy=([\d.]+)/.exec(ours.stdout);
-  const row: Row = { run, network, images: n, oursSeconds: ours.seconds, torchSeconds: null, torchLoopSeconds: null, oursAcc: acc ? Number(acc[1]) : null, torchAcc: null };
+  const row: Row = {
+    run,
+    network,
+    images: n,
+    oursSeconds: ours.seconds,
+    torchSeconds: null,
+    torchLoopSeconds: null,
+    oursAcc: acc ? Number(acc[1]) : null,
+    torchAcc: null,
+  };
   if (python) {
     process.stderr.write(`== torch: inference_torch.py --model ${join(run, 'model')}\n`);
     const scaling = config.inputScaling ?? (config.base?.startsWith('mobilenet') ? 'symmetric' : 'unit');
     const t = await runTimed(
       python,
-      [join(here, 'inference_torch.py'), '--model', join(run, 'model'), '--images', images, '--scaling', scaling, '--batch-size', String(o.batchSize), '--threads', String(o.threads), '--workers', String(o.workers)],
+      [
+        join(here, 'inference_torch.py'),
+        '--model',
+        join(run, 'model'),
+        '--images',
+        images,
+        '--scaling',
+        scaling,
+        '--batch-size',
+        String(o.batchSize),
+        '--threads',
+        String(o.threads),
+        '--workers',
+        String(o.workers),
+      ],
       { prefix: '  [torch] ', cwd: here },
     );
     const last = t.stdout.trim().split('\n').pop() ?? '';
-    if (t.code !== 0 || !last.startsWith('{')) throw new Error(`inference_torch.py exited ${t.code}:\n${tail(t.stderr)}`);
+    if (t.code !== 0 || !last.startsWith('{'))
+      throw new Error(`inference_torch.py exited ${t.code}:\n${tail(t.stderr)}`);
     const j = JSON.parse(last) as { seconds: number; accuracy: number };
     row.torchSeconds = t.seconds;
     row.torchLoopSeconds = j.seconds;
@@ -142,16 +222,26 @@ function positiveInt(v: string): number {
 
 async function main(): Promise<number> {
   const cmd = new Command('bench:inference')
-    .description("trainer evaluate's images/s on a run's saved model beside PyTorch on the same network, weights and images")
+    .description(
+      "trainer evaluate's images/s on a run's saved model beside PyTorch on the same network, weights and images",
+    )
     .option('--quick', `${2 * QUICK_COUNTS.test} test images instead of the book's ${2 * BOOK_COUNTS.test}`, false)
-    .option('--run <dir>', 'run directory to evaluate (repeatable; default: train a scratch and a finetune run on a tiny split first)', (v: string, prev: string[]) => [...prev, resolve(v)], [] as string[])
+    .option(
+      '--run <dir>',
+      'run directory to evaluate (repeatable; default: train a scratch and a finetune run on a tiny split first)',
+      (v: string, prev: string[]) => [...prev, resolve(v)],
+      [] as string[],
+    )
     .option('--batch-size <n>', 'batch size on both sides', positiveInt, 32)
     .option('--threads <n>', 'compute threads on both sides', positiveInt, 2)
     .option('--workers <n>', 'decode workers on both sides', positiveInt, 2)
     .option('--source <dir>', "Kaggle's train/ folder", KAGGLE_TRAIN)
     .option('--weights-dir <dir>', 'folder holding mobilenet_v2_1.0_224/', WEIGHTS_DIR)
     .option('--keep', 'keep the work directory', false)
-    .option('--python <exe>', 'python3 with torch and torchvision (default: $CATDOG_BENCH_PYTHON, /usr/bin/python3, python3)')
+    .option(
+      '--python <exe>',
+      'python3 with torch and torchvision (default: $CATDOG_BENCH_PYTHON, /usr/bin/python3, python3)',
+    )
     .parse();
   const o = cmd.opts() as Options;
   const python = findTorchPython(o.python);
@@ -166,7 +256,9 @@ async function main(): Promise<number> {
   try {
     const images = join(work, 'test');
     const n = await testFolder(images, o.source, o.quick ? QUICK_COUNTS.test : BOOK_COUNTS.test);
-    console.log(`threads ${o.threads}, workers ${o.workers}, batch ${o.batchSize}, ${n} test images (the book's test split${o.quick ? ', quick subset' : ''}), torch ${python}`);
+    console.log(
+      `threads ${o.threads}, workers ${o.workers}, batch ${o.batchSize}, ${n} test images (the book's test split${o.quick ? ', quick subset' : ''}), torch ${python}`,
+    );
     const runs = o.run.length ? await copyRuns(o.run, work) : await trainRuns(work, o);
     for (const run of runs) rows.push(await measure(run, images, n, o, python));
   } finally {
@@ -175,13 +267,36 @@ async function main(): Promise<number> {
   }
   const ips = (n: number, s: number | null) => (s ? n / s : null);
   console.log('');
-  console.log('img/s = images / wall time of the whole command (start-up, model loading, decode, forward); ratio = ours s / torch s');
+  console.log(
+    'img/s = images / wall time of the whole command (start-up, model loading, decode, forward); ratio = ours s / torch s',
+  );
   console.log(
     table(
-      ['run', 'network', 'images', 'ours s', 'torch s', 'ratio', 'ours img/s', 'torch img/s', 'torch loop img/s', 'ours acc', 'torch acc'],
+      [
+        'run',
+        'network',
+        'images',
+        'ours s',
+        'torch s',
+        'ratio',
+        'ours img/s',
+        'torch img/s',
+        'torch loop img/s',
+        'ours acc',
+        'torch acc',
+      ],
       rows.map((r) => [
-        basename(r.run), r.network, String(r.images), fixed(r.oursSeconds), fixed(r.torchSeconds), fixed(r.torchSeconds ? r.oursSeconds / r.torchSeconds : null, 2),
-        fixed(ips(r.images, r.oursSeconds)), fixed(ips(r.images, r.torchSeconds)), fixed(ips(r.images, r.torchLoopSeconds)), fixed(r.oursAcc, 4), fixed(r.torchAcc, 4),
+        basename(r.run),
+        r.network,
+        String(r.images),
+        fixed(r.oursSeconds),
+        fixed(r.torchSeconds),
+        fixed(r.torchSeconds ? r.oursSeconds / r.torchSeconds : null, 2),
+        fixed(ips(r.images, r.oursSeconds)),
+        fixed(ips(r.images, r.torchSeconds)),
+        fixed(ips(r.images, r.torchLoopSeconds)),
+        fixed(r.oursAcc, 4),
+        fixed(r.torchAcc, 4),
       ]),
     ),
   );

@@ -35,13 +35,20 @@ interface Result {
   wallSeconds: number;
 }
 
-function runPrep(args: string[], env: Record<string, string>): Promise<{ report: { images: number; seconds: number; imagesPerSecond: number }; wall: number }> {
+function runPrep(
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ report: { images: number; seconds: number; imagesPerSecond: number }; wall: number }> {
   const started = performance.now();
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'apps/prep/src/main.ts'), 'split', ...args, '--json'], {
-      cwd: root,
-      env: { ...process.env, ...env },
-    });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', join(root, 'apps/prep/src/main.ts'), 'split', ...args, '--json'],
+      {
+        cwd: root,
+        env: { ...process.env, ...env },
+      },
+    );
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -56,7 +63,13 @@ function runPrep(args: string[], env: Record<string, string>): Promise<{ report:
 
 const work = await mkdtemp(join(tmpdir(), 'catdog-bench-prep-'));
 const s3dir = join(work, 's3rver');
-const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: s3dir, configureBuckets: [{ name: 'bench' }] });
+const server = new S3rver({
+  address: '127.0.0.1',
+  port: 0,
+  silent: true,
+  directory: s3dir,
+  configureBuckets: [{ name: 'bench' }],
+});
 const address = (await server.run()) as AddressInfo;
 const env = {
   AWS_ACCESS_KEY_ID: 'S3RVER',
@@ -73,7 +86,14 @@ try {
         const out = target === 'local' ? join(work, `out-${run}-${resize}`) : `s3://bench/out-${run}-${resize}`;
         const args = ['--source', values.source!, '--out', out, ...counts, ...(resize ? ['--resize', '150'] : [])];
         const { report, wall } = await runPrep(args, env);
-        const r: Result = { target, resize, images: report.images, seconds: report.seconds, imagesPerSecond: report.imagesPerSecond, wallSeconds: wall };
+        const r: Result = {
+          target,
+          resize,
+          images: report.images,
+          seconds: report.seconds,
+          imagesPerSecond: report.imagesPerSecond,
+          wallSeconds: wall,
+        };
         results.push(r);
         if (!values.json) {
           console.log(
@@ -87,13 +107,28 @@ try {
   await server.close();
   await rm(work, { recursive: true, force: true });
 }
-if (values.json) console.log(JSON.stringify({ source: values.source, counts: { train: values.train, validation: values.validation, test: values.test }, results }, null, 2));
+if (values.json)
+  console.log(
+    JSON.stringify(
+      {
+        source: values.source,
+        counts: { train: values.train, validation: values.validation, test: values.test },
+        results,
+      },
+      null,
+      2,
+    ),
+  );
 else {
   // Single runs vary by ±20% on a 2-vCPU VM: report the median of --runs.
   const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
   for (const resize of [false, true]) {
-    const local = median(results.filter((r) => r.target === 'local' && r.resize === resize).map((r) => r.imagesPerSecond));
+    const local = median(
+      results.filter((r) => r.target === 'local' && r.resize === resize).map((r) => r.imagesPerSecond),
+    );
     const s3 = median(results.filter((r) => r.target === 's3' && r.resize === resize).map((r) => r.imagesPerSecond));
-    console.log(`median of ${values.runs} runs, resize ${resize ? '150' : 'none'}: local ${local.toFixed(0)} images/s, S3 ${s3.toFixed(0)} images/s (${((100 * s3) / local).toFixed(0)}% of local)`);
+    console.log(
+      `median of ${values.runs} runs, resize ${resize ? '150' : 'none'}: local ${local.toFixed(0)} images/s, S3 ${s3.toFixed(0)} images/s (${((100 * s3) / local).toFixed(0)}% of local)`,
+    );
   }
 }

@@ -48,10 +48,18 @@ function recipeFlags(strategy: BenchStrategy, quick: boolean): string[] {
   // explicit steps, because the trainer's `--steps-per-epoch auto` reaches its config as "" (commander turns a
   // parser's null into ''), which it rejects.
   const quickFlags = [
-    '--epochs', '1', '--batch-size', '10',
-    '--steps-per-epoch', String((2 * QUICK_COUNTS.train) / 10), '--validation-steps', String((2 * QUICK_COUNTS.validation) / 10),
+    '--epochs',
+    '1',
+    '--batch-size',
+    '10',
+    '--steps-per-epoch',
+    String((2 * QUICK_COUNTS.train) / 10),
+    '--validation-steps',
+    String((2 * QUICK_COUNTS.validation) / 10),
   ];
-  return strategy === 'finetune' ? ['--preset', 'cpu-quick', '--head-epochs', '1', '--head-batch-size', '10', ...quickFlags] : quickFlags;
+  return strategy === 'finetune'
+    ? ['--preset', 'cpu-quick', '--head-epochs', '1', '--head-batch-size', '10', ...quickFlags]
+    : quickFlags;
 }
 
 /** One phase's measurements on one side. */
@@ -86,8 +94,10 @@ export function ourPhases(stderr: string, history: History, counts: Record<strin
     top.images += counts[m[1]] ?? 0;
   }
   const out: PhaseTime[] = [];
-  if (features.seconds > 0) out.push({ phase: 'features', seconds: features.seconds, imagesPerSecond: features.images / features.seconds });
-  if (top.seconds > 0) out.push({ phase: 'top-features', seconds: top.seconds, imagesPerSecond: top.images / top.seconds });
+  if (features.seconds > 0)
+    out.push({ phase: 'features', seconds: features.seconds, imagesPerSecond: features.images / features.seconds });
+  if (top.seconds > 0)
+    out.push({ phase: 'top-features', seconds: top.seconds, imagesPerSecond: top.images / top.seconds });
   const names = [...new Set(history.phase)];
   for (const name of names) {
     const idx = history.phase.map((p, i) => (p === name ? i : -1)).filter((i) => i >= 0);
@@ -98,12 +108,29 @@ export function ourPhases(stderr: string, history: History, counts: Record<strin
   return out;
 }
 
-async function runOurs(strategy: BenchStrategy, o: Options, data: string, work: string): Promise<SideResult & { runDir: string }> {
+async function runOurs(
+  strategy: BenchStrategy,
+  o: Options,
+  data: string,
+  work: string,
+): Promise<SideResult & { runDir: string }> {
   const runDir = join(work, `ours-${strategy}`);
   const args = [
-    '--import', 'tsx', join(root, 'apps/trainer/src/main.ts'), strategy,
-    '--data', data, '--out', runDir, '--threads', String(o.threads), '--workers', String(o.workers),
-    ...(strategy === 'extract' || strategy === 'finetune' ? ['--weights-dir', o.weightsDir, '--feature-cache-dir', join(work, `cache-${strategy}`)] : []),
+    '--import',
+    'tsx',
+    join(root, 'apps/trainer/src/main.ts'),
+    strategy,
+    '--data',
+    data,
+    '--out',
+    runDir,
+    '--threads',
+    String(o.threads),
+    '--workers',
+    String(o.workers),
+    ...(strategy === 'extract' || strategy === 'finetune'
+      ? ['--weights-dir', o.weightsDir, '--feature-cache-dir', join(work, `cache-${strategy}`)]
+      : []),
     ...recipeFlags(strategy, o.quick),
   ];
   process.stderr.write(`\n== ours: trainer ${args.slice(3).join(' ')}\n`);
@@ -111,8 +138,15 @@ async function runOurs(strategy: BenchStrategy, o: Options, data: string, work: 
   if (r.code !== 0) throw new Error(`trainer ${strategy} exited ${r.code}:\n${tail(r.stderr)}`);
   const history = JSON.parse(await readFile(join(runDir, 'history.json'), 'utf8')) as History;
   const metrics = JSON.parse(await readFile(join(runDir, 'metrics.json'), 'utf8')) as { test: { accuracy: number } };
-  const config = JSON.parse(await readFile(join(runDir, 'config.json'), 'utf8')) as { dataset: { counts: Record<string, number> } };
-  return { runDir, phases: ourPhases(r.stderr, history, config.dataset.counts), wallSeconds: r.seconds, testAccuracy: metrics.test.accuracy };
+  const config = JSON.parse(await readFile(join(runDir, 'config.json'), 'utf8')) as {
+    dataset: { counts: Record<string, number> };
+  };
+  return {
+    runDir,
+    phases: ourPhases(r.stderr, history, config.dataset.counts),
+    wallSeconds: r.seconds,
+    testAccuracy: metrics.test.accuracy,
+  };
 }
 
 interface TorchJson {
@@ -123,14 +157,29 @@ interface TorchJson {
 async function runTorch(strategy: BenchStrategy, o: Options, python: string, runDir: string): Promise<SideResult> {
   const recipe = await readFile(join(runDir, 'config.json'), 'utf8');
   const args = [
-    join(here, 'strategies_torch.py'), '--recipe', recipe, '--source', o.source,
-    '--train', String(o.counts.train), '--validation', String(o.counts.validation), '--test', String(o.counts.test),
-    '--weights-dir', o.weightsDir, '--threads', String(o.threads), '--workers', String(o.workers),
+    join(here, 'strategies_torch.py'),
+    '--recipe',
+    recipe,
+    '--source',
+    o.source,
+    '--train',
+    String(o.counts.train),
+    '--validation',
+    String(o.counts.validation),
+    '--test',
+    String(o.counts.test),
+    '--weights-dir',
+    o.weightsDir,
+    '--threads',
+    String(o.threads),
+    '--workers',
+    String(o.workers),
   ];
   process.stderr.write(`== torch: strategies_torch.py ${strategy} (recipe: ${join(runDir, 'config.json')})\n`);
   const r = await runTimed(python, args, { prefix: `  [torch ${strategy}] `, cwd: here });
   const last = r.stdout.trim().split('\n').pop() ?? '';
-  if (r.code !== 0 || !last.startsWith('{')) throw new Error(`strategies_torch.py ${strategy} exited ${r.code}:\n${tail(r.stderr)}`);
+  if (r.code !== 0 || !last.startsWith('{'))
+    throw new Error(`strategies_torch.py ${strategy} exited ${r.code}:\n${tail(r.stderr)}`);
   const j = JSON.parse(last) as TorchJson;
   return {
     phases: j.phases.map((p) => ({ phase: p.phase, seconds: p.seconds, imagesPerSecond: p.images_per_s })),
@@ -156,11 +205,38 @@ function rowsOf(strategy: string, ours: SideResult, torch: SideResult | null): R
   const rows: Row[] = names.map((phase) => {
     const a = ours.phases.find((p) => p.phase === phase);
     const b = torch?.phases.find((p) => p.phase === phase);
-    return { strategy, phase, ours: a?.seconds ?? 0, torch: torch ? b?.seconds ?? 0 : null, oursIps: a?.imagesPerSecond ?? null, torchIps: b?.imagesPerSecond ?? null, oursAcc: null, torchAcc: null };
+    return {
+      strategy,
+      phase,
+      ours: a?.seconds ?? 0,
+      torch: torch ? (b?.seconds ?? 0) : null,
+      oursIps: a?.imagesPerSecond ?? null,
+      torchIps: b?.imagesPerSecond ?? null,
+      oursAcc: null,
+      torchAcc: null,
+    };
   });
   const sum = (s: SideResult) => s.phases.reduce((acc, p) => acc + p.seconds, 0);
-  rows.push({ strategy, phase: 'rest', ours: ours.wallSeconds - sum(ours), torch: torch ? torch.wallSeconds - sum(torch) : null, oursIps: null, torchIps: null, oursAcc: null, torchAcc: null });
-  rows.push({ strategy, phase: 'total', ours: ours.wallSeconds, torch: torch?.wallSeconds ?? null, oursIps: null, torchIps: null, oursAcc: ours.testAccuracy, torchAcc: torch?.testAccuracy ?? null });
+  rows.push({
+    strategy,
+    phase: 'rest',
+    ours: ours.wallSeconds - sum(ours),
+    torch: torch ? torch.wallSeconds - sum(torch) : null,
+    oursIps: null,
+    torchIps: null,
+    oursAcc: null,
+    torchAcc: null,
+  });
+  rows.push({
+    strategy,
+    phase: 'total',
+    ours: ours.wallSeconds,
+    torch: torch?.wallSeconds ?? null,
+    oursIps: null,
+    torchIps: null,
+    oursAcc: ours.testAccuracy,
+    torchAcc: torch?.testAccuracy ?? null,
+  });
   return rows;
 }
 
@@ -178,7 +254,10 @@ function explain(rows: Row[]): string[] {
       .filter((r) => r.strategy === strategy && r.phase !== 'total' && r.torch !== null)
       .map((r) => ({ phase: r.phase, delta: r.ours - r.torch!, ours: r.ours, torch: r.torch! }))
       .sort((a, b) => b.delta - a.delta)
-      .map((d) => `${d.phase} ${d.delta >= 0 ? '+' : ''}${d.delta.toFixed(1)} s (${d.ours.toFixed(1)} vs ${d.torch.toFixed(1)})`);
+      .map(
+        (d) =>
+          `${d.phase} ${d.delta >= 0 ? '+' : ''}${d.delta.toFixed(1)} s (${d.ours.toFixed(1)} vs ${d.torch.toFixed(1)})`,
+      );
     out.push(`${strategy}: ${ratio.toFixed(2)}× PyTorch's wall time, ${extra.toFixed(1)} s more: ${parts.join(', ')}`);
   }
   return out;
@@ -204,23 +283,42 @@ function positiveInt(v: string): number {
 }
 
 function strategyList(v: string): BenchStrategy[] {
-  const list = v.split(',').map((s) => s.trim()).filter(Boolean);
-  for (const s of list) if (!(BENCH_STRATEGIES as readonly string[]).includes(s)) throw new InvalidArgumentError(`unknown strategy "${s}" (valid: ${BENCH_STRATEGIES.join(', ')}).`);
+  const list = v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const s of list)
+    if (!(BENCH_STRATEGIES as readonly string[]).includes(s))
+      throw new InvalidArgumentError(`unknown strategy "${s}" (valid: ${BENCH_STRATEGIES.join(', ')}).`);
   return list as BenchStrategy[];
 }
 
 async function main(): Promise<number> {
   const cmd = new Command('bench:strategies')
     .description('whole trainer runs, phase by phase, beside the same recipe in PyTorch')
-    .option('--quick', `tiny split (${QUICK_COUNTS.train}/${QUICK_COUNTS.validation}/${QUICK_COUNTS.test} per class), 1 epoch: checks that it runs`, false)
-    .option('--strategies <list>', `comma-separated subset of ${BENCH_STRATEGIES.join(',')}`, strategyList, [...BENCH_STRATEGIES])
+    .option(
+      '--quick',
+      `tiny split (${QUICK_COUNTS.train}/${QUICK_COUNTS.validation}/${QUICK_COUNTS.test} per class), 1 epoch: checks that it runs`,
+      false,
+    )
+    .option('--strategies <list>', `comma-separated subset of ${BENCH_STRATEGIES.join(',')}`, strategyList, [
+      ...BENCH_STRATEGIES,
+    ])
     .option('--threads <n>', 'compute threads on both sides (our --threads, torch.set_num_threads)', positiveInt, 2)
-    .option('--workers <n>', 'decode/augment workers on both sides (our --workers, DataLoader num_workers)', positiveInt, 2)
+    .option(
+      '--workers <n>',
+      'decode/augment workers on both sides (our --workers, DataLoader num_workers)',
+      positiveInt,
+      2,
+    )
     .option('--source <dir>', "Kaggle's train/ folder", KAGGLE_TRAIN)
     .option('--weights-dir <dir>', 'folder holding mobilenet_v2_1.0_224/', WEIGHTS_DIR)
     .option('--keep', 'keep the work directory (prepped data, run directories)', false)
     .option('--no-torch', 'only our side')
-    .option('--python <exe>', 'python3 with torch and torchvision (default: $CATDOG_BENCH_PYTHON, /usr/bin/python3, python3)')
+    .option(
+      '--python <exe>',
+      'python3 with torch and torchvision (default: $CATDOG_BENCH_PYTHON, /usr/bin/python3, python3)',
+    )
     .parse();
   const raw = cmd.opts() as Omit<Options, 'counts'>;
   const o: Options = { ...raw, counts: raw.quick ? QUICK_COUNTS : BOOK_COUNTS };
@@ -231,7 +329,9 @@ async function main(): Promise<number> {
   }
   console.log(`cpu: ${cpuDescription()}`);
   if (python) console.log(torchDescription(python));
-  console.log(`threads ${o.threads}, workers ${o.workers}, split per class ${o.counts.train}/${o.counts.validation}/${o.counts.test}${o.quick ? ' (quick: 1 epoch)' : ''}, torch ${python ?? 'off'}`);
+  console.log(
+    `threads ${o.threads}, workers ${o.workers}, split per class ${o.counts.train}/${o.counts.validation}/${o.counts.test}${o.quick ? ' (quick: 1 epoch)' : ''}, torch ${python ?? 'off'}`,
+  );
   const work = await mkdtemp(join(tmpdir(), 'catdog-bench-strategies-'));
   const rows: Row[] = [];
   try {
@@ -250,13 +350,35 @@ async function main(): Promise<number> {
   console.log('');
   console.log(
     table(
-      ['strategy', 'phase', 'ours s', 'torch s', 'ratio', 'ours img/s', 'torch img/s', 'ours test acc', 'torch test acc'],
-      rows.map((r) => [r.strategy, r.phase, fixed(r.ours), fixed(r.torch), fixed(ratioOf(r), 2), fixed(r.oursIps), fixed(r.torchIps), fixed(r.oursAcc, 4), fixed(r.torchAcc, 4)]),
+      [
+        'strategy',
+        'phase',
+        'ours s',
+        'torch s',
+        'ratio',
+        'ours img/s',
+        'torch img/s',
+        'ours test acc',
+        'torch test acc',
+      ],
+      rows.map((r) => [
+        r.strategy,
+        r.phase,
+        fixed(r.ours),
+        fixed(r.torch),
+        fixed(ratioOf(r), 2),
+        fixed(r.oursIps),
+        fixed(r.torchIps),
+        fixed(r.oursAcc, 4),
+        fixed(r.torchAcc, 4),
+      ]),
     ),
   );
   const lines = explain(rows);
   if (lines.length) {
-    console.log('\nwhere the extra time goes (ours − torch per phase; rest = start-up, model loading, saving, test evaluation):');
+    console.log(
+      '\nwhere the extra time goes (ours − torch per phase; rest = start-up, model loading, saving, test evaluation):',
+    );
     for (const l of lines) console.log(`  ${l}`);
   }
   console.log('');
@@ -264,7 +386,9 @@ async function main(): Promise<number> {
     const ratio = ratioOf(r);
     console.log(
       `strategies ${r.strategy} ${r.phase} ours_s=${fixed(r.ours, 2)} torch_s=${r.torch === null ? 'none' : fixed(r.torch, 2)} ratio=${ratio === null ? 'none' : ratio.toFixed(3)}` +
-        (r.oursIps !== null || r.torchIps !== null ? ` ours_ips=${fixed(r.oursIps)} torch_ips=${fixed(r.torchIps)}` : '') +
+        (r.oursIps !== null || r.torchIps !== null
+          ? ` ours_ips=${fixed(r.oursIps)} torch_ips=${fixed(r.torchIps)}`
+          : '') +
         (r.phase === 'total' ? ` ours_acc=${fixed(r.oursAcc, 4)} torch_acc=${fixed(r.torchAcc, 4)}` : ''),
     );
   }

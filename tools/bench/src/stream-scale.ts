@@ -108,7 +108,11 @@ async function buildSource(dir: string, samples: number): Promise<void> {
       const name = `${prefix}.${j}.jpg`;
       if (have.has(name)) continue;
       const copy = Math.floor(j / 3000);
-      jobs.push({ from: join(values.source!, `${prefix}.${j % 3000}.jpg`), to: join(dir, name), quality: 90 - (copy % 10) });
+      jobs.push({
+        from: join(values.source!, `${prefix}.${j % 3000}.jpg`),
+        to: join(dir, name),
+        quality: 90 - (copy % 10),
+      });
     }
   }
   let next = 0;
@@ -131,7 +135,17 @@ async function buildSource(dir: string, samples: number): Promise<void> {
 }
 
 function runReader(url: string, env: Record<string, string>): Promise<Measurement> {
-  const args = ['--import', 'tsx', fileURLToPath(import.meta.url), '--measure', url, '--window', values.window!, '--concurrency', values.concurrency!];
+  const args = [
+    '--import',
+    'tsx',
+    fileURLToPath(import.meta.url),
+    '--measure',
+    url,
+    '--window',
+    values.window!,
+    '--concurrency',
+    values.concurrency!,
+  ];
   if (values.prefetch !== undefined) args.push('--prefetch', values.prefetch);
   if (values.limit) args.push('--limit', values.limit);
   return new Promise((res, rej) => {
@@ -152,28 +166,55 @@ async function main(): Promise<void> {
   if (values.measure) return measure(values.measure);
   if (!values.folder) throw new Error('--folder <dir> is required (the dataset is built there once and reused)');
   const samples = Number(values.samples);
-  if (!Number.isInteger(samples) || samples < 2 || samples % 2) throw new Error(`--samples must be an even count, got ${values.samples}`);
+  if (!Number.isInteger(samples) || samples < 2 || samples % 2)
+    throw new Error(`--samples must be an even count, got ${values.samples}`);
   const folder = resolve(values.folder);
   const sourceDir = join(folder, `source-${samples}${values.resize ? `-r${values.resize}` : ''}`);
   const s3dir = join(folder, 's3rver');
   await mkdir(s3dir, { recursive: true });
-  const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: s3dir, configureBuckets: [{ name: 'bench' }] });
+  const server = new S3rver({
+    address: '127.0.0.1',
+    port: 0,
+    silent: true,
+    directory: s3dir,
+    configureBuckets: [{ name: 'bench' }],
+  });
   const address = (await server.run()) as AddressInfo;
   const endpoint = `http://127.0.0.1:${address.port}`;
-  const env = { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1', AWS_ENDPOINT_URL_S3: endpoint };
+  const env = {
+    AWS_ACCESS_KEY_ID: 'S3RVER',
+    AWS_SECRET_ACCESS_KEY: 'S3RVER',
+    AWS_REGION: 'us-east-1',
+    AWS_ENDPOINT_URL_S3: endpoint,
+  };
   Object.assign(process.env, env);
   const url = `s3://bench/stream-scale-${samples}${values.resize ? `-r${values.resize}` : ''}`;
   try {
     if (!(await openStorage(url).stat('manifest.json'))) {
       process.stderr.write(`building ${samples} samples in ${sourceDir}, then prep to ${url} (once)\n`);
       await buildSource(sourceDir, samples);
-      await prepareDataset({ source: sourceDir, out: url, train: samples / 2, validation: 0, test: 0, samplesPerShard: Number(values['shard-samples']), force: true });
+      await prepareDataset({
+        source: sourceDir,
+        out: url,
+        train: samples / 2,
+        validation: 0,
+        test: 0,
+        samplesPerShard: Number(values['shard-samples']),
+        force: true,
+      });
     }
     const manifest = await readManifest(url);
     const train = manifest.splits.train;
     const datasetBytes = train.shards.reduce((a, s) => a + s.bytes, 0);
     const m = await runReader(url, env);
-    const result = { url, datasetSamples: train.count, shards: train.shards.length, datasetBytes, window: Number(values.window), ...m };
+    const result = {
+      url,
+      datasetSamples: train.count,
+      shards: train.shards.length,
+      datasetBytes,
+      window: Number(values.window),
+      ...m,
+    };
     if (values.json) console.log(JSON.stringify(result, null, 2));
     else {
       const mb = (b: number) => `${(b / 1024 ** 2).toFixed(0)} MiB`;

@@ -27,8 +27,10 @@ export function cpuDescription(): string {
   const lscpu = spawnSync('lscpu', [], { encoding: 'utf8' });
   const line = lscpu.status === 0 ? /^Model name:\s*(.+)$/m.exec(lscpu.stdout) : null;
   if (line && line[1].trim() !== model) model = `${model} [lscpu: ${line[1].trim()}]`;
-  const flags = lscpu.status === 0 ? /^Flags:\s*(.+)$/m.exec(lscpu.stdout)?.[1].split(/\s+/) ?? [] : [];
-  const simd = ['avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'avx512_fp16', 'amx_tile'].filter((f) => flags.includes(f));
+  const flags = lscpu.status === 0 ? (/^Flags:\s*(.+)$/m.exec(lscpu.stdout)?.[1].split(/\s+/) ?? []) : [];
+  const simd = ['avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'avx512_fp16', 'amx_tile'].filter((f) =>
+    flags.includes(f),
+  );
   return `${model} (${list.length} logical CPUs${simd.length ? `; ${simd.join(' ')}` : ''})`;
 }
 
@@ -38,7 +40,9 @@ export const TORCH_MISSING =
 
 /** The first python3 that imports torch, torchvision and PIL, or null. */
 export function findTorchPython(explicit?: string): string | null {
-  const candidates = [explicit, process.env.CATDOG_BENCH_PYTHON, '/usr/bin/python3', 'python3'].filter((p): p is string => Boolean(p));
+  const candidates = [explicit, process.env.CATDOG_BENCH_PYTHON, '/usr/bin/python3', 'python3'].filter(
+    (p): p is string => Boolean(p),
+  );
   for (const py of candidates) {
     const r = spawnSync(py, ['-c', 'import torch, torchvision, PIL'], { stdio: 'ignore' });
     if (r.status === 0) return py;
@@ -61,7 +65,12 @@ export function torchDescription(python: string): string {
   if (r.status !== 0) return 'torch: version unknown';
   const [version, blas] = r.stdout.trim().split(/\s+/);
   const reference = /\/blas\/libblas\.so/.test(blas ?? '');
-  return `torch ${version}, BLAS ${blas}` + (reference ? ' — WARNING: the reference BLAS; PyTorch\'s dense layers are far slower than usual: apt-get install -y libopenblas0-pthread' : '');
+  return (
+    `torch ${version}, BLAS ${blas}` +
+    (reference
+      ? " — WARNING: the reference BLAS; PyTorch's dense layers are far slower than usual: apt-get install -y libopenblas0-pthread"
+      : '')
+  );
 }
 
 export interface Timed {
@@ -74,10 +83,18 @@ export interface Timed {
 /**
  * Runs a command, timing it from spawn to exit. stderr is echoed with `prefix` (progress of long runs) and kept.
  */
-export function runTimed(cmd: string, args: string[], opts: { prefix: string; env?: Record<string, string>; cwd?: string }): Promise<Timed> {
+export function runTimed(
+  cmd: string,
+  args: string[],
+  opts: { prefix: string; env?: Record<string, string>; cwd?: string },
+): Promise<Timed> {
   const started = performance.now();
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: opts.cwd ?? root, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, {
+      cwd: opts.cwd ?? root,
+      env: { ...process.env, ...opts.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     let partial = '';
@@ -105,8 +122,22 @@ export function tail(text: string, lines = 5): string {
 export async function prepBookSplit(out: string, counts: SplitCounts, source = KAGGLE_TRAIN): Promise<void> {
   const r = await runTimed(
     process.execPath,
-    ['--import', 'tsx', join(root, 'apps/prep/src/main.ts'), 'split', '--source', source, '--out', out,
-      '--train', String(counts.train), '--validation', String(counts.validation), '--test', String(counts.test)],
+    [
+      '--import',
+      'tsx',
+      join(root, 'apps/prep/src/main.ts'),
+      'split',
+      '--source',
+      source,
+      '--out',
+      out,
+      '--train',
+      String(counts.train),
+      '--validation',
+      String(counts.validation),
+      '--test',
+      String(counts.test),
+    ],
     { prefix: '  [prep] ' },
   );
   if (r.code !== 0) throw new Error(`prep split exited ${r.code}:\n${tail(r.stderr)}`);
@@ -115,8 +146,10 @@ export async function prepBookSplit(out: string, counts: SplitCounts, source = K
 /** A fixed-width table: the first column left-aligned, the others right-aligned. */
 export function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const fmt = (r: string[]) => r.map((c, i) => (i === 0 || i === 1 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  const fmt = (r: string[]) =>
+    r.map((c, i) => (i === 0 || i === 1 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   return [fmt(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(fmt)].join('\n');
 }
 
-export const fixed = (x: number | null | undefined, digits = 1) => (x === null || x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(digits));
+export const fixed = (x: number | null | undefined, digits = 1) =>
+  x === null || x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(digits);

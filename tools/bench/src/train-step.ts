@@ -32,7 +32,8 @@ import { splitAtLayer } from '@catdog/training';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..', '..');
-const MOBILENET_DIR = process.env.CATDOG_MOBILENET_V2_DIR ?? join(root, '..', 'shared', 'weights', 'mobilenet_v2_1.0_224');
+const MOBILENET_DIR =
+  process.env.CATDOG_MOBILENET_V2_DIR ?? join(root, '..', 'shared', 'weights', 'mobilenet_v2_1.0_224');
 
 export const NETWORKS = ['convnet', 'mobilenet_v2_finetune', 'mobilenet_v2_forward', 'vgg16_forward'] as const;
 type Network = (typeof NETWORKS)[number];
@@ -175,7 +176,8 @@ async function measure(
   const frozen = !training && opts.forwardPath === 'compiled' ? compileFrozenBase(model) : null;
   // Fine-tuning on images trains only what is above the frozen bottom, which runs compiled (--forward-path predict:
   // the whole model through tfjs-layers, frozen layers included).
-  const split = network === 'mobilenet_v2_finetune' && opts.forwardPath === 'compiled' ? splitFrozenBottom(model) : null;
+  const split =
+    network === 'mobilenet_v2_finetune' && opts.forwardPath === 'compiled' ? splitFrozenBottom(model) : null;
   const trained = split?.top ?? model;
   if (training) {
     // RMSprop as the book compiles (lr 1e-4 for the convnet, 2e-5 when fine-tuning).
@@ -251,7 +253,14 @@ function measureCpuChild(network: Network, opts: Options): Promise<Measurement> 
       clearTimeout(timer);
       const line = out.trim().split('\n').pop() ?? '';
       if (code === 0 && line.startsWith('{')) resolve(JSON.parse(line) as Measurement);
-      else resolve({ network, backend: 'cpu', ms: null, samples: [], note: `did not finish within ${opts.cpuBoundS} s (warm-up + 1 step)` });
+      else
+        resolve({
+          network,
+          backend: 'cpu',
+          ms: null,
+          samples: [],
+          note: `did not finish within ${opts.cpuBoundS} s (warm-up + 1 step)`,
+        });
     });
   });
 }
@@ -309,7 +318,10 @@ async function main(argv: string[]): Promise<void> {
     .option('--no-torch', 'skip the PyTorch peer')
     .option('--profile', 'print the slowest kernels of one step per network', false)
     .addOption(
-      new Option('--forward-path <path>', 'frozen layers: compiled (BatchNorm folded, as the strategies run them) or predict (tfjs-layers)')
+      new Option(
+        '--forward-path <path>',
+        'frozen layers: compiled (BatchNorm folded, as the strategies run them) or predict (tfjs-layers)',
+      )
         .choices(FORWARD_PATHS)
         .default('compiled'),
     )
@@ -319,7 +331,8 @@ async function main(argv: string[]): Promise<void> {
   try {
     program.parse(argv, { from: 'user' });
   } catch (err) {
-    if (err instanceof CommanderError && (err.code === 'commander.helpDisplayed' || err.code === 'commander.help')) return;
+    if (err instanceof CommanderError && (err.code === 'commander.helpDisplayed' || err.code === 'commander.help'))
+      return;
     throw new UsageError(err instanceof Error ? err.message.replace(/^error: /, '') : String(err));
   }
   const raw = program.opts();
@@ -327,7 +340,8 @@ async function main(argv: string[]): Promise<void> {
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean) as Network[];
-  for (const n of networks) if (!NETWORKS.includes(n)) throw new UsageError(`unknown network '${n}' (expected ${NETWORKS.join(', ')})`);
+  for (const n of networks)
+    if (!NETWORKS.includes(n)) throw new UsageError(`unknown network '${n}' (expected ${NETWORKS.join(', ')})`);
   const opts: Options = {
     quick: raw.quick as boolean,
     steps: raw.steps as number | undefined,
@@ -350,7 +364,13 @@ async function main(argv: string[]): Promise<void> {
 
   if (opts.child) {
     await initBackend({ backend: opts.backend, threads: opts.threads, log: () => {} });
-    const m = await measure(opts.child, { batch: opts.batch, size: opts.size, steps, profile: false, forwardPath: opts.forwardPath });
+    const m = await measure(opts.child, {
+      batch: opts.batch,
+      size: opts.size,
+      steps,
+      profile: false,
+      forwardPath: opts.forwardPath,
+    });
     console.log(JSON.stringify(m));
     return;
   }
@@ -359,18 +379,31 @@ async function main(argv: string[]): Promise<void> {
   console.log(`cpu: ${cpuModel()}`);
   console.log(
     `kernel plans: ${process.env.CATDOG_KERNEL_PLAN ? `CATDOG_KERNEL_PLAN=${process.env.CATDOG_KERNEL_PLAN}; ` : ''}` +
-      (autotuneEnabled() ? `autotuned at first use, cached in ${join(planCacheDir(), PLAN_CACHE_FILE)}` : 'defaults (CATDOG_AUTOTUNE=0)'),
+      (autotuneEnabled()
+        ? `autotuned at first use, cached in ${join(planCacheDir(), PLAN_CACHE_FILE)}`
+        : 'defaults (CATDOG_AUTOTUNE=0)'),
   );
   // Plans are tuned with all threads: wait for the SIMD worker threads before the first network.
-  for (let i = 0; i < 100 && choice.threads > 1 && wasmSimdWorkers() < choice.threads - 1; i++) await new Promise((r) => setTimeout(r, 50));
-  console.log(`batch ${opts.batch}, ${opts.size}×${opts.size}×3, ${steps} timed steps after 1 warm-up, median reported; frozen layers: ${opts.forwardPath === 'compiled' ? 'compileFrozenBase (as the strategies run them)' : 'model.predict / tfjs-layers'}`);
+  for (let i = 0; i < 100 && choice.threads > 1 && wasmSimdWorkers() < choice.threads - 1; i++)
+    await new Promise((r) => setTimeout(r, 50));
+  console.log(
+    `batch ${opts.batch}, ${opts.size}×${opts.size}×3, ${steps} timed steps after 1 warm-up, median reported; frozen layers: ${opts.forwardPath === 'compiled' ? 'compileFrozenBase (as the strategies run them)' : 'model.predict / tfjs-layers'}`,
+  );
 
   const wasm = new Map<Network, Measurement>();
   const shown = new Set<string>();
   for (const n of networks) {
-    const m = await measure(n, { batch: opts.batch, size: opts.size, steps, profile: opts.profile, forwardPath: opts.forwardPath });
+    const m = await measure(n, {
+      batch: opts.batch,
+      size: opts.size,
+      steps,
+      profile: opts.profile,
+      forwardPath: opts.forwardPath,
+    });
     wasm.set(n, m);
-    console.log(`  wasm  ${n.padEnd(24)} ${m.ms!.toFixed(0).padStart(7)} ms   samples ${m.samples.map((s) => s.toFixed(0)).join(' ')}`);
+    console.log(
+      `  wasm  ${n.padEnd(24)} ${m.ms!.toFixed(0).padStart(7)} ms   samples ${m.samples.map((s) => s.toFixed(0)).join(' ')}`,
+    );
     printPlans(n, kernelPlans(), shown);
   }
 
@@ -380,7 +413,8 @@ async function main(argv: string[]): Promise<void> {
     if (typeof t === 'string') console.log(`  torch: ${t}`);
     else {
       torch = t;
-      for (const n of networks) if (torch[n] != null) console.log(`  torch ${n.padEnd(24)} ${torch[n]!.toFixed(0).padStart(7)} ms`);
+      for (const n of networks)
+        if (torch[n] != null) console.log(`  torch ${n.padEnd(24)} ${torch[n]!.toFixed(0).padStart(7)} ms`);
     }
   } else console.log('  torch: skipped (--no-torch)');
 
@@ -408,7 +442,8 @@ function printPlans(network: Network, plans: PlanRecord[], shown: Set<string>): 
   console.log(`    plans (${network}):`);
   for (const p of fresh) {
     shown.add(`${p.family} ${p.shape}`);
-    const tuneMs = p.source === 'tuned' && p.us?.total != null ? `, tuning took ${(p.us.total / 1000).toFixed(0)} ms` : '';
+    const tuneMs =
+      p.source === 'tuned' && p.us?.total != null ? `, tuning took ${(p.us.total / 1000).toFixed(0)} ms` : '';
     console.log(`      ${p.family.padEnd(15)} ${p.shape.padEnd(40)} ${p.plan.padEnd(20)} (${p.source}${tuneMs})`);
   }
 }

@@ -17,7 +17,9 @@ import { cpuModel, initBackend, kernelPlans, wasmSimdWorkers } from '@catdog/bac
 function plansOf(size: number, ci: number, co: number): string {
   const prefix = `${size}x${size}x${ci}>${co} `;
   const found = kernelPlans().filter((p) => p.shape.startsWith(prefix));
-  return found.length ? found.map((p) => `${p.family}=${p.plan} (${p.source})`).join(', ') : 'no plan (one variant applies)';
+  return found.length
+    ? found.map((p) => `${p.family}=${p.plan} (${p.source})`).join(', ')
+    : 'no plan (one variant applies)';
 }
 
 function arg(name: string, dflt: string): string {
@@ -56,7 +58,8 @@ function time(fn: () => tf.Tensor): number {
 
 await initBackend({ backend: 'wasm', threads, log: () => {} });
 // The SIMD worker threads start asynchronously (and plans are tuned only once they are up).
-for (let i = 0; i < 100 && threads > 1 && wasmSimdWorkers() < threads - 1; i++) await new Promise((r) => setTimeout(r, 50));
+for (let i = 0; i < 100 && threads > 1 && wasmSimdWorkers() < threads - 1; i++)
+  await new Promise((r) => setTimeout(r, 50));
 console.log(`cpu: ${cpuModel()}`);
 
 if (process.argv.includes('--vgg16')) {
@@ -107,9 +110,27 @@ for (const [size, ci, co] of LAYERS) {
   };
   const attrs = { strides: [1, 1], pad: 'valid', dataFormat: 'NHWC' };
   run('Conv2D', () => tf.conv2d(x, w, 1, 'valid'));
-  run('Conv2DBackpropFilter', () => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: w.shape }) as tf.Tensor);
-  if (ci > 3) run('Conv2DBackpropInput', () => tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: w }, { ...attrs, inputShape: x.shape }) as tf.Tensor);
-  run('MaxPoolGrad', () => tf.engine().runKernel('MaxPoolGrad', { dy: dp, input: y, output: p }, { filterSize: [2, 2], strides: [2, 2], pad: 'valid' }) as tf.Tensor);
+  run(
+    'Conv2DBackpropFilter',
+    () => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: w.shape }) as tf.Tensor,
+  );
+  if (ci > 3)
+    run(
+      'Conv2DBackpropInput',
+      () =>
+        tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: w }, { ...attrs, inputShape: x.shape }) as tf.Tensor,
+    );
+  run(
+    'MaxPoolGrad',
+    () =>
+      tf
+        .engine()
+        .runKernel(
+          'MaxPoolGrad',
+          { dy: dp, input: y, output: p },
+          { filterSize: [2, 2], strides: [2, 2], pad: 'valid' },
+        ) as tf.Tensor,
+  );
   // The gradients of the ReLU and of the bias that follow each conv, as tfjs computes them.
   run('ReluGrad', () => tf.grad((t: tf.Tensor) => tf.relu(t))(y, dy));
   run('BiasGrad', () => tf.sum(dy, [0, 1, 2]));

@@ -31,12 +31,15 @@ export interface ServiceAddress {
 
 /** Parses 'host:port,[v6]:port,…'; throws RangeError naming a bad entry. */
 export function parseServiceAddresses(spec: string | readonly string[]): ServiceAddress[] {
-  const entries = (typeof spec === 'string' ? spec.split(',') : spec.flatMap((s) => s.split(','))).map((s) => s.trim()).filter(Boolean);
+  const entries = (typeof spec === 'string' ? spec.split(',') : spec.flatMap((s) => s.split(',')))
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (entries.length === 0) throw new RangeError('augment service: no address given (host:port[,host:port…])');
   return entries.map((entry) => {
     const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]+)):(\d{1,5})$/.exec(entry);
     const port = m ? Number(m[3]) : NaN;
-    if (!m || port < 1 || port > 65535) throw new RangeError(`augment service: bad address ${JSON.stringify(entry)} (expected host:port)`);
+    if (!m || port < 1 || port > 65535)
+      throw new RangeError(`augment service: bad address ${JSON.stringify(entry)} (expected host:port)`);
     return { host: m[1] ?? m[2], port };
   });
 }
@@ -58,7 +61,10 @@ export function readServiceToken(file?: string, env: NodeJS.ProcessEnv = process
     try {
       text = readFileSync(file, 'utf8');
     } catch (err) {
-      throw new UserError(`cannot read the token file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { code: 'config' });
+      throw new UserError(
+        `cannot read the token file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+        { code: 'config' },
+      );
     }
     const token = text.split(/\r?\n/)[0].trim();
     if (!token) throw new UserError(`the token file ${file} is empty`, { code: 'config' });

@@ -25,14 +25,24 @@ import {
   type Frame,
   type ServerLoad,
 } from './protocol.js';
-import { parseServiceAddresses, resolveServiceAddress, type AugmentServiceOptions, type ServiceAddress } from './addresses.js';
+import {
+  parseServiceAddresses,
+  resolveServiceAddress,
+  type AugmentServiceOptions,
+  type ServiceAddress,
+} from './addresses.js';
 
 const raw = (b: Buffer) => b;
 /** A batch that failed on this many servers fails the stream. */
 const MAX_ATTEMPTS = 4;
 const DNS_REFRESH_MS = 10_000;
 /** Status codes that mean the request itself is wrong: the same on every server, so the stream fails. */
-const FATAL = new Set([grpc.status.UNAUTHENTICATED, grpc.status.PERMISSION_DENIED, grpc.status.INVALID_ARGUMENT, grpc.status.OUT_OF_RANGE]);
+const FATAL = new Set([
+  grpc.status.UNAUTHENTICATED,
+  grpc.status.PERMISSION_DENIED,
+  grpc.status.INVALID_ARGUMENT,
+  grpc.status.OUT_OF_RANGE,
+]);
 
 class Endpoint {
   state: 'probing' | 'up' | 'down' = 'probing';
@@ -44,7 +54,10 @@ class Endpoint {
   load: ServerLoad | null = null;
   timer: NodeJS.Timeout | null = null;
 
-  constructor(readonly target: string, readonly client: grpc.Client) {}
+  constructor(
+    readonly target: string,
+    readonly client: grpc.Client,
+  ) {}
 
   get capacity(): number {
     return 2 * Math.max(1, this.workers);
@@ -57,18 +70,37 @@ interface Received {
 }
 
 /** createBatchStream with `augmentService`: connects to the servers and asks each to open the dataset. */
-export async function createRemoteBatchStream(options: BatchStreamOptions, o: ResolvedStreamOptions): Promise<BatchStream> {
+export async function createRemoteBatchStream(
+  options: BatchStreamOptions,
+  o: ResolvedStreamOptions,
+): Promise<BatchStream> {
   if (typeof options.source !== 'string') {
-    throw new RangeError('augmentService: source must be a dataset URL the servers can read (dataset dir, s3:// prefix or image folder)');
+    throw new RangeError(
+      'augmentService: source must be a dataset URL the servers can read (dataset dir, s3:// prefix or image folder)',
+    );
   }
   const recipe: BatchRecipe = {
-    seed: o.seed, shuffle: o.shuffle, batchSize: o.batchSize, height: o.height, width: o.width, augment: o.augment,
-    dtype: o.dtype, rescale: o.rescale, interpolation: o.interpolation, jpegDecoder: o.jpegDecoder,
+    seed: o.seed,
+    shuffle: o.shuffle,
+    batchSize: o.batchSize,
+    height: o.height,
+    width: o.width,
+    augment: o.augment,
+    dtype: o.dtype,
+    rescale: o.rescale,
+    interpolation: o.interpolation,
+    jpegDecoder: o.jpegDecoder,
     ...(options.windowShards === undefined ? {} : { windowShards: options.windowShards }),
   };
   // A local path means the same path on the servers (shared disk); URLs pass as they are.
   const dataset = /^[a-z][a-z0-9+.-]*:\/\//i.test(options.source) ? options.source : resolvePath(options.source);
-  const stream = new RemoteBatchStream(options.augmentService!, { dataset, split: options.split ?? 'train' }, recipe, { ...o, prefetch: options.prefetch }, options);
+  const stream = new RemoteBatchStream(
+    options.augmentService!,
+    { dataset, split: options.split ?? 'train' },
+    recipe,
+    { ...o, prefetch: options.prefetch },
+    options,
+  );
   try {
     await stream.start();
   } catch (err) {
@@ -128,7 +160,8 @@ class RemoteBatchStream implements BatchStream {
     this.credentials = tls
       ? grpc.credentials.createSsl(typeof tls === 'object' && tls.ca ? Buffer.from(tls.ca) : null)
       : grpc.credentials.createInsecure();
-    const frameBytes = 8 + MAX_HEADER_BYTES + recipe.batchSize * recipe.height * recipe.width * 3 * (recipe.dtype === 'uint8' ? 1 : 4);
+    const frameBytes =
+      8 + MAX_HEADER_BYTES + recipe.batchSize * recipe.height * recipe.width * 3 * (recipe.dtype === 'uint8' ? 1 : 4);
     this.channelOptions = {
       'grpc.max_receive_message_length': frameBytes,
       'grpc.max_send_message_length': MAX_REQUEST_BYTES,
@@ -158,10 +191,18 @@ class RemoteBatchStream implements BatchStream {
     await this.refreshAddresses(true);
     const up = [...this.endpoints.values()].filter((e) => e.state === 'up');
     if (up.length === 0) {
-      throw this.fatal ?? this.startError ?? new UserError(`augment service: no server answered at ${this.addresses.map((a) => `${a.host}:${a.port}`).join(',')}`, { code: 'unreachable' });
+      throw (
+        this.fatal ??
+        this.startError ??
+        new UserError(
+          `augment service: no server answered at ${this.addresses.map((a) => `${a.host}:${a.port}`).join(',')}`,
+          { code: 'unreachable' },
+        )
+      );
     }
     const steps = stepsPerEpoch(this.size, this.batchSize, this.plan.dropRemainder);
-    if (steps === 0) throw new RangeError(`dropRemainder with batchSize ${this.batchSize} leaves no batch from ${this.size} samples`);
+    if (steps === 0)
+      throw new RangeError(`dropRemainder with batchSize ${this.batchSize} leaves no batch from ${this.size} samples`);
     this.stepsPerEpoch = steps;
     this.endSeq = this.plan.epochs === Infinity ? Infinity : this.plan.epochs * steps;
     // Batch numbers count from the base epoch's first batch; a mid-epoch start skips to its batch.
@@ -184,9 +225,14 @@ class RemoteBatchStream implements BatchStream {
     const targets: { target: string; host: string }[] = [];
     for (const a of this.addresses) {
       try {
-        for (const target of await resolveServiceAddress(a, this.service.resolve)) targets.push({ target, host: a.host });
+        for (const target of await resolveServiceAddress(a, this.service.resolve))
+          targets.push({ target, host: a.host });
       } catch (err) {
-        if (first) throw new UserError(`augment service: cannot resolve ${a.host}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { code: 'unreachable' });
+        if (first)
+          throw new UserError(
+            `augment service: cannot resolve ${a.host}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+            { code: 'unreachable' },
+          );
       }
     }
     const added: Endpoint[] = [];
@@ -207,7 +253,11 @@ class RemoteBatchStream implements BatchStream {
     const request = warmup ? { ...this.ref, warmup: this.recipe } : this.ref;
     return new Promise((resolve, reject) => {
       e.client.makeUnaryRequest(
-        `${SERVICE_PATH}/Describe`, raw, raw, encodeJson(request), this.metadata(),
+        `${SERVICE_PATH}/Describe`,
+        raw,
+        raw,
+        encodeJson(request),
+        this.metadata(),
         { deadline: Date.now() + 10 * 60_000 },
         (err, reply) => (err ? reject(err) : resolve(JSON.parse(reply!.toString('utf8')) as DescribeReply)),
       );
@@ -240,7 +290,11 @@ class RemoteBatchStream implements BatchStream {
     } catch (err) {
       const status = (err as grpc.ServiceError).code;
       if (status !== undefined && FATAL.has(status)) {
-        this.fail(new UserError(`augment service ${e.target}: ${(err as grpc.ServiceError).details}`, { code: status === grpc.status.UNAUTHENTICATED ? 'access-denied' : 'bad-request' }));
+        this.fail(
+          new UserError(`augment service ${e.target}: ${(err as grpc.ServiceError).details}`, {
+            code: status === grpc.status.UNAUTHENTICATED ? 'access-denied' : 'bad-request',
+          }),
+        );
         return;
       }
       if (err instanceof UserError) {
@@ -249,7 +303,10 @@ class RemoteBatchStream implements BatchStream {
       }
       if (status === grpc.status.NOT_FOUND || status === grpc.status.FAILED_PRECONDITION) {
         // The dataset is missing or unreadable there: the same on every server of one deployment, most likely.
-        if (first) this.startError ??= new UserError(`augment service ${e.target}: ${(err as grpc.ServiceError).details}`, { code: 'bad-source' });
+        if (first)
+          this.startError ??= new UserError(`augment service ${e.target}: ${(err as grpc.ServiceError).details}`, {
+            code: 'bad-source',
+          });
       }
       this.markDown(e);
     }
@@ -261,7 +318,10 @@ class RemoteBatchStream implements BatchStream {
     if (e.state !== 'down' || e.timer === null) e.failures++;
     e.state = 'down';
     if (!e.timer) {
-      e.timer = setTimeout(() => void this.probe(e, false), delayMs ?? Math.min(5_000, 250 * 2 ** Math.min(e.failures, 5)));
+      e.timer = setTimeout(
+        () => void this.probe(e, false),
+        delayMs ?? Math.min(5_000, 250 * 2 ** Math.min(e.failures, 5)),
+      );
       e.timer.unref();
     }
     this.armWatchdog();
@@ -279,7 +339,12 @@ class RemoteBatchStream implements BatchStream {
       }
       this.downSince ??= Date.now();
       if (Date.now() - this.downSince > limit && this.delivered < this.endSeq) {
-        this.fail(new UserError(`augment service: no server reachable for ${(limit / 1000).toFixed(0)} s (${[...this.endpoints.keys()].join(', ')})`, { code: 'unreachable' }));
+        this.fail(
+          new UserError(
+            `augment service: no server reachable for ${(limit / 1000).toFixed(0)} s (${[...this.endpoints.keys()].join(', ')})`,
+            { code: 'unreachable' },
+          ),
+        );
       }
     }, 500);
     this.watchdog.unref();
@@ -306,7 +371,12 @@ class RemoteBatchStream implements BatchStream {
       if (!retry && !(this.nextSeq < this.endSeq && this.nextSeq - this.delivered < this.prefetch)) return;
       let best: Endpoint | null = null;
       for (const e of this.endpoints.values()) {
-        if (e.state === 'up' && e.inflight < e.capacity && (!best || e.inflight / e.capacity < best.inflight / best.capacity)) best = e;
+        if (
+          e.state === 'up' &&
+          e.inflight < e.capacity &&
+          (!best || e.inflight / e.capacity < best.inflight / best.capacity)
+        )
+          best = e;
       }
       if (!best) return;
       const seq = retry ? this.unassigned.shift()! : this.nextSeq++;
@@ -321,7 +391,14 @@ class RemoteBatchStream implements BatchStream {
     const request: BatchesRequest = { ...this.ref, ...this.recipe, epoch, batches: [index] };
     e.inflight++;
     let done = false;
-    const call = e.client.makeServerStreamRequest(`${SERVICE_PATH}/Batches`, raw, raw, encodeJson(request), this.metadata(), {});
+    const call = e.client.makeServerStreamRequest(
+      `${SERVICE_PATH}/Batches`,
+      raw,
+      raw,
+      encodeJson(request),
+      this.metadata(),
+      {},
+    );
     this.calls.add(call);
     const finish = () => {
       if (done) return false;
@@ -334,7 +411,10 @@ class RemoteBatchStream implements BatchStream {
       const t = performance.now();
       try {
         const frame = decodeFrame(message);
-        if (frame.header.epoch !== epoch || frame.header.index !== index) throw new Error(`augment service ${e.target}: sent batch ${frame.header.index} of epoch ${frame.header.epoch}, asked for ${index} of ${epoch}`);
+        if (frame.header.epoch !== epoch || frame.header.index !== index)
+          throw new Error(
+            `augment service ${e.target}: sent batch ${frame.header.index} of epoch ${frame.header.epoch}, asked for ${index} of ${epoch}`,
+          );
         e.batches++;
         e.bytes += message.length;
         e.load = frame.header.load;
@@ -350,7 +430,11 @@ class RemoteBatchStream implements BatchStream {
     call.on('error', (err: grpc.ServiceError) => {
       if (!finish() || this.closed) return;
       if (FATAL.has(err.code)) {
-        this.fail(new UserError(`augment service ${e.target}: ${err.details}`, { code: err.code === grpc.status.UNAUTHENTICATED ? 'access-denied' : 'bad-request' }));
+        this.fail(
+          new UserError(`augment service ${e.target}: ${err.details}`, {
+            code: err.code === grpc.status.UNAUTHENTICATED ? 'access-denied' : 'bad-request',
+          }),
+        );
         return;
       }
       // The server died, restarted, or failed this batch: hand the batch to another one (unless it arrived first).
@@ -362,7 +446,12 @@ class RemoteBatchStream implements BatchStream {
       const attempts = (this.attempts.get(seq) ?? 0) + 1;
       this.attempts.set(seq, attempts);
       if (attempts >= MAX_ATTEMPTS) {
-        this.fail(new UserError(`augment service: batch ${index} of epoch ${epoch} failed on ${attempts} servers, last ${e.target}: ${err.details}`, { code: 'unreachable' }));
+        this.fail(
+          new UserError(
+            `augment service: batch ${index} of epoch ${epoch} failed on ${attempts} servers, last ${e.target}: ${err.details}`,
+            { code: 'unreachable' },
+          ),
+        );
         return;
       }
       this.unassigned.push(seq);
@@ -415,8 +504,14 @@ class RemoteBatchStream implements BatchStream {
     const n = h.keys.length;
     const skipped = h.skipped.map((s) => ({ key: s.key, epoch: h.epoch, reason: s.reason }));
     const batch: Batch = {
-      xs: frame.xs, ys: Float32Array.from(h.labels), keys: h.keys, shape: [n, h.height, h.width, 3], epoch: h.epoch, index: h.index,
-      skipped, release: () => {}, // the frame's buffer is the garbage collector's
+      xs: frame.xs,
+      ys: Float32Array.from(h.labels),
+      keys: h.keys,
+      shape: [n, h.height, h.width, 3],
+      epoch: h.epoch,
+      index: h.index,
+      skipped,
+      release: () => {}, // the frame's buffer is the garbage collector's
     };
     this.log.record(batch, h.index === this.stepsPerEpoch - 1, h.workerMs, performance.now() - t);
     return { done: false, value: batch };
@@ -424,13 +519,22 @@ class RemoteBatchStream implements BatchStream {
 
   /** Warms every live server's workers up for this stream's recipe. */
   async ready(): Promise<void> {
-    await Promise.all([...this.endpoints.values()].filter((e) => e.state === 'up').map((e) => this.describe(e, true).catch(() => this.markDown(e))));
+    await Promise.all(
+      [...this.endpoints.values()]
+        .filter((e) => e.state === 'up')
+        .map((e) => this.describe(e, true).catch(() => this.markDown(e))),
+    );
   }
 
   stats(): StreamStats {
     const servers: ServerStats[] = [...this.endpoints.values()].map((e) => ({
-      address: e.target, state: e.state === 'up' ? 'up' : 'down', workers: e.workers,
-      imagesPerSecond: e.load?.imagesPerSecond ?? 0, queueDepth: e.load?.queueDepth ?? 0, batches: e.batches, bytes: e.bytes,
+      address: e.target,
+      state: e.state === 'up' ? 'up' : 'down',
+      workers: e.workers,
+      imagesPerSecond: e.load?.imagesPerSecond ?? 0,
+      queueDepth: e.load?.queueDepth ?? 0,
+      batches: e.batches,
+      bytes: e.bytes,
     }));
     return this.log.stats(this.reassigned, servers);
   }

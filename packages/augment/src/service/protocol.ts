@@ -119,7 +119,8 @@ function parseObject(bytes: Buffer): Record<string, unknown> {
 
 function int(o: Record<string, unknown>, name: string, min: number, max: number): number {
   const v = o[name];
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) throw new BadRequest(`${name} must be an integer in [${min}, ${max}]`);
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max)
+    throw new BadRequest(`${name} must be an integer in [${min}, ${max}]`);
   return v;
 }
 
@@ -131,7 +132,8 @@ function oneOf<T extends string>(o: Record<string, unknown>, name: string, value
 
 function datasetRef(o: Record<string, unknown>): DatasetRef {
   const dataset = o.dataset;
-  if (typeof dataset !== 'string' || dataset.length === 0 || dataset.length > 2048) throw new BadRequest('dataset must be a URL of at most 2048 characters');
+  if (typeof dataset !== 'string' || dataset.length === 0 || dataset.length > 2048)
+    throw new BadRequest('dataset must be a URL of at most 2048 characters');
   return { dataset, split: oneOf(o, 'split', ['train', 'validation', 'test'] as const) };
 }
 
@@ -141,9 +143,13 @@ function recipe(o: Record<string, unknown>): BatchRecipe {
   const batchSize = int(o, 'batchSize', 1, MAX_BATCH_SIZE);
   const dtype = oneOf(o, 'dtype', ['float32', 'uint8'] as const);
   const bytes = batchSize * height * width * 3 * (dtype === 'uint8' ? 1 : 4);
-  if (bytes > MAX_BATCH_BYTES) throw new BadRequest(`a batch of ${(bytes / 1024 ** 2).toFixed(0)} MiB exceeds the server's ${MAX_BATCH_BYTES / 1024 ** 2} MiB`);
+  if (bytes > MAX_BATCH_BYTES)
+    throw new BadRequest(
+      `a batch of ${(bytes / 1024 ** 2).toFixed(0)} MiB exceeds the server's ${MAX_BATCH_BYTES / 1024 ** 2} MiB`,
+    );
   if (typeof o.shuffle !== 'boolean') throw new BadRequest('shuffle must be a boolean');
-  if (typeof o.rescale !== 'number' || !Number.isFinite(o.rescale)) throw new BadRequest('rescale must be a finite number');
+  if (typeof o.rescale !== 'number' || !Number.isFinite(o.rescale))
+    throw new BadRequest('rescale must be a finite number');
   let augment: AugmentOptions | null = null;
   if (o.augment !== null) {
     if (!o.augment || typeof o.augment !== 'object') throw new BadRequest('augment must be an object or null');
@@ -181,7 +187,12 @@ export function parseBatchesRequest(bytes: Buffer): BatchesRequest {
     throw new BadRequest(`batches must be a list of 1 to ${MAX_BATCHES_PER_CALL} batch indices`);
   }
   if (!batches.every((b) => Number.isSafeInteger(b) && b >= 0)) throw new BadRequest('batches must hold integers >= 0');
-  return { ...datasetRef(o), ...recipe(o), epoch: int(o, 'epoch', 0, Number.MAX_SAFE_INTEGER), batches: batches as number[] };
+  return {
+    ...datasetRef(o),
+    ...recipe(o),
+    epoch: int(o, 'epoch', 0, Number.MAX_SAFE_INTEGER),
+    batches: batches as number[],
+  };
 }
 
 /** One frame: header and pixels in one buffer (gRPC sends it as one message). */
@@ -206,13 +217,15 @@ export interface Frame {
 export function decodeFrame(frame: Buffer): Frame {
   if (frame.length < 8 || frame.readUInt32LE(0) !== MAGIC) throw new Error('augment service: not a batch frame');
   const headerBytes = frame.readUInt32LE(4);
-  if (headerBytes > MAX_HEADER_BYTES || 8 + headerBytes > frame.length) throw new Error('augment service: bad frame header length');
+  if (headerBytes > MAX_HEADER_BYTES || 8 + headerBytes > frame.length)
+    throw new Error('augment service: bad frame header length');
   const header = JSON.parse(frame.toString('utf8', 8, 8 + headerBytes)) as FrameHeader;
   const n = header.keys.length;
   const elements = n * header.height * header.width * 3;
   const bytesPer = header.dtype === 'uint8' ? 1 : 4;
   const at = 8 + headerBytes;
-  if (frame.length - at !== elements * bytesPer || header.labels.length !== n) throw new Error('augment service: frame size does not match its header');
+  if (frame.length - at !== elements * bytesPer || header.labels.length !== n)
+    throw new Error('augment service: frame size does not match its header');
   let xs: Float32Array | Uint8Array;
   if (header.dtype === 'uint8') xs = new Uint8Array(frame.buffer, frame.byteOffset + at, elements);
   else if ((frame.byteOffset + at) % 4 === 0) xs = new Float32Array(frame.buffer, frame.byteOffset + at, elements);

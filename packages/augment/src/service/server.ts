@@ -8,7 +8,15 @@ import * as grpc from '@grpc/grpc-js';
 import { formatError, UserError } from '@catdog/errors';
 import { BatchPool } from '../batch-pool.js';
 import { batchIndices, epochSampleOrder, stepsPerEpoch } from '../plan.js';
-import { DEFAULT_MAX_SOURCE_BYTES, isPreparedDataset, loadSamples, loadSplit, openDatasetSource, openShards, type LoadedSamples } from '../source.js';
+import {
+  DEFAULT_MAX_SOURCE_BYTES,
+  isPreparedDataset,
+  loadSamples,
+  loadSplit,
+  openDatasetSource,
+  openShards,
+  type LoadedSamples,
+} from '../source.js';
 import type { BatchResult, BatchTask } from '../worker.js';
 import {
   BadRequest,
@@ -62,7 +70,10 @@ export interface AugmentServer {
  * order, so epochs follow the same order as the in-process stream), an image folder as before. Requests name
  * batches by index in any order, so the server holds the split (up to 2 GiB of encoded bytes) rather than a window.
  */
-export async function loadServedSamples(ref: DatasetRef, cache: { cacheDir?: string; cacheLimit?: number } = {}): Promise<LoadedSamples> {
+export async function loadServedSamples(
+  ref: DatasetRef,
+  cache: { cacheDir?: string; cacheLimit?: number } = {},
+): Promise<LoadedSamples> {
   if (!(await isPreparedDataset(ref.dataset))) return loadSamples(await openDatasetSource(ref.dataset, ref.split));
   const reader = await openShards(ref.dataset, ref.split, 0, false, cache);
   const bytes = reader.shards.reduce((n, s) => n + s.bytes, 0);
@@ -111,7 +122,8 @@ const raw = (b: Buffer) => b;
 export async function startAugmentServer(options: AugmentServerOptions): Promise<AugmentServer> {
   const host = options.host ?? '0.0.0.0';
   const workers = options.workers ?? availableParallelism();
-  if (!Number.isInteger(workers) || workers < 1) throw new RangeError(`workers must be a positive integer, got ${workers}`);
+  if (!Number.isInteger(workers) || workers < 1)
+    throw new RangeError(`workers must be a positive integer, got ${workers}`);
   const maxDatasets = options.maxDatasets ?? 4;
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const expected = options.token === null ? null : createHash('sha256').update(options.token).digest();
@@ -126,7 +138,13 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
     while (rate.length && now - rate[0].t > 10_000) rate.shift();
     const images = rate.reduce((n, r) => n + r.images, 0);
     const span = rate.length ? Math.max(1000, now - rate[0].t) : 1000;
-    return { workers, queueDepth, imagesPerSecond: (images * 1000) / span, batches: sent, rss: process.memoryUsage.rss() };
+    return {
+      workers,
+      queueDepth,
+      imagesPerSecond: (images * 1000) / span,
+      batches: sent,
+      rss: process.memoryUsage.rss(),
+    };
   };
 
   /** True when the call carries the token; else answers UNAUTHENTICATED. */
@@ -148,7 +166,16 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
       served = (async () => {
         const samples = await loadServedSamples(ref, { cacheDir: options.cacheDir, cacheLimit: options.cacheLimit });
         const pool = new BatchPool(samples.shared, workers);
-        return { samples, pool, digest: digestOf(samples), orders: new Map(), warmed: new Set(), spare: [], calls: 0, usedAt: Date.now() };
+        return {
+          samples,
+          pool,
+          digest: digestOf(samples),
+          orders: new Map(),
+          warmed: new Set(),
+          spare: [],
+          calls: 0,
+          usedAt: Date.now(),
+        };
       })();
       datasets.set(id, served);
       served.catch(() => datasets.delete(id)); // a failed open is retried by the next call
@@ -164,7 +191,8 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
       const s = await p.catch(() => null);
       if (s && s.calls === 0 && (!oldest || s.usedAt < oldest[1].usedAt)) oldest = [id, s];
     }
-    if (!oldest) throw new UserError(`augment service: already serving ${datasets.size} datasets, all busy`, { code: 'busy' });
+    if (!oldest)
+      throw new UserError(`augment service: already serving ${datasets.size} datasets, all busy`, { code: 'busy' });
     datasets.delete(oldest[0]);
     await oldest[1].pool.destroy();
   }
@@ -193,7 +221,12 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
           s.warmed.add(id);
         }
       }
-      const reply: DescribeReply = { classes: s.samples.classes, size: s.samples.keys.length, digest: s.digest, workers };
+      const reply: DescribeReply = {
+        classes: s.samples.classes,
+        size: s.samples.keys.length,
+        digest: s.digest,
+        workers,
+      };
       return encodeJson(reply);
     })().then(
       (reply) => callback(null, reply),
@@ -239,7 +272,11 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
         const launch = () => {
           while (!cancelled && launched < request.batches.length && made.length + unflushed < workers) {
             const index = request.batches[launched++];
-            const p = s.pool.run(taskOf(s, request, order, index), s.spare.pop(), `batch ${index} of epoch ${request.epoch}`);
+            const p = s.pool.run(
+              taskOf(s, request, order, index),
+              s.spare.pop(),
+              `batch ${index} of epoch ${request.epoch}`,
+            );
             p.catch(() => {}); // surfaced when awaited below
             made.push(p);
           }
@@ -285,8 +322,16 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
   function taskOf(s: Served, r: BatchesRequest, order: number[], index: number): BatchTask {
     const indices = batchIndices(order, index, r.batchSize, s.samples.missing);
     return {
-      epoch: r.epoch, indices, keys: indices.map((i) => s.samples.keys[i]), height: r.height, width: r.width,
-      augment: r.augment, seed: r.seed, dtype: r.dtype, rescale: r.rescale, interpolation: r.interpolation,
+      epoch: r.epoch,
+      indices,
+      keys: indices.map((i) => s.samples.keys[i]),
+      height: r.height,
+      width: r.width,
+      augment: r.augment,
+      seed: r.seed,
+      dtype: r.dtype,
+      rescale: r.rescale,
+      interpolation: r.interpolation,
       jpegDecoder: r.jpegDecoder,
     };
   }
@@ -296,7 +341,11 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
     const elements = res.kept.length * r.height * r.width * 3;
     return encodeFrame(
       {
-        epoch: r.epoch, index, height: r.height, width: r.width, dtype: r.dtype,
+        epoch: r.epoch,
+        index,
+        height: r.height,
+        width: r.width,
+        dtype: r.dtype,
         keys: res.kept.map((p) => s.samples.keys[indices[p]]),
         labels: res.kept.map((p) => s.samples.labels[indices[p]]),
         skipped: res.skipped.map((x) => ({ key: s.samples.keys[indices[x.position]], reason: x.reason })),
@@ -307,11 +356,17 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
     );
   }
 
-  const health: grpc.handleUnaryCall<Buffer, Buffer> = (_call, callback) => callback(null, closing ? HEALTH_NOT_SERVING : HEALTH_SERVING);
+  const health: grpc.handleUnaryCall<Buffer, Buffer> = (_call, callback) =>
+    callback(null, closing ? HEALTH_NOT_SERVING : HEALTH_SERVING);
 
   const method = (name: string, responseStream: boolean) => ({
-    path: `${SERVICE_PATH}/${name}`, requestStream: false, responseStream,
-    requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw,
+    path: `${SERVICE_PATH}/${name}`,
+    requestStream: false,
+    responseStream,
+    requestSerialize: raw,
+    requestDeserialize: raw,
+    responseSerialize: raw,
+    responseDeserialize: raw,
   });
   const server = new grpc.Server({
     'grpc.max_receive_message_length': MAX_REQUEST_BYTES,
@@ -321,7 +376,11 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
     'grpc.keepalive_permit_without_calls': 1,
   });
   server.addService(
-    { Describe: method('Describe', false), Batches: method('Batches', true), Status: method('Status', false) } as grpc.ServiceDefinition,
+    {
+      Describe: method('Describe', false),
+      Batches: method('Batches', true),
+      Status: method('Status', false),
+    } as grpc.ServiceDefinition,
     { Describe: describe, Batches: batches, Status: status } as grpc.UntypedServiceImplementation,
   );
   server.addService(
@@ -334,7 +393,12 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
   const bindHost = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${bindHost}:${options.port ?? 0}`, credentials, (err, bound) => {
-      if (err) reject(new UserError(`augment serve: cannot listen on ${bindHost}:${options.port ?? 0}: ${err.message}`, { code: 'unreachable' }));
+      if (err)
+        reject(
+          new UserError(`augment serve: cannot listen on ${bindHost}:${options.port ?? 0}: ${err.message}`, {
+            code: 'unreachable',
+          }),
+        );
       else resolve(bound);
     });
   });

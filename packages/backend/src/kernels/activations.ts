@@ -37,7 +37,13 @@ function maskedGradient(
 
 export function reluGrad({ inputs, backend }: Parameters<KernelFn>[0]): TensorInfo {
   const { dy, x } = inputs as { dy: TensorInfo; x: TensorInfo };
-  return maskedGradient(backend, x, dy, (simd, xo, dyo, out, n) => simd.relu_grad(xo, dyo, out, n), (v) => v > 0);
+  return maskedGradient(
+    backend,
+    x,
+    dy,
+    (simd, xo, dyo, out, n) => simd.relu_grad(xo, dyo, out, n),
+    (v) => v > 0,
+  );
 }
 
 export const reluGradConfig: tf.GradConfig = {
@@ -67,7 +73,13 @@ export function clipGrad({ inputs, backend, attrs }: Parameters<KernelFn>[0]): T
   const { lo, hi } = attrs as { lo: number; hi: number };
   const l = Math.fround(lo);
   const h = Math.fround(hi);
-  return maskedGradient(backend, x, dy, (simd, xo, dyo, out, n) => simd.clip_grad(xo, dyo, out, n, lo, hi), (v) => v >= l && v <= h);
+  return maskedGradient(
+    backend,
+    x,
+    dy,
+    (simd, xo, dyo, out, n) => simd.clip_grad(xo, dyo, out, n, lo, hi),
+    (v) => v >= l && v <= h,
+  );
 }
 
 export const clipGradConfig: tf.GradConfig = {

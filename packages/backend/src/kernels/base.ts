@@ -1,7 +1,16 @@
 // Shared plumbing of the wasm training kernels (registered by ../wasm-kernels.ts): the backend's tensor interface,
 // the backend's own kernels kept as fallbacks, and runChunks, which spreads SIMD kernel calls over worker threads.
 import * as tf from '@tensorflow/tfjs';
-import { simdKernels, type SimdKernels, simdWorkers, type PoolWorker, JOB_ARGS, JOB_KERNELS, startJob, joinJob } from '../simd-kernels.js';
+import {
+  simdKernels,
+  type SimdKernels,
+  simdWorkers,
+  type PoolWorker,
+  JOB_ARGS,
+  type JOB_KERNELS,
+  startJob,
+  joinJob,
+} from '../simd-kernels.js';
 
 type Shape = number[];
 export interface TensorInfo {
@@ -64,7 +73,6 @@ export function fallback(name: string): KernelFn {
   return k;
 }
 
-
 type KernelCall = (a0: number, a1: number, a2: number, a3: number, a4: number, a5: number, a6: number) => void;
 
 /** Worker threads to use next to this one for `chunks` chunks of work (none without the threaded build). */
@@ -116,7 +124,15 @@ export function runChunks(
       if (c >= chunks) break;
       for (let k = words[2 + c]!, end = words[3 + c]!; k < end; k++) {
         const a = first + k * JOB_ARGS;
-        run(words[a]!, words[a + 1]!, words[a + 2]!, words[a + 3]!, words[a + 4]!, words[a + 5]!, words[a + 6]! + base0);
+        run(
+          words[a]!,
+          words[a + 1]!,
+          words[a + 2]!,
+          words[a + 3]!,
+          words[a + 4]!,
+          words[a + 5]!,
+          words[a + 6]! + base0,
+        );
       }
     }
   } catch (e) {
@@ -133,7 +149,6 @@ export function runChunks(
   if (failure) throw failure;
 }
 
-
 /** Threads the backend runs (1 without the threaded build). */
 export function threadCount(backend: WasmBackend): number {
   return (backend.wasm as { tfjs?: { getThreadsCount?(): number } }).tfjs?.getThreadsCount?.() ?? 1;
@@ -149,7 +164,12 @@ export interface ConvAttrs {
 }
 
 /** computeConv2DInfo for an NHWC convolution of xShape by filterShape with a kernel's attributes. */
-export function convInfo(xShape: readonly number[], filterShape: readonly number[], attrs: Attrs, depthwise = false): tf.backend_util.Conv2DInfo {
+export function convInfo(
+  xShape: readonly number[],
+  filterShape: readonly number[],
+  attrs: Attrs,
+  depthwise = false,
+): tf.backend_util.Conv2DInfo {
   const { strides, pad, dilations, dimRoundingMode } = attrs as unknown as ConvAttrs;
   return tf.backend_util.computeConv2DInfo(
     xShape as [number, number, number, number],

@@ -10,8 +10,15 @@ export function fusedBatchNorm({ inputs, backend, attrs }: Parameters<KernelFn>[
   const eps = (attrs.varianceEpsilon as number | undefined) ?? 0.001;
   const C = x.shape[x.shape.length - 1] ?? 1;
   const perChannel = (t: TensorInfo | undefined) =>
-    t == null || (t.dtype === 'float32' && t.shape.reduce((a, b) => a * b, 1) === C && t.shape.slice(0, -1).every((d) => d === 1));
-  if (x.dtype !== 'float32' || x.shape.length < 1 || ![mean, variance, offset, scale].every(perChannel) || !mean || !variance) {
+    t == null ||
+    (t.dtype === 'float32' && t.shape.reduce((a, b) => a * b, 1) === C && t.shape.slice(0, -1).every((d) => d === 1));
+  if (
+    x.dtype !== 'float32' ||
+    x.shape.length < 1 ||
+    ![mean, variance, offset, scale].every(perChannel) ||
+    !mean ||
+    !variance
+  ) {
     return fallback('FusedBatchNorm')({ inputs: inputs as Record<string, TensorInfo>, backend, attrs });
   }
   const mul = new Float32Array(C);

@@ -1,8 +1,22 @@
 // Convolutions on wasm: Conv2DBackpropInput, Conv2DBackpropFilter and the direct stride-1 forward Conv2D (3×3
 // stride-1 forward convolutions go to winograd.ts when its cost model says so).
-import * as tf from '@tensorflow/tfjs';
+import type * as tf from '@tensorflow/tfjs';
 import { simdKernels, type SimdKernels } from '../simd-kernels.js';
-import { type ConvAttrs, type KernelFn, type TensorInfo, type WasmBackend, conv2dForward, convInfo, f32, fallback, helpers, isChannelsLast, kernel, runChunks, transpose } from './base.js';
+import {
+  type ConvAttrs,
+  type KernelFn,
+  type TensorInfo,
+  type WasmBackend,
+  conv2dForward,
+  convInfo,
+  f32,
+  fallback,
+  helpers,
+  isChannelsLast,
+  kernel,
+  runChunks,
+  transpose,
+} from './base.js';
 import { filterGradProduct } from './matmul.js';
 import { winogradConv } from './winograd.js';
 import { forwardPlan, gradientPlan } from './plans.js';
@@ -22,7 +36,9 @@ export function conv2DBackpropInput({ inputs, backend, attrs }: Parameters<Kerne
   const simd = floats && Ci % 16 === 0 ? simdKernels(backend.wasm) : null;
   if (simd && isPointwise(info)) return inputGradDirect(simd, backend, dy, filter, info);
   const run = (plan: KernelPlan, dyp: TensorInfo, infop: tf.backend_util.Conv2DInfo, attrsp: typeof attrs) =>
-    simd && plan.kind === 'direct' ? inputGradDirect(simd, backend, dyp, filter, infop) : inputGradRewrite(backend, dyp, filter, infop, attrsp);
+    simd && plan.kind === 'direct'
+      ? inputGradDirect(simd, backend, dyp, filter, infop)
+      : inputGradRewrite(backend, dyp, filter, infop, attrsp);
   const plan: KernelPlan = simd
     ? gradientPlan(backend, 'backprop-input', info, (p, xShape) => {
         const infop = convInfo(xShape, filter.shape, attrs);
@@ -37,7 +53,13 @@ export function conv2DBackpropInput({ inputs, backend, attrs }: Parameters<Kerne
  * The input gradient as a forward XNNPACK convolution of dy (zeros inserted between rows and
  * columns for stride > 1) with the filter flipped in space and its channels swapped.
  */
-function inputGradRewrite(backend: WasmBackend, dy: TensorInfo, filter: TensorInfo, info: tf.backend_util.Conv2DInfo, attrs: Parameters<KernelFn>[0]['attrs']): TensorInfo {
+function inputGradRewrite(
+  backend: WasmBackend,
+  dy: TensorInfo,
+  filter: TensorInfo,
+  info: tf.backend_util.Conv2DInfo,
+  attrs: Parameters<KernelFn>[0]['attrs'],
+): TensorInfo {
   const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
   const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
   const padTop = kh - 1 - info.padInfo.top;
@@ -85,17 +107,23 @@ function inputGradRewrite(backend: WasmBackend, dy: TensorInfo, filter: TensorIn
     }
     source = dilated;
   }
-  const out = conv2dForward(backend, source, flipped, [1, 1], [1, 1], [
-    [0, 0],
-    [padTop, padBottom],
-    [padLeft, padRight],
-    [0, 0],
-  ]);
+  const out = conv2dForward(
+    backend,
+    source,
+    flipped,
+    [1, 1],
+    [1, 1],
+    [
+      [0, 0],
+      [padTop, padBottom],
+      [padLeft, padRight],
+      [0, 0],
+    ],
+  );
   backend.disposeData(flipped.dataId);
   if (dilated) backend.disposeData(dilated.dataId);
   return out;
 }
-
 
 /**
  * A 1×1 convolution at stride 1 without padding (MobileNet's expand and project layers): every pixel of the batch
@@ -103,9 +131,16 @@ function inputGradRewrite(backend: WasmBackend, dy: TensorInfo, filter: TensorIn
  */
 function isPointwise(info: tf.backend_util.Conv2DInfo): boolean {
   return (
-    info.filterHeight === 1 && info.filterWidth === 1 && info.strideHeight === 1 && info.strideWidth === 1 &&
-    info.dilationHeight === 1 && info.dilationWidth === 1 && info.padInfo.top === 0 && info.padInfo.left === 0 &&
-    info.outHeight === info.inHeight && info.outWidth === info.inWidth
+    info.filterHeight === 1 &&
+    info.filterWidth === 1 &&
+    info.strideHeight === 1 &&
+    info.strideWidth === 1 &&
+    info.dilationHeight === 1 &&
+    info.dilationWidth === 1 &&
+    info.padInfo.top === 0 &&
+    info.padInfo.left === 0 &&
+    info.outHeight === info.inHeight &&
+    info.outWidth === info.inWidth
   );
 }
 
@@ -123,7 +158,13 @@ function tapColumns(kj: number, pl: number, sw: number, W: number, Wo: number): 
  * Runs are output rows, threads taking images; for a pointwise convolution they are blocks of
  * POINTWISE_PIXELS of the whole batch.
  */
-function inputGradDirect(simd: SimdKernels, backend: WasmBackend, dy: TensorInfo, filter: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
+function inputGradDirect(
+  simd: SimdKernels,
+  backend: WasmBackend,
+  dy: TensorInfo,
+  filter: TensorInfo,
+  info: tf.backend_util.Conv2DInfo,
+): TensorInfo {
   const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
   const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
   const pt = info.padInfo.top;
@@ -154,7 +195,15 @@ function inputGradDirect(simd: SimdKernels, backend: WasmBackend, dy: TensorInfo
           for (let oi = 0; oi < Ho; oi++) {
             const i = oi * sh + ki - pt;
             if (i < 0 || i >= H) continue;
-            call(dy0 + ((b * Ho + oi) * Wo + ojLo) * Co * 4, ojHi - ojLo, Co, wtp, Ci, dx0 + ((b * H + i) * W + ojLo * sw + kj - pl) * Ci * 4, dxs);
+            call(
+              dy0 + ((b * Ho + oi) * Wo + ojLo) * Co * 4,
+              ojHi - ojLo,
+              Co,
+              wtp,
+              Ci,
+              dx0 + ((b * H + i) * W + ojLo * sw + kj - pl) * Ci * 4,
+              dxs,
+            );
           }
         }
       }
@@ -197,7 +246,13 @@ export function conv2D({ inputs, backend, attrs }: Parameters<KernelFn>[0]): Ten
 }
 
 /** Conv2D, stride 1, by the direct SIMD loop, threads taking images. */
-function directForward(simd: SimdKernels, backend: WasmBackend, x: TensorInfo, filter: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
+function directForward(
+  simd: SimdKernels,
+  backend: WasmBackend,
+  x: TensorInfo,
+  filter: TensorInfo,
+  info: tf.backend_util.Conv2DInfo,
+): TensorInfo {
   const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
   const { filterHeight: kh, filterWidth: kw } = info;
   const pt = info.padInfo.top;
@@ -218,7 +273,15 @@ function directForward(simd: SimdKernels, backend: WasmBackend, x: TensorInfo, f
           for (let oi = 0; oi < Ho; oi++) {
             const i = oi + ki - pt;
             if (i < 0 || i >= H) continue;
-            call(x0 + ((b * H + i) * W + ojLo + kj - pl) * Ci * 4, ojHi - ojLo, Ci, wp, Co, y0 + ((b * Ho + oi) * Wo + ojLo) * Co * 4, Co * 4);
+            call(
+              x0 + ((b * H + i) * W + ojLo + kj - pl) * Ci * 4,
+              ojHi - ojLo,
+              Ci,
+              wp,
+              Co,
+              y0 + ((b * Ho + oi) * Wo + ojLo) * Co * 4,
+              Co * 4,
+            );
           }
         }
       }
@@ -246,7 +309,12 @@ export function conv2DBackpropFilter({ inputs, backend, attrs }: Parameters<Kern
     const simd = simdKernels(backend.wasm);
     const P = info.batchSize * H * W;
     if (simd) {
-      const product = filterGradProduct(simd, backend, { ...x, shape: [P, info.inChannels] }, { ...dy, shape: [P, Co] });
+      const product = filterGradProduct(
+        simd,
+        backend,
+        { ...x, shape: [P, info.inChannels] },
+        { ...dy, shape: [P, Co] },
+      );
       return { ...product, shape: [1, 1, info.inChannels, Co] };
     }
   }
@@ -275,7 +343,12 @@ export function conv2DBackpropFilter({ inputs, backend, attrs }: Parameters<Kern
  * The filter gradient as a forward XNNPACK convolution of x as [Ci, H, W, B] with dy as
  * [Ho, Wo, B, Co] (the forward stride as dilation), transposed back to [kh, kw, Ci, Co].
  */
-function filterGradRewrite(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
+function filterGradRewrite(
+  backend: WasmBackend,
+  x: TensorInfo,
+  dy: TensorInfo,
+  info: tf.backend_util.Conv2DInfo,
+): TensorInfo {
   const { inHeight: H, inWidth: W, outHeight: Ho, outWidth: Wo } = info;
   const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
   const padTop = info.padInfo.top;
@@ -294,12 +367,19 @@ function filterGradRewrite(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, 
 
   const xT = transpose(backend, x, [3, 1, 2, 0]); // [Ci, H, W, B]
   const dyT = transpose(backend, dy, [1, 2, 0, 3]); // [Ho, Wo, B, Co]
-  let g = conv2dForward(backend, xT, dyT, [1, 1], [sh, sw], [
-    [0, 0],
-    [padTop, padBottom],
-    [padLeft, padRight],
-    [0, 0],
-  ]); // [Ci, kh(+extraH), kw(+extraW), Co]
+  let g = conv2dForward(
+    backend,
+    xT,
+    dyT,
+    [1, 1],
+    [sh, sw],
+    [
+      [0, 0],
+      [padTop, padBottom],
+      [padLeft, padRight],
+      [0, 0],
+    ],
+  ); // [Ci, kh(+extraH), kw(+extraW), Co]
   backend.disposeData(xT.dataId);
   backend.disposeData(dyT.dataId);
   if (extraH > 0 || extraW > 0) {
@@ -323,7 +403,13 @@ function filterGradRewrite(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, 
  * over batch × pixels runs from L1; measured 2× faster than the XNNPACK convolution above on
  * each layer of the book's convnet (single thread). Needs Co % 16 == 0.
  */
-function filterGradDirect(simd: SimdKernels, backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
+function filterGradDirect(
+  simd: SimdKernels,
+  backend: WasmBackend,
+  x: TensorInfo,
+  dy: TensorInfo,
+  info: tf.backend_util.Conv2DInfo,
+): TensorInfo {
   const { batchSize: B, inChannels: Ci, outChannels: Co } = info;
   const { filterHeight: kh, filterWidth: kw } = info;
   const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
@@ -343,7 +429,8 @@ function filterGradDirect(simd: SimdKernels, backend: WasmBackend, x: TensorInfo
       B,
       workers,
       (b, call) => {
-        for (let kj = 0; kj < kw; kj++) for (let ki = 0; ki < kh; ki++) filterGradTapRows(info, x0, dy0, b, ki, kj, call);
+        for (let kj = 0; kj < kw; kj++)
+          for (let ki = 0; ki < kh; ki++) filterGradTapRows(info, x0, dy0, b, ki, kj, call);
       },
       [offset(out), ...partials.map(offset)],
     );
@@ -371,7 +458,13 @@ function filterGradDirect(simd: SimdKernels, backend: WasmBackend, x: TensorInfo
  * per-image partial sums cost (few images, wide layers) or where the L2 holds a tap's block with
  * its streams better than an image's worth of them.
  */
-function filterGradByTaps(simd: SimdKernels, backend: WasmBackend, x: TensorInfo, dy: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
+function filterGradByTaps(
+  simd: SimdKernels,
+  backend: WasmBackend,
+  x: TensorInfo,
+  dy: TensorInfo,
+  info: tf.backend_util.Conv2DInfo,
+): TensorInfo {
   const { batchSize: B, inChannels: Ci, outChannels: Co } = info;
   const { filterHeight: kh, filterWidth: kw } = info;
   const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
@@ -425,7 +518,15 @@ function filterGradTapRows(
   for (let oi = 0; oi < Ho; oi++) {
     const i = oi * sh + ki - pt;
     if (i < 0 || i >= H) continue;
-    call(x0 + ((b * H + i) * W + ojLo * sw + kj - pl) * Ci * 4, sw * Ci * 4, dy0 + ((b * Ho + oi) * Wo + ojLo) * Co * 4, ojHi - ojLo, Ci, Co, dw);
+    call(
+      x0 + ((b * H + i) * W + ojLo * sw + kj - pl) * Ci * 4,
+      sw * Ci * 4,
+      dy0 + ((b * Ho + oi) * Wo + ojLo) * Co * 4,
+      ojHi - ojLo,
+      Ci,
+      Co,
+      dw,
+    );
   }
 }
 

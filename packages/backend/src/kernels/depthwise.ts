@@ -122,7 +122,9 @@ export function depthwiseBackpropInput({ inputs, backend, attrs }: Parameters<Ke
     const [dy0, w0, dx0] = [offset(dy), offset(filter), offset(out)];
     try {
       runChunks(backend, simd, 'dw_input_grad_run', g.B, helpers(backend, g.B), (b, call) =>
-        forEachDepthwiseRun(g, { b }, (x, y, tap, n) => call(dy0 + y * 4, g.C * 4, w0 + tap * 4, n, g.C, g.sw * g.C * 4, dx0 + x * 4)),
+        forEachDepthwiseRun(g, { b }, (x, y, tap, n) =>
+          call(dy0 + y * 4, g.C * 4, w0 + tap * 4, n, g.C, g.sw * g.C * 4, dx0 + x * 4),
+        ),
       );
     } catch (e) {
       backend.disposeData(out.dataId);
@@ -167,7 +169,9 @@ export function depthwiseBackpropFilter({ inputs, backend, attrs }: Parameters<K
     const taps = g.kh * g.kw;
     try {
       runChunks(backend, simd, 'dw_filter_grad_run', taps, helpers(backend, taps), (tap, call) =>
-        forEachDepthwiseRun(g, { tap }, (xo, y, t, n) => call(x0 + xo * 4, g.sw * g.C * 4, dy0 + y * 4, g.C * 4, n, g.C, acc0 + t * 4)),
+        forEachDepthwiseRun(g, { tap }, (xo, y, t, n) =>
+          call(x0 + xo * 4, g.sw * g.C * 4, dy0 + y * 4, g.C * 4, n, g.C, acc0 + t * 4),
+        ),
       );
     } catch (e) {
       backend.disposeData(out.dataId);

@@ -1,6 +1,15 @@
 // BatchMatMul: Dense layers' forward products and gradients.
 import { simdKernels, type SimdKernels } from '../simd-kernels.js';
-import { type KernelFn, type TensorInfo, type WasmBackend, f32, fallback, helpers, runChunks, transpose } from './base.js';
+import {
+  type KernelFn,
+  type TensorInfo,
+  type WasmBackend,
+  f32,
+  fallback,
+  helpers,
+  runChunks,
+  transpose,
+} from './base.js';
 
 // Unbatched float32 products. A·B with few rows and a large B (a Dense forward pass while training)
 // runs on the SIMD loop (smallRowsProduct); other plain products stay on XNNPACK. The backend's
@@ -16,7 +25,8 @@ export function batchMatMul({ inputs, backend, attrs }: Parameters<KernelFn>[0])
   const original = fallback('BatchMatMul');
   const batchA = a.shape.slice(0, -2).reduce((x, y) => x * y, 1);
   const batchB = b.shape.slice(0, -2).reduce((x, y) => x * y, 1);
-  if (batchA !== 1 || batchB !== 1 || a.dtype !== 'float32' || b.dtype !== 'float32') return original({ inputs, backend, attrs });
+  if (batchA !== 1 || batchB !== 1 || a.dtype !== 'float32' || b.dtype !== 'float32')
+    return original({ inputs, backend, attrs });
   const mat = (t: TensorInfo): TensorInfo => ({ ...t, shape: t.shape.slice(-2) });
   const A = mat(a);
   const B = mat(b);
@@ -25,7 +35,8 @@ export function batchMatMul({ inputs, backend, attrs }: Parameters<KernelFn>[0])
   if (!transposeA && !transposeB) {
     const [M, K] = A.shape as [number, number];
     const N = B.shape[1]!;
-    const simd = M <= SMALL_PRODUCT_ROWS && N % 16 === 0 && K * N >= SMALL_PRODUCT_MIN_WEIGHTS ? simdKernels(backend.wasm) : null;
+    const simd =
+      M <= SMALL_PRODUCT_ROWS && N % 16 === 0 && K * N >= SMALL_PRODUCT_MIN_WEIGHTS ? simdKernels(backend.wasm) : null;
     return simd ? shaped(smallRowsProduct(simd, backend, A, B)) : original({ inputs, backend, attrs });
   }
   const plain = { transposeA: false, transposeB: false };

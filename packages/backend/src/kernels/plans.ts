@@ -1,10 +1,17 @@
 // Which variant runs each convolution (../autotune.ts decides by timing; this module says which
 // variants apply to a layer, which one the cost model would pick, and how to time them on a proxy).
-import * as tf from '@tensorflow/tfjs';
+import type * as tf from '@tensorflow/tfjs';
 import { choosePlan, type Candidate, type KernelPlan, type PlanFamily } from '../autotune.js';
 import { simdWorkers } from '../simd-kernels.js';
 import { type WasmBackend, threadCount } from './base.js';
-import { convCost, defaultWinogradBlock, winogradApplies, winogradOverride, winogradTileSize, winogradTiles } from './winograd.js';
+import {
+  convCost,
+  defaultWinogradBlock,
+  winogradApplies,
+  winogradOverride,
+  winogradTileSize,
+  winogradTiles,
+} from './winograd.js';
 
 /** Largest Ci·Co (one filter tap's block: 256 KB) the direct loops take by default (a 512 KB L2 holds it). */
 export const DIRECT_MAX_TAP_FLOATS = 1 << 16;
@@ -32,7 +39,11 @@ export function shapeKey(info: tf.backend_util.Conv2DInfo): string {
  * one per thread) or, when one image is already more than the target, fewer rows. Its element
  * count never exceeds the layer's, so the proxy reads the layer's own buffers.
  */
-export function proxyInputShape(info: tf.backend_util.Conv2DInfo, threads: number, macs = PROXY_MACS): [number, number, number, number] {
+export function proxyInputShape(
+  info: tf.backend_util.Conv2DInfo,
+  threads: number,
+  macs = PROXY_MACS,
+): [number, number, number, number] {
   const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho } = info;
   const perRow = info.outWidth * Ci * info.outChannels * info.filterHeight * info.filterWidth;
   const perImage = perRow * Ho;
@@ -49,7 +60,14 @@ function directApplies(family: PlanFamily, info: tf.backend_util.Conv2DInfo, cap
   const { inChannels: Ci, outChannels: Co, outWidth: Wo } = info;
   if (Ci * Co > cap || Wo < 8) return false;
   if (family === 'conv2d') {
-    return info.strideHeight === 1 && info.strideWidth === 1 && info.dilationHeight === 1 && info.dilationWidth === 1 && Ci >= 16 && Co % 16 === 0;
+    return (
+      info.strideHeight === 1 &&
+      info.strideWidth === 1 &&
+      info.dilationHeight === 1 &&
+      info.dilationWidth === 1 &&
+      Ci >= 16 &&
+      Co % 16 === 0
+    );
   }
   return family === 'backprop-input' ? Ci % 16 === 0 : Co % 16 === 0;
 }
@@ -66,7 +84,12 @@ export type ProxyRun = (plan: KernelPlan, xShape: [number, number, number, numbe
  * The plan of a forward convolution (Conv2D, or FusedConv2D with `fused`, which has no direct
  * loop). CATDOG_WASM_WINOGRAD=3/4/6 forces that tile, 0 rules Winograd out.
  */
-export function forwardPlan(backend: WasmBackend, info: tf.backend_util.Conv2DInfo, fused: boolean, run: ProxyRun): KernelPlan {
+export function forwardPlan(
+  backend: WasmBackend,
+  info: tf.backend_util.Conv2DInfo,
+  fused: boolean,
+  run: ProxyRun,
+): KernelPlan {
   const threads = threadCount(backend);
   const override = winogradOverride();
   const wino = override !== 0 && winogradApplies(info);
@@ -85,7 +108,8 @@ export function forwardPlan(backend: WasmBackend, info: tf.backend_util.Conv2DIn
     threads,
     ready: workersReady(backend, threads),
     defaultPlan,
-    applicable: (p) => p.kind === 'xnnpack' || (p.kind === 'direct' && canDirect) || (p.kind === 'winograd' && wino && p.block >= 1),
+    applicable: (p) =>
+      p.kind === 'xnnpack' || (p.kind === 'direct' && canDirect) || (p.kind === 'winograd' && wino && p.block >= 1),
     normalize: (p) => (p.kind === 'winograd' && p.block === 0 ? { ...p, block: defaultWinogradBlock(info) } : p),
     candidates: (stage, winner) => {
       if (stage === 0) {
@@ -96,14 +120,18 @@ export function forwardPlan(backend: WasmBackend, info: tf.backend_util.Conv2DIn
         const costs = ([3, 4, 6] as const).map((m) => convCost(info, m, threads));
         const cheapest = Math.min(...costs);
         ([3, 4, 6] as const).forEach((m, i) => {
-          if (costs[i]! <= TILE_COST_SPREAD * cheapest) plans.push({ kind: 'winograd', m, block: defaultWinogradBlock(info) });
+          if (costs[i]! <= TILE_COST_SPREAD * cheapest)
+            plans.push({ kind: 'winograd', m, block: defaultWinogradBlock(info) });
         });
         return plans.map((plan): Candidate => ({ plan, run: () => run(plan, x) }));
       }
       if (winner?.kind !== 'winograd') return [];
       // Blocks of tiles: half, same, 2× and 4× the winner's, where the proxy has enough tiles for them to differ.
       const x = proxyInputShape(info, threads, PROXY_MACS * BLOCK_PROXY_SCALE);
-      const proxyTiles = winogradTiles({ ...info, batchSize: x[0], outHeight: Math.min(info.outHeight, x[1]) }, winner.m);
+      const proxyTiles = winogradTiles(
+        { ...info, batchSize: x[0], outHeight: Math.min(info.outHeight, x[1]) },
+        winner.m,
+      );
       const blocks = [winner.block, winner.block >> 1, winner.block * 2, winner.block * 4].filter(
         (b, i, all) => b >= 16 && b <= 1024 && all.indexOf(b) === i && (i === 0 || b * threads <= proxyTiles),
       );
@@ -130,14 +158,17 @@ export function gradientPlan(
   const threads = threadCount(backend);
   const canDirect = directApplies(family, info, TUNED_MAX_TAP_FLOATS);
   if (!canDirect) return { kind: 'xnnpack' };
-  const defaultPlan: KernelPlan = directApplies(family, info, DIRECT_MAX_TAP_FLOATS) ? { kind: 'direct' } : { kind: 'xnnpack' };
+  const defaultPlan: KernelPlan = directApplies(family, info, DIRECT_MAX_TAP_FLOATS)
+    ? { kind: 'direct' }
+    : { kind: 'xnnpack' };
   return choosePlan({
     family,
     shape: shapeKey(info),
     threads,
     ready: workersReady(backend, threads),
     defaultPlan,
-    applicable: (p) => p.kind === 'xnnpack' || p.kind === 'direct' || (p.kind === 'direct-taps' && family === 'backprop-filter'),
+    applicable: (p) =>
+      p.kind === 'xnnpack' || p.kind === 'direct' || (p.kind === 'direct-taps' && family === 'backprop-filter'),
     normalize: (p) => p,
     candidates: (stage) => {
       if (stage > 0) return [];

@@ -7,7 +7,15 @@ import { type KernelFn, type TensorInfo, f32, fallback } from './base.js';
 // channels innermost, finding each window's first maximum as the cpu backend does.
 
 /** Zeroes the last row/column that 2×2 stride-2 windows leave out when H or W is odd. */
-function zeroOutsideWindows(dx: Float32Array, B: number, H: number, W: number, C: number, Ho: number, Wo: number): void {
+function zeroOutsideWindows(
+  dx: Float32Array,
+  B: number,
+  H: number,
+  W: number,
+  C: number,
+  Ho: number,
+  Wo: number,
+): void {
   const rowStride = W * C;
   for (let b = 0; b < B; b++) {
     if (2 * Wo < W) {
@@ -41,7 +49,7 @@ function maxPoolGrad2x2(
     for (let oi = 0; oi < Ho; oi++) {
       const r0 = (b * H + 2 * oi) * rowStride;
       const r1 = r0 + rowStride;
-      let y = ((b * Ho + oi) * Wo) * C;
+      let y = (b * Ho + oi) * Wo * C;
       for (let oj = 0; oj < Wo; oj++) {
         const p00 = r0 + 2 * oj * C;
         const p01 = p00 + C;
@@ -109,7 +117,18 @@ export function maxPoolGrad({ inputs, backend, attrs }: Parameters<KernelFn>[0])
   const dx = f32(backend, out);
   const x = f32(backend, input);
   const g = f32(backend, dy);
-  if (fh === 2 && fw === 2 && sh === 2 && sw === 2 && dh === 1 && dw === 1 && padTop === 0 && padLeft === 0 && 2 * Ho <= H && 2 * Wo <= W) {
+  if (
+    fh === 2 &&
+    fw === 2 &&
+    sh === 2 &&
+    sw === 2 &&
+    dh === 1 &&
+    dw === 1 &&
+    padTop === 0 &&
+    padLeft === 0 &&
+    2 * Ho <= H &&
+    2 * Wo <= W
+  ) {
     const simd = C % 4 === 0 ? simdKernels(backend.wasm) : null;
     if (simd) {
       const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
@@ -121,7 +140,16 @@ export function maxPoolGrad({ inputs, backend, attrs }: Parameters<KernelFn>[0])
     return out;
   }
   dx.fill(0);
-  if (fh === 2 && fw === 2 && dh === 1 && dw === 1 && padTop === 0 && padLeft === 0 && (Ho - 1) * sh + 2 <= H && (Wo - 1) * sw + 2 <= W) {
+  if (
+    fh === 2 &&
+    fw === 2 &&
+    dh === 1 &&
+    dw === 1 &&
+    padTop === 0 &&
+    padLeft === 0 &&
+    (Ho - 1) * sh + 2 <= H &&
+    (Wo - 1) * sw + 2 <= W
+  ) {
     // The book's MaxPooling2D(2): every window inside the input, four taps compared in registers.
     const rowStride = W * C;
     for (let b = 0; b < B; b++) {

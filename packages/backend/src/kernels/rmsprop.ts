@@ -12,11 +12,23 @@ export const RMSPROP_KERNEL = 'CatdogRMSProp';
 const RMSPROP_CHUNK = 1 << 16;
 
 export function rmspropUpdate({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo[] {
-  const { gradient, meanSquare, moments, value } = inputs as Record<'gradient' | 'meanSquare' | 'moments' | 'value', TensorInfo>;
-  const { decay, learningRate, epsilon, momentum } = attrs as { decay: number; learningRate: number; epsilon: number; momentum: number };
+  const { gradient, meanSquare, moments, value } = inputs as Record<
+    'gradient' | 'meanSquare' | 'moments' | 'value',
+    TensorInfo
+  >;
+  const { decay, learningRate, epsilon, momentum } = attrs as {
+    decay: number;
+    learningRate: number;
+    epsilon: number;
+    momentum: number;
+  };
   const shape = value.shape;
   const size = shape.reduce((a, b) => a * b, 1);
-  const outs = [backend.makeOutput(shape, 'float32'), backend.makeOutput(shape, 'float32'), backend.makeOutput(shape, 'float32')];
+  const outs = [
+    backend.makeOutput(shape, 'float32'),
+    backend.makeOutput(shape, 'float32'),
+    backend.makeOutput(shape, 'float32'),
+  ];
   const [newMs, newMom, newVar] = outs as [TensorInfo, TensorInfo, TensorInfo];
   const rho = Math.fround(decay);
   const omr = Math.fround(1 - decay);

@@ -1,5 +1,5 @@
 // Winograd forward convolutions (Conv2D and FusedConv2D, 3×3, stride 1).
-import * as tf from '@tensorflow/tfjs';
+import type * as tf from '@tensorflow/tfjs';
 import type { SimdKernels } from '../simd-kernels.js';
 import { type TensorInfo, type WasmBackend, helpers, runChunks, threadCount } from './base.js';
 
@@ -24,7 +24,6 @@ function winogradMode(): 'auto' | 0 | WinogradTile {
 
 /** Output tile sizes m of the Winograd F(m×m, 3×3) kernels. */
 export type WinogradTile = 3 | 4 | 6;
-
 
 /**
  * Cost of a stride-1 3×3 convolution in multiply-adds of the SIMD micro-kernel: direct (9 per
@@ -97,7 +96,10 @@ const WINOGRAD_SLICE_BYTES = 192 << 10;
  * (every block streams all of the transformed filter U: tens of MB for VGG's last layers).
  */
 export function defaultWinogradBlock(info: tf.backend_util.Conv2DInfo): number {
-  return Math.max(16, Math.min(128, Math.floor(WINOGRAD_SLICE_BYTES / (Math.max(info.inChannels, info.outChannels) * 4))));
+  return Math.max(
+    16,
+    Math.min(128, Math.floor(WINOGRAD_SLICE_BYTES / (Math.max(info.inChannels, info.outChannels) * 4))),
+  );
 }
 
 /** Tiles of this convolution with tile m. */
@@ -149,7 +151,22 @@ export function winogradConv(
     );
     const flags = activation | (bias ? 4 : 0);
     (backend.typedArrayFromHeap(prm) as Int32Array).set([
-      offset(x), H, W, Ci, Co, u0, bias ? offset(bias) : 0, offset(out), Ho, Wo, tw, th, info.padInfo.top, info.padInfo.left, flags, m,
+      offset(x),
+      H,
+      W,
+      Ci,
+      Co,
+      u0,
+      bias ? offset(bias) : 0,
+      offset(out),
+      Ho,
+      Wo,
+      tw,
+      th,
+      info.padInfo.top,
+      info.padInfo.left,
+      flags,
+      m,
     ]);
     const workers = helpers(backend, chunks);
     scratch = backend.makeOutput([(workers.length + 1) * scratchFloats], 'float32');

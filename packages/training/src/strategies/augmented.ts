@@ -4,9 +4,25 @@ import { scratch } from './scratch.js';
 
 export const augmented: StrategyDefinition = {
   help: 'the dropout convnet on augmented batches (batch 32, 100 epochs × 100 steps)',
-  defaults: { inputSize: 150, batchSize: 32, epochs: 100, stepsPerEpoch: 100, validationSteps: 50, learningRate: 1e-4, dropout: 0.5, augment: true },
+  defaults: {
+    inputSize: 150,
+    batchSize: 32,
+    epochs: 100,
+    stepsPerEpoch: 100,
+    validationSteps: 50,
+    learningRate: 1e-4,
+    dropout: 0.5,
+    augment: true,
+  },
   presets: {
-    'cpu-quick': { inputSize: 96, epochs: 20, stepsPerEpoch: null, validationSteps: null, learningRate: 5e-4, batchSize: 32 },
+    'cpu-quick': {
+      inputSize: 96,
+      epochs: 20,
+      stepsPerEpoch: null,
+      validationSteps: null,
+      learningRate: 5e-4,
+      batchSize: 32,
+    },
     'ci-smoke': { learningRate: 1e-3 },
   },
   // The same model and phase as scratch: dropout and augmentation come from the settings.

@@ -9,7 +9,15 @@ export const extract: StrategyDefinition = {
   defaults: { ...FEATURE_EXTRACTION_DEFAULTS, augment: false },
   presets: {
     // MobileNetV2 at its ImageNet resolution: a linear-probe-like head on pooled features reaches ~97% on its own.
-    'cpu-quick': { inputSize: 224, epochs: 20, stepsPerEpoch: null, validationSteps: null, headPooling: 'avg', learningRate: 1e-3, batchSize: 32 },
+    'cpu-quick': {
+      inputSize: 224,
+      epochs: 20,
+      stepsPerEpoch: null,
+      validationSteps: null,
+      headPooling: 'avg',
+      learningRate: 1e-3,
+      batchSize: 32,
+    },
     'ci-smoke': { inputSize: 96, learningRate: 1e-3, headPooling: 'avg' },
   },
   async build(ctx) {

@@ -18,11 +18,30 @@ export const finetune: StrategyDefinition = {
     // The head on cached, globally pooled MobileNetV2 features, then a few fine-tune epochs at a low learning rate
     // polish the top block. On the book's split: 97.3% test accuracy at 160 px, 98.1% at 224 px (BENCHMARKS.md).
     'cpu-quick': {
-      inputSize: 224, headPooling: 'avg', headTraining: 'features', headEpochs: 20, headLearningRate: 1e-3, headBatchSize: 32,
-      fineTuneInput: 'cached-activations', epochs: 2, stepsPerEpoch: null, validationSteps: null, learningRate: 1e-5, batchSize: 32, augment: false,
+      inputSize: 224,
+      headPooling: 'avg',
+      headTraining: 'features',
+      headEpochs: 20,
+      headLearningRate: 1e-3,
+      headBatchSize: 32,
+      fineTuneInput: 'cached-activations',
+      epochs: 2,
+      stepsPerEpoch: null,
+      validationSteps: null,
+      learningRate: 1e-5,
+      batchSize: 32,
+      augment: false,
       keepBest: true,
     },
-    'ci-smoke': { inputSize: 96, epochs: 1, headTraining: 'features', headLearningRate: 1e-3, headPooling: 'avg', augment: false, fineTuneInput: 'cached-activations' },
+    'ci-smoke': {
+      inputSize: 96,
+      epochs: 1,
+      headTraining: 'features',
+      headLearningRate: 1e-3,
+      headPooling: 'avg',
+      augment: false,
+      fineTuneInput: 'cached-activations',
+    },
   },
   async build(ctx) {
     const { cfg } = ctx;
@@ -34,10 +53,23 @@ export const finetune: StrategyDefinition = {
       phases.push(
         cfg.headTraining === 'features'
           ? featurePhase({
-              name: 'head', epochs: cfg.headEpochs, learningRate: cfg.headLearningRate, batchSize: cfg.headBatchSize, model: t.head.model,
-              features: top.headFeatures, stepsPerEpoch: null, validationSteps: null, seed: cfg.seed,
+              name: 'head',
+              epochs: cfg.headEpochs,
+              learningRate: cfg.headLearningRate,
+              batchSize: cfg.headBatchSize,
+              model: t.head.model,
+              features: top.headFeatures,
+              stepsPerEpoch: null,
+              validationSteps: null,
+              seed: cfg.seed,
             })
-          : imagePhase(ctx, { name: 'head', epochs: cfg.headEpochs, learningRate: cfg.headLearningRate, model: t.model, frozen: { bottom: t.extractor, top: t.head.model } }),
+          : imagePhase(ctx, {
+              name: 'head',
+              epochs: cfg.headEpochs,
+              learningRate: cfg.headLearningRate,
+              model: t.model,
+              frozen: { bottom: t.extractor, top: t.head.model },
+            }),
       );
     }
     phases.push(top.phase);
@@ -53,7 +85,9 @@ function splitAt(t: TransferModel, from: string) {
   try {
     return splitAtLayer(t.model, from, t.base.name);
   } catch (err) {
-    throw err instanceof UserError ? new UserError(`--fine-tune-from ${from}: ${err.message}`, { code: 'bad-config' }) : err;
+    throw err instanceof UserError
+      ? new UserError(`--fine-tune-from ${from}: ${err.message}`, { code: 'bad-config' })
+      : err;
   }
 }
 
@@ -76,10 +110,19 @@ function onImages(ctx: StrategyContext, t: TransferModel, from: string): TopPhas
   }
   const prepare = () => {
     const r = setTrainableFrom(t.base, from);
-    ctx.log(`fine-tuning from ${from}: ${r.trainable.length} layers train, ${r.frozen.length} stay frozen; trainable weight tensors: ${t.model.trainableWeights.length}`);
+    ctx.log(
+      `fine-tuning from ${from}: ${r.trainable.length} layers train, ${r.frozen.length} stay frozen; trainable weight tensors: ${t.model.trainableWeights.length}`,
+    );
   };
   return {
-    phase: imagePhase(ctx, { name: 'finetune', epochs: ctx.cfg.epochs, learningRate: ctx.cfg.learningRate, model: t.model, prepare, frozen }),
+    phase: imagePhase(ctx, {
+      name: 'finetune',
+      epochs: ctx.cfg.epochs,
+      learningRate: ctx.cfg.learningRate,
+      model: t.model,
+      prepare,
+      frozen,
+    }),
     headFeatures: (split) => t.cache.get(split),
     release: () => t.cache.release(),
   };
@@ -92,7 +135,11 @@ function onImages(ctx: StrategyContext, t: TransferModel, from: string): TopPhas
 function onCachedActivations(ctx: StrategyContext, t: TransferModel, from: string): TopPhase {
   const { cfg } = ctx;
   const { bottom, top } = splitAt(t, from);
-  const topFeatures = tf.model({ inputs: top.model.inputs, outputs: top.map(t.features), name: `${t.base.name}_top_features` });
+  const topFeatures = tf.model({
+    inputs: top.model.inputs,
+    outputs: top.map(t.features),
+    name: `${t.base.name}_top_features`,
+  });
   const activations = extractedFeatures({
     root: ctx.featureCacheRoot,
     keyParts: { ...t.keyParts, pooling: `activations@${from}` },
@@ -104,7 +151,9 @@ function onCachedActivations(ctx: StrategyContext, t: TransferModel, from: strin
   const headFeatures = memoizedFeatures(async (split) => {
     const t0 = performance.now();
     const set = mapFeatureSet(topFeatures, await activations.get(split), cfg.batchSize);
-    ctx.log(`features: ${split} head features from cached activations in ${((performance.now() - t0) / 1000).toFixed(1)}s`);
+    ctx.log(
+      `features: ${split} head features from cached activations in ${((performance.now() - t0) / 1000).toFixed(1)}s`,
+    );
     return set;
   });
   const phase = featurePhase({
@@ -119,7 +168,9 @@ function onCachedActivations(ctx: StrategyContext, t: TransferModel, from: strin
     seed: cfg.seed,
     prepare: (train) => {
       const r = setTrainableFrom(t.base, from);
-      ctx.log(`fine-tuning from ${from} on cached activations [${train.shape}]: ${r.trainable.length} layers train, ${r.frozen.length} stay frozen; trainable weight tensors: ${top.model.trainableWeights.length}`);
+      ctx.log(
+        `fine-tuning from ${from} on cached activations [${train.shape}]: ${r.trainable.length} layers train, ${r.frozen.length} stay frozen; trainable weight tensors: ${top.model.trainableWeights.length}`,
+      );
     },
   });
   return {

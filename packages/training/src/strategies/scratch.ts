@@ -5,7 +5,16 @@ import type { StrategyDefinition } from '../strategy.js';
 
 export const scratch: StrategyDefinition = {
   help: "the book's convnet from scratch, no augmentation (RMSprop 1e-4, batch 20, 30 epochs × 100 steps, input 150)",
-  defaults: { inputSize: 150, batchSize: 20, epochs: 30, stepsPerEpoch: 100, validationSteps: 50, learningRate: 1e-4, dropout: 0, augment: false },
+  defaults: {
+    inputSize: 150,
+    batchSize: 20,
+    epochs: 30,
+    stepsPerEpoch: 100,
+    validationSteps: 50,
+    learningRate: 1e-4,
+    dropout: 0,
+    augment: false,
+  },
   presets: {
     'cpu-quick': { inputSize: 96, epochs: 12, stepsPerEpoch: null, validationSteps: null, learningRate: 5e-4 },
     // Enough steps for the convnet to (over)fit 40 tiny images: the smoke test asserts that it learns.

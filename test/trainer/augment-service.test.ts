@@ -72,6 +72,9 @@ function assertSameHistory(h0: Record<string, number[]>, h1: Record<string, numb
       );
   }
 }
+// Kernel plans are chosen by timing (autotune), and two processes timing at once on a loaded machine can pick
+// plans that sum in different orders: histories then differ by ~1e-5. The comparisons take the default plans.
+const DETERMINISTIC = { CATDOG_AUTOTUNE: '0' };
 // --dropout 0: tfjs' Dropout draws unseeded masks, so two in-process runs with dropout already differ; the batches
 // (what the service makes) are then the only randomness.
 const common = () => [
@@ -93,7 +96,7 @@ const common = () => [
 test('augmented on two augmentation servers: the in-process history, to float tolerance; the log shows each server', async () => {
   const [a, b] = await Promise.all([startServer(), startServer()]);
   const [local, remote] = await Promise.all([
-    runTrainerAsync([...common(), '--out', join(root, 'local')]),
+    runTrainerAsync([...common(), '--out', join(root, 'local')], DETERMINISTIC),
     runTrainerAsync([
       ...common(),
       '--out',
@@ -102,7 +105,7 @@ test('augmented on two augmentation servers: the in-process history, to float to
       `${a.address},${b.address}`,
       '--token-file',
       tokenFile,
-    ]),
+    ], DETERMINISTIC),
   ]);
   assert.equal(local.code, 0, local.stderr);
   assert.equal(remote.code, 0, remote.stderr);
@@ -130,7 +133,7 @@ test('one of two servers killed mid-run: the run completes on the other', async 
     `${a.address},${b.address}`,
     '--token-file',
     tokenFile,
-  ]);
+  ], DETERMINISTIC);
   let stderr = '';
   let killed = false;
   remote.stderr!.on('data', (d: Buffer) => {
@@ -146,8 +149,8 @@ test('one of two servers killed mid-run: the run completes on the other', async 
   assert.match(stderr, new RegExp(`augment service: ${a.address.replace(/\./g, '\\.')} down; `));
   const h = await historyOf(out);
   assert.equal(h.epoch.length, 4);
-  // The epochs before the kill are the in-process ones. (After it the history can drift by ~1e-4: see the report.)
-  assertSameHistory(await historyOf(join(root, 'local')), h, 2);
+  // The server's batches are reassigned to the other one: the same batches, so the in-process history throughout.
+  assertSameHistory(await historyOf(join(root, 'local')), h);
   b.process.kill('SIGTERM');
 });
 

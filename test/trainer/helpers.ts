@@ -24,10 +24,10 @@ export function runTrainer(args: string[], env: Record<string, string> = {}): Cl
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-export function spawnTrainer(args: string[]): ChildProcess {
+export function spawnTrainer(args: string[], env: Record<string, string> = {}): ChildProcess {
   return spawn(process.execPath, ['--import', 'tsx', TRAINER, ...args], {
     cwd: projectRoot,
-    env: { ...process.env, INIT_CWD: projectRoot },
+    env: { ...process.env, INIT_CWD: projectRoot, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
 }

@@ -271,7 +271,7 @@ export function buildProgram(): Command {
     const workerIndex = o.workerIndex ?? defaults.workerIndex;
     const label = workerCount > 1 ? `prep split [worker ${workerIndex}/${workerCount}]` : 'prep split';
     const progress = progressReporter(label);
-    let report;
+    let report: Awaited<ReturnType<typeof prepareDataset>>;
     try {
       report = await prepareDataset({
         source: o.source,

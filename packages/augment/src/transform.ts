@@ -203,8 +203,8 @@ function sampleBorder(
         return;
       }
     } else if (fillMode === 'nearest') {
-      y = y < 0 ? 0 : y > hMax ? hMax : y;
-      x = x < 0 ? 0 : x > wMax ? wMax : x;
+      y = y < 0 ? 0 : Math.min(y, hMax);
+      x = x < 0 ? 0 : Math.min(x, wMax);
     } else {
       y = wrapCoordinate(y, h);
       x = wrapCoordinate(x, w);
@@ -352,8 +352,8 @@ function sampleReference(job: AffineJob): Float32Array | Uint8Array {
             store(dst + 2, cv);
             continue;
           } else if (fillMode === 'nearest') {
-            yi = y < 0 ? 0 : y > hMax ? hMax : y;
-            xi = x < 0 ? 0 : x > wMax ? wMax : x;
+            yi = y < 0 ? 0 : Math.min(y, hMax);
+            xi = x < 0 ? 0 : Math.min(x, wMax);
           } else if (fillMode === 'reflect') {
             yi = reflectIndex(y, h);
             xi = reflectIndex(x, w);
@@ -391,8 +391,8 @@ function sampleReference(job: AffineJob): Float32Array | Uint8Array {
         x1 = x0 + 1;
       } else if (clampNearest) {
         // 'nearest' (the book's mode) inline: clamp the point, the neighbour past the last sample has weight 0.
-        y = y < 0 ? 0 : y > hMax ? hMax : y;
-        x = x < 0 ? 0 : x > wMax ? wMax : x;
+        y = y < 0 ? 0 : Math.min(y, hMax);
+        x = x < 0 ? 0 : Math.min(x, wMax);
         y0 = y | 0;
         x0 = x | 0;
         y1 = y0 < hMax ? y0 + 1 : y0;

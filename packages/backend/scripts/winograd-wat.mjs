@@ -265,7 +265,7 @@ function outputTile(m) {
     );
     body.push(
       `(if (i32.gt_u (local.get $rows) (i32.const ${i})) (then`,
-      ...stores.map((s) => '  ' + s),
+      ...stores.map((s) => `  ${s}`),
       `  (local.set $d (i32.add (local.get $d) (local.get $row)))))`,
     );
   }
@@ -510,7 +510,7 @@ function gemm() {
     for (const u of range(UNROLL)) {
       let st = step(u);
       if (!pairs) st = st.filter((l) => !l.includes('$s1') && !/\$c[4-7] /.test(l));
-      lines.push(...st.map((l) => '  ' + l));
+      lines.push(...st.map((l) => `  ${l}`));
     }
     lines.push(`  (local.set $wp (i32.add (local.get $wp) (local.get $nb)))`);
     lines.push(`  (local.set $a0 (i32.add (local.get $a0) (i32.const ${4 * UNROLL})))`);

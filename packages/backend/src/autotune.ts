@@ -151,7 +151,7 @@ function writeCachedPlan(dir: string, machine: string, key: string, entry: Cache
     mkdirSync(dir, { recursive: true });
     const path = join(dir, PLAN_CACHE_FILE);
     const data = readCache(path);
-    (data.machines[machine] ??= {})[key] = entry;
+    data.machines[machine] = { ...data.machines[machine], [key]: entry };
     const tmp = `${path}.${process.pid}.tmp`;
     writeFileSync(tmp, `${JSON.stringify(data, null, 1)}\n`);
     renameSync(tmp, path);

@@ -115,7 +115,7 @@ const pools = new WeakMap<object, PoolWorker[]>();
  */
 export function simdWorkers(module: object, count: number): PoolWorker[] {
   const loaded = load(module);
-  if (!loaded || !loaded.shared || count <= 0 || process.env.CATDOG_WASM_SIMD_WORKERS === '0') return [];
+  if (!loaded?.shared || count <= 0 || process.env.CATDOG_WASM_SIMD_WORKERS === '0') return [];
   let pool = pools.get(module);
   if (!pool) {
     pool = [];

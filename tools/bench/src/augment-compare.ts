@@ -32,25 +32,26 @@ function fail(message: string): never {
   process.exit(1);
 }
 
-let parsed;
-try {
-  parsed = parseArgs({
-    options: {
-      source: { type: 'string' },
-      limit: { type: 'string' },
-      passes: { type: 'string' },
-      batch: { type: 'string', default: '32' },
-      size: { type: 'string', default: '150' },
-      workers: { type: 'string', default: '2' },
-      prepped: { type: 'string' },
-      quick: { type: 'boolean', default: false },
-      json: { type: 'string' },
-    },
-  });
-} catch (err) {
-  fail((err as Error).message);
+function parseOptions() {
+  try {
+    return parseArgs({
+      options: {
+        source: { type: 'string' },
+        limit: { type: 'string' },
+        passes: { type: 'string' },
+        batch: { type: 'string', default: '32' },
+        size: { type: 'string', default: '150' },
+        workers: { type: 'string', default: '2' },
+        prepped: { type: 'string' },
+        quick: { type: 'boolean', default: false },
+        json: { type: 'string' },
+      },
+    });
+  } catch (err) {
+    fail((err as Error).message);
+  }
 }
-const { values } = parsed;
+const { values } = parseOptions();
 const positive = (name: string, v: string | undefined, dflt: number) => {
   if (v === undefined) return dflt;
   const n = Number(v);

@@ -2,7 +2,6 @@
 // the backend's own kernels kept as fallbacks, and runChunks, which spreads SIMD kernel calls over worker threads.
 import * as tf from '@tensorflow/tfjs';
 import {
-  simdKernels,
   type SimdKernels,
   simdWorkers,
   type PoolWorker,

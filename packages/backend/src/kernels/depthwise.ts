@@ -1,5 +1,3 @@
-// Depthwise convolution gradients (missing in the wasm backend).
-import * as tf from '@tensorflow/tfjs';
 import { simdKernels } from '../simd-kernels.js';
 import { type Attrs, type KernelFn, type TensorInfo, convInfo, f32, helpers, runChunks } from './base.js';
 

@@ -91,97 +91,51 @@ function maxPoolGrad2x2(
   }
 }
 
-export function maxPoolGrad({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
-  const { dy, input } = inputs as { dy: TensorInfo; input: TensorInfo };
-  const { filterSize, strides, pad, dimRoundingMode } = attrs as {
-    filterSize: number | [number, number];
-    strides: number | [number, number];
-    pad: 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
-    dimRoundingMode?: 'floor' | 'round' | 'ceil';
-  };
-  if (input.dtype !== 'float32') return fallback('MaxPoolGrad')({ inputs, backend, attrs });
-  const info = tf.backend_util.computePool2DInfo(
-    input.shape as [number, number, number, number],
-    filterSize,
-    strides,
-    1,
-    pad,
-    dimRoundingMode,
-  );
+/** The pooling geometry the loops below need, from tfjs' own Conv2DInfo. */
+type PoolGeometry = tf.backend_util.Conv2DInfo;
+
+/** 2×2 windows at any stride, every window inside the input: four taps compared in registers, added into dx. */
+function maxPoolGrad2x2Strided(x: Float32Array, g: Float32Array, dx: Float32Array, info: PoolGeometry): void {
+  const { batchSize: B, inHeight: H, inWidth: W, inChannels: C, outHeight: Ho, outWidth: Wo } = info;
+  const { strideHeight: sh, strideWidth: sw } = info;
+  const rowStride = W * C;
+  for (let b = 0; b < B; b++) {
+    for (let oi = 0; oi < Ho; oi++) {
+      for (let oj = 0; oj < Wo; oj++) {
+        const p00 = ((b * H + oi * sh) * W + oj * sw) * C;
+        const p01 = p00 + C;
+        const p10 = p00 + rowStride;
+        const p11 = p10 + C;
+        const yBase = ((b * Ho + oi) * Wo + oj) * C;
+        for (let c = 0; c < C; c++) {
+          let at = p00 + c;
+          let best = x[at]!;
+          let v = x[p01 + c]!;
+          if (v > best) {
+            best = v;
+            at = p01 + c;
+          }
+          v = x[p10 + c]!;
+          if (v > best) {
+            best = v;
+            at = p10 + c;
+          }
+          v = x[p11 + c]!;
+          if (v > best) at = p11 + c;
+          dx[at] += g[yBase + c]!;
+        }
+      }
+    }
+  }
+}
+
+/** Any window, stride, dilation and padding: each window's first maximum per channel, added into dx. */
+function maxPoolGradGeneral(x: Float32Array, g: Float32Array, dx: Float32Array, info: PoolGeometry): void {
   const { batchSize: B, inHeight: H, inWidth: W, inChannels: C, outHeight: Ho, outWidth: Wo } = info;
   const { strideHeight: sh, strideWidth: sw, effectiveFilterHeight: fh, effectiveFilterWidth: fw } = info;
   const { dilationHeight: dh, dilationWidth: dw } = info;
   const padTop = info.padInfo.top;
   const padLeft = info.padInfo.left;
-  const out = backend.makeOutput(input.shape, 'float32');
-  const dx = f32(backend, out);
-  const x = f32(backend, input);
-  const g = f32(backend, dy);
-  if (
-    fh === 2 &&
-    fw === 2 &&
-    sh === 2 &&
-    sw === 2 &&
-    dh === 1 &&
-    dw === 1 &&
-    padTop === 0 &&
-    padLeft === 0 &&
-    2 * Ho <= H &&
-    2 * Wo <= W
-  ) {
-    const simd = C % 4 === 0 ? simdKernels(backend.wasm) : null;
-    if (simd) {
-      const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
-      simd.maxpool_grad_2x2(offset(input), offset(dy), offset(out), B, H, W, C, Ho, Wo);
-      zeroOutsideWindows(dx, B, H, W, C, Ho, Wo);
-    } else {
-      maxPoolGrad2x2(x, g, dx, B, H, W, C, Ho, Wo);
-    }
-    return out;
-  }
-  dx.fill(0);
-  if (
-    fh === 2 &&
-    fw === 2 &&
-    dh === 1 &&
-    dw === 1 &&
-    padTop === 0 &&
-    padLeft === 0 &&
-    (Ho - 1) * sh + 2 <= H &&
-    (Wo - 1) * sw + 2 <= W
-  ) {
-    // The book's MaxPooling2D(2): every window inside the input, four taps compared in registers.
-    const rowStride = W * C;
-    for (let b = 0; b < B; b++) {
-      for (let oi = 0; oi < Ho; oi++) {
-        for (let oj = 0; oj < Wo; oj++) {
-          const p00 = ((b * H + oi * sh) * W + oj * sw) * C;
-          const p01 = p00 + C;
-          const p10 = p00 + rowStride;
-          const p11 = p10 + C;
-          const yBase = ((b * Ho + oi) * Wo + oj) * C;
-          for (let c = 0; c < C; c++) {
-            let at = p00 + c;
-            let best = x[at]!;
-            let v = x[p01 + c]!;
-            if (v > best) {
-              best = v;
-              at = p01 + c;
-            }
-            v = x[p10 + c]!;
-            if (v > best) {
-              best = v;
-              at = p10 + c;
-            }
-            v = x[p11 + c]!;
-            if (v > best) at = p11 + c;
-            dx[at] += g[yBase + c]!;
-          }
-        }
-      }
-    }
-    return out;
-  }
   const best = new Float32Array(C);
   const where = new Int32Array(C);
   for (let b = 0; b < B; b++) {
@@ -213,5 +167,54 @@ export function maxPoolGrad({ inputs, backend, attrs }: Parameters<KernelFn>[0])
       }
     }
   }
+}
+
+export function maxPoolGrad({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
+  const { dy, input } = inputs as { dy: TensorInfo; input: TensorInfo };
+  const { filterSize, strides, pad, dimRoundingMode } = attrs as {
+    filterSize: number | [number, number];
+    strides: number | [number, number];
+    pad: 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
+    dimRoundingMode?: 'floor' | 'round' | 'ceil';
+  };
+  if (input.dtype !== 'float32') return fallback('MaxPoolGrad')({ inputs, backend, attrs });
+  const info = tf.backend_util.computePool2DInfo(
+    input.shape as [number, number, number, number],
+    filterSize,
+    strides,
+    1,
+    pad,
+    dimRoundingMode,
+  );
+  const { batchSize: B, inHeight: H, inWidth: W, inChannels: C, outHeight: Ho, outWidth: Wo } = info;
+  const { strideHeight: sh, strideWidth: sw, effectiveFilterHeight: fh, effectiveFilterWidth: fw } = info;
+  const twoByTwoInside =
+    fh === 2 &&
+    fw === 2 &&
+    info.dilationHeight === 1 &&
+    info.dilationWidth === 1 &&
+    info.padInfo.top === 0 &&
+    info.padInfo.left === 0 &&
+    (Ho - 1) * sh + 2 <= H &&
+    (Wo - 1) * sw + 2 <= W;
+  const out = backend.makeOutput(input.shape, 'float32');
+  const dx = f32(backend, out);
+  const x = f32(backend, input);
+  const g = f32(backend, dy);
+  if (twoByTwoInside && sh === 2 && sw === 2) {
+    // The book's MaxPooling2D(2): windows tile the input, each element written once.
+    const simd = C % 4 === 0 ? simdKernels(backend.wasm) : null;
+    if (simd) {
+      const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
+      simd.maxpool_grad_2x2(offset(input), offset(dy), offset(out), B, H, W, C, Ho, Wo);
+      zeroOutsideWindows(dx, B, H, W, C, Ho, Wo);
+    } else {
+      maxPoolGrad2x2(x, g, dx, B, H, W, C, Ho, Wo);
+    }
+    return out;
+  }
+  dx.fill(0);
+  if (twoByTwoInside) maxPoolGrad2x2Strided(x, g, dx, info);
+  else maxPoolGradGeneral(x, g, dx, info);
   return out;
 }

@@ -90,16 +90,11 @@ export function shardPath(split: SplitName, index: number): string {
   return `${split}/${split}-${String(index).padStart(6, '0')}.tar`;
 }
 
-/** Builds the plan; throws a UserError (before anything is written) for missing classes or too few images. */
-export function buildPlan(source: Source, options: PlanOptions = {}): Plan {
-  const requested: Record<SplitName, number> = {
-    train: options.train ?? BOOK_SPLIT.train,
-    validation: options.validation ?? BOOK_SPLIT.validation,
-    test: options.test ?? BOOK_SPLIT.test,
-  };
+/** Throws a UserError for requested classes the source lacks, or fewer than two classes. */
+function checkClasses(source: Source, wanted: string[] | undefined): void {
   const classes = source.classes;
-  if (options.classes?.length) {
-    const missing = options.classes.filter((c) => !source.byClass.has(c));
+  if (wanted?.length) {
+    const missing = wanted.filter((c) => !source.byClass.has(c));
     if (missing.length)
       throw new UserError(
         `${source.url}: missing class${missing.length > 1 ? 'es' : ''} ${missing.join(', ')} (found: ${classes.join(', ') || 'none'})`,
@@ -114,8 +109,23 @@ export function buildPlan(source: Source, options: PlanOptions = {}): Plan {
       { code: 'bad-source' },
     );
   }
-  const seed = options.shuffle ? (options.seed ?? 1337) : undefined;
-  const random = seed !== undefined ? seededRandom(seed) : undefined;
+}
+
+interface ClassSplit {
+  /** per split, per class: the images it gets */
+  members: Map<SplitName, Map<string, SourceItem[]>>;
+  /** per class: the images no split took (spares for broken ones) */
+  reserves: Map<string, SourceItem[]>;
+  perClass: Record<SplitName, number>;
+}
+
+/** Deals each class's images to the splits in order (after a seeded shuffle if asked); throws if any class is short. */
+function splitClasses(
+  source: Source,
+  requested: Record<SplitName, number>,
+  random: (() => number) | undefined,
+): ClassSplit {
+  const classes = source.classes;
   const perClass = { train: 0, validation: 0, test: 0 } as Record<SplitName, number>;
   const members = new Map<SplitName, Map<string, SourceItem[]>>(SPLITS.map((s) => [s, new Map()]));
   const reserves = new Map<string, SourceItem[]>();
@@ -143,12 +153,21 @@ export function buildPlan(source: Source, options: PlanOptions = {}): Plan {
   }
   if (shortages.length)
     throw new UserError(`${source.url}: too few images: ${shortages.join('; ')}`, { code: 'bad-source' });
+  return { members, reserves, perClass };
+}
 
-  // Order within a split: classes interleaved (cat.0, dog.0, cat.1, …) so every shard is balanced, or a seeded shuffle.
+/**
+ * Cuts each split into shards. Order within a split: classes interleaved (cat.0, dog.0, cat.1, …) so every shard
+ * is balanced, or a seeded shuffle; a shard closes at `shardBytes` (estimated) or `samplesPerShard` samples.
+ */
+function cutShards(
+  classes: string[],
+  members: ClassSplit['members'],
+  random: (() => number) | undefined,
+  shardBytes: number | undefined,
+  samplesPerShard: number,
+): PlannedShard[] {
   const shards: PlannedShard[] = [];
-  const estimate = options.shardBytes;
-  const samplesPerShard = options.samplesPerShard ?? DEFAULT_SAMPLES_PER_SHARD;
-  if (!(samplesPerShard >= 1)) throw new UserError(`samples per shard must be at least 1 (got ${samplesPerShard})`);
   for (const split of SPLITS) {
     const lists = classes.map((c) => members.get(split)!.get(c)!);
     let ordered: SourceItem[] = [];
@@ -157,13 +176,13 @@ export function buildPlan(source: Source, options: PlanOptions = {}): Plan {
     if (random) ordered = shuffled(ordered, random);
     let chunk: SourceItem[] = [];
     let bytes = 0;
+    let index = 0;
     const flush = () => {
       if (chunk.length === 0) return;
-      const index = shards.filter((s) => s.split === split).length;
       shards.push({
         globalIndex: shards.length,
         split,
-        path: shardPath(split, index),
+        path: shardPath(split, index++),
         items: chunk,
         reserve: new Map(),
       });
@@ -173,12 +192,18 @@ export function buildPlan(source: Source, options: PlanOptions = {}): Plan {
     for (const item of ordered) {
       chunk.push(item);
       bytes += item.size + 1536;
-      if (estimate ? bytes >= estimate : chunk.length >= samplesPerShard) flush();
+      if (shardBytes ? bytes >= shardBytes : chunk.length >= samplesPerShard) flush();
     }
     flush();
   }
-  // Spare images of each class are dealt round-robin to the shards holding that class, so a worker can replace a
-  // broken image without knowing what other workers found.
+  return shards;
+}
+
+/**
+ * Spare images of each class are dealt round-robin to the shards holding that class, so a worker can replace a
+ * broken image without knowing what other workers found.
+ */
+function dealReserves(classes: string[], shards: PlannedShard[], reserves: ClassSplit['reserves']): void {
   for (const cls of classes) {
     const holders = shards.filter((s) => s.items.some((i) => i.className === cls));
     (reserves.get(cls) ?? []).forEach((item, j) => {
@@ -189,6 +214,25 @@ export function buildPlan(source: Source, options: PlanOptions = {}): Plan {
       shard.reserve.set(cls, list);
     });
   }
+}
+
+/** Builds the plan; throws a UserError (before anything is written) for missing classes or too few images. */
+export function buildPlan(source: Source, options: PlanOptions = {}): Plan {
+  const requested: Record<SplitName, number> = {
+    train: options.train ?? BOOK_SPLIT.train,
+    validation: options.validation ?? BOOK_SPLIT.validation,
+    test: options.test ?? BOOK_SPLIT.test,
+  };
+  checkClasses(source, options.classes);
+  const classes = source.classes;
+  const seed = options.shuffle ? (options.seed ?? 1337) : undefined;
+  const random = seed !== undefined ? seededRandom(seed) : undefined;
+  const { members, reserves, perClass } = splitClasses(source, requested, random);
+  const estimate = options.shardBytes;
+  const samplesPerShard = options.samplesPerShard ?? DEFAULT_SAMPLES_PER_SHARD;
+  if (!(samplesPerShard >= 1)) throw new UserError(`samples per shard must be at least 1 (got ${samplesPerShard})`);
+  const shards = cutShards(classes, members, random, estimate, samplesPerShard);
+  dealReserves(classes, shards, reserves);
   const quality = options.quality ?? DEFAULT_QUALITY;
   if (!(quality >= 1 && quality <= 100)) throw new UserError(`JPEG quality must be 1–100 (got ${quality})`);
   const identity = {

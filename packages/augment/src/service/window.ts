@@ -41,6 +41,8 @@ export class ShardWindow {
   /** Encoded bytes of the shards held now, and at most (what the window costs in memory). */
   bytesHeld = 0;
   peakBytesHeld = 0;
+  /** Most shards held at once (loaded or loading): about two windows. */
+  peakShardsHeld = 0;
 
   constructor(private readonly reader: ShardStream) {
     this.classes = reader.classes;
@@ -85,14 +87,15 @@ export class ShardWindow {
       );
     }
     this.held.set(shard, h);
+    this.peakShardsHeld = Math.max(this.peakShardsHeld, this.held.size);
     return h;
   }
 
-  /** Drops least recently used shards that no batch is using until `capacity` are held. */
-  private evict(capacity: number): void {
+  /** Drops least recently used shards that no batch is using (and not in `keep`) until `capacity` are held. */
+  private evict(capacity: number, keep?: Set<number>): void {
     for (const [shard, h] of this.held) {
       if (this.held.size <= capacity) break;
-      if (h.pins > 0) continue;
+      if (h.pins > 0 || keep?.has(shard)) continue;
       this.held.delete(shard);
       this.bytesHeld -= h.bytes;
     }
@@ -106,14 +109,20 @@ export class ShardWindow {
     const refs = [];
     for (let p = lo; p < hi; p++) refs.push(locate(order, p));
     const shards = [...new Set(refs.map((ref) => ref.shard))];
+    // The next window is read while this one is served, as the in-process reader prefetches. Shards of neither
+    // (the previous window, another epoch's) make room first, so about two windows are held. (A batch across two
+    // windows needs both; the one after them is read from the next batch on.)
+    const at = refs[0].window;
+    const next = order.windows[at + 1];
+    const capacity = 2 * order.windowShards;
+    const keep = new Set([...shards, ...order.windows[at].shards, ...(next?.shards ?? [])]);
+    this.evict(capacity - shards.filter((s) => !this.held.has(s)).length, keep);
     const entries = shards.map((s) => this.use(s));
     for (const e of entries) e.pins++;
-    // The next window is read while this one is served, as the in-process reader prefetches.
-    const next = order.windows[refs[refs.length - 1].window + 1];
-    const capacity = 2 * order.windowShards;
     if (next) {
-      for (const s of next.shards) {
-        if (this.held.has(s)) continue;
+      const missing = next.shards.filter((s) => !this.held.has(s));
+      this.evict(capacity - missing.length, keep);
+      for (const s of missing) {
         if (this.held.size >= capacity) break;
         this.use(s).samples.catch(() => {}); // surfaced when a batch needs it
       }

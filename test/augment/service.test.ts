@@ -174,6 +174,20 @@ test('a prepared split: remote batches equal the in-process ones, in memory and 
     tail,
   );
   assert.deepEqual((await digests({ ...options, startBatch: 4, augmentService: service })).digests, tail);
+
+  // A server that serves the split from a window of shards (--memory-budget 0), alone and beside one that holds it
+  // in memory: the same batches, and the two agree on the dataset.
+  const windowed = await startServer(['--memory-budget', '0']);
+  try {
+    const alone = { addresses: windowed.address, token: TOKEN };
+    assert.deepEqual((await digests({ ...options, augmentService: alone })).digests, streamed.digests);
+    assert.match(windowed.stderr(), /serving from a window of shards/);
+    const mixed = { addresses: `${windowed.address},${pair[0].address}`, token: TOKEN };
+    assert.deepEqual((await digests({ ...options, augmentService: mixed })).digests, streamed.digests);
+    assert.deepEqual((await digests({ ...options, startBatch: 4, augmentService: alone })).digests, tail);
+  } finally {
+    windowed.process.kill('SIGTERM');
+  }
 });
 
 test('a server killed mid-epoch: its batches go to the other, then to its replacement; every sample exactly once', async () => {

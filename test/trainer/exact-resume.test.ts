@@ -3,7 +3,10 @@
 // the uninterrupted run, locally and with the run directory on S3 (real s3rver, real CLI subprocesses). The
 // schedule is one where epochs are not passes: 3 steps of 10 over 40 training images, 3 validation steps of 10
 // over 20. One thread and the default kernel plans: the wasm backend's multi-threaded weight gradients sum
-// per-thread partials in the order threads finish, so only one thread is bit-reproducible run to run.
+// per-thread partials in the order threads finish, so only one thread is bit-reproducible run to run. (Checked:
+// two uninterrupted runs of this schedule with --threads 2 and CATDOG_AUTOTUNE=0 already differ, loss by 4e-8 in
+// epoch 1 growing to 2e-4 and one accuracy step by epoch 4, so fixed kernel plans do not make 2 threads exact;
+// they do for the augmentation-service comparison, whose two processes differed only by autotuned plans.)
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';

@@ -479,6 +479,8 @@ async function serve(opts: {
   tlsKey?: string;
   cacheDir?: string;
   cacheLimit?: number;
+  memoryBudget?: number;
+  skipCorrupt?: boolean;
   statusEvery: number;
 }) {
   const token = readServiceToken(opts.tokenFile && resolvePath(opts.tokenFile));
@@ -501,6 +503,8 @@ async function serve(opts: {
     tls,
     cacheDir: opts.cacheDir && resolvePath(opts.cacheDir),
     cacheLimit: opts.cacheLimit,
+    memoryBudget: opts.memoryBudget,
+    skipCorrupt: opts.skipCorrupt,
   });
   if (!token) console.error('augment serve: no token: accepting unauthenticated calls on loopback');
   console.log(`augment serve listening ${server.host}:${server.port}`);
@@ -622,6 +626,15 @@ program
     '--cache-limit <bytes>',
     'shard cache size limit, e.g. 20G (least recently used shards evicted)',
     bytesOf('--cache-limit'),
+  )
+  .option(
+    '--memory-budget <bytes>',
+    'a prepared split up to this size is read into memory; a larger one is served from a window of shards, e.g. 512M (0: always a window; default 512M)',
+    bytesOf('--memory-budget'),
+  )
+  .option(
+    '--skip-corrupt',
+    'skip (and warn about) a missing or corrupt shard instead of failing the batches that need it',
   )
   .option('--status-every <s>', 'seconds between load lines (printed only while busy)', int('--status-every'), 30)
   .action(serve);

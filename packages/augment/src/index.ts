@@ -58,8 +58,11 @@ export type {
 export { parseServiceAddresses, readServiceToken, type AugmentServiceOptions } from './service/addresses.js';
 export {
   startAugmentServer,
-  loadServedSamples,
+  openServedSamples,
+  type ServedSamples,
+  type ServedReadOptions,
   type AugmentServer,
   type AugmentServerOptions,
 } from './service/server.js';
+export { ShardWindow, type WindowBatch } from './service/window.js';
 export { toTfDataset, batchToTensors, type TfDatasetOptions } from './tfjs.js';

@@ -80,6 +80,12 @@ export interface ShardStream {
    * read while the last one of the current epoch is consumed, so an epoch boundary does not stall the consumer.
    */
   epochs(range?: SampleRange & { epochs?: number }): AsyncIterable<StreamedSample>;
+  /**
+   * One shard's samples in member order, fetched (or taken from the cache) and verified like the stream's reads;
+   * undefined when it is skipped under skipCorrupt. For readers that pick their own shards (an augmentation server
+   * making batches in any order keeps a window of them); the caller holds the bytes, not bytesHeld.
+   */
+  readShard(shard: number): Promise<EncodedSample[] | undefined>;
   stats: StreamStats;
   cache?: ShardCache;
 }
@@ -136,6 +142,20 @@ export async function openStream(url: string, split: SplitName, options: StreamO
         range.start ?? 0,
         range.epochs ?? Number.POSITIVE_INFINITY,
       ),
+    readShard: async (i) => {
+      if (!Number.isInteger(i) || i < 0 || i >= shards.length)
+        throw new RangeError(`shard ${i} is not one of the split's ${shards.length}`);
+      const all = new Set(Array.from({ length: shards[i].count }, (_, k) => k));
+      const loaded = await reader.loadShard(shards[i], all, new Set());
+      if (!loaded) return undefined;
+      const out: EncodedSample[] = [];
+      for (let k = 0; k < shards[i].count; k++) {
+        const sample = loaded.get(k)!;
+        stats.bytesHeld -= sample.bytes.byteLength;
+        out.push(sample);
+      }
+      return out;
+    },
     stats,
     cache,
   };
@@ -296,7 +316,7 @@ class ShardReader {
   }
 
   /** One shard's needed samples, verified; undefined when skipped under skipCorrupt. */
-  private async loadShard(
+  async loadShard(
     shard: ShardInfo,
     needed: Set<number>,
     active: Set<Readable>,

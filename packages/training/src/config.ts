@@ -57,6 +57,16 @@ const positiveInt = z.number().int().positive();
 const enumOf = <T extends string>(values: readonly T[]) => z.enum(values as [T, ...T[]]);
 const oneOf = (values: readonly string[]) => `one of ${values.join(', ')}`;
 const INPUT_SCALINGS = Object.keys(SCALINGS) as InputScalingName[];
+/** A size: a byte count, or a number with a unit (k, M, G, T; KB/KiB alike: powers of 1024). */
+const SIZE_PATTERN = /^\s*\d+(\.\d+)?\s*([kmgt]i?b?|b)?\s*$/i;
+
+/** Bytes of a size given as a number or as text such as '2GiB' (SIZE_PATTERN); NaN when it is neither. */
+export function parseSize(size: number | string): number {
+  if (typeof size === 'number') return size;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])i?b?|b)?\s*$/i.exec(size);
+  if (!m) return Number.NaN;
+  return Math.floor(Number(m[1]) * 1024 ** ' kmgt'.indexOf((m[2] ?? ' ').toLowerCase()));
+}
 
 export const FIELDS = {
   strategy: field(enumOf(STRATEGY_NAMES), {
@@ -206,6 +216,23 @@ export const FIELDS = {
     expected: 'a directory',
     flag: { arg: '<dir>' },
     path: true,
+  }),
+  cacheDir: field(z.string().optional(), {
+    help: 'shard cache: verified shards of the dataset are kept here, so later epochs, feeds and runs read them from disk instead of S3 (default: no cache)',
+    expected: 'a directory',
+    flag: { arg: '<dir>' },
+    path: true,
+  }),
+  cacheLimit: field(z.union([positiveInt, z.string().regex(SIZE_PATTERN)]).optional(), {
+    help: 'most bytes the shard cache may hold, e.g. 2GiB or 500MB (least recently used shards evicted; default: no limit)',
+    expected: 'a size such as 2GiB, 500MB or a byte count',
+    flag: { arg: '<size>' },
+  }),
+  skipCorrupt: field(z.boolean().default(false), {
+    help: "skip a missing or corrupt shard met mid-epoch instead of failing (each skip warned and listed in the run's skipped-shards.json)",
+    expected: 'true or false',
+    default: false,
+    flag: {},
   }),
   workers: field(positiveInt, {
     help: 'decode/augment worker threads',

@@ -10,7 +10,14 @@ import {
   type ServerStats,
   type SkippedSample,
 } from '@catdog/augment';
-import { readManifest, openImageFolder, type Manifest, type SampleSource, type SplitName } from '@catdog/dataset';
+import {
+  readManifest,
+  openImageFolder,
+  openStream,
+  type Manifest,
+  type SampleSource,
+  type SplitName,
+} from '@catdog/dataset';
 import { isUserError, UserError } from '@catdog/errors';
 import { INPUT_SCALINGS } from '@catdog/models';
 import type { Batch, BatchFeed } from './fit.js';
@@ -34,7 +41,20 @@ export interface FeedOptions {
   start?: number;
   /** Images in the split (the manifest's count): fixes the stream's pass length before it is opened. Needed with `start`. */
   splitSize?: number;
+  /** Local directory keeping verified shards of a remote dataset (LRU beyond cacheLimit) for later epochs and runs. */
   cacheDir?: string;
+  /** Bytes the shard cache may hold. Default: no limit. */
+  cacheLimit?: number;
+  /** A missing or corrupt shard is skipped (warned through onWarning, counted in stats().shards) instead of failing. */
+  skipCorrupt?: boolean;
+  /** Where the shard reader's warnings go (skipped shards, cache trouble). Default: stderr. */
+  onWarning?: (message: string) => void;
+  /** A prepared split above this many encoded bytes is streamed window by window (createBatchStream's memoryBudget). */
+  memoryBudget?: number;
+  /** With skipCorrupt: called with the shards newly skipped (their URLs), as the feed meets them. */
+  onSkippedShards?: (shards: string[], split: SplitName) => void;
+  /** Where the read-mode line ("reading the split into memory: …" / "streaming shards: …") goes. Default: stderr. */
+  readLog?: (line: string) => void;
   /** Make the batches on augmentation servers (`augment serve`): 'host:port,host:port' and a token file. */
   augmentService?: { addresses: string; tokenFile?: string };
   /** With augmentService: where each server's load (images/s, queue depth, workers) is reported, every `serverReportMs`. */
@@ -84,8 +104,8 @@ function augmentOptions(augment: FeedOptions['augment']): AugmentOptions | false
 /**
  * Where batch `start` of an endless stream is: the stream counts epochs as passes over the split (ceil(size /
  * batch) batches, the last one short), which a training epoch of --steps-per-epoch steps need not be (the book's
- * augmented: 100 steps of 32 over 2000 images). So: the pass that holds it, and how many batches of that pass
- * precede it. When @catdog/augment's `start` option lands, this and the skip in openFeed become `start`.
+ * augmented: 100 steps of 32 over 2000 images). So: the pass that holds it, and the batch of that pass it is.
+ * createBatchStream's `startBatch` reaches it by the same arithmetic (no batch before it is read or made).
  */
 export function streamPosition(start: number, size: number, batchSize: number): { pass: number; skip: number } {
   const perPass = Math.ceil(size / batchSize);
@@ -97,10 +117,19 @@ export async function openFeed(o: FeedOptions): Promise<Feed> {
   const reportEvery = o.serverReportMs ?? 10_000;
   let lastReport = Date.now();
   let lastEpoch = -1;
+  let skippedSeen = 0;
+  /** Hands shards the reader skipped since the last call to onSkippedShards (they are counted by the stream). */
+  const reportSkipped = () => {
+    if (!o.skipCorrupt || !o.onSkippedShards) return;
+    const shards = stream.stats().shards?.skippedShards ?? [];
+    if (shards.length > skippedSeen) o.onSkippedShards(shards.slice(skippedSeen), o.split);
+    skippedSeen = shards.length;
+  };
   return {
     size: stream.size,
     async next() {
       const r = await stream.next();
+      reportSkipped();
       // Reported at each new epoch of a training feed, and every reportEvery ms.
       const newEpoch = !r.done && o.augment !== false && r.value.epoch !== lastEpoch;
       if (!r.done) lastEpoch = r.value.epoch;
@@ -126,51 +155,131 @@ export async function openFeed(o: FeedOptions): Promise<Feed> {
   };
 }
 
-/** The batch stream positioned at batch `o.start`: restarted at its pass, the batches of that pass before it skipped. */
+/**
+ * The batch stream positioned at batch `o.start` (counted across passes from the first): createBatchStream's
+ * `startBatch` computes where that batch is in the stream's order, so nothing before it is fetched, decoded or
+ * augmented, and every batch from there is the one an uninterrupted stream delivers.
+ */
 async function openStreamAt(o: FeedOptions) {
   const start = o.start ?? 0;
-  const open = (initialEpoch: number) =>
-    createBatchStream({
-      source: o.source,
-      split: o.split,
-      batchSize: o.batchSize,
-      targetSize: [o.inputSize, o.inputSize],
-      augment: augmentOptions(o.augment),
-      shuffle: o.shuffle,
-      seed: o.seed,
-      workers: o.workers,
-      dtype: 'float32',
-      rescale: 1,
-      epochs: o.repeat ? Infinity : 1,
-      initialEpoch,
-      cacheDir: o.cacheDir,
-      ...(o.augmentService
-        ? {
-            augmentService: {
-              addresses: o.augmentService.addresses,
-              token: readServiceToken(o.augmentService.tokenFile),
-            },
-          }
-        : {}),
-    });
-  if (start === 0) return open(0);
-  if (!o.repeat || o.splitSize === undefined)
+  if (start !== 0 && (!o.repeat || o.splitSize === undefined))
     throw new RangeError('openFeed: start needs a repeating feed and splitSize');
-  const { pass, skip } = streamPosition(start, o.splitSize, o.batchSize);
-  const stream = await open(pass);
-  if (stream.size !== o.splitSize || stream.stepsPerEpoch !== Math.ceil(o.splitSize / o.batchSize)) {
+  const stream = await createBatchStream({
+    source: o.source,
+    split: o.split,
+    batchSize: o.batchSize,
+    targetSize: [o.inputSize, o.inputSize],
+    augment: augmentOptions(o.augment),
+    shuffle: o.shuffle,
+    seed: o.seed,
+    workers: o.workers,
+    dtype: 'float32',
+    rescale: 1,
+    epochs: o.repeat ? Infinity : 1,
+    ...(start === 0 ? { initialEpoch: 0 } : { startBatch: start }),
+    cacheDir: o.cacheDir,
+    cacheLimit: o.cacheLimit,
+    skipCorrupt: o.skipCorrupt,
+    onWarning: o.onWarning,
+    memoryBudget: o.memoryBudget,
+    log: o.readLog,
+    ...(o.augmentService
+      ? {
+          augmentService: {
+            addresses: o.augmentService.addresses,
+            token: readServiceToken(o.augmentService.tokenFile),
+          },
+        }
+      : {}),
+  });
+  // startBatch counts passes of ceil(size / batch) batches: the split must still be the size the run was saved at.
+  if (start !== 0 && (stream.size !== o.splitSize || stream.stepsPerEpoch !== Math.ceil(o.splitSize! / o.batchSize))) {
     await stream.close();
     throw new UserError(
       `${typeof o.source === 'string' ? o.source : 'the dataset'}: the ${o.split} split streams ${stream.size} images, its manifest says ${o.splitSize}: the run cannot be resumed at the same batch; run prep verify`,
       { code: 'bad-dataset' },
     );
   }
-  for (let k = 0; k < skip; k++) {
-    const r = await stream.next();
-    if (r.done) break;
-    r.value.release();
-  }
   return stream;
+}
+
+/**
+ * A prepared split read once in manifest order (thumbnails of misclassified images) through the streaming reader,
+ * so it takes the run's shard cache and --skip-corrupt like the feeds; without a cache, the URL as it is.
+ */
+export async function splitSource(
+  url: string,
+  split: SplitName,
+  o: Pick<FeedOptions, 'cacheDir' | 'cacheLimit' | 'skipCorrupt' | 'onWarning'>,
+): Promise<string | SampleSource> {
+  if (!o.cacheDir) return url;
+  const reader = await openStream(url, split, {
+    shuffle: false,
+    cacheDir: o.cacheDir,
+    cacheLimit: o.cacheLimit,
+    skipCorrupt: o.skipCorrupt,
+    onWarning: o.onWarning,
+  });
+  return { classes: reader.classes, count: reader.count, samples: () => reader.samples() };
+}
+
+/** A shard skipped under --skip-corrupt, as skipped-shards.json in the run directory records it. */
+export interface SkippedShard {
+  shard: string;
+  split: SplitName;
+  /** When the trainer met it (ISO 8601). */
+  at: string;
+}
+
+export const SKIPPED_SHARDS_FILE = 'skipped-shards.json';
+
+/**
+ * The run's record of shards skipped under --skip-corrupt: each skip (a shard is met again in every epoch that
+ * streams it, or once per feed read into memory) is logged and appended to skipped-shards.json in the run
+ * directory, which a resumed run continues. The console line and the file are the count the user reads.
+ */
+export class SkippedShardLog {
+  private entries: SkippedShard[] | null = null;
+  private writing: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly storage: { read(path: string): Promise<Buffer>; write(path: string, data: string): Promise<void> },
+    private readonly log: (line: string) => void,
+  ) {}
+
+  /** Records shards skipped by a feed of `split`; the file is rewritten in the background (flush() waits). */
+  add(shards: string[], split: SplitName): void {
+    this.writing = this.writing.then(async () => {
+      if (!this.entries) this.entries = await this.load();
+      const at = new Date().toISOString();
+      for (const shard of shards) this.entries.push({ shard, split, at });
+      this.log(
+        `skip-corrupt: skipped ${shards.join(', ')} (${split}); ${this.entries.length} shard skip${this.entries.length === 1 ? '' : 's'} in this run, listed in ${SKIPPED_SHARDS_FILE}`,
+      );
+      await this.storage.write(
+        SKIPPED_SHARDS_FILE,
+        JSON.stringify({ count: this.entries.length, skipped: this.entries }, null, 2),
+      );
+    });
+    this.writing = this.writing.catch((err: unknown) =>
+      this.log(`warning: cannot write ${SKIPPED_SHARDS_FILE}: ${String(err)}`),
+    );
+  }
+
+  async flush(): Promise<void> {
+    await this.writing;
+  }
+
+  private async load(): Promise<SkippedShard[]> {
+    try {
+      const saved = JSON.parse((await this.storage.read(SKIPPED_SHARDS_FILE)).toString('utf8')) as {
+        skipped?: SkippedShard[];
+      };
+      return Array.isArray(saved.skipped) ? saved.skipped : [];
+    } catch {
+      return [];
+    }
+  }
 }
 
 /** Reads and checks a prepped dataset's manifest: two classes, the three splits present and non-empty. */

@@ -14,6 +14,7 @@ export {
   resolveConfig,
   readExperimentFile,
   normalizeKeys,
+  parseSize,
   type FieldName,
   type FieldSpec,
   type FlagSpec,
@@ -119,6 +120,15 @@ export {
   type FeatureCache,
 } from './features.js';
 export { splitAtLayer, modelFrom } from './graph.js';
-export { scaleInput, openFeed, streamPosition, checkDataset, openEvaluationSource } from './data.js';
+export {
+  scaleInput,
+  openFeed,
+  streamPosition,
+  checkDataset,
+  openEvaluationSource,
+  SkippedShardLog,
+  SKIPPED_SHARDS_FILE,
+  type SkippedShard,
+} from './data.js';
 export { createProgress, type ProgressSink } from './progress.js';
 export { NanLossError, isOutOfMemory, isStackOverflow, explainOutOfMemory } from './errors.js';

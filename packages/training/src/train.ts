@@ -7,8 +7,8 @@ import { initBackend, type BackendChoice } from '@catdog/backend';
 import { countParams, INPUT_SCALINGS, modelSummary } from '@catdog/models';
 import { UserError } from '@catdog/errors';
 import type { Manifest } from '@catdog/dataset';
-import type { TrainConfig } from './config.js';
-import { checkDataset, openFeed } from './data.js';
+import { parseSize, type TrainConfig } from './config.js';
+import { checkDataset, openFeed, SkippedShardLog, splitSource } from './data.js';
 import { defaultFeatureCacheDir } from './features.js';
 import { fitPhase, initialState, restoreBest, restoreCheckpoint, type FitContext } from './fit.js';
 import { computeMetrics, confusionText, contractLine, writeMisclassifiedThumbnails } from './metrics.js';
@@ -90,6 +90,9 @@ async function resolveRun(
       debugNanAtStep: cfg.debugNanAtStep,
       debugEpochDelayMs: cfg.debugEpochDelayMs,
       checkpointEvery: cfgIn.checkpointEvery ?? saved.checkpointEvery,
+      cacheDir: cfgIn.cacheDir,
+      cacheLimit: cfgIn.cacheLimit,
+      skipCorrupt: cfgIn.skipCorrupt,
       s3Endpoint: cfgIn.s3Endpoint,
       s3Region: cfgIn.s3Region,
       s3Profile: cfgIn.s3Profile,
@@ -178,6 +181,9 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
   const startedAt = Date.now();
   const priorWall = checkpoint ? checkpoint.history.seconds.reduce((a, b) => a + b, 0) : 0;
   const state = checkpoint ?? initialState(emptyHistory());
+  const skippedShards = new SkippedShardLog(runDir.storage, log);
+  const cacheLimit = cfg.cacheLimit === undefined ? undefined : parseSize(cfg.cacheLimit);
+  const onWarning = (m: string) => log(`warning: ${m}`);
   const strategyCtx: StrategyContext = {
     cfg,
     counts: {
@@ -204,6 +210,11 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
         splitSize: manifest.splits[split].count,
         augmentService: cfg.augmentService ? { addresses: cfg.augmentService, tokenFile: cfg.tokenFile } : undefined,
         log,
+        cacheDir: cfg.cacheDir,
+        cacheLimit,
+        skipCorrupt: cfg.skipCorrupt,
+        onWarning,
+        onSkippedShards: (shards, split) => skippedShards.add(shards, split),
       }),
     featureCacheRoot: resolve(cfg.featureCacheDir ?? defaultFeatureCacheDir(runDir.url)),
     manifestSha256,
@@ -241,11 +252,19 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
     await runDir.writeSummary(`${modelSummary(plan.model)}\n`);
 
     const metrics = computeMetrics(await plan.predictTest(), manifest.classes);
-    await writeMisclassifiedThumbnails(runDir, metrics, cfg.data, undefined, undefined, {
-      model: plan.model,
-      inputScaling: cfg.inputScaling ?? 'unit',
-      log,
-    });
+    const shardOptions = { cacheDir: cfg.cacheDir, cacheLimit, skipCorrupt: cfg.skipCorrupt, onWarning };
+    await writeMisclassifiedThumbnails(
+      runDir,
+      metrics,
+      await splitSource(cfg.data, 'test', shardOptions),
+      undefined,
+      undefined,
+      {
+        model: plan.model,
+        inputScaling: cfg.inputScaling ?? 'unit',
+        log,
+      },
+    );
     const best = bestOf(state.history);
     const images = state.history.images_per_s;
     await runDir.writeMetrics({
@@ -265,6 +284,7 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
   } catch (err) {
     throw explainOutOfMemory(err, { batchSize: cfg.batchSize, inputSize: cfg.inputSize, workers: cfg.workers });
   } finally {
+    await skippedShards.flush();
     plan.release?.();
   }
 }

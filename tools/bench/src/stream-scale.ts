@@ -1,5 +1,9 @@
 // Benchmark: stream a dataset much larger than the reader's memory from S3 (s3rver on 127.0.0.1) and report the
-// reader's peak RSS, first-sample latency and samples/s. Not a test.
+// peak RSS, the time to the first batch (or sample) and images/s. Not a test.
+//
+// --mode batches (default): the trainer's path, createBatchStream (decode + resize + the book's augmentation on a
+// worker pool) with a memory budget of a tenth of the dataset's bytes (--budget-fraction), so the split is streamed
+// window by window; --mode reader: @catdog/dataset's streaming reader alone (no decoding).
 //
 // The dataset is built once and kept in <folder>: the shared Kaggle images re-encoded under distinct keys
 // (copy c of cat.i is cat.{c·3000+i}, JPEG quality 90−c mod 10, so every sample's bytes differ) as a flat source
@@ -10,7 +14,9 @@
 //   node --import tsx tools/bench/src/stream-scale.ts --folder /tmp/ss-small --samples 2000 --resize 96   # quick check
 //   options: --samples N (default 60000, even), --shard-samples N (default 500), --window N (shards, default 4),
 //            --prefetch N (shards, default = window), --concurrency N (downloads in flight, default 3),
-//            --limit N (stop after N samples), --resize S (shortest side at build time; default: original size), --json
+//            --limit N (stop after N samples), --resize S (shortest side at build time; default: original size), --json,
+//            --mode batches|reader, --budget-fraction F (memory budget = F × dataset bytes, default 0.1),
+//            --workers N (default 2), --batch N (default 32), --size S (target side, default 150)
 //
 // The reader runs in a child process of its own, so its RSS is the reader's alone (s3rver runs in this one).
 import { spawn } from 'node:child_process';
@@ -23,6 +29,7 @@ import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
 // @ts-expect-error s3rver ships no types
 import S3rver from 's3rver';
+import { BOOK_AUGMENTATION, createBatchStream } from '@catdog/augment';
 import { openStream, prepareDataset, readManifest } from '@catdog/dataset';
 import { openStorage } from '@catdog/storage';
 
@@ -39,6 +46,12 @@ const { values } = parseArgs({
     resize: { type: 'string' },
     source: { type: 'string', default: join(root, '..', 'shared', 'datasets', 'dogs-vs-cats', 'train') },
     json: { type: 'boolean', default: false },
+    mode: { type: 'string', default: 'batches' },
+    'budget-fraction': { type: 'string', default: '0.1' },
+    workers: { type: 'string', default: '2' },
+    batch: { type: 'string', default: '32' },
+    size: { type: 'string', default: '150' },
+    budget: { type: 'string' },
     // Internal: run as the measured reader.
     measure: { type: 'string' },
   },
@@ -54,6 +67,67 @@ interface Measurement {
   peakHeldBytes: number;
   shardsRead: number;
   bytesFetched: number;
+  /** batches mode: the memory budget given and the read mode the stream chose */
+  memoryBudget?: number;
+  readMode?: string;
+  batches?: number;
+}
+
+/** The trainer's path: augmented batches from createBatchStream under a memory budget. */
+async function measureBatches(url: string): Promise<void> {
+  const started = performance.now();
+  let peakRss = process.memoryUsage().rss;
+  const timer = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 20);
+  const window = Number(values.window);
+  const budget = Number(values.budget);
+  let readMode = '';
+  const size = Number(values.size);
+  const stream = await createBatchStream({
+    source: url,
+    split: 'train',
+    batchSize: Number(values.batch),
+    targetSize: [size, size],
+    augment: BOOK_AUGMENTATION,
+    seed: 1,
+    workers: Number(values.workers),
+    epochs: 1,
+    memoryBudget: budget,
+    windowShards: window,
+    prefetchShards: values.prefetch === undefined ? window : Number(values.prefetch),
+    fetchConcurrency: Number(values.concurrency),
+    log: (line) => (readMode = line),
+  });
+  const limit = values.limit ? Number(values.limit) : Number.POSITIVE_INFINITY;
+  let first = 0;
+  let n = 0;
+  let batches = 0;
+  for await (const b of stream) {
+    if (batches === 0) first = (performance.now() - started) / 1000;
+    batches++;
+    n += b.shape[0];
+    b.release();
+    if (n >= limit) break;
+  }
+  const seconds = (performance.now() - started) / 1000;
+  clearInterval(timer);
+  peakRss = Math.max(peakRss, process.resourceUsage().maxRSS * 1024);
+  const shards = stream.stats().shards;
+  await stream.close();
+  const m: Measurement = {
+    samples: n,
+    encodedBytes: 0,
+    firstSampleSeconds: first,
+    seconds,
+    samplesPerSecond: n / (seconds - first || seconds),
+    peakRssBytes: peakRss,
+    peakHeldBytes: shards?.peakBytesHeld ?? 0,
+    shardsRead: shards?.shardsRead ?? 0,
+    bytesFetched: shards?.bytesFetched ?? 0,
+    memoryBudget: budget,
+    readMode,
+    batches,
+  };
+  process.stdout.write(`${JSON.stringify(m)}\n`);
 }
 
 async function measure(url: string): Promise<void> {
@@ -134,7 +208,7 @@ async function buildSource(dir: string, samples: number): Promise<void> {
   await writeFile(done, '');
 }
 
-function runReader(url: string, env: Record<string, string>): Promise<Measurement> {
+function runReader(url: string, env: Record<string, string>, budget: number): Promise<Measurement> {
   const args = [
     '--import',
     'tsx',
@@ -145,6 +219,16 @@ function runReader(url: string, env: Record<string, string>): Promise<Measuremen
     values.window!,
     '--concurrency',
     values.concurrency!,
+    '--mode',
+    values.mode!,
+    '--budget',
+    String(budget),
+    '--workers',
+    values.workers!,
+    '--batch',
+    values.batch!,
+    '--size',
+    values.size!,
   ];
   if (values.prefetch !== undefined) args.push('--prefetch', values.prefetch);
   if (values.limit) args.push('--limit', values.limit);
@@ -163,7 +247,9 @@ function runReader(url: string, env: Record<string, string>): Promise<Measuremen
 }
 
 async function main(): Promise<void> {
-  if (values.measure) return measure(values.measure);
+  if (values.mode !== 'batches' && values.mode !== 'reader')
+    throw new Error(`--mode must be batches or reader, got ${values.mode}`);
+  if (values.measure) return values.mode === 'batches' ? measureBatches(values.measure) : measure(values.measure);
   if (!values.folder) throw new Error('--folder <dir> is required (the dataset is built there once and reused)');
   const samples = Number(values.samples);
   if (!Number.isInteger(samples) || samples < 2 || samples % 2)
@@ -206,7 +292,8 @@ async function main(): Promise<void> {
     const manifest = await readManifest(url);
     const train = manifest.splits.train;
     const datasetBytes = train.shards.reduce((a, s) => a + s.bytes, 0);
-    const m = await runReader(url, env);
+    const budget = Math.floor(datasetBytes * Number(values['budget-fraction']));
+    const m = await runReader(url, env, budget);
     const result = {
       url,
       datasetSamples: train.count,
@@ -218,13 +305,23 @@ async function main(): Promise<void> {
     if (values.json) console.log(JSON.stringify(result, null, 2));
     else {
       const mb = (b: number) => `${(b / 1024 ** 2).toFixed(0)} MiB`;
-      console.log(
-        `${url}: ${train.count} samples, ${train.shards.length} shards, ${mb(datasetBytes)} of shards\n` +
-          `read ${m.samples} samples (${mb(m.encodedBytes)}) from s3rver: first sample after ${m.firstSampleSeconds.toFixed(2)} s, ` +
-          `${m.samplesPerSecond.toFixed(0)} samples/s after it, ${m.seconds.toFixed(1)} s in all\n` +
-          `reader peak RSS ${mb(m.peakRssBytes)} (dataset is ${(datasetBytes / m.peakRssBytes).toFixed(1)}× that); ` +
-          `peak decoded samples held ${mb(m.peakHeldBytes)} (window ${values.window} shards + prefetch)`,
-      );
+      if (m.batches !== undefined)
+        console.log(
+          `${url}: ${train.count} samples, ${train.shards.length} shards, ${mb(datasetBytes)} of shards; memory budget ${mb(budget)}\n` +
+            `${m.readMode}\n` +
+            `${m.batches} augmented batches of ${values.batch} at ${values.size} px (${m.samples} images, ${values.workers} workers) from s3rver: ` +
+            `first batch after ${m.firstSampleSeconds.toFixed(2)} s, ${m.samplesPerSecond.toFixed(0)} images/s after it, ${m.seconds.toFixed(1)} s in all\n` +
+            `peak RSS ${mb(m.peakRssBytes)} (dataset is ${(datasetBytes / m.peakRssBytes).toFixed(1)}× that); ` +
+            `peak encoded samples held by the reader ${mb(m.peakHeldBytes)}; ${m.shardsRead} shards read`,
+        );
+      else
+        console.log(
+          `${url}: ${train.count} samples, ${train.shards.length} shards, ${mb(datasetBytes)} of shards\n` +
+            `read ${m.samples} samples (${mb(m.encodedBytes)}) from s3rver: first sample after ${m.firstSampleSeconds.toFixed(2)} s, ` +
+            `${m.samplesPerSecond.toFixed(0)} samples/s after it, ${m.seconds.toFixed(1)} s in all\n` +
+            `reader peak RSS ${mb(m.peakRssBytes)} (dataset is ${(datasetBytes / m.peakRssBytes).toFixed(1)}× that); ` +
+            `peak decoded samples held ${mb(m.peakHeldBytes)} (window ${values.window} shards + prefetch)`,
+        );
     }
   } finally {
     await server.close();

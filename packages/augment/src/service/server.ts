@@ -1,7 +1,9 @@
 // The augmentation server: the piscina pool behind a gRPC endpoint. It reads the samples itself (local or S3, through
 // @catdog/dataset) and makes the batches a trainer names by (dataset, split, recipe, epoch, batch indices), exactly
-// as the in-process stream would. Memory is bounded per call: at most `workers` batches of a call are being made or
-// waiting for the transport to take them, so a client that stops reading stalls its call, not the server.
+// as the in-process stream would. A prepared split within the memory budget is read into memory once; a larger one
+// is served from a window of shards (window.ts), so the dataset may be larger than the server's memory. Memory is
+// also bounded per call: at most `workers` batches of a call are being made or waiting for the transport to take
+// them, so a client that stops reading stalls its call, not the server.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
@@ -9,7 +11,8 @@ import { formatError, UserError } from '@catdog/errors';
 import { BatchPool } from '../batch-pool.js';
 import { batchIndices, epochSampleOrder, stepsPerEpoch } from '../plan.js';
 import {
-  DEFAULT_MAX_SOURCE_BYTES,
+  chooseReadMode,
+  DEFAULT_MEMORY_BUDGET,
   isPreparedDataset,
   loadSamples,
   loadSplit,
@@ -17,7 +20,9 @@ import {
   openShards,
   type LoadedSamples,
 } from '../source.js';
-import type { BatchResult, BatchTask } from '../worker.js';
+import type { BatchResult, BatchTask, SharedSamples } from '../worker.js';
+import { ShardWindow } from './window.js';
+import { DEFAULT_WINDOW_SHARDS, type ShardStream } from '@catdog/dataset';
 import {
   BadRequest,
   encodeFrame,
@@ -51,6 +56,13 @@ export interface AugmentServerOptions {
   cacheDir?: string;
   /** Bytes the shard cache may hold (least recently used shards evicted). Default: no limit. */
   cacheLimit?: number;
+  /**
+   * A prepared split whose shards hold at most this many bytes is read into memory once; a larger one is served
+   * from a window of shards (about two shuffle windows held). 0 always windows. Default 512 MiB, as in process.
+   */
+  memoryBudget?: number;
+  /** Skip (and warn about) a missing or corrupt shard instead of failing the batches that need it. Default false. */
+  skipCorrupt?: boolean;
   /** Datasets (dataset, split) kept open at once; opening another closes the least recently used idle one. Default 4. */
   maxDatasets?: number;
   /** Where refusals and failures are reported (never with the token). Default: stderr. */
@@ -65,33 +77,65 @@ export interface AugmentServer {
   close(graceMs?: number): Promise<void>;
 }
 
+/** How the server reads a prepared split's shards (cache, budget, skipCorrupt). */
+export interface ServedReadOptions {
+  cacheDir?: string;
+  cacheLimit?: number;
+  memoryBudget?: number;
+  skipCorrupt?: boolean;
+  onWarning?: (message: string) => void;
+  log?: (line: string) => void;
+}
+
+/** A dataset as the server holds it: all samples in memory, or a prepared split behind a window of shards. */
+export type ServedSamples =
+  | { kind: 'memory'; samples: LoadedSamples; digest: string }
+  | { kind: 'window'; window: ShardWindow; reader: ShardStream; digest: string };
+
 /**
- * The server's one access to samples: a prepared split is read into memory through the streaming reader (manifest
- * order, so epochs follow the same order as the in-process stream), an image folder as before. Requests name
- * batches by index in any order, so the server holds the split (up to 2 GiB of encoded bytes) rather than a window.
+ * The server's one access to samples: a prepared split within the memory budget is read into memory through the
+ * streaming reader (manifest order, so epochs follow the same order as the in-process stream), a larger one is
+ * served from a window of shards; an image folder is read into memory as before. Requests name batches by index in
+ * any order: the window path reads the shards a batch needs (and the next window's) on demand.
  */
-export async function loadServedSamples(
-  ref: DatasetRef,
-  cache: { cacheDir?: string; cacheLimit?: number } = {},
-): Promise<LoadedSamples> {
-  if (!(await isPreparedDataset(ref.dataset))) return loadSamples(await openDatasetSource(ref.dataset, ref.split));
-  const reader = await openShards(ref.dataset, ref.split, 0, false, cache);
-  const bytes = reader.shards.reduce((n, s) => n + s.bytes, 0);
-  if (bytes > DEFAULT_MAX_SOURCE_BYTES) {
-    throw new UserError(
-      `${reader.url}: split ${ref.split} holds ${(bytes / 1024 ** 3).toFixed(1)} GiB of shards, more than the augmentation server reads ` +
-        `into memory (${DEFAULT_MAX_SOURCE_BYTES / 1024 ** 3} GiB): augment it in process (createBatchStream streams it)`,
-      { code: 'too-large' },
-    );
+export async function openServedSamples(ref: DatasetRef, o: ServedReadOptions = {}): Promise<ServedSamples> {
+  if (!(await isPreparedDataset(ref.dataset))) {
+    const samples = await loadSamples(await openDatasetSource(ref.dataset, ref.split));
+    return { kind: 'memory', samples, digest: keysDigest(samples) };
   }
-  return loadSplit(reader);
+  const reader = await openShards(ref.dataset, ref.split, 0, false, o);
+  // The manifest's record of the split: the same whichever way a server reads it.
+  const digest = createHash('sha256')
+    .update(JSON.stringify({ classes: reader.classes, shards: reader.shards }))
+    .digest('hex');
+  const bytes = reader.shards.reduce((n, s) => n + s.bytes, 0);
+  const { mode, reason } = chooseReadMode(
+    bytes,
+    o.memoryBudget ?? DEFAULT_MEMORY_BUDGET,
+    reader.shards.length,
+    DEFAULT_WINDOW_SHARDS,
+  );
+  o.log?.(
+    `augment serve: ${ref.dataset} ${ref.split}: ${mode === 'stream' ? reason.replace('streaming shards', 'serving from a window of shards') : reason}`,
+  );
+  if (mode === 'memory') return { kind: 'memory', samples: await loadSplit(reader), digest };
+  return { kind: 'window', window: new ShardWindow(reader), reader, digest };
+}
+
+/** Which samples make one batch, as the pool takes them. */
+interface BatchSamples {
+  indices: number[];
+  keys: string[];
+  labels: ArrayLike<number>;
+  encoded?: SharedSamples;
 }
 
 interface Served {
-  samples: LoadedSamples;
+  data: ServedSamples;
+  classes: string[];
+  size: number;
   pool: BatchPool;
-  digest: string;
-  /** epoch orders by `${shuffle}/${seed}/${epoch}`, a few kept */
+  /** epoch orders by `${shuffle}/${seed}/${epoch}`, a few kept (in-memory datasets) */
   orders: Map<string, number[]>;
   warmed: Set<string>;
   /** released batch memories, reused by later batches */
@@ -100,7 +144,7 @@ interface Served {
   usedAt: number;
 }
 
-function digestOf(samples: LoadedSamples): string {
+function keysDigest(samples: LoadedSamples): string {
   const h = createHash('sha256');
   samples.keys.forEach((k, i) => h.update(`${k}\t${samples.labels[i]}\n`));
   return h.digest('hex');
@@ -164,12 +208,21 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
     if (!served) {
       if (datasets.size >= maxDatasets) await evictIdle();
       served = (async () => {
-        const samples = await loadServedSamples(ref, { cacheDir: options.cacheDir, cacheLimit: options.cacheLimit });
-        const pool = new BatchPool(samples.shared, workers);
+        const data = await openServedSamples(ref, {
+          cacheDir: options.cacheDir,
+          cacheLimit: options.cacheLimit,
+          memoryBudget: options.memoryBudget,
+          skipCorrupt: options.skipCorrupt,
+          onWarning: (m) => log(`augment serve: warning: ${m}`),
+          log,
+        });
+        const memory = data.kind === 'memory' ? data.samples : null;
+        const pool = new BatchPool(memory?.shared ?? null, workers);
         return {
-          samples,
+          data,
+          classes: memory ? memory.classes : data.kind === 'window' ? data.window.classes : [],
+          size: memory ? memory.keys.length : data.kind === 'window' ? data.window.size : 0,
           pool,
-          digest: digestOf(samples),
           orders: new Map(),
           warmed: new Set(),
           spare: [],
@@ -197,11 +250,11 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
     await oldest[1].pool.destroy();
   }
 
-  function orderOf(s: Served, r: BatchRecipe, epoch: number): number[] {
+  function orderOf(s: Served, samples: LoadedSamples, r: BatchRecipe, epoch: number): number[] {
     const id = `${r.shuffle}/${r.seed}/${epoch}/${r.windowShards ?? ''}`;
     let order = s.orders.get(id);
     if (!order) {
-      order = epochSampleOrder(s.samples, r.shuffle, r.seed, epoch, r.windowShards);
+      order = epochSampleOrder(samples, r.shuffle, r.seed, epoch, r.windowShards);
       if (s.orders.size >= 8) s.orders.delete(s.orders.keys().next().value!);
       s.orders.set(id, order);
     }
@@ -222,9 +275,9 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
         }
       }
       const reply: DescribeReply = {
-        classes: s.samples.classes,
-        size: s.samples.keys.length,
-        digest: s.digest,
+        classes: s.classes,
+        size: s.size,
+        digest: s.data.digest,
         workers,
       };
       return encodeJson(reply);
@@ -257,26 +310,29 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
     (async () => {
       const request = parseBatchesRequest(call.request);
       const s = await open(request);
-      const steps = stepsPerEpoch(s.samples.keys.length, request.batchSize, false);
+      const steps = stepsPerEpoch(s.size, request.batchSize, false);
       const bad = request.batches.find((b) => b >= steps);
       if (bad !== undefined) throw new BadRequest(`batch ${bad} is past the epoch's last batch (${steps - 1})`);
       s.calls++;
       let unsent = request.batches.length;
       queueDepth += unsent;
       try {
-        const order = orderOf(s, request, request.epoch);
-        const made: Promise<BatchResult>[] = [];
+        const made: Promise<{ batch: BatchSamples; res: BatchResult }>[] = [];
         let launched = 0;
         let unflushed = 0;
         // At most `workers` batches of this call are being made or waiting for the transport to take them.
         const launch = () => {
           while (!cancelled && launched < request.batches.length && made.length + unflushed < workers) {
             const index = request.batches[launched++];
-            const p = s.pool.run(
-              taskOf(s, request, order, index),
-              s.spare.pop(),
-              `batch ${index} of epoch ${request.epoch}`,
-            );
+            const p = (async () => {
+              const batch = await samplesOf(s, request, index);
+              const res = await s.pool.run(
+                taskOf(request, batch),
+                s.spare.pop(),
+                `batch ${index} of epoch ${request.epoch}`,
+              );
+              return { batch, res };
+            })();
             p.catch(() => {}); // surfaced when awaited below
             made.push(p);
           }
@@ -288,9 +344,9 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
             launch();
           }
           if (cancelled) return;
-          const res = await made.shift()!;
+          const { batch, res } = await made.shift()!;
           if (cancelled) return;
-          const frame = frameOf(s, request, order, index, res);
+          const frame = frameOf(request, index, batch, res);
           if (res.memory && s.spare.length < 2 * workers) s.spare.push(res.memory); // the frame holds a copy
           unflushed++;
           call.write(frame, () => {
@@ -319,12 +375,22 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
     );
   };
 
-  function taskOf(s: Served, r: BatchesRequest, order: number[], index: number): BatchTask {
-    const indices = batchIndices(order, index, r.batchSize, s.samples.missing);
+  /** The samples of batch `index` of the request's epoch: indices into the split in memory, or their own bytes. */
+  async function samplesOf(s: Served, r: BatchesRequest, index: number): Promise<BatchSamples> {
+    if (s.data.kind === 'window') {
+      const b = await s.data.window.batch(r, r.epoch, index);
+      return { indices: b.keys.map((_, i) => i), keys: b.keys, labels: b.labels, encoded: b.encoded };
+    }
+    const samples = s.data.samples;
+    const indices = batchIndices(orderOf(s, samples, r, r.epoch), index, r.batchSize, samples.missing);
+    return { indices, keys: indices.map((i) => samples.keys[i]), labels: indices.map((i) => samples.labels[i]) };
+  }
+
+  function taskOf(r: BatchesRequest, b: BatchSamples): BatchTask {
     return {
       epoch: r.epoch,
-      indices,
-      keys: indices.map((i) => s.samples.keys[i]),
+      indices: b.indices,
+      keys: b.keys,
       height: r.height,
       width: r.width,
       augment: r.augment,
@@ -333,11 +399,11 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
       rescale: r.rescale,
       interpolation: r.interpolation,
       jpegDecoder: r.jpegDecoder,
+      ...(b.encoded ? { encoded: b.encoded } : {}),
     };
   }
 
-  function frameOf(s: Served, r: BatchesRequest, order: number[], index: number, res: BatchResult): Buffer {
-    const indices = batchIndices(order, index, r.batchSize, s.samples.missing);
+  function frameOf(r: BatchesRequest, index: number, b: BatchSamples, res: BatchResult): Buffer {
     const elements = res.kept.length * r.height * r.width * 3;
     return encodeFrame(
       {
@@ -346,9 +412,9 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
         height: r.height,
         width: r.width,
         dtype: r.dtype,
-        keys: res.kept.map((p) => s.samples.keys[indices[p]]),
-        labels: res.kept.map((p) => s.samples.labels[indices[p]]),
-        skipped: res.skipped.map((x) => ({ key: s.samples.keys[indices[x.position]], reason: x.reason })),
+        keys: res.kept.map((p) => b.keys[p]),
+        labels: res.kept.map((p) => b.labels[p]),
+        skipped: res.skipped.map((x) => ({ key: b.keys[x.position], reason: x.reason })),
         workerMs: res.workerMs,
         load: load(),
       },

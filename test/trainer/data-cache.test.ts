@@ -1,0 +1,174 @@
+// The trainer's shard cache and --skip-corrupt (issue 12), as a user runs them: the CLI as a subprocess, the
+// dataset on a real S3-protocol server (s3rver) behind a counting proxy on 127.0.0.1. A second run with the same
+// --cache-dir reads no shard from S3; a cache directory that cannot be written only warns; a corrupt shard fails
+// the run naming it, or with --skip-corrupt is skipped, logged and listed in the run's skipped-shards.json.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { prepareDataset, readManifest, type Manifest } from '@catdog/dataset';
+import { openStorage } from '@catdog/storage';
+import { kaggleTrainDir } from '../helpers/fixtures.js';
+import { startLoopbackS3, type LoopbackS3 } from '../helpers/s3-server.js';
+import { runTrainerAsync } from './helpers.js';
+
+const BUCKET = 'cache-bucket';
+const DATA = `s3://${BUCKET}/data`;
+
+let s3: LoopbackS3;
+let proxy: { endpoint: string; shardGets: string[]; stop(): Promise<void> };
+let root = '';
+let manifest: Manifest;
+
+/** Forwards every request to s3rver and records the shard (.tar) GETs: what the trainer fetched from S3. */
+async function countingProxy(upstream: string): Promise<typeof proxy> {
+  const target = new URL(upstream);
+  const shardGets: string[] = [];
+  const server = http.createServer((req, res) => {
+    const path = (req.url ?? '').split('?')[0];
+    if (req.method === 'GET' && path.endsWith('.tar')) shardGets.push(path);
+    const out = http.request(
+      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+      (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+      },
+    );
+    out.on('error', () => res.destroy());
+    req.pipe(out);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    shardGets,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+const train = (data: string, out: string, ...extra: string[]) =>
+  runTrainerAsync(
+    [
+      'scratch',
+      '--data',
+      data,
+      '--out',
+      out,
+      '--preset',
+      'ci-smoke',
+      '--epochs',
+      '1',
+      '--steps-per-epoch',
+      '2',
+      '--validation-steps',
+      '1',
+      '--threads',
+      '1',
+      ...extra,
+    ],
+    { ...s3.env, AWS_ENDPOINT_URL_S3: proxy.endpoint },
+  );
+
+before(async () => {
+  s3 = await startLoopbackS3([BUCKET]);
+  proxy = await countingProxy(s3.endpoint);
+  root = await mkdtemp(join(tmpdir(), 'catdog-trainer-cache-'));
+  const src = join(root, 'src');
+  await mkdir(src);
+  await Promise.all(
+    Array.from({ length: 16 }, (_, i) => [`cat.${i}.jpg`, `dog.${i}.jpg`])
+      .flat()
+      .map((f) => copyFile(join(kaggleTrainDir, f), join(src, f))),
+  );
+  // 5 shards of 4 train images: a skipped shard leaves the others to train on.
+  await prepareDataset({
+    source: src,
+    out: DATA,
+    train: 10,
+    validation: 3,
+    test: 3,
+    resize: { width: 64, height: 64 },
+    samplesPerShard: 4,
+  });
+  manifest = await readManifest(DATA);
+  assert.ok(manifest.splits.train.shards.length >= 3, 'several train shards');
+});
+
+after(async () => {
+  await proxy?.stop();
+  await s3?.stop();
+  if (root) await rm(root, { recursive: true, force: true });
+});
+
+test('--cache-dir: the second run reads every shard from the cache, none from S3; an unwritable cache only warns', async () => {
+  const cacheDir = join(root, 'shard-cache');
+  proxy.shardGets.length = 0;
+  const first = await train(DATA, join(root, 'run1'), '--cache-dir', cacheDir, '--cache-limit', '1GiB');
+  assert.equal(first.code, 0, first.stderr);
+  const fetched = new Set(proxy.shardGets.map((p) => p.replace(/^.*\/data\//, '')));
+  for (const s of manifest.splits.train.shards) assert.ok(fetched.has(s.path), `${s.path} fetched by the first run`);
+  const cached = (await readdir(cacheDir)).filter((f) => f.endsWith('.tar'));
+  const splits = [manifest.splits.train, manifest.splits.validation, manifest.splits.test];
+  assert.equal(
+    cached.length,
+    splits.reduce((n, s) => n + s.shards.length, 0),
+    'every shard read is cached',
+  );
+
+  proxy.shardGets.length = 0;
+  const second = await train(DATA, join(root, 'run2'), '--cache-dir', cacheDir, '--cache-limit', '1GiB');
+  assert.equal(second.code, 0, second.stderr);
+  assert.deepEqual(proxy.shardGets, [], 'the second run fetched no shard from S3');
+
+  // A cache "directory" that is a file: the cache turns itself off with one warning; training goes on from S3.
+  const notADir = join(root, 'not-a-dir');
+  await writeFile(notADir, 'x');
+  proxy.shardGets.length = 0;
+  const third = await train(DATA, join(root, 'run3'), '--cache-dir', notADir);
+  assert.equal(third.code, 0, third.stderr);
+  assert.match(third.stderr, /warning: shard cache .*not-a-dir: .*reading on without caching/);
+  assert.ok(proxy.shardGets.length > 0, 'read from S3 instead');
+
+  const badLimit = await train(DATA, join(root, 'run4'), '--cache-dir', cacheDir, '--cache-limit', 'lots');
+  assert.equal(badLimit.code, 2, badLimit.stderr);
+  assert.match(badLimit.stderr, /--cache-limit.*must be a size such as 2GiB/);
+});
+
+test('a corrupt shard fails the run naming it; --skip-corrupt skips it, says so and lists it in skipped-shards.json', async () => {
+  const damaged = `s3://${BUCKET}/damaged`;
+  const from = openStorage(DATA);
+  const to = openStorage(damaged);
+  for await (const e of from.list()) await to.write(e.path, await from.read(e.path));
+  const bad = manifest.splits.train.shards[1];
+  const bytes = Buffer.from(await to.read(bad.path));
+  bytes[bytes.length >> 1] ^= 0xff; // same length, wrong sha256
+  await to.write(bad.path, bytes);
+  const badUrl = `${damaged}/${bad.path}`;
+
+  const failing = await train(damaged, join(root, 'corrupt'));
+  assert.equal(failing.code, 1, failing.stderr);
+  assert.ok(failing.stderr.includes(`error: ${badUrl}: `), failing.stderr);
+
+  const out = join(root, 'skipping');
+  const skipping = await train(damaged, out, '--skip-corrupt');
+  assert.equal(skipping.code, 0, skipping.stderr);
+  assert.ok(skipping.stderr.includes(`skip-corrupt: skipped ${badUrl} (train)`), skipping.stderr);
+  const record = JSON.parse(await readFile(join(out, 'skipped-shards.json'), 'utf8')) as {
+    count: number;
+    skipped: { shard: string; split: string }[];
+  };
+  assert.ok(record.count >= 1 && record.count === record.skipped.length, JSON.stringify(record));
+  assert.ok(
+    record.skipped.every((s) => s.shard === badUrl && s.split === 'train'),
+    JSON.stringify(record),
+  );
+  const config = JSON.parse(await readFile(join(out, 'config.json'), 'utf8'));
+  assert.equal(config.skipCorrupt, true);
+});

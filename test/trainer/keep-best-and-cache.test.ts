@@ -3,6 +3,7 @@
 // size and weights (keep-best through the real CLI on a tiny prepped dataset; the cache keys in process).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { cp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -15,6 +16,7 @@ import {
   RunDir,
   type TrainConfig,
 } from '@catdog/training';
+import { writeComparisonReport, writeRunReport } from '@catdog/report';
 import { mobilenetV2Dir, sharedRoot } from '../helpers/fixtures.js';
 import { runTrainer, tinyDataset } from './helpers.js';
 
@@ -80,6 +82,35 @@ test('keep-best: the saved model holds the best val_acc epoch’s checkpoint wei
   }
   assert.ok(differsFromLast > 0, 'the saved model is not simply the last epoch’s');
   tf.dispose([...Object.values(bestCk.weights), ...Object.values(lastCk.weights), ...model.getWeights()]);
+});
+
+test('report: the run page and comparison over the run directory the trainer wrote (keep-best run above)', async () => {
+  // The report's own tests use run directories a helper writes; this one reads what the trainer wrote.
+  const out = join(root, 'keep-best');
+  const m = await readJson(join(out, 'metrics.json'));
+  const cfg = await readJson(join(out, 'config.json'));
+  const page = await writeRunReport(out);
+  const html = await readFile(page, 'utf8');
+  assert.ok(html.includes(`${(m.test.accuracy * 100).toFixed(1)}%`), 'test accuracy shown');
+  assert.ok(html.includes('Training and validation accuracy') && html.includes('Training and validation loss'));
+  assert.ok(m.test.misclassified.length > 0, 'precondition: the run misclassified some test images');
+  for (const x of m.test.misclassified) {
+    assert.ok(html.includes(`p(dog) = ${x.probability.toFixed(3)}`), `misclassified ${x.key} shown`);
+    assert.ok(existsSync(join(out, x.image)), `${x.image}`);
+  }
+  if (process.env.CATDOG_TEST_VERBOSE)
+    console.log(
+      `figures ${html.match(/<figure>/g)?.length}, misclassified ${m.test.misclassified.length}, heatmaps ${m.test.misclassified.filter((x: { heatmap?: string }) => x.heatmap).length}`,
+    );
+  assert.doesNotMatch(html, /<script|src="(?!data:)/i, 'self-contained');
+  const comparison = await writeComparisonReport(root, join(root, 'comparison.html'));
+  assert.deepEqual(comparison.names, ['keep-best']);
+  const table = await readFile(join(root, 'comparison.html'), 'utf8');
+  assert.ok(
+    table.includes(`<td>${m.backend.name} (${m.backend.threads} thread${m.backend.threads === 1 ? '' : 's'})</td>`),
+    `the backend that ran (${JSON.stringify(m.backend)}, config ${JSON.stringify(cfg.backend)})`,
+  );
+  assert.match(table, /scratch reached \d+\.\d% test accuracy \(the only run\)/);
 });
 
 /** The feature cache folder (its key) buildTransferModel gives for `cfg` over a dataset whose manifest hash is `manifest`. */

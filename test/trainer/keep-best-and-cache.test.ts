@@ -98,10 +98,6 @@ test('report: the run page and comparison over the run directory the trainer wro
     assert.ok(html.includes(`p(dog) = ${x.probability.toFixed(3)}`), `misclassified ${x.key} shown`);
     assert.ok(existsSync(join(out, x.image)), `${x.image}`);
   }
-  if (process.env.CATDOG_TEST_VERBOSE)
-    console.log(
-      `figures ${html.match(/<figure>/g)?.length}, misclassified ${m.test.misclassified.length}, heatmaps ${m.test.misclassified.filter((x: { heatmap?: string }) => x.heatmap).length}`,
-    );
   assert.doesNotMatch(html, /<script|src="(?!data:)/i, 'self-contained');
   const comparison = await writeComparisonReport(root, join(root, 'comparison.html'));
   assert.deepEqual(comparison.names, ['keep-best']);

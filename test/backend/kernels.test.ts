@@ -109,9 +109,10 @@ before(async () => {
   wasmThreads = (await initBackend({ backend: 'wasm', log: () => {} })).threads;
   // With the threaded build, wait for the SIMD worker threads so the checks below cover the
   // filter gradient split between threads, not only the main thread's share.
+  // Worker threads start asynchronously: wait for them (polled, up to 30 s on a loaded machine; usually ms).
   for (
     let i = 0;
-    i < 100 && wasmThreads > 1 && process.env.CATDOG_WASM_SIMD_KERNELS !== '0' && wasmSimdWorkers() === 0;
+    i < 600 && wasmThreads > 1 && process.env.CATDOG_WASM_SIMD_KERNELS !== '0' && wasmSimdWorkers() === 0;
     i++
   ) {
     await new Promise((r) => setTimeout(r, 50));

@@ -68,7 +68,8 @@ let threads = 1;
 
 before(async () => {
   threads = (await initBackend({ backend: 'wasm', log: () => {} })).threads;
-  for (let i = 0; i < 100 && threads > 1 && wasmSimdWorkers() === 0; i++) await new Promise((r) => setTimeout(r, 50));
+  // Worker threads start asynchronously: wait for them (polled, up to 30 s on a loaded machine; usually ms).
+  for (let i = 0; i < 600 && threads > 1 && wasmSimdWorkers() === 0; i++) await new Promise((r) => setTimeout(r, 50));
   await tf.setBackend('cpu');
   await tf.ready();
 });

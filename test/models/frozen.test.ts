@@ -250,3 +250,72 @@ test('the same graph on the pure-JS cpu backend (explicit padding in fused depth
     await initBackend({ backend: 'wasm', log: () => {} });
   }
 });
+
+/** The folded graph of `model` on wasm (our kernels) vs model.predict on the cpu backend (tfjs' own kernels). */
+async function checkAgainstCpu(model: tf.LayersModel, size: number, scaling: string): Promise<number> {
+  const xWasm = await photos(size, scaling);
+  const pixels = xWasm.dataSync().slice();
+  const compiled = compileFrozenBase(model);
+  const outWasm = compiled.predict(xWasm) as tf.Tensor;
+  const ours = { shape: outWasm.shape, values: outWasm.dataSync().slice() };
+  tf.dispose([outWasm, xWasm]);
+  compiled.dispose();
+  await initBackend({ backend: 'cpu', log: () => {} });
+  assert.equal(tf.getBackend(), 'cpu');
+  try {
+    const x = tf.tensor4d(pixels, [PHOTOS.length, size, size, 3]);
+    const ref = model.predict(x) as tf.Tensor;
+    const err = relativeError(tf.tensor(ours.values, ours.shape), ref);
+    if (process.env.CATDOG_TEST_VERBOSE)
+      console.log(`${model.name}: wasm folded vs cpu predict: relative error ${err}`);
+    assert.ok(ours.values.filter((v) => v > 0).length > ours.values.length * 0.05, 'non-trivial features');
+    tf.dispose([x, ref]);
+    return err;
+  } finally {
+    await initBackend({ backend: 'wasm', log: () => {} });
+  }
+}
+
+test('the folded graph on wasm (our kernels) equals model.predict on the cpu backend (tfjs own kernels)', async () => {
+  // The reference runs on another backend: a fault in the wasm kernels that the folded graph and model.predict
+  // share on wasm (Winograd, direct and XNNPACK convolutions, depthwise) shows here and not in the tests above.
+  const base = await loadMobileNetV2Base({ alpha: 0.35, from: mobilenetV2Dir('0.35'), inputShape: [96, 96, 3] });
+  const e1 = await checkAgainstCpu(base, 96, 'mobilenet_v2_0.35');
+  assert.ok(e1 < 1e-4, `MobileNetV2 0.35: relative error ${e1}`);
+  tf.dispose(base.getWeights());
+  // MobileNetV2 has no 3×3 stride-1 full convolutions; a VGG-like block has (the Winograd kernels' shapes).
+  const input = tf.input({ shape: [40, 40, 3] });
+  let y = input;
+  for (const [i, filters] of [16, 32, 32].entries()) {
+    y = tf.layers
+      .conv2d({
+        filters,
+        kernelSize: 3,
+        padding: 'same',
+        activation: 'relu',
+        kernelInitializer: tf.initializers.heNormal({ seed: 5 + i }),
+        biasInitializer: tf.initializers.randomUniform({ minval: -0.1, maxval: 0.1, seed: 9 + i }),
+      })
+      .apply(y) as tf.SymbolicTensor;
+    if (i === 1) y = tf.layers.maxPooling2d({ poolSize: 2 }).apply(y) as tf.SymbolicTensor;
+  }
+  const vggLike = tf.model({ inputs: input, outputs: y, name: 'vgg_like' });
+  // Winograd for both the folded (fused) and the layers' (unfused) convolutions, whatever autotuning would pick:
+  // the kernels both paths then share are only checked by another backend.
+  const saved = process.env.CATDOG_KERNEL_PLAN;
+  process.env.CATDOG_KERNEL_PLAN = 'conv2d=winograd4';
+  try {
+    const wasmOnly = compileFrozenBase(vggLike);
+    const x = await photos(40, 'vgg16');
+    const [a, b] = [wasmOnly.predict(x) as tf.Tensor, vggLike.predict(x) as tf.Tensor];
+    assert.ok(relativeError(a, b) < 1e-4);
+    tf.dispose([a, b, x]);
+    wasmOnly.dispose();
+    const e2 = await checkAgainstCpu(vggLike, 40, 'vgg16');
+    assert.ok(e2 < 1e-4, `VGG-like block (Winograd F(4×4, 3×3)): relative error ${e2}`);
+  } finally {
+    if (saved === undefined) delete process.env.CATDOG_KERNEL_PLAN;
+    else process.env.CATDOG_KERNEL_PLAN = saved;
+  }
+  tf.dispose(vggLike.getWeights());
+});

@@ -2,6 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs';
 import { kerasH5Dir } from '../helpers/fixtures.js';
 import { readKerasH5Weights, loadKerasH5Weights, leafLayers } from '@catdog/models';
@@ -82,6 +83,40 @@ test('loads the full-model file into the same architecture built in code and run
   // The loaded weights, not random ones, produce it.
   const fresh = (buildMnist().predict(img) as tf.Tensor).dataSync();
   assert.notDeepEqual(Array.from(fresh), loadedOut);
+});
+
+/** Handwritten-style strokes (SVG paths on a 28×28 canvas, MNIST's white on black, digit in the middle 20×20). */
+const DIGIT_STROKES: Record<number, string> = {
+  0: 'M 14 5 C 6 5 7 23 14 23 C 21 23 22 5 14 5 Z',
+  1: 'M 14 5 L 14 23',
+  2: 'M 8 9 C 9 3 20 3 19 10 C 18 15 9 20 8 23 L 21 23',
+  3: 'M 8 6 C 14 2 21 7 14 13 C 22 15 18 26 8 22',
+  4: 'M 17 23 L 17 5 L 7 17 L 21 17',
+  7: 'M 8 6 L 20 6 L 12 23',
+};
+
+/** Renders a digit with sharp (librsvg) as the model's input: 28×28×1 grey levels scaled to [0, 1]. */
+async function renderDigit(d: number): Promise<tf.Tensor4D> {
+  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="28" height="28"><rect width="28" height="28" fill="black"/><path d="${DIGIT_STROKES[d]}" stroke="white" stroke-width="2.5" fill="none" stroke-linecap="round" stroke-linejoin="round"/></svg>`;
+  const { data, info } = await sharp(Buffer.from(svg)).greyscale().raw().toBuffer({ resolveWithObject: true });
+  assert.deepEqual([info.width, info.height, info.channels], [28, 28, 1]);
+  return tf.tensor4d(
+    Float32Array.from(data, (v) => v / 255),
+    [1, 28, 28, 1],
+  );
+}
+
+test('the loaded MNIST model reads digits the test draws: 0, 1, 2, 3, 4 and 7 each predicted confidently', async () => {
+  const model = buildMnist();
+  await loadKerasH5Weights(model, mnistFile);
+  for (const d of Object.keys(DIGIT_STROKES).map(Number)) {
+    const x = await renderDigit(d);
+    const p = Array.from((model.predict(x) as tf.Tensor).dataSync());
+    const predicted = p.indexOf(Math.max(...p));
+    assert.equal(predicted, d, `drawn ${d}, predicted ${predicted} (${p.map((v) => v.toFixed(2)).join(' ')})`);
+    assert.ok(p[d] > 0.9, `drawn ${d}: probability ${p[d]}`);
+    x.dispose();
+  }
 });
 
 test('shape mismatch names the layer, expected and found shapes; nothing is assigned', async () => {

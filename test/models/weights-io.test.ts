@@ -114,7 +114,8 @@ test('offline: a clear message saying where to put the file or to pass --weights
       assert.match(err.message, /pass --weights <file\.h5>/);
       return true;
     });
-    assert.ok(Date.now() - started < 5000);
+    // No retries with backoff on a refused connection: a generous bound (VGG16 is built first, on a busy machine).
+    assert.ok(Date.now() - started < 60_000, `took ${Date.now() - started} ms`);
     assert.deepEqual(await readdir(cacheDir), []);
     // A wrong file already in the cache is named as such.
     await writeFile(join(cacheDir, VGG16_NOTOP_WEIGHTS.fileName), 'not the weights');

@@ -37,10 +37,28 @@ test('a run killed with SIGKILL after epoch k resumes to the same number of epoc
   ]);
   let stderr = '';
   await new Promise<void>((resolve, reject) => {
+    // Killed by the run's own progress, not a timer: once the checkpoint of epoch 3 and its history.json are on
+    // disk (written after the epoch's log line, before the run's pause), polled every 20 ms from that line on.
+    let watching = false;
+    const watch = async () => {
+      while (child.exitCode === null && !child.killed) {
+        const state = await RunDir.open(out)
+          .readCheckpointState()
+          .catch(() => null);
+        const history = await readJson(join(out, 'history.json')).catch(() => null);
+        if (state?.epoch === 3 && history?.epoch.length === 3) {
+          child.kill('SIGKILL');
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
     child.stderr!.on('data', (d: Buffer) => {
       stderr += d.toString();
-      // The checkpoint of epoch 3 is written right after its log line, before the pause: kill during the pause.
-      if (/epoch 3\/6 - /.test(stderr) && !child.killed) setTimeout(() => child.kill('SIGKILL'), 700);
+      if (/epoch 3\/6 - /.test(stderr) && !watching) {
+        watching = true;
+        watch().catch(reject);
+      }
     });
     child.on('exit', (code, signal) =>
       signal === 'SIGKILL' ? resolve() : reject(new Error(`exited ${code} before the kill: ${stderr}`)),

@@ -85,8 +85,10 @@ test('training from s3:// into s3:// under injected faults: the same history, te
   ]);
   assert.equal(a.code, 0, a.stderr);
   assert.equal(b.code, 0, b.stderr);
-  assert.match(lastLine(b.stdout), CONTRACT);
-  assert.equal(lastLine(b.stdout), lastLine(a.stdout));
+  // The printed figures may differ in the last digit (float tolerance below); n may not.
+  const [, , , na] = lastLine(a.stdout).match(CONTRACT)!;
+  const [, , , nb] = lastLine(b.stdout).match(CONTRACT)!;
+  assert.equal(nb, na);
   // The faults hit both sides: shard reads of the stream and uploads of the run.
   const kinds = new Set(proxy.injected.map((f) => f.kind));
   assert.ok(kinds.size >= 4, `fault kinds injected: ${[...kinds].join(', ')}`);

@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readdir, readFile, rm } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, watch } from 'node:fs';
 import { join } from 'node:path';
 import { TEMP_MARKER } from '@catdog/storage';
 import { seededRandom, type Manifest } from '@catdog/dataset';
@@ -103,4 +103,78 @@ test('kill -9 at random points (3 seeds), then rerun: same shards and manifest a
     assert.equal(verify.code, 0, `seed ${seed}: ${verify.stderr}`);
   }
   assert.ok(interrupted >= 1, `none of the 3 runs was killed before it finished`);
+});
+
+/**
+ * Runs split and kills it -9 the moment `trigger` first matches a file (path relative to --out) that the run
+ * creates: the kill is placed by the run's own progress, whatever the machine's speed. inotify (fs.watch) sees the
+ * file as it is created; the signal lands within a millisecond or so of it.
+ */
+function runKilledAt(args: string[], out: string, trigger: (path: string) => boolean): Promise<Run & { at?: string }> {
+  return new Promise((resolve, reject) => {
+    mkdirSync(out, { recursive: true });
+    const child = spawn(process.execPath, ['--import', 'tsx', main, ...args], { cwd: projectRoot });
+    let at: string | undefined;
+    const watcher = watch(out, { recursive: true }, (_event, name) => {
+      if (at === undefined && name && trigger(name.toString())) {
+        at = name.toString();
+        child.kill('SIGKILL');
+      }
+    });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    child.stdout.resume();
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      watcher.close();
+      resolve({ code, signal, stderr, workMs: 0, at });
+    });
+  });
+}
+
+test('kill -9 placed by progress: mid shard write, just after a shard is renamed into place, while the part file, report and manifest are written; each rerun gives the identical dataset', async (t) => {
+  const reference = join(work, 'reference-progress');
+  const clean = await run(['split', '--source', src, '--out', reference, ...ARGS]);
+  assert.equal(clean.code, 0, clean.stderr);
+  const expected = await shardHashes(reference);
+  const isTemp = (p: string) => p.includes(TEMP_MARKER);
+  const points: [string, (p: string) => boolean][] = [
+    ['a shard half written (its temp file appears)', (p) => /\.tar/.test(p) && isTemp(p)],
+    [
+      'the third shard renamed into place',
+      (p) => /^(train|validation|test)\/\w+-00000[2-9]\.tar$/.test(p) || /^test\/test-000001\.tar$/.test(p),
+    ],
+    ['finalization: the part file being written', (p) => p.startsWith('_parts/part-')],
+    ['finalization: prep-report.json being written, the manifest next', (p) => p.startsWith('prep-report.json')],
+    ['finalization: manifest.json being written', (p) => p.startsWith('manifest.json') && isTemp(p)],
+  ];
+  let duringFinalization = 0;
+  for (const [label, trigger] of points) {
+    const out = join(work, `progress-${points.findIndex(([l]) => l === label)}`);
+    const killed = await runKilledAt(['split', '--source', src, '--out', out, ...ARGS], out, trigger);
+    const manifest = existsSync(join(out, 'manifest.json'));
+    t.diagnostic(
+      `${label}: ${killed.signal ?? `exited ${killed.code}`} at ${killed.at ?? '(never)'}, manifest ${manifest ? 'present' : 'absent'}`,
+    );
+    assert.ok(killed.at, `${label}: the run never reached the point`);
+    assert.equal(killed.signal, 'SIGKILL', `${label}: ${killed.stderr}`);
+    // Killed at any of these points, a dataset is either not published or published whole.
+    if (manifest) assert.equal(await shardHashes(out), expected, label);
+    if (label.startsWith('finalization') && !manifest && existsSync(join(out, '_parts'))) duringFinalization++;
+    const rerun = await run(['split', '--source', src, '--out', out, ...ARGS]);
+    assert.equal(rerun.code, 0, `${label}: ${rerun.stderr}`);
+    assert.equal(await shardHashes(out), expected, label);
+    const files = (await readdir(out, { recursive: true })) as string[];
+    assert.deepEqual(files.filter(isTemp), [], `${label}: litter`);
+    assert.deepEqual(
+      files.filter((f) => f.endsWith('.tar')).sort(),
+      ((await readdir(reference, { recursive: true })) as string[]).filter((f) => f.endsWith('.tar')).sort(),
+      label,
+    );
+    for (const f of files.filter((f) => f.endsWith('.tar')))
+      assert.ok((await readFile(join(out, f))).equals(await readFile(join(reference, f))), `${label}: ${f}`);
+  }
+  assert.ok(duringFinalization >= 2, `only ${duringFinalization} kills landed during finalization before the manifest`);
+  const verify = await run(['verify', '--data', join(work, 'progress-4')]);
+  assert.equal(verify.code, 0, verify.stderr);
 });

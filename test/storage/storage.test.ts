@@ -157,6 +157,14 @@ test('describeS3Error maps SDK error shapes to causes', () => {
     cause: 'access denied (AccessDenied)',
   });
   assert.equal(describeS3Error(sdk('Forbidden', 403)).code, 'access-denied');
+  assert.equal(
+    describeS3Error(sdk('Unknown', 403)).cause,
+    'access denied or credentials rejected (HTTP 403 without a reason)',
+    'a HEAD request',
+  );
+  // S3 (and s3rver) answer rejected keys with 403: still told apart from a policy's denial.
+  for (const name of ['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken'])
+    assert.deepEqual(describeS3Error(sdk(name, 403)), { code: 'credentials', cause: `credentials rejected (${name})` });
   assert.equal(describeS3Error(sdk('NoSuchBucket', 404)).cause, 'bucket does not exist (NoSuchBucket)');
   assert.equal(describeS3Error(sdk('NotFound', 404)).code, 'not-found');
   assert.equal(describeS3Error(sdk('SlowDown', 503)).code, 'throttled');

@@ -110,6 +110,16 @@ function augmentFromFlags(f: AugmentFlags): AugmentOptions {
   });
 }
 
+/** Each image that could not be decoded, once by name (a stream meets it every pass): never dropped silently. */
+function reportSkipped(skipped: { key: string; reason: string }[]): void {
+  const seen = new Set<string>();
+  for (const s of skipped) {
+    if (seen.has(s.key)) continue;
+    seen.add(s.key);
+    process.stderr.write(`skipped ${s.key}: ${s.reason}\n`);
+  }
+}
+
 async function preview(
   opts: AugmentFlags & {
     image: string;
@@ -283,6 +293,7 @@ async function bench(
         `cpu_ms_per_image=${cpuMsPerImage.toFixed(3)}` +
         (st.skipped.length ? ` skipped=${st.skipped.length}` : ''),
     );
+    reportSkipped(st.skipped);
   }
   const one = results.find((r) => r.workers === 1);
   const last = results[results.length - 1];
@@ -464,6 +475,7 @@ async function benchRemote(
         (st.retries ? ` reassigned=${st.retries}` : '') +
         (st.skipped.length ? ` skipped=${st.skipped.length}` : ''),
     );
+    reportSkipped(st.skipped);
     console.log(`augment images_per_s=${median(rates).toFixed(0)} workers=${opts.workers}`);
   } finally {
     await stream.close();

@@ -50,13 +50,33 @@ function conversionReason(meta: sharp.Metadata, buf: Buffer, options: EncodeOpti
 }
 
 /**
+ * The most pixels an image may declare (2^27 ≈ 134 megapixels, 400 MB as RGB: beyond any camera's photo). Every
+ * decoder checks the header against it before allocating pixel memory, so a small file declaring 60000×60000
+ * pixels (a decompression bomb) is refused with bounded memory instead of exhausting it.
+ */
+export const MAX_IMAGE_PIXELS = 2 ** 27;
+
+/** Why an image of this declared size is refused, or undefined when it is within MAX_IMAGE_PIXELS. */
+export function tooManyPixels(width: number, height: number): string | undefined {
+  if (width * height <= MAX_IMAGE_PIXELS) return undefined;
+  const mp = (n: number) => Math.round(n / 1e6).toLocaleString('en');
+  return `image too large: declares ${width}×${height} pixels (${mp(width * height)} megapixels; the limit is ${mp(MAX_IMAGE_PIXELS)})`;
+}
+
+/**
  * Decodes an image completely, as training will; returns why it cannot be (undefined when it decodes).
- * sharp's pixel limit (268 MP) refuses decompression bombs before any pixel memory is allocated.
+ * Decompression bombs are refused from the header, before any pixel memory is allocated.
  */
 export async function checkDecodes(bytes: Uint8Array): Promise<string | undefined> {
   if (bytes.length === 0) return 'empty image (0 bytes)';
   try {
-    const { info } = await sharp(bytes, { failOn: 'truncated' }).raw().toBuffer({ resolveWithObject: true });
+    // metadata() reads the header only; without a limit it reports a bomb's size instead of refusing it blindly.
+    const meta = await sharp(bytes, { limitInputPixels: false }).metadata();
+    const tooLarge = meta.width && meta.height ? tooManyPixels(meta.width, meta.height) : undefined;
+    if (tooLarge) return tooLarge;
+    const { info } = await sharp(bytes, { failOn: 'truncated', limitInputPixels: MAX_IMAGE_PIXELS })
+      .raw()
+      .toBuffer({ resolveWithObject: true });
     if (!info.width || !info.height) return 'decoded to no pixels';
     return undefined;
   } catch (err) {
@@ -69,7 +89,7 @@ export async function encodeImage(buf: Buffer, options: EncodeOptions): Promise<
   if (buf.length === 0) return { ok: false, reason: 'empty file (0 bytes)' };
   let meta: sharp.Metadata;
   try {
-    meta = await sharp(buf).metadata();
+    meta = await sharp(buf, { limitInputPixels: false }).metadata(); // the header only: size checked below
   } catch (err) {
     const head = buf.subarray(0, 64).toString('latin1');
     // biome-ignore lint/suspicious/noControlCharactersInRegex: tab, LF and CR are exactly the control characters text may hold
@@ -78,6 +98,8 @@ export async function encodeImage(buf: Buffer, options: EncodeOptions): Promise<
   }
   if (!meta.width || !meta.height)
     return { ok: false, reason: `not an image (no dimensions, format ${meta.format ?? 'unknown'})` };
+  const tooLarge = tooManyPixels(meta.width, meta.height);
+  if (tooLarge) return { ok: false, reason: tooLarge };
   const passThrough =
     !options.resize &&
     meta.format === 'jpeg' &&
@@ -88,13 +110,13 @@ export async function encodeImage(buf: Buffer, options: EncodeOptions): Promise<
   try {
     if (passThrough) {
       // Decode fully (at 1/8 scale, cheap) so truncated or corrupt JPEGs are caught, then keep the original bytes.
-      await sharp(buf, { failOn: 'truncated' })
+      await sharp(buf, { failOn: 'truncated', limitInputPixels: MAX_IMAGE_PIXELS })
         .resize(Math.max(1, Math.ceil(meta.width / 8)), Math.max(1, Math.ceil(meta.height / 8)), { fit: 'fill' })
         .raw()
         .toBuffer();
       return { ok: true, bytes: buf, width: meta.width, height: meta.height };
     }
-    let pipeline = sharp(buf, { failOn: 'truncated' });
+    let pipeline = sharp(buf, { failOn: 'truncated', limitInputPixels: MAX_IMAGE_PIXELS });
     if (meta.hasAlpha) pipeline = pipeline.flatten({ background: '#ffffff' });
     const r = options.resize;
     if (r) {

@@ -76,7 +76,14 @@ export {
   type PlannedShard,
   type SplitSpec,
 } from './plan.js';
-export { encodeImage, checkDecodes, type EncodeOptions, type EncodeResult } from './images.js';
+export {
+  encodeImage,
+  checkDecodes,
+  MAX_IMAGE_PIXELS,
+  tooManyPixels,
+  type EncodeOptions,
+  type EncodeResult,
+} from './images.js';
 export {
   prepareDataset,
   finalizeDataset,

@@ -85,6 +85,11 @@ export interface Manifest {
   accounting?: SourceAccounting;
 }
 
+/** The largest shard a manifest may declare (64 GiB; prep writes shards of tens of MB). */
+export const MAX_SHARD_BYTES = 64 * 2 ** 30;
+/** The fewest bytes a sample takes in a tar: an image and a .cls member, each a 512-byte header and a data block. */
+const MIN_SAMPLE_BYTES = 2048;
+
 function fail(url: string, why: string): never {
   throw new UserError(`${url}: not a valid dataset manifest (${why})`, { code: 'bad-manifest' });
 }
@@ -112,8 +117,22 @@ export function validateManifest(value: unknown, url = MANIFEST_FILE): Manifest 
       ) {
         fail(url, `bad shard entry in ${name}`);
       }
-      if (sh.path.split('/').includes('..') || sh.path.startsWith('/'))
-        fail(url, `shard path ${sh.path} escapes the dataset`);
+      // Paths are keys under the dataset (local folder or S3 prefix): relative, no empty, '.' or '..' segment.
+      const segments = sh.path.split(/[\\/]/);
+      if (
+        sh.path.startsWith('/') ||
+        /^[A-Za-z]:/.test(sh.path) ||
+        segments.some((x) => x === '' || x === '.' || x === '..') ||
+        sh.path.includes('\0')
+      )
+        fail(url, `shard path ${JSON.stringify(sh.path)} escapes the dataset`);
+      // The sha256 names the shard's file in the shard cache, so it must be exactly a digest.
+      if (!/^[0-9a-f]{64}$/.test(sh.sha256)) fail(url, `shard ${sh.path}: sha256 is not a hex SHA-256 digest`);
+      // Sizes are checked before anything is allocated for them: a sample takes at least two tar members of 1 kB.
+      if (!Number.isSafeInteger(sh.bytes) || sh.bytes < 0 || sh.bytes > MAX_SHARD_BYTES)
+        fail(url, `shard ${sh.path} declares ${sh.bytes} bytes (a shard holds at most ${MAX_SHARD_BYTES})`);
+      if (!Number.isSafeInteger(sh.count) || sh.count < 0 || sh.count * MIN_SAMPLE_BYTES > sh.bytes)
+        fail(url, `shard ${sh.path} declares ${sh.count} samples in ${sh.bytes} bytes`);
       total += sh.count;
     }
     if (total !== s.count) fail(url, `split ${name} count ${s.count} but its shards hold ${total}`);

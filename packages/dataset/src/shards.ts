@@ -160,6 +160,29 @@ export function splitMemberName(name: string, naming: MemberNaming = 'auto'): [s
   return [name.slice(0, slash + dot), base.slice(dot + 1)];
 }
 
+/**
+ * The largest member a shard may hold (1 GiB; an image member is a few hundred kB): a tar header declaring more is
+ * refused before its data is read, so a hostile header cannot make a reader buffer terabytes.
+ */
+export const MAX_MEMBER_BYTES = 2 ** 30;
+
+/**
+ * Why a tar member may not be in a shard, or undefined: shards hold only regular files with relative names inside
+ * the shard's folder (no links, directories or devices, no absolute names, no `..`, no NUL) of a sane size. prep
+ * writes nothing else; readers refuse such shards rather than hand a key like `../x` to code that names files by key.
+ */
+export function memberProblem(header: Pick<tar.Header, 'name' | 'type' | 'size'>): string | undefined {
+  const name = header.name;
+  const shown = JSON.stringify(name);
+  if (header.type !== 'file') return `member ${shown} is a ${header.type}, not a regular file`;
+  if (name.startsWith('/') || /^[A-Za-z]:[\\/]/.test(name)) return `member ${shown} has an absolute name`;
+  if (name.split(/[\\/]/).includes('..')) return `member ${shown} names a parent folder (..)`;
+  if (name.includes('\0')) return `member ${shown} contains a NUL byte`;
+  if ((header.size ?? 0) > MAX_MEMBER_BYTES)
+    return `member ${shown} declares ${header.size} bytes (more than the ${MAX_MEMBER_BYTES} a member may hold)`;
+  return undefined;
+}
+
 const IMAGE_EXTS = new Set(['jpg', 'jpeg', 'png', 'webp', 'gif', 'tif', 'tiff', 'bmp', 'avif']);
 const KNOWN_EXTS = new Set([...IMAGE_EXTS, 'cls']);
 
@@ -185,8 +208,7 @@ export async function* parseShard(
     yield { key: p.key, label: p.label, className, bytes: p.bytes, ext: p.ext ?? 'jpg' };
   };
   try {
-    for await (const entry of tarMembers(input)) {
-      if (entry.header.type !== 'file') continue;
+    for await (const entry of tarMembers(input, where)) {
       const data = entry.data;
       const [key, ext] = splitMemberName(entry.header.name, naming);
       if (pending && pending.key !== key) yield* flush();
@@ -214,7 +236,7 @@ const MEMBERS_AHEAD = 16;
  * A tar stream's members, each read whole. tar-stream's entry events rather than its async iterators: about twice
  * as fast for shards of many small members, and the reader's CPU is taken from the augmentation workers.
  */
-async function* tarMembers(input: Readable): AsyncGenerator<{ header: tar.Header; data: Buffer }> {
+async function* tarMembers(input: Readable, where: string): AsyncGenerator<{ header: tar.Header; data: Buffer }> {
   const extract = tar.extract();
   const queue: { header: tar.Header; data: Buffer }[] = [];
   let finished = false;
@@ -227,6 +249,14 @@ async function* tarMembers(input: Readable): AsyncGenerator<{ header: tar.Header
     w?.();
   };
   extract.on('entry', (header, stream, next) => {
+    // Checked from the header, before any of the member's data is buffered.
+    const problem = memberProblem(header);
+    if (problem) {
+      failure ??= corrupt(where, problem);
+      stream.resume();
+      notify();
+      return;
+    }
     const chunks: Buffer[] = [];
     stream.on('data', (c) => chunks.push(c as Buffer));
     // The extract reports the same failure; an entry destroyed with it must not throw on its own.

@@ -101,6 +101,9 @@ export function classify(
     if (parts.includes('__MACOSX')) ignored.push({ name: f.path, reason: 'macOS archive metadata (__MACOSX)' });
     else if (parts.some((p) => p.startsWith('.')))
       ignored.push({ name: f.path, reason: 'hidden file or folder (name starts with .)' });
+    // Node lists bytes that are not UTF-8 as U+FFFD, a name no file has: such a file could not be read back.
+    else if (f.path.includes('\uFFFD'))
+      ignored.push({ name: f.path, reason: 'name is not valid UTF-8 (rename the file to read it)' });
     else visible.push(f);
   }
   const flatIn = (dir: string) =>

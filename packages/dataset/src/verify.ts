@@ -4,7 +4,7 @@ import sharp from 'sharp';
 import * as tar from 'tar-stream';
 import { openStorage, resolveLocation, StorageError, type StorageOptions } from '@catdog/storage';
 import { readManifestFrom, SPLITS, type Manifest, type SplitName } from './manifest.js';
-import { memberNamingOf, parseShard, sha256 } from './shards.js';
+import { memberNamingOf, memberProblem, parseShard, sha256 } from './shards.js';
 import { checkDecodes } from './images.js';
 
 export interface ShardProblem {
@@ -43,22 +43,26 @@ export interface VerifyOptions {
  * Checks every tar member: a regular file with a relative name that stays inside the shard's folder. Readers
  * never follow other members, but a shard holding them is malformed (and another tool might extract them).
  */
+/** Thrown past a shard's sample checks when its members are malformed. */
+class MalformedShard extends Error {}
+
 async function checkMembers(data: Buffer): Promise<string[]> {
   const problems: string[] = [];
   const extract = tar.extract();
   const done = (async () => {
     for await (const entry of extract) {
-      const name = entry.header.name;
+      const problem = memberProblem(entry.header);
+      if (problem) problems.push(problem);
       entry.resume();
-      const shown = JSON.stringify(name);
-      if (entry.header.type !== 'file') problems.push(`member ${shown} is a ${entry.header.type}, not a regular file`);
-      if (name.startsWith('/') || /^[A-Za-z]:[\\/]/.test(name)) problems.push(`member ${shown} has an absolute name`);
-      if (name.split(/[\\/]/).includes('..')) problems.push(`member ${shown} names a parent folder (..)`);
-      if (name.includes('\0')) problems.push(`member ${shown} contains a NUL byte`);
     }
   })();
   extract.end(data);
-  await done;
+  try {
+    await done;
+  } catch (err) {
+    // A member declaring more bytes than the shard holds ends the tar early: its header is the problem to name.
+    if (!problems.length) throw err;
+  }
   return problems;
 }
 
@@ -97,7 +101,10 @@ export async function verifyDataset(url: string, options: VerifyOptions = {}): P
       if (data.length !== shard.bytes) add(`size ${data.length} bytes, manifest says ${shard.bytes}`);
       else if (digest !== shard.sha256) add(`sha256 mismatch (got ${digest}, manifest says ${shard.sha256})`);
       else {
-        for (const p of await checkMembers(data)) add(p);
+        const memberProblems = await checkMembers(data);
+        for (const p of memberProblems) add(p);
+        // A shard with hostile members is malformed: its samples are not read (the reader would refuse it again).
+        if (memberProblems.length) throw new MalformedShard();
         let count = 0;
         const classCounts: Record<string, number> = {};
         const images: { key: string; bytes: Uint8Array }[] = [];
@@ -131,16 +138,19 @@ export async function verifyDataset(url: string, options: VerifyOptions = {}): P
         }
       }
     } catch (err) {
-      if (
+      if (err instanceof MalformedShard) {
+        // its member problems are reported already
+      } else if (
         err instanceof StorageError &&
         ['unreachable', 'access-denied', 'no-such-bucket', 'credentials', 'config', 'throttled'].includes(err.code)
       )
         throw err;
-      add(
-        err instanceof StorageError && err.code === 'not-found'
-          ? 'missing'
-          : (err as Error).message.replace(`${where}: `, ''),
-      );
+      else
+        add(
+          err instanceof StorageError && err.code === 'not-found'
+            ? 'missing'
+            : (err as Error).message.replace(`${where}: `, ''),
+        );
     }
     report.shards++;
     report.problems.push(...problems);
@@ -206,7 +216,7 @@ export async function inspectDataset(
           manifest.classes,
           memberNamingOf(manifest.formatVersion),
         )) {
-          const meta = await sharp(s.bytes).metadata();
+          const meta = await sharp(s.bytes, { limitInputPixels: false }).metadata(); // the header only
           if (meta.width && meta.height) {
             widths.push(meta.width);
             heights.push(meta.height);

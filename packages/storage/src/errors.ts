@@ -49,11 +49,15 @@ export function describeS3Error(err: unknown, endpoint?: string): { code: string
     return { code: 'config', cause: 'no AWS region configured (set AWS_REGION, a profile region, or --s3-region)' };
   }
   if (name === 'NoSuchBucket') return { code: 'no-such-bucket', cause: 'bucket does not exist (NoSuchBucket)' };
-  if (name === 'AccessDenied' || name === 'Forbidden' || status === 403) {
-    return { code: 'access-denied', cause: `access denied (${name || 'HTTP 403'})` };
-  }
+  // Rejected keys come with HTTP 403 too: named before the status decides.
   if (name === 'InvalidAccessKeyId' || name === 'SignatureDoesNotMatch' || name === 'ExpiredToken') {
     return { code: 'credentials', cause: `credentials rejected (${name})` };
+  }
+  // A HEAD answer has no body, so no error code: a 403 there may be a policy or a rejected key.
+  if (status === 403 && (!name || name === 'Unknown' || name === 'Forbidden'))
+    return { code: 'access-denied', cause: 'access denied or credentials rejected (HTTP 403 without a reason)' };
+  if (name === 'AccessDenied' || status === 403) {
+    return { code: 'access-denied', cause: `access denied (${name || 'HTTP 403'})` };
   }
   if (name === 'NoSuchKey' || name === 'NotFound' || status === 404) return { code: 'not-found', cause: 'not found' };
   if (name === 'SlowDown' || status === 503)

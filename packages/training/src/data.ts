@@ -61,6 +61,8 @@ export interface FeedOptions {
   log?: (line: string) => void;
   /** Default 10 000. */
   serverReportMs?: number;
+  /** Each image that cannot be decoded, once per key (it is left out of its batch): `skipped <key>: <reason>` goes to `log`. */
+  onSkipped?: (sample: SkippedSample) => void;
 }
 
 /** One line of the augmentation servers' load, as the stream last saw it (stats().servers). */
@@ -125,6 +127,8 @@ export async function openFeed(o: FeedOptions): Promise<Feed> {
     if (shards.length > skippedSeen) o.onSkippedShards(shards.slice(skippedSeen), o.split);
     skippedSeen = shards.length;
   };
+  // An undecodable image is named once (a training feed meets it every epoch), never dropped silently.
+  const reported = new Set<string>();
   return {
     size: stream.size,
     async next() {
@@ -140,6 +144,12 @@ export async function openFeed(o: FeedOptions): Promise<Feed> {
       }
       if (r.done) return null;
       const b = r.value;
+      for (const s of b.skipped) {
+        if (reported.has(s.key)) continue;
+        reported.add(s.key);
+        o.log?.(`skipped ${s.key}: ${s.reason}`);
+        o.onSkipped?.(s);
+      }
       const [n, h, w, c] = b.shape;
       const xs = tf.tidy(() => scaleInput(tf.tensor4d(b.xs as Float32Array, [n, h, w, c]), o.scaling));
       const labels = Float32Array.from(b.ys as ArrayLike<number>);

@@ -122,6 +122,7 @@ export async function evaluate(o: EvaluateOptions): Promise<EvaluateResult> {
     `evaluate: ${modelUrl} on ${source.kind === 'prepped' ? `${o.data} (test split)` : o.data} — ${source.count} images, input ${inputSize}×${inputSize} scaled ${INPUT_SCALINGS[scaling].formula}, backend ${backend.name}`,
   );
   let metrics: TestMetrics;
+  const skipped: string[] = [];
   try {
     const feed = await openFeed({
       source: source.source,
@@ -134,6 +135,8 @@ export async function evaluate(o: EvaluateOptions): Promise<EvaluateResult> {
       seed: 0,
       workers,
       repeat: false,
+      log,
+      onSkipped: (s) => skipped.push(s.key),
     });
     try {
       metrics = computeMetrics(
@@ -166,6 +169,10 @@ export async function evaluate(o: EvaluateOptions): Promise<EvaluateResult> {
     model.dispose();
   }
   log(confusionText(metrics));
+  if (skipped.length)
+    log(
+      `evaluate: ${skipped.length} of ${source.count} images could not be decoded and are not counted in n: ${skipped.slice(0, 10).join(', ')}${skipped.length > 10 ? ', …' : ''}`,
+    );
   const shown = metrics.misclassified.slice(0, 10).map((m) => `${m.key} (p=${m.probability.toFixed(3)})`);
   if (shown.length)
     log(

@@ -41,6 +41,7 @@ export {
   predictTestImages,
   predictTestFeatures,
   compileBinary,
+  compileClassifier,
   stepsFor,
   type ImagePhaseOptions,
   type FeaturePhaseOptions,
@@ -51,6 +52,8 @@ export {
   predict,
   listPhotos,
   formatPredictions,
+  predictionWriter,
+  type PredictionWriter,
   formatOfFile,
   csvRows,
   jsonRecord,
@@ -69,6 +72,7 @@ export {
 export { exportRun, explain, type ExportRunOptions, type ExportRunResult, type ExplainOptions } from './use-model.js';
 export {
   computeMetrics,
+  perClassMetrics,
   contractLine,
   confusionText,
   type TestMetrics,

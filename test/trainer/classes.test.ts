@@ -10,7 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
+import { predict, type PhotoPrediction, type ProgressSink } from '@catdog/training';
 import { CONTRACT, lastLine, runTrainer } from './helpers.js';
+
+const quiet: ProgressSink = { log() {}, start() {}, update() {}, stop() {} };
 
 const CLASSES = ['cats', 'dogs', 'negatives'];
 const PER_CLASS = { train: 20, validation: 6, test: 14 };
@@ -175,6 +178,22 @@ test('predict gives every class a probability; export writes the three classes i
       [...p].sort((a, b) => b - a),
     );
   }
+
+  // A large folder is decoded chunk by chunk and its rows handed on as they come: the same rows, none kept.
+  const whole = await predict({ model: run, input: photos, backend: 'wasm', progress: quiet });
+  const streamed: PhotoPrediction[] = [];
+  const chunked = await predict({
+    model: run,
+    input: photos,
+    backend: 'wasm',
+    progress: quiet,
+    batchSize: 1,
+    chunkSize: 2,
+    collect: false,
+    onPredictions: (rows) => void streamed.push(...rows),
+  });
+  assert.deepEqual([chunked.classified, chunked.predictions.length], [3, 0]);
+  assert.deepEqual(streamed, whole.predictions);
 
   const exported = join(root, 'export');
   const e = runTrainer(['export', '--model', run, '--out', exported]);

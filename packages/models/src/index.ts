@@ -93,6 +93,7 @@ export {
   classifyPhoto,
   compareExportVariants,
   quantizeWeights,
+  keepsFloat16InUint8,
   float16Bits,
   uint8Range,
   QUANTIZATIONS,

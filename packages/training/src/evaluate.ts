@@ -121,6 +121,7 @@ export async function evaluate(o: EvaluateOptions): Promise<EvaluateResult> {
     model.dispose();
     throw new UserError(
       `${o.data}: ${source.classes.length} classes (${source.classes.join(', ')}), but the model tells ${modelClasses} apart`,
+      { code: 'bad-dataset' },
     );
   }
   const batchSize = o.batchSize ?? 32;

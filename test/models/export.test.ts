@@ -194,6 +194,7 @@ test('float16 and uint8 exports (compareExportVariants): tfjs manifest quantizat
     );
   for (const w of await manifest('uint8')) {
     if (!/kernel$/.test(w.name)) assert.equal(w.quantization, undefined, w.name);
+    else if (/depthwise_kernel$/.test(w.name)) assert.deepEqual(w.quantization, { dtype: 'float16' }, w.name);
     else
       assert.ok(
         w.quantization?.dtype === 'uint8' &&

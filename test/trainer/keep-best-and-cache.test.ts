@@ -127,6 +127,7 @@ async function cacheKeyOf(cfg: Partial<TrainConfig>, manifest = 'a'.repeat(64)):
   const t = await buildTransferModel({
     cfg: full,
     counts: { train: 0, validation: 0, test: 0 },
+    classes: ['cat', 'dog'],
     state: initialState(emptyHistory()),
     progress: { start() {}, update() {}, stop() {}, log() {} },
     log() {},

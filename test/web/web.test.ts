@@ -15,7 +15,14 @@ import { chromium, type Browser } from 'playwright-core';
 import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '@catdog/backend';
-import { classifyPhoto, decodePhoto, exportModel, gradCam, loadExportedModel } from '@catdog/models';
+import {
+  classifyPhoto,
+  decodePhoto,
+  exportModel,
+  gradCam,
+  loadExportedModel,
+  loadLayersModelFrom,
+} from '@catdog/models';
 import { projectRoot } from '../helpers/fixtures.js';
 import { CLASSES, photo, trainSmallModel } from '../models/trained-mobilenet.js';
 
@@ -51,6 +58,19 @@ before(async () => {
   await cp(join(projectRoot, 'dist/apps/web'), site, { recursive: true });
   const modelDir = await trainSmallModel(dir, 10);
   await exportModel({ model: modelDir, out: join(site, 'model'), classes: CLASSES, inputScaling: 'symmetric' });
+  // A three-class model beside it (./three/): the same network with a seeded Dense(3, softmax) on its hidden layer.
+  const trained = await loadLayersModelFrom(modelDir);
+  const softmax = tf.layers
+    .dense({
+      units: 3,
+      activation: 'softmax',
+      name: 'dense_3',
+      kernelInitializer: tf.initializers.glorotUniform({ seed: 5 }),
+    })
+    .apply(trained.getLayer('dense_1').output) as tf.SymbolicTensor;
+  const three = tf.model({ inputs: trained.inputs, outputs: softmax, name: 'three_classes' });
+  await exportModel({ model: three, out: join(site, 'three'), classes: THREE, inputScaling: 'symmetric' });
+  trained.dispose();
   server = createServer(async (req, res) => {
     const path = normalize(decodeURIComponent(new URL(req.url!, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
     try {
@@ -68,6 +88,68 @@ after(async () => {
   server?.closeAllConnections();
   server?.close();
   await rm(dir, { recursive: true, force: true });
+});
+
+const THREE = ['cat', 'dog', 'fox'];
+
+const launch = () =>
+  chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+  });
+
+// Before the test below, which stops the server to show the app works offline.
+test('a three-class model: every class with its probability as in Node, the heatmap of the predicted class', async (t) => {
+  if (!existsSync(CHROMIUM)) {
+    const message = `${CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium) to run this test`;
+    if (process.env.CATDOG_REQUIRE_BROWSER === '1') assert.fail(message);
+    t.skip(message);
+    return;
+  }
+  const file = photo('cat.1004.jpg');
+  const { model, labels } = await loadExportedModel(join(site, 'three'));
+  assert.deepEqual([labels.classes, labels.activation], [THREE, 'softmax']);
+  const expected = await classifyPhoto(model, labels, file);
+  const pixels = await decodePhoto(file);
+  const cam = gradCam(model, pixels, { layer: labels.lastConvLayer!, classIndex: expected.classIndex });
+  tf.dispose(pixels);
+  model.dispose();
+  const browser = await launch();
+  try {
+    const page = await browser.newPage();
+    const problems: string[] = [];
+    page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
+    page.on('console', (m) => {
+      if (m.type() === 'error') problems.push(m.text());
+    });
+    await page.goto(`${origin}/?model=./three/`);
+    await page.waitForSelector('body[data-state="ready"], body[data-state="error"]', { timeout: 30_000 });
+    assert.equal(await page.getAttribute('body', 'data-state'), 'ready', (await page.textContent('#status')) ?? '');
+    await page.setInputFiles('#file', file);
+    await page.waitForSelector('body[data-state="classified"]', { timeout: 30_000 });
+    assert.equal(await page.getAttribute('#result', 'data-class'), expected.className);
+    const rows = await page.$$eval('#probabilities tr', (trs) =>
+      trs.map((tr) => [(tr as HTMLElement).dataset.class, Number((tr as HTMLElement).dataset.probability)]),
+    );
+    assert.deepEqual(
+      rows.map((r) => r[0]),
+      THREE,
+    );
+    rows.forEach(([name, p], i) =>
+      assert.ok(
+        Math.abs((p as number) - expected.probabilities[i]!) < 1e-3,
+        `${name}: browser ${p} vs Node ${expected.probabilities[i]}`,
+      ),
+    );
+    const heatmap = JSON.parse((await page.getAttribute('#heatmap', 'data-values')) ?? '[]') as number[];
+    assert.equal(heatmap.length, cam.heatmap.length);
+    for (const [i, v] of heatmap.entries())
+      assert.ok(Math.abs(v - cam.heatmap[i]!) < 0.02, `heatmap[${i}]: browser ${v} vs Node ${cam.heatmap[i]}`);
+    assert.match((await page.textContent('#cam-layer')) ?? '', new RegExp(`for “${expected.className}”`));
+    assert.deepEqual(problems, []);
+  } finally {
+    await browser.close();
+  }
 });
 
 test('a picked photo is classified in Chromium as in Node, with a Grad-CAM heatmap, offline once loaded', async (t) => {

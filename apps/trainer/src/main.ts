@@ -2,24 +2,23 @@
 // trainer: the book's five strategies and evaluate, a thin CLI over @catdog/training (the report: report.ts).
 // Usage: node --import tsx apps/trainer/src/main.ts <strategy> --data <prepped dataset> --out <run dir> [options]
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { once } from 'node:events';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { openStorage, resolveLocation } from '@catdog/storage';
 import { formatError, reportError } from '@catdog/errors';
 import { writeCurves, writeModelViews } from '@catdog/report';
 import {
-  CSV_HEADER,
   PREDICTION_FORMATS,
   STRATEGIES,
   STRATEGY_NAMES,
   contractLine,
-  csvRows,
   evaluate,
   explain,
   exportRun,
   formatOfFile,
-  formatPredictions,
-  jsonRecord,
   predict,
+  predictionWriter,
   readExperimentFile,
   resolveConfig,
   train,
@@ -122,9 +121,46 @@ const positiveInt = (what: string) => (text: string) => {
 };
 const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(2)} MiB`;
 /** Writes a whole file (local or s3://) atomically. */
-async function writeOut(file: string, text: string): Promise<void> {
+/** Where predict's text goes as it comes: a file written atomically through storage (local or s3://). */
+interface TextSink {
+  write(text: string): Promise<void>;
+  close(): Promise<void>;
+  abort(err: unknown): Promise<void>;
+}
+
+function outputSink(file: string): TextSink {
   const at = file.lastIndexOf('/');
-  await openStorage(resolveLocation(file.slice(0, at) || '/')).write(file.slice(at + 1), text);
+  const stream = new PassThrough();
+  const done = openStorage(resolveLocation(file.slice(0, at) || '/')).writeStream(file.slice(at + 1), stream);
+  // Until close or abort, a failure of the writer surfaces at the next write.
+  let failed: unknown = null;
+  done.catch((err) => {
+    failed ??= err;
+  });
+  return {
+    async write(text) {
+      if (failed) throw failed;
+      if (text && !stream.write(text)) await once(stream, 'drain');
+    },
+    async close() {
+      stream.end();
+      await done;
+    },
+    async abort(err) {
+      stream.destroy(err instanceof Error ? err : new Error(String(err)));
+      await done.catch(() => {});
+    },
+  };
+}
+
+function stdoutSink(): TextSink {
+  return {
+    async write(text) {
+      if (text && !process.stdout.write(text)) await once(process.stdout, 'drain');
+    },
+    async close() {},
+    async abort() {},
+  };
 }
 
 const predictCmd = program
@@ -173,43 +209,38 @@ predictCmd.action(
       throw new UsageError(
         `--out ${opts.out}: cannot tell the format from the extension (use .csv, .json or .jsonl, or --format)`,
       );
-    let printedHeader = false;
-    // Without --out, CSV and JSON Lines rows are printed as their batches come; the other formats need every row.
-    const streaming = !out && (format === 'csv' || format === 'jsonl');
-    const result = await predict({
-      model: userPath(opts.model),
-      input: userPath(opts.input),
-      batchSize: opts.batchSize,
-      workers: opts.workers,
-      inputScaling: opts.inputScaling,
-      backend: opts.backend,
-      threads: opts.threads,
-      onPredictions: streaming
-        ? (rows, classes) => {
-            if (format === 'jsonl') {
-              process.stdout.write(rows.map((r) => `${JSON.stringify(jsonRecord(r, classes, opts.top))}\n`).join(''));
-              return;
-            }
-            if (!printedHeader) process.stdout.write(`${CSV_HEADER}\n`);
-            printedHeader = true;
-            process.stdout.write(`${csvRows(rows, classes, opts.top).join('\n')}\n`);
-          }
-        : undefined,
-    });
-    if (result.predictions.length === 0) {
-      throw new UserError(
-        `--input ${opts.input}: none of the ${result.skipped.length} photo${result.skipped.length === 1 ? '' : 's'} could be decoded; nothing classified`,
-        { code: 'no-images' },
-      );
+    // Rows are written as their batches come (to --out or stdout), never collected: a folder of any size fits.
+    // --out is written atomically: a failed or empty run leaves no file.
+    const writer = predictionWriter(format, opts.top);
+    const sink = out ? outputSink(out) : stdoutSink();
+    let result: Awaited<ReturnType<typeof predict>>;
+    try {
+      result = await predict({
+        model: userPath(opts.model),
+        input: userPath(opts.input),
+        batchSize: opts.batchSize,
+        workers: opts.workers,
+        inputScaling: opts.inputScaling,
+        backend: opts.backend,
+        threads: opts.threads,
+        collect: false,
+        onPredictions: (rows, classes) => sink.write(writer.rows(rows, classes)),
+      });
+      if (result.classified === 0) {
+        throw new UserError(
+          `--input ${opts.input}: none of the ${result.skipped.length} photo${result.skipped.length === 1 ? '' : 's'} could be decoded; nothing classified`,
+          { code: 'no-images' },
+        );
+      }
+      await sink.write(writer.end());
+    } catch (err) {
+      await sink.abort(err);
+      throw err;
     }
-    if (!streaming) {
-      const text = formatPredictions(result, format, opts.top);
-      if (out) await writeOut(out, text);
-      else process.stdout.write(text);
-    }
-    const rate = result.predictions.length / Math.max(result.seconds, 1e-9);
+    await sink.close();
+    const rate = result.classified / Math.max(result.seconds, 1e-9);
     process.stderr.write(
-      `predict: ${result.predictions.length} classified, ${result.skipped.length} skipped${result.skipped.length ? ` (${result.skipped.map((s) => s.key).join(', ')})` : ''}, ${rate.toFixed(1)} images/s${out ? `; wrote ${out}` : ''}\n`,
+      `predict: ${result.classified} classified, ${result.skipped.length} skipped${result.skipped.length ? ` (${result.skipped.map((s) => s.key).join(', ')})` : ''}, ${rate.toFixed(1)} images/s${out ? `; wrote ${out}` : ''}\n`,
     );
   },
 );

@@ -1,6 +1,7 @@
 // The book's small convnet (Deep Learning with Python, 5.2): four Conv2D/MaxPooling2D stages, Dense 512, sigmoid.
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '@catdog/errors';
+import { classifierOutput } from './classifier.js';
 
 export interface ConvnetOptions {
   /** Height, width, channels. Default [150, 150, 3] as in the book. */
@@ -12,6 +13,8 @@ export interface ConvnetOptions {
    * (Dropout masks stay unseeded: tfjs would draw the same mask at every step from a fixed seed.)
    */
   seed?: number;
+  /** Classes told apart: 2 (default, the book's Dense(1, sigmoid)) or more (Dense(N, softmax)); classifierOutput. */
+  classes?: number;
 }
 
 /** Keras' default kernel initializer, seeded per layer when a seed is given. */
@@ -45,6 +48,7 @@ export const CONVNET_MIN_INPUT_SIZE = 46;
 export function buildConvnet(options: ConvnetOptions = {}): tf.LayersModel {
   const inputShape = checkInputShape(options.inputShape ?? [150, 150, 3], CONVNET_MIN_INPUT_SIZE, 'convnet');
   const dropout = options.dropout ?? 0;
+  const out = classifierOutput(options.classes ?? 2);
   if (!(dropout >= 0 && dropout < 1)) throw new UserError(`convnet: dropout must be in [0, 1), got ${dropout}`);
   const model = tf.sequential({ name: dropout > 0 ? 'convnet_dropout' : 'convnet' });
   const filters = [32, 64, 128, 128];
@@ -74,8 +78,8 @@ export function buildConvnet(options: ConvnetOptions = {}): tf.LayersModel {
   model.add(
     tf.layers.dense({
       name: 'dense_2',
-      units: 1,
-      activation: 'sigmoid',
+      units: out.units,
+      activation: out.activation,
       kernelInitializer: kernelInitializer(options.seed, 5),
     }),
   );

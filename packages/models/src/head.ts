@@ -2,6 +2,7 @@
 // (flatten_1, dense_1, dropout_1, dense_2), as `model.add(layers.Flatten()) …` names them in the book.
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '@catdog/errors';
+import { classifierOutput } from './classifier.js';
 import { kernelInitializer } from './convnet.js';
 
 export interface HeadOptions {
@@ -13,6 +14,8 @@ export interface HeadOptions {
   units?: number;
   /** Seeds the initial weights (see ConvnetOptions.seed). Default: unseeded. */
   seed?: number;
+  /** Classes told apart: 2 (default, the book's Dense(1, sigmoid)) or more (Dense(N, softmax)); classifierOutput. */
+  classes?: number;
 }
 
 /** The head's layers; `flat` features skip the Flatten; `inputShape` is set on the first layer (Sequential models). */
@@ -36,11 +39,12 @@ function headLayers(options: Omit<HeadOptions, 'inputShape'>, flat: boolean, inp
     }),
   );
   if (dropout > 0) layers.push(tf.layers.dropout({ name: 'dropout_1', rate: dropout }));
+  const out = classifierOutput(options.classes ?? 2);
   layers.push(
     tf.layers.dense({
       name: 'dense_2',
-      units: 1,
-      activation: 'sigmoid',
+      units: out.units,
+      activation: out.activation,
       kernelInitializer: kernelInitializer(options.seed, 1),
     }),
   );
@@ -54,7 +58,7 @@ function checkHeadShape(inputShape: number[] | undefined): void {
 }
 
 /**
- * Flatten → Dense(units, relu) → (Dropout) → Dense(1, sigmoid), the classifier trained on extracted
+ * Flatten → Dense(units, relu) → (Dropout) → Dense(1, sigmoid) (or Dense(N, softmax) for N > 2 classes), the classifier trained on extracted
  * features. With a 1-D inputShape (features already flattened) the Flatten is left out.
  */
 export function buildHead(options: HeadOptions): tf.LayersModel {

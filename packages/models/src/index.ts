@@ -75,6 +75,7 @@ export {
   type PreprocessingOptions,
   type ResizeInterpolation,
 } from './image-input.js';
+export { classifierOutput, classifierLoss, modelClassCount, type ClassifierOutput } from './classifier.js';
 export { gradCam, lastConvLayer, heatmapRgba, jet, type GradCamOptions, type GradCamResult } from './gradcam.js';
 export {
   overlayHeatmap,
@@ -92,6 +93,7 @@ export {
   classifyPhoto,
   compareExportVariants,
   quantizeWeights,
+  keepsFloat16InUint8,
   float16Bits,
   uint8Range,
   QUANTIZATIONS,

@@ -166,9 +166,15 @@ export async function misclassifiedHtml(run: RunData, limit = 200): Promise<stri
     const p = num(item.probability);
     const classes = Array.isArray(run.metrics?.test?.classes) ? run.metrics!.test!.classes : undefined;
     const truth = className(item.label, classes);
-    const predicted = p === null ? '?' : className(p >= 0.5 ? 1 : 0, classes);
-    const positive = className(1, classes);
-    const caption = `${key}: a ${truth}, predicted ${predicted} (p(${positive}) = ${p === null ? '?' : p.toFixed(3)})`;
+    // Three or more classes: the predicted class and its probability; two: the sigmoid's P(class 1).
+    const multi = typeof item.predicted === 'number';
+    const predicted = multi
+      ? className(item.predicted!, classes)
+      : p === null
+        ? '?'
+        : className(p >= 0.5 ? 1 : 0, classes);
+    const shown = multi ? predicted : className(1, classes);
+    const caption = `${key}: a ${truth}, predicted ${predicted} (p(${shown}) = ${p === null ? '?' : p.toFixed(3)})`;
     // The trainer names thumbnails after the key with unsafe characters replaced.
     const img =
       (await embeddedImage(run.dir, item.image ?? join('misclassified', `${key.replace(/[^\w.-]/g, '_')}.jpg`), key)) ??
@@ -188,14 +194,25 @@ export async function misclassifiedHtml(run: RunData, limit = 200): Promise<stri
 
 function confusionHtml(run: RunData): string {
   const c = run.metrics?.test?.confusion;
-  if (!Array.isArray(c) || c.length !== 2 || !c.every((r) => Array.isArray(r) && r.length === 2)) return '';
-  const [[tn, fp], [fn, tp]] = c as number[][];
+  const k = Array.isArray(c) ? c.length : 0;
+  if (k < 2 || !c!.every((r) => Array.isArray(r) && r.length === k && r.every((v) => typeof v === 'number'))) return '';
+  const m = c as number[][];
   const classes = Array.isArray(run.metrics?.test?.classes) ? run.metrics!.test!.classes : undefined;
-  const [c0, c1] = [className(0, classes), className(1, classes)];
-  return `<h3>Confusion matrix (test; rows: true class)</h3>
-<table><tr><th></th><th class="num">predicted ${esc(c0)}</th><th class="num">predicted ${esc(c1)}</th></tr>
-<tr><th>${esc(c0)}</th><td class="num">${esc(tn)}</td><td class="num">${esc(fp)}</td></tr>
-<tr><th>${esc(c1)}</th><td class="num">${esc(fn)}</td><td class="num">${esc(tp)}</td></tr></table>`;
+  const names = m.map((_, i) => className(i, classes));
+  const matrix = `<h3>Confusion matrix (test; rows: true class)</h3>
+<table><tr><th></th>${names.map((n) => `<th class="num">predicted ${esc(n)}</th>`).join('')}</tr>
+${m.map((row, i) => `<tr><th>${esc(names[i])}</th>${row.map((v) => `<td class="num">${esc(v)}</td>`).join('')}</tr>`).join('\n')}</table>`;
+  // Precision and recall per class (one against the rest), from the matrix itself so older runs get them too.
+  const pct = (num: number, den: number) => (den ? formatPercent(num / den) : '—');
+  const rows = names.map((n, i) => {
+    const support = m[i].reduce((a, b) => a + b, 0);
+    const predicted = m.reduce((a, r) => a + r[i], 0);
+    return `<tr><th>${esc(n)}</th><td class="num">${esc(pct(m[i][i], predicted))}</td><td class="num">${esc(pct(m[i][i], support))}</td><td class="num">${esc(support)}</td></tr>`;
+  });
+  return `${matrix}
+<h3>Per class (test)</h3>
+<table class="per-class"><tr><th></th><th class="num">precision</th><th class="num">recall</th><th class="num">images</th></tr>
+${rows.join('\n')}</table>`;
 }
 
 function flatten(obj: unknown, prefix = '', out: [string, string][] = []): [string, string][] {

@@ -292,15 +292,15 @@ export class SkippedShardLog {
   }
 }
 
-/** Reads and checks a prepped dataset's manifest: two classes, the three splits present and non-empty. */
+/** Reads and checks a prepped dataset's manifest: two classes or more, the three splits present and non-empty. */
 export async function checkDataset(
   url: string,
   needed: SplitName[] = ['train', 'validation', 'test'],
 ): Promise<Manifest> {
   const manifest = await readManifest(url);
-  if (manifest.classes.length !== 2) {
+  if (manifest.classes.length < 2) {
     throw new UserError(
-      `${url}: the dataset has ${manifest.classes.length} classes (${manifest.classes.join(', ')}); binary training needs exactly two, e.g. cats and dogs`,
+      `${url}: the dataset has ${manifest.classes.length} class${manifest.classes.length === 1 ? '' : 'es'} (${manifest.classes.join(', ')}); a classifier needs at least two, e.g. cats and dogs`,
     );
   }
   for (const split of needed) {
@@ -338,9 +338,9 @@ export async function openEvaluationSource(url: string): Promise<{
   const folder = await openImageFolder(url);
   if (folder.count === 0)
     throw new UserError(`${url}: no images found (expected cat.N.jpg / dog.N.jpg or one folder per class)`);
-  if (folder.classes.length !== 2)
+  if (folder.classes.length < 2)
     throw new UserError(
-      `${url}: found ${folder.classes.length} classes (${folder.classes.join(', ')}); the model is binary and needs exactly two`,
+      `${url}: found ${folder.classes.length} class${folder.classes.length === 1 ? '' : 'es'} (${folder.classes.join(', ')}); evaluating a classifier needs at least two`,
     );
   return { source: folder, classes: folder.classes, count: folder.count, kind: 'folder' };
 }

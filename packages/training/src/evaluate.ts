@@ -3,7 +3,7 @@
 // evaluations/<dataset id>.json; the run's own metrics.json and misclassified/ are never touched.
 import { z } from 'zod';
 import { initBackend, type BackendRequest } from '@catdog/backend';
-import { INPUT_SCALINGS, inputScaling, loadLayersModelFrom } from '@catdog/models';
+import { INPUT_SCALINGS, inputScaling, loadLayersModelFrom, modelClassCount } from '@catdog/models';
 import { UserError } from '@catdog/errors';
 import { resolveLocation } from '@catdog/storage';
 import type { InputScaling } from './config.js';
@@ -116,6 +116,14 @@ export async function evaluate(o: EvaluateOptions): Promise<EvaluateResult> {
       `${o.data}: classes ${source.classes.join(', ')} differ from the model's (${trainedOn.join(', ')})`,
     );
   }
+  const modelClasses = modelClassCount(model);
+  if (modelClasses !== source.classes.length) {
+    model.dispose();
+    throw new UserError(
+      `${o.data}: ${source.classes.length} classes (${source.classes.join(', ')}), but the model tells ${modelClasses} apart`,
+      { code: 'bad-dataset' },
+    );
+  }
   const batchSize = o.batchSize ?? 32;
   const workers = o.workers ?? 2;
   log(
@@ -173,7 +181,13 @@ export async function evaluate(o: EvaluateOptions): Promise<EvaluateResult> {
     log(
       `evaluate: ${skipped.length} of ${source.count} images could not be decoded and are not counted in n: ${skipped.slice(0, 10).join(', ')}${skipped.length > 10 ? ', …' : ''}`,
     );
-  const shown = metrics.misclassified.slice(0, 10).map((m) => `${m.key} (p=${m.probability.toFixed(3)})`);
+  const shown = metrics.misclassified
+    .slice(0, 10)
+    .map((m) =>
+      m.predicted === undefined
+        ? `${m.key} (p=${m.probability.toFixed(3)})`
+        : `${m.key} (${metrics.classes[m.predicted]} p=${m.probability.toFixed(3)})`,
+    );
   if (shown.length)
     log(
       `misclassified: ${metrics.misclassified.length}${metrics.misclassified.length > 10 ? ', the 10 most confident' : ''}: ${shown.join(', ')}`,

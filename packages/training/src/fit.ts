@@ -195,8 +195,17 @@ export async function evaluateFeed(
     if (!b) break;
     const [l, a] = tf.tidy(() => {
       const pred = model.predict(b.xs) as tf.Tensor;
-      const p = pred.reshape([-1]).clipByValue(1e-7, 1 - 1e-7);
       const y = b.ys.reshape([-1]);
+      const classes = pred.shape[pred.shape.length - 1]!;
+      if (classes > 1) {
+        // Softmax over N classes, integer labels: categorical crossentropy of the true class, argmax accuracy.
+        const p = pred.reshape([-1, classes]).clipByValue(1e-7, 1 - 1e-7);
+        const truth = tf.oneHot(y.toInt(), classes);
+        const loss = tf.neg(tf.sum(tf.mul(truth, tf.log(p))));
+        const acc = tf.equal(tf.argMax(p, 1), y.toInt()).cast('float32').sum();
+        return [loss.dataSync()[0], acc.dataSync()[0]];
+      }
+      const p = pred.reshape([-1]).clipByValue(1e-7, 1 - 1e-7);
       const loss = tf.neg(tf.add(tf.mul(y, tf.log(p)), tf.mul(tf.sub(1, y), tf.log(tf.sub(1, p))))).sum();
       const acc = tf.equal(tf.greater(p, 0.5).cast('float32'), y).cast('float32').sum();
       return [loss.dataSync()[0], acc.dataSync()[0]];

@@ -42,6 +42,7 @@ export {
   predictTestImages,
   predictTestFeatures,
   compileBinary,
+  compileClassifier,
   stepsFor,
   type ImagePhaseOptions,
   type FeaturePhaseOptions,
@@ -52,6 +53,8 @@ export {
   predict,
   listPhotos,
   formatPredictions,
+  predictionWriter,
+  type PredictionWriter,
   formatOfFile,
   csvRows,
   jsonRecord,
@@ -70,6 +73,7 @@ export {
 export { exportRun, explain, type ExportRunOptions, type ExportRunResult, type ExplainOptions } from './use-model.js';
 export {
   computeMetrics,
+  perClassMetrics,
   contractLine,
   confusionText,
   type TestMetrics,

@@ -2,17 +2,22 @@
 import * as tf from '@tensorflow/tfjs';
 import sharp from 'sharp';
 import { openSplit, type SampleSource } from '@catdog/dataset';
-import { formatError } from '@catdog/errors';
+import { formatError, UserError } from '@catdog/errors';
 import { explainPhoto, withPreprocessing, type PixelScaling } from '@catdog/models';
 import type { Batch } from './fit.js';
 import type { ProgressSink } from './progress.js';
-import type { Misclassified, RunDir, TestMetrics } from './run-dir.js';
+import type { ClassMetrics, Misclassified, RunDir, TestMetrics } from './run-dir.js';
 
-export type { Misclassified, TestMetrics };
+export type { ClassMetrics, Misclassified, TestMetrics };
 
 export interface Predictions {
-  /** Sigmoid outputs: probability of class 1. */
+  /**
+   * The model's outputs, row-major [n, outputs]: one column for a sigmoid model (P(class 1)), one per class for a
+   * softmax one.
+   */
   probs: Float32Array;
+  /** Columns of `probs`: 1 (default: two classes, sigmoid) or the number of classes (softmax). */
+  outputs?: number;
   labels: Float32Array;
   keys: string[];
 }
@@ -32,6 +37,8 @@ export async function predictFeed(
   const probs: number[] = [];
   const labels: number[] = [];
   const keys: string[] = [];
+  const shape = model.outputs[0].shape;
+  const outputs = (shape[shape.length - 1] as number | null) ?? 1;
   const t0 = performance.now();
   progress.start(label, total);
   try {
@@ -41,7 +48,7 @@ export async function predictFeed(
       const out = model.predict(b.xs) as tf.Tensor;
       const p = await out.data();
       tf.dispose([out, b.xs, b.ys]);
-      probs.push(...p);
+      for (const v of p) probs.push(v);
       labels.push(...b.labels);
       keys.push(...b.keys);
       progress.update(Math.min(total, Math.ceil(keys.length)), {
@@ -53,32 +60,82 @@ export async function predictFeed(
   } finally {
     progress.stop();
   }
-  return { probs: Float32Array.from(probs), labels: Float32Array.from(labels), keys };
+  return { probs: Float32Array.from(probs), outputs, labels: Float32Array.from(labels), keys };
 }
 
-/** Keras' binary crossentropy (probabilities clipped to [1e-7, 1 − 1e-7]) and accuracy at threshold 0.5. */
+/**
+ * Test metrics of predictions. Two classes (one sigmoid output): Keras' binary crossentropy (probabilities clipped
+ * to [1e-7, 1 − 1e-7]) and accuracy at threshold 0.5, as the book. More (softmax): categorical crossentropy of the
+ * true class (clipped the same way) and accuracy of the argmax. Both: the N×N confusion matrix and per-class
+ * precision and recall.
+ */
 export function computeMetrics(pred: Predictions, classes: string[]): TestMetrics {
   const eps = 1e-7;
+  const k = classes.length;
+  const outputs = pred.outputs ?? 1;
+  const sigmoid = outputs === 1;
+  if (sigmoid ? k !== 2 : outputs !== k)
+    throw new UserError(
+      `the model has ${outputs} output${outputs === 1 ? ' (two classes)' : 's'}, the dataset ${k} classes (${classes.join(', ')})`,
+      { code: 'bad-dataset' },
+    );
   let loss = 0;
   let correct = 0;
-  const confusion: [[number, number], [number, number]] = [
-    [0, 0],
-    [0, 0],
-  ];
+  const confusion = classes.map(() => classes.map(() => 0));
   const misclassified: Misclassified[] = [];
-  for (let i = 0; i < pred.probs.length; i++) {
-    const p = Math.min(1 - eps, Math.max(eps, pred.probs[i]));
+  const n = pred.labels.length;
+  // Mistakes are sorted by confidence: |p − 0.5| for sigmoid outputs, the predicted class's probability otherwise.
+  const confidence: number[] = [];
+  for (let i = 0; i < n; i++) {
     const y = pred.labels[i];
-    loss += -(y * Math.log(p) + (1 - y) * Math.log(1 - p));
-    const yhat = pred.probs[i] > 0.5 ? 1 : 0;
+    let yhat: number;
+    if (sigmoid) {
+      const p = Math.min(1 - eps, Math.max(eps, pred.probs[i]));
+      loss += -(y * Math.log(p) + (1 - y) * Math.log(1 - p));
+      yhat = pred.probs[i] > 0.5 ? 1 : 0;
+    } else {
+      const row = pred.probs.subarray(i * k, (i + 1) * k);
+      loss += -Math.log(Math.min(1 - eps, Math.max(eps, row[y])));
+      yhat = 0;
+      for (let c = 1; c < k; c++) if (row[c] > row[yhat]) yhat = c;
+    }
     confusion[y][yhat]++;
     if (yhat === y) correct++;
-    else misclassified.push({ key: pred.keys[i], label: y, probability: Math.round(pred.probs[i] * 1e6) / 1e6 });
+    else if (sigmoid) {
+      misclassified.push({ key: pred.keys[i], label: y, probability: Math.round(pred.probs[i] * 1e6) / 1e6 });
+      confidence.push(Math.abs(pred.probs[i] - 0.5));
+    } else {
+      const p = pred.probs[i * k + yhat];
+      misclassified.push({ key: pred.keys[i], label: y, predicted: yhat, probability: Math.round(p * 1e6) / 1e6 });
+      confidence.push(p);
+    }
   }
-  const n = pred.probs.length;
-  // Most confident mistakes first.
-  misclassified.sort((a, b) => Math.abs(b.probability - 0.5) - Math.abs(a.probability - 0.5));
-  return { accuracy: n ? correct / n : NaN, loss: n ? loss / n : NaN, n, confusion, classes, misclassified };
+  // Most confident mistakes first (a stable sort keeps the input order among ties).
+  const order = misclassified.map((_, i) => i).sort((a, b) => confidence[b] - confidence[a]);
+  return {
+    accuracy: n ? correct / n : NaN,
+    loss: n ? loss / n : NaN,
+    n,
+    confusion,
+    classes,
+    perClass: perClassMetrics(confusion, classes),
+    misclassified: order.map((i) => misclassified[i]),
+  };
+}
+
+/** One-vs-rest precision and recall of each class from a confusion matrix (rows true, columns predicted). */
+export function perClassMetrics(confusion: number[][], classes: string[]): ClassMetrics[] {
+  return classes.map((c, i) => {
+    const support = confusion[i].reduce((a, b) => a + b, 0);
+    const predicted = confusion.reduce((a, row) => a + row[i], 0);
+    const tp = confusion[i][i];
+    return {
+      class: c,
+      precision: predicted ? tp / predicted : null,
+      recall: support ? tp / support : null,
+      support,
+    };
+  });
 }
 
 /** Grad-CAM for the misclassified images: the saved model and how it was fed. */
@@ -132,15 +189,17 @@ export async function writeMisclassifiedThumbnails(
 }
 
 export function confusionText(m: TestMetrics): string {
-  const [c0, c1] = m.classes;
-  const w = Math.max(c0.length, c1.length, 6);
+  const w = Math.max(...m.classes.map((c) => c.length), 6);
   const pad = (s: string | number) => String(s).padStart(w);
-  return [
+  const lines = [
     `confusion matrix (rows: true class, columns: predicted)`,
-    `${' '.repeat(w)} ${pad(c0)} ${pad(c1)}`,
-    `${pad(c0)} ${pad(m.confusion[0][0])} ${pad(m.confusion[0][1])}`,
-    `${pad(c1)} ${pad(m.confusion[1][0])} ${pad(m.confusion[1][1])}`,
-  ].join('\n');
+    `${' '.repeat(w)} ${m.classes.map(pad).join(' ')}`,
+    ...m.classes.map((c, i) => `${pad(c)} ${m.confusion[i].map(pad).join(' ')}`),
+  ];
+  const pct = (v: number | null) => (v === null ? '—' : `${(v * 100).toFixed(1)}%`);
+  for (const c of m.perClass ?? [])
+    lines.push(`${pad(c.class)} precision ${pct(c.precision)} recall ${pct(c.recall)} (${c.support} images)`);
+  return lines.join('\n');
 }
 
 export function contractLine(m: TestMetrics): string {

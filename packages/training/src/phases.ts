@@ -2,15 +2,23 @@
 // batches (optionally above a frozen, compiled bottom) and phases on cached features.
 import type * as tf from '@tensorflow/tfjs';
 import { rmsprop } from '@catdog/backend';
+import { classifierLoss } from '@catdog/models';
 import { featureFeed, frozenForward, throughFrozen, type FeatureSet } from './features.js';
 import type { BatchFeed } from './fit.js';
 import { predictFeed, type Predictions } from './metrics.js';
 import { PHASE_START, type PhaseSpec, type StrategyContext } from './strategy.js';
 
-export function compileBinary(model: tf.LayersModel, learningRate: number): void {
+/**
+ * Compiles a classifier with RMSprop and the loss its output calls for (classifierLoss: binary crossentropy for the
+ * book's sigmoid, sparse categorical crossentropy for a softmax over N classes); 'acc' follows the loss.
+ */
+export function compileClassifier(model: tf.LayersModel, learningRate: number): void {
   // rmsprop: tf.train.rmsprop's arithmetic, one fused pass per variable on wasm.
-  model.compile({ optimizer: rmsprop(learningRate), loss: 'binaryCrossentropy', metrics: ['acc'] });
+  model.compile({ optimizer: rmsprop(learningRate), loss: classifierLoss(model), metrics: ['acc'] });
 }
+
+/** The name it had while every model was binary. */
+export const compileBinary = compileClassifier;
 
 /** Steps of one pass over `n` images, unless configured. */
 export const stepsFor = (n: number, batch: number, configured: number | null): number =>
@@ -41,7 +49,7 @@ export function imagePhase(ctx: StrategyContext, o: ImagePhaseOptions): PhaseSpe
     async make(at = PHASE_START) {
       o.prepare?.();
       const model = o.frozen?.top ?? o.model;
-      compileBinary(model, o.learningRate);
+      compileClassifier(model, o.learningRate);
       const validationSteps = stepsFor(counts.validation, cfg.batchSize, cfg.validationSteps);
       let train: BatchFeed = await ctx.imageFeed('train', {
         augment: Boolean(cfg.augment),
@@ -104,7 +112,7 @@ export function featurePhase(o: FeaturePhaseOptions): PhaseSpec {
       const train = await o.features('train');
       const val = await o.features('validation');
       o.prepare?.(train);
-      compileBinary(o.model, o.learningRate);
+      compileClassifier(o.model, o.learningRate);
       const validationSteps = stepsFor(val.count, o.batchSize, o.validationSteps);
       return {
         name: o.name,

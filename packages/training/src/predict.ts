@@ -13,6 +13,7 @@ import {
   INPUT_SCALINGS,
   inputScaling,
   loadLayersModelFrom,
+  modelClassCount,
   outputActivation,
 } from '@catdog/models';
 import { isS3Url, openStorage, resolveLocation, type Storage } from '@catdog/storage';
@@ -77,13 +78,17 @@ export async function listPhotos(input: string): Promise<PhotoList> {
   return list;
 }
 
-/** The photos as a sample source for the augmentation pool (one class-less label; keys are the relative paths). */
-function photoSource(list: PhotoList): SampleSource {
+/**
+ * Some of the photos as a sample source for the augmentation pool (one class-less label; keys are the relative
+ * paths). The pool reads a SampleSource's encoded bytes into memory before decoding, so predict hands it one chunk
+ * of the list at a time: memory stays bounded however large the folder.
+ */
+function photoSource(list: PhotoList, files: PhotoList['files']): SampleSource {
   return {
     classes: ['unlabelled'],
-    count: list.files.length,
+    count: files.length,
     async *samples() {
-      for (const f of list.files) {
+      for (const f of files) {
         const bytes = await list.storage.read(f.path);
         yield {
           key: f.key,
@@ -111,6 +116,10 @@ export interface PredictOptions {
   progress?: ProgressSink;
   /** Called with each batch's predictions as they come (in input order). */
   onPredictions?: (rows: PhotoPrediction[], classes: string[]) => void | Promise<void>;
+  /** Keep every prediction in the result (default true); false when onPredictions consumes them (large folders). */
+  collect?: boolean;
+  /** Photos read and decoded per pass of the worker pool (default 512): bounds the encoded bytes held at once. */
+  chunkSize?: number;
 }
 
 export interface PhotoPrediction {
@@ -121,7 +130,10 @@ export interface PhotoPrediction {
 
 export interface PredictResult {
   classes: string[];
+  /** Every prediction in input order (empty with collect: false). */
   predictions: PhotoPrediction[];
+  /** Photos classified. */
+  classified: number;
   /** Photos that could not be decoded, with why. */
   skipped: { key: string; reason: string }[];
   modelFile: string;
@@ -144,8 +156,7 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
     if (typeof inputSize !== 'number' || shape[2] !== inputSize)
       throw new UserError(`${modelUrl}: expected a square image input, got [${shape.join(', ')}]`);
     const activation = outputActivation(model);
-    const units = model.outputs[0].shape[model.outputs[0].shape.length - 1] as number;
-    const classCount = activation === 'sigmoid' ? 2 : units;
+    const classCount = modelClassCount(model);
     let classes = config?.dataset?.classes;
     if (!classes || classes.length !== classCount) {
       classes = Array.from({ length: classCount }, (_, i) => String(i));
@@ -165,48 +176,56 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
     );
     const predictions: PhotoPrediction[] = [];
     const skipped: PredictResult['skipped'] = [];
+    const collect = o.collect ?? true;
+    const chunkSize = Math.max(batchSize, o.chunkSize ?? 512);
+    let classified = 0;
     try {
-      const feed = await openFeed({
-        source: photoSource(photos),
-        split: 'test',
-        batchSize,
-        inputSize,
-        scaling,
-        augment: false,
-        shuffle: false,
-        seed: 0,
-        workers,
-        repeat: false,
-      });
       progress.start('predict', photos.files.length);
       try {
-        for (;;) {
-          const b = await feed.next();
-          if (!b) break;
-          for (const s of b.skipped) {
-            skipped.push({ key: s.key, reason: s.reason });
-            log(`skipped ${s.key}: ${s.reason}`);
-          }
-          let rows: PhotoPrediction[] = [];
-          if (b.n > 0) {
-            const probs = tf.tidy(() => classProbabilities(model.predict(b.xs) as tf.Tensor, activation));
-            const values = (await probs.array()) as number[][];
-            probs.dispose();
-            rows = b.keys.map((key, i) => ({ key, probabilities: values[i] }));
-          }
-          tf.dispose([b.xs, b.ys]);
-          predictions.push(...rows);
-          if (rows.length) await o.onPredictions?.(rows, classes);
-          const done = predictions.length + skipped.length;
-          progress.update(done, {
-            loss: NaN,
-            acc: NaN,
-            imagesPerSecond: predictions.length / ((performance.now() - t0) / 1000),
+        for (let from = 0; from < photos.files.length; from += chunkSize) {
+          const feed = await openFeed({
+            source: photoSource(photos, photos.files.slice(from, from + chunkSize)),
+            split: 'test',
+            batchSize,
+            inputSize,
+            scaling,
+            augment: false,
+            shuffle: false,
+            seed: 0,
+            workers,
+            repeat: false,
           });
+          try {
+            for (;;) {
+              const b = await feed.next();
+              if (!b) break;
+              for (const s of b.skipped) {
+                skipped.push({ key: s.key, reason: s.reason });
+                log(`skipped ${s.key}: ${s.reason}`);
+              }
+              let rows: PhotoPrediction[] = [];
+              if (b.n > 0) {
+                const probs = tf.tidy(() => classProbabilities(model.predict(b.xs) as tf.Tensor, activation));
+                const values = (await probs.array()) as number[][];
+                probs.dispose();
+                rows = b.keys.map((key, i) => ({ key, probabilities: values[i] }));
+              }
+              tf.dispose([b.xs, b.ys]);
+              classified += rows.length;
+              if (collect) predictions.push(...rows);
+              if (rows.length) await o.onPredictions?.(rows, classes);
+              progress.update(classified + skipped.length, {
+                loss: NaN,
+                acc: NaN,
+                imagesPerSecond: classified / ((performance.now() - t0) / 1000),
+              });
+            }
+          } finally {
+            await feed.close();
+          }
         }
       } finally {
         progress.stop();
-        await feed.close();
       }
     } catch (err) {
       throw explainOutOfMemory(err, { batchSize, inputSize, workers });
@@ -214,6 +233,7 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
     return {
       classes,
       predictions,
+      classified,
       skipped,
       modelFile: modelUrl,
       inputSize,
@@ -306,19 +326,68 @@ export function kaggleSubmission(rows: PhotoPrediction[], classes: string[]): st
   return `id,label\n${byId.map((r) => `${r.id},${prob(r.label)}`).join('\n')}\n`;
 }
 
-/** The whole output file in `format`. */
+/**
+ * An output file written as predictions come: `rows` gives the text for each batch's rows (the header or opening
+ * bracket with the first), `end` the rest. CSV, JSON Lines and JSON never hold more than a batch; Kaggle's
+ * submission is sorted by id, so it keeps each photo's (id, P(dog)) until `end`.
+ */
+export interface PredictionWriter {
+  rows(rows: PhotoPrediction[], classes: string[]): string;
+  end(): string;
+}
+
+export function predictionWriter(format: PredictionFormat, top = 1): PredictionWriter {
+  let started = false;
+  if (format === 'kaggle') {
+    const kept: PhotoPrediction[] = [];
+    let classes: string[] = [];
+    return {
+      rows(rows, c) {
+        // The model and the names are checked on the first rows, so a wrong --format fails before the whole folder.
+        if (!started) kaggleSubmission([], c);
+        started = true;
+        classes = c;
+        const bad = rows.find((r) => kaggleId(r.key) === null);
+        if (bad) kaggleSubmission([bad], c);
+        for (const r of rows) kept.push({ key: r.key, probabilities: [r.probabilities[0]!, r.probabilities[1]!] });
+        return '';
+      },
+      end: () => (started ? kaggleSubmission(kept, classes) : 'id,label\n'),
+    };
+  }
+  if (format === 'csv')
+    return {
+      rows(rows, classes) {
+        const head = started ? '' : `${CSV_HEADER}\n`;
+        started = true;
+        return rows.length ? `${head}${csvRows(rows, classes, top).join('\n')}\n` : head;
+      },
+      end: () => (started ? '' : `${CSV_HEADER}\n`),
+    };
+  if (format === 'jsonl')
+    return {
+      rows: (rows, classes) => rows.map((r) => `${JSON.stringify(jsonRecord(r, classes, top))}\n`).join(''),
+      end: () => '',
+    };
+  // JSON: the array JSON.stringify(records, null, 2) would print, element by element.
+  return {
+    rows(rows, classes) {
+      if (!rows.length) return '';
+      const items = rows.map((r) => `  ${JSON.stringify(jsonRecord(r, classes, top), null, 2).replace(/\n/g, '\n  ')}`);
+      const text = `${started ? ',\n' : '[\n'}${items.join(',\n')}`;
+      started = true;
+      return text;
+    },
+    end: () => (started ? '\n]\n' : '[]\n'),
+  };
+}
+
+/** The whole output file in `format` (what predictionWriter writes piece by piece). */
 export function formatPredictions(
   result: Pick<PredictResult, 'predictions' | 'classes'>,
   format: PredictionFormat,
   top = 1,
 ): string {
-  const { predictions, classes } = result;
-  if (format === 'kaggle') return kaggleSubmission(predictions, classes);
-  if (format === 'csv') return `${[CSV_HEADER, ...csvRows(predictions, classes, top)].join('\n')}\n`;
-  if (format === 'jsonl') return predictions.map((r) => `${JSON.stringify(jsonRecord(r, classes, top))}\n`).join('');
-  return `${JSON.stringify(
-    predictions.map((r) => jsonRecord(r, classes, top)),
-    null,
-    2,
-  )}\n`;
+  const writer = predictionWriter(format, top);
+  return writer.rows(result.predictions, result.classes) + writer.end();
 }

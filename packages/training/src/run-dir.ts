@@ -29,10 +29,12 @@ export type History = z.infer<typeof HistorySchema>;
 
 export const MisclassifiedSchema = z.strictObject({
   key: z.string(),
-  /** True label: 0 = first class (cats), 1 = second (dogs). */
+  /** True label: index into `classes` (two classes: 0 = cats, 1 = dogs). */
   label: count,
-  /** The model's probability of class 1 (the sigmoid output). */
+  /** Two classes: the model's probability of class 1 (the sigmoid output). More: the probability of `predicted`. */
   probability: num,
+  /** The predicted class (index into `classes`); written for three or more classes (two: 1 − label). */
+  predicted: count.optional(),
   /** Thumbnail, relative to the run directory. */
   image: z.string().optional(),
   /** Grad-CAM overlay of the predicted class (why the model erred), relative to the run directory. */
@@ -40,17 +42,38 @@ export const MisclassifiedSchema = z.strictObject({
 });
 export type Misclassified = z.infer<typeof MisclassifiedSchema>;
 
-/** Test metrics of a model on one dataset. */
-export const TestMetricsSchema = z.strictObject({
-  accuracy: num,
-  loss: num,
-  n: count,
-  /** [[tn, fp], [fn, tp]] with class 1 (dogs) as positive. */
-  confusion: z.tuple([z.tuple([count, count]), z.tuple([count, count])]),
-  classes: z.array(z.string()),
-  /** Most confident mistakes first. */
-  misclassified: z.array(MisclassifiedSchema),
+/** Precision and recall of one class (one-vs-rest); null when undefined (nothing predicted / no such images). */
+export const ClassMetricsSchema = z.strictObject({
+  class: z.string(),
+  precision: num.nullable(),
+  recall: num.nullable(),
+  /** Test images of this class. */
+  support: count,
 });
+export type ClassMetrics = z.infer<typeof ClassMetricsSchema>;
+
+const squareConfusion = (m: { confusion: number[][]; classes: string[] }) =>
+  m.confusion.length === m.classes.length && m.confusion.every((r) => r.length === m.classes.length);
+const CONFUSION_SHAPE = { message: 'confusion must be classes × classes', path: ['confusion'] };
+
+/** Test metrics of a model on one dataset. */
+export const TestMetricsSchema = z
+  .strictObject({
+    accuracy: num,
+    loss: num,
+    n: count,
+    /**
+     * N×N counts, rows: true class, columns: predicted (classes order). Two classes: [[tn, fp], [fn, tp]] with
+     * class 1 (dogs) as positive.
+     */
+    confusion: z.array(z.array(count)),
+    classes: z.array(z.string()),
+    /** Per class (classes order): precision and recall. Absent in runs written before it was recorded. */
+    perClass: z.array(ClassMetricsSchema).optional(),
+    /** Most confident mistakes first. */
+    misclassified: z.array(MisclassifiedSchema),
+  })
+  .refine(squareConfusion, CONFUSION_SHAPE);
 export type TestMetrics = z.infer<typeof TestMetricsSchema>;
 
 const BackendSchema = z.strictObject({ name: z.string(), threads: count });
@@ -71,14 +94,16 @@ export const RunMetricsSchema = z.strictObject({
 export type RunMetrics = z.infer<typeof RunMetricsSchema>;
 
 /** evaluations/<dataset id>.json: the saved model on another dataset (trainer evaluate). */
-export const EvaluationSchema = z.strictObject({
-  ...TestMetricsSchema.shape,
-  /** The dataset as given (prepped dataset URL or a plain folder). */
-  data: z.string(),
-  /** planId of a prepped dataset's manifest, or `folder-<hash of its location>`. */
-  datasetId: z.string(),
-  evaluatedAt: z.string(),
-});
+export const EvaluationSchema = z
+  .strictObject({
+    ...TestMetricsSchema.shape,
+    /** The dataset as given (prepped dataset URL or a plain folder). */
+    data: z.string(),
+    /** planId of a prepped dataset's manifest, or `folder-<hash of its location>`. */
+    datasetId: z.string(),
+    evaluatedAt: z.string(),
+  })
+  .refine(squareConfusion, CONFUSION_SHAPE);
 export type Evaluation = z.infer<typeof EvaluationSchema>;
 
 /** config.json: the resolved config plus what the run found. */

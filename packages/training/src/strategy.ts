@@ -54,6 +54,8 @@ export interface StrategyContext {
   cfg: TrainConfig;
   /** Images per split of the dataset. */
   counts: Record<SplitName, number>;
+  /** The dataset's classes (sorted; label = index): two give the book's sigmoid output, more a softmax. */
+  classes: string[];
   /** The loop state (restored from a checkpoint when resuming). */
   state: CheckpointState;
   progress: ProgressSink;

@@ -191,6 +191,7 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
       validation: manifest.splits.validation.count,
       test: manifest.splits.test.count,
     },
+    classes: manifest.classes,
     state,
     progress,
     log,

@@ -78,6 +78,7 @@ export async function buildTransferModel(ctx: StrategyContext): Promise<Transfer
     units: cfg.headUnits,
     dropout: cfg.dropout,
     seed: cfg.seed,
+    classes: ctx.classes.length,
   });
   const model = tf.model({
     inputs: base.inputs,

@@ -12,7 +12,7 @@ import {
   exportModel,
   inputScaling as guessScaling,
   loadLayersModelFrom,
-  outputActivation,
+  modelClassCount,
   withPreprocessing,
   writeHeatmaps,
   type ExportResult,
@@ -41,8 +41,7 @@ async function openRunModel(path: string, override?: InputScaling): Promise<RunM
   const { modelUrl, config } = await locateModel(path);
   const model = await loadLayersModelFrom(modelUrl);
   const notes: string[] = [];
-  const activation = outputActivation(model);
-  const count = activation === 'sigmoid' ? 2 : (model.outputs[0].shape[model.outputs[0].shape.length - 1] as number);
+  const count = modelClassCount(model);
   let classes = config?.dataset?.classes;
   if (!classes || classes.length !== count) {
     classes = Array.from({ length: count }, (_, i) => `class${i}`);

@@ -22,7 +22,12 @@ export const scratch: StrategyDefinition = {
   },
   async build(ctx) {
     const { cfg } = ctx;
-    const model = buildConvnet({ inputShape: [cfg.inputSize, cfg.inputSize, 3], dropout: cfg.dropout, seed: cfg.seed });
+    const model = buildConvnet({
+      inputShape: [cfg.inputSize, cfg.inputSize, 3],
+      dropout: cfg.dropout,
+      seed: cfg.seed,
+      classes: ctx.classes.length,
+    });
     return {
       model,
       phases: [imagePhase(ctx, { name: 'train', epochs: cfg.epochs, learningRate: cfg.learningRate, model })],

@@ -78,7 +78,7 @@ test('extract trains from s3:// shards into an s3:// run directory; evaluate rea
       `no evaluation on S3 (${keys.join(', ')})`,
     );
     const bad = await runTrainerAsync(['extract', '--data', url, '--out', 'ftp://host/run'], s3.env);
-    assert.equal(bad.code, 1);
+    assert.equal(bad.code, 2, 'an unsupported location is a usage error, as in prep');
     assert.match(bad.stderr, /ftp:\/\/host\/run: unsupported URL scheme/);
     assert.ok(!existsSync(join(projectRoot, 'ftp:')), 'no local folder named ftp:');
   } finally {

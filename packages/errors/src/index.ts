@@ -62,7 +62,8 @@ export function isUserError(err: unknown, code?: ErrorCode): err is UserError {
 
 /** The exit code every CLI uses: 0 ok, 1 failure, 2 usage. */
 export function exitCodeOf(err: unknown): 1 | 2 {
-  return err instanceof UsageError ? 2 : 1;
+  // A location no storage can open is a bad command line, wherever it was caught (docs/errors.md).
+  return err instanceof UsageError || isUserError(err, 'unsupported-scheme') ? 2 : 1;
 }
 
 /** The `code` of an error from Node, the AWS SDK or an AggregateError (happy-eyeballs connects nest theirs). */

@@ -1,6 +1,7 @@
 // A training run end to end: resolve the run (new or resumed), build the strategy's model and phases, run the
 // phases through the fit loop (checkpoints every epoch), then the final model, test metrics and the run
 // directory (docs/ARCHITECTURE.md, "Run directory"). Curves and diagrams are the report's job (apps/trainer calls it).
+import type * as tf from '@tensorflow/tfjs';
 import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 import { initBackend, type BackendChoice } from '@catdog/backend';
@@ -137,7 +138,7 @@ async function runPhases(
   strategy: string,
 ): Promise<void> {
   const ckIndex = checkpoint ? plan.phases.findIndex((s) => s.name === checkpoint.phase) : -1;
-  if (checkpoint && checkpoint.phase && ckIndex < 0)
+  if (checkpoint?.phase && ckIndex < 0)
     throw new UserError(`checkpoint phase "${checkpoint.phase}" does not belong to the ${strategy} strategy`, {
       code: 'bad-run',
     });
@@ -161,6 +162,78 @@ async function runPhases(
     }
   }
   if (!restored) await restoreCheckpoint(ctx.runDir, plan.model, null);
+}
+
+/** The strategies' image feeds: the run's dataset, batch, input size, seed, cache and service settings. */
+function imageFeeds(
+  cfg: TrainConfig,
+  manifest: Manifest,
+  o: {
+    log: (line: string) => void;
+    cacheLimit?: number;
+    onWarning: (m: string) => void;
+    skippedShards: SkippedShardLog;
+  },
+): StrategyContext['imageFeed'] {
+  return (split, f) =>
+    openFeed({
+      source: cfg.data,
+      split,
+      batchSize: cfg.batchSize,
+      inputSize: cfg.inputSize,
+      scaling: cfg.inputScaling ?? 'unit',
+      augment: f.augment ? (typeof cfg.augment === 'object' ? cfg.augment : true) : false,
+      shuffle: f.shuffle,
+      seed: cfg.seed,
+      workers: cfg.workers,
+      repeat: f.repeat,
+      start: f.start,
+      splitSize: manifest.splits[split].count,
+      augmentService: cfg.augmentService ? { addresses: cfg.augmentService, tokenFile: cfg.tokenFile } : undefined,
+      log: o.log,
+      cacheDir: cfg.cacheDir,
+      cacheLimit: o.cacheLimit,
+      skipCorrupt: cfg.skipCorrupt,
+      onWarning: o.onWarning,
+      onSkippedShards: (shards, s) => o.skippedShards.add(shards, s),
+    });
+}
+
+/** The test split's misclassified thumbnails, then metrics.json (written last: its presence means the run is done). */
+async function writeResults(
+  runDir: RunDir,
+  model: tf.LayersModel,
+  metrics: TestMetrics,
+  cfg: TrainConfig,
+  state: CheckpointState,
+  o: {
+    log: (line: string) => void;
+    shardOptions: Parameters<typeof splitSource>[2];
+    wallSeconds: number;
+    backend: { name: string; threads: number };
+  },
+): Promise<void> {
+  await writeMisclassifiedThumbnails(
+    runDir,
+    metrics,
+    await splitSource(cfg.data, 'test', o.shardOptions),
+    undefined,
+    undefined,
+    { model, inputScaling: cfg.inputScaling ?? 'unit', log: o.log },
+  );
+  const best = bestOf(state.history);
+  const images = state.history.images_per_s;
+  await runDir.writeMetrics({
+    test: metrics,
+    bestValAcc: best.acc,
+    bestEpoch: best.epoch,
+    keptEpoch: cfg.keepBest ? (state.bestEpoch ?? state.epoch) : state.epoch,
+    wallSeconds: Math.round(o.wallSeconds * 10) / 10,
+    imagesPerSecond: images.length ? images.reduce((a, b) => a + b, 0) / images.length : null,
+    epochs: state.epoch,
+    stoppedEarly: state.stoppedEarly,
+    backend: o.backend,
+  });
 }
 
 /** Trains `cfg.strategy` into the run directory `cfg.out`; with cfg.resume continues its last checkpoint. */
@@ -195,28 +268,7 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
     state,
     progress,
     log,
-    imageFeed: (split, o) =>
-      openFeed({
-        source: cfg.data,
-        split,
-        batchSize: cfg.batchSize,
-        inputSize: cfg.inputSize,
-        scaling: cfg.inputScaling ?? 'unit',
-        augment: o.augment ? (typeof cfg.augment === 'object' ? cfg.augment : true) : false,
-        shuffle: o.shuffle,
-        seed: cfg.seed,
-        workers: cfg.workers,
-        repeat: o.repeat,
-        start: o.start,
-        splitSize: manifest.splits[split].count,
-        augmentService: cfg.augmentService ? { addresses: cfg.augmentService, tokenFile: cfg.tokenFile } : undefined,
-        log,
-        cacheDir: cfg.cacheDir,
-        cacheLimit,
-        skipCorrupt: cfg.skipCorrupt,
-        onWarning,
-        onSkippedShards: (shards, split) => skippedShards.add(shards, split),
-      }),
+    imageFeed: imageFeeds(cfg, manifest, { log, cacheLimit, onWarning, skippedShards }),
     featureCacheRoot: resolve(cfg.featureCacheDir ?? defaultFeatureCacheDir(runDir.url)),
     manifestSha256,
   };
@@ -253,30 +305,10 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
     await runDir.writeSummary(`${modelSummary(plan.model)}\n`);
 
     const metrics = computeMetrics(await plan.predictTest(), manifest.classes);
-    const shardOptions = { cacheDir: cfg.cacheDir, cacheLimit, skipCorrupt: cfg.skipCorrupt, onWarning };
-    await writeMisclassifiedThumbnails(
-      runDir,
-      metrics,
-      await splitSource(cfg.data, 'test', shardOptions),
-      undefined,
-      undefined,
-      {
-        model: plan.model,
-        inputScaling: cfg.inputScaling ?? 'unit',
-        log,
-      },
-    );
-    const best = bestOf(state.history);
-    const images = state.history.images_per_s;
-    await runDir.writeMetrics({
-      test: metrics,
-      bestValAcc: best.acc,
-      bestEpoch: best.epoch,
-      keptEpoch: cfg.keepBest ? (state.bestEpoch ?? state.epoch) : state.epoch,
-      wallSeconds: Math.round((priorWall + (Date.now() - startedAt) / 1000) * 10) / 10,
-      imagesPerSecond: images.length ? images.reduce((a, b) => a + b, 0) / images.length : null,
-      epochs: state.epoch,
-      stoppedEarly: state.stoppedEarly,
+    await writeResults(runDir, plan.model, metrics, cfg, state, {
+      log,
+      shardOptions: { cacheDir: cfg.cacheDir, cacheLimit, skipCorrupt: cfg.skipCorrupt, onWarning },
+      wallSeconds: priorWall + (Date.now() - startedAt) / 1000,
       backend: { name: backend.name, threads: backend.threads },
     });
     log(confusionText(metrics));

@@ -40,7 +40,7 @@ export async function runStatus(location: string, strategy: Strategy): Promise<R
   const config = await dir.readConfig();
   if (config && config.strategy !== strategy)
     throw new UserError(
-      `${dir.url} holds a ${config.strategy} run, not ${strategy}: trainer all keeps each strategy in <out>/<strategy>; choose another --out`,
+      `${dir.url} holds a run of the ${config.strategy} strategy, not ${strategy}: trainer all keeps each strategy in <out>/<strategy>; choose another --out`,
       { code: 'bad-run' },
     );
   if (await dir.readMetrics()) return 'complete';

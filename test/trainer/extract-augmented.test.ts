@@ -1,27 +1,19 @@
 // extract-augmented in cpu-quick's shape (issue 14): the head first on cached features (extract's recipe), then
 // augmented epochs through the frozen, compiled base, validated on the cached validation features.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CONTRACT, lastLine, runTrainer, tinyDataset } from './helpers.js';
+import { CONTRACT, lastLine, runTrainer, tinyDatasetForFile } from './helpers.js';
 
-let root = '';
-let data = '';
-
-before(async () => {
-  ({ root, data } = await tinyDataset());
-});
-after(async () => {
-  if (root) await rm(root, { recursive: true, force: true });
-});
+const tiny = tinyDatasetForFile();
 
 test('extract-augmented with --head-training features: a head phase on cached features, then augmented epochs validated on the cache', async () => {
-  const out = join(root, 'ea');
+  const out = join(tiny.root, 'ea');
   const r = runTrainer([
     'extract-augmented',
     '--data',
-    data,
+    tiny.data,
     '--out',
     out,
     '--preset',
@@ -54,6 +46,6 @@ test('extract-augmented with --head-training features: a head phase on cached fe
   const m = JSON.parse(await readFile(join(out, 'metrics.json'), 'utf8'));
   assert.ok(m.keptEpoch === 4 || m.keptEpoch === 5, `keep-best keeps an epoch of the last phase, got ${m.keptEpoch}`);
   // The saved model is the whole network on images: evaluate reproduces the run's test metrics.
-  const e = runTrainer(['evaluate', '--model', out, '--data', data]);
+  const e = runTrainer(['evaluate', '--model', out, '--data', tiny.data]);
   assert.equal(lastLine(e.stdout), `accuracy=${m.test.accuracy.toFixed(4)} loss=${m.test.loss.toFixed(4)} n=20`);
 });

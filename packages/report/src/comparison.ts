@@ -96,16 +96,8 @@ function tableHtml(ranked: RunSummary[], pageLinks: Map<string, string>): string
     'wall time',
     'images/s',
   ];
-  const numeric = new Set([
-    '#',
-    'epochs',
-    'best val acc',
-    'test acc',
-    'the book',
-    'test loss',
-    'wall time',
-    'images/s',
-  ]);
+  const textual = new Set(['run', 'strategy', 'base', 'backend']);
+  const numeric = new Set(head.filter((h) => !textual.has(h)));
   const best = ranked[0]?.testAcc ?? null;
   const rows = ranked.map((s, i) => {
     const link = pageLinks.get(s.dir);

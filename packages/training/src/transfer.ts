@@ -22,20 +22,6 @@ export const FEATURE_EXTRACTION_DEFAULTS: StrategySettings = {
   dropout: 0.5,
 };
 
-/**
- * cpu-quick's head phase for the strategies that train more after it (extract-augmented, finetune): extract's
- * cpu-quick recipe (MobileNetV2 at its ImageNet resolution, pooled features, ~96% on the book's split alone),
- * trained on cached features.
- */
-export const CPU_QUICK_HEAD_ON_FEATURES: StrategySettings = {
-  inputSize: 224,
-  headPooling: 'avg',
-  headTraining: 'features',
-  headEpochs: 20,
-  headLearningRate: 1e-3,
-  headBatchSize: 32,
-};
-
 /** Where the shared weights live: $CATDOG_WEIGHTS_DIR, else ../shared/weights beside the workspace root. */
 export function defaultWeightsDir(workspaceRoot = process.cwd()): string | undefined {
   if (process.env.CATDOG_WEIGHTS_DIR) return process.env.CATDOG_WEIGHTS_DIR;

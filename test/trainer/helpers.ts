@@ -1,6 +1,7 @@
 // Shared by the trainer CLI tests: a tiny prepped dataset (made with the prep CLI) and a CLI runner.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { after, before } from 'node:test';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
@@ -60,6 +61,18 @@ export async function tinyDataset(): Promise<{ root: string; data: string }> {
   );
   if (r.status !== 0) throw new Error(`prep split failed (${r.status}): ${r.stderr}`);
   return { root, data };
+}
+
+/** A tiny dataset for the tests of one file: made before them, removed after (read `root`/`data` inside tests). */
+export function tinyDatasetForFile(): { root: string; data: string } {
+  const d = { root: '', data: '' };
+  before(async () => {
+    Object.assign(d, await tinyDataset());
+  });
+  after(async () => {
+    if (d.root) await rm(d.root, { recursive: true, force: true });
+  });
+  return d;
 }
 
 /** The last non-empty line of a CLI's stdout. */

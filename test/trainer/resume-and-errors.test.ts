@@ -186,7 +186,7 @@ test('bad input: clear messages and exit codes', async () => {
   assert.equal(r.code, 2);
   assert.match(
     r.stderr,
-    /unknown strategy "transfer" \(valid: scratch, augmented, extract, extract-augmented, finetune, evaluate, predict, export, explain\)/,
+    /unknown strategy "transfer" \(valid: scratch, augmented, extract, extract-augmented, finetune, all, evaluate, predict, export, explain\)/,
   );
 
   r = runTrainer(['evaluate', '--model', join(root, 'no-such-run'), '--data', data]);

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// trainer: the book's five strategies and evaluate, a thin CLI over @catdog/training (the report: report.ts).
+// trainer: the book's five strategies (one by one or all), evaluate, predict, export and explain: a thin CLI over @catdog/training (the report: report.ts).
 // Usage: node --import tsx apps/trainer/src/main.ts <strategy> --data <prepped dataset> --out <run dir> [options]
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { once } from 'node:events';
@@ -24,8 +24,11 @@ import {
   train,
   type History,
   type PredictionFormat,
+  type Strategy,
 } from '@catdog/training';
 import { UsageError, UserError } from '@catdog/errors';
+import { parseSkip, summaryTable, trainAll } from './all.js';
+import { reportRuns } from './report-runs.js';
 import { addConfigOptions, applyS3Flags, fieldOption, flagsOf, resolvePaths, S3_FIELDS, userPath } from './options.js';
 
 /** Curves and the model diagram beside the run (the report's job); a failure to draw them is a note, not a failed run. */
@@ -65,6 +68,54 @@ for (const strategy of STRATEGY_NAMES) {
     process.stdout.write(`${contractLine(result.metrics)}\n`);
   });
 }
+
+/** Settings `all` passes to every strategy's run; the strategies' own settings come from their defaults and --preset. */
+const ALL_FIELDS = [
+  'data',
+  'preset',
+  'seed',
+  'weightsDir',
+  'featureCacheDir',
+  'workers',
+  'augmentService',
+  'tokenFile',
+  'checkpointEvery',
+  'backend',
+  'threads',
+  ...S3_FIELDS,
+] as const;
+const allCmd = program
+  .command('all')
+  .description(
+    "the book's five strategies one after another into <out>/<strategy>, then <out>/report.html comparing them with the book's accuracies; completed runs are skipped, interrupted ones resumed",
+  )
+  .requiredOption(
+    '--out <dir>',
+    'folder of runs (local or s3://): <out>/scratch, <out>/augmented, …, <out>/report.html',
+  )
+  .option('--skip <names>', 'strategies not to run, comma-separated (e.g. augmented,extract-augmented)', parseSkip);
+for (const key of ALL_FIELDS) {
+  const help =
+    key === 'featureCacheDir' ? 'where extracted features are cached (default <out>/.feature-cache)' : undefined;
+  for (const o of fieldOption(key, help)) allCmd.addOption(o);
+}
+allCmd.action(async (opts: { out: string; skip?: Strategy[] }, cmd: Command) => {
+  const skip = opts.skip ?? [];
+  const flags = flagsOf(cmd);
+  applyS3Flags(flags);
+  if (new Set(skip).size === STRATEGY_NAMES.length) throw new UsageError('--skip leaves no strategy to run');
+  const out = userPath(opts.out);
+  const runs = await trainAll({
+    out,
+    flags,
+    skip,
+    log: (line) => process.stderr.write(`${line}\n`),
+    afterTrain: (result) => writeRunViews(result.runDir, result.history),
+  });
+  const report = await reportRuns({ runs: out, cwd: process.cwd() });
+  for (const w of report.warnings) process.stderr.write(`warning: ${w}\n`);
+  process.stdout.write(`${await summaryTable(runs)}\nwrote ${report.out} (${report.runs} runs)\n`);
+});
 
 const evaluateCmd = program
   .command('evaluate')
@@ -358,7 +409,7 @@ explainCmd.action(
 
 program.on('command:*', (operands: string[]) => {
   process.stderr.write(
-    `error: unknown strategy "${operands[0]}" (valid: ${[...STRATEGY_NAMES, 'evaluate', 'predict', 'export', 'explain'].join(', ')})\n`,
+    `error: unknown strategy "${operands[0]}" (valid: ${[...STRATEGY_NAMES, 'all', 'evaluate', 'predict', 'export', 'explain'].join(', ')})\n`,
   );
   process.exit(2);
 });

@@ -6,12 +6,11 @@
 //   report model --model <model.json> --out <dir> [--summary <summary.txt>] [--no-shapes]
 // Mounted as `nx run trainer:report`; relative paths resolve against INIT_CWD (the user's directory).
 // A thin CLI over @catdog/report.
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
-import { isS3Url, openStorage } from '@catdog/storage';
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { UserError, reportError } from '@catdog/errors';
+import { reportRuns } from './report-runs.js';
 // @catdog/report (vega, sharp, Graphviz, tfjs) loads only when a command runs, so usage errors are instant.
 const loadReport = () => import('@catdog/report');
 
@@ -38,60 +37,10 @@ const program = new Command('report')
         exitCode: 2,
       });
     }
-    const { runReportCommand } = await loadReport();
-    const remote = opts.runs ?? opts.run!;
-    if (!isS3Url(remote)) {
-      const result = await runReportCommand({
-        runs: opts.runs,
-        run: opts.run,
-        out: opts.out,
-        smoothing: opts.smooth,
-        cwd,
-      });
-      for (const w of result.warnings) console.error(`warning: ${w}`);
-      console.log(`wrote ${result.out} (${result.runs.length} run${result.runs.length === 1 ? '' : 's'})`);
-      return;
-    }
-    // Runs on S3: the report reads a local copy of what it reads (JSON, summaries, model.json, thumbnails; not
-    // checkpoints or weights), and the pages it writes go back beside the runs (or to a local --out).
-    const local = await mkdtemp(join(tmpdir(), 'catdog-report-'));
-    try {
-      const storage = openStorage(remote);
-      const copied = new Set<string>();
-      for await (const e of storage.list()) {
-        if (/(^|\/)checkpoints\//.test(e.path) || e.path.endsWith('.bin')) continue;
-        await mkdir(dirname(join(local, e.path)), { recursive: true });
-        await writeFile(join(local, e.path), await storage.read(e.path));
-        copied.add(e.path);
-      }
-      const out = opts.out && !isS3Url(opts.out) ? abs(opts.out) : undefined;
-      const result = await runReportCommand({
-        runs: opts.runs ? local : undefined,
-        run: opts.run ? local : undefined,
-        out,
-        smoothing: opts.smooth,
-        cwd: local,
-      });
-      for (const w of result.warnings) console.error(`warning: ${w.split(local).join(remote.replace(/\/$/, ''))}`);
-      if (out) {
-        console.log(`wrote ${out} (${result.runs.length} run${result.runs.length === 1 ? '' : 's'})`);
-        return;
-      }
-      for (const path of await filesUnder(local)) {
-        if (!copied.has(path)) await storage.write(path, await readFile(join(local, path)));
-      }
-      console.log(
-        `wrote ${storage.urlOf(relative(local, result.out).split('\\').join('/'))} (${result.runs.length} run${result.runs.length === 1 ? '' : 's'})`,
-      );
-    } finally {
-      await rm(local, { recursive: true, force: true });
-    }
+    const result = await reportRuns({ runs: opts.runs, run: opts.run, out: opts.out, smoothing: opts.smooth, cwd });
+    for (const w of result.warnings) console.error(`warning: ${w}`);
+    console.log(`wrote ${result.out} (${result.runs} run${result.runs === 1 ? '' : 's'})`);
   });
-
-async function filesUnder(root: string): Promise<string[]> {
-  const entries = await readdir(root, { recursive: true, withFileTypes: true });
-  return entries.filter((e) => e.isFile()).map((e) => relative(root, join(e.parentPath, e.name)).split('\\').join('/'));
-}
 
 program
   .command('curves')

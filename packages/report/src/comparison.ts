@@ -37,6 +37,18 @@ export interface ComparisonResult {
   warnings: string[];
 }
 
+/**
+ * What Deep Learning with Python (1st ed., ch. 5) reports per strategy on the same 2,000/1,000/1,000 split:
+ * validation accuracy read off its curves, test accuracy for finetune; VGG16 for the transfer strategies.
+ */
+export const BOOK_ACCURACY: Readonly<Record<string, number>> = {
+  scratch: 0.7,
+  augmented: 0.82,
+  extract: 0.9,
+  'extract-augmented': 0.96,
+  finetune: 0.97,
+};
+
 /** Best first: by test accuracy, runs without test metrics after them by best validation accuracy, then by name. */
 export function rankRuns(summaries: RunSummary[]): RunSummary[] {
   const key = (s: RunSummary) => [s.testAcc ?? -1, s.bestValAcc ?? -1] as const;
@@ -79,11 +91,13 @@ function tableHtml(ranked: RunSummary[], pageLinks: Map<string, string>): string
     'epochs',
     'best val acc',
     'test acc',
+    'the book',
     'test loss',
     'wall time',
     'images/s',
   ];
-  const numeric = new Set(['#', 'epochs', 'best val acc', 'test acc', 'test loss', 'wall time', 'images/s']);
+  const textual = new Set(['run', 'strategy', 'base', 'backend']);
+  const numeric = new Set(head.filter((h) => !textual.has(h)));
   const best = ranked[0]?.testAcc ?? null;
   const rows = ranked.map((s, i) => {
     const link = pageLinks.get(s.dir);
@@ -103,6 +117,7 @@ function tableHtml(ranked: RunSummary[], pageLinks: Map<string, string>): string
       esc(epochs),
       esc(formatPercent(s.bestValAcc)),
       esc(formatPercent(s.testAcc)),
+      s.strategy && s.strategy in BOOK_ACCURACY ? `~${Math.round(BOOK_ACCURACY[s.strategy]! * 100)}%` : '—',
       esc(formatNumber(s.testLoss)),
       esc(formatSeconds(s.wallSeconds)),
       esc(formatNumber(s.imagesPerSecond, 1)),
@@ -111,7 +126,8 @@ function tableHtml(ranked: RunSummary[], pageLinks: Map<string, string>): string
     return `<tr${cls} data-run="${esc(s.name)}">${cells.map((c, j) => `<td${numeric.has(head[j]!) ? ' class="num"' : ''}>${c}</td>`).join('')}</tr>`;
   });
   return `<table class="runs"><thead><tr>${head.map((h) => `<th${numeric.has(h) ? ' class="num"' : ''}>${esc(h)}</th>`).join('')}</tr></thead>
-<tbody>${rows.join('\n')}</tbody></table>`;
+<tbody>${rows.join('\n')}</tbody></table>
+<p class="note">The book: Deep Learning with Python (1st ed., ch. 5) on the same split of 2,000/1,000/1,000 images, validation accuracy read off its curves (finetune: its test accuracy), VGG16 as the base of the transfer strategies.</p>`;
 }
 
 /** Validation accuracy of every run on one chart: the book's progression from strategy to strategy. */

@@ -43,6 +43,7 @@ export { type RunSummary, type RunReportOptions, summarizeRun, runLabel, writeRu
 export {
   type ComparisonOptions,
   type ComparisonResult,
+  BOOK_ACCURACY,
   rankRuns,
   verdict,
   writeComparisonReport,

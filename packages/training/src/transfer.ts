@@ -7,8 +7,9 @@ import { readFile, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { baseFeatures, baseSpec, buildSharedHead, loadBase, type SharedHead } from '@catdog/models';
 import type { TrainConfig } from './config.js';
-import { extractedFeatures, type FeatureCache, type FeatureKeyParts } from './features.js';
-import type { StrategyContext, StrategySettings } from './strategy.js';
+import { extractedFeatures, type FeatureCache, type FeatureKeyParts, type FeatureSet } from './features.js';
+import { featurePhase, imagePhase } from './phases.js';
+import type { PhaseSpec, StrategyContext, StrategySettings } from './strategy.js';
 
 /** The book's settings for feature extraction (5.3.1): RMSprop 2e-5, batch 20, 30 epochs × 100 steps, Dropout 0.5 in the head. */
 export const FEATURE_EXTRACTION_DEFAULTS: StrategySettings = {
@@ -120,4 +121,42 @@ export async function buildTransferModel(ctx: StrategyContext): Promise<Transfer
   for (const l of base.layers) l.trainable = false;
   ctx.log(`trainable weight tensors: ${before} before freezing the base, ${model.trainableWeights.length} after`);
   return { base, features, head, model, extractor, keyParts, cache };
+}
+
+export interface HeadPhaseOptions {
+  name: string;
+  epochs: number;
+  learningRate: number;
+  /** Train on these cached inputs of the head (batches of headBatchSize); without them, on image batches. */
+  features?: (split: 'train' | 'validation') => Promise<FeatureSet>;
+  /** On image batches: validate on the validation split's cached features instead of its images (the same numbers). */
+  validateOnCache?: boolean;
+}
+
+/**
+ * A phase that trains the head with the base frozen: on cached features (fast: the base ran once per image) or on
+ * image batches (augmented when the config says so) through the frozen base, run compiled.
+ */
+export function headPhase(ctx: StrategyContext, t: TransferModel, o: HeadPhaseOptions): PhaseSpec {
+  const { cfg } = ctx;
+  if (o.features)
+    return featurePhase({
+      name: o.name,
+      epochs: o.epochs,
+      learningRate: o.learningRate,
+      batchSize: cfg.headBatchSize,
+      model: t.head.model,
+      features: o.features,
+      stepsPerEpoch: null,
+      validationSteps: null,
+      seed: cfg.seed,
+    });
+  return imagePhase(ctx, {
+    name: o.name,
+    epochs: o.epochs,
+    learningRate: o.learningRate,
+    model: t.model,
+    frozen: { bottom: t.extractor, top: t.head.model },
+    validationFeatures: o.validateOnCache ? () => t.cache.get('validation') : undefined,
+  });
 }

@@ -8,7 +8,7 @@ import { extractedFeatures, mapFeatureSet, memoizedFeatures } from '../features.
 import { splitAtLayer } from '../graph.js';
 import { featurePhase, imagePhase, predictTestImages } from '../phases.js';
 import type { PhaseSpec, StrategyContext, StrategyDefinition } from '../strategy.js';
-import { buildTransferModel, FEATURE_EXTRACTION_DEFAULTS, type TransferModel } from '../transfer.js';
+import { buildTransferModel, FEATURE_EXTRACTION_DEFAULTS, headPhase, type TransferModel } from '../transfer.js';
 
 export const finetune: StrategyDefinition = {
   help: 'head with the base frozen, then the top of the base unfrozen (RMSprop 1e-5, 100 epochs)',
@@ -51,25 +51,12 @@ export const finetune: StrategyDefinition = {
     const phases: PhaseSpec[] = [];
     if (cfg.headEpochs > 0) {
       phases.push(
-        cfg.headTraining === 'features'
-          ? featurePhase({
-              name: 'head',
-              epochs: cfg.headEpochs,
-              learningRate: cfg.headLearningRate,
-              batchSize: cfg.headBatchSize,
-              model: t.head.model,
-              features: top.headFeatures,
-              stepsPerEpoch: null,
-              validationSteps: null,
-              seed: cfg.seed,
-            })
-          : imagePhase(ctx, {
-              name: 'head',
-              epochs: cfg.headEpochs,
-              learningRate: cfg.headLearningRate,
-              model: t.model,
-              frozen: { bottom: t.extractor, top: t.head.model },
-            }),
+        headPhase(ctx, t, {
+          name: 'head',
+          epochs: cfg.headEpochs,
+          learningRate: cfg.headLearningRate,
+          features: cfg.headTraining === 'features' ? top.headFeatures : undefined,
+        }),
       );
     }
     phases.push(top.phase);

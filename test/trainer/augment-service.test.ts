@@ -97,15 +97,18 @@ test('augmented on two augmentation servers: the in-process history, to float to
   const [a, b] = await Promise.all([startServer(), startServer()]);
   const [local, remote] = await Promise.all([
     runTrainerAsync([...common(), '--out', join(root, 'local')], DETERMINISTIC),
-    runTrainerAsync([
-      ...common(),
-      '--out',
-      join(root, 'remote'),
-      '--augment-service',
-      `${a.address},${b.address}`,
-      '--token-file',
-      tokenFile,
-    ], DETERMINISTIC),
+    runTrainerAsync(
+      [
+        ...common(),
+        '--out',
+        join(root, 'remote'),
+        '--augment-service',
+        `${a.address},${b.address}`,
+        '--token-file',
+        tokenFile,
+      ],
+      DETERMINISTIC,
+    ),
   ]);
   assert.equal(local.code, 0, local.stderr);
   assert.equal(remote.code, 0, remote.stderr);
@@ -125,15 +128,10 @@ test('augmented on two augmentation servers: the in-process history, to float to
 test('one of two servers killed mid-run: the run completes on the other', async () => {
   const [a, b] = await Promise.all([startServer(), startServer()]);
   const out = join(root, 'killed');
-  const remote = spawnTrainer([
-    ...common(),
-    '--out',
-    out,
-    '--augment-service',
-    `${a.address},${b.address}`,
-    '--token-file',
-    tokenFile,
-  ], DETERMINISTIC);
+  const remote = spawnTrainer(
+    [...common(), '--out', out, '--augment-service', `${a.address},${b.address}`, '--token-file', tokenFile],
+    DETERMINISTIC,
+  );
   let stderr = '';
   let killed = false;
   remote.stderr!.on('data', (d: Buffer) => {

@@ -1,0 +1,69 @@
+// The unary methods: Describe, Status, and the health check; and what every handler works with.
+import type * as grpc from '@grpc/grpc-js';
+import type { CallGuard } from './auth.js';
+import { statusOf } from './call-status.js';
+import type { Served, ServedDatasets } from './datasets.js';
+import type { LoadMeter } from './load-meter.js';
+import {
+  encodeJson,
+  HEALTH_NOT_SERVING,
+  HEALTH_SERVING,
+  parseDescribeRequest,
+  type BatchRecipe,
+  type DescribeReply,
+} from './protocol.js';
+
+/** What the service's handlers share. */
+export interface ServiceContext {
+  datasets: ServedDatasets;
+  meter: LoadMeter;
+  authorize: CallGuard;
+  /** Worker threads of each dataset's pool. */
+  workers: number;
+  log: (line: string) => void;
+}
+
+/** Describe: opens the dataset (warming its workers up for a recipe when asked) and answers what it holds. */
+export function describeHandler(service: ServiceContext): grpc.handleUnaryCall<Buffer, Buffer> {
+  return (call, callback) => {
+    if (!service.authorize(call, (s) => callback(s, null))) return;
+    describe(service, call.request).then(
+      (reply) => callback(null, reply),
+      (err: unknown) => callback(statusOf(err), null),
+    );
+  };
+}
+
+async function describe(service: ServiceContext, requestBytes: Buffer): Promise<Buffer> {
+  const request = parseDescribeRequest(requestBytes);
+  const s = await service.datasets.get(request);
+  if (request.warmup) await warmUp(s, request.warmup);
+  const reply: DescribeReply = {
+    classes: s.classes,
+    size: s.size,
+    digest: s.data.digest,
+    workers: service.workers,
+  };
+  return encodeJson(reply);
+}
+
+/** Warms the dataset's workers up for a recipe, once per recipe. */
+async function warmUp(s: Served, recipe: BatchRecipe): Promise<void> {
+  const id = JSON.stringify(recipe);
+  if (s.warmed.has(id)) return;
+  await s.pool.warmUp({ ...recipe });
+  s.warmed.add(id);
+}
+
+/** Status: the server's load. */
+export function statusHandler(service: ServiceContext): grpc.handleUnaryCall<Buffer, Buffer> {
+  return (call, callback) => {
+    if (!service.authorize(call, (s) => callback(s, null))) return;
+    callback(null, encodeJson(service.meter.load()));
+  };
+}
+
+/** The standard health check (no token): NOT_SERVING once the server is closing, so probes stop sending calls. */
+export function healthHandler(isClosing: () => boolean): grpc.handleUnaryCall<Buffer, Buffer> {
+  return (_call, callback) => callback(null, isClosing() ? HEALTH_NOT_SERVING : HEALTH_SERVING);
+}

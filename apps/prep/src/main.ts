@@ -1,5 +1,5 @@
 // prep: builds the book's cats-vs-dogs split as WebDataset shards on local disk or S3, and checks it.
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option, type OptionValues } from 'commander';
 import cliProgress from 'cli-progress';
 import { reportError, UserError } from '@catdog/errors';
 import { resolveLocation, type StorageOptions } from '@catdog/storage';
@@ -19,6 +19,7 @@ import {
   type FinalizeReport,
   type IgnoredFile,
   type PrepProgress,
+  type PrepReport,
   type SkippedFile,
 } from '@catdog/dataset';
 
@@ -213,16 +214,9 @@ function interruptible(): AbortSignal {
   return controller.signal;
 }
 
-export function buildProgram(): Command {
-  const program = new Command('prep')
-    .description(
-      'Builds the cats-vs-dogs split of Deep Learning with Python, ch. 5, as WebDataset tar shards (local or S3), and checks it.',
-    )
-    .showHelpAfterError('(run with --help for usage)')
-    .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
-
-  addS3Options(
+/** prep split's command line. */
+function splitCommand(program: Command): Command {
+  return addS3Options(
     program
       .command('split')
       .description(
@@ -265,84 +259,102 @@ export function buildProgram(): Command {
       .option('--allow-short', 'publish even if broken images with no spare left a split short')
       .option('--concurrency <n>', 'images encoded at once (default 8)', integer(1))
       .option('--json', 'print the run report as JSON on stdout'),
-  ).action(async (o) => {
-    const defaults = workerDefaults();
-    const workerCount = o.workerCount ?? defaults.workerCount;
-    const workerIndex = o.workerIndex ?? defaults.workerIndex;
-    const label = workerCount > 1 ? `prep split [worker ${workerIndex}/${workerCount}]` : 'prep split';
-    const progress = progressReporter(label);
-    let report: Awaited<ReturnType<typeof prepareDataset>>;
-    try {
-      report = await prepareDataset({
-        source: o.source,
-        out: o.out,
-        storage: storageOptions(o),
-        train: o.train,
-        validation: o.validation,
-        test: o.test,
-        shuffle: Boolean(o.shuffle) || o.seed !== undefined,
-        seed: o.seed,
-        classes: o.classes,
-        resize: o.resize,
-        quality: o.quality,
-        samplesPerShard: o.shardSamples,
-        shardBytes: o.shardSize,
-        folders: o.folders,
-        workerIndex,
-        workerCount,
-        finalize: o.finalize,
-        force: o.force,
-        allowShort: o.allowShort,
-        concurrency: o.concurrency,
-        signal: interruptible(),
-        onProgress: (p) => progress.update(p),
-      });
-    } finally {
-      progress.stop();
-    }
-    if (o.json) {
-      out(
-        JSON.stringify(
-          { ...report, finalize: report.finalize ? { ...report.finalize, manifest: undefined } : undefined },
-          null,
-          2,
-        ),
-      );
-      return;
-    }
-    if (report.staleRemoved.length) {
-      err(
-        `${label}: removed ${report.staleRemoved.length} temp file${report.staleRemoved.length > 1 ? 's' : ''} left by killed earlier runs`,
-      );
-    }
-    if (report.staleCleanupFailed)
-      err(`${label}: warning: could not clean up after killed earlier runs: ${report.staleCleanupFailed}`);
-    if (report.alreadyComplete) {
-      out(`${report.out}: already holds this dataset (plan ${report.planId}); nothing to do (use --force to rebuild)`);
-      return;
-    }
-    out(
-      `${label}: wrote ${report.shardsWritten.length} shard${report.shardsWritten.length === 1 ? '' : 's'}` +
-        (report.shardsReused.length ? `, reused ${report.shardsReused.length} verified` : '') +
-        ` — ${report.images} images in ${report.seconds.toFixed(1)} s (${report.imagesPerSecond.toFixed(0)} images/s) → ${report.out}`,
-    );
-    printSkipped(report.skipped);
-    printIgnored(report.ignored);
-    if (report.finalize) {
-      printAccounting(report.finalize);
-      out(`manifest written: ${report.out.replace(/\/$/, '')}/manifest.json`);
-      printFinalize(report.finalize);
-    } else if (report.waitingFor) {
-      out(
-        `part ${workerIndex} of ${workerCount} written; workers ${report.waitingFor.join(', ')} still running: the last worker to finish writes the manifest`,
-      );
-    } else {
-      out(
-        `part ${workerIndex} of ${workerCount} written; the manifest is written by prep finalize once every worker is done`,
-      );
-    }
-  });
+  );
+}
 
+/** prep split: plans and writes this worker's shards, its part and (by default with one worker) the manifest. */
+async function runSplit(o: OptionValues): Promise<void> {
+  const defaults = workerDefaults();
+  const workerCount = o.workerCount ?? defaults.workerCount;
+  const workerIndex = o.workerIndex ?? defaults.workerIndex;
+  const label = workerCount > 1 ? `prep split [worker ${workerIndex}/${workerCount}]` : 'prep split';
+  const progress = progressReporter(label);
+  let report: Awaited<ReturnType<typeof prepareDataset>>;
+  try {
+    report = await prepareDataset({
+      source: o.source,
+      out: o.out,
+      storage: storageOptions(o),
+      train: o.train,
+      validation: o.validation,
+      test: o.test,
+      shuffle: Boolean(o.shuffle) || o.seed !== undefined,
+      seed: o.seed,
+      classes: o.classes,
+      resize: o.resize,
+      quality: o.quality,
+      samplesPerShard: o.shardSamples,
+      shardBytes: o.shardSize,
+      folders: o.folders,
+      workerIndex,
+      workerCount,
+      finalize: o.finalize,
+      force: o.force,
+      allowShort: o.allowShort,
+      concurrency: o.concurrency,
+      signal: interruptible(),
+      onProgress: (p) => progress.update(p),
+    });
+  } finally {
+    progress.stop();
+  }
+  printSplitReport(report, { label, workerIndex, workerCount, json: Boolean(o.json) });
+}
+
+function addSplitCommand(program: Command): void {
+  splitCommand(program).action(runSplit);
+}
+
+/** What prep split prints: the run report as JSON, or a summary with skipped/ignored files and what comes next. */
+function printSplitReport(
+  report: PrepReport,
+  { label, workerIndex, workerCount, json }: { label: string; workerIndex: number; workerCount: number; json: boolean },
+): void {
+  if (json) {
+    out(
+      JSON.stringify(
+        { ...report, finalize: report.finalize ? { ...report.finalize, manifest: undefined } : undefined },
+        null,
+        2,
+      ),
+    );
+    return;
+  }
+  if (report.staleRemoved.length) {
+    err(
+      `${label}: removed ${report.staleRemoved.length} temp file${report.staleRemoved.length > 1 ? 's' : ''} left by killed earlier runs`,
+    );
+  }
+  if (report.staleCleanupFailed)
+    err(`${label}: warning: could not clean up after killed earlier runs: ${report.staleCleanupFailed}`);
+  if (report.alreadyComplete) {
+    out(`${report.out}: already holds this dataset (plan ${report.planId}); nothing to do (use --force to rebuild)`);
+    return;
+  }
+  out(
+    `${label}: wrote ${report.shardsWritten.length} shard${report.shardsWritten.length === 1 ? '' : 's'}` +
+      (report.shardsReused.length ? `, reused ${report.shardsReused.length} verified` : '') +
+      ` — ${report.images} images in ${report.seconds.toFixed(1)} s (${report.imagesPerSecond.toFixed(0)} images/s) → ${report.out}`,
+  );
+  printSkipped(report.skipped);
+  printIgnored(report.ignored);
+  if (report.finalize) {
+    printAccounting(report.finalize);
+    out(`manifest written: ${report.out.replace(/\/$/, '')}/manifest.json`);
+    printFinalize(report.finalize);
+  } else if (report.waitingFor) {
+    out(
+      `part ${workerIndex} of ${workerCount} written; workers ${report.waitingFor.join(', ')} still running: the last worker to finish writes the manifest`,
+    );
+  } else {
+    out(
+      `part ${workerIndex} of ${workerCount} written; the manifest is written by prep finalize once every worker is done`,
+    );
+  }
+}
+
+/** prep finalize: writes the manifest once every worker's part is present. */
+function addFinalizeCommand(program: Command): void {
   addS3Options(
     program
       .command('finalize')
@@ -367,7 +379,10 @@ export function buildProgram(): Command {
     printSkipped(f.skipped);
     printIgnored(f.ignored);
   });
+}
 
+/** prep verify: re-hashes every shard against the manifest (and with --decode decodes every image). */
+function addVerifyCommand(program: Command): void {
   addS3Options(
     program
       .command('verify')
@@ -402,7 +417,10 @@ export function buildProgram(): Command {
       );
     }
   });
+}
 
+/** prep inspect: counts, bytes and image sizes per split. */
+function addInspectCommand(program: Command): void {
   addS3Options(
     program
       .command('inspect')
@@ -443,7 +461,21 @@ export function buildProgram(): Command {
     }
     out(`  total ${humanBytes(r.totalBytes)}; ${r.skipped} source file(s) skipped at prep`);
   });
+}
 
+export function buildProgram(): Command {
+  const program = new Command('prep')
+    .description(
+      'Builds the cats-vs-dogs split of Deep Learning with Python, ch. 5, as WebDataset tar shards (local or S3), and checks it.',
+    )
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+  addSplitCommand(program);
+  addFinalizeCommand(program);
+  addVerifyCommand(program);
+  addInspectCommand(program);
   return program;
 }
 

@@ -22,7 +22,7 @@ import {
 } from './manifest.js';
 import { buildPlan, type Plan, type PlanOptions, type PlannedShard } from './plan.js';
 import { ShardWriter, hashObject } from './shards.js';
-import { openSource, type IgnoredFile, type SourceItem } from './sources.js';
+import { openSource, type IgnoredFile, type Source, type SourceItem } from './sources.js';
 import { encodeImage } from './images.js';
 
 export const PARTS_DIR = '_parts';
@@ -254,20 +254,25 @@ async function encodeItem(item: SourceItem, plan: Plan): Promise<Encoded> {
   return r.ok ? { item, bytes: r.bytes, converted: r.converted } : { item, reason: r.reason };
 }
 
-async function writeShard(
-  out: Storage,
-  plan: Plan,
-  shard: PlannedShard,
-  concurrency: number,
-  signal: AbortSignal | undefined,
-  onImage: (skipped: boolean) => void,
-): Promise<{ finished: Promise<ShardRecord> }> {
-  const writer = new ShardWriter(out, shard.path);
-  const skipped: SkippedFile[] = [];
+/** One shard to write, and where its per-image progress goes. */
+interface ShardJob {
+  out: Storage;
+  plan: Plan;
+  shard: PlannedShard;
+  concurrency: number;
+  signal?: AbortSignal;
+  /** Called once per planned image; `skipped` when that image was broken (whether or not a spare replaced it). */
+  onImage: (skipped: boolean) => void;
+}
+
+type AddImage = (e: Encoded) => Promise<void>;
+
+/** Adds encoded images to the shard (and, with --folders, as loose files), counting re-encodes per reason. */
+function shardAdder(job: ShardJob, writer: ShardWriter) {
+  const { out, plan, shard, concurrency } = job;
   const converted: Record<string, number> = {};
-  const reserve = new Map([...shard.reserve].map(([c, l]) => [c, l.slice()]));
   const folderWrites: Promise<void>[] = [];
-  const add = async (e: Encoded) => {
+  const add: AddImage = async (e) => {
     await writer.add({
       key: e.item.key,
       label: plan.classes.indexOf(e.item.className),
@@ -281,38 +286,50 @@ async function writeShard(
       if (folderWrites.length >= concurrency) await Promise.all(folderWrites.splice(0));
     }
   };
+  return { add, converted, folderWrites };
+}
+
+/**
+ * Records a broken image and keeps the split's counts exact: takes this shard's next usable spare image of the
+ * same class (`spares` is consumed). Returns the skip entries: the broken image first, then any broken spares.
+ */
+async function replaceBroken(e: Encoded, job: ShardJob, spares: SourceItem[], add: AddImage): Promise<SkippedFile[]> {
+  const entry: SkippedFile = {
+    source: e.item.name,
+    className: e.item.className,
+    split: job.shard.split,
+    reason: e.reason!,
+  };
+  const skipped = [entry];
+  while (spares.length) {
+    const spare = await encodeItem(spares.shift()!, job.plan);
+    if (spare.bytes) {
+      entry.replacedBy = spare.item.key;
+      await add(spare);
+      break;
+    }
+    skipped.push({
+      source: spare.item.name,
+      className: spare.item.className,
+      split: 'reserve',
+      reason: spare.reason!,
+    });
+  }
+  return skipped;
+}
+
+async function writeShard(job: ShardJob): Promise<{ finished: Promise<ShardRecord> }> {
+  const { out, plan, shard } = job;
+  const writer = new ShardWriter(out, shard.path);
+  const skipped: SkippedFile[] = [];
+  const reserve = new Map([...shard.reserve].map(([c, l]) => [c, l.slice()]));
+  const { add, converted, folderWrites } = shardAdder(job, writer);
   try {
-    for await (const e of orderedMap(shard.items, concurrency, (item) => encodeItem(item, plan))) {
-      if (signal?.aborted) throw new AbortedError();
-      if (e.bytes) {
-        await add(e);
-        onImage(false);
-        continue;
-      }
-      // Keep the split's counts exact: take this shard's next spare image of the same class.
-      const entry: SkippedFile = {
-        source: e.item.name,
-        className: e.item.className,
-        split: shard.split,
-        reason: e.reason!,
-      };
-      skipped.push(entry);
-      const spares = reserve.get(e.item.className) ?? [];
-      while (spares.length) {
-        const spare = await encodeItem(spares.shift()!, plan);
-        if (spare.bytes) {
-          entry.replacedBy = spare.item.key;
-          await add(spare);
-          break;
-        }
-        skipped.push({
-          source: spare.item.name,
-          className: spare.item.className,
-          split: 'reserve',
-          reason: spare.reason!,
-        });
-      }
-      onImage(true);
+    for await (const e of orderedMap(shard.items, job.concurrency, (item) => encodeItem(item, plan))) {
+      if (job.signal?.aborted) throw new AbortedError();
+      if (e.bytes) await add(e);
+      else skipped.push(...(await replaceBroken(e, job, reserve.get(e.item.className) ?? [], add)));
+      job.onImage(!e.bytes);
     }
     await Promise.all(folderWrites);
   } catch (err) {
@@ -333,16 +350,72 @@ function shardOfRecord(path: string): string | undefined {
   return m ? m[1].replace(/__/g, '/') : undefined;
 }
 
-/** Checks the output location before anything is written; with force, removes what belongs to another dataset. */
-async function preflight(
+/** State one prep split run shares between its steps: what it writes where, what it reports, how far it got. */
+interface PrepRun {
+  out: Storage;
+  plan: Plan;
+  options: PrepareOptions;
+  /** This worker's shards, in plan order. */
+  mine: PlannedShard[];
+  report: PrepReport;
+  progress: PrepProgress;
+}
+
+function emitProgress(run: PrepRun): void {
+  run.options.onProgress?.({ ...run.progress });
+}
+
+function checkWorkers(options: PrepareOptions): { workerIndex: number; workerCount: number } {
+  const workerCount = options.workerCount ?? 1;
+  const workerIndex = options.workerIndex ?? 0;
+  if (!Number.isInteger(workerCount) || workerCount < 1)
+    throw new UserError(`worker count must be a positive integer (got ${workerCount})`);
+  if (!Number.isInteger(workerIndex) || workerIndex < 0 || workerIndex >= workerCount) {
+    throw new UserError(
+      `worker index must be in 0..${workerCount - 1} (got ${workerIndex}); set --worker-count (or CATDOG_WORKER_COUNT) to the number of workers`,
+    );
+  }
+  return { workerIndex, workerCount };
+}
+
+/** Plans the dataset and picks this worker's shards; nothing is written yet. */
+function planRun(
   out: Storage,
-  plan: Plan,
+  source: Source,
   options: PrepareOptions,
-  owned: Set<string>,
-  workerCount: number,
-): Promise<Manifest | undefined> {
-  const existing = await readJson<Manifest>(out, MANIFEST_FILE);
-  if (existing && existing.planId === plan.id && !options.force) return existing;
+  workers: { workerIndex: number; workerCount: number },
+): PrepRun {
+  const plan = buildPlan(source, options);
+  const mine = plan.shards.filter((s) => s.globalIndex % workers.workerCount === workers.workerIndex);
+  const progress: PrepProgress = {
+    phase: 'plan',
+    done: 0,
+    total: mine.reduce((a, s) => a + s.items.length, 0),
+    skipped: 0,
+    shardsDone: 0,
+    shardsTotal: mine.length,
+  };
+  const report: PrepReport = {
+    out: out.url,
+    planId: plan.id,
+    ...workers,
+    shardsWritten: [],
+    shardsReused: [],
+    images: 0,
+    seconds: 0,
+    imagesPerSecond: 0,
+    skipped: [],
+    sourceFiles: sourceFileCount(source),
+    ignored: source.ignored,
+    staleRemoved: [],
+    complete: false,
+  };
+  return { out, plan, options, mine, report, progress };
+}
+
+/** Dataset files at the output that do not belong to this run: another dataset's, or parts of another worker count. */
+async function findLeftovers(run: PrepRun, existing: Manifest | undefined) {
+  const { out, plan } = run;
   const files: string[] = [];
   for await (const e of out.list()) if (isDatasetFile(e.path)) files.push(e.path);
   const planPaths = new Set(plan.shards.map((s) => s.path));
@@ -354,12 +427,24 @@ async function preflight(
       const rec = await readJson<{ planId?: string }>(out, f);
       if (rec?.planId !== undefined && rec.planId !== plan.id) foreign.push(f);
       // Parts of an earlier run of this same plan with another worker count.
-      else if (/part-\d+-of-\d+\.json$/.test(f) && !f.endsWith(`-of-${String(workerCount).padStart(5, '0')}.json`))
+      else if (
+        /part-\d+-of-\d+\.json$/.test(f) &&
+        !f.endsWith(`-of-${String(run.report.workerCount).padStart(5, '0')}.json`)
+      )
         stale.push(f);
     } else if (SPLITS.some((s) => f.startsWith(`${s}/`)) && f.endsWith('.tar') && !planPaths.has(f)) {
       foreign.push(f);
     }
   }
+  return { foreign, stale, planPaths };
+}
+
+/** Checks the output location before anything is written; with force, removes what belongs to another dataset. */
+async function preflight(run: PrepRun): Promise<Manifest | undefined> {
+  const { out, plan, options } = run;
+  const existing = await readJson<Manifest>(out, MANIFEST_FILE);
+  if (existing && existing.planId === plan.id && !options.force) return existing;
+  const { foreign, stale, planPaths } = await findLeftovers(run, existing);
   if (foreign.length && !options.force) {
     const what = existing
       ? `a different dataset (manifest plan ${existing.planId}, created ${existing.createdAt})`
@@ -373,6 +458,7 @@ async function preflight(
     await out.delete(MANIFEST_FILE);
     await out.delete(REPORT_FILE);
   }
+  const owned = new Set(run.mine.map((s) => s.path));
   for (const f of [...foreign, ...stale]) {
     if (f === MANIFEST_FILE) continue;
     // A record for a shard of this plan is rewritten by the worker owning that shard; leave other workers' to them.
@@ -383,73 +469,154 @@ async function preflight(
   return undefined;
 }
 
+/** Temp files of killed earlier runs (never a live writer's: see removeStaleWrites). */
+async function removeStaleTemps(run: PrepRun): Promise<void> {
+  // Best effort: a store that refuses the listing (e.g. no s3:ListBucketMultipartUploads) does not stop the run.
+  try {
+    run.report.staleRemoved = (await removeStaleWrites(run.out)).removed;
+  } catch (err) {
+    run.report.staleCleanupFailed = err instanceof Error ? err.message : String(err);
+  }
+}
+
+/** Whether the published manifest lists each of this worker's shards with the size and hash it has now. */
+async function publishedIntact(run: PrepRun, existing: Manifest): Promise<boolean> {
+  const listed = new Map(SPLITS.flatMap((s) => existing.splits[s].shards.map((sh) => [sh.path, sh] as const)));
+  for (const shard of run.mine) {
+    const info = listed.get(shard.path);
+    const st = info && (await run.out.stat(shard.path));
+    if (!info || st?.size !== info.bytes || (await hashObject(run.out, shard.path)).sha256 !== info.sha256)
+      return false;
+  }
+  return true;
+}
+
+/** The record of a shard a previous run finished, if it matches this plan and the bytes still hash right. */
+async function reusableRecord(run: PrepRun, shard: PlannedShard): Promise<ShardRecord | undefined> {
+  const rec = await readJson<ShardRecord>(run.out, recordPath(shard.path));
+  if (!rec || rec.planId !== run.plan.id) return undefined;
+  const st = await run.out.stat(shard.path);
+  if (st?.size !== rec.shard.bytes) return undefined;
+  return (await hashObject(run.out, shard.path)).sha256 === rec.shard.sha256 ? rec : undefined;
+}
+
+/** Counts a finished shard (written or reused) in the report and the progress. */
+function shardDone(run: PrepRun, paths: string[], path: string, record: ShardRecord, records: ShardRecord[]): void {
+  records.push(record);
+  paths.push(path);
+  run.report.skipped.push(...record.skipped);
+  run.progress.shardsDone++;
+}
+
+/** Starts writing a shard; if encoding fails, lets the previous shard's upload finish first (so a rerun reuses it). */
+async function startShard(run: PrepRun, shard: PlannedShard, inflight: Promise<void>) {
+  const { out, plan, options, progress, report } = run;
+  try {
+    return await writeShard({
+      out,
+      plan,
+      shard,
+      concurrency: options.concurrency ?? 8,
+      signal: options.signal,
+      onImage: (skipped) => {
+        progress.done++;
+        if (skipped) progress.skipped++;
+        report.images++;
+        emitProgress(run);
+      },
+    });
+  } catch (err) {
+    await inflight.catch(() => {});
+    throw err;
+  }
+}
+
+/** Writes (or reuses) this worker's shards in plan order, each followed by its record; returns the records. */
+async function writeShards(run: PrepRun): Promise<ShardRecord[]> {
+  const { out, options, progress, report } = run;
+  const records: ShardRecord[] = [];
+  let inflight: Promise<void> = Promise.resolve();
+  for (const shard of run.mine) {
+    if (options.signal?.aborted) throw new AbortedError();
+    const reused = await reusableRecord(run, shard);
+    if (reused) {
+      await inflight;
+      shardDone(run, report.shardsReused, shard.path, reused, records);
+      progress.done += shard.items.length;
+      progress.phase = 'reuse';
+      emitProgress(run);
+      continue;
+    }
+    progress.phase = 'encode';
+    const { finished } = await startShard(run, shard, inflight);
+    // At most one shard finishing its upload while the next is encoded; records stay in plan order.
+    await inflight;
+    inflight = finished.then(async (record) => {
+      await out.write(recordPath(shard.path), JSON.stringify(record, null, 2));
+      shardDone(run, report.shardsWritten, shard.path, record, records);
+      emitProgress(run);
+    });
+    inflight.catch(() => {});
+  }
+  await inflight;
+  return records;
+}
+
+/** Writes this worker's part file: its shard records plus all finalize needs to write the manifest. */
+async function writePart(run: PrepRun, source: Source, records: ShardRecord[]): Promise<void> {
+  const { plan, report } = run;
+  const planShards = Object.fromEntries(
+    SPLITS.map((s) => [s, plan.shards.filter((p) => p.split === s).map((p) => p.path)]),
+  ) as Record<SplitName, string[]>;
+  const part: PartFile = {
+    formatVersion: FORMAT_VERSION,
+    planId: plan.id,
+    workerIndex: report.workerIndex,
+    workerCount: report.workerCount,
+    base: manifestBase(plan, source.url, source.layout),
+    planShards,
+    shards: records,
+    source: { files: report.sourceFiles, ignored: source.ignored },
+  };
+  await run.out.write(partPath(report.workerIndex, report.workerCount), JSON.stringify(part, null, 2));
+}
+
+/** Finalizes from a worker: publishes when every part is there; with several workers, missing parts just wait. */
+async function finalizeFromWorker(run: PrepRun): Promise<void> {
+  const { options, report } = run;
+  run.progress.phase = 'finalize';
+  emitProgress(run);
+  try {
+    report.finalize = await finalizeDataset(run.out.url, {
+      storage: options.storage,
+      workerCount: report.workerCount,
+      allowShort: options.allowShort,
+    });
+    report.complete = report.finalize.complete;
+  } catch (err) {
+    // With many workers each may try: the last one to finish sees every part (list-after-write) and publishes.
+    if (!(err instanceof MissingPartsError) || report.workerCount === 1) throw err;
+    report.waitingFor = err.missingParts;
+  }
+}
+
 /** prep split: plan, write this worker's shards (reusing verified ones), its part file, and (by default with one worker) the manifest. */
 export async function prepareDataset(options: PrepareOptions): Promise<PrepReport> {
   const started = performance.now();
-  const workerCount = options.workerCount ?? 1;
-  const workerIndex = options.workerIndex ?? 0;
-  if (!Number.isInteger(workerCount) || workerCount < 1)
-    throw new UserError(`worker count must be a positive integer (got ${workerCount})`);
-  if (!Number.isInteger(workerIndex) || workerIndex < 0 || workerIndex >= workerCount) {
-    throw new UserError(
-      `worker index must be in 0..${workerCount - 1} (got ${workerIndex}); set --worker-count (or CATDOG_WORKER_COUNT) to the number of workers`,
-    );
-  }
+  const workers = checkWorkers(options);
   const sourceUrl = resolveLocation(options.source);
   const outUrl = resolveLocation(options.out);
   const out = openStorage(outUrl, options.storage);
   const source = await openSource(sourceUrl, options.storage);
   try {
-    const plan = buildPlan(source, options);
-    const mine = plan.shards.filter((s) => s.globalIndex % workerCount === workerIndex);
-    const owned = new Set(mine.map((s) => s.path));
-    const total = mine.reduce((a, s) => a + s.items.length, 0);
-    const progress: PrepProgress = {
-      phase: 'plan',
-      done: 0,
-      total,
-      skipped: 0,
-      shardsDone: 0,
-      shardsTotal: mine.length,
-    };
-    const report: PrepReport = {
-      out: out.url,
-      planId: plan.id,
-      workerIndex,
-      workerCount,
-      shardsWritten: [],
-      shardsReused: [],
-      images: 0,
-      seconds: 0,
-      imagesPerSecond: 0,
-      skipped: [],
-      sourceFiles: sourceFileCount(source),
-      ignored: source.ignored,
-      staleRemoved: [],
-      complete: false,
-    };
-    const existing = await preflight(out, plan, options, owned, workerCount);
-    // Temp files of killed earlier runs (never a live writer's: see removeStaleWrites).
-    // Best effort: a store that refuses the listing (e.g. no s3:ListBucketMultipartUploads) does not stop the run.
-    try {
-      report.staleRemoved = (await removeStaleWrites(out)).removed;
-    } catch (err) {
-      report.staleCleanupFailed = err instanceof Error ? err.message : String(err);
-    }
+    const run = planRun(out, source, options, workers);
+    const { report } = run;
+    const existing = await preflight(run);
+    await removeStaleTemps(run);
     if (existing) {
       // Same dataset already published: check this worker's shards; a damaged one unpublishes the manifest
       // and is rewritten below (its record no longer matches), everything else is reused.
-      const listed = new Map(SPLITS.flatMap((s) => existing.splits[s].shards.map((sh) => [sh.path, sh] as const)));
-      let intact = true;
-      for (const shard of mine) {
-        const info = listed.get(shard.path);
-        const st = info && (await out.stat(shard.path));
-        if (!info || st?.size !== info.bytes || (await hashObject(out, shard.path)).sha256 !== info.sha256) {
-          intact = false;
-          break;
-        }
-      }
-      if (intact) {
+      if (await publishedIntact(run, existing)) {
         report.complete = true;
         report.alreadyComplete = true;
         report.seconds = (performance.now() - started) / 1000;
@@ -457,86 +624,12 @@ export async function prepareDataset(options: PrepareOptions): Promise<PrepRepor
       }
       await out.delete(MANIFEST_FILE);
     }
-    options.onProgress?.({ ...progress });
-    const records: ShardRecord[] = [];
-    let inflight: Promise<void> = Promise.resolve();
-    for (const shard of mine) {
-      if (options.signal?.aborted) throw new AbortedError();
-      // Reuse a shard a previous run finished, if its record matches this plan and the bytes still hash right.
-      const rec = await readJson<ShardRecord>(out, recordPath(shard.path));
-      if (rec && rec.planId === plan.id) {
-        const st = await out.stat(shard.path);
-        if (st?.size === rec.shard.bytes && (await hashObject(out, shard.path)).sha256 === rec.shard.sha256) {
-          await inflight;
-          records.push(rec);
-          report.shardsReused.push(shard.path);
-          report.skipped.push(...rec.skipped);
-          progress.done += shard.items.length;
-          progress.shardsDone++;
-          progress.phase = 'reuse';
-          options.onProgress?.({ ...progress });
-          continue;
-        }
-      }
-      progress.phase = 'encode';
-      let finished: Promise<ShardRecord>;
-      try {
-        ({ finished } = await writeShard(out, plan, shard, options.concurrency ?? 8, options.signal, (skipped) => {
-          progress.done++;
-          if (skipped) progress.skipped++;
-          report.images++;
-          options.onProgress?.({ ...progress });
-        }));
-      } catch (err) {
-        // Let the previous shard finish and be recorded, so a rerun reuses it.
-        await inflight.catch(() => {});
-        throw err;
-      }
-      // At most one shard finishing its upload while the next is encoded; records stay in plan order.
-      await inflight;
-      inflight = finished.then(async (record) => {
-        await out.write(recordPath(shard.path), JSON.stringify(record, null, 2));
-        records.push(record);
-        report.shardsWritten.push(shard.path);
-        report.skipped.push(...record.skipped);
-        progress.shardsDone++;
-        options.onProgress?.({ ...progress });
-      });
-      inflight.catch(() => {});
-    }
-    await inflight;
-    const planShards = Object.fromEntries(
-      SPLITS.map((s) => [s, plan.shards.filter((p) => p.split === s).map((p) => p.path)]),
-    ) as Record<SplitName, string[]>;
-    const part: PartFile = {
-      formatVersion: FORMAT_VERSION,
-      planId: plan.id,
-      workerIndex,
-      workerCount,
-      base: manifestBase(plan, source.url, source.layout),
-      planShards,
-      shards: records,
-      source: { files: report.sourceFiles, ignored: source.ignored },
-    };
-    await out.write(partPath(workerIndex, workerCount), JSON.stringify(part, null, 2));
+    emitProgress(run);
+    const records = await writeShards(run);
+    await writePart(run, source, records);
     report.seconds = (performance.now() - started) / 1000;
     report.imagesPerSecond = report.images / Math.max(report.seconds, 1e-9);
-    if (options.finalize ?? workerCount === 1) {
-      progress.phase = 'finalize';
-      options.onProgress?.({ ...progress });
-      try {
-        report.finalize = await finalizeDataset(out.url, {
-          storage: options.storage,
-          workerCount,
-          allowShort: options.allowShort,
-        });
-        report.complete = report.finalize.complete;
-      } catch (err) {
-        // With many workers each may try: the last one to finish sees every part (list-after-write) and publishes.
-        if (!(err instanceof MissingPartsError) || workerCount === 1) throw err;
-        report.waitingFor = err.missingParts;
-      }
-    }
+    if (options.finalize ?? workers.workerCount === 1) await finalizeFromWorker(run);
     return report;
   } finally {
     await source.close();
@@ -556,26 +649,25 @@ export interface FinalizeOptions {
   allowShort?: boolean;
 }
 
-/**
- * prep finalize: when every worker's part file is present (and every shard it lists exists with its size),
- * writes prep-report.json and then manifest.json. Otherwise throws naming the missing parts.
- */
-export async function finalizeDataset(url: string, options: FinalizeOptions = {}): Promise<FinalizeReport> {
-  const out = openStorage(resolveLocation(url), options.storage);
+/** The worker count to finalize for: as requested, else the one all part files agree on. */
+async function partsWorkerCount(out: Storage, requested: number | undefined): Promise<number> {
   const partFiles: string[] = [];
   for await (const e of out.list(`${PARTS_DIR}/part-`)) partFiles.push(e.path);
   const counts = new Set(partFiles.map((p) => Number(/-of-(\d+)\.json$/.exec(p)?.[1])).filter((n) => n > 0));
   if (partFiles.length === 0)
     throw new UserError(`${out.url}: no part files in ${PARTS_DIR}/ (run prep split first)`, { code: 'missing-parts' });
-  let workerCount = options.workerCount;
-  if (workerCount === undefined) {
-    if (counts.size > 1)
-      throw new UserError(
-        `${out.url}: part files from runs with different worker counts (${[...counts].join(', ')}); pass --worker-count`,
-        { code: 'bad-dataset' },
-      );
-    workerCount = [...counts][0];
-  }
+  if (requested !== undefined) return requested;
+  if (counts.size > 1)
+    throw new UserError(
+      `${out.url}: part files from runs with different worker counts (${[...counts].join(', ')}); pass --worker-count`,
+      { code: 'bad-dataset' },
+    );
+  return [...counts][0];
+}
+
+/** Every worker's part file, all of the same plan; throws naming the missing ones. */
+async function readParts(out: Storage, requested: number | undefined) {
+  const workerCount = await partsWorkerCount(out, requested);
   const parts: PartFile[] = [];
   const missing: number[] = [];
   for (let i = 0; i < workerCount; i++) {
@@ -595,12 +687,24 @@ export async function finalizeDataset(url: string, options: FinalizeOptions = {}
       `${out.url}: part files belong to different plans (${[...planIds].join(', ')}); rerun prep split with --force`,
       { code: 'bad-dataset' },
     );
-  const base = parts[0].base;
+  return { parts, workerCount };
+}
+
+function addCounts(into: Record<string, number>, counts: Record<string, number>): void {
+  for (const [key, n] of Object.entries(counts)) into[key] = (into[key] ?? 0) + n;
+}
+
+interface CollectedShards {
+  splits: Record<SplitName, SplitInfo>;
+  skipped: SkippedFile[];
+  convertedBy: Record<string, number>;
+}
+
+/** The plan's shards per split from the workers' records; throws if one is unrecorded or its size changed. */
+async function collectShards(out: Storage, parts: PartFile[]): Promise<CollectedShards> {
   const byPath = new Map<string, ShardRecord>();
   for (const p of parts) for (const r of p.shards) byPath.set(r.shard.path, r);
-  const splits = {} as Record<SplitName, SplitInfo>;
-  const skipped: SkippedFile[] = [];
-  const convertedBy: Record<string, number> = {};
+  const collected: CollectedShards = { splits: {} as Record<SplitName, SplitInfo>, skipped: [], convertedBy: {} };
   const absent: string[] = [];
   for (const split of SPLITS) {
     const shards: ShardInfo[] = [];
@@ -613,13 +717,12 @@ export async function finalizeDataset(url: string, options: FinalizeOptions = {}
       const st = await out.stat(path);
       if (st?.size !== rec.shard.bytes) absent.push(path);
       shards.push(rec.shard);
-      skipped.push(...rec.skipped);
-      for (const [why, n] of Object.entries(rec.converted ?? {})) convertedBy[why] = (convertedBy[why] ?? 0) + n;
+      collected.skipped.push(...rec.skipped);
+      addCounts(collected.convertedBy, rec.converted ?? {});
     }
-    const classCounts: Record<string, number> = Object.fromEntries(base.classes.map((c) => [c, 0]));
-    for (const s of shards)
-      for (const [c, n] of Object.entries(s.classCounts)) classCounts[c] = (classCounts[c] ?? 0) + n;
-    splits[split] = { count: shards.reduce((a, s) => a + s.count, 0), classCounts, shards };
+    const classCounts: Record<string, number> = Object.fromEntries(parts[0].base.classes.map((c) => [c, 0]));
+    for (const s of shards) addCounts(classCounts, s.classCounts);
+    collected.splits[split] = { count: shards.reduce((a, s) => a + s.count, 0), classCounts, shards };
   }
   if (absent.length) {
     throw new UserError(
@@ -627,12 +730,21 @@ export async function finalizeDataset(url: string, options: FinalizeOptions = {}
       { code: 'missing-parts' },
     );
   }
+  return collected;
+}
+
+/** Per split, how many samples short of the plan: broken images no spare replaced. */
+function shortfall(skipped: SkippedFile[]): Partial<Record<SplitName, number>> {
   const short: Partial<Record<SplitName, number>> = {};
   for (const split of SPLITS) {
     const deficit = skipped.filter((s) => s.split === split && !s.replacedBy).length;
     if (deficit > 0) short[split] = deficit;
   }
-  const summary = Object.fromEntries(
+  return short;
+}
+
+function summarizeSplits(splits: Record<SplitName, SplitInfo>): FinalizeReport['splits'] {
+  return Object.fromEntries(
     SPLITS.map((s) => [
       s,
       {
@@ -643,32 +755,39 @@ export async function finalizeDataset(url: string, options: FinalizeOptions = {}
       },
     ]),
   ) as FinalizeReport['splits'];
-  const ignored = parts[0].source?.ignored ?? [];
-  let accounting: SourceAccounting | undefined;
-  if (parts[0].source) {
-    const used = SPLITS.reduce((a, s) => a + splits[s].count, 0);
-    const converted = Object.values(convertedBy).reduce((a, n) => a + n, 0);
-    const files = parts[0].source.files;
-    accounting = {
-      files,
-      used,
-      converted,
-      skipped: skipped.length,
-      ignored: ignored.length,
-      spare: files - used - skipped.length - ignored.length,
-    };
-  }
-  const result: FinalizeReport = {
-    out: out.url,
-    complete: false,
-    missingParts: [],
-    splits: summary,
-    skipped,
-    short,
-    accounting,
-    convertedBy,
-    ignored,
+}
+
+/** What became of every source file (parts of older runs carry no source listing: then undefined). */
+function accountSource(source: PartFile['source'], collected: CollectedShards): SourceAccounting | undefined {
+  if (!source) return undefined;
+  const { splits, skipped, convertedBy } = collected;
+  const used = SPLITS.reduce((a, s) => a + splits[s].count, 0);
+  const converted = Object.values(convertedBy).reduce((a, n) => a + n, 0);
+  const files = source.files;
+  return {
+    files,
+    used,
+    converted,
+    skipped: skipped.length,
+    ignored: source.ignored.length,
+    spare: files - used - skipped.length - source.ignored.length,
   };
+}
+
+/**
+ * prep finalize: when every worker's part file is present (and every shard it lists exists with its size),
+ * writes prep-report.json and then manifest.json. Otherwise throws naming the missing parts.
+ */
+export async function finalizeDataset(url: string, options: FinalizeOptions = {}): Promise<FinalizeReport> {
+  const out = openStorage(resolveLocation(url), options.storage);
+  const { parts, workerCount } = await readParts(out, options.workerCount);
+  const base = parts[0].base;
+  const collected = await collectShards(out, parts);
+  const { splits, skipped, convertedBy } = collected;
+  const short = shortfall(skipped);
+  const summary = summarizeSplits(splits);
+  const ignored = parts[0].source?.ignored ?? [];
+  const accounting = accountSource(parts[0].source, collected);
   const reportBody = {
     planId: base.planId,
     workers: workerCount,
@@ -700,7 +819,16 @@ export async function finalizeDataset(url: string, options: FinalizeOptions = {}
   await out.write(REPORT_FILE, JSON.stringify(reportBody, null, 2));
   // Last: readers trust only what a manifest lists.
   await out.write(MANIFEST_FILE, JSON.stringify(manifest, null, 2));
-  result.complete = true;
-  result.manifest = manifest;
-  return result;
+  return {
+    out: out.url,
+    complete: true,
+    missingParts: [],
+    splits: summary,
+    skipped,
+    short,
+    accounting,
+    convertedBy,
+    ignored,
+    manifest,
+  };
 }

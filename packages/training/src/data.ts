@@ -165,6 +165,14 @@ export async function openFeed(o: FeedOptions): Promise<Feed> {
   };
 }
 
+/** A feed for inference (evaluate, predict): every image once, in order, no augmentation. */
+export function openInferenceFeed(
+  source: FeedOptions['source'],
+  o: Pick<FeedOptions, 'batchSize' | 'inputSize' | 'scaling' | 'workers' | 'log' | 'onSkipped'>,
+): Promise<Feed> {
+  return openFeed({ ...o, source, split: 'test', augment: false, shuffle: false, seed: 0, repeat: false });
+}
+
 /**
  * The batch stream positioned at batch `o.start` (counted across passes from the first): createBatchStream's
  * `startBatch` computes where that batch is in the stream's order, so nothing before it is fetched, decoded or

@@ -7,7 +7,7 @@ import { INPUT_SCALINGS, inputScaling, loadLayersModelFrom, modelClassCount } fr
 import { UserError } from '@catdog/errors';
 import { resolveLocation } from '@catdog/storage';
 import type { InputScaling } from './config.js';
-import { openEvaluationSource, openFeed } from './data.js';
+import { openEvaluationSource, openInferenceFeed } from './data.js';
 import {
   computeMetrics,
   confusionText,
@@ -19,11 +19,10 @@ import { createProgress, type ProgressSink } from './progress.js';
 import { explainOutOfMemory } from './errors.js';
 import { datasetId, RUN_FILES, RunDir } from './run-dir.js';
 
-export interface EvaluateOptions {
+/** What every command that runs a saved model takes (evaluate, predict). */
+export interface SavedModelOptions {
   /** A run directory, a model folder or a model.json (local or s3://). */
   model: string;
-  /** A prepped dataset (its test split is used) or a plain folder (Kaggle flat layout or class folders). */
-  data: string;
   batchSize?: number;
   workers?: number;
   /** Override when the model has no run config beside it. */
@@ -31,6 +30,11 @@ export interface EvaluateOptions {
   backend?: BackendRequest;
   threads?: number;
   progress?: ProgressSink;
+}
+
+export interface EvaluateOptions extends SavedModelOptions {
+  /** A prepped dataset (its test split is used) or a plain folder (Kaggle flat layout or class folders). */
+  data: string;
 }
 
 export interface EvaluateResult {
@@ -132,17 +136,11 @@ export async function evaluate(o: EvaluateOptions): Promise<EvaluateResult> {
   let metrics: TestMetrics;
   const skipped: string[] = [];
   try {
-    const feed = await openFeed({
-      source: source.source,
-      split: 'test',
+    const feed = await openInferenceFeed(source.source, {
       batchSize,
       inputSize,
       scaling,
-      augment: false,
-      shuffle: false,
-      seed: 0,
       workers,
-      repeat: false,
       log,
       onSkipped: (s) => skipped.push(s.key),
     });

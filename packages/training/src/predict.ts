@@ -5,7 +5,7 @@ import { basename, dirname } from 'node:path';
 import { stat } from 'node:fs/promises';
 import * as tf from '@tensorflow/tfjs';
 import picomatch from 'picomatch';
-import { initBackend, type BackendRequest } from '@catdog/backend';
+import { initBackend, } from '@catdog/backend';
 import { naturalCompare, type SampleSource } from '@catdog/dataset';
 import { UserError } from '@catdog/errors';
 import {
@@ -18,10 +18,10 @@ import {
 } from '@catdog/models';
 import { isS3Url, openStorage, resolveLocation, type Storage } from '@catdog/storage';
 import type { InputScaling } from './config.js';
-import { openFeed } from './data.js';
-import { locateModel } from './evaluate.js';
+import { openInferenceFeed } from './data.js';
+import { locateModel, type SavedModelOptions } from './evaluate.js';
 import { explainOutOfMemory } from './errors.js';
-import { createProgress, type ProgressSink } from './progress.js';
+import { createProgress, } from './progress.js';
 
 /** File extensions read as photos when a folder or prefix is listed (anything else there is ignored). */
 export const PHOTO_EXTENSIONS = ['jpg', 'jpeg', 'png', 'webp', 'gif', 'tif', 'tiff', 'avif'] as const;
@@ -102,18 +102,9 @@ function photoSource(list: PhotoList, files: PhotoList['files']): SampleSource {
   };
 }
 
-export interface PredictOptions {
-  /** A run directory, a model folder or a model.json (local or s3://). */
-  model: string;
+export interface PredictOptions extends SavedModelOptions {
   /** An image, a folder, an s3:// prefix or a glob. */
   input: string;
-  batchSize?: number;
-  workers?: number;
-  /** Override when the model has no run config beside it. */
-  inputScaling?: InputScaling;
-  backend?: BackendRequest;
-  threads?: number;
-  progress?: ProgressSink;
   /** Called with each batch's predictions as they come (in input order). */
   onPredictions?: (rows: PhotoPrediction[], classes: string[]) => void | Promise<void>;
   /** Keep every prediction in the result (default true); false when onPredictions consumes them (large folders). */
@@ -183,17 +174,11 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
       progress.start('predict', photos.files.length);
       try {
         for (let from = 0; from < photos.files.length; from += chunkSize) {
-          const feed = await openFeed({
-            source: photoSource(photos, photos.files.slice(from, from + chunkSize)),
-            split: 'test',
+          const feed = await openInferenceFeed(photoSource(photos, photos.files.slice(from, from + chunkSize)), {
             batchSize,
             inputSize,
             scaling,
-            augment: false,
-            shuffle: false,
-            seed: 0,
             workers,
-            repeat: false,
           });
           try {
             for (;;) {

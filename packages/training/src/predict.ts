@@ -5,7 +5,7 @@ import { basename, dirname } from 'node:path';
 import { stat } from 'node:fs/promises';
 import * as tf from '@tensorflow/tfjs';
 import picomatch from 'picomatch';
-import { initBackend, } from '@catdog/backend';
+import { initBackend } from '@catdog/backend';
 import { naturalCompare, type SampleSource } from '@catdog/dataset';
 import { UserError } from '@catdog/errors';
 import {
@@ -21,7 +21,7 @@ import type { InputScaling } from './config.js';
 import { openInferenceFeed } from './data.js';
 import { locateModel, type SavedModelOptions } from './evaluate.js';
 import { explainOutOfMemory } from './errors.js';
-import { createProgress, } from './progress.js';
+import { createProgress } from './progress.js';
 
 /** File extensions read as photos when a folder or prefix is listed (anything else there is ignored). */
 export const PHOTO_EXTENSIONS = ['jpg', 'jpeg', 'png', 'webp', 'gif', 'tif', 'tiff', 'avif'] as const;

@@ -177,18 +177,6 @@ export class StreamFeed implements BatchFeed {
       }
       got.push(s);
     }
-    const total = got.reduce((n, s) => n + s.bytes.byteLength, 0);
-    const bytes = new SharedArrayBuffer(total);
-    const spans = new SharedArrayBuffer(got.length * 2 * 8);
-    const view = new Uint8Array(bytes);
-    const spanView = new Float64Array(spans);
-    let at = 0;
-    got.forEach((s, i) => {
-      view.set(s.bytes, at);
-      spanView[2 * i] = at;
-      spanView[2 * i + 1] = s.bytes.byteLength;
-      at += s.bytes.byteLength;
-    });
     return {
       epoch: b.epoch,
       index: b.index,
@@ -196,7 +184,7 @@ export class StreamFeed implements BatchFeed {
       indices: got.map((_, i) => i),
       keys: got.map((s) => s.key),
       labels: got.map((s) => s.label),
-      encoded: { bytes, spans },
+      encoded: packSamples(got),
     };
   }
 
@@ -225,3 +213,20 @@ function readStats(mode: 'memory' | 'stream', reason: string, reader: ShardStrea
 }
 
 export { stepsPerEpoch };
+
+/** A batch's encoded samples in one SharedArrayBuffer (with [start, length] spans) that every worker reads in place. */
+export function packSamples(samples: { bytes: Uint8Array }[]): SharedSamples {
+  const total = samples.reduce((n, s) => n + s.bytes.byteLength, 0);
+  const bytes = new SharedArrayBuffer(total);
+  const spans = new SharedArrayBuffer(samples.length * 2 * 8);
+  const view = new Uint8Array(bytes);
+  const spanView = new Float64Array(spans);
+  let at = 0;
+  samples.forEach((s, i) => {
+    view.set(s.bytes, at);
+    spanView[2 * i] = at;
+    spanView[2 * i + 1] = s.bytes.byteLength;
+    at += s.bytes.byteLength;
+  });
+  return { bytes, spans };
+}

@@ -5,6 +5,7 @@
 // shuffle windows of shards (the window being served and the next, read ahead) plus the batches being made, not
 // the split, so a server serves datasets larger than its memory.
 import { locate, streamOrder, type EncodedSample, type ShardStream, type StreamOrder } from '@catdog/dataset';
+import { packSamples } from '../feed.js';
 import { orderSeed } from '../source.js';
 import type { SharedSamples } from '../worker.js';
 
@@ -151,17 +152,5 @@ export class ShardWindow {
 }
 
 function pack(got: EncodedSample[]): Omit<WindowBatch, 'lost'> {
-  const total = got.reduce((n, s) => n + s.bytes.byteLength, 0);
-  const bytes = new SharedArrayBuffer(total);
-  const spans = new SharedArrayBuffer(got.length * 2 * 8);
-  const view = new Uint8Array(bytes);
-  const spanView = new Float64Array(spans);
-  let at = 0;
-  got.forEach((s, i) => {
-    view.set(s.bytes, at);
-    spanView[2 * i] = at;
-    spanView[2 * i + 1] = s.bytes.byteLength;
-    at += s.bytes.byteLength;
-  });
-  return { keys: got.map((s) => s.key), labels: got.map((s) => s.label), encoded: { bytes, spans } };
+  return { keys: got.map((s) => s.key), labels: got.map((s) => s.label), encoded: packSamples(got) };
 }

@@ -184,27 +184,28 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-async function bench(
-  opts: AugmentFlags & {
-    source: string;
-    limit: number;
-    workers: number;
-    batch: number;
-    size: number;
-    passes: number;
-    split: 'train' | 'validation' | 'test';
-    seed: number;
-    interpolation: 'nearest' | 'bilinear';
-    jpegDecoder: JpegDecoder;
-    augment: boolean;
-    minWorkers: number;
-    json?: string;
-    read: 'limit' | 'auto' | 'memory' | 'stream';
-    cacheDir?: string;
-    cacheLimit?: number;
-    windowShards?: number;
-  } & ServiceFlags,
-) {
+/** The flags of `augment bench`. */
+type BenchFlags = AugmentFlags & {
+  source: string;
+  limit: number;
+  workers: number;
+  batch: number;
+  size: number;
+  passes: number;
+  split: 'train' | 'validation' | 'test';
+  seed: number;
+  interpolation: 'nearest' | 'bilinear';
+  jpegDecoder: JpegDecoder;
+  augment: boolean;
+  minWorkers: number;
+  json?: string;
+  read: 'limit' | 'auto' | 'memory' | 'stream';
+  cacheDir?: string;
+  cacheLimit?: number;
+  windowShards?: number;
+} & ServiceFlags;
+
+async function bench(opts: BenchFlags) {
   const url = /^s3:\/\//.test(opts.source) ? opts.source : resolvePath(opts.source);
   if (!url.startsWith('s3://') && !existsSync(url)) throw new UserError(`source not found: ${url}`);
   const augment = opts.augment ? augmentFromFlags(opts) : false;
@@ -323,7 +324,7 @@ async function bench(
 }
 
 /** bench --read auto|memory|stream: the whole prepared split through the URL path (the trainer's), timed per pass. */
-async function benchSplit(opts: Parameters<typeof bench>[0], url: string, augment: AugmentOptions | false) {
+async function benchSplit(opts: BenchFlags, url: string, augment: AugmentOptions | false) {
   if (!(await isPreparedDataset(url)))
     throw new UsageError(`--read ${opts.read} needs a prepared dataset (manifest.json) at ${url}`);
   const memoryBudget = opts.read === 'memory' ? Infinity : opts.read === 'stream' ? 0 : undefined;
@@ -413,17 +414,7 @@ function serviceOf(opts: ServiceFlags): AugmentServiceOptions | undefined {
  * batches of the stream (a prefix of a shuffled epoch), timed as in process.
  */
 async function benchRemote(
-  opts: {
-    limit: number;
-    workers: number;
-    batch: number;
-    size: number;
-    passes: number;
-    split: 'train' | 'validation' | 'test';
-    seed: number;
-    interpolation: 'nearest' | 'bilinear';
-    jpegDecoder: JpegDecoder;
-  },
+  opts: BenchFlags,
   url: string,
   augment: AugmentOptions | false,
   service: AugmentServiceOptions,

@@ -7,25 +7,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { fitPhase, initialState, emptyHistory, RunDir, type BatchFeed, type ProgressSink } from '@catdog/training';
-
-function feed(xs: Float32Array, ys: Float32Array, batch: number): BatchFeed {
-  let pos = 0;
-  const n = ys.length;
-  return {
-    async next() {
-      if (pos >= n) pos = 0;
-      const k = Math.min(batch, n - pos);
-      const b = {
-        xs: tf.tensor2d(xs.subarray(pos * 4, (pos + k) * 4), [k, 4]),
-        ys: tf.tensor2d(ys.subarray(pos, pos + k), [k, 1]),
-        n: k,
-      };
-      pos += k;
-      return b;
-    },
-  };
-}
+import { fitPhase, initialState, emptyHistory, RunDir, type ProgressSink } from '@catdog/training';
+import { rowFeed } from './row-feed.js';
 
 test('each epoch after the first leaves the live tensor count unchanged (train, validation, checkpoint)', async () => {
   await tf.setBackend('cpu');
@@ -67,8 +50,8 @@ test('each epoch after the first leaves the live tensor count unchanged (train, 
         stepsPerEpoch: 2,
         validationSteps: 2,
         batchSize: 8,
-        train: feed(xs, ys, 8),
-        validation: feed(xs, ys, 8),
+        train: rowFeed(xs, ys, 8),
+        validation: rowFeed(xs, ys, 8),
       },
     );
     assert.equal(counts.length, 5);

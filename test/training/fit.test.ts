@@ -14,29 +14,11 @@ import {
   isOutOfMemory,
   readCheckpointState,
   RunDir,
-  type BatchFeed,
   type ProgressSink,
 } from '@catdog/training';
+import { rowFeed } from './row-feed.js';
 
 const quiet: ProgressSink = { start() {}, update() {}, stop() {}, log() {} };
-
-function feed(xs: Float32Array, ys: Float32Array, batch: number): BatchFeed {
-  let pos = 0;
-  const n = ys.length;
-  return {
-    async next() {
-      if (pos >= n) pos = 0;
-      const k = Math.min(batch, n - pos);
-      const b = {
-        xs: tf.tensor2d(xs.subarray(pos * 4, (pos + k) * 4), [k, 4]),
-        ys: tf.tensor2d(ys.subarray(pos, pos + k), [k, 1]),
-        n: k,
-      };
-      pos += k;
-      return b;
-    },
-  };
-}
 
 test('early stopping ends a phase when val_loss stops improving; checkpoints and history are written every epoch', async () => {
   await tf.setBackend('cpu');
@@ -63,8 +45,8 @@ test('early stopping ends a phase when val_loss stops improving; checkpoints and
       stepsPerEpoch: 2,
       validationSteps: 2,
       batchSize: 8,
-      train: feed(xs, ys, 8),
-      validation: feed(xs, ys, 8),
+      train: rowFeed(xs, ys, 8),
+      validation: rowFeed(xs, ys, 8),
     });
     assert.equal(state.stoppedEarly, true);
     assert.equal(state.epoch, 3, 'epoch 1 sets the best val_loss, epochs 2 and 3 do not improve, patience 2 stops');
@@ -84,8 +66,8 @@ test('early stopping ends a phase when val_loss stops improving; checkpoints and
         stepsPerEpoch: 2,
         validationSteps: 2,
         batchSize: 8,
-        train: feed(xs, ys, 8),
-        validation: feed(xs, ys, 8),
+        train: rowFeed(xs, ys, 8),
+        validation: rowFeed(xs, ys, 8),
       },
     );
     assert.equal(saved!.epoch, 3);

@@ -135,6 +135,9 @@ test('extract learns three classes: softmax head, sparse categorical loss, 3×3 
   assert.ok(metrics.perClass[2]!.recall! >= 0.6, `negatives recall ${metrics.perClass[2]!.recall}`);
   const history = JSON.parse(await readFile(join(run, 'history.json'), 'utf8'));
   assert.ok(history.loss.at(-1) < history.loss[0], `training loss falls: ${history.loss.join(', ')}`);
+  // config.json records the loss the run trained with, not the two-class default.
+  const config = JSON.parse(await readFile(join(run, 'config.json'), 'utf8'));
+  assert.equal(config.loss, 'sparse_categorical_crossentropy');
 });
 
 test('evaluate: the same 3×3 matrix and per-class precision/recall as the run, printed and filed', async () => {

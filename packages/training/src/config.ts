@@ -88,7 +88,7 @@ export const FIELDS = {
     default: '',
   }),
   preset: field(enumOf(PRESETS).optional(), {
-    help: 'cpu-quick: minutes on 2 cores; ci-smoke: tiny images, few steps',
+    help: 'cpu-quick: shortened recipes for a 2-core CPU; ci-smoke: tiny images, few steps',
     expected: oneOf(PRESETS),
     flag: { arg: '<name>' },
   }),
@@ -149,9 +149,10 @@ export const FIELDS = {
     expected: 'a positive number',
     flag: { arg: '<x>', parse: num },
   }),
-  loss: field(z.literal('binary_crossentropy'), {
-    help: 'the loss (the book: binary crossentropy)',
-    expected: 'binary_crossentropy',
+  // Not chosen: the class count decides (classifierOutput); config.json records the one the run trained with.
+  loss: field(z.enum(['binary_crossentropy', 'sparse_categorical_crossentropy']), {
+    help: 'the loss: binary crossentropy for two classes (the book), sparse categorical crossentropy for more',
+    expected: 'binary_crossentropy or sparse_categorical_crossentropy',
     default: 'binary_crossentropy',
   }),
   dropout: field(z.number().min(0).lt(1), {
@@ -360,7 +361,7 @@ export const STRATEGY_DEFAULTS = Object.fromEntries(
 
 /** Preset values for every strategy; each strategy's module adds its own (`presets`). */
 const PRESET_COMMON: Record<PresetName, Partial<TrainConfig>> = {
-  // cpu-quick: minutes on 2 cores (the strategies say how).
+  // cpu-quick: shortened recipes for a 2-core CPU that keep the book's ranking (the strategies say how).
   'cpu-quick': {},
   // ci-smoke: tiny images, a few steps.
   'ci-smoke': {

@@ -5,7 +5,7 @@ import type * as tf from '@tensorflow/tfjs';
 import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 import { initBackend, type BackendChoice } from '@catdog/backend';
-import { countParams, INPUT_SCALINGS, modelSummary } from '@catdog/models';
+import { classifierOutput, countParams, INPUT_SCALINGS, modelSummary } from '@catdog/models';
 import { UserError } from '@catdog/errors';
 import type { Manifest } from '@catdog/dataset';
 import { parseSize, type TrainConfig } from './config.js';
@@ -104,6 +104,12 @@ async function resolveRun(
   };
 }
 
+/** Keras' names of the losses classifierOutput picks, as config.json records them. */
+const KERAS_LOSS_NAMES = {
+  binaryCrossentropy: 'binary_crossentropy',
+  sparseCategoricalCrossentropy: 'sparse_categorical_crossentropy',
+} as const;
+
 /** config.json: the resolved config and what the run found (weights, backend, dataset). */
 function configJson(
   cfg: TrainConfig,
@@ -114,6 +120,7 @@ function configJson(
 ): RunConfig {
   return {
     ...cfg,
+    loss: KERAS_LOSS_NAMES[classifierOutput(manifest.classes.length).loss],
     weights: usesBase(STRATEGIES[cfg.strategy]) ? resolveWeights(cfg) : undefined,
     totalEpochs: plan.phases.reduce((n, p) => n + p.epochs, 0),
     backend: { name: backend.name, threads: backend.threads, reason: backend.reason },

@@ -122,8 +122,7 @@ before(async () => {
   const threads = availableParallelism();
   assert.match(r.stderr, new RegExp(`backend: wasm \\(${threads} threads?\\)`), 'the default thread count');
   reference = JSON.parse(await readFile(join(out, 'history.json'), 'utf8'));
-  referenceLine = (await runTrainerAsync(['evaluate', '--model', out, '--data', DATA], DETERMINISTIC))
-    .stdout;
+  referenceLine = (await runTrainerAsync(['evaluate', '--model', out, '--data', DATA], DETERMINISTIC)).stdout;
 });
 
 after(async () => {

@@ -141,6 +141,23 @@ export function simdWorkers(module: object, count: number): PoolWorker[] {
   return pool.filter((w) => Atomics.load(w.ctrl, 5) === 1).slice(0, count);
 }
 
+/**
+ * Starts `count` workers and blocks until they are ready or `timeoutMs` has passed (they start on
+ * threads of their own, so this thread may wait for them); returns how many are ready.
+ */
+export function awaitSimdWorkers(module: object, count: number, timeoutMs: number): number {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ready = simdWorkers(module, count).length;
+    const pool = pools.get(module);
+    const left = deadline - Date.now();
+    if (ready >= count || !pool || left <= 0) return ready;
+    const waiting = pool.find((w) => Atomics.load(w.ctrl, 5) !== 1);
+    if (!waiting) return ready;
+    Atomics.wait(waiting.ctrl, 5, 0, Math.min(left, 50));
+  }
+}
+
 /** Kernels a worker job can run (7 int32 arguments per call). */
 export const JOB_KERNELS = {
   conv_filter_grad_run: 0,

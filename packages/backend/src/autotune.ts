@@ -27,7 +27,7 @@
 // CATDOG_AUTOTUNE=refresh (two processes that tune the same layer at once both take the plan
 // written first), so every process on a machine, a resumed run included, runs the same plans.
 import { cpus, homedir, loadavg } from 'node:os';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '@catdog/errors';
 
@@ -164,17 +164,57 @@ function writeCachedPlan(dir: string, machine: string, key: string, entry: Cache
   try {
     mkdirSync(dir, { recursive: true });
     const path = join(dir, PLAN_CACHE_FILE);
-    const data = readCache(path);
-    const existing = data.machines[machine]?.[key];
-    if (existing && !replace) return existing;
-    data.machines[machine] = { ...data.machines[machine], [key]: entry };
-    const tmp = `${path}.${process.pid}.tmp`;
-    writeFileSync(tmp, `${JSON.stringify(data, null, 1)}\n`);
-    renameSync(tmp, path);
+    return withLock(path, () => {
+      const data = readCache(path);
+      const existing = data.machines[machine]?.[key];
+      if (existing && !replace) return existing;
+      data.machines[machine] = { ...data.machines[machine], [key]: entry };
+      const tmp = `${path}.${process.pid}.tmp`;
+      writeFileSync(tmp, `${JSON.stringify(data, null, 1)}\n`);
+      renameSync(tmp, path);
+      return entry;
+    });
   } catch {
     // read-only home, full disk: the plan still holds for this process
   }
   return entry;
+}
+
+/**
+ * Runs `fn` holding `<path>.lock` (created exclusively), so that two processes tuning at once cannot both find no
+ * entry and both write; a lock older than 10 s is a crashed writer's and is taken over; after 2 s without it, `fn`
+ * runs anyway (a cache is never worth stalling a run for).
+ */
+function withLock<T>(path: string, fn: () => T): T {
+  const lock = `${path}.lock`;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  const deadline = Date.now() + 2000;
+  let held = false;
+  while (!held) {
+    try {
+      closeSync(openSync(lock, 'wx'));
+      held = true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || Date.now() > deadline) break;
+      try {
+        if (Date.now() - statSync(lock).mtimeMs > 10_000) unlinkSync(lock);
+      } catch {
+        // released meanwhile
+      }
+      Atomics.wait(pause, 0, 0, 10);
+    }
+  }
+  try {
+    return fn();
+  } finally {
+    if (held) {
+      try {
+        unlinkSync(lock);
+      } catch {
+        // already gone
+      }
+    }
+  }
 }
 
 /** Where a layer's plan came from. */

@@ -109,6 +109,31 @@ const CASES: Case[] = [
     inputs: { a: input([4100, 200], 13), b: input([4100, 32], 14) },
     attrs: { transposeA: true, transposeB: false },
   },
+  // XNNPACK's own threaded kernels (MobileNetV2's forward pass): the backend's pthreadpool, split by output tiles.
+  {
+    label: 'DepthwiseConv2dNative (XNNPACK)',
+    kernel: 'DepthwiseConv2dNative',
+    inputs: { x, filter: dwFilter },
+    attrs: conv,
+  },
+  {
+    label: 'BatchMatMul A·B (XNNPACK)',
+    kernel: 'BatchMatMul',
+    inputs: { a: input([96, 512], 15), b: input([512, 40], 16) },
+    attrs: { transposeA: false, transposeB: false },
+  },
+  {
+    label: 'FusedBatchNorm (XNNPACK 1×1 depthwise)',
+    kernel: 'FusedBatchNorm',
+    inputs: {
+      x,
+      mean: input([32], 17),
+      variance: { shape: [32], values: random(32, 18).map((v) => v + 1.5) },
+      scale: input([32], 19),
+      offset: input([32], 20),
+    },
+    attrs: { varianceEpsilon: 1e-3 },
+  },
   {
     label: 'Sum over leading axes (bias gradient)',
     kernel: 'Sum',

@@ -174,7 +174,8 @@ export const JOB_KERNELS = {
  * [next chunk, chunk count, chunk starts (count + 1, in calls), calls (7 words each)]: every
  * thread on the job takes the next chunk with an atomic increment until none is left, so a
  * thread that is descheduled (busy machine) delays no one. `base` is added to each call's last
- * argument (each thread's own dW for the filter gradient; 0 otherwise).
+ * argument (each thread's own Winograd scratch; 0 otherwise). Which chunks a thread gets varies
+ * run to run: no chunk's result may depend on it (see runChunks in kernels/base.ts).
  */
 export function startJob(worker: PoolWorker, kernel: keyof typeof JOB_KERNELS, job: number, base: number): void {
   worker.ctrl[2] = job;

@@ -220,9 +220,9 @@ test('first use tunes and caches per CPU model and thread count; later processes
     assert.equal(typeof entry.load, 'number', 'the load it was tuned under is recorded');
   }
 
-  // A new process (here: the in-process state forgotten) takes the cached plans without timing
-  // (plans tuned on a busy machine are marked so, to be tuned again once it is quiet: not here).
-  for (const r of tuned) cache.machines[machine][`${r.family} ${r.shape}`].load = 0;
+  // A new process (here: the in-process state forgotten) takes the cached plans without timing, even plans tuned
+  // on a busy machine (a resumed run must run the plans the run it resumes ran).
+  for (const r of tuned) cache.machines[machine][`${r.family} ${r.shape}`].load = 99;
   writeFileSync(path, JSON.stringify(cache));
   resetKernelPlans();
   kernels.forEach((k, i) => check(k, c, 50 + i, 2e-4, `${k} cached`));
@@ -264,6 +264,53 @@ test('first use tunes and caches per CPU model and thread count; later processes
     ['tuned'],
   );
   assert.ok(JSON.parse(readFileSync(path, 'utf8')).machines[machine]);
+});
+
+test('a cached plan is never replaced by tuning, except under CATDOG_AUTOTUNE=refresh; the first writer wins', {
+  skip,
+}, () => {
+  const c: Conv = { B: 4, H: 18, W: 18, Ci: 32, Co: 32, k: 3, s: 1, pad: 'same' };
+  const path = join(cacheDir, PLAN_CACHE_FILE);
+  const machine = machineKey(threads);
+  check('Conv2D', c, 90, 2e-4, 'Conv2D tuned');
+  const [first] = kernelPlans();
+  assert.equal(first!.source, 'tuned');
+  const key = `conv2d ${first!.shape}`;
+
+  // Another process tunes the input gradient of the same shape first (written after this process read the cache):
+  // this process, tuning it too, takes the plan on file instead of its own.
+  const cache = JSON.parse(readFileSync(path, 'utf8'));
+  const inputKey = key.replace(/^conv2d/, 'backprop-input');
+  const theirs = 'xnnpack';
+  cache.machines[machine][inputKey] = { plan: theirs, us: { total: 1 }, tuned: 'elsewhere', load: 99 };
+  writeFileSync(path, JSON.stringify(cache));
+  check('Conv2DBackpropInput', c, 91, 2e-4, 'Conv2DBackpropInput, another process first');
+  assert.deepEqual(
+    kernelPlans()
+      .filter((r) => r.family === 'backprop-input')
+      .map((r) => [r.plan, r.source]),
+    [[theirs, 'cache']],
+  );
+  assert.equal(JSON.parse(readFileSync(path, 'utf8')).machines[machine][inputKey].tuned, 'elsewhere');
+
+  // An entry tuned under load stays (no re-tuning by whichever process finds the machine quiet)...
+  cache.machines[machine][key].plan = 'winograd3:block=16';
+  writeFileSync(path, JSON.stringify(cache));
+  resetKernelPlans();
+  check('Conv2D', c, 92, 1e-4, 'Conv2D from the cache');
+  assert.deepEqual(
+    kernelPlans().map((r) => [r.plan, r.source]),
+    [['winograd3:block=16', 'cache']],
+  );
+  // ... until CATDOG_AUTOTUNE=refresh times the layer again and replaces it.
+  process.env.CATDOG_AUTOTUNE = 'refresh';
+  resetKernelPlans();
+  check('Conv2D', c, 93, 2e-4, 'Conv2D refreshed');
+  const [refreshed] = kernelPlans();
+  assert.equal(refreshed!.source, 'tuned');
+  const entry = JSON.parse(readFileSync(path, 'utf8')).machines[machine][key];
+  assert.equal(entry.plan, refreshed!.plan);
+  assert.notEqual(entry.tuned, cache.machines[machine][key].tuned);
 });
 
 test('CATDOG_KERNEL_PLAN: bad values fail with a UserError naming the variable, before training starts', async () => {
@@ -347,7 +394,7 @@ test('separate processes: the second reads the plan the first tuned; another thr
 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'catdog-plans-'));
   const root = fileURLToPath(new URL('../..', import.meta.url));
-  const child = (threads: number) => {
+  const child = (threads: number, waitForWorkers = true) => {
     const r = spawnSync(process.execPath, ['--import', 'tsx', 'test/helpers/plan-child.ts'], {
       cwd: root,
       encoding: 'utf8',
@@ -355,6 +402,7 @@ test('separate processes: the second reads the plan the first tuned; another thr
         ...process.env,
         CATDOG_CACHE_DIR: dir,
         THREADS: String(threads),
+        WAIT_FOR_WORKERS: waitForWorkers ? '1' : '0',
         CATDOG_KERNEL_PLAN: '',
         CATDOG_AUTOTUNE: '',
       },
@@ -363,17 +411,15 @@ test('separate processes: the second reads the plan the first tuned; another thr
     return JSON.parse(r.stdout.trim().split('\n').pop()!) as Array<{ family: string; plan: string; source: string }>;
   };
   try {
-    const first = child(2);
+    // Its first convolution runs right after the backend is up, before the SIMD worker threads are: tuning waits
+    // for them instead of running the default plan meanwhile (and switching plans, and rounding, mid-run).
+    const first = child(2, false);
     assert.deepEqual(
       first.map((p) => [p.family, p.source]),
       [['conv2d', 'tuned']],
     );
-    // Mark it tuned on a quiet machine, so the second process takes it whatever the load now.
+    // Whatever the load it was tuned under, the second process takes it.
     const path = join(dir, PLAN_CACHE_FILE);
-    const cache = JSON.parse(readFileSync(path, 'utf8'));
-    for (const m of Object.values(cache.machines) as Array<Record<string, { load?: number }>>)
-      for (const e of Object.values(m)) e.load = 0;
-    writeFileSync(path, JSON.stringify(cache));
     assert.deepEqual(child(2), [{ ...first[0]!, source: 'cache' }]);
     assert.deepEqual(
       child(1).map((p) => p.source),

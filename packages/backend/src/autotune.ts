@@ -9,7 +9,9 @@
 //
 // Environment:
 //   CATDOG_AUTOTUNE=0          no timing, no cache: every layer takes the default plan (the cost
-//                              model's choice), for reproducible runs
+//                              model's choice)
+//   CATDOG_AUTOTUNE=refresh    time every layer again and replace its cached plan (e.g. plans tuned
+//                              while the machine was busy)
 //   CATDOG_KERNEL_PLAN=…       force plans per kernel family, e.g.
 //                              "conv2d=winograd4:block=256,backprop-filter=direct,backprop-input=xnnpack"
 //                              (a forced plan that does not apply to a layer leaves that layer's
@@ -17,11 +19,15 @@
 //   CATDOG_CACHE_DIR=dir       plan cache directory (default $XDG_CACHE_HOME/catdog, else ~/.cache/catdog)
 //
 // Noise (a machine shared with other work): each candidate's time is the minimum of several short
-// interleaved runs; the default plan is kept unless beaten by 3%; a plan tuned while the load
-// exceeded one runnable process per core is tuned again by the first process that finds the
-// machine quiet.
+// interleaved runs; the default plan is kept unless beaten by 3%.
+//
+// Reproducibility (issue 12: a resumed run must retrace the uninterrupted one): a layer's plan is
+// fixed for the process from its first call (tuning waits for the SIMD worker threads rather than
+// running the default plan meanwhile), and a cached plan is never replaced except under
+// CATDOG_AUTOTUNE=refresh (two processes that tune the same layer at once both take the plan
+// written first), so every process on a machine, a resumed run included, runs the same plans.
 import { cpus, homedir, loadavg } from 'node:os';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '@catdog/errors';
 
@@ -92,6 +98,11 @@ export function autotuneEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
   return !(v === '0' || v === 'false' || v === 'off');
 }
 
+/** CATDOG_AUTOTUNE=refresh: cached plans are ignored, every layer is timed again and its cache entry replaced. */
+export function autotuneRefresh(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.CATDOG_AUTOTUNE === 'refresh';
+}
+
 let model: string | null = null;
 
 /** The CPU model as the OS names it (os.cpus() reads /proc/cpuinfo's "model name" on Linux). */
@@ -145,18 +156,64 @@ function readCache(path: string): CacheFile {
   return { version: CACHE_VERSION, machines: {} };
 }
 
-/** Adds one plan to the cache file (read, merge, write to a temporary file, rename: never half-written). */
-function writeCachedPlan(dir: string, machine: string, key: string, entry: CachedPlan): void {
+/**
+ * Adds one plan to the cache file (read, merge, write to a temporary file, rename: never half-written) and returns
+ * the entry the file holds for the layer: `entry`, or the one another process wrote first (kept unless `replace`).
+ */
+function writeCachedPlan(dir: string, machine: string, key: string, entry: CachedPlan, replace: boolean): CachedPlan {
   try {
     mkdirSync(dir, { recursive: true });
     const path = join(dir, PLAN_CACHE_FILE);
-    const data = readCache(path);
-    data.machines[machine] = { ...data.machines[machine], [key]: entry };
-    const tmp = `${path}.${process.pid}.tmp`;
-    writeFileSync(tmp, `${JSON.stringify(data, null, 1)}\n`);
-    renameSync(tmp, path);
+    return withLock(path, () => {
+      const data = readCache(path);
+      const existing = data.machines[machine]?.[key];
+      if (existing && !replace) return existing;
+      data.machines[machine] = { ...data.machines[machine], [key]: entry };
+      const tmp = `${path}.${process.pid}.tmp`;
+      writeFileSync(tmp, `${JSON.stringify(data, null, 1)}\n`);
+      renameSync(tmp, path);
+      return entry;
+    });
   } catch {
     // read-only home, full disk: the plan still holds for this process
+  }
+  return entry;
+}
+
+/**
+ * Runs `fn` holding `<path>.lock` (created exclusively), so that two processes tuning at once cannot both find no
+ * entry and both write; a lock older than 10 s is a crashed writer's and is taken over; after 2 s without it, `fn`
+ * runs anyway (a cache is never worth stalling a run for).
+ */
+function withLock<T>(path: string, fn: () => T): T {
+  const lock = `${path}.lock`;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  const deadline = Date.now() + 2000;
+  let held = false;
+  while (!held) {
+    try {
+      closeSync(openSync(lock, 'wx'));
+      held = true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || Date.now() > deadline) break;
+      try {
+        if (Date.now() - statSync(lock).mtimeMs > 10_000) unlinkSync(lock);
+      } catch {
+        // released meanwhile
+      }
+      Atomics.wait(pause, 0, 0, 10);
+    }
+  }
+  try {
+    return fn();
+  } finally {
+    if (held) {
+      try {
+        unlinkSync(lock);
+      } catch {
+        // already gone
+      }
+    }
   }
 }
 
@@ -174,6 +231,8 @@ export interface PlanRecord {
 }
 
 const decided = new Map<string, PlanRecord>();
+/** Layers that got their default plan because the worker threads never came up: they keep it for the process. */
+const untuned = new Set<string>();
 let cacheLoaded: { dir: string; machine: string; entries: Record<string, CachedPlan> } | null = null;
 
 /** The plan cache's key for this machine: CPU model and thread count. */
@@ -197,6 +256,7 @@ export function kernelPlans(): PlanRecord[] {
 /** Forgets this process's plans (the cache file stays): the next call of each layer decides again. */
 export function resetKernelPlans(): void {
   decided.clear();
+  untuned.clear();
   cacheLoaded = null;
 }
 
@@ -209,13 +269,6 @@ export interface Candidate {
 const REPS = 4;
 /** After two runs (the first may pay for a cold cache or a lazily built operator), a candidate this many times slower than the best is not run again. */
 const HOPELESS = 2;
-/**
- * Load per core above which timings are suspect (other processes preempt the kernels' threads):
- * a plan tuned under such load is used and cached, but tuned again by a later process that finds
- * the machine quiet.
- */
-const BUSY_LOAD = 1;
-
 /** The machine's load per core now (1-minute load average over the cores; 0 where the OS has none). */
 export function loadPerCore(): number {
   return Math.round((loadavg()[0]! / Math.max(1, cpus().length)) * 100) / 100;
@@ -266,10 +319,11 @@ export interface PlanRequest {
   applicable: (plan: KernelPlan) => boolean;
   defaultPlan: KernelPlan;
   /**
-   * False while the worker threads the variants would use are still starting: the layer then
-   * runs its default plan and is tuned on a later call (timing it now would time one thread).
+   * Waits (bounded) for the worker threads the variants use, called only when the layer is to be
+   * tuned; false if they never came up: the layer then keeps its default plan for the process
+   * (timing now would time one thread, and switching plans later would change its rounding mid-run).
    */
-  ready: boolean;
+  ready: () => boolean;
   /** Fills what a forced plan left open (a Winograd plan without `block`: the layer's default block). */
   normalize: (plan: KernelPlan) => KernelPlan;
   /**
@@ -293,19 +347,22 @@ export function choosePlan(req: PlanRequest): KernelPlan {
   }
   if (!autotuneEnabled()) return remember(req, req.defaultPlan, 'default');
   const key = `${req.family} ${req.shape}`;
-  const known = decided.get(`${req.threads} ${key}`);
-  if (known && known.source !== 'forced' && known.source !== 'default') {
+  const id = `${req.threads} ${key}`;
+  const known = decided.get(id);
+  if (known && (known.source === 'tuned' || known.source === 'cache' || untuned.has(id))) {
     const plan = parsePlan(known.plan);
     if (plan && req.applicable(plan)) return plan;
   }
   const machine = machineKey(req.threads);
-  const cached = cachedEntries(machine)[key];
+  const refresh = autotuneRefresh();
+  const cached = refresh ? undefined : cachedEntries(machine)[key];
   const cachedPlan = cached ? parsePlan(cached.plan) : null;
-  const stale = cached?.load !== undefined && cached.load > BUSY_LOAD && loadPerCore() <= BUSY_LOAD;
-  if (cached && cachedPlan && req.applicable(cachedPlan) && !stale)
-    return remember(req, cachedPlan, 'cache', cached.us);
+  if (cached && cachedPlan && req.applicable(cachedPlan)) return remember(req, cachedPlan, 'cache', cached.us);
 
-  if (!req.ready) return remember(req, req.defaultPlan, 'default');
+  if (!req.ready()) {
+    untuned.add(id);
+    return remember(req, req.defaultPlan, 'default');
+  }
   const us: Record<string, number> = {};
   let winner: KernelPlan | null = null;
   const t0 = performance.now();
@@ -320,7 +377,13 @@ export function choosePlan(req: PlanRequest): KernelPlan {
   const plan = winner ?? req.defaultPlan;
   us.total = Math.round((performance.now() - t0) * 1000);
   const entry: CachedPlan = { plan: formatPlan(plan), us, tuned: new Date().toISOString(), load: loadPerCore() };
-  writeCachedPlan(planCacheDir(), machine, key, entry);
+  const kept = writeCachedPlan(planCacheDir(), machine, key, entry, refresh);
+  const keptPlan = kept === entry ? null : parsePlan(kept.plan);
+  // Another process tuned the layer first: take its plan, so that every process runs the same one.
+  if (keptPlan && req.applicable(keptPlan)) {
+    if (cacheLoaded) cacheLoaded.entries[key] = kept;
+    return remember(req, keptPlan, 'cache', kept.us);
+  }
   if (cacheLoaded) cacheLoaded.entries[key] = entry;
   return remember(req, plan, 'tuned', us);
 }

@@ -141,6 +141,23 @@ export function simdWorkers(module: object, count: number): PoolWorker[] {
   return pool.filter((w) => Atomics.load(w.ctrl, 5) === 1).slice(0, count);
 }
 
+/**
+ * Starts `count` workers and blocks until they are ready or `timeoutMs` has passed (they start on
+ * threads of their own, so this thread may wait for them); returns how many are ready.
+ */
+export function awaitSimdWorkers(module: object, count: number, timeoutMs: number): number {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ready = simdWorkers(module, count).length;
+    const pool = pools.get(module);
+    const left = deadline - Date.now();
+    if (ready >= count || !pool || left <= 0) return ready;
+    const waiting = pool.find((w) => Atomics.load(w.ctrl, 5) !== 1);
+    if (!waiting) return ready;
+    Atomics.wait(waiting.ctrl, 5, 0, Math.min(left, 50));
+  }
+}
+
 /** Kernels a worker job can run (7 int32 arguments per call). */
 export const JOB_KERNELS = {
   conv_filter_grad_run: 0,
@@ -157,7 +174,8 @@ export const JOB_KERNELS = {
  * [next chunk, chunk count, chunk starts (count + 1, in calls), calls (7 words each)]: every
  * thread on the job takes the next chunk with an atomic increment until none is left, so a
  * thread that is descheduled (busy machine) delays no one. `base` is added to each call's last
- * argument (each thread's own dW for the filter gradient; 0 otherwise).
+ * argument (each thread's own Winograd scratch; 0 otherwise). Which chunks a thread gets varies
+ * run to run: no chunk's result may depend on it (see runChunks in kernels/base.ts).
  */
 export function startJob(worker: PoolWorker, kernel: keyof typeof JOB_KERNELS, job: number, base: number): void {
   worker.ctrl[2] = job;

@@ -21,6 +21,7 @@ const RUNS = [
   kernels.dw_filter_grad_run,
 ];
 Atomics.store(ctrl, 5, 1);
+Atomics.notify(ctrl, 5);
 
 let seen = 0;
 for (;;) {

@@ -83,7 +83,10 @@ export function helpers(backend: WasmBackend, chunks: number): PoolWorker[] {
 /**
  * Runs `kernel` for every call `emit(c, call)` lists for chunks c in [0, chunks) (an image each),
  * on this thread and `workers`, which take chunks as they become free (see startJob). `bases[t]`
- * (thread t, 0 = this one) is added to each call's last argument.
+ * (thread t, 0 = this one) is added to each call's last argument (per-thread scratch only).
+ * Which thread runs which chunk varies run to run, so a chunk's result must not depend on it: chunks
+ * write disjoint outputs, or partial sums of their own that the caller adds in chunk order (results
+ * are then bit-identical run to run at a given thread count).
  */
 export function runChunks(
   backend: WasmBackend,

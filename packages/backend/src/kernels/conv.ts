@@ -15,6 +15,7 @@ import {
   isChannelsLast,
   kernel,
   runChunks,
+  threadCount,
   transpose,
 } from './base.js';
 import { filterGradProduct } from './matmul.js';
@@ -414,26 +415,23 @@ function filterGradDirect(
   const { filterHeight: kh, filterWidth: kw } = info;
   const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
   const filterSize = kh * kw * Ci * Co;
-  // Each thread accumulates into its own dW (this one into the output), summed at the end.
-  const workers = helpers(backend, B);
+  // The images split into one contiguous slice per thread (by the thread count, never by which workers are up),
+  // each summed in image order into its own dW (slice 0 into the output), the slices then added in slice order:
+  // the same sums whichever thread runs which slice, so the result is bit-identical run to run.
+  const slices = Math.min(threadCount(backend), B);
   const out = backend.makeOutput([kh, kw, Ci, Co], 'float32');
-  const partials = workers.map(() => backend.makeOutput([filterSize], 'float32'));
+  const partials = Array.from({ length: slices - 1 }, () => backend.makeOutput([filterSize], 'float32'));
   for (const t of [out, ...partials]) f32(backend, t).fill(0);
+  const dws = [out, ...partials].map(offset);
   const x0 = offset(x);
   const dy0 = offset(dy);
   try {
-    runChunks(
-      backend,
-      simd,
-      'conv_filter_grad_run',
-      B,
-      workers,
-      (b, call) => {
+    runChunks(backend, simd, 'conv_filter_grad_run', slices, helpers(backend, slices), (s, call) => {
+      const dw0 = dws[s]!;
+      for (let b = Math.floor((s * B) / slices), end = Math.floor(((s + 1) * B) / slices); b < end; b++)
         for (let kj = 0; kj < kw; kj++)
-          for (let ki = 0; ki < kh; ki++) filterGradTapRows(info, x0, dy0, b, ki, kj, call);
-      },
-      [offset(out), ...partials.map(offset)],
-    );
+          for (let ki = 0; ki < kh; ki++) filterGradTapRows(info, x0, dy0, b, ki, kj, dw0, call);
+    });
     if (partials.length > 0) {
       const o = f32(backend, out);
       for (const partial of partials) {
@@ -474,20 +472,13 @@ function filterGradByTaps(
   f32(backend, out).fill(0);
   const x0 = offset(x);
   const dy0 = offset(dy);
+  const dw0 = offset(out);
   try {
-    runChunks(
-      backend,
-      simd,
-      'conv_filter_grad_run',
-      taps,
-      workers,
-      (tap, call) => {
-        const ki = Math.floor(tap / kw);
-        const kj = tap % kw;
-        for (let b = 0; b < B; b++) filterGradTapRows(info, x0, dy0, b, ki, kj, call);
-      },
-      Array.from({ length: workers.length + 1 }, () => offset(out)),
-    );
+    runChunks(backend, simd, 'conv_filter_grad_run', taps, workers, (tap, call) => {
+      const ki = Math.floor(tap / kw);
+      const kj = tap % kw;
+      for (let b = 0; b < B; b++) filterGradTapRows(info, x0, dy0, b, ki, kj, dw0, call);
+    });
   } catch (e) {
     backend.disposeData(out.dataId);
     throw e;
@@ -496,8 +487,8 @@ function filterGradByTaps(
 }
 
 /**
- * The conv_filter_grad_run calls of filter tap (ki, kj) over image b's output rows: x0 and dy0 are
- * byte offsets; dW offsets are relative to each thread's dW (runChunks adds it).
+ * The conv_filter_grad_run calls of filter tap (ki, kj) over image b's output rows into the dW at dw0 (x0, dy0
+ * and dw0 are byte offsets).
  */
 function filterGradTapRows(
   info: tf.backend_util.Conv2DInfo,
@@ -506,6 +497,7 @@ function filterGradTapRows(
   b: number,
   ki: number,
   kj: number,
+  dw0: number,
   call: (a0: number, a1: number, a2: number, a3: number, a4: number, a5: number, a6: number) => void,
 ): void {
   const { inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho, outWidth: Wo, outChannels: Co } = info;
@@ -514,7 +506,7 @@ function filterGradTapRows(
   const pl = info.padInfo.left;
   const [ojLo, ojHi] = tapColumns(kj, pl, sw, W, Wo);
   if (ojHi <= ojLo) return;
-  const dw = (ki * kw + kj) * Ci * Co * 4;
+  const dw = dw0 + (ki * kw + kj) * Ci * Co * 4;
   for (let oi = 0; oi < Ho; oi++) {
     const i = oi * sh + ki - pt;
     if (i < 0 || i >= H) continue;

@@ -2,7 +2,7 @@
 // variants apply to a layer, which one the cost model would pick, and how to time them on a proxy).
 import type * as tf from '@tensorflow/tfjs';
 import { choosePlan, type Candidate, type KernelPlan, type PlanFamily } from '../autotune.js';
-import { simdWorkers } from '../simd-kernels.js';
+import { awaitSimdWorkers } from '../simd-kernels.js';
 import { type WasmBackend, threadCount } from './base.js';
 import {
   convCost,
@@ -72,9 +72,20 @@ function directApplies(family: PlanFamily, info: tf.backend_util.Conv2DInfo, cap
   return family === 'backprop-input' ? Ci % 16 === 0 : Co % 16 === 0;
 }
 
-/** Whether all the worker threads the SIMD variants share work with are up (starts them if not). */
+/** How long tuning waits for the SIMD worker threads to start (they take ~0.1–1 s; a loaded machine, more). */
+const WORKER_START_MS = 20_000;
+let workersLate = false;
+
+/**
+ * Whether all the worker threads the SIMD variants share work with are up: starts them and blocks until they are
+ * (once per process: if they do not come up in time, later layers do not wait again).
+ */
 function workersReady(backend: WasmBackend, threads: number): boolean {
-  return threads <= 1 || simdWorkers(backend.wasm, threads - 1).length >= threads - 1;
+  if (threads <= 1) return true;
+  const wait = workersLate ? 0 : WORKER_START_MS;
+  const ready = awaitSimdWorkers(backend.wasm, threads - 1, wait) >= threads - 1;
+  if (!ready) workersLate = true;
+  return ready;
 }
 
 /** Runs one plan on a proxy input of shape xShape (and frees its output). */
@@ -106,7 +117,7 @@ export function forwardPlan(
     family: 'conv2d',
     shape: `${shapeKey(info)}${fused ? ' fused' : ''}`,
     threads,
-    ready: workersReady(backend, threads),
+    ready: () => workersReady(backend, threads),
     defaultPlan,
     applicable: (p) =>
       p.kind === 'xnnpack' || (p.kind === 'direct' && canDirect) || (p.kind === 'winograd' && wino && p.block >= 1),
@@ -165,7 +176,7 @@ export function gradientPlan(
     family,
     shape: shapeKey(info),
     threads,
-    ready: workersReady(backend, threads),
+    ready: () => workersReady(backend, threads),
     defaultPlan,
     applicable: (p) =>
       p.kind === 'xnnpack' || p.kind === 'direct' || (p.kind === 'direct-taps' && family === 'backprop-filter'),

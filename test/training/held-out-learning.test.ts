@@ -58,11 +58,24 @@ after(async () => {
   if (root) await rm(root, { recursive: true, force: true });
 });
 
-/** What train() hands a strategy, for `strategy` on the test dataset (the same openFeed call as train.ts makes). */
+/**
+ * What train() hands a strategy, for `strategy` in its ci-smoke shape on MobileNetV2 0.35, seeded, with `flags` on
+ * top, on the test dataset (the same openFeed call as train.ts makes).
+ */
 async function strategyContext(strategy: string, flags: Record<string, unknown>): Promise<StrategyContext> {
   const cfg = resolveConfig({
     strategy,
-    flags: { data, out: join(root, strategy), weightsDir: join(sharedRoot, 'weights'), ...flags },
+    flags: {
+      data,
+      out: join(root, strategy),
+      weightsDir: join(sharedRoot, 'weights'),
+      preset: 'ci-smoke',
+      base: 'mobilenet_v2_0.35',
+      seed: 3,
+      batchSize: 20,
+      workers: 2,
+      ...flags,
+    },
   });
   const manifest = await readManifest(data);
   return {
@@ -125,15 +138,7 @@ async function heldOut(phase: Phase): Promise<{ loss: number; acc: number }> {
 }
 
 test('extract-augmented: the head trained on augmented batches through the frozen base beats the untrained model on 100 held-out photos', async () => {
-  const ctx = await strategyContext('extract-augmented', {
-    preset: 'ci-smoke',
-    base: 'mobilenet_v2_0.35',
-    seed: 3,
-    epochs: 3,
-    batchSize: 20,
-    learningRate: 1e-3,
-    workers: 2,
-  });
+  const ctx = await strategyContext('extract-augmented', { epochs: 3, learningRate: 1e-3 });
   assert.equal(ctx.cfg.augment, true, 'extract-augmented augments');
   const plan = await STRATEGIES['extract-augmented'].build(ctx);
   try {
@@ -159,16 +164,7 @@ test('extract-augmented: the head trained on augmented batches through the froze
 });
 
 test('finetune (ci-smoke shape): the head on cached features learns, the fine-tuning phase keeps it; judged on 100 held-out photos', async () => {
-  const ctx = await strategyContext('finetune', {
-    preset: 'ci-smoke',
-    base: 'mobilenet_v2_0.35',
-    seed: 3,
-    headEpochs: 3,
-    epochs: 2,
-    batchSize: 20,
-    learningRate: 1e-4,
-    workers: 2,
-  });
+  const ctx = await strategyContext('finetune', { headEpochs: 3, epochs: 2, learningRate: 1e-4 });
   const plan = await STRATEGIES.finetune.build(ctx);
   try {
     assert.deepEqual(

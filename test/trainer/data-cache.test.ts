@@ -6,21 +6,18 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { prepareDataset, readManifest, type Manifest } from '@catdog/dataset';
+import { readManifest, type Manifest } from '@catdog/dataset';
 import { openStorage } from '@catdog/storage';
-import { kaggleTrainDir } from '../helpers/fixtures.js';
-import { startLoopbackS3, type LoopbackS3 } from '../helpers/s3-server.js';
-import { runTrainerAsync } from './helpers.js';
+import { runTrainerAsync, startS3Dataset, type S3Dataset } from './helpers.js';
 
 const BUCKET = 'cache-bucket';
 const DATA = `s3://${BUCKET}/data`;
 
-let s3: LoopbackS3;
-let proxy: { endpoint: string; shardGets: string[]; stop(): Promise<void> };
+let ds: S3Dataset;
 let root = '';
+let proxy: { endpoint: string; shardGets: string[]; stop(): Promise<void> };
 let manifest: Manifest;
 
 /** Forwards every request to s3rver and records the shard (.tar) GETs: what the trainer fetched from S3. */
@@ -73,38 +70,21 @@ const train = (data: string, out: string, ...extra: string[]) =>
       '1',
       ...extra,
     ],
-    { ...s3.env, AWS_ENDPOINT_URL_S3: proxy.endpoint },
+    { ...ds.s3.env, AWS_ENDPOINT_URL_S3: proxy.endpoint },
   );
 
 before(async () => {
-  s3 = await startLoopbackS3([BUCKET]);
-  proxy = await countingProxy(s3.endpoint);
-  root = await mkdtemp(join(tmpdir(), 'catdog-trainer-cache-'));
-  const src = join(root, 'src');
-  await mkdir(src);
-  await Promise.all(
-    Array.from({ length: 16 }, (_, i) => [`cat.${i}.jpg`, `dog.${i}.jpg`])
-      .flat()
-      .map((f) => copyFile(join(kaggleTrainDir, f), join(src, f))),
-  );
   // 5 shards of 4 train images: a skipped shard leaves the others to train on.
-  await prepareDataset({
-    source: src,
-    out: DATA,
-    train: 10,
-    validation: 3,
-    test: 3,
-    resize: { width: 64, height: 64 },
-    samplesPerShard: 4,
-  });
+  ds = await startS3Dataset({ bucket: BUCKET, prefix: 'data', samplesPerShard: 4 });
+  root = ds.root;
+  proxy = await countingProxy(ds.s3.endpoint);
   manifest = await readManifest(DATA);
   assert.ok(manifest.splits.train.shards.length >= 3, 'several train shards');
 });
 
 after(async () => {
   await proxy?.stop();
-  await s3?.stop();
-  if (root) await rm(root, { recursive: true, force: true });
+  await ds?.stop();
 });
 
 test('--cache-dir: the second run reads every shard from the cache, none from S3; an unwritable cache only warns', async () => {

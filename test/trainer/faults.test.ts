@@ -4,19 +4,18 @@
 // both so both processes take the same kernel plans), or fails naming the object with no final marker published.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { prepareDataset } from '@catdog/dataset';
 import { openStorage } from '@catdog/storage';
 import { kaggleTrainDir } from '../helpers/fixtures.js';
-import { startLoopbackS3, type LoopbackS3 } from '../helpers/s3-server.js';
+import type { LoopbackS3 } from '../helpers/s3-server.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/s3-fault-proxy.js';
-import { tempDir } from '../dataset/helpers.js';
-import { CONTRACT, lastLine, runTrainerAsync } from './helpers.js';
+import { CONTRACT, lastLine, runTrainerAsync, startS3Dataset, type S3Dataset } from './helpers.js';
 
 const BUCKET = 'tfaults';
 const DATA = `s3://${BUCKET}/data`;
+let ds: S3Dataset;
 let s3: LoopbackS3;
 let root: string;
 const proxies: FaultProxy[] = [];
@@ -49,29 +48,12 @@ async function json(url: string, file: string): Promise<Record<string, unknown>>
 }
 
 before(async () => {
-  s3 = await startLoopbackS3([BUCKET]);
-  root = await tempDir('trainer-faults');
-  const src = join(root, 'src');
-  await mkdir(src);
-  await Promise.all(
-    Array.from({ length: 16 }, (_, i) => [`cat.${i}.jpg`, `dog.${i}.jpg`])
-      .flat()
-      .map((f) => copyFile(join(kaggleTrainDir, f), join(src, f))),
-  );
-  await prepareDataset({
-    source: src,
-    out: DATA,
-    train: 10,
-    validation: 3,
-    test: 3,
-    samplesPerShard: 4,
-    resize: { width: 64, height: 64 },
-  });
+  ds = await startS3Dataset({ bucket: BUCKET, prefix: 'data', samplesPerShard: 4 });
+  ({ s3, root } = ds);
 });
 after(async () => {
   for (const p of proxies) await p.stop();
-  await s3?.stop();
-  await rm(root, { recursive: true, force: true });
+  await ds?.stop();
 });
 
 test('training from s3:// into s3:// under injected faults: the same history, test metrics and weights as the fault-free run', async () => {

@@ -4,7 +4,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { after, before } from 'node:test';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { prepareDataset } from '@catdog/dataset';
 import { kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
+import { startLoopbackS3, type LoopbackS3 } from '../helpers/s3-server.js';
+import { flatSource } from '../dataset/helpers.js';
 
 export const TRAINER = join(projectRoot, 'apps', 'trainer', 'src', 'main.ts');
 const PREP = join(projectRoot, 'apps', 'prep', 'src', 'main.ts');
@@ -97,4 +100,49 @@ export function runTrainerAsync(args: string[], env: Record<string, string> = {}
     child.on('error', reject);
     child.on('exit', (code) => resolve({ code, stdout, stderr }));
   });
+}
+
+/** A real S3-protocol server on loopback holding a prepped dataset, and a local folder for the test's own files. */
+export interface S3Dataset {
+  s3: LoopbackS3;
+  /** The dataset's URL: s3://<bucket>/<prefix>. */
+  url: string;
+  /** A local temporary folder (removed by stop()). */
+  root: string;
+  /** Stops the server and removes its objects and `root`. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts s3rver with `bucket` (its credentials and endpoint also in process.env, and in `s3.env` for subprocesses)
+ * and preps 16 shared photos per class into s3://<bucket>/<prefix>: 10/3/3 per class at 64×64, `samplesPerShard`
+ * per shard (the default one shard per split).
+ */
+export async function startS3Dataset(o: {
+  bucket: string;
+  prefix?: string;
+  samplesPerShard?: number;
+}): Promise<S3Dataset> {
+  const s3 = await startLoopbackS3([o.bucket]);
+  const root = await mkdtemp(join(tmpdir(), `catdog-${o.bucket}-`));
+  const stop = async () => {
+    await s3.stop();
+    await rm(root, { recursive: true, force: true });
+  };
+  try {
+    const url = `s3://${o.bucket}/${o.prefix ?? 'data'}`;
+    await prepareDataset({
+      source: await flatSource(16, join(root, 'src')),
+      out: url,
+      train: 10,
+      validation: 3,
+      test: 3,
+      resize: { width: 64, height: 64 },
+      ...(o.samplesPerShard ? { samplesPerShard: o.samplesPerShard } : {}),
+    });
+    return { s3, url, root, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
 }

@@ -1,36 +1,15 @@
 // Training and evaluating from a prepped dataset on S3 (real s3rver on loopback).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { prepareDataset } from '@catdog/dataset';
 import { openStorage } from '@catdog/storage';
 import { existsSync } from 'node:fs';
-import { kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
-import { startLoopbackS3 } from '../helpers/s3-server.js';
-import { lastLine, runTrainerAsync } from './helpers.js';
+import { projectRoot } from '../helpers/fixtures.js';
+import { lastLine, runTrainerAsync, startS3Dataset } from './helpers.js';
 
 test('extract trains from s3:// shards into an s3:// run directory; evaluate reads the model and the test split from s3://', async () => {
-  const s3 = await startLoopbackS3(['trainer-bucket']);
-  const root = await mkdtemp(join(tmpdir(), 'catdog-trainer-s3-'));
+  const { s3, url, root, stop } = await startS3Dataset({ bucket: 'trainer-bucket', prefix: 'ds' });
   try {
-    const src = join(root, 'src');
-    await mkdir(src);
-    await Promise.all(
-      Array.from({ length: 16 }, (_, i) => [`cat.${i}.jpg`, `dog.${i}.jpg`])
-        .flat()
-        .map((f) => copyFile(join(kaggleTrainDir, f), join(src, f))),
-    );
-    const url = 's3://trainer-bucket/ds';
-    await prepareDataset({
-      source: src,
-      out: url,
-      train: 10,
-      validation: 3,
-      test: 3,
-      resize: { width: 64, height: 64 },
-    });
     // The run on S3 too: --out s3://…, then evaluate --model s3://… files its result under evaluations/.
     const runUrl = 's3://trainer-bucket/runs/extract';
     const rs = await runTrainerAsync(
@@ -82,7 +61,6 @@ test('extract trains from s3:// shards into an s3:// run directory; evaluate rea
     assert.match(bad.stderr, /ftp:\/\/host\/run: unsupported URL scheme/);
     assert.ok(!existsSync(join(projectRoot, 'ftp:')), 'no local folder named ftp:');
   } finally {
-    await s3.stop();
-    await rm(root, { recursive: true, force: true });
+    await stop();
   }
 });

@@ -254,7 +254,8 @@ class RemoteBatchStream implements BatchStream {
         host,
         tls: this.service.tls,
         maxMessageBytes: this.frameBytes,
-        // A server has at most `capacity` calls of this client open: their batches may all be in transit.
+        // Room for a few batches in transit at once (a server has up to 2 × its workers calls of this client open);
+        // the client reads every byte as it comes, so the window bounds the kernel's buffers, not this process.
         connectionWindow: this.frameBytes * 4,
         pool: this.pool,
       });

@@ -35,9 +35,12 @@ export function track<T>(s: Served, task: Promise<T>): Promise<T> {
  * a native call aborts the whole process ("terminate called after throwing an instance of 'Napi::Error'"), so a
  * running batch is let finish (a batch takes tens of milliseconds) rather than cut off.
  */
-async function destroyWhenIdle(s: Served): Promise<void> {
+async function destroyWhenIdle(s: Served): Promise<{ waited: number; running: number }> {
+  const waited = s.running.size;
   while (s.running.size > 0) await Promise.allSettled([...s.running]);
+  const running = s.running.size; // 0: checked by the shutdown test through the server's log
   await s.pool.destroy();
+  return { waited, running };
 }
 
 export interface ServedDatasetsOptions {
@@ -71,17 +74,24 @@ export class ServedDatasets {
     return s;
   }
 
-  /** Stops every dataset's pool, once the tasks running on it have settled. */
-  async closeAll(): Promise<void> {
+  /**
+   * Stops every dataset's pool, once the tasks running on it have settled: how many tasks it waited for, and how many
+   * were still running when the pools stopped (0).
+   */
+  async closeAll(): Promise<{ waited: number; running: number }> {
     this.closed = true;
     const open = [...this.open.values()];
     this.open.clear();
-    await Promise.all(
+    const closed = await Promise.all(
       open.map(async (p) => {
         const s = await p.catch(() => null);
-        if (s) await destroyWhenIdle(s);
+        return s ? destroyWhenIdle(s) : { waited: 0, running: 0 };
       }),
     );
+    return {
+      waited: closed.reduce((n, c) => n + c.waited, 0),
+      running: closed.reduce((n, c) => n + c.running, 0),
+    };
   }
 
   private async openServed(ref: DatasetRef): Promise<Served> {

@@ -90,7 +90,10 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
     async close(graceMs = 5000) {
       closing = true;
       await shutDown(server, graceMs);
-      await service.datasets.closeAll();
+      const pools = await service.datasets.closeAll();
+      log(
+        `augment serve: pools stopped after ${pools.waited} batches being made finished (${pools.running} still running)`,
+      );
     },
   };
 }

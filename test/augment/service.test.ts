@@ -2,7 +2,7 @@
 // a server killed mid-epoch, tokens, malformed and oversized requests, a stalled client.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,13 +11,14 @@ import * as grpc from '@grpc/grpc-js';
 import { BOOK_AUGMENTATION, createBatchStream, type Batch, type BatchStreamOptions } from '@catdog/augment';
 import { isUserError } from '@catdog/errors';
 import { prepareDataset } from '@catdog/dataset';
-import { kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
+import { killAugmentServes, startAugmentServe, type AugmentServeProcess } from '../helpers/augment-servers.js';
+import { kaggleTrainDir } from '../helpers/fixtures.js';
 
 const TOKEN = 'test-token-4f1c';
 let dir: string;
 let images: string;
 let tokenFile: string;
-const servers: ChildProcess[] = [];
+const servers: AugmentServeProcess[] = [];
 
 before(() => {
   dir = mkdtempSync(join(tmpdir(), 'catdog-augment-service-'));
@@ -32,50 +33,17 @@ before(() => {
 });
 
 after(() => {
-  for (const s of servers) if (s.exitCode === null && s.signalCode === null) s.kill('SIGKILL');
+  killAugmentServes(servers);
   rmSync(dir, { recursive: true, force: true });
 });
 
-interface Server {
-  process: ChildProcess;
-  address: string;
-  port: number;
-  stderr: () => string;
-}
+type Server = AugmentServeProcess;
 
-/** Starts `augment serve` on 127.0.0.1 (port 0 = any) and resolves once it prints its listening line. */
-function startServer(extra: string[] = [], port = 0): Promise<Server> {
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      'apps/augment/src/main.ts',
-      'serve',
-      '--port',
-      String(port),
-      '--host',
-      '127.0.0.1',
-      '--workers',
-      '1',
-      '--token-file',
-      tokenFile,
-      ...extra,
-    ],
-    { cwd: projectRoot, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  servers.push(child);
-  let out = '';
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d));
-  return new Promise((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d;
-      const m = /augment serve listening 127\.0\.0\.1:(\d+)/.exec(out);
-      if (m) resolve({ process: child, address: `127.0.0.1:${m[1]}`, port: Number(m[1]), stderr: () => err });
-    });
-    child.on('exit', (code) => reject(new Error(`server exited with ${code}: ${err}`)));
-  });
+/** `augment serve --workers 1` with the test's token on 127.0.0.1 (port 0 = any), once it is listening. */
+async function startServer(args: string[] = [], port = 0): Promise<Server> {
+  const server = await startAugmentServe({ tokenFile, port, args });
+  servers.push(server);
+  return server;
 }
 
 const digest = (b: Batch) =>
@@ -330,12 +298,12 @@ test('malformed and oversized requests are refused; the server keeps serving', a
 
 test('a stalled client does not grow server memory: the server stops making its batches', async () => {
   const address = pair[1].address;
+  const statusClient = new grpc.Client(address, grpc.credentials.createInsecure());
   const status = async () => {
-    const client = new grpc.Client(address, grpc.credentials.createInsecure());
     const md = new grpc.Metadata();
     md.set('authorization', `Bearer ${TOKEN}`);
     const reply = await new Promise<Buffer>((resolve, reject) =>
-      client.makeUnaryRequest(
+      statusClient.makeUnaryRequest(
         '/catdog.augment.v1.Augment/Status',
         (b: Buffer) => b,
         (b: Buffer) => b,
@@ -344,8 +312,26 @@ test('a stalled client does not grow server memory: the server stops making its 
         (err, r) => (err ? reject(err) : resolve(r!)),
       ),
     );
-    client.close();
-    return JSON.parse(reply.toString()) as { batches: number; queueDepth: number; rss: number };
+    return JSON.parse(reply.toString()) as {
+      batches: number;
+      queueDepth: number;
+      rss: number;
+      making: number;
+      waitingOnClients: number;
+    };
+  };
+  // The server's own account, polled: nothing on its pool, and the call waiting for its client to take what was
+  // written (the state a stalled client leaves it in), the same over `reads` reads in a row with no batch sent.
+  const settled = async (reads: number, ok: (s: Awaited<ReturnType<typeof status>>) => boolean) => {
+    let last = await status();
+    for (let same = 0, polls = 0; same < reads; polls++) {
+      if (polls > 1200) assert.fail(`the server never settled: ${JSON.stringify(last)}`);
+      await new Promise((r) => setTimeout(r, 100));
+      const now = await status();
+      same = ok(now) && now.batches === last.batches ? same + 1 : 0;
+      last = now;
+    }
+    return last;
   };
   // 60 batches of 25 × 150 × 150 float32 (6.75 MB each, 400 MB in all) asked for, and never read
   const client = new grpc.Client(address, grpc.credentials.createInsecure(), {
@@ -360,7 +346,7 @@ test('a stalled client does not grow server memory: the server stops making its 
     augment: BOOK_AUGMENTATION,
     batches: Array.from({ length: 60 }, () => 0),
   });
-  const before = await status();
+  const before = await settled(2, (s) => s.queueDepth === 0 && s.making === 0);
   const call = client.makeServerStreamRequest(
     '/catdog.augment.v1.Augment/Batches',
     (b: Buffer) => b,
@@ -373,25 +359,72 @@ test('a stalled client does not grow server memory: the server stops making its 
   // A consumer that stops reading (grpc-js keeps buffering for a stream nobody listens to, so listen, then pause).
   call.on('data', () => {});
   call.pause();
-  await new Promise((r) => setTimeout(r, 5000)); // long enough to make ~20 of them unthrottled
-  const stalled = await status();
-  await new Promise((r) => setTimeout(r, 2000));
-  const later = await status();
-  const made = later.batches - before.batches;
+  const stalled = await settled(5, (s) => s.waitingOnClients === 1 && s.making === 0);
+  const made = stalled.batches - before.batches;
   // gRPC's client buffers up to 16 messages before HTTP/2 flow control stops the stream; the server adds one.
-  const info = JSON.stringify({ before, stalled, later });
+  const info = JSON.stringify({ before, stalled });
   assert.ok(made <= 20, `the server sent ${made} batches to a client that reads none: ${info}`);
-  assert.equal(later.batches, stalled.batches, `nothing more is made while the client stalls: ${info}`);
   assert.ok(
-    later.rss - before.rss < 100 * 1024 ** 2,
-    `server memory grew by ${((later.rss - before.rss) / 1024 ** 2).toFixed(0)} MiB`,
+    stalled.rss - before.rss < 100 * 1024 ** 2,
+    `server memory grew by ${((stalled.rss - before.rss) / 1024 ** 2).toFixed(0)} MiB`,
   );
-  assert.equal(later.queueDepth, 60 - made);
+  assert.equal(stalled.queueDepth, 60 - made);
   call.cancel();
   client.close();
   // the cancelled call's work is dropped
-  await new Promise((r) => setTimeout(r, 500));
-  assert.equal((await status()).queueDepth, 0);
+  const after = await settled(1, (s) => s.queueDepth === 0 && s.waitingOnClients === 0);
+  assert.equal(after.batches, stalled.batches);
+  statusClient.close();
+});
+
+test('SIGTERM during a busy stream: the call is ended, the batches being made finish, the server exits 0', async () => {
+  // Terminating a worker thread while it is inside native code (sharp, TurboJPEG) aborts the process ("terminate
+  // called after throwing an instance of 'Napi::Error'"); the pools used to be destroyed with batches running. The
+  // server's log says how many batches it let finish first, and that none was running when its pools stopped.
+  const server = await startAugmentServe({ tokenFile, workers: 2, args: ['--shutdown-grace', '1'] });
+  servers.push(server);
+  const client = new grpc.Client(server.address, grpc.credentials.createInsecure(), {
+    'grpc.max_receive_message_length': 64 * 1024 ** 2,
+  });
+  const md = new grpc.Metadata();
+  md.set('authorization', `Bearer ${TOKEN}`);
+  // A call longer than the grace period, read as fast as it comes: both workers busy when it is cut off.
+  const request = validRequest({
+    batchSize: 25,
+    height: 150,
+    width: 150,
+    augment: BOOK_AUGMENTATION,
+    batches: Array.from({ length: 1000 }, () => 0),
+  });
+  const call = client.makeServerStreamRequest(
+    '/catdog.augment.v1.Augment/Batches',
+    (b: Buffer) => b,
+    (b: Buffer) => b,
+    Buffer.from(JSON.stringify(request)),
+    md,
+    {},
+  );
+  call.on('error', () => {});
+  const ended = new Promise<grpc.StatusObject>((resolve) => call.on('status', resolve));
+  let messages = 0;
+  await new Promise<void>((resolve) =>
+    call.on('data', () => {
+      if (++messages === 1) resolve();
+    }),
+  );
+  const exit = await server.stop('SIGTERM');
+  const status = await ended;
+  client.close();
+  assert.deepEqual(exit, { code: 0, signal: null }, server.stderr());
+  assert.doesNotMatch(server.stderr(), /terminate called|Napi::Error/);
+  assert.match(server.stderr(), /augment serve: SIGTERM: stopping \(running calls get 1 s\)/);
+  const pools = /pools stopped after (\d+) batches being made finished \((\d+) still running\)/.exec(server.stderr());
+  assert.ok(pools, server.stderr());
+  assert.ok(Number(pools[1]) > 0, `SIGTERM came while batches were being made: ${server.stderr()}`);
+  assert.equal(pools[2], '0', 'no batch running when the pools stopped');
+  assert.match(server.stderr(), /augment serve: stopped/);
+  assert.notEqual(status.code, grpc.status.OK, 'the call was cut short after the grace period');
+  assert.ok(messages < 1000);
 });
 
 test('TLS: a server given a certificate is reached by DNS name with the CA trusted, and refuses plaintext', async () => {

@@ -3,17 +3,16 @@
 // seed, same threads), even when one server is killed mid-run; its log shows each server's load.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { projectRoot } from '../helpers/fixtures.js';
+import { killAugmentServes, startAugmentServe, type AugmentServeProcess } from '../helpers/augment-servers.js';
 import { runTrainerAsync, spawnTrainer, tinyDataset } from './helpers.js';
 
 const TOKEN = 'trainer-test-token-9d2e';
 let root = '';
 let data = '';
 let tokenFile = '';
-const servers: ChildProcess[] = [];
+const servers: AugmentServeProcess[] = [];
 
 before(async () => {
   ({ root, data } = await tinyDataset());
@@ -21,42 +20,15 @@ before(async () => {
   await writeFile(tokenFile, `${TOKEN}\n`);
 });
 after(async () => {
-  for (const s of servers) if (s.exitCode === null && s.signalCode === null) s.kill('SIGKILL');
+  killAugmentServes(servers);
   if (root) await rm(root, { recursive: true, force: true });
 });
 
-/** `augment serve` on 127.0.0.1, resolved once it prints its listening line. */
-function startServer(): Promise<{ process: ChildProcess; address: string }> {
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      'apps/augment/src/main.ts',
-      'serve',
-      '--port',
-      '0',
-      '--host',
-      '127.0.0.1',
-      '--workers',
-      '1',
-      '--token-file',
-      tokenFile,
-    ],
-    { cwd: projectRoot, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  servers.push(child);
-  let out = '';
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d));
-  return new Promise((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d;
-      const m = /augment serve listening (127\.0\.0\.1:\d+)/.exec(out);
-      if (m) resolve({ process: child, address: m[1] });
-    });
-    child.on('exit', (code) => reject(new Error(`augment serve exited with ${code}: ${err}`)));
-  });
+/** `augment serve --workers 1` on 127.0.0.1 with the test's token, once it is listening. */
+async function startServer(): Promise<AugmentServeProcess> {
+  const server = await startAugmentServe({ tokenFile });
+  servers.push(server);
+  return server;
 }
 
 const readJson = async (p: string) => JSON.parse(await readFile(p, 'utf8'));
@@ -93,15 +65,18 @@ const common = () => [
   '0',
 ];
 
-test('augmented on two augmentation servers: the in-process history, to float tolerance; the log shows each server', async () => {
+test('augmented on two augmentation servers: the in-process batches (digest for digest) and history; the log shows each server', async () => {
   const [a, b] = await Promise.all([startServer(), startServer()]);
+  const digests = { local: join(root, 'local-batches.jsonl'), remote: join(root, 'remote-batches.jsonl') };
   const [local, remote] = await Promise.all([
-    runTrainerAsync([...common(), '--out', join(root, 'local')], DETERMINISTIC),
+    runTrainerAsync([...common(), '--out', join(root, 'local'), '--batch-digests', digests.local], DETERMINISTIC),
     runTrainerAsync(
       [
         ...common(),
         '--out',
         join(root, 'remote'),
+        '--batch-digests',
+        digests.remote,
         '--augment-service',
         `${a.address},${b.address}`,
         '--token-file',
@@ -112,7 +87,18 @@ test('augmented on two augmentation servers: the in-process history, to float to
   ]);
   assert.equal(local.code, 0, local.stderr);
   assert.equal(remote.code, 0, remote.stderr);
-  assertSameHistory(await historyOf(join(root, 'local')), await historyOf(join(root, 'remote')));
+  // Every training batch, in order: the same pixels and labels from the servers as from the in-process pool.
+  const localDigests = await readFile(digests.local, 'utf8');
+  const lines = localDigests
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  const h = await historyOf(join(root, 'local'));
+  assert.ok(lines.length >= h.epoch.length, `${lines.length} batches for ${h.epoch.length} epochs`);
+  assert.ok(lines.every((l) => l.split === 'train' && /^[0-9a-f]{64}$/.test(l.sha256) && l.images > 0));
+  assert.equal(new Set(lines.map((l) => l.sha256)).size, lines.length, 'augmented batches all differ');
+  assert.equal(await readFile(digests.remote, 'utf8'), localDigests);
+  assertSameHistory(h, await historyOf(join(root, 'remote')));
   const cfg = await readJson(join(root, 'remote', 'config.json'));
   assert.equal(cfg.augmentService, `${a.address},${b.address}`);
   // Each server's load as the stream last saw it: images/s, queue depth, workers.

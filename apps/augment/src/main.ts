@@ -485,6 +485,7 @@ async function serve(opts: {
   memoryBudget?: number;
   skipCorrupt?: boolean;
   statusEvery: number;
+  shutdownGrace: number;
 }) {
   const token = readServiceToken(opts.tokenFile && resolvePath(opts.tokenFile));
   const loopback = ['127.0.0.1', '::1', 'localhost'].includes(opts.host);
@@ -522,12 +523,21 @@ async function serve(opts: {
         `batches=${l.batches} rss_mib=${(l.rss / 1024 ** 2).toFixed(0)}`,
     );
   }, opts.statusEvery * 1000);
-  await new Promise<void>((resolve) => {
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGTERM', resolve);
     process.once('SIGINT', resolve);
   });
   clearInterval(status);
-  await server.close();
+  // Graceful: the health check answers NOT_SERVING and no call is accepted; running calls get the grace period to
+  // end, then are cancelled (their clients hand the batches to other servers); the batches being made finish; then
+  // the pools' threads stop (never while sharp is inside a native call) and the process exits 0. A second signal
+  // stops it at once.
+  const force = () => process.exit(signal === 'SIGINT' ? 130 : 143);
+  process.once('SIGTERM', force);
+  process.once('SIGINT', force);
+  console.error(`augment serve: ${signal}: stopping (running calls get ${opts.shutdownGrace} s)`);
+  await server.close(opts.shutdownGrace * 1000);
+  console.error('augment serve: stopped');
 }
 
 const program = new Command('augment')
@@ -640,6 +650,12 @@ program
     'skip (and warn about) a missing or corrupt shard instead of failing the batches that need it',
   )
   .option('--status-every <s>', 'seconds between load lines (printed only while busy)', int('--status-every'), 30)
+  .option(
+    '--shutdown-grace <s>',
+    'on SIGTERM/SIGINT, seconds running calls may take to end before they are cancelled',
+    int('--shutdown-grace'),
+    5,
+  )
   .action(serve);
 
 /** 0 ok, 1 failure, 2 usage (commander has already printed its own usage errors). */

@@ -258,6 +258,12 @@ export const FIELDS = {
     flag: { arg: '<file>' },
     path: true,
   }),
+  batchDigests: field(z.string().optional(), {
+    help: 'append one JSON line per training batch to this file: its pass, index and the sha256 of its images and labels (to compare runs batch for batch)',
+    expected: 'a file',
+    flag: { arg: '<file.jsonl>' },
+    path: true,
+  }),
   seed: field(z.number().int().min(0), {
     help: 'seed of shuffles, augmentation and initial weights',
     expected: 'an integer >= 0',

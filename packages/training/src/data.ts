@@ -1,11 +1,14 @@
 // Batches for training and evaluation: prepped datasets (local or s3) and plain folders through the
 // augmentation pool (createBatchStream), scaled for the model on the tfjs side.
+import { createHash } from 'node:crypto';
+import { appendFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import {
   createBatchStream,
   readServiceToken,
   BOOK_AUGMENTATION,
   type AugmentOptions,
+  type Batch as StreamBatch,
   type BatchStream,
   type ServerStats,
   type SkippedSample,
@@ -61,6 +64,11 @@ export interface FeedOptions {
   log?: (line: string) => void;
   /** Default 10 000. */
   serverReportMs?: number;
+  /**
+   * Append `{"split","epoch","index","images","sha256"}` for each batch to this file, the sha256 of its float32
+   * images then its float32 labels: two runs made the same batches when their files are equal. Default: none.
+   */
+  batchDigests?: string;
   /** Each image that cannot be decoded, once per key (it is left out of its batch): `skipped <key>: <reason>` goes to `log`. */
   onSkipped?: (sample: SkippedSample) => void;
 }
@@ -153,6 +161,7 @@ export async function openFeed(o: FeedOptions): Promise<Feed> {
       const [n, h, w, c] = b.shape;
       const xs = tf.tidy(() => scaleInput(tf.tensor4d(b.xs as Float32Array, [n, h, w, c]), o.scaling));
       const labels = Float32Array.from(b.ys as ArrayLike<number>);
+      if (o.batchDigests) appendBatchDigest(o.batchDigests, o.split, b, labels);
       // Both arrays are copied by now (scaleInput makes a new tensor), so the pool may reuse the batch's buffers.
       b.release();
       const ys = tf.tensor2d(labels, [n, 1]);
@@ -163,6 +172,16 @@ export async function openFeed(o: FeedOptions): Promise<Feed> {
       await stream.close();
     },
   };
+}
+
+/** One line of a batchDigests file (before the batch is released: its pixels are hashed). */
+function appendBatchDigest(file: string, split: SplitName, b: StreamBatch, labels: Float32Array): void {
+  const sha256 = createHash('sha256')
+    .update(new Uint8Array(b.xs.buffer, b.xs.byteOffset, b.xs.byteLength))
+    .update(new Uint8Array(labels.buffer, labels.byteOffset, labels.byteLength))
+    .digest('hex');
+  const line = { split, epoch: b.epoch, index: b.index, images: b.shape[0], sha256 };
+  appendFileSync(file, `${JSON.stringify(line)}\n`);
 }
 
 /** A feed for inference (evaluate, predict): every image once, in order, no augmentation. */

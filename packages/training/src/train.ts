@@ -197,6 +197,7 @@ function imageFeeds(
       start: f.start,
       splitSize: manifest.splits[split].count,
       augmentService: cfg.augmentService ? { addresses: cfg.augmentService, tokenFile: cfg.tokenFile } : undefined,
+      ...(cfg.batchDigests && split === 'train' ? { batchDigests: cfg.batchDigests } : {}),
       log: o.log,
       cacheDir: cfg.cacheDir,
       cacheLimit: o.cacheLimit,

@@ -4,8 +4,7 @@
 // the wire per batch and the consumer's CPU per batch.
 // Usage: npx nx run bench:augment-service -- [--source <dataset dir|s3 url|image folder>] [--workers 2] [--batch 32]
 //        [--size 150] [--limit 2000] [--passes 3] [--seed 1]
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -18,6 +17,7 @@ import {
   type BatchStreamOptions,
 } from '@catdog/augment';
 import { reportError, UsageError } from '@catdog/errors';
+import { startAugmentServe, type AugmentServeProcess } from '../../../test/helpers/augment-servers.js';
 
 const root = fileURLToPath(new URL('../../..', import.meta.url));
 
@@ -50,35 +50,13 @@ function options() {
   };
 }
 
-/** Starts `augment serve` on a free loopback port; resolves with its address once it is listening. */
-function startServer(workers: number, tokenFile: string): Promise<{ child: ChildProcess; address: string }> {
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      'apps/augment/src/main.ts',
-      'serve',
-      '--port',
-      '0',
-      '--host',
-      '127.0.0.1',
-      '--workers',
-      String(workers),
-      '--token-file',
-      tokenFile,
-    ],
-    { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  let out = '';
-  return new Promise((resolvePromise, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d;
-      const m = /augment serve listening (\S+)/.exec(out);
-      if (m) resolvePromise({ child, address: m[1] });
-    });
-    child.on('exit', (code) => reject(new Error(`augment serve exited with ${code}`)));
-  });
+/** CPU milliseconds (user + system) a process has used so far, its threads included (Linux /proc). */
+function processCpuMs(pid: number | undefined): number {
+  if (!pid) return 0;
+  // Fields after the command name: state is field 3; utime and stime are fields 14 and 15, in clock ticks.
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // USER_HZ: 100 on Linux
 }
 
 interface Run {
@@ -121,7 +99,7 @@ async function main(): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'catdog-bench-service-'));
   const tokenFile = join(dir, 'token');
   writeFileSync(tokenFile, `bench-${process.pid}-${Date.now()}\n`, { mode: 0o600 });
-  const servers: ChildProcess[] = [];
+  const servers: AugmentServeProcess[] = [];
   try {
     const perServer = Math.max(1, Math.floor(o.workers / 2));
     const common: BatchStreamOptions = {
@@ -146,20 +124,27 @@ async function main(): Promise<number> {
         `process_cpu_ms_per_batch=${inProcess.cpuMsPerBatch.toFixed(1)} (workers included) main_thread_ms_per_batch=${localStats.mainThreadMsPerBatch.toFixed(2)}`,
     );
 
-    const started = await Promise.all([startServer(perServer, tokenFile), startServer(perServer, tokenFile)]);
-    servers.push(...started.map((s) => s.child));
+    const started = await Promise.all(
+      [0, 1].map(() => startAugmentServe({ tokenFile, workers: perServer, stderr: 'inherit' })),
+    );
+    servers.push(...started);
     const token = readServiceToken(tokenFile);
     const remote = await createBatchStream({
       ...common,
       augmentService: { addresses: started.map((s) => s.address).join(','), token },
     });
+    await remote.ready();
+    const serversCpu = () => started.reduce((n, s) => n + processCpuMs(s.process.pid), 0);
+    const serverCpu0 = serversCpu();
     const service = await measure(remote, perPass, o.passes);
+    const serverCpuMsPerBatch = (serversCpu() - serverCpu0) / service.batches;
     const st = remote.stats();
     await remote.close();
     const wireBytes = st.servers!.reduce((n, s) => n + s.bytes, 0) / Math.max(1, st.batches);
     console.log(
       `service servers=2×${perServer} workers images_per_s=${service.imagesPerSecond.toFixed(0)} passes=[${service.passes.map((r) => r.toFixed(0)).join(', ')}] ` +
-        `client_cpu_ms_per_batch=${service.cpuMsPerBatch.toFixed(2)} wire_bytes_per_batch=${wireBytes.toFixed(0)} ` +
+        `client_cpu_ms_per_batch=${service.cpuMsPerBatch.toFixed(2)} servers_cpu_ms_per_batch=${serverCpuMsPerBatch.toFixed(1)} (workers included) ` +
+        `wire_bytes_per_batch=${wireBytes.toFixed(0)} ` +
         `(pixels ${(o.batch * o.size * o.size * 3 * 4).toFixed(0)})` +
         (st.retries ? ` reassigned=${st.retries}` : ''),
     );
@@ -174,7 +159,11 @@ async function main(): Promise<number> {
     );
     return 0;
   } finally {
-    for (const s of servers) s.kill('SIGTERM');
+    // A clean stop (exit 0) is part of what is measured: say so when a server did not stop cleanly.
+    const exits = await Promise.all(servers.map((s) => s.stop('SIGTERM')));
+    exits.forEach((e, i) => {
+      if (e.code !== 0) console.error(`augment serve ${servers[i].address} stopped with ${e.code ?? e.signal}`);
+    });
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -9,7 +9,6 @@
 // Writes <out>/soak.csv (one row per epoch) and <out>/soak.svg + soak.png (one panel per measure), and prints the
 // first, last and peak value of each measure and its growth per epoch over the second half of the run (a flat
 // run has ~0). Not a test: the figures go to BENCHMARKS.md.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -19,7 +18,8 @@ import { Command, InvalidArgumentError } from 'commander';
 import { prepareDataset } from '@catdog/dataset';
 import { renderVegaLite } from '@catdog/report';
 import { createProgress, resolveConfig, train, type ProgressSink } from '@catdog/training';
-import { KAGGLE_TRAIN, root } from './torch-peer.js';
+import { startAugmentServe, type AugmentServeProcess } from '../../../test/helpers/augment-servers.js';
+import { KAGGLE_TRAIN } from './torch-peer.js';
 
 interface Sample {
   epoch: number;
@@ -55,37 +55,6 @@ function rssOf(pid: number | undefined): number {
   } catch {
     return 0;
   }
-}
-
-/** `augment serve` on 127.0.0.1 (an ephemeral port), resolved with its address once it listens. */
-function startServer(tokenFile: string, workers: number): Promise<{ child: ChildProcess; address: string }> {
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      join(root, 'apps', 'augment', 'src', 'main.ts'),
-      'serve',
-      '--port',
-      '0',
-      '--host',
-      '127.0.0.1',
-      '--workers',
-      String(workers),
-      '--token-file',
-      tokenFile,
-    ],
-    { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  let out = '';
-  return new Promise((res, rej) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d;
-      const m = /augment serve listening (127\.0\.0\.1:\d+)/.exec(out);
-      if (m) res({ child, address: m[1] });
-    });
-    child.on('exit', (code) => rej(new Error(`augment serve exited with ${code}`)));
-  });
 }
 
 /** One vega-lite panel per measure against the epoch. */
@@ -170,7 +139,7 @@ async function main() {
   const outDir = resolve(userDir, opts.out);
   await mkdir(outDir, { recursive: true });
   const work = await mkdtemp(join(tmpdir(), 'catdog-soak-'));
-  const servers: ChildProcess[] = [];
+  const servers: AugmentServeProcess[] = [];
   try {
     let data = opts.data ? resolve(userDir, opts.data) : join(work, 'data');
     if (!opts.data) {
@@ -193,9 +162,11 @@ async function main() {
       tokenFile = join(work, 'token');
       await writeFile(tokenFile, `soak-${process.pid}-${Date.now()}\n`);
       const started = await Promise.all(
-        Array.from({ length: opts.augmentService }, () => startServer(tokenFile!, opts.workers)),
+        Array.from({ length: opts.augmentService }, () =>
+          startAugmentServe({ tokenFile, workers: opts.workers, stderr: 'inherit' }),
+        ),
       );
-      servers.push(...started.map((s) => s.child));
+      servers.push(...started);
       augmentService = started.map((s) => s.address).join(',');
       process.stderr.write(`soak: ${started.length} augment servers at ${augmentService}\n`);
     }
@@ -230,7 +201,7 @@ async function main() {
         tensors: t.numTensors,
         tensor_mb: mb(t.numBytes),
         wasm_heap_mb: mb(wasmHeapBytes()),
-        servers_rss_mb: mb(servers.reduce((a, c) => a + rssOf(c.pid), 0)),
+        servers_rss_mb: mb(servers.reduce((a, c) => a + rssOf(c.process.pid), 0)),
       };
       samples.push(s);
       process.stderr.write(`soak: ${MEASURES.map((m) => `${m}=${s[m]}`).join(' ')} (epoch ${s.epoch})\n`);
@@ -262,7 +233,7 @@ async function main() {
     }
     console.log(`soak wrote ${join(outDir, 'soak.csv')}, soak.svg and soak.png`);
   } finally {
-    for (const s of servers) s.kill('SIGTERM');
+    await Promise.all(servers.map((s) => s.stop('SIGTERM')));
     await rm(work, { recursive: true, force: true });
   }
 }

@@ -2,7 +2,7 @@
 import { batchIndices, epochSampleOrder } from '../plan.js';
 import type { LoadedSamples } from '../source.js';
 import type { BatchResult, BatchTask, SharedSamples } from '../worker.js';
-import type { Served } from './datasets.js';
+import { type Served, track } from './datasets.js';
 import { encodeFrame, type BatchRecipe, type BatchesRequest, type ServerLoad } from './protocol.js';
 
 /** Which samples make one batch, as the pool takes them. */
@@ -23,7 +23,7 @@ export interface MadeBatch {
 /** Makes batch `index` of the request's epoch on the dataset's pool (into a released batch memory when one is spare). */
 export async function makeBatch(s: Served, r: BatchesRequest, index: number): Promise<MadeBatch> {
   const samples = await samplesOf(s, r, index);
-  const result = await s.pool.run(taskOf(r, samples), s.spare.pop(), `batch ${index} of epoch ${r.epoch}`);
+  const result = await track(s, s.pool.run(taskOf(r, samples), s.spare.pop(), `batch ${index} of epoch ${r.epoch}`));
   return { index, samples, result };
 }
 
@@ -68,7 +68,12 @@ function taskOf(r: BatchesRequest, b: BatchSamples): BatchTask {
 }
 
 /** The frame of a made batch: the kept samples' keys and labels, the skipped ones' reasons, the server's load. */
-export function frameOf(r: BatchesRequest, made: MadeBatch, load: ServerLoad): Buffer {
+export function frameOf(
+  r: BatchesRequest,
+  made: MadeBatch,
+  load: ServerLoad,
+  alloc?: (bytes: number) => Buffer,
+): Buffer {
   const { index, samples: b, result: res } = made;
   const elements = res.kept.length * r.height * r.width * 3;
   return encodeFrame(
@@ -85,5 +90,6 @@ export function frameOf(r: BatchesRequest, made: MadeBatch, load: ServerLoad): B
       load,
     },
     new Uint8Array(res.xs, 0, elements * (r.dtype === 'uint8' ? 1 : 4)),
+    alloc,
   );
 }

@@ -6,6 +6,8 @@ import { stepsPerEpoch } from '../plan.js';
 import { frameOf, makeBatch, type MadeBatch } from './batch-frames.js';
 import { type CallStatus, statusOf } from './call-status.js';
 import type { ServiceContext } from './handlers.js';
+import type { FrameBuffers } from './frame-buffers.js';
+import type { LoadMeter } from './load-meter.js';
 import { BadRequest, parseBatchesRequest } from './protocol.js';
 
 type BatchesCall = grpc.ServerWritableStream<Buffer, Buffer>;
@@ -46,12 +48,20 @@ async function streamBatches(service: ServiceContext, call: BatchesCall, signal:
       signal,
       indices: request.batches,
       workers: service.workers,
-      make: (index) => makeBatch(served, request, index),
+      make: (index) => {
+        service.meter.making++;
+        const made = makeBatch(served, request, index);
+        const done = () => service.meter.making--;
+        made.then(done, done);
+        return made;
+      },
+      meter: service.meter,
+      frames: service.frames,
     });
     while (unsent > 0) {
       const made = await inFlight.next();
       if (!made) return;
-      const frame = frameOf(request, made, service.meter.load());
+      const frame = frameOf(request, made, service.meter.load(), (bytes) => service.frames.take(bytes));
       const memory = made.result.memory;
       if (memory && served.spare.length < 2 * service.workers) served.spare.push(memory); // the frame holds a copy
       inFlight.write(frame);
@@ -98,6 +108,8 @@ interface BatchesInFlightOptions {
   /** Batches being made or unflushed at once. */
   workers: number;
   make: (index: number) => Promise<MadeBatch>;
+  meter: LoadMeter;
+  frames: FrameBuffers;
 }
 
 /** A call's batches between the pool and the transport, in request order: at most `workers` at once. */
@@ -114,7 +126,13 @@ class BatchesInFlight {
     const { signal } = this.o;
     this.launch();
     while (this.making.length === 0 && !signal.cancelled) {
-      await signal.waitForNotify();
+      // Nothing being made: every place is held by a batch the transport has not taken (the client is slow).
+      this.o.meter.waitingOnClients++;
+      try {
+        await signal.waitForNotify();
+      } finally {
+        this.o.meter.waitingOnClients--;
+      }
       this.launch();
     }
     if (signal.cancelled) return null;
@@ -122,11 +140,15 @@ class BatchesInFlight {
     return signal.cancelled ? null : made;
   }
 
-  /** Writes a batch's frame; it holds its place among the `workers` until the transport takes it. */
+  /**
+   * Writes a batch's frame; it holds its place among the `workers` until the transport takes it (grpc-js has copied
+   * it into its message then, so the frame's buffer is reused).
+   */
   write(frame: Buffer): void {
     this.unflushed++;
     this.o.call.write(frame, () => {
       this.unflushed--;
+      this.o.frames.give(frame);
       this.o.signal.notify();
     });
   }

@@ -12,8 +12,8 @@ import { UserError } from '@catdog/errors';
 import type { Batch, BatchStream, BatchStreamOptions, ServerStats, StreamStats } from '../batch-stream.js';
 import { baseEpoch, DeliveryLog, iterate, startPoint, type ResolvedStreamOptions } from '../delivery.js';
 import { stepsPerEpoch } from '../plan.js';
+import { BatchChannel, BufferPool, type BatchCall, type CallError } from './batch-channel.js';
 import {
-  decodeFrame,
   encodeJson,
   MAX_HEADER_BYTES,
   MAX_REQUEST_BYTES,
@@ -56,7 +56,10 @@ class Endpoint {
 
   constructor(
     readonly target: string,
+    /** Describe (grpc-js) */
     readonly client: grpc.Client,
+    /** Batches (node:http2, batch-channel.ts) */
+    readonly channel: BatchChannel,
   ) {}
 
   get capacity(): number {
@@ -125,7 +128,10 @@ class RemoteBatchStream implements BatchStream {
   private readonly credentials: grpc.ChannelCredentials;
   private readonly channelOptions: grpc.ChannelOptions;
   private digest = '';
-  private readonly calls = new Set<grpc.ClientReadableStream<Buffer>>();
+  private readonly calls = new Set<BatchCall>();
+  /** pixel buffers of released batches, reused by the next ones */
+  private readonly pool = new BufferPool(8);
+  private readonly frameBytes: number;
   /** batch numbers (epoch × steps + index) handed back by failed servers, smallest first */
   private readonly unassigned: number[] = [];
   private readonly attempts = new Map<number, number>();
@@ -162,6 +168,7 @@ class RemoteBatchStream implements BatchStream {
       : grpc.credentials.createInsecure();
     const frameBytes =
       8 + MAX_HEADER_BYTES + recipe.batchSize * recipe.height * recipe.width * 3 * (recipe.dtype === 'uint8' ? 1 : 4);
+    this.frameBytes = frameBytes;
     this.channelOptions = {
       'grpc.max_receive_message_length': frameBytes,
       'grpc.max_send_message_length': MAX_REQUEST_BYTES,
@@ -242,7 +249,17 @@ class RemoteBatchStream implements BatchStream {
         ...this.channelOptions,
         ...(this.service.tls ? { 'grpc.ssl_target_name_override': host, 'grpc.default_authority': host } : {}),
       });
-      const e = new Endpoint(target, client);
+      const channel = new BatchChannel({
+        target,
+        host,
+        tls: this.service.tls,
+        maxMessageBytes: this.frameBytes,
+        // Room for a few batches in transit at once (a server has up to 2 × its workers calls of this client open);
+        // the client reads every byte as it comes, so the window bounds the kernel's buffers, not this process.
+        connectionWindow: this.frameBytes * 4,
+        pool: this.pool,
+      });
+      const e = new Endpoint(target, client, channel);
       this.endpoints.set(target, e);
       added.push(e);
     }
@@ -391,15 +408,6 @@ class RemoteBatchStream implements BatchStream {
     const request: BatchesRequest = { ...this.ref, ...this.recipe, epoch, batches: [index] };
     e.inflight++;
     let done = false;
-    const call = e.client.makeServerStreamRequest(
-      `${SERVICE_PATH}/Batches`,
-      raw,
-      raw,
-      encodeJson(request),
-      this.metadata(),
-      {},
-    );
-    this.calls.add(call);
     const finish = () => {
       if (done) return false;
       done = true;
@@ -407,67 +415,72 @@ class RemoteBatchStream implements BatchStream {
       this.calls.delete(call);
       return true;
     };
-    call.on('data', (message: Buffer) => {
-      const t = performance.now();
-      try {
-        const frame = decodeFrame(message);
-        if (frame.header.epoch !== epoch || frame.header.index !== index)
-          throw new Error(
-            `augment service ${e.target}: sent batch ${frame.header.index} of epoch ${frame.header.epoch}, asked for ${index} of ${epoch}`,
+    const call = e.channel.batches(`${SERVICE_PATH}/Batches`, encodeJson(request), this.service.token, {
+      frame: (frame, bytes) => {
+        const t = performance.now();
+        try {
+          if (frame.header.epoch !== epoch || frame.header.index !== index)
+            throw new Error(
+              `augment service ${e.target}: sent batch ${frame.header.index} of epoch ${frame.header.epoch}, asked for ${index} of ${epoch}`,
+            );
+          e.batches++;
+          e.bytes += bytes;
+          e.load = frame.header.load;
+          e.workers = frame.header.load.workers;
+          // A batch handed to a second server after its first call failed late may arrive twice: keep one.
+          if (seq >= this.delivered && !this.received.has(seq) && !this.closed)
+            this.received.set(seq, { frame, bytes });
+          else this.pool.give(frame.xs.buffer);
+        } catch (err) {
+          this.pool.give(frame.xs.buffer);
+          this.fail(err as Error);
+        }
+        this.log.addMainMs(performance.now() - t);
+        this.wake();
+      },
+      error: (err: CallError) => {
+        if (!finish() || this.closed) return;
+        if (FATAL.has(err.code)) {
+          this.fail(
+            new UserError(`augment service ${e.target}: ${err.details}`, {
+              code: err.code === grpc.status.UNAUTHENTICATED ? 'access-denied' : 'bad-request',
+            }),
           );
-        e.batches++;
-        e.bytes += message.length;
-        e.load = frame.header.load;
-        e.workers = frame.header.load.workers;
-        // A batch handed to a second server after its first call failed late may arrive twice: keep one.
-        if (seq >= this.delivered && !this.received.has(seq)) this.received.set(seq, { frame, bytes: message.length });
-      } catch (err) {
-        this.fail(err as Error);
-      }
-      this.log.addMainMs(performance.now() - t);
-      this.wake();
-    });
-    call.on('error', (err: grpc.ServiceError) => {
-      if (!finish() || this.closed) return;
-      if (FATAL.has(err.code)) {
-        this.fail(
-          new UserError(`augment service ${e.target}: ${err.details}`, {
-            code: err.code === grpc.status.UNAUTHENTICATED ? 'access-denied' : 'bad-request',
-          }),
-        );
-        return;
-      }
-      // The server died, restarted, or failed this batch: hand the batch to another one (unless it arrived first).
-      if (this.received.has(seq) || seq < this.delivered) {
-        this.markDown(e);
-        this.pump();
-        return;
-      }
-      const attempts = (this.attempts.get(seq) ?? 0) + 1;
-      this.attempts.set(seq, attempts);
-      if (attempts >= MAX_ATTEMPTS) {
-        this.fail(
-          new UserError(
-            `augment service: batch ${index} of epoch ${epoch} failed on ${attempts} servers, last ${e.target}: ${err.details}`,
-            { code: 'unreachable' },
-          ),
-        );
-        return;
-      }
-      this.unassigned.push(seq);
-      this.unassigned.sort((a, b) => a - b);
-      this.reassigned++;
-      this.markDown(e);
-      this.pump();
-    });
-    call.on('end', () => {
-      if (!finish()) return;
-      if (!this.received.has(seq) && !this.closed && seq >= this.delivered) {
+          return;
+        }
+        // The server died, restarted, or failed this batch: hand the batch to another one (unless it arrived first).
+        if (this.received.has(seq) || seq < this.delivered) {
+          this.markDown(e);
+          this.pump();
+          return;
+        }
+        const attempts = (this.attempts.get(seq) ?? 0) + 1;
+        this.attempts.set(seq, attempts);
+        if (attempts >= MAX_ATTEMPTS) {
+          this.fail(
+            new UserError(
+              `augment service: batch ${index} of epoch ${epoch} failed on ${attempts} servers, last ${e.target}: ${err.details}`,
+              { code: 'unreachable' },
+            ),
+          );
+          return;
+        }
         this.unassigned.push(seq);
         this.unassigned.sort((a, b) => a - b);
-      }
-      this.pump();
+        this.reassigned++;
+        this.markDown(e);
+        this.pump();
+      },
+      end: () => {
+        if (!finish()) return;
+        if (!this.received.has(seq) && !this.closed && seq >= this.delivered) {
+          this.unassigned.push(seq);
+          this.unassigned.sort((a, b) => a - b);
+        }
+        this.pump();
+      },
     });
+    if (!done) this.calls.add(call);
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Batch, undefined> {
@@ -503,6 +516,7 @@ class RemoteBatchStream implements BatchStream {
     const h = frame.header;
     const n = h.keys.length;
     const skipped = h.skipped.map((s) => ({ key: s.key, epoch: h.epoch, reason: s.reason }));
+    let released = false;
     const batch: Batch = {
       xs: frame.xs,
       ys: Float32Array.from(h.labels),
@@ -511,7 +525,11 @@ class RemoteBatchStream implements BatchStream {
       epoch: h.epoch,
       index: h.index,
       skipped,
-      release: () => {}, // the frame's buffer is the garbage collector's
+      release: () => {
+        // the next batch is received into it (once: a buffer given twice would hold two batches)
+        if (!released) this.pool.give(frame.xs.buffer);
+        released = true;
+      },
     };
     this.log.record(batch, h.index === this.stepsPerEpoch - 1, h.workerMs, performance.now() - t);
     return { done: false, value: batch };
@@ -550,6 +568,7 @@ class RemoteBatchStream implements BatchStream {
     for (const e of this.endpoints.values()) {
       if (e.timer) clearTimeout(e.timer);
       e.client.close();
+      e.channel.close();
     }
     this.received.clear();
   }

@@ -2,7 +2,8 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { CallGuard } from './auth.js';
 import { statusOf } from './call-status.js';
-import type { Served, ServedDatasets } from './datasets.js';
+import { type Served, type ServedDatasets, track } from './datasets.js';
+import type { FrameBuffers } from './frame-buffers.js';
 import type { LoadMeter } from './load-meter.js';
 import {
   encodeJson,
@@ -17,6 +18,8 @@ import {
 export interface ServiceContext {
   datasets: ServedDatasets;
   meter: LoadMeter;
+  /** frame buffers the transport has taken, reused by the next frames */
+  frames: FrameBuffers;
   authorize: CallGuard;
   /** Worker threads of each dataset's pool. */
   workers: number;
@@ -51,7 +54,7 @@ async function describe(service: ServiceContext, requestBytes: Buffer): Promise<
 async function warmUp(s: Served, recipe: BatchRecipe): Promise<void> {
   const id = JSON.stringify(recipe);
   if (s.warmed.has(id)) return;
-  await s.pool.warmUp({ ...recipe });
+  await track(s, s.pool.warmUp({ ...recipe }));
   s.warmed.add(id);
 }
 

@@ -8,6 +8,10 @@ export class LoadMeter {
   /** batches accepted and not yet sent */
   private queueDepth = 0;
   private sent = 0;
+  /** batches on the pool now */
+  making = 0;
+  /** calls waiting for their client to take what was written before making more */
+  waitingOnClients = 0;
   /** images per sent batch, the last RATE_SPAN_MS of them */
   private readonly recent: { t: number; images: number }[] = [];
 
@@ -38,6 +42,8 @@ export class LoadMeter {
     return {
       workers: this.workers,
       queueDepth: this.queueDepth,
+      making: this.making,
+      waitingOnClients: this.waitingOnClients,
       imagesPerSecond: (images * 1000) / span,
       batches: this.sent,
       rss: process.memoryUsage.rss(),

@@ -74,6 +74,10 @@ export interface ServerLoad {
   workers: number;
   /** batches accepted and not yet sent */
   queueDepth: number;
+  /** batches on the pool now */
+  making: number;
+  /** calls whose next batch waits for their client to take the ones written (a stalled client's call stays here) */
+  waitingOnClients: number;
   /** images made per second over the last few seconds */
   imagesPerSecond: number;
   /** batches sent since start */
@@ -195,11 +199,18 @@ export function parseBatchesRequest(bytes: Buffer): BatchesRequest {
   };
 }
 
-/** One frame: header and pixels in one buffer (gRPC sends it as one message). */
-export function encodeFrame(header: FrameHeader, pixels: Uint8Array): Buffer {
+/**
+ * One frame: header and pixels in one buffer (gRPC sends it as one message), from `alloc` (a buffer of exactly the
+ * bytes asked for; default a new one).
+ */
+export function encodeFrame(
+  header: FrameHeader,
+  pixels: Uint8Array,
+  alloc: (bytes: number) => Buffer = Buffer.allocUnsafe,
+): Buffer {
   const json = Buffer.from(JSON.stringify(header));
   const padded = json.length + ((3 - ((8 + json.length) % 8) + 8) % 8);
-  const frame = Buffer.allocUnsafe(8 + padded + pixels.byteLength);
+  const frame = alloc(8 + padded + pixels.byteLength);
   frame.writeUInt32LE(MAGIC, 0);
   frame.writeUInt32LE(padded, 4);
   json.copy(frame, 8);
@@ -213,23 +224,42 @@ export interface Frame {
   xs: Float32Array | Uint8Array;
 }
 
+/** The fixed part in front of a frame's header: 'CDB1' and the header's byte length. */
+export const FRAME_PREFIX_BYTES = 8;
+
 /** Parses a frame, checking its sizes against the header; the pixels are viewed in place when aligned. */
 export function decodeFrame(frame: Buffer): Frame {
-  if (frame.length < 8 || frame.readUInt32LE(0) !== MAGIC) throw new Error('augment service: not a batch frame');
+  if (frame.length < FRAME_PREFIX_BYTES) throw new Error('augment service: not a batch frame');
   const headerBytes = frame.readUInt32LE(4);
-  if (headerBytes > MAX_HEADER_BYTES || 8 + headerBytes > frame.length)
+  if (headerBytes > MAX_HEADER_BYTES || FRAME_PREFIX_BYTES + headerBytes > frame.length)
     throw new Error('augment service: bad frame header length');
-  const header = JSON.parse(frame.toString('utf8', 8, 8 + headerBytes)) as FrameHeader;
+  const at = FRAME_PREFIX_BYTES + headerBytes;
+  let pixels = frame.subarray(at);
+  if (pixels.byteOffset % 4 !== 0) pixels = Buffer.from(pixels);
+  return parseFrameHeader(frame.subarray(0, FRAME_PREFIX_BYTES), frame.subarray(FRAME_PREFIX_BYTES, at), pixels);
+}
+
+/**
+ * A frame from its parts: the fixed prefix, the header's JSON and the pixels (4-byte aligned), checked against
+ * each other; xs views the pixels' memory.
+ */
+export function parseFrameHeader(fixed: Buffer, headerJson: Buffer, pixels: Uint8Array): Frame {
+  if (fixed.readUInt32LE(0) !== MAGIC) throw new Error('augment service: not a batch frame');
+  let header: FrameHeader;
+  try {
+    header = JSON.parse(headerJson.toString('utf8')) as FrameHeader;
+  } catch {
+    throw new Error('augment service: a frame header that is not JSON');
+  }
   const n = header.keys.length;
   const elements = n * header.height * header.width * 3;
   const bytesPer = header.dtype === 'uint8' ? 1 : 4;
-  const at = 8 + headerBytes;
-  if (frame.length - at !== elements * bytesPer || header.labels.length !== n)
+  if (pixels.byteLength !== elements * bytesPer || header.labels.length !== n)
     throw new Error('augment service: frame size does not match its header');
-  let xs: Float32Array | Uint8Array;
-  if (header.dtype === 'uint8') xs = new Uint8Array(frame.buffer, frame.byteOffset + at, elements);
-  else if ((frame.byteOffset + at) % 4 === 0) xs = new Float32Array(frame.buffer, frame.byteOffset + at, elements);
-  else xs = new Float32Array(frame.buffer.slice(frame.byteOffset + at, frame.byteOffset + frame.length));
+  const xs =
+    header.dtype === 'uint8'
+      ? new Uint8Array(pixels.buffer, pixels.byteOffset, elements)
+      : new Float32Array(pixels.buffer, pixels.byteOffset, elements);
   return { header, xs };
 }
 

@@ -13,6 +13,7 @@ import { tokenGuard } from './auth.js';
 import { batchesHandler } from './batches.js';
 import { ServedDatasets } from './datasets.js';
 import { describeHandler, healthHandler, type ServiceContext, statusHandler } from './handlers.js';
+import { FrameBuffers } from './frame-buffers.js';
 import { LoadMeter } from './load-meter.js';
 import { HEALTH_CHECK_PATH, MAX_REQUEST_BYTES, SERVICE_PATH, type ServerLoad } from './protocol.js';
 
@@ -74,6 +75,7 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
       },
     }),
     meter: new LoadMeter(workers),
+    frames: new FrameBuffers(2 * workers + 2),
     authorize: tokenGuard(options.token, log),
     workers,
     log,
@@ -88,7 +90,10 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
     async close(graceMs = 5000) {
       closing = true;
       await shutDown(server, graceMs);
-      await service.datasets.closeAll();
+      const pools = await service.datasets.closeAll();
+      log(
+        `augment serve: pools stopped after ${pools.waited} batches being made finished (${pools.running} still running)`,
+      );
     },
   };
 }

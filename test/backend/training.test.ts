@@ -72,10 +72,11 @@ function tinyConvnet(size: number, withDepthwise: boolean): tf.Sequential {
 async function seededFit(xs: tf.Tensor4D, ys: tf.Tensor2D): Promise<{ loss: number[]; unmoved: string[] }> {
   const model = tinyConvnet(SIZE, true);
   model.compile({ optimizer: tf.train.rmsprop(1e-3), loss: 'binaryCrossentropy', metrics: ['accuracy'] });
-  const before = model.trainableWeights.map((w) => w.read().dataSync().slice());
+  const values = (w: tf.LayerVariable) => w.read().dataSync();
+  const before = model.trainableWeights.map((w) => values(w).slice());
   const history = await model.fit(xs, ys, { epochs: 8, batchSize: 10, shuffle: false, verbose: 0 });
   const unmoved = model.trainableWeights
-    .filter((w, i) => w.read().dataSync().every((v, j) => v === before[i]![j]))
+    .filter((w, i) => values(w).every((v, j) => v === before[i]![j]))
     .map((w) => w.name);
   model.dispose();
   return { loss: history.history.loss as number[], unmoved };

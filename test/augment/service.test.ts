@@ -377,10 +377,8 @@ test('a stalled client does not grow server memory: the server stops making its 
   statusClient.close();
 });
 
-test('SIGTERM during a busy stream: the call is ended, the batches being made finish, the server exits 0', async () => {
-  // Terminating a worker thread while it is inside native code (sharp, TurboJPEG) aborts the process ("terminate
-  // called after throwing an instance of 'Napi::Error'"); the pools used to be destroyed with batches running. The
-  // server's log says how many batches it let finish first, and that none was running when its pools stopped.
+/** One server stopped with SIGTERM while a long call streams from it: its exit, log, the call's status, messages read. */
+async function sigtermDuringStream() {
   const server = await startAugmentServe({ tokenFile, workers: 2, args: ['--shutdown-grace', '1'] });
   servers.push(server);
   const client = new grpc.Client(server.address, grpc.credentials.createInsecure(), {
@@ -415,16 +413,34 @@ test('SIGTERM during a busy stream: the call is ended, the batches being made fi
   const exit = await server.stop('SIGTERM');
   const status = await ended;
   client.close();
-  assert.deepEqual(exit, { code: 0, signal: null }, server.stderr());
-  assert.doesNotMatch(server.stderr(), /terminate called|Napi::Error/);
-  assert.match(server.stderr(), /augment serve: SIGTERM: stopping \(running calls get 1 s\)/);
-  const pools = /pools stopped after (\d+) batches being made finished \((\d+) still running\)/.exec(server.stderr());
-  assert.ok(pools, server.stderr());
-  assert.ok(Number(pools[1]) > 0, `SIGTERM came while batches were being made: ${server.stderr()}`);
-  assert.equal(pools[2], '0', 'no batch running when the pools stopped');
-  assert.match(server.stderr(), /augment serve: stopped/);
-  assert.notEqual(status.code, grpc.status.OK, 'the call was cut short after the grace period');
-  assert.ok(messages < 1000);
+  const stderr = server.stderr();
+  const pools = /pools stopped after (\d+) batches being made finished \((\d+) still running\)/.exec(stderr);
+  assert.ok(pools, stderr);
+  return { exit, stderr, status, messages, finished: Number(pools[1]), running: Number(pools[2]) };
+}
+
+test('SIGTERM during a busy stream: the call is ended, the batches being made finish, the server exits 0', async () => {
+  // Terminating a worker thread while it is inside native code (sharp, TurboJPEG) aborts the process ("terminate
+  // called after throwing an instance of 'Napi::Error'"); the pools used to be destroyed with batches running. The
+  // server's log says how many batches it let finish first, and that none was running when its pools stopped.
+  // Whether batches are being made when the grace period ends depends on how fast this process reads (a slow
+  // reader leaves the server waiting on it, making nothing): up to three tries for a stop with work in flight.
+  const tries: Awaited<ReturnType<typeof sigtermDuringStream>>[] = [];
+  for (let i = 0; i < 3 && !tries.some((t) => t.finished > 0); i++) {
+    const t = await sigtermDuringStream();
+    tries.push(t);
+    assert.deepEqual(t.exit, { code: 0, signal: null }, t.stderr);
+    assert.doesNotMatch(t.stderr, /terminate called|Napi::Error/);
+    assert.match(t.stderr, /augment serve: SIGTERM: stopping \(running calls get 1 s\)/);
+    assert.equal(t.running, 0, `no batch running when the pools stopped: ${t.stderr}`);
+    assert.match(t.stderr, /augment serve: stopped/);
+    assert.notEqual(t.status.code, grpc.status.OK, 'the call was cut short after the grace period');
+    assert.ok(t.messages < 1000);
+  }
+  assert.ok(
+    tries.some((t) => t.finished > 0),
+    `SIGTERM came while batches were being made: ${tries.map((t) => t.stderr).join('\n')}`,
+  );
 });
 
 test('TLS: a server given a certificate is reached by DNS name with the CA trusted, and refuses plaintext', async () => {

@@ -5,6 +5,8 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import { readFile, rm, mkdir, copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type * as tf from '@tensorflow/tfjs';
+import { buildConvnet } from '@catdog/models';
 import { kaggleTrainDir } from '../helpers/fixtures.js';
 import { CONTRACT, lastLine, runTrainer, tinyDataset } from './helpers.js';
 
@@ -19,6 +21,36 @@ after(async () => {
 });
 
 const readJson = async (p: string) => JSON.parse(await readFile(p, 'utf8'));
+
+/** ‖saved − initial‖ / ‖initial‖ for each kernel of the run's saved model (float32 weights, one weights.bin). */
+async function relativeChanges(run: string, initial: tf.LayersModel): Promise<Record<string, number>> {
+  const manifest = (await readJson(join(run, 'model', 'model.json'))).weightsManifest[0].weights as {
+    name: string;
+    shape: number[];
+  }[];
+  const bin = await readFile(join(run, 'model', 'weights.bin'));
+  const saved = new Float32Array(bin.buffer, bin.byteOffset, bin.byteLength / 4);
+  const start = new Map(initial.weights.map((w) => [w.originalName, w.read().dataSync()]));
+  const changes: Record<string, number> = {};
+  let offset = 0;
+  for (const { name, shape } of manifest) {
+    const size = shape.reduce((a, b) => a * b, 1);
+    const w0 = start.get(name);
+    assert.ok(w0, `${name} is in the seeded convnet`);
+    if (name.endsWith('/kernel')) {
+      let diff = 0;
+      let norm = 0;
+      for (let i = 0; i < size; i++) {
+        diff += (saved[offset + i]! - w0[i]!) ** 2;
+        norm += w0[i]! ** 2;
+      }
+      changes[name] = Math.sqrt(diff / norm);
+    }
+    offset += size;
+  }
+  initial.dispose();
+  return changes;
+}
 
 test('scratch (ci-smoke): the convnet learns the training images; run directory complete', async () => {
   const out = join(root, 'scratch');
@@ -35,6 +67,16 @@ test('scratch (ci-smoke): the convnet learns the training images; run directory 
   assert.ok(Math.min(...h.loss) < 0.5, `train loss stayed at ${Math.min(...h.loss)}`);
   assert.ok(Math.max(...h.acc) >= 0.8, `train acc stayed at ${Math.max(...h.acc)}`);
   const cfg = await readJson(join(out, 'config.json'));
+  // Every layer learnt, not only the dense ones (which alone can memorise 40 images): each kernel of the saved model
+  // moved from the same seeded convnet before training, by a fraction of its size (a different starting point
+  // would be as far away as the kernel itself).
+  const moved = await relativeChanges(
+    out,
+    buildConvnet({ inputShape: [cfg.inputSize, cfg.inputSize, 3], seed: cfg.seed }),
+  );
+  if (process.env.CATDOG_TEST_VERBOSE) console.log(moved);
+  for (const [name, change] of Object.entries(moved))
+    assert.ok(change > 1e-3 && change < 0.5, `${name} moved by ${change} of its initial norm`);
   assert.equal(cfg.strategy, 'scratch');
   assert.equal(cfg.backend.name, 'wasm');
   assert.equal(cfg.inputScaling, 'unit');

@@ -3,7 +3,13 @@
 //
 // --mode batches (default): the trainer's path, createBatchStream (decode + resize + the book's augmentation on a
 // worker pool) with a memory budget of a tenth of the dataset's bytes (--budget-fraction), so the split is streamed
-// window by window; --mode reader: @catdog/dataset's streaming reader alone (no decoding).
+// window by window; --mode reader: @catdog/dataset's streaming reader alone (no decoding); --mode train: the trainer
+// itself (`train()` of @catdog/training, what `trainer:augmented` runs) for --steps steps of one epoch on a copy of the
+// dataset with validation and test splits (the trainer needs them: --holdout per class each, taken from the same
+// source folder, prepped once to s3://bench/stream-scale-<N>-trainable), the run written to <folder>/runs. The
+// trainer has no memory-budget option: its split streams because it exceeds the augmentation stream's default
+// budget (512 MiB). Reported: peak RSS of the training process (model, tfjs' WASM heap and workers included), the
+// time to the first training step (from process start, and from the train() call) and the trainer's images/s.
 //
 // The dataset is built once and kept in <folder>: the shared Kaggle images re-encoded under distinct keys
 // (copy c of cat.i is cat.{c·3000+i}, JPEG quality 90−c mod 10, so every sample's bytes differ) as a flat source
@@ -12,11 +18,14 @@
 //
 //   node --import tsx tools/bench/src/stream-scale.ts --folder /tmp/stream-scale                  # 60,000 samples
 //   node --import tsx tools/bench/src/stream-scale.ts --folder /tmp/ss-small --samples 2000 --resize 96   # quick check
+//   node --import tsx tools/bench/src/stream-scale.ts --folder /tmp/stream-scale --mode train              # training
 //   options: --samples N (default 60000, even), --shard-samples N (default 500), --window N (shards, default 4),
 //            --prefetch N (shards, default = window), --concurrency N (downloads in flight, default 3),
 //            --limit N (stop after N samples), --resize S (shortest side at build time; default: original size), --json,
 //            --mode batches|reader, --budget-fraction F (memory budget = F × dataset bytes, default 0.1),
-//            --workers N (default 2), --batch N (default 32), --size S (target side, default 150)
+//            --workers N (default 2), --batch N (default 32), --size S (target side, default 150);
+//            train mode: --steps N (default 100), --validation-steps N (default 10), --holdout N (validation and test
+//            images per class, default 250), --preset P (default cpu-quick; the strategy is augmented)
 //
 // The reader runs in a child process of its own, so its RSS is the reader's alone (s3rver runs in this one).
 import { spawn } from 'node:child_process';
@@ -29,7 +38,7 @@ import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
 // @ts-expect-error s3rver ships no types
 import S3rver from 's3rver';
-import { BOOK_AUGMENTATION, createBatchStream } from '@catdog/augment';
+import { BOOK_AUGMENTATION, createBatchStream, DEFAULT_MEMORY_BUDGET } from '@catdog/augment';
 import { openStream, prepareDataset, readManifest } from '@catdog/dataset';
 import { openStorage } from '@catdog/storage';
 
@@ -52,6 +61,11 @@ const { values } = parseArgs({
     batch: { type: 'string', default: '32' },
     size: { type: 'string', default: '150' },
     budget: { type: 'string' },
+    steps: { type: 'string', default: '100' },
+    'validation-steps': { type: 'string', default: '10' },
+    holdout: { type: 'string', default: '250' },
+    preset: { type: 'string', default: 'cpu-quick' },
+    'run-out': { type: 'string' },
     // Internal: run as the measured reader.
     measure: { type: 'string' },
   },
@@ -71,6 +85,139 @@ interface Measurement {
   memoryBudget?: number;
   readMode?: string;
   batches?: number;
+  /** train mode */
+  training?: TrainingMeasurement;
+}
+
+interface TrainingMeasurement {
+  steps: number;
+  /** From process start (what a user waits, tsx and tfjs loading included) and from the train() call. */
+  firstStepSeconds: number;
+  firstStepAfterTrainCallSeconds: number;
+  /** When the trainer's stream said how it reads the split (the read-mode line), from the train() call. */
+  readModeAfterTrainCallSeconds: number | null;
+  /** The trainer's own figure for the epoch (history.images_per_s), and images/s from the first step to the last. */
+  trainerImagesPerSecond: number;
+  /** RSS at the first step, and the peak up to the last training step (before validation and the test pass). */
+  rssAtFirstStepBytes: number;
+  peakRssDuringStepsBytes: number;
+  /**
+   * tfjs' WASM memory at the end (it only grows, so its peak): the model's weights, gradients, optimizer state and
+   * activations live there. An upper bound of its share of the RSS (pages never touched are not resident).
+   */
+  wasmHeapBytes: number;
+  imagesPerSecondAfterFirstStep: number;
+  modelParams: number;
+  valAcc: number | null;
+  testAcc: number;
+  runDir: string;
+  backend: string;
+}
+
+/**
+ * The trainer on the streamed dataset: train() as `trainer:augmented --preset <preset> --epochs 1 --steps-per-epoch
+ * <steps> --validation-steps <n>` runs it, its progress sink wrapped to note the first step. @catdog/training is
+ * imported here only, so the other modes' RSS does not include tfjs.
+ */
+async function measureTraining(url: string): Promise<void> {
+  const { createProgress, resolveConfig, train } = await import('@catdog/training');
+  const tf = await import('@tensorflow/tfjs');
+  let peakRss = process.memoryUsage().rss;
+  const timer = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 20);
+  const steps = Number(values.steps);
+  const cfg = resolveConfig({
+    strategy: 'augmented',
+    flags: {
+      data: url,
+      out: values['run-out']!,
+      preset: values.preset as 'cpu-quick',
+      epochs: 1,
+      stepsPerEpoch: steps,
+      validationSteps: Number(values['validation-steps']),
+      workers: Number(values.workers),
+    },
+  });
+  const inner = createProgress({ tty: false });
+  const called = performance.now();
+  let firstStep = 0;
+  let lastStep = 0;
+  let readModeAt: number | null = null;
+  let readMode = '';
+  let modelParams = 0;
+  let backend = '';
+  let rssAtFirstStep = 0;
+  let peakRssDuringSteps = 0;
+  const progress: typeof inner = {
+    ...inner,
+    update(step, v) {
+      const now = performance.now();
+      peakRssDuringSteps = Math.max(peakRss, process.memoryUsage().rss);
+      if (firstStep === 0) {
+        rssAtFirstStep = process.memoryUsage().rss;
+        firstStep = now;
+        process.stderr.write(`first training step after ${(now / 1000).toFixed(2)} s (from process start)\n`);
+      }
+      lastStep = now;
+      inner.update(step, v);
+    },
+    log(line) {
+      // "augmented: <model>, 1,234 parameters (…), input …, backend wasm"
+      const built = /: \S+, ([\d,]+) parameters .* backend (\S+)$/.exec(line);
+      if (built) {
+        modelParams = Number(built[1].replaceAll(',', ''));
+        backend = built[2];
+      }
+      inner.log(line);
+    },
+  };
+  // The augmentation stream writes its read-mode line to stderr, not to the progress sink: noted on its way there.
+  // Only the train split exceeds the budget, so "streaming shards" is the train feed's line.
+  const write = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((chunk: string | Uint8Array, ...rest: never[]) => {
+    const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
+    if (readModeAt === null && /streaming shards/.test(text)) {
+      readModeAt = performance.now();
+      readMode = text.trim();
+    }
+    return write(chunk, ...rest);
+  }) as typeof process.stderr.write;
+  const result = await train(cfg, { progress });
+  process.stderr.write = write;
+  clearInterval(timer);
+  peakRss = Math.max(peakRss, process.resourceUsage().maxRSS * 1024);
+  const h = result.history;
+  const batch = cfg.batchSize;
+  // The backend is initialised by now (asking earlier would initialise a default one).
+  const wasm = (tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } }).wasm;
+  const m: Measurement = {
+    samples: steps * batch,
+    encodedBytes: 0,
+    firstSampleSeconds: firstStep / 1000,
+    seconds: performance.now() / 1000,
+    samplesPerSecond: h.images_per_s[0] ?? 0,
+    peakRssBytes: peakRss,
+    peakHeldBytes: 0,
+    shardsRead: 0,
+    bytesFetched: 0,
+    readMode,
+    training: {
+      steps,
+      firstStepSeconds: firstStep / 1000,
+      firstStepAfterTrainCallSeconds: (firstStep - called) / 1000,
+      readModeAfterTrainCallSeconds: readModeAt === null ? null : (readModeAt - called) / 1000,
+      trainerImagesPerSecond: h.images_per_s[0] ?? 0,
+      rssAtFirstStepBytes: rssAtFirstStep,
+      peakRssDuringStepsBytes: peakRssDuringSteps,
+      wasmHeapBytes: wasm?.HEAPU8?.byteLength ?? 0,
+      imagesPerSecondAfterFirstStep: steps > 1 ? ((steps - 1) * batch) / ((lastStep - firstStep) / 1000) : 0,
+      modelParams,
+      valAcc: h.val_acc[0] ?? null,
+      testAcc: result.metrics.accuracy,
+      runDir: result.runDir,
+      backend,
+    },
+  };
+  process.stdout.write(`${JSON.stringify(m)}\n`);
 }
 
 /** The trainer's path: augmented batches from createBatchStream under a memory budget. */
@@ -208,7 +355,7 @@ async function buildSource(dir: string, samples: number): Promise<void> {
   await writeFile(done, '');
 }
 
-function runReader(url: string, env: Record<string, string>, budget: number): Promise<Measurement> {
+function runReader(url: string, env: Record<string, string>, budget: number, runOut?: string): Promise<Measurement> {
   const args = [
     '--import',
     'tsx',
@@ -232,12 +379,20 @@ function runReader(url: string, env: Record<string, string>, budget: number): Pr
   ];
   if (values.prefetch !== undefined) args.push('--prefetch', values.prefetch);
   if (values.limit) args.push('--limit', values.limit);
+  if (values.mode === 'train') {
+    args.push('--steps', values.steps!, '--validation-steps', values['validation-steps']!, '--preset', values.preset!);
+    args.push('--run-out', runOut!);
+  }
   return new Promise((res, rej) => {
     const child = spawn(process.execPath, args, { cwd: root, env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
+    child.stderr.on('data', (d) => {
+      stderr += d;
+      // A training run takes minutes: its log is shown as it comes.
+      if (values.mode === 'train') process.stderr.write(`  [trainer] ${d}`);
+    });
     child.on('error', rej);
     child.on('close', (code) => {
       if (code !== 0) return rej(new Error(`reader exited ${code}: ${stderr.trim().split('\n').pop()}`));
@@ -247,9 +402,14 @@ function runReader(url: string, env: Record<string, string>, budget: number): Pr
 }
 
 async function main(): Promise<void> {
-  if (values.mode !== 'batches' && values.mode !== 'reader')
-    throw new Error(`--mode must be batches or reader, got ${values.mode}`);
-  if (values.measure) return values.mode === 'batches' ? measureBatches(values.measure) : measure(values.measure);
+  if (!['batches', 'reader', 'train'].includes(values.mode!))
+    throw new Error(`--mode must be batches, reader or train, got ${values.mode}`);
+  if (values.measure)
+    return values.mode === 'batches'
+      ? measureBatches(values.measure)
+      : values.mode === 'train'
+        ? measureTraining(values.measure)
+        : measure(values.measure);
   if (!values.folder) throw new Error('--folder <dir> is required (the dataset is built there once and reused)');
   const samples = Number(values.samples);
   if (!Number.isInteger(samples) || samples < 2 || samples % 2)
@@ -274,7 +434,15 @@ async function main(): Promise<void> {
     AWS_ENDPOINT_URL_S3: endpoint,
   };
   Object.assign(process.env, env);
-  const url = `s3://bench/stream-scale-${samples}${values.resize ? `-r${values.resize}` : ''}`;
+  const training = values.mode === 'train';
+  // The trainer needs validation and test splits: a second dataset from the same source, holdout images per class
+  // in each (the reader and batches modes read the one without, all samples in train).
+  const holdout = training ? Number(values.holdout) : 0;
+  if (training && !(Number.isInteger(holdout) && holdout >= 1 && 2 * holdout < samples / 2))
+    throw new Error(
+      `--holdout must be a positive integer below a quarter of the samples per class, got ${values.holdout}`,
+    );
+  const url = `s3://bench/stream-scale-${samples}${values.resize ? `-r${values.resize}` : ''}${training ? '-trainable' : ''}`;
   try {
     if (!(await openStorage(url).stat('manifest.json'))) {
       process.stderr.write(`building ${samples} samples in ${sourceDir}, then prep to ${url} (once)\n`);
@@ -282,9 +450,9 @@ async function main(): Promise<void> {
       await prepareDataset({
         source: sourceDir,
         out: url,
-        train: samples / 2,
-        validation: 0,
-        test: 0,
+        train: samples / 2 - 2 * holdout,
+        validation: holdout,
+        test: holdout,
         samplesPerShard: Number(values['shard-samples']),
         force: true,
       });
@@ -292,8 +460,12 @@ async function main(): Promise<void> {
     const manifest = await readManifest(url);
     const train = manifest.splits.train;
     const datasetBytes = train.shards.reduce((a, s) => a + s.bytes, 0);
-    const budget = Math.floor(datasetBytes * Number(values['budget-fraction']));
-    const m = await runReader(url, env, budget);
+    // The trainer takes no memory budget: the augmentation stream's default applies to it.
+    const budget = training ? DEFAULT_MEMORY_BUDGET : Math.floor(datasetBytes * Number(values['budget-fraction']));
+    const runOut = training
+      ? join(folder, 'runs', `train-${new Date().toISOString().replace(/[:.]/g, '-')}`)
+      : undefined;
+    const m = await runReader(url, env, budget, runOut);
     const result = {
       url,
       datasetSamples: train.count,
@@ -305,7 +477,27 @@ async function main(): Promise<void> {
     if (values.json) console.log(JSON.stringify(result, null, 2));
     else {
       const mb = (b: number) => `${(b / 1024 ** 2).toFixed(0)} MiB`;
-      if (m.batches !== undefined)
+      const t = m.training;
+      if (t) {
+        const split = (k: 'validation' | 'test') => manifest.splits[k]?.count ?? 0;
+        console.log(
+          `${url}: train ${train.count} samples, ${train.shards.length} shards, ${mb(datasetBytes)} of shards ` +
+            `(validation ${split('validation')}, test ${split('test')}); the trainer's memory budget ${mb(budget)} ` +
+            `(dataset ${(datasetBytes / budget).toFixed(1)}× that)\n` +
+            `${m.readMode || 'no "streaming shards" line: the train split was read into memory'}\n` +
+            `augmented --preset ${values.preset} --epochs 1 --steps-per-epoch ${t.steps} --validation-steps ${values['validation-steps']} ` +
+            `(${t.modelParams.toLocaleString('en')} parameters, backend ${t.backend}, ${values.workers} workers), run in ${t.runDir}\n` +
+            `first training step after ${t.firstStepSeconds.toFixed(2)} s from process start ` +
+            `(${t.firstStepAfterTrainCallSeconds.toFixed(2)} s after train() was called` +
+            `${t.readModeAfterTrainCallSeconds === null ? '' : `, the stream opened after ${t.readModeAfterTrainCallSeconds.toFixed(2)} s`}); ` +
+            `${t.trainerImagesPerSecond.toFixed(1)} images/s (the trainer's), ${t.imagesPerSecondAfterFirstStep.toFixed(1)} images/s after the first step; ` +
+            `${m.seconds.toFixed(1)} s in all (validation, test and writing the run included)\n` +
+            `peak RSS of the training process ${mb(m.peakRssBytes)} (train split is ${(datasetBytes / m.peakRssBytes).toFixed(1)}× that); ` +
+            `${mb(t.rssAtFirstStepBytes)} at the first step, peak ${mb(t.peakRssDuringStepsBytes)} up to the last step; ` +
+            `tfjs WASM memory (model, gradients, optimizer state, activations) ${mb(t.wasmHeapBytes)}\n` +
+            `val_acc ${t.valAcc === null ? '-' : t.valAcc.toFixed(4)}, test accuracy ${t.testAcc.toFixed(4)} after ${t.steps} steps`,
+        );
+      } else if (m.batches !== undefined)
         console.log(
           `${url}: ${train.count} samples, ${train.shards.length} shards, ${mb(datasetBytes)} of shards; memory budget ${mb(budget)}\n` +
             `${m.readMode}\n` +

@@ -121,6 +121,21 @@ test('--cache-dir: the second run reads every shard from the cache, none from S3
   assert.match(badLimit.stderr, /--cache-limit.*must be a size such as 2GiB/);
 });
 
+test('--memory-budget: a split over it is streamed a window of shards at a time, one under it read into memory', async () => {
+  const inMemory = await train(DATA, join(root, 'budget-default'));
+  assert.equal(inMemory.code, 0, inMemory.stderr);
+  assert.match(inMemory.stderr, /reading the split into memory: [\d.]+ MB ≤ budget 537 MB/);
+  const streamed = await train(DATA, join(root, 'budget-1k'), '--memory-budget', '1KiB');
+  assert.equal(streamed.code, 0, streamed.stderr);
+  assert.match(streamed.stderr, /streaming shards: [\d.]+ MB > budget 0\.0 MB \(\d+ shards, \d+ per window\)/);
+  assert.doesNotMatch(streamed.stderr, /reading the split into memory/);
+  const history = async (run: string) => JSON.parse(await readFile(join(root, run, 'history.json'), 'utf8'));
+  assert.deepEqual((await history('budget-1k')).epoch, [1]);
+  const bad = await train(DATA, join(root, 'budget-bad'), '--memory-budget', 'plenty');
+  assert.equal(bad.code, 2, bad.stderr);
+  assert.match(bad.stderr, /--memory-budget.*must be a size such as 160MiB/);
+});
+
 test('a corrupt shard fails the run naming it; --skip-corrupt skips it, says so and lists it in skipped-shards.json', async () => {
   const damaged = `s3://${BUCKET}/damaged`;
   const from = openStorage(DATA);

@@ -229,6 +229,11 @@ export const FIELDS = {
     expected: 'a size such as 2GiB, 500MB or a byte count',
     flag: { arg: '<size>' },
   }),
+  memoryBudget: field(z.union([positiveInt, z.string().regex(SIZE_PATTERN)]).optional(), {
+    help: 'a split whose shards hold more than this, e.g. 160MiB, is streamed a window of shards at a time instead of read into memory (default 512MiB)',
+    expected: 'a size such as 160MiB, 1GB or a byte count',
+    flag: { arg: '<size>' },
+  }),
   skipCorrupt: field(z.boolean().default(false), {
     help: "skip a missing or corrupt shard met mid-epoch instead of failing (each skip warned and listed in the run's skipped-shards.json)",
     expected: 'true or false',

@@ -178,6 +178,7 @@ function imageFeeds(
   o: {
     log: (line: string) => void;
     cacheLimit?: number;
+    memoryBudget?: number;
     onWarning: (m: string) => void;
     skippedShards: SkippedShardLog;
   },
@@ -201,6 +202,7 @@ function imageFeeds(
       log: o.log,
       cacheDir: cfg.cacheDir,
       cacheLimit: o.cacheLimit,
+      memoryBudget: o.memoryBudget,
       skipCorrupt: cfg.skipCorrupt,
       onWarning: o.onWarning,
       onSkippedShards: (shards, s) => o.skippedShards.add(shards, s),
@@ -264,6 +266,7 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
   const state = checkpoint ?? initialState(emptyHistory());
   const skippedShards = new SkippedShardLog(runDir.storage, log);
   const cacheLimit = cfg.cacheLimit === undefined ? undefined : parseSize(cfg.cacheLimit);
+  const memoryBudget = cfg.memoryBudget === undefined ? undefined : parseSize(cfg.memoryBudget);
   const onWarning = (m: string) => log(`warning: ${m}`);
   const strategyCtx: StrategyContext = {
     cfg,
@@ -276,7 +279,7 @@ export async function train(cfgIn: TrainConfig, opts: TrainOptions = {}): Promis
     state,
     progress,
     log,
-    imageFeed: imageFeeds(cfg, manifest, { log, cacheLimit, onWarning, skippedShards }),
+    imageFeed: imageFeeds(cfg, manifest, { log, cacheLimit, memoryBudget, onWarning, skippedShards }),
     featureCacheRoot: resolve(cfg.featureCacheDir ?? defaultFeatureCacheDir(runDir.url)),
     manifestSha256,
   };

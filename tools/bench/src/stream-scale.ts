@@ -6,9 +6,8 @@
 // window by window; --mode reader: @catdog/dataset's streaming reader alone (no decoding); --mode train: the trainer
 // itself (`train()` of @catdog/training, what `trainer:augmented` runs) for --steps steps of one epoch on a copy of the
 // dataset with validation and test splits (the trainer needs them: --holdout per class each, taken from the same
-// source folder, prepped once to s3://bench/stream-scale-<N>-trainable), the run written to <folder>/runs. The
-// trainer has no memory-budget option: its split streams because it exceeds the augmentation stream's default
-// budget (512 MiB). Reported: peak RSS of the training process (model, tfjs' WASM heap and workers included), the
+// source folder, prepped once to s3://bench/stream-scale-<N>-trainable), the run written to <folder>/runs, with the
+// trainer's --memory-budget at the same fraction of the dataset as the other modes. Reported: peak RSS of the training process (model, tfjs' WASM heap and workers included), the
 // time to the first training step (from process start, and from the train() call) and the trainer's images/s.
 //
 // The dataset is built once and kept in <folder>: the shared Kaggle images re-encoded under distinct keys
@@ -38,7 +37,7 @@ import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
 // @ts-expect-error s3rver ships no types
 import S3rver from 's3rver';
-import { BOOK_AUGMENTATION, createBatchStream, DEFAULT_MEMORY_BUDGET } from '@catdog/augment';
+import { BOOK_AUGMENTATION, createBatchStream } from '@catdog/augment';
 import { openStream, prepareDataset, readManifest } from '@catdog/dataset';
 import { openStorage } from '@catdog/storage';
 
@@ -135,6 +134,7 @@ async function measureTraining(url: string): Promise<void> {
       stepsPerEpoch: steps,
       validationSteps: Number(values['validation-steps']),
       workers: Number(values.workers),
+      memoryBudget: Number(values.budget),
     },
   });
   const inner = createProgress({ tty: false });
@@ -460,8 +460,7 @@ async function main(): Promise<void> {
     const manifest = await readManifest(url);
     const train = manifest.splits.train;
     const datasetBytes = train.shards.reduce((a, s) => a + s.bytes, 0);
-    // The trainer takes no memory budget: the augmentation stream's default applies to it.
-    const budget = training ? DEFAULT_MEMORY_BUDGET : Math.floor(datasetBytes * Number(values['budget-fraction']));
+    const budget = Math.floor(datasetBytes * Number(values['budget-fraction']));
     const runOut = training
       ? join(folder, 'runs', `train-${new Date().toISOString().replace(/[:.]/g, '-')}`)
       : undefined;

@@ -58,4 +58,16 @@ test('bad requests are rejected with clear errors', async () => {
     initBackend({ backend: 'wasm', threads: 0, log: () => {} }),
     /threads must be a positive integer/,
   );
+  // The default thread count from the environment is checked the same way, and named.
+  const saved = process.env.CATDOG_THREADS;
+  process.env.CATDOG_THREADS = 'many';
+  try {
+    await assert.rejects(
+      initBackend({ backend: 'wasm', log: () => {} }),
+      /threads must be a positive integer, got CATDOG_THREADS=many/,
+    );
+  } finally {
+    if (saved === undefined) delete process.env.CATDOG_THREADS;
+    else process.env.CATDOG_THREADS = saved;
+  }
 });

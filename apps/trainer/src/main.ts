@@ -96,7 +96,9 @@ const allCmd = program
   .option('--skip <names>', 'strategies not to run, comma-separated (e.g. augmented,extract-augmented)', parseSkip);
 for (const key of ALL_FIELDS) {
   const help =
-    key === 'featureCacheDir' ? 'where extracted features are cached (default <out>/.feature-cache)' : undefined;
+    key === 'featureCacheDir'
+      ? 'where extracted features are cached (default <out>/.feature-cache; with an s3:// --out, ~/.cache/catdog/features)'
+      : undefined;
   for (const o of fieldOption(key, help)) allCmd.addOption(o);
 }
 allCmd.action(async (opts: { out: string; skip?: Strategy[] }, cmd: Command) => {

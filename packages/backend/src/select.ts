@@ -23,7 +23,7 @@ export interface BackendChoice {
 
 export interface InitBackendOptions {
   backend?: BackendRequest;
-  /** Threads to use; default: all available cores. */
+  /** Threads to use; default: $CATDOG_THREADS, else all available cores. */
   threads?: number;
   /** Where the one line saying which backend was chosen goes; default: stderr. */
   log?: (line: string) => void;
@@ -107,6 +107,15 @@ let current: { key: string; choice: Promise<BackendChoice> } | null = null;
  * tfjs-node-gpu when it is installed and a GPU is visible, else tfjs-node, else wasm (with the
  * training kernels of this package), else cpu. Logs once which backend it chose and why.
  */
+/**
+ * CATDOG_THREADS, else every core. (Several trainers on one machine, e.g. tests run two files at a time, each take
+ * fewer: the wasm pool's threads wait by spinning, so more threads than cores slow everyone down.)
+ */
+function defaultThreads(): number {
+  const env = process.env.CATDOG_THREADS;
+  return env ? Number(env) : availableParallelism();
+}
+
 export function initBackend(options: InitBackendOptions = {}): Promise<BackendChoice> {
   const request = options.backend ?? 'auto';
   if (!BACKEND_REQUESTS.includes(request)) {
@@ -116,9 +125,13 @@ export function initBackend(options: InitBackendOptions = {}): Promise<BackendCh
       ),
     );
   }
-  const threads = options.threads ?? availableParallelism();
+  const threads = options.threads ?? defaultThreads();
   if (!Number.isInteger(threads) || threads < 1) {
-    return Promise.reject(new BackendUnavailableError(`threads must be a positive integer, got ${threads}`));
+    return Promise.reject(
+      new BackendUnavailableError(
+        `threads must be a positive integer, got ${options.threads ?? `CATDOG_THREADS=${process.env.CATDOG_THREADS}`}`,
+      ),
+    );
   }
   try {
     forcedPlans(); // a bad CATDOG_KERNEL_PLAN fails here, before any training starts

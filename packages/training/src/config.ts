@@ -213,7 +213,7 @@ export const FIELDS = {
     flag: { arg: '<what>' },
   }),
   featureCacheDir: field(z.string().optional(), {
-    help: 'where extracted features are cached (default <out>/../.feature-cache)',
+    help: 'where extracted features are cached (default <out>/../.feature-cache; with an s3:// --out, ~/.cache/catdog/features)',
     expected: 'a directory',
     flag: { arg: '<dir>' },
     path: true,
@@ -326,7 +326,7 @@ export const FIELDS = {
     flag: { arg: '<name>' },
   }),
   threads: field(positiveInt.optional(), {
-    help: 'threads for the backend (default: all available cores)',
+    help: 'threads for the backend (default: $CATDOG_THREADS, else all available cores)',
     expected: 'a positive integer',
     flag: { arg: '<n>', parse: num },
   }),

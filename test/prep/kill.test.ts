@@ -150,8 +150,15 @@ test('kill -9 placed by progress: mid shard write, just after a shard is renamed
   ];
   let duringFinalization = 0;
   for (const [label, trigger] of points) {
-    const out = join(work, `progress-${points.findIndex(([l]) => l === label)}`);
-    const killed = await runKilledAt(['split', '--source', src, '--out', out, ...ARGS], out, trigger);
+    // The manifest's temp file lives for a write and a rename: a loaded machine's file events can come too late for
+    // it, the run finishing first. Up to three tries (each in a fresh folder) for the kill to land.
+    let out = '';
+    let killed: Awaited<ReturnType<typeof runKilledAt>> | undefined;
+    for (let attempt = 0; attempt < 3 && !killed?.at; attempt++) {
+      out = join(work, `progress-${points.findIndex(([l]) => l === label)}-${attempt}`);
+      killed = await runKilledAt(['split', '--source', src, '--out', out, ...ARGS], out, trigger);
+    }
+    if (!killed) throw new Error('unreachable');
     const manifest = existsSync(join(out, 'manifest.json'));
     t.diagnostic(
       `${label}: ${killed.signal ?? `exited ${killed.code}`} at ${killed.at ?? '(never)'}, manifest ${manifest ? 'present' : 'absent'}`,

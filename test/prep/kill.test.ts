@@ -149,6 +149,7 @@ test('kill -9 placed by progress: mid shard write, just after a shard is renamed
     ['finalization: manifest.json being written', (p) => p.startsWith('manifest.json') && isTemp(p)],
   ];
   let duringFinalization = 0;
+  let lastOut = '';
   for (const [label, trigger] of points) {
     // The manifest's temp file lives for a write and a rename: a loaded machine's file events can come too late for
     // it, the run finishing first. Up to three tries (each in a fresh folder) for the kill to land.
@@ -159,6 +160,7 @@ test('kill -9 placed by progress: mid shard write, just after a shard is renamed
       killed = await runKilledAt(['split', '--source', src, '--out', out, ...ARGS], out, trigger);
     }
     if (!killed) throw new Error('unreachable');
+    lastOut = out;
     const manifest = existsSync(join(out, 'manifest.json'));
     t.diagnostic(
       `${label}: ${killed.signal ?? `exited ${killed.code}`} at ${killed.at ?? '(never)'}, manifest ${manifest ? 'present' : 'absent'}`,
@@ -184,6 +186,6 @@ test('kill -9 placed by progress: mid shard write, just after a shard is renamed
   // A kill is sent when the watched file appears, and prep may have moved on by the time it lands (on a loaded
   // machine, past the manifest); at least one of the three finalization kills must land before it.
   assert.ok(duringFinalization >= 1, 'no kill landed during finalization before the manifest');
-  const verify = await run(['verify', '--data', join(work, 'progress-4')]);
+  const verify = await run(['verify', '--data', lastOut]);
   assert.equal(verify.code, 0, verify.stderr);
 });

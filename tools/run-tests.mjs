@@ -30,13 +30,14 @@ if (files.length === 0) {
 const cacheDir = process.env.CATDOG_CACHE_DIR ?? mkdtempSync(join(tmpdir(), 'catdog-test-cache-'));
 const result = spawnSync(
   process.execPath,
-  // Two files at a time: most wait on subprocesses and servers as much as they compute (20 → 11 min on 2 cores).
-  // A test that hangs fails after 5 minutes instead of holding CI to its limit (the slowest passes in ~40 s).
-  ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=300000', '--test-reporter=spec', ...files],
+  // Three files at a time: most wait on subprocesses and servers as much as they compute, and each test process
+  // has one backend thread (below): on 2 cores one at a time took 20 min, two 9.5–10 min, three 8 min 20 s.
+  // A test that hangs fails after 5 minutes instead of holding CI to its limit (the slowest passes in ~60 s).
+  ['--import', 'tsx', '--test', '--test-concurrency=3', '--test-timeout=300000', '--test-reporter=spec', ...files],
   {
     cwd: root,
     stdio: 'inherit',
-    // One backend thread per process unless asked otherwise: with two files at a time, two 2-thread trainers on
+    // One backend thread per process unless asked otherwise: with several files at a time, 2-thread trainers on
     // 2 cores spin-wait on each other (measured: 2 min 7 s → 1 min 41 s for two trainer files). Tests of threading
     // ask for their threads explicitly (test/backend, trainer/exact-resume).
     env: {

@@ -226,26 +226,32 @@ test('a wrong or missing token is refused with a clear error; the server goes on
   assert.ok(!pair[1].stderr().includes(TOKEN), 'the token is never logged');
 });
 
-function rawCall(
-  address: string,
-  request: Buffer,
-  token = TOKEN,
-): Promise<{ code: grpc.status; details: string; messages: number }> {
+/** A Batches call on its own grpc-js client (close it when done), raw bytes both ways, carrying `token`. */
+function batchesCall(address: string, request: Buffer, token = TOKEN) {
   const client = new grpc.Client(address, grpc.credentials.createInsecure(), {
     'grpc.max_receive_message_length': 64 * 1024 ** 2,
   });
   const md = new grpc.Metadata();
   md.set('authorization', `Bearer ${token}`);
   const raw = (b: Buffer) => b;
+  const call = client.makeServerStreamRequest('/catdog.augment.v1.Augment/Batches', raw, raw, request, md, {});
+  call.on('error', () => {});
+  return { client, call };
+}
+
+function rawCall(
+  address: string,
+  request: Buffer,
+  token = TOKEN,
+): Promise<{ code: grpc.status; details: string; messages: number }> {
+  const { client, call } = batchesCall(address, request, token);
   return new Promise((resolve) => {
     let messages = 0;
-    const call = client.makeServerStreamRequest('/catdog.augment.v1.Augment/Batches', raw, raw, request, md, {});
     call.on('data', () => messages++);
     call.on('status', (s: grpc.StatusObject) => {
       client.close();
       resolve({ code: s.code, details: s.details, messages });
     });
-    call.on('error', () => {});
   });
 }
 
@@ -334,11 +340,6 @@ test('a stalled client does not grow server memory: the server stops making its 
     return last;
   };
   // 60 batches of 25 × 150 × 150 float32 (6.75 MB each, 400 MB in all) asked for, and never read
-  const client = new grpc.Client(address, grpc.credentials.createInsecure(), {
-    'grpc.max_receive_message_length': 64 * 1024 ** 2,
-  });
-  const md = new grpc.Metadata();
-  md.set('authorization', `Bearer ${TOKEN}`);
   const request = validRequest({
     batchSize: 25,
     height: 150,
@@ -347,15 +348,7 @@ test('a stalled client does not grow server memory: the server stops making its 
     batches: Array.from({ length: 60 }, () => 0),
   });
   const before = await settled(2, (s) => s.queueDepth === 0 && s.making === 0);
-  const call = client.makeServerStreamRequest(
-    '/catdog.augment.v1.Augment/Batches',
-    (b: Buffer) => b,
-    (b: Buffer) => b,
-    Buffer.from(JSON.stringify(request)),
-    md,
-    {},
-  );
-  call.on('error', () => {});
+  const { client, call } = batchesCall(address, Buffer.from(JSON.stringify(request)));
   // A consumer that stops reading (grpc-js keeps buffering for a stream nobody listens to, so listen, then pause).
   call.on('data', () => {});
   call.pause();
@@ -381,11 +374,6 @@ test('a stalled client does not grow server memory: the server stops making its 
 async function sigtermDuringStream() {
   const server = await startAugmentServe({ tokenFile, workers: 2, args: ['--shutdown-grace', '1'] });
   servers.push(server);
-  const client = new grpc.Client(server.address, grpc.credentials.createInsecure(), {
-    'grpc.max_receive_message_length': 64 * 1024 ** 2,
-  });
-  const md = new grpc.Metadata();
-  md.set('authorization', `Bearer ${TOKEN}`);
   // A call longer than the grace period, read as fast as it comes: both workers busy when it is cut off.
   const request = validRequest({
     batchSize: 25,
@@ -394,15 +382,7 @@ async function sigtermDuringStream() {
     augment: BOOK_AUGMENTATION,
     batches: Array.from({ length: 1000 }, () => 0),
   });
-  const call = client.makeServerStreamRequest(
-    '/catdog.augment.v1.Augment/Batches',
-    (b: Buffer) => b,
-    (b: Buffer) => b,
-    Buffer.from(JSON.stringify(request)),
-    md,
-    {},
-  );
-  call.on('error', () => {});
+  const { client, call } = batchesCall(server.address, Buffer.from(JSON.stringify(request)));
   const ended = new Promise<grpc.StatusObject>((resolve) => call.on('status', resolve));
   let messages = 0;
   await new Promise<void>((resolve) =>

@@ -2,12 +2,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-test('the trainer exits 2 (usage) on a bad --threads or --backend, naming the option', async () => {
+test('the trainer exits 2 (usage) on a bad --threads, --backend or --batch-digests, naming the option', async () => {
   const { spawnSync } = await import('node:child_process');
   const root = new URL('../..', import.meta.url);
   for (const [flag, value] of [
     ['--threads', '0'],
     ['--backend', 'gpu'],
+    ['--batch-digests', 's3://bucket/digests.jsonl'], // appended to batch by batch: local files only
   ]) {
     const r = spawnSync(
       process.execPath,

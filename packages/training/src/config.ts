@@ -263,9 +263,10 @@ export const FIELDS = {
     flag: { arg: '<file>' },
     path: true,
   }),
-  batchDigests: field(z.string().optional(), {
-    help: 'append one JSON line per training batch to this file: its pass, index and the sha256 of its images and labels (to compare runs batch for batch)',
-    expected: 'a file',
+  // Appended to batch by batch: a local file only (an s3:// value would become a local folder named "s3:").
+  batchDigests: field(z.string().regex(/^(?![a-z][a-z0-9+.-]*:\/\/)/i).optional(), {
+    help: 'append one JSON line per training batch to this local file: its pass, index and the sha256 of its images and labels (to compare runs batch for batch)',
+    expected: 'a local file (not a URL)',
     flag: { arg: '<file.jsonl>' },
     path: true,
   }),

@@ -1,7 +1,8 @@
 // Batches for training and evaluation: prepped datasets (local or s3) and plain folders through the
 // augmentation pool (createBatchStream), scaled for the model on the tfjs side.
 import { createHash } from 'node:crypto';
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import {
   createBatchStream,
@@ -137,6 +138,7 @@ export async function openFeed(o: FeedOptions): Promise<Feed> {
   };
   // An undecodable image is named once (a training feed meets it every epoch), never dropped silently.
   const reported = new Set<string>();
+  if (o.batchDigests) mkdirSync(dirname(o.batchDigests), { recursive: true });
   return {
     size: stream.size,
     async next() {

@@ -264,12 +264,18 @@ export const FIELDS = {
     path: true,
   }),
   // Appended to batch by batch: a local file only (an s3:// value would become a local folder named "s3:").
-  batchDigests: field(z.string().regex(/^(?![a-z][a-z0-9+.-]*:\/\/)/i).optional(), {
-    help: 'append one JSON line per training batch to this local file: its pass, index and the sha256 of its images and labels (to compare runs batch for batch)',
-    expected: 'a local file (not a URL)',
-    flag: { arg: '<file.jsonl>' },
-    path: true,
-  }),
+  batchDigests: field(
+    z
+      .string()
+      .regex(/^(?![a-z][a-z0-9+.-]*:\/\/)/i)
+      .optional(),
+    {
+      help: 'append one JSON line per training batch to this local file: its pass, index and the sha256 of its images and labels (to compare runs batch for batch)',
+      expected: 'a local file (not a URL)',
+      flag: { arg: '<file.jsonl>' },
+      path: true,
+    },
+  ),
   seed: field(z.number().int().min(0), {
     help: 'seed of shuffles, augmentation and initial weights',
     expected: 'an integer >= 0',

@@ -4,6 +4,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import http2 from 'node:http2';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -297,6 +298,30 @@ test('malformed and oversized requests are refused; the server keeps serving', a
   );
   assert.ok([grpc.status.NOT_FOUND, grpc.status.FAILED_PRECONDITION].includes(missing.code), missing.details);
   assert.match(missing.details, /no-such-dataset/);
+  // not one of the service's methods, and not gRPC at all (a plain HTTP/2 GET)
+  const client = new grpc.Client(address, grpc.credentials.createInsecure());
+  const unknown = await new Promise<grpc.ServiceError>((resolve) =>
+    client.makeUnaryRequest(
+      '/catdog.augment.v1.Augment/NoSuchMethod',
+      (b: Buffer) => b,
+      (b: Buffer) => b,
+      Buffer.alloc(0),
+      new grpc.Metadata(),
+      (err) => resolve(err!),
+    ),
+  );
+  client.close();
+  assert.equal(unknown.code, grpc.status.UNIMPLEMENTED);
+  assert.match(unknown.details, /unknown method \/catdog\.augment\.v1\.Augment\/NoSuchMethod/);
+  const session = http2.connect(`http://${address}`);
+  const httpStatus = await new Promise<unknown>((resolve, reject) => {
+    const get = session.request({ ':method': 'GET', ':path': '/' });
+    get.on('response', (h) => resolve(h[':status']));
+    get.on('error', reject);
+    get.end();
+  });
+  session.close();
+  assert.equal(httpStatus, 415);
   const ok = await rawCall(address, Buffer.from(JSON.stringify(validRequest({ batches: [0, 1] }))));
   assert.equal(ok.code, grpc.status.OK, ok.details);
   assert.equal(ok.messages, 2);

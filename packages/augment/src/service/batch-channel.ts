@@ -1,4 +1,4 @@
-// The client's Batches calls, on node:http2 directly: the same gRPC method on the same (grpc-js) server, spoken on
+// The client's Batches calls, on node:http2 directly: the same gRPC method any gRPC client calls, spoken on
 // the wire (HTTP/2 POST, 5-byte message prefix, grpc-status trailers), so that the client decides where the bytes
 // go. Through grpc-js, every 8.6 MB batch arrived as a fresh Buffer.concat of ~530 HTTP/2 DATA chunks of 16 KiB (a
 // new 8.6 MB ArrayBuffer per batch, more garbage for the collector). Here the pixels are copied once, chunk by chunk

@@ -3,7 +3,7 @@ import { batchIndices, epochSampleOrder } from '../plan.js';
 import type { LoadedSamples } from '../source.js';
 import type { BatchResult, BatchTask, SharedSamples } from '../worker.js';
 import { type Served, track } from './datasets.js';
-import { encodeFrame, type BatchRecipe, type BatchesRequest, type ServerLoad } from './protocol.js';
+import { encodeFrameHead, type BatchRecipe, type BatchesRequest, type ServerLoad } from './protocol.js';
 
 /** Which samples make one batch, as the pool takes them. */
 interface BatchSamples {
@@ -67,29 +67,24 @@ function taskOf(r: BatchesRequest, b: BatchSamples): BatchTask {
   };
 }
 
-/** The frame of a made batch: the kept samples' keys and labels, the skipped ones' reasons, the server's load. */
-export function frameOf(
-  r: BatchesRequest,
-  made: MadeBatch,
-  load: ServerLoad,
-  alloc?: (bytes: number) => Buffer,
-): Buffer {
+/**
+ * The frame of a made batch, as its two parts: the head (the kept samples' keys and labels, the skipped ones'
+ * reasons, the server's load) and the pixels, a view of the pool's result.
+ */
+export function framePartsOf(r: BatchesRequest, made: MadeBatch, load: ServerLoad): [Buffer, Uint8Array] {
   const { index, samples: b, result: res } = made;
   const elements = res.kept.length * r.height * r.width * 3;
-  return encodeFrame(
-    {
-      epoch: r.epoch,
-      index,
-      height: r.height,
-      width: r.width,
-      dtype: r.dtype,
-      keys: res.kept.map((p) => b.keys[p]),
-      labels: res.kept.map((p) => b.labels[p]),
-      skipped: res.skipped.map((x) => ({ key: b.keys[x.position], reason: x.reason })),
-      workerMs: res.workerMs,
-      load,
-    },
-    new Uint8Array(res.xs, 0, elements * (r.dtype === 'uint8' ? 1 : 4)),
-    alloc,
-  );
+  const head = encodeFrameHead({
+    epoch: r.epoch,
+    index,
+    height: r.height,
+    width: r.width,
+    dtype: r.dtype,
+    keys: res.kept.map((p) => b.keys[p]),
+    labels: res.kept.map((p) => b.labels[p]),
+    skipped: res.skipped.map((x) => ({ key: b.keys[x.position], reason: x.reason })),
+    workerMs: res.workerMs,
+    load,
+  });
+  return [head, new Uint8Array(res.xs, 0, elements * (r.dtype === 'uint8' ? 1 : 4))];
 }

@@ -1,39 +1,16 @@
 // The Batches method: the batches a request names, made on the dataset's pool and streamed in request order. Memory
-// is bounded per call: at most `workers` batches of a call are being made or waiting for the transport to take them,
-// so a client that stops reading stalls its call, not the server.
-import * as grpc from '@grpc/grpc-js';
+// is bounded per call: at most `workers` batches of a call are being made, and 2 × workers being made or waiting for
+// HTTP/2 to take them, so a client that stops reading stalls its call, not the server.
 import { stepsPerEpoch } from '../plan.js';
-import { frameOf, makeBatch, type MadeBatch } from './batch-frames.js';
-import { type CallStatus, statusOf } from './call-status.js';
+import { framePartsOf, makeBatch, type MadeBatch } from './batch-frames.js';
+import type { MessageSink, ServerCall } from './grpc-server.js';
 import type { ServiceContext } from './handlers.js';
-import type { FrameBuffers } from './frame-buffers.js';
 import type { LoadMeter } from './load-meter.js';
 import { BadRequest, parseBatchesRequest } from './protocol.js';
 
-type BatchesCall = grpc.ServerWritableStream<Buffer, Buffer>;
-
-/** Batches: ends the stream after the last batch, or answers the error that stopped it (unless the client left). */
-export function batchesHandler(service: ServiceContext): grpc.handleServerStreamingCall<Buffer, Buffer> {
-  return (call) => {
-    const refuse = (status: CallStatus) => call.emit('error', status);
-    if (!service.authorize(call, refuse)) return;
-    const signal = new CallSignal(call);
-    streamBatches(service, call, signal).then(
-      () => {
-        if (!signal.cancelled) call.end();
-      },
-      (err: unknown) => {
-        if (signal.cancelled) return;
-        const status = statusOf(err);
-        if (status.code === grpc.status.INTERNAL) service.log(`augment serve: ${status.details}`);
-        refuse(status);
-      },
-    );
-  };
-}
-
-/** Checks the request against the dataset, then writes its batches; the dataset counts the call as busy meanwhile. */
-async function streamBatches(service: ServiceContext, call: BatchesCall, signal: CallSignal): Promise<void> {
+/** Batches: writes the batches the request names, in its order; a failure ends the call with its status. */
+export async function batches(service: ServiceContext, call: ServerCall, sink: MessageSink): Promise<void> {
+  service.authorize(call);
   const request = parseBatchesRequest(call.request);
   const served = await service.datasets.get(request);
   const steps = stepsPerEpoch(served.size, request.batchSize, false);
@@ -42,9 +19,10 @@ async function streamBatches(service: ServiceContext, call: BatchesCall, signal:
   served.calls++;
   let unsent = request.batches.length;
   service.meter.queued(unsent);
+  const signal = new CallSignal(sink);
   try {
     const inFlight = new BatchesInFlight({
-      call,
+      sink,
       signal,
       indices: request.batches,
       workers: service.workers,
@@ -56,15 +34,15 @@ async function streamBatches(service: ServiceContext, call: BatchesCall, signal:
         return made;
       },
       meter: service.meter,
-      frames: service.frames,
     });
     while (unsent > 0) {
       const made = await inFlight.next();
       if (!made) return;
-      const frame = frameOf(request, made, service.meter.load(), (bytes) => service.frames.take(bytes));
       const memory = made.result.memory;
-      if (memory && served.spare.length < 2 * service.workers) served.spare.push(memory); // the frame holds a copy
-      inFlight.write(frame);
+      // The pixels go to the socket from the batch memory itself: it is reused once HTTP/2 has taken them.
+      inFlight.write(framePartsOf(request, made, service.meter.load()), () => {
+        if (memory && served.spare.length < 2 * service.workers) served.spare.push(memory);
+      });
       unsent--;
       service.meter.sentBatch(made.result.kept.length);
     }
@@ -79,8 +57,8 @@ class CallSignal {
   cancelled = false;
   private wake: (() => void) | null = null;
 
-  constructor(call: BatchesCall) {
-    call.on('cancelled', () => {
+  constructor(sink: MessageSink) {
+    sink.onCancel(() => {
       this.cancelled = true;
       this.notify();
     });
@@ -101,18 +79,17 @@ class CallSignal {
 }
 
 interface BatchesInFlightOptions {
-  call: BatchesCall;
+  sink: MessageSink;
   signal: CallSignal;
   /** The requested batch indices, in the order they are sent. */
   indices: number[];
-  /** Batches being made or unflushed at once. */
+  /** Batches being made at once (and twice as many made or unflushed). */
   workers: number;
   make: (index: number) => Promise<MadeBatch>;
   meter: LoadMeter;
-  frames: FrameBuffers;
 }
 
-/** A call's batches between the pool and the transport, in request order: at most `workers` at once. */
+/** A call's batches between the pool and the transport, in request order. */
 class BatchesInFlight {
   private readonly making: Promise<MadeBatch>[] = [];
   private launched = 0;
@@ -140,15 +117,12 @@ class BatchesInFlight {
     return signal.cancelled ? null : made;
   }
 
-  /**
-   * Writes a batch's frame; it holds its place among the `workers` until the transport takes it (grpc-js has copied
-   * it into its message then, so the frame's buffer is reused).
-   */
-  write(frame: Buffer): void {
+  /** Writes a batch's frame; it holds its place among the `workers` until HTTP/2 has taken it (then `taken`). */
+  write(parts: readonly Uint8Array[], taken: () => void): void {
     this.unflushed++;
-    this.o.call.write(frame, () => {
+    this.o.sink.send(parts, () => {
       this.unflushed--;
-      this.o.frames.give(frame);
+      taken();
       this.o.signal.notify();
     });
   }
@@ -156,7 +130,12 @@ class BatchesInFlight {
   /** Starts making the next batches while there is room. */
   private launch(): void {
     const { signal, indices, workers, make } = this.o;
-    while (!signal.cancelled && this.launched < indices.length && this.making.length + this.unflushed < workers) {
+    while (
+      !signal.cancelled &&
+      this.launched < indices.length &&
+      this.making.length < workers &&
+      this.making.length + this.unflushed < 2 * workers
+    ) {
       const batch = make(indices[this.launched++]);
       batch.catch(() => {}); // surfaced when next() awaits it
       this.making.push(batch);

@@ -1,9 +1,7 @@
 // The unary methods: Describe, Status, and the health check; and what every handler works with.
-import type * as grpc from '@grpc/grpc-js';
 import type { CallGuard } from './auth.js';
-import { statusOf } from './call-status.js';
 import { type Served, type ServedDatasets, track } from './datasets.js';
-import type { FrameBuffers } from './frame-buffers.js';
+import type { ServerCall } from './grpc-server.js';
 import type { LoadMeter } from './load-meter.js';
 import {
   encodeJson,
@@ -18,8 +16,6 @@ import {
 export interface ServiceContext {
   datasets: ServedDatasets;
   meter: LoadMeter;
-  /** frame buffers the transport has taken, reused by the next frames */
-  frames: FrameBuffers;
   authorize: CallGuard;
   /** Worker threads of each dataset's pool. */
   workers: number;
@@ -27,18 +23,9 @@ export interface ServiceContext {
 }
 
 /** Describe: opens the dataset (warming its workers up for a recipe when asked) and answers what it holds. */
-export function describeHandler(service: ServiceContext): grpc.handleUnaryCall<Buffer, Buffer> {
-  return (call, callback) => {
-    if (!service.authorize(call, (s) => callback(s, null))) return;
-    describe(service, call.request).then(
-      (reply) => callback(null, reply),
-      (err: unknown) => callback(statusOf(err), null),
-    );
-  };
-}
-
-async function describe(service: ServiceContext, requestBytes: Buffer): Promise<Buffer> {
-  const request = parseDescribeRequest(requestBytes);
+export async function describe(service: ServiceContext, call: ServerCall): Promise<Buffer> {
+  service.authorize(call);
+  const request = parseDescribeRequest(call.request);
   const s = await service.datasets.get(request);
   if (request.warmup) await warmUp(s, request.warmup);
   const reply: DescribeReply = {
@@ -59,14 +46,12 @@ async function warmUp(s: Served, recipe: BatchRecipe): Promise<void> {
 }
 
 /** Status: the server's load. */
-export function statusHandler(service: ServiceContext): grpc.handleUnaryCall<Buffer, Buffer> {
-  return (call, callback) => {
-    if (!service.authorize(call, (s) => callback(s, null))) return;
-    callback(null, encodeJson(service.meter.load()));
-  };
+export function status(service: ServiceContext, call: ServerCall): Buffer {
+  service.authorize(call);
+  return encodeJson(service.meter.load());
 }
 
 /** The standard health check (no token): NOT_SERVING once the server is closing, so probes stop sending calls. */
-export function healthHandler(isClosing: () => boolean): grpc.handleUnaryCall<Buffer, Buffer> {
-  return (_call, callback) => callback(null, isClosing() ? HEALTH_NOT_SERVING : HEALTH_SERVING);
+export function health(closing: boolean): Buffer {
+  return closing ? HEALTH_NOT_SERVING : HEALTH_SERVING;
 }

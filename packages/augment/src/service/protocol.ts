@@ -1,9 +1,10 @@
-// The augmentation service's wire format, on gRPC (@grpc/grpc-js does the networking, HTTP/2 flow control and
-// message-size limits). Requests are small JSON documents (no pixels, no floats but the augmentation ranges);
+// The augmentation service's wire format, on gRPC (node:http2 does the networking and HTTP/2 flow control;
+// grpc-server.ts and batch-channel.ts speak gRPC's framing). Requests are small JSON documents (no pixels, no floats but the augmentation ranges);
 // batches are binary frames:
 //   'CDB1' | u32 LE header bytes | header JSON, space-padded | pixels (float32 LE or uint8)
 // The padding puts the pixels at 3 mod 8 in the frame: behind gRPC's 5-byte message prefix, which grpc-js keeps in
-// front of the message in one buffer, they are 8-byte aligned, so the client views them as a Float32Array in place.
+// front of the message in one buffer, they are 8-byte aligned, so a grpc-js client views them as a Float32Array in
+// place.
 // Methods (all under /catdog.augment.v1.Augment/, bearer token required):
 //   Describe (unary): opens (dataset, split) on the server and answers its classes, size, key digest and workers.
 //   Batches (server streaming): the batches at `batches` (indices within the epoch), in that order.
@@ -17,7 +18,7 @@ import { resolveAugmentOptions, type AugmentOptions } from '../options.js';
 export const SERVICE_PATH = '/catdog.augment.v1.Augment';
 export const HEALTH_CHECK_PATH = '/grpc.health.v1.Health/Check';
 
-/** Bound on a request's bytes (enforced by gRPC on the server: larger ones fail with RESOURCE_EXHAUSTED). */
+/** Bound on a request's bytes (larger ones fail with RESOURCE_EXHAUSTED). */
 export const MAX_REQUEST_BYTES = 64 * 1024;
 /** Bound on the pixels of one batch a server will make. */
 export const MAX_BATCH_BYTES = 256 * 1024 ** 2;
@@ -200,23 +201,17 @@ export function parseBatchesRequest(bytes: Buffer): BatchesRequest {
 }
 
 /**
- * One frame: header and pixels in one buffer (gRPC sends it as one message), from `alloc` (a buffer of exactly the
- * bytes asked for; default a new one).
+ * The front of a frame: 'CDB1', the header's length and the header, padded so that the pixels that follow it (the
+ * rest of the message, `pixelBytes`, sent as they are) start at 3 mod 8.
  */
-export function encodeFrame(
-  header: FrameHeader,
-  pixels: Uint8Array,
-  alloc: (bytes: number) => Buffer = Buffer.allocUnsafe,
-): Buffer {
+export function encodeFrameHead(header: FrameHeader): Buffer {
   const json = Buffer.from(JSON.stringify(header));
   const padded = json.length + ((3 - ((8 + json.length) % 8) + 8) % 8);
-  const frame = alloc(8 + padded + pixels.byteLength);
-  frame.writeUInt32LE(MAGIC, 0);
-  frame.writeUInt32LE(padded, 4);
-  json.copy(frame, 8);
-  frame.fill(0x20, 8 + json.length, 8 + padded);
-  frame.set(pixels, 8 + padded);
-  return frame;
+  const head = Buffer.alloc(8 + padded, 0x20);
+  head.writeUInt32LE(MAGIC, 0);
+  head.writeUInt32LE(padded, 4);
+  json.copy(head, 8);
+  return head;
 }
 
 export interface Frame {

@@ -3,17 +3,17 @@
 // as the in-process stream would. A prepared split within the memory budget is read into memory once; a larger one
 // is served from a window of shards (window.ts), so the dataset may be larger than the server's memory. Memory is
 // also bounded per call (batches.ts), so a client that stops reading stalls its call, not the server.
-// This file starts and stops the server; the pieces: auth.ts (token), served-samples.ts (how a dataset is read),
+// This file starts and stops the server; the pieces: grpc-server.ts (gRPC on node:http2), auth.ts (token), served-samples.ts (how a dataset is read),
 // datasets.ts (the open datasets and their pools), handlers.ts (Describe, Status, health), batches.ts (Batches),
 // batch-frames.ts (one batch: made, framed), load-meter.ts (the load Status and every frame report).
 import { availableParallelism } from 'node:os';
-import * as grpc from '@grpc/grpc-js';
 import { UserError } from '@catdog/errors';
 import { tokenGuard } from './auth.js';
-import { batchesHandler } from './batches.js';
+import { batches } from './batches.js';
+import { failureOf } from './call-status.js';
 import { ServedDatasets } from './datasets.js';
-import { describeHandler, healthHandler, type ServiceContext, statusHandler } from './handlers.js';
-import { FrameBuffers } from './frame-buffers.js';
+import { GrpcServer, type Method } from './grpc-server.js';
+import { describe, health, type ServiceContext, status } from './handlers.js';
 import { LoadMeter } from './load-meter.js';
 import { HEALTH_CHECK_PATH, MAX_REQUEST_BYTES, SERVICE_PATH, type ServerLoad } from './protocol.js';
 
@@ -75,103 +75,42 @@ export async function startAugmentServer(options: AugmentServerOptions): Promise
       },
     }),
     meter: new LoadMeter(workers),
-    frames: new FrameBuffers(2 * workers + 2),
     authorize: tokenGuard(options.token, log),
     workers,
     log,
   };
   let closing = false;
-  const server = createGrpcServer(service, () => closing);
-  const port = await bind(server, { host, port: options.port ?? 0, tls: options.tls });
+  const methods = new Map<string, Method>([
+    [`${SERVICE_PATH}/Describe`, { kind: 'unary', handle: (call) => describe(service, call) }],
+    [`${SERVICE_PATH}/Batches`, { kind: 'stream', handle: (call, sink) => batches(service, call, sink) }],
+    [`${SERVICE_PATH}/Status`, { kind: 'unary', handle: (call) => status(service, call) }],
+    [HEALTH_CHECK_PATH, { kind: 'unary', handle: () => health(closing) }],
+  ]);
+  const server = new GrpcServer({
+    methods,
+    maxRequestBytes: MAX_REQUEST_BYTES,
+    maxConcurrentStreams: 256,
+    tls: options.tls,
+    failureOf,
+    log,
+  });
+  const bindHost = host.startsWith('[') ? host.slice(1, -1) : host;
+  const port = await server.listen(bindHost, options.port ?? 0).catch((err: Error) => {
+    throw new UserError(`augment serve: cannot listen on ${host}:${options.port ?? 0}: ${err.message}`, {
+      code: 'unreachable',
+    });
+  });
   return {
     host,
     port,
     load: () => service.meter.load(),
     async close(graceMs = 5000) {
       closing = true;
-      await shutDown(server, graceMs);
+      await server.close(graceMs);
       const pools = await service.datasets.closeAll();
       log(
         `augment serve: pools stopped after ${pools.waited} batches being made finished (${pools.running} still running)`,
       );
     },
   };
-}
-
-const raw = (b: Buffer) => b;
-
-/** A method of ours as grpc-js takes it: the messages pass as bytes (protocol.ts encodes them). */
-function method(name: string, responseStream: boolean) {
-  return {
-    path: `${SERVICE_PATH}/${name}`,
-    requestStream: false,
-    responseStream,
-    requestSerialize: raw,
-    requestDeserialize: raw,
-    responseSerialize: raw,
-    responseDeserialize: raw,
-  };
-}
-
-function createGrpcServer(service: ServiceContext, isClosing: () => boolean): grpc.Server {
-  const server = new grpc.Server({
-    'grpc.max_receive_message_length': MAX_REQUEST_BYTES,
-    'grpc.max_concurrent_streams': 256,
-    // Clients ping every 20 s to notice a dead server; allow it.
-    'grpc.http2.min_ping_interval_without_data_ms': 10_000,
-    'grpc.keepalive_permit_without_calls': 1,
-  });
-  server.addService(
-    {
-      Describe: method('Describe', false),
-      Batches: method('Batches', true),
-      Status: method('Status', false),
-    } as grpc.ServiceDefinition,
-    {
-      Describe: describeHandler(service),
-      Batches: batchesHandler(service),
-      Status: statusHandler(service),
-    } as grpc.UntypedServiceImplementation,
-  );
-  server.addService(
-    { Check: { ...method('Check', false), path: HEALTH_CHECK_PATH } } as grpc.ServiceDefinition,
-    { Check: healthHandler(isClosing) } as grpc.UntypedServiceImplementation,
-  );
-  return server;
-}
-
-/** Listens on host:port (TLS when given a certificate); resolves to the port bound (the free one for port 0). */
-function bind(
-  server: grpc.Server,
-  at: { host: string; port: number; tls?: { cert: Buffer; key: Buffer } },
-): Promise<number> {
-  const credentials = at.tls
-    ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: at.tls.cert, private_key: at.tls.key }], false)
-    : grpc.ServerCredentials.createInsecure();
-  const bindHost = at.host.includes(':') && !at.host.startsWith('[') ? `[${at.host}]` : at.host;
-  return new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${bindHost}:${at.port}`, credentials, (err, bound) => {
-      if (err)
-        reject(
-          new UserError(`augment serve: cannot listen on ${bindHost}:${at.port}: ${err.message}`, {
-            code: 'unreachable',
-          }),
-        );
-      else resolve(bound);
-    });
-  });
-}
-
-/** Stops accepting calls and lets running ones end, forcing them closed after graceMs. */
-function shutDown(server: grpc.Server, graceMs: number): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const timer = setTimeout(() => {
-      server.forceShutdown();
-      resolve();
-    }, graceMs);
-    server.tryShutdown(() => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
 }

@@ -7,7 +7,8 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildWasm, staleOutputs, wasmDir } from '../../packages/backend/scripts/build-wasm.mjs';
+import { wasmFusedMultiplyAdd } from '@catdog/backend';
+import { buildWasm, fusedMultiplyAdd, staleOutputs, wasmDir } from '../../packages/backend/scripts/build-wasm.mjs';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -41,6 +42,18 @@ test('generated WAT is apart from the hand-written source and marked as generate
   const shared = outputs[join(wasmDir, 'training-kernels-shared.wasm')]!;
   assert.ok(WebAssembly.validate(plain) && WebAssembly.validate(shared));
   assert.notDeepEqual(plain, shared);
+  // The fma variants: the same kernels with the product loops' a += b·c as relaxed_madd (valid where relaxed SIMD is).
+  assert.ok(wasmFusedMultiplyAdd(), 'relaxed SIMD is on');
+  for (const name of ['training-kernels-fma.wasm', 'training-kernels-fma-shared.wasm']) {
+    const fma = outputs[join(wasmDir, name)]!;
+    assert.ok(WebAssembly.validate(fma), name);
+    assert.ok(Buffer.from(fma).includes(Buffer.from([0xfd, 0x85, 0x02])), `${name} has no f32x4.relaxed_madd`);
+  }
+  const source = readFileSync(join(wasmDir, 'training-kernels.wat'), 'utf8');
+  assert.match(
+    fusedMultiplyAdd(source),
+    /\(f32x4\.relaxed_madd \(local\.get \$s0\) \(local\.get \$d0\) \(local\.get \$a0\)\)/,
+  );
 });
 
 test('build:wasm --check exits 0 on the committed outputs', () => {

@@ -30,6 +30,7 @@ import { cpus, homedir, loadavg } from 'node:os';
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '@catdog/errors';
+import { wasmFusedMultiplyAdd } from './simd-kernels.js';
 
 /** Kernel families with plans: the forward convolution (Conv2D and FusedConv2D) and its two gradients. */
 export const PLAN_FAMILIES = ['conv2d', 'backprop-input', 'backprop-filter'] as const;
@@ -235,9 +236,9 @@ const decided = new Map<string, PlanRecord>();
 const untuned = new Set<string>();
 let cacheLoaded: { dir: string; machine: string; entries: Record<string, CachedPlan> } | null = null;
 
-/** The plan cache's key for this machine: CPU model and thread count. */
+/** The plan cache's key for this machine: CPU model, thread count, and whether the loops fuse multiply-adds. */
 export function machineKey(threads: number): string {
-  return `${cpuModel()} | ${threads} thread${threads === 1 ? '' : 's'}`;
+  return `${cpuModel()} | ${threads} thread${threads === 1 ? '' : 's'}${wasmFusedMultiplyAdd() ? ' | fma' : ''}`;
 }
 
 function cachedEntries(machine: string): Record<string, CachedPlan> {

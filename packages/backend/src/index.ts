@@ -9,6 +9,7 @@ export {
   wasmSimdWorkers,
   wasmWinogradTileSize,
 } from './wasm-kernels.js';
+export { wasmFusedMultiplyAdd } from './simd-kernels.js';
 export { rmsprop, RMSPropOptimizer } from './rmsprop.js';
 export {
   kernelPlans,

@@ -3,6 +3,7 @@
 // Returns null (callers keep their JS loops) when the memory cannot be found or the module does
 // not instantiate, e.g. on a tfjs-backend-wasm whose memory layout differs.
 import { readFileSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
 import { Worker } from 'node:worker_threads';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -65,6 +66,37 @@ interface Loaded {
 
 const cache = new WeakMap<object, Loaded | null>();
 
+const V128_ZERO = [253, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]; // v128.const 0
+/** A module whose one function computes f32x4.relaxed_madd(0, 0, 0): it validates where the engine has relaxed SIMD. */
+const RELAXED_MADD_PROBE = new Uint8Array([
+  ...[0, 97, 115, 109, 1, 0, 0, 0, 1, 4, 1, 96, 0, 0, 3, 2, 1, 0, 10, 62, 1, 60, 0],
+  ...V128_ZERO,
+  ...V128_ZERO,
+  ...V128_ZERO,
+  ...[253, 133, 2, 26, 11], // f32x4.relaxed_madd, drop, end
+]);
+
+let fusedMultiplyAdd: boolean | undefined;
+
+/**
+ * Whether the kernels run with fused multiply-adds (training-kernels-fma*.wasm: relaxed SIMD's relaxed_madd in the
+ * product loops, one FMA instruction where the CPU has it, against a multiply and an add): when the engine has
+ * relaxed SIMD (Node 22 and later ship it; Node 20 has it behind a V8 flag, turned on here), unless
+ * CATDOG_WASM_FMA=0. The results differ from the unfused loops' in the last bits (one rounding instead of two).
+ */
+export function wasmFusedMultiplyAdd(): boolean {
+  if (fusedMultiplyAdd !== undefined) return fusedMultiplyAdd;
+  fusedMultiplyAdd = false;
+  if (process.env.CATDOG_WASM_FMA === '0') return fusedMultiplyAdd;
+  try {
+    if (!WebAssembly.validate(RELAXED_MADD_PROBE)) setFlagsFromString('--experimental-wasm-relaxed-simd');
+    fusedMultiplyAdd = WebAssembly.validate(RELAXED_MADD_PROBE);
+  } catch {
+    fusedMultiplyAdd = false;
+  }
+  return fusedMultiplyAdd;
+}
+
 function load(module: object): Loaded | null {
   if (cache.has(module)) return cache.get(module)!;
   let loaded: Loaded | null = null;
@@ -75,9 +107,8 @@ function load(module: object): Loaded | null {
       if (memory instanceof WebAssembly.Memory) {
         const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
         const here = dirname(fileURLToPath(import.meta.url));
-        const bytes = readFileSync(
-          join(here, '..', 'wasm', shared ? 'training-kernels-shared.wasm' : 'training-kernels.wasm'),
-        );
+        const variant = `training-kernels${wasmFusedMultiplyAdd() ? '-fma' : ''}${shared ? '-shared' : ''}.wasm`;
+        const bytes = readFileSync(join(here, '..', 'wasm', variant));
         const wasmModule = new WebAssembly.Module(bytes);
         const instance = new WebAssembly.Instance(wasmModule, { env: { memory } });
         loaded = { kernels: instance.exports as unknown as SimdKernels, module: wasmModule, memory, shared };

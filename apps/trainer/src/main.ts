@@ -97,7 +97,7 @@ const allCmd = program
 for (const key of ALL_FIELDS) {
   const help =
     key === 'featureCacheDir'
-      ? 'where extracted features are cached (default <out>/.feature-cache; with an s3:// --out, ~/.cache/catdog/features)'
+      ? 'where extracted features are cached (default <out>/.feature-cache; with an s3:// --out, features/ in $CATDOG_CACHE_DIR, else ~/.cache/catdog)'
       : undefined;
   for (const o of fieldOption(key, help)) allCmd.addOption(o);
 }

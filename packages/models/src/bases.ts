@@ -60,7 +60,7 @@ export interface LoadBaseOptions {
   weights?: null | 'imagenet' | string;
   /** Folder holding mobilenet_v2_1.0_224/ and mobilenet_v2_0.35_224/. Default $CATDOG_WEIGHTS_DIR. */
   weightsDir?: string;
-  /** Download cache for VGG16's weights. Default $CATDOG_CACHE_DIR or ~/.cache/catdog/models. */
+  /** Download cache for VGG16's weights. Default models/ in the user cache ($CATDOG_CACHE_DIR, else ~/.cache/catdog). */
   cacheDir?: string;
   onProgress?: (p: DownloadProgress) => void;
   /** MobileNetV2 only, see MobileNetV2Options.padding. */

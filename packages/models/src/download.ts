@@ -2,11 +2,11 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { UserError } from '@catdog/errors';
+import { userCacheDir } from '@catdog/storage';
 
 export interface DownloadProgress {
   receivedBytes: number;
@@ -14,9 +14,9 @@ export interface DownloadProgress {
   totalBytes?: number;
 }
 
-/** $CATDOG_CACHE_DIR, else ~/.cache/catdog/models (the analogue of ~/.keras/models). */
+/** `models/` in the user's cache (~/.cache/catdog/models, or $CATDOG_CACHE_DIR/models): Keras' ~/.keras/models. */
 export function defaultCacheDir(): string {
-  return process.env.CATDOG_CACHE_DIR || join(homedir(), '.cache', 'catdog', 'models');
+  return userCacheDir('models');
 }
 
 /** Hex digest; 32 hex digits mean MD5 and 64 SHA-256, as Keras' get_file(hash_algorithm='auto'). */

@@ -16,7 +16,7 @@ export const VGG16_NOTOP_WEIGHTS = {
 } as const;
 
 export interface EnsureVgg16Options {
-  /** Default $CATDOG_CACHE_DIR or ~/.cache/catdog/models. */
+  /** Default models/ in the user cache ($CATDOG_CACHE_DIR, else ~/.cache/catdog). */
   cacheDir?: string;
   /** Default $CATDOG_VGG16_WEIGHTS_URL or Keras' published URL (override for mirrors and tests). */
   url?: string;

@@ -4,6 +4,7 @@ import { S3Storage } from './s3.js';
 import type { Storage, StorageOptions } from './types.js';
 import { parseLocation } from './location.js';
 
+export { userCacheDir } from './cache-dir.js';
 export { StorageError, isNotFound, describeS3Error } from './errors.js';
 export { LocalStorage, TEMP_MARKER, parseTempName, type TempOwner } from './local.js';
 export { parseLocation, resolveLocation, isS3Url, type Location } from './location.js';

@@ -213,7 +213,7 @@ export const FIELDS = {
     flag: { arg: '<what>' },
   }),
   featureCacheDir: field(z.string().optional(), {
-    help: 'where extracted features are cached (default <out>/../.feature-cache; with an s3:// --out, ~/.cache/catdog/features)',
+    help: 'where extracted features are cached (default <out>/../.feature-cache; with an s3:// --out, features/ in $CATDOG_CACHE_DIR, else ~/.cache/catdog)',
     expected: 'a directory',
     flag: { arg: '<dir>' },
     path: true,

@@ -4,10 +4,9 @@ import * as tf from '@tensorflow/tfjs';
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { homedir } from 'node:os';
 import type { SplitName } from '@catdog/dataset';
 import { compileFrozenBase, type FrozenBase } from '@catdog/models';
-import { openStorage } from '@catdog/storage';
+import { openStorage, userCacheDir } from '@catdog/storage';
 import type { BatchFeed, Batch } from './fit.js';
 import type { Feed } from './data.js';
 import type { ProgressSink } from './progress.js';
@@ -176,11 +175,14 @@ export function memoizedFeatures(compute: (split: SplitName) => Promise<FeatureS
   };
 }
 
-/** Where feature caches live by default: beside the run directory, or in the user's cache for remote runs. */
+/**
+ * Where feature caches live by default: beside the run directory, or for remote runs in the user's cache
+ * (`features/` under $CATDOG_CACHE_DIR, else ~/.cache/catdog).
+ */
 export function defaultFeatureCacheDir(out: string): string {
   return out && !/^[a-z][a-z0-9+.-]*:\/\//i.test(out)
     ? join(resolve(out), '..', '.feature-cache')
-    : join(homedir(), '.cache', 'catdog', 'features');
+    : userCacheDir('features');
 }
 
 /**

@@ -22,7 +22,7 @@ import {
   evaluateFeed,
   fitPhase,
   initialState,
-  openFeed,
+  imageFeeds,
   resolveConfig,
   RunDir,
   type FitContext,
@@ -60,7 +60,7 @@ after(async () => {
 
 /**
  * What train() hands a strategy, for `strategy` in its ci-smoke shape on MobileNetV2 0.35, seeded, with `flags` on
- * top, on the test dataset (the same openFeed call as train.ts makes).
+ * top, on the test dataset (train.ts' own image feeds).
  */
 async function strategyContext(strategy: string, flags: Record<string, unknown>): Promise<StrategyContext> {
   const cfg = resolveConfig({
@@ -89,21 +89,7 @@ async function strategyContext(strategy: string, flags: Record<string, unknown>)
     state: initialState(emptyHistory()),
     progress: quiet,
     log: () => {},
-    imageFeed: (split, f) =>
-      openFeed({
-        source: data,
-        split,
-        batchSize: cfg.batchSize,
-        inputSize: cfg.inputSize,
-        scaling: cfg.inputScaling ?? 'unit',
-        augment: f.augment,
-        shuffle: f.shuffle,
-        seed: cfg.seed,
-        workers: cfg.workers,
-        repeat: f.repeat,
-        start: f.start,
-        splitSize: manifest.splits[split].count,
-      }),
+    imageFeed: imageFeeds(cfg, manifest, { log: () => {}, onWarning: () => {} }),
     featureCacheRoot: join(root, 'features'),
     manifestSha256: createHash('sha256').update(JSON.stringify(manifest)).digest('hex'),
   };

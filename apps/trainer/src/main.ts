@@ -119,6 +119,23 @@ allCmd.action(async (opts: { out: string; skip?: Strategy[] }, cmd: Command) => 
   process.stdout.write(`${await summaryTable(runs)}\nwrote ${report.out} (${report.runs} runs)\n`);
 });
 
+/** The options of every command that runs a saved model: its input scaling (when no run config says it), backend. */
+function modelOptions(): Option[] {
+  return [
+    ...fieldOption('inputScaling', 'override the input scaling when the model has no run config beside it'),
+    ...fieldOption('backend'),
+    ...fieldOption('threads'),
+  ];
+}
+
+/** The options of the commands that stream photos through a saved model: batch size and decode workers. */
+function batchOptions(): Option[] {
+  return [
+    ...fieldOption('batchSize', 'batch size (default 32)'),
+    ...fieldOption('workers', 'decode worker threads (default 2)'),
+  ];
+}
+
 const evaluateCmd = program
   .command('evaluate')
   .description(
@@ -129,14 +146,7 @@ const evaluateCmd = program
     '--data <url>',
     'prepped dataset (its test split) or a plain folder: Kaggle flat layout (cat.N.jpg, dog.N.jpg) or class folders',
   );
-for (const o of [
-  ...fieldOption('batchSize', 'batch size (default 32)'),
-  ...fieldOption('workers', 'decode worker threads (default 2)'),
-  ...fieldOption('inputScaling', 'override the input scaling when the model has no run config beside it'),
-  ...fieldOption('backend'),
-  ...fieldOption('threads'),
-  ...S3_FIELDS.flatMap((k) => fieldOption(k)),
-]) {
+for (const o of [...batchOptions(), ...modelOptions(), ...S3_FIELDS.flatMap((k) => fieldOption(k))]) {
   evaluateCmd.addOption(o);
 }
 evaluateCmd.action(
@@ -234,13 +244,7 @@ const predictCmd = program
       "output format (default: from --out's extension, else csv); kaggle: Kaggle's submission id,label with label = P(dog)",
     ).choices(PREDICTION_FORMATS),
   );
-for (const o of [
-  ...fieldOption('batchSize', 'batch size (default 32)'),
-  ...fieldOption('workers', 'decode worker threads (default 2)'),
-  ...fieldOption('inputScaling', 'override the input scaling when the model has no run config beside it'),
-  ...fieldOption('backend'),
-  ...fieldOption('threads'),
-]) {
+for (const o of [...batchOptions(), ...modelOptions()]) {
   predictCmd.addOption(o);
 }
 predictCmd.action(
@@ -315,12 +319,7 @@ const exportCmd = program
     '--compare',
     "also export float32, float16 and uint8 and print each one's size and accuracy on the run's test split",
   );
-for (const o of [
-  ...fieldOption('inputScaling', 'override the input scaling when the model has no run config beside it'),
-  ...fieldOption('backend'),
-  ...fieldOption('threads'),
-])
-  exportCmd.addOption(o);
+for (const o of [...modelOptions()]) exportCmd.addOption(o);
 exportCmd.action(
   async (opts: {
     model: string;
@@ -372,12 +371,7 @@ const explainCmd = program
     if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('--class must be a class index (0, 1, …).');
     return n;
   });
-for (const o of [
-  ...fieldOption('inputScaling', 'override the input scaling when the model has no run config beside it'),
-  ...fieldOption('backend'),
-  ...fieldOption('threads'),
-])
-  explainCmd.addOption(o);
+for (const o of [...modelOptions()]) explainCmd.addOption(o);
 explainCmd.action(
   async (opts: {
     model: string;

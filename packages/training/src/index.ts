@@ -25,7 +25,7 @@ export {
   type InputScaling,
   type ResolveInputs,
 } from './config.js';
-export { train, type TrainOptions, type TrainResult } from './train.js';
+export { imageFeeds, train, type TrainOptions, type TrainResult } from './train.js';
 export { STRATEGIES, isStrategy } from './strategies/index.js';
 export type {
   StrategyDefinition,

@@ -171,8 +171,11 @@ async function runPhases(
   if (!restored) await restoreCheckpoint(ctx.runDir, plan.model, null);
 }
 
-/** The strategies' image feeds: the run's dataset, batch, input size, seed, cache and service settings. */
-function imageFeeds(
+/**
+ * The strategies' image feeds (StrategyContext.imageFeed): the run's dataset, batch, input size, seed, cache and
+ * service settings. Exported for tests that hand a strategy what train() would.
+ */
+export function imageFeeds(
   cfg: TrainConfig,
   manifest: Manifest,
   o: {
@@ -180,7 +183,8 @@ function imageFeeds(
     cacheLimit?: number;
     memoryBudget?: number;
     onWarning: (m: string) => void;
-    skippedShards: SkippedShardLog;
+    /** where shards skipped under --skip-corrupt are recorded */
+    skippedShards?: SkippedShardLog;
   },
 ): StrategyContext['imageFeed'] {
   return (split, f) =>
@@ -205,7 +209,7 @@ function imageFeeds(
       memoryBudget: o.memoryBudget,
       skipCorrupt: cfg.skipCorrupt,
       onWarning: o.onWarning,
-      onSkippedShards: (shards, s) => o.skippedShards.add(shards, s),
+      onSkippedShards: (shards, s) => o.skippedShards?.add(shards, s),
     });
 }
 

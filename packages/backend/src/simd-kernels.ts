@@ -131,7 +131,13 @@ export function simdKernels(module: object): SimdKernels | null {
 // written to wasm memory; workers are woken and joined with Atomics on a small control array.
 
 export const JOB_ARGS = 7;
-const JOB_TIMEOUT_MS = 120_000;
+/**
+ * How long a job may run on a worker before the worker is taken for dead (CATDOG_SIMD_JOB_TIMEOUT_MS overrides it,
+ * for tests). Counted in time this process was running: see joinJob.
+ */
+const JOB_TIMEOUT_MS = Number(process.env.CATDOG_SIMD_JOB_TIMEOUT_MS) || 120_000;
+/** A wait slice that took this much longer than asked means the process was suspended meanwhile. */
+const SUSPENDED_MS = 5_000;
 
 export interface PoolWorker {
   ctrl: Int32Array;
@@ -217,17 +223,25 @@ export function startJob(worker: PoolWorker, kernel: keyof typeof JOB_KERNELS, j
   Atomics.notify(worker.ctrl, 0);
 }
 
-/** Waits for a worker's job; throws if it failed. */
+/**
+ * Waits for a worker's job; throws if it failed, or if it has not finished after JOB_TIMEOUT_MS of waiting. A wait
+ * slice during which the process was suspended (SIGSTOP, a paused VM or container, a laptop asleep) does not count:
+ * the worker was stopped too, and a training job paused for minutes must go on when resumed.
+ */
 export function joinJob(worker: PoolWorker): void {
-  const deadline = Date.now() + JOB_TIMEOUT_MS;
+  let waited = 0;
   for (;;) {
     const done = Atomics.load(worker.ctrl, 1);
     if (done === worker.seq) break;
-    if (Date.now() > deadline) {
+    if (waited > JOB_TIMEOUT_MS) {
       Atomics.store(worker.ctrl, 5, 0);
       throw new Error(`a SIMD kernel worker thread did not finish within ${JOB_TIMEOUT_MS / 1000} s`);
     }
-    Atomics.wait(worker.ctrl, 1, done, 1000);
+    const slice = Math.min(1000, JOB_TIMEOUT_MS);
+    const t0 = performance.now();
+    Atomics.wait(worker.ctrl, 1, done, slice);
+    const took = performance.now() - t0;
+    if (took < slice + SUSPENDED_MS) waited += took;
   }
   if (worker.ctrl[4] !== 0) throw new Error('a SIMD kernel failed on a worker thread');
 }

@@ -211,21 +211,35 @@ test('a wrong or missing token is refused with a clear error; the server goes on
   }
   assert.match(pair[1].stderr(), /refused a call from .*: wrong token/);
   // the standard gRPC health check (Kubernetes' grpc readiness probe) needs no token and tells nothing but SERVING
-  const client = new grpc.Client(pair[1].address, grpc.credentials.createInsecure());
-  const health = await new Promise<Buffer>((resolve, reject) =>
-    client.makeUnaryRequest(
-      '/grpc.health.v1.Health/Check',
-      (b: Buffer) => b,
-      (b: Buffer) => b,
-      Buffer.alloc(0),
-      new grpc.Metadata(),
-      (err, r) => (err ? reject(err) : resolve(r!)),
-    ),
-  );
-  client.close();
-  assert.deepEqual([...health], [0x08, 0x01]);
+  const health = await unaryCall(pair[1].address, '/grpc.health.v1.Health/Check', null);
+  assert.deepEqual([...health.reply!], [0x08, 0x01]);
   assert.ok(!pair[1].stderr().includes(TOKEN), 'the token is never logged');
 });
+
+/** A unary call with an empty request on its own grpc-js client, carrying `token` (null: none). */
+async function unaryCall(
+  address: string,
+  path: string,
+  token: string | null = TOKEN,
+): Promise<{ reply?: Buffer; error?: grpc.ServiceError }> {
+  const client = new grpc.Client(address, grpc.credentials.createInsecure());
+  const md = new grpc.Metadata();
+  if (token) md.set('authorization', `Bearer ${token}`);
+  try {
+    return await new Promise((resolve) =>
+      client.makeUnaryRequest(
+        path,
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        Buffer.alloc(0),
+        md,
+        (error, reply) => resolve(error ? { error } : { reply: reply! }),
+      ),
+    );
+  } finally {
+    client.close();
+  }
+}
 
 /** A Batches call on its own grpc-js client (close it when done), raw bytes both ways, carrying `token`. */
 function batchesCall(address: string, request: Buffer, token = TOKEN) {
@@ -299,19 +313,8 @@ test('malformed and oversized requests are refused; the server keeps serving', a
   assert.ok([grpc.status.NOT_FOUND, grpc.status.FAILED_PRECONDITION].includes(missing.code), missing.details);
   assert.match(missing.details, /no-such-dataset/);
   // not one of the service's methods, and not gRPC at all (a plain HTTP/2 GET)
-  const client = new grpc.Client(address, grpc.credentials.createInsecure());
-  const unknown = await new Promise<grpc.ServiceError>((resolve) =>
-    client.makeUnaryRequest(
-      '/catdog.augment.v1.Augment/NoSuchMethod',
-      (b: Buffer) => b,
-      (b: Buffer) => b,
-      Buffer.alloc(0),
-      new grpc.Metadata(),
-      (err) => resolve(err!),
-    ),
-  );
-  client.close();
-  assert.equal(unknown.code, grpc.status.UNIMPLEMENTED);
+  const { error: unknown } = await unaryCall(address, '/catdog.augment.v1.Augment/NoSuchMethod');
+  assert.equal(unknown?.code, grpc.status.UNIMPLEMENTED);
   assert.match(unknown.details, /unknown method \/catdog\.augment\.v1\.Augment\/NoSuchMethod/);
   const session = http2.connect(`http://${address}`);
   const httpStatus = await new Promise<unknown>((resolve, reject) => {
@@ -329,21 +332,10 @@ test('malformed and oversized requests are refused; the server keeps serving', a
 
 test('a stalled client does not grow server memory: the server stops making its batches', async () => {
   const address = pair[1].address;
-  const statusClient = new grpc.Client(address, grpc.credentials.createInsecure());
   const status = async () => {
-    const md = new grpc.Metadata();
-    md.set('authorization', `Bearer ${TOKEN}`);
-    const reply = await new Promise<Buffer>((resolve, reject) =>
-      statusClient.makeUnaryRequest(
-        '/catdog.augment.v1.Augment/Status',
-        (b: Buffer) => b,
-        (b: Buffer) => b,
-        Buffer.alloc(0),
-        md,
-        (err, r) => (err ? reject(err) : resolve(r!)),
-      ),
-    );
-    return JSON.parse(reply.toString()) as {
+    const { reply, error } = await unaryCall(address, '/catdog.augment.v1.Augment/Status');
+    if (error) throw error;
+    return JSON.parse(reply!.toString()) as {
       batches: number;
       queueDepth: number;
       rss: number;
@@ -392,7 +384,6 @@ test('a stalled client does not grow server memory: the server stops making its 
   // the cancelled call's work is dropped
   const after = await settled(1, (s) => s.queueDepth === 0 && s.waitingOnClients === 0);
   assert.equal(after.batches, stalled.batches);
-  statusClient.close();
 });
 
 /** One server stopped with SIGTERM while a long call streams from it: its exit, log, the call's status, messages read. */

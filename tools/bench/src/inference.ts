@@ -1,5 +1,5 @@
-// Benchmark: images/s of `trainer evaluate` (our CLI, a subprocess: start-up, model loading, decode and forward)
-// on a run's saved model, beside PyTorch running the same network with the same weights (inference_torch.py reads
+// Benchmark: images/s of `trainer evaluate` and `trainer predict` (our CLI, a subprocess each: start-up, model
+// loading, decode and forward; predict also writes its CSV) on a run's saved model, beside PyTorch running the same network with the same weights (inference_torch.py reads
 // the run's model.json) over the same images, decoded with PIL, with the same batch size, workers and threads.
 //
 //   node --import tsx tools/bench/src/inference.ts [--quick] [--run <run dir> ...] [--batch-size 32] [--threads 2]
@@ -9,6 +9,7 @@
 // speed): `scratch` (the book's convnet, 150 px) and `finetune --preset cpu-quick` (MobileNetV2 + head, 224 px).
 // Ends with one line per model:
 //   inference <run> ours_ips=<n / evaluate wall s> torch_ips=<n / wall s> ratio=<ours wall s / torch wall s> ours_acc=… torch_acc=…
+//     predict_ips=<n / predict wall s> predict_ratio=<predict wall s / torch wall s>
 import { copyFile, cp, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
@@ -134,6 +135,7 @@ interface Row {
   network: string;
   images: number;
   oursSeconds: number;
+  predictSeconds: number;
   torchSeconds: number | null;
   torchLoopSeconds: number | null;
   oursAcc: number | null;
@@ -171,11 +173,32 @@ async function measure(run: string, images: string, n: number, o: Options, pytho
   );
   if (ours.code !== 0) throw new Error(`trainer evaluate exited ${ours.code}:\n${tail(ours.stderr)}`);
   const acc = /accuracy=([\d.]+)/.exec(ours.stdout);
+  process.stderr.write(`== ours: trainer predict --model ${run} --input ${images}\n`);
+  const predictions = join(run, '..', `${basename(run)}-predictions.csv`);
+  const predicted = await runTimed(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      trainer,
+      'predict',
+      '--model',
+      run,
+      '--input',
+      images,
+      '--out',
+      predictions,
+      ...['--batch-size', String(o.batchSize), '--workers', String(o.workers), '--threads', String(o.threads)],
+    ],
+    { prefix: '  [ours] ' },
+  );
+  if (predicted.code !== 0) throw new Error(`trainer predict exited ${predicted.code}:\n${tail(predicted.stderr)}`);
   const row: Row = {
     run,
     network,
     images: n,
     oursSeconds: ours.seconds,
+    predictSeconds: predicted.seconds,
     torchSeconds: null,
     torchLoopSeconds: null,
     oursAcc: acc ? Number(acc[1]) : null,
@@ -223,7 +246,7 @@ function positiveInt(v: string): number {
 async function main(): Promise<number> {
   const cmd = new Command('bench:inference')
     .description(
-      "trainer evaluate's images/s on a run's saved model beside PyTorch on the same network, weights and images",
+      "trainer evaluate's and predict's images/s on a run's saved model beside PyTorch on the same network, weights and images",
     )
     .option('--quick', `${2 * QUICK_COUNTS.test} test images instead of the book's ${2 * BOOK_COUNTS.test}`, false)
     .option(
@@ -268,7 +291,7 @@ async function main(): Promise<number> {
   const ips = (n: number, s: number | null) => (s ? n / s : null);
   console.log('');
   console.log(
-    'img/s = images / wall time of the whole command (start-up, model loading, decode, forward); ratio = ours s / torch s',
+    'img/s = images / wall time of the whole command (start-up, model loading, decode, forward); ratio = ours (evaluate) s / torch s',
   );
   console.log(
     table(
@@ -277,6 +300,7 @@ async function main(): Promise<number> {
         'network',
         'images',
         'ours s',
+        'predict s',
         'torch s',
         'ratio',
         'ours img/s',
@@ -290,6 +314,7 @@ async function main(): Promise<number> {
         r.network,
         String(r.images),
         fixed(r.oursSeconds),
+        fixed(r.predictSeconds),
         fixed(r.torchSeconds),
         fixed(r.torchSeconds ? r.oursSeconds / r.torchSeconds : null, 2),
         fixed(ips(r.images, r.oursSeconds)),
@@ -304,7 +329,8 @@ async function main(): Promise<number> {
   for (const r of rows) {
     console.log(
       `inference ${basename(r.run)} network=${r.network} images=${r.images} ours_ips=${fixed(ips(r.images, r.oursSeconds))} torch_ips=${fixed(ips(r.images, r.torchSeconds))}` +
-        ` ratio=${r.torchSeconds ? (r.oursSeconds / r.torchSeconds).toFixed(3) : 'none'} ours_acc=${fixed(r.oursAcc, 4)} torch_acc=${fixed(r.torchAcc, 4)}`,
+        ` ratio=${r.torchSeconds ? (r.oursSeconds / r.torchSeconds).toFixed(3) : 'none'} ours_acc=${fixed(r.oursAcc, 4)} torch_acc=${fixed(r.torchAcc, 4)}` +
+        ` predict_ips=${fixed(ips(r.images, r.predictSeconds))} predict_ratio=${r.torchSeconds ? (r.predictSeconds / r.torchSeconds).toFixed(3) : 'none'}`,
     );
   }
   return 0;

@@ -323,8 +323,19 @@ test('malformed and oversized requests are refused; the server keeps serving', a
     get.on('error', reject);
     get.end();
   });
-  session.close();
   assert.equal(httpStatus, 415);
+  // a client that leaves in the middle of its request (half a message prefix, then a reset)
+  const half = session.request({
+    ':method': 'POST',
+    ':path': '/catdog.augment.v1.Augment/Batches',
+    'content-type': 'application/grpc',
+    authorization: `Bearer ${TOKEN}`,
+  });
+  half.on('error', () => {});
+  half.write(Buffer.from([0, 0, 0]));
+  await new Promise((r) => setTimeout(r, 100));
+  half.close(http2.constants.NGHTTP2_CANCEL);
+  session.close();
   const ok = await rawCall(address, Buffer.from(JSON.stringify(validRequest({ batches: [0, 1] }))));
   assert.equal(ok.code, grpc.status.OK, ok.details);
   assert.equal(ok.messages, 2);

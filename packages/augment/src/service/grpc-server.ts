@@ -131,7 +131,9 @@ export class GrpcServer {
           if (failure.code === Status.INTERNAL) this.o.log(`augment serve: ${failure.details}`);
           reply.finish(failure);
         },
-      );
+      )
+      // The answer could not be written (the stream went away meanwhile): the call is over either way.
+      .catch(() => stream.destroy());
   }
 
   /** The call's one request message, at most maxRequestBytes. */
@@ -153,6 +155,7 @@ export class GrpcServer {
           );
         else chunks.push(chunk);
       });
+      stream.once('close', () => reject(new CallFailure(Status.CANCELLED, 'the client left before its request ended')));
       stream.once('end', () => {
         if (bytes > PREFIX_BYTES + limit) return;
         const body = Buffer.concat(chunks);
@@ -192,7 +195,7 @@ class Reply implements MessageSink {
 
   send(parts: readonly Uint8Array[], taken: () => void): void {
     const { stream } = this;
-    if (this.finished || stream.destroyed) {
+    if (this.finished || stream.closed || stream.destroyed) {
       taken();
       return;
     }
@@ -202,7 +205,9 @@ class Reply implements MessageSink {
         { ':status': 200, 'content-type': 'application/grpc+proto', 'grpc-encoding': 'identity' },
         { waitForTrailers: true },
       );
-      stream.once('wantTrailers', () => stream.sendTrailers(this.trailers));
+      stream.once('wantTrailers', () => {
+        if (!stream.destroyed) stream.sendTrailers(this.trailers);
+      });
     }
     const prefix = Buffer.allocUnsafe(PREFIX_BYTES);
     prefix[0] = 0;
@@ -218,7 +223,7 @@ class Reply implements MessageSink {
 
   /** Ends the call: OK (null) or the failure, in trailers (or trailers only, before any message). */
   finish(failure: CallFailure | null): void {
-    if (this.finished || this.stream.destroyed) return;
+    if (this.finished || this.stream.closed || this.stream.destroyed) return;
     this.finished = true;
     const status = failure
       ? { 'grpc-status': String(failure.code), 'grpc-message': encodeURI(failure.details) }

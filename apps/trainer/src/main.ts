@@ -319,7 +319,7 @@ const exportCmd = program
     '--compare',
     "also export float32, float16 and uint8 and print each one's size and accuracy on the run's test split",
   );
-for (const o of [...modelOptions()]) exportCmd.addOption(o);
+for (const o of modelOptions()) exportCmd.addOption(o);
 exportCmd.action(
   async (opts: {
     model: string;
@@ -371,7 +371,7 @@ const explainCmd = program
     if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('--class must be a class index (0, 1, …).');
     return n;
   });
-for (const o of [...modelOptions()]) explainCmd.addOption(o);
+for (const o of modelOptions()) explainCmd.addOption(o);
 explainCmd.action(
   async (opts: {
     model: string;

@@ -7,7 +7,14 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs';
 import { kaggleTrainDir, mobilenetV2Dir } from '../helpers/fixtures.js';
-import { compileFrozenBase, loadMobileNetV2Base, buildVgg16Base, stackBaseAndHead, inputScaling } from '@catdog/models';
+import {
+  buildConvnet,
+  compileFrozenBase,
+  loadMobileNetV2Base,
+  buildVgg16Base,
+  stackBaseAndHead,
+  inputScaling,
+} from '@catdog/models';
 import { initBackend } from '@catdog/backend';
 
 await initBackend({ backend: 'wasm', log: () => {} });
@@ -104,6 +111,27 @@ test('MobileNetV2 0.35: the project extractor (global average pooling) and the f
   assert.ok(b.stats.convolutions < 52 && b.stats.convolutions > 30);
   x.dispose();
   tf.dispose(base.getWeights());
+});
+
+test("whole classifiers as evaluate and predict run them: the book's convnet with dropout; MobileNetV2 inline with a pooled dense head", async () => {
+  // evaluate, predict and the trainer's test pass run saved models through this compiler (frozenForward).
+  const convnet = buildConvnet({ inputShape: [150, 150, 3], dropout: 0.5, seed: 3 });
+  const x150 = await photos(150, 'convnet');
+  const c = checkAgainstPredict(convnet, x150, 1e-4);
+  assert.equal(c.stats.convolutions, 4);
+  assert.deepEqual(c.stats.fallbacks, ['flatten_1 (Flatten)', 'dropout_1 (Dropout)', 'dense_1 (Dense)', 'dense_2 (Dense)']);
+  const base = await loadMobileNetV2Base({ alpha: 0.35, from: mobilenetV2Dir('0.35') });
+  const pooled = tf.layers.globalAveragePooling2d({ name: 'head_pool' }).apply(base.outputs[0]) as tf.SymbolicTensor;
+  const hidden = tf.layers
+    .dense({ name: 'head_dense', units: 16, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }) })
+    .apply(pooled) as tf.SymbolicTensor;
+  const output = tf.layers
+    .dense({ name: 'head_output', units: 1, activation: 'sigmoid', kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }) })
+    .apply(hidden) as tf.SymbolicTensor;
+  const inline = tf.model({ inputs: base.inputs, outputs: output, name: 'mobilenetv2_finetune' });
+  const m = checkAgainstPredict(inline, await photos(150, 'mobilenet_v2_0.35'), 1e-4);
+  assert.equal(m.stats.foldedBatchNorms, 52);
+  tf.dispose([x150, ...convnet.getWeights(), ...inline.getWeights()]);
 });
 
 test('VGG16 conv base (random weights, 48×48) and VGG16 stacked with the book head (nested model + Flatten/Dense fallbacks)', async () => {

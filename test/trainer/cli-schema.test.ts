@@ -45,3 +45,21 @@ test("docs/ARCHITECTURE.md documents exactly the schema's experiment-file keys",
     'regenerate the table with experimentFileTable() from @catdog/training',
   );
 });
+
+test("--steps-per-epoch auto and --validation-steps auto reach the run as null (one pass), not as a usage error", () => {
+  // Commander stores a parser's null as ''; the run must still see null. A missing --data is the next error.
+  const r = runTrainer([
+    'scratch',
+    '--data',
+    '/nonexistent/catdog-data',
+    '--out',
+    '/nonexistent/catdog-out',
+    '--steps-per-epoch',
+    'auto',
+    '--validation-steps',
+    'auto',
+  ]);
+  assert.doesNotMatch(r.stderr, /stepsPerEpoch|validationSteps|steps-per-epoch|validation-steps/);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /catdog-data/);
+});

@@ -15,6 +15,10 @@ function choicesOf(schema: z.ZodType): string[] | undefined {
   return inner instanceof z.ZodEnum ? (inner.options as string[]) : undefined;
 }
 
+/** Commander turns a parser's null into '' (its "no value" filler), so a flag whose value is null ('auto') is
+ * stored as this marker and turned back into null by flagsOf. */
+const NULL_VALUE = Symbol('null flag value');
+
 /** The commander Option of one field (`help` overrides the field's help text). */
 export function fieldOption(key: FieldName, help?: string): Option[] {
   const spec: FieldSpec = FIELDS[key];
@@ -31,7 +35,7 @@ export function fieldOption(key: FieldName, help?: string): Option[] {
     option.argParser((text: string) => {
       const value = flag.parse ? flag.parse(text) : text;
       if (!spec.schema.safeParse(value).success) throw new InvalidArgumentError(`must be ${spec.expected}.`);
-      return value;
+      return value === null ? NULL_VALUE : value;
     });
   }
   if (flag.hidden) option.hideHelp();
@@ -50,7 +54,7 @@ export function flagsOf(cmd: Command): Partial<TrainConfig> {
   const out: Record<string, unknown> = {};
   for (const key of FIELD_NAMES) {
     if (!FIELDS[key].flag || opts[key] === undefined || cmd.getOptionValueSource(key) !== 'cli') continue;
-    out[key] = opts[key];
+    out[key] = opts[key] === NULL_VALUE ? null : opts[key];
   }
   return resolvePaths(out as Partial<TrainConfig>);
 }

@@ -4,6 +4,7 @@ import sharp from 'sharp';
 import { openSplit, type SampleSource } from '@catdog/dataset';
 import { formatError, UserError } from '@catdog/errors';
 import { explainPhoto, withPreprocessing, type PixelScaling } from '@catdog/models';
+import { frozenForward } from './features.js';
 import type { Batch } from './fit.js';
 import type { ProgressSink } from './progress.js';
 import type { ClassMetrics, Misclassified, RunDir, TestMetrics } from './run-dir.js';
@@ -26,7 +27,10 @@ interface KeyedFeed {
   next(): Promise<(Batch & { keys: string[]; labels: Float32Array }) | null>;
 }
 
-/** Runs `model` over every batch of `feed` (one pass). */
+/**
+ * Runs `model` over every batch of `feed` (one pass), through the compiled inference program (frozenForward:
+ * BatchNorm folded into the convolutions, activations fused), which computes model.predict's outputs faster.
+ */
 export async function predictFeed(
   model: tf.LayersModel,
   feed: KeyedFeed,
@@ -39,13 +43,14 @@ export async function predictFeed(
   const keys: string[] = [];
   const shape = model.outputs[0].shape;
   const outputs = (shape[shape.length - 1] as number | null) ?? 1;
+  const forward = frozenForward(model, (line) => progress.log(line));
   const t0 = performance.now();
   progress.start(label, total);
   try {
     for (;;) {
       const b = await feed.next();
       if (!b) break;
-      const out = model.predict(b.xs) as tf.Tensor;
+      const out = forward.predict(b.xs);
       const p = await out.data();
       tf.dispose([out, b.xs, b.ys]);
       for (const v of p) probs.push(v);
@@ -59,6 +64,7 @@ export async function predictFeed(
     }
   } finally {
     progress.stop();
+    forward.dispose();
   }
   return { probs: Float32Array.from(probs), outputs, labels: Float32Array.from(labels), keys };
 }

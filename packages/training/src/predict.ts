@@ -21,6 +21,7 @@ import type { InputScaling } from './config.js';
 import { openInferenceFeed } from './data.js';
 import { locateModel, type SavedModelOptions } from './evaluate.js';
 import { explainOutOfMemory } from './errors.js';
+import { frozenForward } from './features.js';
 import { createProgress } from './progress.js';
 
 /** File extensions read as photos when a folder or prefix is listed (anything else there is ignored). */
@@ -170,6 +171,8 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
     const collect = o.collect ?? true;
     const chunkSize = Math.max(batchSize, o.chunkSize ?? 512);
     let classified = 0;
+    // The compiled inference program (BatchNorm folded, activations fused): model.predict's outputs, faster.
+    const forward = frozenForward(model, log);
     try {
       progress.start('predict', photos.files.length);
       try {
@@ -190,7 +193,7 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
               }
               let rows: PhotoPrediction[] = [];
               if (b.n > 0) {
-                const probs = tf.tidy(() => classProbabilities(model.predict(b.xs) as tf.Tensor, activation));
+                const probs = tf.tidy(() => classProbabilities(forward.predict(b.xs), activation));
                 const values = (await probs.array()) as number[][];
                 probs.dispose();
                 rows = b.keys.map((key, i) => ({ key, probabilities: values[i] }));
@@ -214,6 +217,8 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
       }
     } catch (err) {
       throw explainOutOfMemory(err, { batchSize, inputSize, workers });
+    } finally {
+      forward.dispose();
     }
     return {
       classes,

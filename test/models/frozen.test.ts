@@ -119,14 +119,29 @@ test("whole classifiers as evaluate and predict run them: the book's convnet wit
   const x150 = await photos(150, 'convnet');
   const c = checkAgainstPredict(convnet, x150, 1e-4);
   assert.equal(c.stats.convolutions, 4);
-  assert.deepEqual(c.stats.fallbacks, ['flatten_1 (Flatten)', 'dropout_1 (Dropout)', 'dense_1 (Dense)', 'dense_2 (Dense)']);
+  assert.deepEqual(c.stats.fallbacks, [
+    'flatten_1 (Flatten)',
+    'dropout_1 (Dropout)',
+    'dense_1 (Dense)',
+    'dense_2 (Dense)',
+  ]);
   const base = await loadMobileNetV2Base({ alpha: 0.35, from: mobilenetV2Dir('0.35') });
   const pooled = tf.layers.globalAveragePooling2d({ name: 'head_pool' }).apply(base.outputs[0]) as tf.SymbolicTensor;
   const hidden = tf.layers
-    .dense({ name: 'head_dense', units: 16, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }) })
+    .dense({
+      name: 'head_dense',
+      units: 16,
+      activation: 'relu',
+      kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }),
+    })
     .apply(pooled) as tf.SymbolicTensor;
   const output = tf.layers
-    .dense({ name: 'head_output', units: 1, activation: 'sigmoid', kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }) })
+    .dense({
+      name: 'head_output',
+      units: 1,
+      activation: 'sigmoid',
+      kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }),
+    })
     .apply(hidden) as tf.SymbolicTensor;
   const inline = tf.model({ inputs: base.inputs, outputs: output, name: 'mobilenetv2_finetune' });
   const m = checkAgainstPredict(inline, await photos(150, 'mobilenet_v2_0.35'), 1e-4);

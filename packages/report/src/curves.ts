@@ -1,8 +1,7 @@
 // Training vs validation curves as in the book's figures (training as dots 'bo', validation as a line 'b'),
 // described in vega-lite, rendered to SVG by vega in Node and rasterised with sharp.
 import { join } from 'node:path';
-import * as vega from 'vega';
-import { compile, type TopLevelSpec } from 'vega-lite';
+import type { TopLevelSpec } from 'vega-lite';
 import sharp from 'sharp';
 import { UserError } from '@catdog/errors';
 import { normalizeHistory, writeFileAtomic, type AnyHistory, type NormalizedHistory } from './run-dir.js';
@@ -171,6 +170,8 @@ export function curveSpec(
 
 /** Renders a vega-lite spec to SVG with vega's headless renderer (no DOM, no canvas). */
 export async function renderVegaLiteSvg(spec: TopLevelSpec): Promise<string> {
+  // Loaded on first use: vega and vega-lite take ~1 s to import, which every trainer command paid before.
+  const [vega, { compile }] = await Promise.all([import('vega'), import('vega-lite')]);
   const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
   try {
     return await view.toSVG();

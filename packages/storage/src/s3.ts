@@ -1,16 +1,5 @@
 // S3 (and S3-compatible) storage on @aws-sdk/client-s3, multipart uploads through @aws-sdk/lib-storage.
-import {
-  AbortMultipartUploadCommand,
-  DeleteObjectCommand,
-  ListMultipartUploadsCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  PutObjectCommand,
-  S3Client,
-  paginateListObjectsV2,
-  type S3ClientConfig,
-} from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
+import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UserError } from '@catdog/errors';
@@ -74,9 +63,24 @@ export function resolveS3Options(
   };
 }
 
+type S3Sdk = typeof import('@aws-sdk/client-s3') & typeof import('@aws-sdk/lib-storage');
+let sdkLoading: Promise<S3Sdk> | undefined;
+
+/**
+ * The AWS SDK, imported on first use: it takes about half a second to load, which every command paid before,
+ * even on local paths only.
+ */
+function loadSdk(): Promise<S3Sdk> {
+  sdkLoading ??= Promise.all([import('@aws-sdk/client-s3'), import('@aws-sdk/lib-storage')]).then(([s3, lib]) => ({
+    ...s3,
+    ...lib,
+  }));
+  return sdkLoading;
+}
+
 const clients = new Map<string, S3Client>();
 
-function clientFor(o: ResolvedS3Options): S3Client {
+function clientFor(sdk: S3Sdk, o: ResolvedS3Options): S3Client {
   const key = JSON.stringify(o);
   let client = clients.get(key);
   if (!client) {
@@ -94,7 +98,7 @@ function clientFor(o: ResolvedS3Options): S3Client {
       // Without these a stalled connection hangs forever; a timed-out request is retried like a reset one.
       requestHandler: { connectionTimeout: o.connectTimeoutMs, socketTimeout: o.socketTimeoutMs },
     };
-    client = new S3Client(config);
+    client = new sdk.S3Client(config);
     clients.set(key, client);
   }
   return client;
@@ -122,7 +126,6 @@ export class S3Storage implements Storage {
   readonly bucket: string;
   readonly prefix: string;
   readonly options: ResolvedS3Options;
-  private readonly client: S3Client;
 
   /** `resolved` is for child(): the parent's already-resolved settings. */
   constructor(url: string, options: StorageOptions = {}, resolved?: ResolvedS3Options) {
@@ -131,7 +134,12 @@ export class S3Storage implements Storage {
     this.prefix = loc.prefix;
     this.url = `s3://${loc.bucket}${loc.prefix ? `/${loc.prefix}` : ''}`;
     this.options = resolved ?? resolveS3Options(options);
-    this.client = clientFor(this.options);
+  }
+
+  /** The SDK and this storage's client (one per set of options, shared). */
+  private async sdk(): Promise<{ sdk: S3Sdk; client: S3Client }> {
+    const sdk = await loadSdk();
+    return { sdk, client: clientFor(sdk, this.options) };
   }
 
   private key(path: string): string {
@@ -161,7 +169,8 @@ export class S3Storage implements Storage {
 
   private async getBody(key: string, start: number, end: number | undefined): Promise<Readable> {
     const range = start > 0 || end !== undefined ? `bytes=${start}-${end ?? ''}` : undefined;
-    const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: range }));
+    const { sdk, client } = await this.sdk();
+    const out = await client.send(new sdk.GetObjectCommand({ Bucket: this.bucket, Key: key, Range: range }));
     return out.Body as Readable;
   }
 
@@ -205,8 +214,9 @@ export class S3Storage implements Storage {
     const body = typeof data === 'string' ? Buffer.from(data) : data;
     if (body.length > this.options.partSize) return this.writeStream(path, Readable.from([Buffer.from(body)]));
     try {
-      await this.client.send(
-        new PutObjectCommand({ Bucket: this.bucket, Key: this.key(path), Body: body, ContentLength: body.length }),
+      const { sdk, client } = await this.sdk();
+      await client.send(
+        new sdk.PutObjectCommand({ Bucket: this.bucket, Key: this.key(path), Body: body, ContentLength: body.length }),
       );
     } catch (err) {
       this.fail(url, err);
@@ -220,8 +230,9 @@ export class S3Storage implements Storage {
     body.once('error', (err) => {
       sourceError = err;
     });
-    const upload = new Upload({
-      client: this.client,
+    const { sdk, client } = await this.sdk();
+    const upload = new sdk.Upload({
+      client,
       params: { Bucket: this.bucket, Key: this.key(path), Body: body },
       partSize: this.options.partSize,
       queueSize: this.options.queueSize,
@@ -239,7 +250,8 @@ export class S3Storage implements Storage {
   async stat(path: string): Promise<{ size: number } | undefined> {
     const url = this.urlOf(path);
     try {
-      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.key(path) }));
+      const { sdk, client } = await this.sdk();
+      const out = await client.send(new sdk.HeadObjectCommand({ Bucket: this.bucket, Key: this.key(path) }));
       return { size: out.ContentLength ?? 0 };
     } catch (err) {
       const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
@@ -253,10 +265,8 @@ export class S3Storage implements Storage {
     const keyPrefix = this.prefix ? `${this.prefix}/${rel}` : rel;
     const strip = this.prefix ? this.prefix.length + 1 : 0;
     try {
-      for await (const page of paginateListObjectsV2(
-        { client: this.client },
-        { Bucket: this.bucket, Prefix: keyPrefix },
-      )) {
+      const { sdk, client } = await this.sdk();
+      for await (const page of sdk.paginateListObjectsV2({ client }, { Bucket: this.bucket, Prefix: keyPrefix })) {
         for (const obj of page.Contents ?? []) {
           if (!obj.Key || obj.Key.endsWith('/')) continue;
           yield { path: obj.Key.slice(strip), size: obj.Size ?? 0 };
@@ -269,7 +279,8 @@ export class S3Storage implements Storage {
 
   async delete(path: string): Promise<void> {
     try {
-      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.key(path) }));
+      const { sdk, client } = await this.sdk();
+      await client.send(new sdk.DeleteObjectCommand({ Bucket: this.bucket, Key: this.key(path) }));
     } catch (err) {
       const e = err as { name?: string };
       if (e?.name === 'NoSuchKey' || e?.name === 'NotFound') return;
@@ -293,11 +304,12 @@ export class S3Storage implements Storage {
     const strip = prefix.length;
     let keyMarker: string | undefined;
     let uploadIdMarker: string | undefined;
+    const { sdk, client } = await this.sdk();
     for (;;) {
       let page;
       try {
-        page = await this.client.send(
-          new ListMultipartUploadsCommand({
+        page = await client.send(
+          new sdk.ListMultipartUploadsCommand({
             Bucket: this.bucket,
             Prefix: prefix,
             KeyMarker: keyMarker,
@@ -319,8 +331,8 @@ export class S3Storage implements Storage {
           continue;
         }
         try {
-          await this.client.send(
-            new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: u.Key, UploadId: u.UploadId }),
+          await client.send(
+            new sdk.AbortMultipartUploadCommand({ Bucket: this.bucket, Key: u.Key, UploadId: u.UploadId }),
           );
         } catch (err) {
           if ((err as { name?: string })?.name !== 'NoSuchUpload') this.fail(`s3://${this.bucket}/${u.Key}`, err);

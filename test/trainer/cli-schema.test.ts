@@ -46,7 +46,7 @@ test("docs/ARCHITECTURE.md documents exactly the schema's experiment-file keys",
   );
 });
 
-test("--steps-per-epoch auto and --validation-steps auto reach the run as null (one pass), not as a usage error", () => {
+test('--steps-per-epoch auto and --validation-steps auto reach the run as null (one pass), not as a usage error', () => {
   // Commander stores a parser's null as ''; the run must still see null. A missing --data is the next error.
   const r = runTrainer([
     'scratch',

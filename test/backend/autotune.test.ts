@@ -1,7 +1,7 @@
 // Kernel plans (packages/backend/src/autotune.ts, kernels/plans.ts): every plan the autotuner can
-// choose, forced through CATDOG_KERNEL_PLAN, against the cpu backend; tuning on first use, the
-// plan cache keyed by CPU model and thread count (CATDOG_CACHE_DIR), CATDOG_AUTOTUNE=0, and
-// clear errors for a bad CATDOG_KERNEL_PLAN.
+// choose (Winograd for the forward convolution and the input gradient included), forced through
+// CATDOG_KERNEL_PLAN, against the cpu backend; tuning on first use, the plan cache keyed by CPU model
+// and thread count (CATDOG_CACHE_DIR), CATDOG_AUTOTUNE=0, and clear errors for a bad CATDOG_KERNEL_PLAN.
 import { test, before, beforeEach, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -177,15 +177,19 @@ test('every forward plan (XNNPACK, direct, Winograd F3/F4/F6 with several blocks
   checkForced('Conv2D', 'winograd4:block=16', STRIDED, 400, 'none');
 });
 
-test('every gradient plan (direct, direct-taps, XNNPACK rewrite) matches cpu, strided and with a tap over 64 k floats', {
+test('every gradient plan (direct, direct-taps, XNNPACK rewrite, Winograd dx) matches cpu, strided and with a tap over 64 k floats', {
   skip,
 }, () => {
   let seed = 900;
+  const winograd = ['winograd3:block=16', 'winograd4:block=37', 'winograd6:block=16', 'winograd4'];
   for (const kernel of ['Conv2DBackpropInput', 'Conv2DBackpropFilter']) {
     for (const c of [SMALL, VALID, STRIDED, BIG_TAP]) {
       seed += 3;
       for (const plan of ['direct', 'xnnpack', ...(kernel === 'Conv2DBackpropFilter' ? ['direct-taps'] : [])])
         checkForced(kernel, plan, c, seed);
+      // The input gradient of a 3×3 stride-1 layer as a Winograd correlation of dy (not at stride 2: the default).
+      if (kernel === 'Conv2DBackpropInput')
+        for (const plan of winograd) checkForced(kernel, plan, c, seed, c.s === 1 ? 'forced' : 'default');
     }
   }
 });
@@ -210,6 +214,12 @@ test('first use tunes and caches per CPU model and thread count; later processes
       `${r.family}: several candidates timed`,
     );
   }
+  // The input gradient's candidates include its Winograd tiles (the autotuner can choose them).
+  const inputTimes = Object.keys(tuned.find((r) => r.family === 'backprop-input')!.us ?? {});
+  assert.ok(
+    inputTimes.some((k) => /^winograd[346]:block=\d+$/.test(k)),
+    `backprop-input: Winograd timed (${inputTimes})`,
+  );
   const path = join(cacheDir, PLAN_CACHE_FILE);
   const cache = JSON.parse(readFileSync(path, 'utf8'));
   const machine = machineKey(threads);
@@ -231,15 +241,23 @@ test('first use tunes and caches per CPU model and thread count; later processes
     tuned.map((r) => [r.plan, 'cache']),
   );
 
-  // The cache is what decides: another applicable plan written there is the one that runs.
+  // The cache is what decides: another applicable plan written there is the one that runs (for the input
+  // gradient both a plan cached before it had Winograd candidates and a Winograd one).
   cache.machines[machine][`conv2d ${tuned[0]!.shape}`].plan = 'winograd3:block=16';
-  writeFileSync(path, JSON.stringify(cache));
-  resetKernelPlans();
-  check('Conv2D', c, 60, 1e-4, 'Conv2D from an edited cache');
-  assert.deepEqual(
-    kernelPlans().map((r) => [r.plan, r.source]),
-    [['winograd3:block=16', 'cache']],
-  );
+  for (const plan of ['direct', 'winograd6:block=32']) {
+    cache.machines[machine][`backprop-input ${tuned[1]!.shape}`].plan = plan;
+    writeFileSync(path, JSON.stringify(cache));
+    resetKernelPlans();
+    check('Conv2D', c, 60, 1e-4, 'Conv2D from an edited cache');
+    check('Conv2DBackpropInput', c, 61, 2e-4, 'Conv2DBackpropInput from an edited cache');
+    assert.deepEqual(
+      kernelPlans().map((r) => [r.plan, r.source]),
+      [
+        ['winograd3:block=16', 'cache'],
+        [plan, 'cache'],
+      ],
+    );
+  }
   // Another machine's (or thread count's) plans are not used.
   assert.notEqual(machineKey(threads + 1), machine);
 
@@ -337,6 +355,8 @@ test('CATDOG_KERNEL_PLAN: bad values fail with a UserError naming the variable, 
     'backprop-input': { kind: 'xnnpack' },
     'backprop-filter': { kind: 'direct' },
   });
+  process.env.CATDOG_KERNEL_PLAN = 'backprop-input=winograd4:block=64';
+  assert.deepEqual(forcedPlans(), { 'backprop-input': { kind: 'winograd', m: 4, block: 64 } });
 });
 
 test('the plan cache directory: CATDOG_CACHE_DIR, else $XDG_CACHE_HOME/catdog, else ~/.cache/catdog', () => {

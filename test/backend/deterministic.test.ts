@@ -54,7 +54,7 @@ const CASES: Case[] = [
     inputs: { x: x1, dy: dy1 },
     attrs: { ...conv, filterShape: w1.shape },
   },
-  ...['direct', 'xnnpack'].map(
+  ...['direct', 'winograd4:block=32', 'xnnpack'].map(
     (plan): Case => ({
       label: `Conv2DBackpropInput ${plan}`,
       kernel: 'Conv2DBackpropInput',

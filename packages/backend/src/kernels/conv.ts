@@ -1,5 +1,5 @@
 // Convolutions on wasm: Conv2DBackpropInput, Conv2DBackpropFilter and the direct stride-1 forward Conv2D (3×3
-// stride-1 forward convolutions go to winograd.ts when its cost model says so).
+// stride-1 forward convolutions and input gradients go to winograd.ts / winograd-input-grad.ts when their plan says so).
 import type * as tf from '@tensorflow/tfjs';
 import { simdKernels, type SimdKernels } from '../simd-kernels.js';
 import {
@@ -20,6 +20,7 @@ import {
 } from './base.js';
 import { filterGradProduct } from './matmul.js';
 import { winogradConv } from './winograd.js';
+import { winogradInputGrad } from './winograd-input-grad.js';
 import { forwardPlan, gradientPlan } from './plans.js';
 import type { KernelPlan } from '../autotune.js';
 
@@ -32,14 +33,17 @@ export function conv2DBackpropInput({ inputs, backend, attrs }: Parameters<Kerne
   const info = convInfo(inputShape, filter.shape, attrs);
   const { inChannels: Ci, outChannels: Co } = info;
   const floats = dy.dtype === 'float32' && filter.dtype === 'float32';
-  // The SIMD loop over all pixels at once for a pointwise convolution; else row by row (rows ≥ 8 pixels) where the
-  // layer's plan says it beats the rewrite onto XNNPACK (by default: a tap's block ≤ 64 k floats).
+  // The SIMD loop over all pixels at once for a pointwise convolution; else, as the layer's plan says, row by row
+  // (rows ≥ 8 pixels; by default where a tap's block ≤ 64 k floats), Winograd (3×3 stride 1: the correlation of dy
+  // with the flipped filter, where the cost model says so) or the rewrite onto XNNPACK.
   const simd = floats && Ci % 16 === 0 ? simdKernels(backend.wasm) : null;
   if (simd && isPointwise(info)) return inputGradDirect(simd, backend, dy, filter, info);
   const run = (plan: KernelPlan, dyp: TensorInfo, infop: tf.backend_util.Conv2DInfo, attrsp: typeof attrs) =>
     simd && plan.kind === 'direct'
       ? inputGradDirect(simd, backend, dyp, filter, infop)
-      : inputGradRewrite(backend, dyp, filter, infop, attrsp);
+      : simd && plan.kind === 'winograd'
+        ? winogradInputGrad(simd, backend, dyp, filter, infop, plan.m, plan.block)
+        : inputGradRewrite(backend, dyp, filter, infop, attrsp);
   const plan: KernelPlan = simd
     ? gradientPlan(backend, 'backprop-input', info, (p, xShape) => {
         const infop = convInfo(xShape, filter.shape, attrs);

@@ -12,6 +12,7 @@ import {
   winogradTileSize,
   winogradTiles,
 } from './winograd.js';
+import { inputGradWinogradInfo } from './winograd-input-grad.js';
 
 /** Largest Ci·Co (one filter tap's block: 256 KB) the direct loops take by default (a 512 KB L2 holds it). */
 export const DIRECT_MAX_TAP_FLOATS = 1 << 16;
@@ -123,42 +124,56 @@ export function forwardPlan(
       p.kind === 'xnnpack' || (p.kind === 'direct' && canDirect) || (p.kind === 'winograd' && wino && p.block >= 1),
     normalize: (p) => (p.kind === 'winograd' && p.block === 0 ? { ...p, block: defaultWinogradBlock(info) } : p),
     candidates: (stage, winner) => {
-      if (stage === 0) {
-        const x = proxyInputShape(info, threads);
-        const plans: KernelPlan[] = [{ kind: 'xnnpack' }, { kind: 'direct' }];
-        // Winograd tiles the cost model puts within 1.5× of its best (it misjudges machines by less than that;
-        // a 9×9 map in F6 tiles, mostly padding, is not worth timing).
-        const costs = ([3, 4, 6] as const).map((m) => convCost(info, m, threads));
-        const cheapest = Math.min(...costs);
-        ([3, 4, 6] as const).forEach((m, i) => {
-          if (costs[i]! <= TILE_COST_SPREAD * cheapest)
-            plans.push({ kind: 'winograd', m, block: defaultWinogradBlock(info) });
-        });
-        return plans.map((plan): Candidate => ({ plan, run: () => run(plan, x) }));
-      }
-      if (winner?.kind !== 'winograd') return [];
-      // Blocks of tiles: half, same, 2× and 4× the winner's, where the proxy has enough tiles for them to differ.
-      const x = proxyInputShape(info, threads, PROXY_MACS * BLOCK_PROXY_SCALE);
-      const proxyTiles = winogradTiles(
-        { ...info, batchSize: x[0], outHeight: Math.min(info.outHeight, x[1]) },
-        winner.m,
-      );
-      const blocks = [winner.block, winner.block >> 1, winner.block * 2, winner.block * 4].filter(
-        (b, i, all) => b >= 16 && b <= 1024 && all.indexOf(b) === i && (i === 0 || b * threads <= proxyTiles),
-      );
-      if (blocks.length < 2) return [];
-      return blocks.map((block): Candidate => {
-        const plan: KernelPlan = { ...winner, block };
-        return { plan, run: () => run(plan, x) };
-      });
+      if (stage > 0) return winogradBlockCandidates(info, info, threads, winner, run);
+      const x = proxyInputShape(info, threads);
+      const plans: KernelPlan[] = [{ kind: 'xnnpack' }, { kind: 'direct' }, ...winogradTilePlans(info, threads)];
+      return plans.map((plan): Candidate => ({ plan, run: () => run(plan, x) }));
     },
   });
 }
 
 /**
+ * The Winograd tiles worth timing for the correlation `wino`: those the cost model puts within 1.5× of its best (it
+ * misjudges machines by less than that; a 9×9 map in F6 tiles, mostly padding, is not worth timing).
+ */
+function winogradTilePlans(wino: tf.backend_util.Conv2DInfo, threads: number): KernelPlan[] {
+  const costs = ([3, 4, 6] as const).map((m) => convCost(wino, m, threads));
+  const cheapest = Math.min(...costs);
+  return ([3, 4, 6] as const)
+    .filter((_, i) => costs[i]! <= TILE_COST_SPREAD * cheapest)
+    .map((m) => ({ kind: 'winograd', m, block: defaultWinogradBlock(wino) }));
+}
+
+/**
+ * Stage 1 of a Winograd winner: its blocks of tiles, half, same, 2× and 4× the winner's, where the (larger) proxy of
+ * the layer `info` has enough tiles of its Winograd correlation `wino` for them to differ.
+ */
+function winogradBlockCandidates(
+  info: tf.backend_util.Conv2DInfo,
+  wino: tf.backend_util.Conv2DInfo,
+  threads: number,
+  winner: KernelPlan | null,
+  run: ProxyRun,
+): Candidate[] {
+  if (winner?.kind !== 'winograd') return [];
+  const x = proxyInputShape(info, threads, PROXY_MACS * BLOCK_PROXY_SCALE);
+  const proxyTiles = winogradTiles({ ...wino, batchSize: x[0], outHeight: Math.min(wino.outHeight, x[1]) }, winner.m);
+  const blocks = [winner.block, winner.block >> 1, winner.block * 2, winner.block * 4].filter(
+    (b, i, all) => b >= 16 && b <= 1024 && all.indexOf(b) === i && (i === 0 || b * threads <= proxyTiles),
+  );
+  if (blocks.length < 2) return [];
+  return blocks.map((block): Candidate => {
+    const plan: KernelPlan = { ...winner, block };
+    return { plan, run: () => run(plan, x) };
+  });
+}
+
+/**
  * The plan of a convolution gradient: `direct` (the SIMD loop, threads taking images),
- * `direct-taps` (filter gradient: threads taking filter taps) or `xnnpack` (the rewrite onto the
- * backend's forward conv). Pointwise layers keep their own path and have no plan.
+ * `direct-taps` (filter gradient: threads taking filter taps), `xnnpack` (the rewrite onto the
+ * backend's forward conv) or, for the input gradient of a 3×3 stride-1 layer, `winograd` (the
+ * Winograd correlation of winograd-input-grad.ts; CATDOG_WASM_WINOGRAD=3/4/6 forces that tile,
+ * 0 rules it out). Pointwise layers keep their own path and have no plan.
  */
 export function gradientPlan(
   backend: WasmBackend,
@@ -168,10 +183,19 @@ export function gradientPlan(
 ): KernelPlan {
   const threads = threadCount(backend);
   const canDirect = directApplies(family, info, TUNED_MAX_TAP_FLOATS);
-  if (!canDirect) return { kind: 'xnnpack' };
-  const defaultPlan: KernelPlan = directApplies(family, info, DIRECT_MAX_TAP_FLOATS)
-    ? { kind: 'direct' }
-    : { kind: 'xnnpack' };
+  // backprop-input: the Winograd correlation of dy this gradient equals, where the Winograd kernels run it.
+  const override = winogradOverride();
+  const wino = family === 'backprop-input' && override !== 0 ? inputGradWinogradInfo(info) : null;
+  if (wino && override !== 'auto' && override !== 0)
+    return { kind: 'winograd', m: override, block: defaultWinogradBlock(wino) };
+  if (!canDirect && !wino) return { kind: 'xnnpack' };
+  const tile = wino ? winogradTileSize(backend, wino, info) : 0;
+  const defaultPlan: KernelPlan =
+    tile && wino
+      ? { kind: 'winograd', m: tile, block: defaultWinogradBlock(wino) }
+      : directApplies(family, info, DIRECT_MAX_TAP_FLOATS)
+        ? { kind: 'direct' }
+        : { kind: 'xnnpack' };
   return choosePlan({
     family,
     shape: shapeKey(info),
@@ -179,12 +203,17 @@ export function gradientPlan(
     ready: () => workersReady(backend, threads),
     defaultPlan,
     applicable: (p) =>
-      p.kind === 'xnnpack' || p.kind === 'direct' || (p.kind === 'direct-taps' && family === 'backprop-filter'),
-    normalize: (p) => p,
-    candidates: (stage) => {
-      if (stage > 0) return [];
+      p.kind === 'xnnpack' ||
+      (p.kind === 'direct' && canDirect) ||
+      (p.kind === 'direct-taps' && canDirect && family === 'backprop-filter') ||
+      (p.kind === 'winograd' && wino !== null && p.block >= 1),
+    normalize: (p) =>
+      p.kind === 'winograd' && p.block === 0 && wino ? { ...p, block: defaultWinogradBlock(wino) } : p,
+    candidates: (stage, winner) => {
+      if (stage > 0) return wino ? winogradBlockCandidates(info, wino, threads, winner, run) : [];
       const x = proxyInputShape(info, threads);
       const plans: KernelPlan[] = [{ kind: 'direct' }, { kind: 'direct-taps' }, { kind: 'xnnpack' }];
+      if (wino) plans.push(...winogradTilePlans(wino, threads));
       return plans.map((plan): Candidate => ({ plan, run: () => run(plan, x) }));
     },
   });

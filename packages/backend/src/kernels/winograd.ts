@@ -1,4 +1,5 @@
-// Winograd forward convolutions (Conv2D and FusedConv2D, 3×3, stride 1).
+// Winograd forward convolutions (Conv2D and FusedConv2D, 3×3, stride 1; winograd-input-grad.ts runs
+// Conv2DBackpropInput on them too).
 import type * as tf from '@tensorflow/tfjs';
 import type { SimdKernels } from '../simd-kernels.js';
 import { type TensorInfo, type WasmBackend, helpers, runChunks, threadCount } from './base.js';
@@ -61,14 +62,20 @@ export function winogradApplies(info: tf.backend_util.Conv2DInfo): boolean {
 /**
  * The cost model's Winograd tile for this convolution (3, 4 or 6), or 0 when the direct loop /
  * XNNPACK is better or Winograd does not apply: the default plan when nothing is measured
- * (CATDOG_AUTOTUNE=0), and CATDOG_WASM_WINOGRAD's override (0 off, 3/4/6 forced).
+ * (CATDOG_AUTOTUNE=0), and CATDOG_WASM_WINOGRAD's override (0 off, 3/4/6 forced). `direct`: the
+ * convolution the direct loop would run instead (an input gradient's own, without the zero
+ * padding its Winograd correlation multiplies through).
  */
-export function winogradTileSize(backend: WasmBackend, info: tf.backend_util.Conv2DInfo): 0 | WinogradTile {
+export function winogradTileSize(
+  backend: WasmBackend,
+  info: tf.backend_util.Conv2DInfo,
+  direct: tf.backend_util.Conv2DInfo = info,
+): 0 | WinogradTile {
   const mode = winogradMode();
   if (mode === 0 || !winogradApplies(info)) return 0;
   if (mode !== 'auto') return mode;
   const threads = threadCount(backend);
-  const direct = convCost(info, 0, threads);
+  const directCost = convCost(direct, 0, threads);
   const f3 = convCost(info, 3, threads);
   const f4 = convCost(info, 4, threads);
   const f6 = convCost(info, 6, threads);
@@ -79,7 +86,7 @@ export function winogradTileSize(backend: WasmBackend, info: tf.backend_util.Con
     best = 6;
     cost = f6;
   }
-  return cost < 0.8 * direct ? best : 0;
+  return cost < 0.8 * directCost ? best : 0;
 }
 
 /** CATDOG_WASM_WINOGRAD as set: 'auto', 0 (off) or a forced tile. */

@@ -16,7 +16,9 @@ import {
   buildVgg16Base,
   decodePhoto,
   explainPhoto,
+  explainPhotos,
   gradCam,
+  gradCamBatch,
   heatmapRgba,
   jet,
   lastConvLayer,
@@ -241,5 +243,45 @@ test('real photos through a trained cat-vs-dog model on raw pixels: normalised m
     topLeft[0]! > topLeft[2]! && bottomRight[2]! > bottomRight[0]!,
     `hot corner red ${topLeft}, cold corner blue ${bottomRight}`,
   );
+  trained.dispose();
+});
+
+test('batched Grad-CAM (gradCamBatch, explainPhotos) gives each photo the heatmap and class of the one-by-one pass', async () => {
+  const trained = await loadLayersModelFrom(await trainSmallModel(dir, 20));
+  const model = withPreprocessing(trained, { inputScaling: 'symmetric' });
+  const names = ['cat.1010.jpg', 'dog.1010.jpg', 'dog.1500.jpg', 'cat.1501.jpg'];
+  const broken = join(dir, 'broken-batch.jpg');
+  await writeFile(broken, Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0, 16, 1, 2, 3]));
+  // Photos of different sizes, one undecodable, in one batch: each result as explainPhoto's, the broken one an error.
+  const batched = await explainPhotos(model, [photo(names[0]!), broken, ...names.slice(1).map(photo)], {
+    maxSize: 150,
+  });
+  assert.equal(batched.length, names.length + 1);
+  assert.ok(batched[1] instanceof UserError && batched[1].code === 'bad-source', String(batched[1]));
+  const good = batched.filter((b) => !(b instanceof UserError));
+  for (const [i, name] of names.entries()) {
+    const one = await explainPhoto(model, photo(name), { maxSize: 150 });
+    const many = good[i]!;
+    assert.ok(!(many instanceof UserError));
+    assert.equal(many.classIndex, one.classIndex, name);
+    assert.ok(Math.abs(many.probabilities[1]! - one.probabilities[1]!) < 1e-5, name);
+    const diff = Math.max(...many.heatmap.map((v, k) => Math.abs(v - one.heatmap[k]!)));
+    assert.ok(diff < 1e-4, `${name}: heatmaps differ by ${diff}`);
+  }
+  // A softmax head, an explicit class for every image.
+  const convnet = buildConvnet({ inputShape: [64, 64, 3], classes: 3, seed: 5 });
+  const x = tf.randomUniform([3, 64, 64, 3], 0, 1, 'float32', 7) as tf.Tensor4D;
+  for (const classIndex of [undefined, 2]) {
+    const cams = gradCamBatch(convnet, x, { classIndex });
+    for (let i = 0; i < 3; i++) {
+      const xi = x.slice([i, 0, 0, 0], [1, 64, 64, 3]);
+      const single = gradCam(convnet, xi, { classIndex });
+      xi.dispose();
+      assert.equal(cams[i]!.classIndex, single.classIndex);
+      const diff = Math.max(...cams[i]!.heatmap.map((v, k) => Math.abs(v - single.heatmap[k]!)));
+      assert.ok(diff < 1e-4, `softmax image ${i}: heatmaps differ by ${diff}`);
+    }
+  }
+  x.dispose();
   trained.dispose();
 });

@@ -76,11 +76,21 @@ export {
   type ResizeInterpolation,
 } from './image-input.js';
 export { classifierOutput, classifierLoss, modelClassCount, type ClassifierOutput } from './classifier.js';
-export { gradCam, lastConvLayer, heatmapRgba, jet, type GradCamOptions, type GradCamResult } from './gradcam.js';
+export {
+  gradCam,
+  gradCamBatch,
+  lastConvLayer,
+  heatmapRgba,
+  jet,
+  type GradCamOptions,
+  type GradCamResult,
+} from './gradcam.js';
 export {
   overlayHeatmap,
   explainPhoto,
+  explainPhotos,
   writeHeatmaps,
+  EXPLAIN_BATCH,
   type OverlayOptions,
   type ExplainedPhoto,
   type WriteHeatmapsOptions,

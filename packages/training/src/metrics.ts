@@ -3,7 +3,7 @@ import * as tf from '@tensorflow/tfjs';
 import sharp from 'sharp';
 import { openSplit, type SampleSource } from '@catdog/dataset';
 import { formatError, UserError } from '@catdog/errors';
-import { explainPhoto, withPreprocessing, type PixelScaling } from '@catdog/models';
+import { EXPLAIN_BATCH, explainPhotos, withPreprocessing, type PixelScaling } from '@catdog/models';
 import { frozenForward } from './features.js';
 import type { Batch } from './fit.js';
 import type { ProgressSink } from './progress.js';
@@ -172,6 +172,26 @@ export async function writeMisclassifiedThumbnails(
   const onPixels = heatmaps ? withPreprocessing(heatmaps.model, { inputScaling: heatmaps.inputScaling }) : null;
   let heatmapError: string | null = null;
   let left = wanted.size;
+  // Thumbnails as the split streams by; heatmaps EXPLAIN_BATCH photos at a time (one batched Grad-CAM pass each).
+  let pending: { stem: string; bytes: Uint8Array; m: Misclassified }[] = [];
+  const explainPending = async () => {
+    const batch = pending;
+    pending = [];
+    if (!onPixels || heatmapError !== null || batch.length === 0) return;
+    try {
+      const explained = await explainPhotos(
+        onPixels,
+        batch.map((p) => p.bytes),
+        { maxSize: 150 },
+      );
+      for (const [i, e] of explained.entries()) {
+        if (e instanceof UserError) throw e;
+        batch[i]!.m.heatmap = await runDir.writeFile(`${batch[i]!.stem}.gradcam.jpg`, e.image);
+      }
+    } catch (err) {
+      heatmapError = formatError(err);
+    }
+  };
   for await (const s of samples.samples()) {
     const m = wanted.get(s.key);
     if (!m) continue;
@@ -180,16 +200,11 @@ export async function writeMisclassifiedThumbnails(
       `${stem}.jpg`,
       await sharp(s.bytes).resize(150, 150, { fit: 'inside' }).jpeg({ quality: 85 }).toBuffer(),
     );
-    if (onPixels && heatmapError === null) {
-      try {
-        const explained = await explainPhoto(onPixels, s.bytes, { maxSize: 150 });
-        m.heatmap = await runDir.writeFile(`${stem}.gradcam.jpg`, explained.image);
-      } catch (err) {
-        heatmapError = formatError(err);
-      }
-    }
+    pending.push({ stem, bytes: Uint8Array.from(s.bytes), m }); // a copy: the reader may reuse its buffers
+    if (pending.length === EXPLAIN_BATCH) await explainPending();
     if (--left === 0) break;
   }
+  await explainPending();
   if (heatmapError !== null)
     heatmaps?.log?.(`note: Grad-CAM heatmaps of the misclassified images not drawn: ${heatmapError}`);
 }

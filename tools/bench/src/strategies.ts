@@ -44,19 +44,8 @@ function recipeFlags(strategy: BenchStrategy, quick: boolean): string[] {
     augmented: ['--epochs', '3'],
   };
   if (!quick) return full[strategy];
-  // Quick: 1 epoch, one pass over the tiny split (the book's fixed 100 steps would be 2000+ images). Batch 10 and
-  // explicit steps, because the trainer's `--steps-per-epoch auto` reaches its config as "" (commander turns a
-  // parser's null into ''), which it rejects.
-  const quickFlags = [
-    '--epochs',
-    '1',
-    '--batch-size',
-    '10',
-    '--steps-per-epoch',
-    String((2 * QUICK_COUNTS.train) / 10),
-    '--validation-steps',
-    String((2 * QUICK_COUNTS.validation) / 10),
-  ];
+  // Quick: 1 epoch, one pass over the tiny split (the book's fixed 100 steps would be 2000+ images).
+  const quickFlags = ['--epochs', '1', '--batch-size', '10', '--steps-per-epoch', 'auto', '--validation-steps', 'auto'];
   return strategy === 'finetune'
     ? ['--preset', 'cpu-quick', '--head-epochs', '1', '--head-batch-size', '10', ...quickFlags]
     : quickFlags;

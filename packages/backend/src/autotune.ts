@@ -35,6 +35,8 @@ import { wasmFusedMultiplyAdd } from './simd-kernels.js';
 /** Kernel families with plans: the forward convolution (Conv2D and FusedConv2D) and its two gradients. */
 export const PLAN_FAMILIES = ['conv2d', 'backprop-input', 'backprop-filter'] as const;
 export type PlanFamily = (typeof PLAN_FAMILIES)[number];
+/** Families with Winograd plans (3×3, stride 1): the forward convolution and the filter gradient. */
+const WINOGRAD_FAMILIES: readonly PlanFamily[] = ['conv2d', 'backprop-filter'];
 
 /**
  * One way to run a convolution:
@@ -42,8 +44,8 @@ export type PlanFamily = (typeof PLAN_FAMILIES)[number];
  *  - `direct`: the SIMD loop per filter tap and output row (2×16 block of the result in registers),
  *    threads taking images;
  *  - `direct-taps` (backprop-filter): the same loop, threads taking filter taps (no partial sums);
- *  - `winograd3|4|6:block=n` (conv2d, 3×3 stride 1): F(m×m, 3×3) with blocks of n tiles per thread
- *    job (n × (Ci + Co) floats per transformed position should stay in L2 while its product runs).
+ *  - `winograd3|4|6:block=n` (conv2d, backprop-filter; 3×3 stride 1): F(m×m, 3×3) with blocks of n tiles per
+ *    thread job (n × (Ci + Co) floats per transformed position should stay in L2 while its product runs).
  */
 export type KernelPlan =
   | { kind: 'xnnpack' }
@@ -79,12 +81,13 @@ export function forcedPlans(env: NodeJS.ProcessEnv = process.env): Partial<Recor
       eq <= 0 ||
       !PLAN_FAMILIES.includes(family) ||
       !plan ||
-      (plan.kind === 'winograd' && family !== 'conv2d') ||
+      (plan.kind === 'winograd' && !WINOGRAD_FAMILIES.includes(family)) ||
       (plan.kind === 'direct-taps' && family !== 'backprop-filter')
     ) {
       throw new UserError(
         `CATDOG_KERNEL_PLAN: bad entry "${entry.trim()}": expected <family>=<plan>, family one of ${PLAN_FAMILIES.join(', ')}, ` +
-          'plan one of xnnpack, direct, direct-taps (backprop-filter only), winograd3|4|6[:block=<tiles>] (conv2d only)',
+          'plan one of xnnpack, direct, direct-taps (backprop-filter only), ' +
+          `winograd3|4|6[:block=<tiles>] (${WINOGRAD_FAMILIES.join(', ')} only)`,
         { code: 'bad-config' },
       );
     }

@@ -11,7 +11,9 @@ import {
   winogradOverride,
   winogradTileSize,
   winogradTiles,
+  type WinogradTile,
 } from './winograd.js';
+import { defaultFilterGradBlock, filterGradCost, winogradFilterGradTileSize } from './winograd-filter-grad.js';
 
 /** Largest Ci·Co (one filter tap's block: 256 KB) the direct loops take by default (a 512 KB L2 holds it). */
 export const DIRECT_MAX_TAP_FLOATS = 1 << 16;
@@ -125,40 +127,56 @@ export function forwardPlan(
     candidates: (stage, winner) => {
       if (stage === 0) {
         const x = proxyInputShape(info, threads);
-        const plans: KernelPlan[] = [{ kind: 'xnnpack' }, { kind: 'direct' }];
-        // Winograd tiles the cost model puts within 1.5× of its best (it misjudges machines by less than that;
-        // a 9×9 map in F6 tiles, mostly padding, is not worth timing).
-        const costs = ([3, 4, 6] as const).map((m) => convCost(info, m, threads));
-        const cheapest = Math.min(...costs);
-        ([3, 4, 6] as const).forEach((m, i) => {
-          if (costs[i]! <= TILE_COST_SPREAD * cheapest)
-            plans.push({ kind: 'winograd', m, block: defaultWinogradBlock(info) });
-        });
+        const plans: KernelPlan[] = [
+          { kind: 'xnnpack' },
+          { kind: 'direct' },
+          ...winogradTileCandidates(
+            (m) => convCost(info, m, threads),
+            () => defaultWinogradBlock(info),
+          ),
+        ];
         return plans.map((plan): Candidate => ({ plan, run: () => run(plan, x) }));
       }
-      if (winner?.kind !== 'winograd') return [];
-      // Blocks of tiles: half, same, 2× and 4× the winner's, where the proxy has enough tiles for them to differ.
-      const x = proxyInputShape(info, threads, PROXY_MACS * BLOCK_PROXY_SCALE);
-      const proxyTiles = winogradTiles(
-        { ...info, batchSize: x[0], outHeight: Math.min(info.outHeight, x[1]) },
-        winner.m,
-      );
-      const blocks = [winner.block, winner.block >> 1, winner.block * 2, winner.block * 4].filter(
-        (b, i, all) => b >= 16 && b <= 1024 && all.indexOf(b) === i && (i === 0 || b * threads <= proxyTiles),
-      );
-      if (blocks.length < 2) return [];
-      return blocks.map((block): Candidate => {
-        const plan: KernelPlan = { ...winner, block };
-        return { plan, run: () => run(plan, x) };
-      });
+      return winner?.kind === 'winograd' ? winogradBlockCandidates(info, threads, winner, run) : [];
     },
   });
 }
 
 /**
- * The plan of a convolution gradient: `direct` (the SIMD loop, threads taking images),
- * `direct-taps` (filter gradient: threads taking filter taps) or `xnnpack` (the rewrite onto the
- * backend's forward conv). Pointwise layers keep their own path and have no plan.
+ * Winograd tiles the cost model puts within 1.5× of its best (it misjudges machines by less than that; a 9×9 map in
+ * F6 tiles, mostly padding, is not worth timing), each with the layer's default block.
+ */
+function winogradTileCandidates(cost: (m: WinogradTile) => number, block: (m: WinogradTile) => number): KernelPlan[] {
+  const costs = ([3, 4, 6] as const).map(cost);
+  const cheapest = Math.min(...costs);
+  return ([3, 4, 6] as const)
+    .filter((_, i) => costs[i]! <= TILE_COST_SPREAD * cheapest)
+    .map((m) => ({ kind: 'winograd', m, block: block(m) }));
+}
+
+/** Blocks of tiles: half, same, 2× and 4× the winning Winograd plan's, where the proxy has enough tiles for them to differ. */
+function winogradBlockCandidates(
+  info: tf.backend_util.Conv2DInfo,
+  threads: number,
+  winner: KernelPlan & { kind: 'winograd' },
+  run: ProxyRun,
+): Candidate[] {
+  const x = proxyInputShape(info, threads, PROXY_MACS * BLOCK_PROXY_SCALE);
+  const proxyTiles = winogradTiles({ ...info, batchSize: x[0], outHeight: Math.min(info.outHeight, x[1]) }, winner.m);
+  const blocks = [winner.block, winner.block >> 1, winner.block * 2, winner.block * 4].filter(
+    (b, i, all) => b >= 16 && b <= 1024 && all.indexOf(b) === i && (i === 0 || b * threads <= proxyTiles),
+  );
+  if (blocks.length < 2) return [];
+  return blocks.map((block): Candidate => {
+    const plan: KernelPlan = { ...winner, block };
+    return { plan, run: () => run(plan, x) };
+  });
+}
+
+/**
+ * The plan of a convolution gradient. backprop-input: `direct` (the SIMD loop, threads taking images)
+ * or `xnnpack` (the rewrite onto the backend's forward conv); backprop-filter: filterGradientPlan
+ * (below). Pointwise layers keep their own path and have no plan.
  */
 export function gradientPlan(
   backend: WasmBackend,
@@ -166,6 +184,7 @@ export function gradientPlan(
   info: tf.backend_util.Conv2DInfo,
   run: ProxyRun,
 ): KernelPlan {
+  if (family === 'backprop-filter') return filterGradientPlan(backend, info, run);
   const threads = threadCount(backend);
   const canDirect = directApplies(family, info, TUNED_MAX_TAP_FLOATS);
   if (!canDirect) return { kind: 'xnnpack' };
@@ -178,14 +197,63 @@ export function gradientPlan(
     threads,
     ready: () => workersReady(backend, threads),
     defaultPlan,
-    applicable: (p) =>
-      p.kind === 'xnnpack' || p.kind === 'direct' || (p.kind === 'direct-taps' && family === 'backprop-filter'),
+    applicable: (p) => p.kind === 'xnnpack' || p.kind === 'direct',
     normalize: (p) => p,
     candidates: (stage) => {
       if (stage > 0) return [];
       const x = proxyInputShape(info, threads);
-      const plans: KernelPlan[] = [{ kind: 'direct' }, { kind: 'direct-taps' }, { kind: 'xnnpack' }];
+      const plans: KernelPlan[] = [{ kind: 'direct' }, { kind: 'xnnpack' }];
       return plans.map((plan): Candidate => ({ plan, run: () => run(plan, x) }));
+    },
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// backprop-filter
+
+/**
+ * The plan of a filter gradient: `direct`, `direct-taps`, `xnnpack` (as gradientPlan), and for 3×3 stride-1 layers
+ * `winograd3|4|6:block=n` (winograd-filter-grad.ts), its block refined as the forward's. The default (no tuning) is
+ * the cost model's tile, else the direct loop where its tap block fits, else XNNPACK. CATDOG_WASM_WINOGRAD=3/4/6
+ * forces that tile, 0 rules Winograd out.
+ */
+function filterGradientPlan(backend: WasmBackend, info: tf.backend_util.Conv2DInfo, run: ProxyRun): KernelPlan {
+  const threads = threadCount(backend);
+  const override = winogradOverride();
+  const wino = override !== 0 && winogradApplies(info);
+  const block = (m: WinogradTile) => defaultFilterGradBlock(info, m);
+  if (wino && override !== 'auto') return { kind: 'winograd', m: override, block: block(override) };
+  const canDirect = directApplies('backprop-filter', info, TUNED_MAX_TAP_FLOATS);
+  if (!wino && !canDirect) return { kind: 'xnnpack' };
+  const tile = winogradFilterGradTileSize(backend, info);
+  const defaultPlan: KernelPlan = tile
+    ? { kind: 'winograd', m: tile, block: block(tile) }
+    : directApplies('backprop-filter', info, DIRECT_MAX_TAP_FLOATS)
+      ? { kind: 'direct' }
+      : { kind: 'xnnpack' };
+  return choosePlan({
+    family: 'backprop-filter',
+    shape: shapeKey(info),
+    threads,
+    ready: () => workersReady(backend, threads),
+    defaultPlan,
+    applicable: (p) =>
+      p.kind === 'xnnpack' ||
+      ((p.kind === 'direct' || p.kind === 'direct-taps') && canDirect) ||
+      (p.kind === 'winograd' && wino && p.block >= 1),
+    normalize: (p) => (p.kind === 'winograd' && p.block === 0 ? { ...p, block: block(p.m) } : p),
+    candidates: (stage, winner) => {
+      if (stage === 0) {
+        const x = proxyInputShape(info, threads);
+        const plans: KernelPlan[] = [
+          { kind: 'direct' },
+          { kind: 'direct-taps' },
+          { kind: 'xnnpack' },
+          ...(wino ? winogradTileCandidates((m) => filterGradCost(info, m, threads), block) : []),
+        ];
+        return plans.map((plan): Candidate => ({ plan, run: () => run(plan, x) }));
+      }
+      return winner?.kind === 'winograd' ? winogradBlockCandidates(info, threads, winner, run) : [];
     },
   });
 }

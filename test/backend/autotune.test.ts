@@ -194,6 +194,54 @@ test('every gradient plan (direct, direct-taps, XNNPACK rewrite, Winograd dx) ma
   }
 });
 
+test("the filter gradient's Winograd plans (F3/F4/F6, several blocks) match cpu; they do not apply at stride 2", {
+  skip,
+}, () => {
+  let seed = 1000;
+  for (const c of [SMALL, VALID, BIG_TAP]) {
+    seed += 3;
+    for (const plan of ['winograd3:block=16', 'winograd4', 'winograd4:block=37', 'winograd6:block=64'])
+      checkForced('Conv2DBackpropFilter', plan, c, seed);
+  }
+  checkForced('Conv2DBackpropFilter', 'winograd4:block=16', STRIDED, 1100, 'default');
+});
+
+test('the filter gradient: the tuner times Winograd tiles and blocks and can choose them; a plan cached before Winograd still loads', {
+  skip,
+}, () => {
+  // One of the book's convnet layers (36×36×64 → 128, 3×3 valid), where Winograd F4 takes ~⅓ of the direct loop's
+  // time. Run without the cpu reference (minutes at this size; every plan is checked against it above).
+  const c: Conv = { B: 2, H: 36, W: 36, Ci: 64, Co: 128, k: 3, s: 1, pad: 'valid' };
+  const run = (seed: number) => {
+    const { inputs, attrs } = kernelCase('Conv2DBackpropFilter', c, seed);
+    return runKernel('wasm', 'Conv2DBackpropFilter', inputs, attrs);
+  };
+  run(1200);
+  const [tuned] = kernelPlans();
+  assert.equal(tuned?.source, 'tuned');
+  const timed = Object.keys(tuned!.us ?? {});
+  for (const plan of ['direct', 'direct-taps', 'xnnpack'])
+    assert.ok(timed.includes(plan), `${plan} timed: ${JSON.stringify(tuned)}`);
+  assert.ok(
+    timed.some((k) => /^winograd4:block=\d+$/.test(k)),
+    `winograd4 timed: ${JSON.stringify(tuned)}`,
+  );
+  assert.match(tuned!.plan, /^winograd[346]:block=\d+$/, `Winograd chosen: ${JSON.stringify(tuned)}`);
+
+  // A cache written before the filter gradient had Winograd holds `direct` for the layer: it still loads and runs.
+  const path = join(cacheDir, PLAN_CACHE_FILE);
+  const cache = JSON.parse(readFileSync(path, 'utf8'));
+  const key = `backprop-filter ${tuned!.shape}`;
+  cache.machines[machineKey(threads)][key] = { plan: 'direct', us: { direct: 1, total: 1 }, tuned: 'before' };
+  writeFileSync(path, JSON.stringify(cache));
+  resetKernelPlans();
+  run(1201);
+  assert.deepEqual(
+    kernelPlans().map((r) => [r.plan, r.source]),
+    [['direct', 'cache']],
+  );
+});
+
 test('first use tunes and caches per CPU model and thread count; later processes read the cache', { skip }, () => {
   const c: Conv = { B: 4, H: 20, W: 20, Ci: 32, Co: 32, k: 3, s: 1, pad: 'same' };
   const kernels = ['Conv2D', 'Conv2DBackpropInput', 'Conv2DBackpropFilter'];
@@ -336,7 +384,7 @@ test('CATDOG_KERNEL_PLAN: bad values fail with a UserError naming the variable, 
     'conv2d',
     'conv2d=fast',
     'matmul=direct',
-    'backprop-filter=winograd4',
+    'backprop-filter=winograd5',
     'conv2d=winograd5',
     'conv2d=winograd4:block=0',
     'backprop-input=direct-taps',
@@ -357,6 +405,8 @@ test('CATDOG_KERNEL_PLAN: bad values fail with a UserError naming the variable, 
   });
   process.env.CATDOG_KERNEL_PLAN = 'backprop-input=winograd4:block=64';
   assert.deepEqual(forcedPlans(), { 'backprop-input': { kind: 'winograd', m: 4, block: 64 } });
+  process.env.CATDOG_KERNEL_PLAN = 'backprop-filter=winograd4';
+  assert.deepEqual(forcedPlans(), { 'backprop-filter': { kind: 'winograd', m: 4, block: 0 } });
 });
 
 test('the plan cache directory: CATDOG_CACHE_DIR, else $XDG_CACHE_HOME/catdog, else ~/.cache/catdog', () => {

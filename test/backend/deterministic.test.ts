@@ -48,6 +48,9 @@ const CASES: Case[] = [
   filterGrad('direct'),
   filterGrad('direct-taps'),
   filterGrad('xnnpack'),
+  filterGrad('winograd3:block=32'),
+  filterGrad('winograd4:block=16'),
+  filterGrad('winograd6:block=16'),
   {
     label: 'Conv2DBackpropFilter pointwise (xᵀ·dy)',
     kernel: 'Conv2DBackpropFilter',

@@ -1,6 +1,6 @@
 // Prints, as JSON, the outputs of the convolution kernels whose product loops fuse multiply-adds (forward Winograd
-// and direct, filter gradient direct, input gradient direct and Winograd), on fixed inputs, one thread, with
-// whichever wasm kernel variant this process loaded (CATDOG_WASM_FMA=0: the unfused one).
+// and direct, filter gradient direct and Winograd, input gradient direct and Winograd), on fixed inputs, one thread,
+// with whichever wasm kernel variant this process loaded (CATDOG_WASM_FMA=0: the unfused one).
 // test/backend/fma.test.ts runs it once per variant.
 import { initBackend, wasmFusedMultiplyAdd } from '@catdog/backend';
 import { random, runKernel } from './kernels.js';
@@ -14,6 +14,7 @@ const FUSED_CASES = [
   ['conv2d=winograd4:block=32', 'Conv2D', { x, filter: w }, conv],
   ['conv2d=direct', 'Conv2D', { x, filter: w }, conv],
   ['backprop-filter=direct', 'Conv2DBackpropFilter', { x, dy }, { ...conv, filterShape: w.shape }],
+  ['backprop-filter=winograd4:block=16', 'Conv2DBackpropFilter', { x, dy }, { ...conv, filterShape: w.shape }],
   ['backprop-input=direct', 'Conv2DBackpropInput', { dy, filter: w }, { ...conv, inputShape: x.shape }],
   ['backprop-input=winograd4:block=32', 'Conv2DBackpropInput', { dy, filter: w }, { ...conv, inputShape: x.shape }],
 ] as const;

@@ -360,45 +360,16 @@ ${indent(body, 6)}
   )`;
 }
 
-function tiles(m) {
+/**
+ * The input transforms of a block of tiles, shared by the forward convolution and the filter gradient:
+ * V[ξ][k][Ci] = Bᵀ d B for tiles first + k, k < count (edge tiles through a zero-padded copy at E).
+ * Uses the caller's locals (x, H, W, Ci, cib, pt, pl, tw, per, V, vxs, E, and k, t, b, ty, tx, iy, ix,
+ * src, rowb, i, j).
+ */
+function inputTransforms(m) {
   const A = m + 2;
   const N = A * A;
-  return `
-  ;; One block of F(${m}×${m}, 3×3) tiles (see winograd_tiles), with scratch for
-  ;; ${N}·(count·(Ci + Co) + 32) + ${N}·Ci floats.
-  (func $winograd${m}_tiles
-    (param $prm i32) (param $first i32) (param $count i32) (param $scratch i32)
-    (local $x i32) (local $H i32) (local $W i32) (local $Ci i32) (local $Co i32) (local $U i32) (local $bias i32)
-    (local $y i32) (local $Ho i32) (local $Wo i32) (local $tw i32) (local $th i32) (local $pt i32) (local $pl i32) (local $flags i32)
-    (local $cib i32) (local $cob i32) (local $V i32) (local $M i32) (local $E i32) (local $vxs i32) (local $mxs i32)
-    (local $k i32) (local $t i32) (local $b i32) (local $ty i32) (local $tx i32) (local $iy i32) (local $ix i32)
-    (local $src i32) (local $rowb i32) (local $i i32) (local $j i32) (local $xi i32) (local $per i32)
-    (local.set $x (i32.load offset=0 (local.get $prm)))
-    (local.set $H (i32.load offset=4 (local.get $prm)))
-    (local.set $W (i32.load offset=8 (local.get $prm)))
-    (local.set $Ci (i32.load offset=12 (local.get $prm)))
-    (local.set $Co (i32.load offset=16 (local.get $prm)))
-    (local.set $U (i32.load offset=20 (local.get $prm)))
-    (local.set $bias (i32.load offset=24 (local.get $prm)))
-    (local.set $y (i32.load offset=28 (local.get $prm)))
-    (local.set $Ho (i32.load offset=32 (local.get $prm)))
-    (local.set $Wo (i32.load offset=36 (local.get $prm)))
-    (local.set $tw (i32.load offset=40 (local.get $prm)))
-    (local.set $th (i32.load offset=44 (local.get $prm)))
-    (local.set $pt (i32.load offset=48 (local.get $prm)))
-    (local.set $pl (i32.load offset=52 (local.get $prm)))
-    (local.set $flags (i32.load offset=56 (local.get $prm)))
-    (local.set $cib (i32.shl (local.get $Ci) (i32.const 2)))
-    (local.set $cob (i32.shl (local.get $Co) (i32.const 2)))
-    (local.set $per (i32.mul (local.get $tw) (local.get $th)))
-    ;; position strides padded by a cache line: at power-of-two strides the ${N} positions of a tile
-    ;; would all map to the same cache sets
-    (local.set $vxs (i32.add (i32.mul (local.get $count) (local.get $cib)) (i32.const 64)))
-    (local.set $mxs (i32.add (i32.mul (local.get $count) (local.get $cob)) (i32.const 64)))
-    (local.set $V (local.get $scratch))
-    (local.set $M (i32.add (local.get $V) (i32.mul (i32.const ${N}) (local.get $vxs))))
-    (local.set $E (i32.add (local.get $M) (i32.mul (i32.const ${N}) (local.get $mxs))))
-    ;; input transforms
+  return `    ;; input transforms
     (local.set $k (i32.const 0))
     (block $kdone (loop $kloop
       (br_if $kdone (i32.ge_u (local.get $k) (local.get $count)))
@@ -444,7 +415,48 @@ function tiles(m) {
       (call $winograd${m}_input_tile (local.get $src) (local.get $rowb) (local.get $cib) (local.get $Ci)
         (i32.add (local.get $V) (i32.mul (local.get $k) (local.get $cib))) (local.get $vxs))
       (local.set $k (i32.add (local.get $k) (i32.const 1)))
-      (br $kloop)))
+      (br $kloop)))`;
+}
+
+function tiles(m) {
+  const A = m + 2;
+  const N = A * A;
+  return `
+  ;; One block of F(${m}×${m}, 3×3) tiles (see winograd_tiles), with scratch for
+  ;; ${N}·(count·(Ci + Co) + 32) + ${N}·Ci floats.
+  (func $winograd${m}_tiles
+    (param $prm i32) (param $first i32) (param $count i32) (param $scratch i32)
+    (local $x i32) (local $H i32) (local $W i32) (local $Ci i32) (local $Co i32) (local $U i32) (local $bias i32)
+    (local $y i32) (local $Ho i32) (local $Wo i32) (local $tw i32) (local $th i32) (local $pt i32) (local $pl i32) (local $flags i32)
+    (local $cib i32) (local $cob i32) (local $V i32) (local $M i32) (local $E i32) (local $vxs i32) (local $mxs i32)
+    (local $k i32) (local $t i32) (local $b i32) (local $ty i32) (local $tx i32) (local $iy i32) (local $ix i32)
+    (local $src i32) (local $rowb i32) (local $i i32) (local $j i32) (local $xi i32) (local $per i32)
+    (local.set $x (i32.load offset=0 (local.get $prm)))
+    (local.set $H (i32.load offset=4 (local.get $prm)))
+    (local.set $W (i32.load offset=8 (local.get $prm)))
+    (local.set $Ci (i32.load offset=12 (local.get $prm)))
+    (local.set $Co (i32.load offset=16 (local.get $prm)))
+    (local.set $U (i32.load offset=20 (local.get $prm)))
+    (local.set $bias (i32.load offset=24 (local.get $prm)))
+    (local.set $y (i32.load offset=28 (local.get $prm)))
+    (local.set $Ho (i32.load offset=32 (local.get $prm)))
+    (local.set $Wo (i32.load offset=36 (local.get $prm)))
+    (local.set $tw (i32.load offset=40 (local.get $prm)))
+    (local.set $th (i32.load offset=44 (local.get $prm)))
+    (local.set $pt (i32.load offset=48 (local.get $prm)))
+    (local.set $pl (i32.load offset=52 (local.get $prm)))
+    (local.set $flags (i32.load offset=56 (local.get $prm)))
+    (local.set $cib (i32.shl (local.get $Ci) (i32.const 2)))
+    (local.set $cob (i32.shl (local.get $Co) (i32.const 2)))
+    (local.set $per (i32.mul (local.get $tw) (local.get $th)))
+    ;; position strides padded by a cache line: at power-of-two strides the ${N} positions of a tile
+    ;; would all map to the same cache sets
+    (local.set $vxs (i32.add (i32.mul (local.get $count) (local.get $cib)) (i32.const 64)))
+    (local.set $mxs (i32.add (i32.mul (local.get $count) (local.get $cob)) (i32.const 64)))
+    (local.set $V (local.get $scratch))
+    (local.set $M (i32.add (local.get $V) (i32.mul (i32.const ${N}) (local.get $vxs))))
+    (local.set $E (i32.add (local.get $M) (i32.mul (i32.const ${N}) (local.get $mxs))))
+${inputTransforms(m)}
     ;; the ${N} products
     (local.set $xi (i32.const 0))
     (block $xdone (loop $xloop
@@ -588,6 +600,376 @@ function dispatch() {
   )`;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Filter gradient (Conv2DBackpropFilter) by Winograd: the exact transpose of the forward tile
+//   Y = Aᵀ [ U ⊙ V ] A,  U = G g Gᵀ,  V = Bᵀ d B
+// gives, for the 3×3 filter,
+//   dW = Gᵀ [ Σ_(images, tiles) V ⊙ (A dY Aᵀ) ] G
+// with the forward's own tiling: V is the forward's input transform, dY the m×m block of the output
+// gradient (zero beyond the output), and the sum over tiles, per input/output channel pair, (m+2)²
+// matrix products of the same shape as the direct filter gradient's (conv_filter_grad_run, the
+// reduction over tiles instead of pixels). A and G are not written again here: they are read off
+// the forward transforms above (linearMap), so the transposes cannot drift from them.
+
+/** Parses one S-expression (the generated WAT of a transform line) into nested arrays of atoms. */
+function parseSexpr(text) {
+  const tokens = text.match(/\(|\)|[^\s()]+/g);
+  let i = 0;
+  const read = () => {
+    const t = tokens[i++];
+    if (t !== '(') return t;
+    const list = [];
+    while (tokens[i] !== ')') list.push(read());
+    i++;
+    return list;
+  };
+  return read();
+}
+
+/**
+ * The matrix of a generated 1-D transform T(inputs, outputs) (inputT, outputT, filterT): entry [o][i]
+ * is the coefficient of input i in output o, found by evaluating its straight-line code on
+ * coefficient vectors (add, sub, constant times value, as the transforms are written).
+ */
+function linearMap(T, nIn, nOut) {
+  const ins = range(nIn).map((i) => `in${i}`);
+  const outs = range(nOut).map((o) => `out${o}`);
+  const env = new Map(ins.map((n, i) => [n, range(nIn).map((j) => (j === i ? 1 : 0))]));
+  const evaluate = (e) => {
+    const [op, a, b] = e;
+    if (op === 'local.get') return env.get(a.slice(1));
+    if (op === 'f32x4.add') return evaluate(a).map((v, j) => v + evaluate(b)[j]);
+    if (op === 'f32x4.sub') return evaluate(a).map((v, j) => v - evaluate(b)[j]);
+    if (op === 'f32x4.mul' && a[0] === 'v128.const') return evaluate(b).map((v) => Number(a[2]) * v);
+    throw new Error(`linearMap: unexpected ${JSON.stringify(e)}`);
+  };
+  for (const line of T(ins, outs)) {
+    const [op, name, e] = parseSexpr(line);
+    if (op !== 'local.set') throw new Error(`linearMap: unexpected ${line}`);
+    env.set(name.slice(1), evaluate(e));
+  }
+  return outs.map((o) => env.get(o));
+}
+
+const transpose = (rows) => rows[0].map((_, j) => rows.map((r) => r[j]));
+
+/** Σ coefficient·value over [coefficient, expression] terms (none zero), grouping equal |coefficients|. */
+function linearCombination(terms) {
+  const groups = new Map();
+  for (const [c, e] of terms) {
+    const grp = groups.get(Math.abs(c)) ?? { pos: [], neg: [] };
+    (c > 0 ? grp.pos : grp.neg).push(e);
+    groups.set(Math.abs(c), grp);
+  }
+  const sum = (es) => es.reduce((acc, e) => add(acc, e));
+  // each group as [sign, |c|, value]: (Σ pos - Σ neg), or -(Σ neg) when there is no positive term
+  const parts = [...groups].map(([c, { pos, neg }]) =>
+    pos.length > 0 ? [1, c, neg.length > 0 ? sub(sum(pos), sum(neg)) : sum(pos)] : [-1, c, sum(neg)],
+  );
+  parts.sort((p, q) => q[0] - p[0]); // a positive group first, so the rest are added or subtracted
+  const scaled = ([, c, e]) => (c === 1 ? e : mul(c, e));
+  const [first, ...rest] = parts;
+  let out = first[0] > 0 ? scaled(first) : mul(-first[1], first[2]);
+  for (const p of rest) out = p[0] > 0 ? add(out, scaled(p)) : sub(out, scaled(p));
+  return out;
+}
+
+/**
+ * Straight-line code for out = Mat · in (Mat: nOut × nIn), into out names from in names. Rows that
+ * are each other's mirror (evaluation at ±p: equal coefficients on some inputs, opposite on the
+ * others) share their two half sums, E ± O; temporaries $ta $tb.
+ */
+function applyMatrix(mat, ins, outs) {
+  const lines = [];
+  const done = new Set();
+  const terms = (row) => row.flatMap((c, i) => (c === 0 ? [] : [[c, g(ins[i])]]));
+  for (const r of range(mat.length)) {
+    if (done.has(r)) continue;
+    const s = range(mat.length).find(
+      (s) =>
+        s > r &&
+        !done.has(s) &&
+        mat[r].every((c, i) => c === mat[s][i] || c === -mat[s][i]) &&
+        mat[r].some((c, i) => c !== 0 && c === mat[s][i]) &&
+        mat[r].some((c, i) => c !== 0 && c === -mat[s][i]),
+    );
+    if (s === undefined) {
+      const t = terms(mat[r]);
+      lines.push(set(outs[r], t.length > 0 ? linearCombination(t) : k(0)));
+      continue;
+    }
+    const even = mat[r].map((c, i) => (c === mat[s][i] ? c : 0));
+    const odd = mat[r].map((c, i) => (c === -mat[s][i] ? c : 0));
+    lines.push(set('ta', linearCombination(terms(even))), set('tb', linearCombination(terms(odd))));
+    lines.push(set(outs[r], add(g('ta'), g('tb'))), set(outs[s], sub(g('ta'), g('tb'))));
+    done.add(r).add(s);
+  }
+  return lines;
+}
+
+/** A (the transpose of the forward's Aᵀ: (m+2) × m) and Gᵀ (3 × (m+2)) of tile m, from the forward transforms. */
+function gradientMatrices(m) {
+  const { a: A, outputT, filterT } = VARIANTS[m];
+  return { A: transpose(linearMap(outputT, A, m)), GT: transpose(linearMap(filterT, 3, A)) };
+}
+
+function outputGradTile(m) {
+  const A = m + 2;
+  const { A: mat } = gradientMatrices(m);
+  const body = [];
+  // columns: t[i][j] = (A dY)[i][j] for the m×m dY at s (row i: + i·row, column j: + j·pix)
+  for (const j of range(m)) {
+    body.push(`(local.set $a (i32.add (local.get $s) (i32.mul (i32.const ${j}) (local.get $pix))))`);
+    for (const i of range(m)) {
+      body.push(`(local.set $y${i} (v128.load (local.get $a)))`);
+      if (i < m - 1) body.push(`(local.set $a (i32.add (local.get $a) (local.get $row)))`);
+    }
+    body.push(
+      ...applyMatrix(
+        mat,
+        range(m).map((i) => `y${i}`),
+        range(A).map((i) => `t${i}_${j}`),
+      ),
+    );
+  }
+  // rows: U'[i][j] = (t Aᵀ)[i][j], stored at ξ = A·i + j
+  body.push(`(local.set $a (local.get $o))`);
+  for (const i of range(A)) {
+    body.push(
+      ...applyMatrix(
+        mat,
+        range(m).map((j) => `t${i}_${j}`),
+        range(A).map((j) => `z${j}`),
+      ),
+    );
+    for (const j of range(A)) {
+      body.push(`(v128.store (local.get $a) (local.get $z${j}))`);
+      body.push(`(local.set $a (i32.add (local.get $a) (local.get $xs)))`);
+    }
+  }
+  const ts = range(A).flatMap((i) => range(m).map((j) => `t${i}_${j}`));
+  return `
+  ;; F(${m}×${m}, 3×3) output-gradient transform of one tile (the forward output transform's
+  ;; transpose): U'[ξ][c] = (A dY Aᵀ)[ξ] for the ${m}×${m} output gradient dY at src (row: bytes
+  ;; between rows, pix: between pixels), C channels (C % 4 == 0), U'[ξ] at dst + ξ·xs (bytes).
+  (func $winograd${m}_output_grad_tile
+    (param $src i32) (param $row i32) (param $pix i32) (param $C i32) (param $dst i32) (param $xs i32)
+    (local $c i32) (local $cend i32) (local $s i32) (local $o i32) (local $a i32)
+    ${locals(range(m).map((i) => `y${i}`))} ${locals(range(A).map((j) => `z${j}`))} ${locals(['ta', 'tb'])}
+    ${locals(ts)}
+    (local.set $cend (i32.shl (local.get $C) (i32.const 2)))
+    (local.set $c (i32.const 0))
+    (block $done (loop $loop
+      (br_if $done (i32.ge_u (local.get $c) (local.get $cend)))
+      (local.set $s (i32.add (local.get $src) (local.get $c)))
+      (local.set $o (i32.add (local.get $dst) (local.get $c)))
+${indent(body, 6)}
+      (local.set $c (i32.add (local.get $c) (i32.const 16)))
+      (br $loop)))
+  )`;
+}
+
+function filterGradTransform(m) {
+  const A = m + 2;
+  const { GT } = gradientMatrices(m);
+  const body = [];
+  // columns: t[ki][j] = (Gᵀ M)[ki][j], M[ξ] (ξ = A·i + j) summed over the partials as it is loaded
+  for (const j of range(A)) {
+    for (const i of range(A)) {
+      body.push(
+        `(local.set $m${i} (call $winograd_sum_parts (i32.add (local.get $s) (i32.mul (i32.const ${A * i + j}) (local.get $xs))) (local.get $parts) (local.get $ps)))`,
+      );
+    }
+    body.push(
+      ...applyMatrix(
+        GT,
+        range(A).map((i) => `m${i}`),
+        range(3).map((ki) => `t${ki}_${j}`),
+      ),
+    );
+  }
+  // rows: dW[ki][kj] = (t G)[ki][kj] at dw + (3·ki + kj)·tap
+  for (const ki of range(3)) {
+    body.push(
+      ...applyMatrix(
+        GT,
+        range(A).map((j) => `t${ki}_${j}`),
+        range(3).map((kj) => `w${kj}`),
+      ),
+    );
+    for (const kj of range(3)) {
+      body.push(
+        `(v128.store (i32.add (local.get $o) (i32.mul (i32.const ${3 * ki + kj}) (local.get $tap))) (local.get $w${kj}))`,
+      );
+    }
+  }
+  const ts = range(3).flatMap((ki) => range(A).map((j) => `t${ki}_${j}`));
+  return `
+  ;; F(${m}×${m}, 3×3) filter-gradient output transform: dW[ki][kj][ci][co] = (Gᵀ M G)[ki][kj] for the
+  ;; products M [${A * A}][Ci·Co + 16] summed over \`parts\` partials (ps bytes apart, in order), into the
+  ;; [3, 3, Ci, Co] dW at dw, for the Ci·Co/4 vectors v0 .. v1 - 1 (so threads can share it).
+  (func $winograd${m}_filter_grad_out
+    (param $M i32) (param $parts i32) (param $Ci i32) (param $Co i32) (param $dw i32) (param $v0 i32) (param $v1 i32)
+    (local $tap i32) (local $xs i32) (local $ps i32) (local $p i32) (local $end i32) (local $s i32) (local $o i32)
+    ${locals(range(A).map((i) => `m${i}`))} ${locals(['w0', 'w1', 'w2', 'ta', 'tb'])}
+    ${locals(ts)}
+    (local.set $tap (i32.shl (i32.mul (local.get $Ci) (local.get $Co)) (i32.const 2)))
+    (local.set $xs (i32.add (local.get $tap) (i32.const 64)))
+    (local.set $ps (i32.mul (local.get $xs) (i32.const ${A * A})))
+    (local.set $p (i32.shl (local.get $v0) (i32.const 4)))
+    (local.set $end (i32.shl (local.get $v1) (i32.const 4)))
+    (block $done (loop $loop
+      (br_if $done (i32.ge_u (local.get $p) (local.get $end)))
+      (local.set $s (i32.add (local.get $M) (local.get $p)))
+      (local.set $o (i32.add (local.get $dw) (local.get $p)))
+${indent(body, 6)}
+      (local.set $p (i32.add (local.get $p) (i32.const 16)))
+      (br $loop)))
+  )`;
+}
+
+function filterGradTiles(m) {
+  const A = m + 2;
+  const N = A * A;
+  return `
+  ;; One block of F(${m}×${m}, 3×3) filter-gradient tiles (see winograd_filter_grad_tiles), with scratch
+  ;; for ${N}·(count·(Ci + Co) + 32) + ${N}·Ci + ${m * m}·Co floats.
+  (func $winograd${m}_filter_grad_tiles
+    (param $prm i32) (param $first i32) (param $count i32) (param $Mp i32) (param $assign i32) (param $scratch i32)
+    (local $x i32) (local $H i32) (local $W i32) (local $Ci i32) (local $Co i32) (local $dy i32) (local $Ho i32) (local $Wo i32)
+    (local $tw i32) (local $th i32) (local $pt i32) (local $pl i32)
+    (local $cib i32) (local $cob i32) (local $V i32) (local $U i32) (local $E i32) (local $F i32)
+    (local $vxs i32) (local $uxs i32) (local $mxs i32)
+    (local $k i32) (local $t i32) (local $b i32) (local $ty i32) (local $tx i32) (local $iy i32) (local $ix i32)
+    (local $src i32) (local $rowb i32) (local $i i32) (local $j i32) (local $xi i32) (local $per i32)
+    (local $rows i32) (local $cols i32)
+    (local.set $x (i32.load offset=0 (local.get $prm)))
+    (local.set $H (i32.load offset=4 (local.get $prm)))
+    (local.set $W (i32.load offset=8 (local.get $prm)))
+    (local.set $Ci (i32.load offset=12 (local.get $prm)))
+    (local.set $Co (i32.load offset=16 (local.get $prm)))
+    (local.set $dy (i32.load offset=20 (local.get $prm)))
+    (local.set $Ho (i32.load offset=24 (local.get $prm)))
+    (local.set $Wo (i32.load offset=28 (local.get $prm)))
+    (local.set $tw (i32.load offset=32 (local.get $prm)))
+    (local.set $th (i32.load offset=36 (local.get $prm)))
+    (local.set $pt (i32.load offset=40 (local.get $prm)))
+    (local.set $pl (i32.load offset=44 (local.get $prm)))
+    (local.set $cib (i32.shl (local.get $Ci) (i32.const 2)))
+    (local.set $cob (i32.shl (local.get $Co) (i32.const 2)))
+    (local.set $per (i32.mul (local.get $tw) (local.get $th)))
+    ;; position strides padded by a cache line, as the forward's
+    (local.set $vxs (i32.add (i32.mul (local.get $count) (local.get $cib)) (i32.const 64)))
+    (local.set $uxs (i32.add (i32.mul (local.get $count) (local.get $cob)) (i32.const 64)))
+    (local.set $mxs (i32.add (i32.mul (local.get $Ci) (local.get $cob)) (i32.const 64)))
+    (local.set $V (local.get $scratch))
+    (local.set $U (i32.add (local.get $V) (i32.mul (i32.const ${N}) (local.get $vxs))))
+    (local.set $E (i32.add (local.get $U) (i32.mul (i32.const ${N}) (local.get $uxs))))
+    (local.set $F (i32.add (local.get $E) (i32.mul (i32.const ${N}) (local.get $cib))))
+${inputTransforms(m)}
+    ;; output-gradient transforms U'[ξ][k][Co] (edge tiles: the part inside the output copied into a
+    ;; zeroed ${m}×${m} tile at F)
+    (local.set $k (i32.const 0))
+    (block $gdone (loop $gloop
+      (br_if $gdone (i32.ge_u (local.get $k) (local.get $count)))
+      (local.set $t (i32.add (local.get $first) (local.get $k)))
+      (local.set $b (i32.div_u (local.get $t) (local.get $per)))
+      (local.set $t (i32.rem_u (local.get $t) (local.get $per)))
+      (local.set $ty (i32.mul (i32.div_u (local.get $t) (local.get $tw)) (i32.const ${m})))
+      (local.set $tx (i32.mul (i32.rem_u (local.get $t) (local.get $tw)) (i32.const ${m})))
+      (local.set $src (i32.add (local.get $dy)
+        (i32.mul (i32.add (i32.mul (i32.add (i32.mul (local.get $b) (local.get $Ho)) (local.get $ty)) (local.get $Wo)) (local.get $tx)) (local.get $cob))))
+      (local.set $rowb (i32.mul (local.get $Wo) (local.get $cob)))
+      (local.set $rows (i32.sub (local.get $Ho) (local.get $ty)))
+      (local.set $cols (i32.sub (local.get $Wo) (local.get $tx)))
+      (if (i32.or (i32.lt_s (local.get $rows) (i32.const ${m})) (i32.lt_s (local.get $cols) (i32.const ${m}))) (then
+        (if (i32.gt_s (local.get $rows) (i32.const ${m})) (then (local.set $rows (i32.const ${m}))))
+        (if (i32.gt_s (local.get $cols) (i32.const ${m})) (then (local.set $cols (i32.const ${m}))))
+        (memory.fill (local.get $F) (i32.const 0) (i32.mul (i32.const ${m * m}) (local.get $cob)))
+        (local.set $i (i32.const 0))
+        (block $rdone (loop $rloop
+          (br_if $rdone (i32.ge_u (local.get $i) (local.get $rows)))
+          (memory.copy
+            (i32.add (local.get $F) (i32.mul (i32.mul (local.get $i) (i32.const ${m})) (local.get $cob)))
+            (i32.add (local.get $src) (i32.mul (local.get $i) (local.get $rowb)))
+            (i32.mul (local.get $cols) (local.get $cob)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $rloop)))
+        (local.set $src (local.get $F))
+        (local.set $rowb (i32.mul (i32.const ${m}) (local.get $cob)))))
+      (call $winograd${m}_output_grad_tile (local.get $src) (local.get $rowb) (local.get $cob) (local.get $Co)
+        (i32.add (local.get $U) (i32.mul (local.get $k) (local.get $cob))) (local.get $uxs))
+      (local.set $k (i32.add (local.get $k) (i32.const 1)))
+      (br $gloop)))
+    ;; the ${N} products M[ξ][Ci][Co] += V[ξ]ᵀ U'[ξ] (the direct filter gradient's loop, the reduction
+    ;; over the block's tiles; the first block of a slice assigns M instead: no zeroing pass)
+    (local.set $xi (i32.const 0))
+    (block $xdone (loop $xloop
+      (br_if $xdone (i32.ge_u (local.get $xi) (i32.const ${N})))
+      (call $conv_filter_grad_run
+        (i32.add (local.get $V) (i32.mul (local.get $xi) (local.get $vxs))) (local.get $cib)
+        (i32.add (local.get $U) (i32.mul (local.get $xi) (local.get $uxs)))
+        (i32.or (local.get $count) (i32.shl (local.get $assign) (i32.const 31))) (local.get $Ci) (local.get $Co)
+        (i32.add (local.get $Mp) (i32.mul (local.get $xi) (local.get $mxs))))
+      (local.set $xi (i32.add (local.get $xi) (i32.const 1)))
+      (br $xloop)))
+  )`;
+}
+
+function filterGradDispatch() {
+  return `
+  ;; One element of the products M summed over parts partials ps bytes apart, in partial order.
+  (func $winograd_sum_parts (param $a i32) (param $parts i32) (param $ps i32) (result v128)
+    (local $v v128)
+    (local.set $v (v128.load (local.get $a)))
+    (block $done (loop $loop
+      (local.set $parts (i32.sub (local.get $parts) (i32.const 1)))
+      (br_if $done (i32.le_s (local.get $parts) (i32.const 0)))
+      (local.set $a (i32.add (local.get $a) (local.get $ps)))
+      (local.set $v (f32x4.add (local.get $v) (v128.load (local.get $a))))
+      (br $loop)))
+    (local.get $v)
+  )
+
+  ;; One block of Winograd filter-gradient tiles of a 3×3, stride-1 convolution (channels-last,
+  ;; float32): a job for one thread (7 int32 arguments, as the thread pool's calls). prm: int32 words
+  ;; [x, H, W, Ci, Co, dy, Ho, Wo, tilesW, tilesH, padTop, padLeft, m, M, parts, dw] (pointers as
+  ;; byte offsets; m = 3, 4 or 6); tiles first .. first + count - 1 in (image, tile row, tile column)
+  ;; order, their products added into the partial at Mp ([(m+2)², Ci·Co + 16] floats), or assigned
+  ;; to it when assign is 1; scratch: this thread's (m+2)²·(count·(Ci + Co) + 32) + (m+2)²·Ci + m²·Co
+  ;; floats. Steps: input transforms V[ξ][tile][Ci] (the forward's), output-gradient transforms
+  ;; U'[ξ][tile][Co] = A dY Aᵀ, the (m+2)² products M[ξ] += V[ξ]ᵀ · U'[ξ] (conv_filter_grad_run).
+  (func (export "winograd_filter_grad_tiles")
+    (param $prm i32) (param $first i32) (param $count i32) (param $Mp i32) (param $assign i32) (param $unused5 i32) (param $scratch i32)
+    (block $f3 (block $f4 (block $f6
+      (br_table $f3 $f3 $f3 $f3 $f4 $f4 $f6 (i32.load offset=48 (local.get $prm))))
+      (call $winograd6_filter_grad_tiles (local.get $prm) (local.get $first) (local.get $count) (local.get $Mp) (local.get $assign) (local.get $scratch))
+      (return))
+      (call $winograd4_filter_grad_tiles (local.get $prm) (local.get $first) (local.get $count) (local.get $Mp) (local.get $assign) (local.get $scratch))
+      (return))
+    (call $winograd3_filter_grad_tiles (local.get $prm) (local.get $first) (local.get $count) (local.get $Mp) (local.get $assign) (local.get $scratch))
+  )
+
+  ;; dW = Gᵀ (Σ partials M) G for the Ci·Co/4 float vectors v0 .. v1 - 1 (prm as above: M, parts, dw),
+  ;; as a 7-argument thread-pool call.
+  (func (export "winograd_filter_grad_out")
+    (param $prm i32) (param $v0 i32) (param $v1 i32) (param $unused3 i32) (param $unused4 i32) (param $unused5 i32) (param $unused6 i32)
+    (local $M i32) (local $parts i32) (local $Ci i32) (local $Co i32) (local $dw i32)
+    (local.set $Ci (i32.load offset=12 (local.get $prm)))
+    (local.set $Co (i32.load offset=16 (local.get $prm)))
+    (local.set $M (i32.load offset=52 (local.get $prm)))
+    (local.set $parts (i32.load offset=56 (local.get $prm)))
+    (local.set $dw (i32.load offset=60 (local.get $prm)))
+    (block $f3 (block $f4 (block $f6
+      (br_table $f3 $f3 $f3 $f3 $f4 $f4 $f6 (i32.load offset=48 (local.get $prm))))
+      (call $winograd6_filter_grad_out (local.get $M) (local.get $parts) (local.get $Ci) (local.get $Co) (local.get $dw) (local.get $v0) (local.get $v1))
+      (return))
+      (call $winograd4_filter_grad_out (local.get $M) (local.get $parts) (local.get $Ci) (local.get $Co) (local.get $dw) (local.get $v0) (local.get $v1))
+      (return))
+    (call $winograd3_filter_grad_out (local.get $M) (local.get $parts) (local.get $Ci) (local.get $Co) (local.get $dw) (local.get $v0) (local.get $v1))
+  )`;
+}
+
 /** The text of ../wasm/winograd.generated.wat: module fields, spliced into training-kernels.wat. */
 export function winogradWat() {
   return [
@@ -597,6 +979,8 @@ export function winogradWat() {
     gemm(),
     ...[3, 4, 6].flatMap((m) => [filterTransform(m), inputTile(m), outputTile(m), tiles(m)]),
     dispatch(),
+    ...[3, 4, 6].flatMap((m) => [outputGradTile(m), filterGradTransform(m), filterGradTiles(m)]),
+    filterGradDispatch(),
     '',
   ].join('\n');
 }

@@ -42,9 +42,9 @@ export type PlanFamily = (typeof PLAN_FAMILIES)[number];
  *  - `direct`: the SIMD loop per filter tap and output row (2×16 block of the result in registers),
  *    threads taking images;
  *  - `direct-taps` (backprop-filter): the same loop, threads taking filter taps (no partial sums);
- *  - `winograd3|4|6:block=n` (conv2d and backprop-input, 3×3 stride 1): F(m×m, 3×3) with blocks of n
- *    tiles per thread job (n × (Ci + Co) floats per transformed position should stay in L2 while its
- *    product runs); the input gradient as the correlation of dy with the flipped filter.
+ *  - `winograd3|4|6:block=n` (3×3 stride 1): F(m×m, 3×3) with blocks of n tiles per thread job (n × (Ci + Co)
+ *    floats per transformed position should stay in L2 while its product runs); the input gradient as the
+ *    correlation of dy with the flipped filter, the filter gradient as the transposed Winograd identity.
  */
 export type KernelPlan =
   | { kind: 'xnnpack' }
@@ -80,12 +80,11 @@ export function forcedPlans(env: NodeJS.ProcessEnv = process.env): Partial<Recor
       eq <= 0 ||
       !PLAN_FAMILIES.includes(family) ||
       !plan ||
-      (plan.kind === 'winograd' && family === 'backprop-filter') ||
       (plan.kind === 'direct-taps' && family !== 'backprop-filter')
     ) {
       throw new UserError(
         `CATDOG_KERNEL_PLAN: bad entry "${entry.trim()}": expected <family>=<plan>, family one of ${PLAN_FAMILIES.join(', ')}, ` +
-          'plan one of xnnpack, direct, direct-taps (backprop-filter only), winograd3|4|6[:block=<tiles>] (conv2d, backprop-input)',
+          'plan one of xnnpack, direct, direct-taps (backprop-filter only), winograd3|4|6[:block=<tiles>]',
         { code: 'bad-config' },
       );
     }

@@ -50,6 +50,22 @@ export interface SimdKernels {
    * first .. first + count - 1, scratch = this thread's scratch (byte offset).
    */
   winograd_tiles(prm: number, first: number, count: number, a3: number, a4: number, a5: number, scratch: number): void;
+  /**
+   * One block of Winograd filter-gradient tiles (see the .wat): prm = byte offset of the int32 parameters, tiles
+   * first .. first + count - 1 added into (assign = 1: assigned to) the partial products at Mp, scratch = this
+   * thread's scratch (byte offsets).
+   */
+  winograd_filter_grad_tiles(
+    prm: number,
+    first: number,
+    count: number,
+    Mp: number,
+    assign: number,
+    a5: number,
+    scratch: number,
+  ): void;
+  /** dW = Gᵀ (Σ partials M) G for the Ci·Co/4 float vectors v0 .. v1 - 1 (prm as winograd_filter_grad_tiles'). */
+  winograd_filter_grad_out(prm: number, v0: number, v1: number, a3: number, a4: number, a5: number, a6: number): void;
 }
 
 interface EmscriptenLike {
@@ -204,6 +220,8 @@ export const JOB_KERNELS = {
   rmsprop_run: 4,
   dw_input_grad_run: 5,
   dw_filter_grad_run: 6,
+  winograd_filter_grad_tiles: 7,
+  winograd_filter_grad_out: 8,
 } as const;
 
 /**

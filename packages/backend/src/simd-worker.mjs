@@ -19,6 +19,8 @@ const RUNS = [
   kernels.rmsprop_run,
   kernels.dw_input_grad_run,
   kernels.dw_filter_grad_run,
+  kernels.winograd_filter_grad_tiles,
+  kernels.winograd_filter_grad_out,
 ];
 Atomics.store(ctrl, 5, 1);
 Atomics.notify(ctrl, 5);

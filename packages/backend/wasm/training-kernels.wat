@@ -101,7 +101,7 @@
   ;; [Ci, Co] block. Co % 16 == 0. Registers hold a 2×16 block of dw while the run streams by, so
   ;; no operand is packed or copied (the point for first layers: dy is huge, Ci tiny). With n's sign
   ;; bit set, dw is assigned instead (n | 0x80000000).
-  (func (export "conv_filter_grad_run")
+  (func $conv_filter_grad_run (export "conv_filter_grad_run")
     (param $x i32) (param $xs i32) (param $dy i32) (param $n i32) (param $Ci i32) (param $Co i32) (param $dw i32)
     (local $cob i32) (local $ci i32) (local $co i32) (local $p i32) (local $xp i32) (local $dp i32)
     (local $w0 i32) (local $w1 i32) (local $set i32)

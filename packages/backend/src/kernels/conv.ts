@@ -1,5 +1,6 @@
 // Convolutions on wasm: Conv2DBackpropInput, Conv2DBackpropFilter and the direct stride-1 forward Conv2D (3×3
-// stride-1 forward convolutions and input gradients go to winograd.ts / winograd-input-grad.ts when their plan says so).
+// stride-1 forward convolutions go to winograd.ts, their input gradients to winograd-input-grad.ts and their filter
+// gradients to winograd-filter-grad.ts, when the layer's plan says so).
 import type * as tf from '@tensorflow/tfjs';
 import { simdKernels, type SimdKernels } from '../simd-kernels.js';
 import {
@@ -21,6 +22,7 @@ import {
 import { filterGradProduct } from './matmul.js';
 import { winogradConv } from './winograd.js';
 import { winogradInputGrad } from './winograd-input-grad.js';
+import { winogradFilterGrad } from './winograd-filter-grad.js';
 import { forwardPlan, gradientPlan } from './plans.js';
 import type { KernelPlan } from '../autotune.js';
 
@@ -325,7 +327,7 @@ export function conv2DBackpropFilter({ inputs, backend, attrs }: Parameters<Kern
   }
   // The direct loop keeps a tap's [Ci, Co] block of dW hot while each output row streams by: it
   // wins when that block fits in L2 and rows are not too short (else XNNPACK's blocked GEMM does);
-  // the layer's plan says which (autotune.ts).
+  // 3×3 stride-1 layers also have Winograd (winograd-filter-grad.ts); the layer's plan says which (autotune.ts).
   const floats = x.dtype === 'float32' && dy.dtype === 'float32';
   const simd = floats && Co % 16 === 0 ? simdKernels(backend.wasm) : null;
   const run = (plan: KernelPlan, xp: TensorInfo, dyp: TensorInfo, infop: tf.backend_util.Conv2DInfo) =>
@@ -333,7 +335,9 @@ export function conv2DBackpropFilter({ inputs, backend, attrs }: Parameters<Kern
       ? filterGradDirect(simd, backend, xp, dyp, infop)
       : simd && plan.kind === 'direct-taps'
         ? filterGradByTaps(simd, backend, xp, dyp, infop)
-        : filterGradRewrite(backend, xp, dyp, infop);
+        : simd && plan.kind === 'winograd'
+          ? winogradFilterGrad(simd, backend, xp, dyp, infop, plan.m, plan.block)
+          : filterGradRewrite(backend, xp, dyp, infop);
   const plan: KernelPlan = simd
     ? gradientPlan(backend, 'backprop-filter', info, (p, xShape) => {
         const infop = convInfo(xShape, filterShape, attrs);

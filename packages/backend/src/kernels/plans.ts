@@ -11,7 +11,9 @@ import {
   winogradOverride,
   winogradTileSize,
   winogradTiles,
+  type WinogradTile,
 } from './winograd.js';
+import { defaultFilterGradBlock, filterGradCost, winogradFilterGradTileSize } from './winograd-filter-grad.js';
 import { inputGradWinogradInfo } from './winograd-input-grad.js';
 
 /** Largest Ci·Co (one filter tap's block: 256 KB) the direct loops take by default (a 512 KB L2 holds it). */
@@ -124,40 +126,52 @@ export function forwardPlan(
       p.kind === 'xnnpack' || (p.kind === 'direct' && canDirect) || (p.kind === 'winograd' && wino && p.block >= 1),
     normalize: (p) => (p.kind === 'winograd' && p.block === 0 ? { ...p, block: defaultWinogradBlock(info) } : p),
     candidates: (stage, winner) => {
-      if (stage > 0) return winogradBlockCandidates(info, info, threads, winner, run);
-      const x = proxyInputShape(info, threads);
-      const plans: KernelPlan[] = [{ kind: 'xnnpack' }, { kind: 'direct' }, ...winogradTilePlans(info, threads)];
-      return plans.map((plan): Candidate => ({ plan, run: () => run(plan, x) }));
+      if (stage === 0) {
+        const x = proxyInputShape(info, threads);
+        const plans: KernelPlan[] = [
+          { kind: 'xnnpack' },
+          { kind: 'direct' },
+          ...winogradTileCandidates(
+            (m) => convCost(info, m, threads),
+            () => defaultWinogradBlock(info),
+          ),
+        ];
+        return plans.map((plan): Candidate => ({ plan, run: () => run(plan, x) }));
+      }
+      return winner?.kind === 'winograd' ? winogradBlockCandidates(info, threads, winner, run) : [];
     },
   });
 }
 
 /**
- * The Winograd tiles worth timing for the correlation `wino`: those the cost model puts within 1.5× of its best (it
- * misjudges machines by less than that; a 9×9 map in F6 tiles, mostly padding, is not worth timing).
+ * Winograd tiles the cost model puts within 1.5× of its best (it misjudges machines by less than that; a 9×9 map in
+ * F6 tiles, mostly padding, is not worth timing), each with the layer's default block.
  */
-function winogradTilePlans(wino: tf.backend_util.Conv2DInfo, threads: number): KernelPlan[] {
-  const costs = ([3, 4, 6] as const).map((m) => convCost(wino, m, threads));
+function winogradTileCandidates(cost: (m: WinogradTile) => number, block: (m: WinogradTile) => number): KernelPlan[] {
+  const costs = ([3, 4, 6] as const).map(cost);
   const cheapest = Math.min(...costs);
   return ([3, 4, 6] as const)
     .filter((_, i) => costs[i]! <= TILE_COST_SPREAD * cheapest)
-    .map((m) => ({ kind: 'winograd', m, block: defaultWinogradBlock(wino) }));
+    .map((m) => ({ kind: 'winograd', m, block: block(m) }));
 }
 
 /**
- * Stage 1 of a Winograd winner: its blocks of tiles, half, same, 2× and 4× the winner's, where the (larger) proxy of
- * the layer `info` has enough tiles of its Winograd correlation `wino` for them to differ.
+ * Blocks of tiles: half, same, 2× and 4× the winning Winograd plan's, where the (larger) proxy of the layer `info`
+ * has enough tiles for them to differ; `tiling`: the correlation whose output is tiled (the input gradient's is
+ * over dy, not the layer's).
  */
 function winogradBlockCandidates(
   info: tf.backend_util.Conv2DInfo,
-  wino: tf.backend_util.Conv2DInfo,
   threads: number,
-  winner: KernelPlan | null,
+  winner: KernelPlan & { kind: 'winograd' },
   run: ProxyRun,
+  tiling: tf.backend_util.Conv2DInfo = info,
 ): Candidate[] {
-  if (winner?.kind !== 'winograd') return [];
   const x = proxyInputShape(info, threads, PROXY_MACS * BLOCK_PROXY_SCALE);
-  const proxyTiles = winogradTiles({ ...wino, batchSize: x[0], outHeight: Math.min(wino.outHeight, x[1]) }, winner.m);
+  const proxyTiles = winogradTiles(
+    { ...tiling, batchSize: x[0], outHeight: Math.min(tiling.outHeight, x[1]) },
+    winner.m,
+  );
   const blocks = [winner.block, winner.block >> 1, winner.block * 2, winner.block * 4].filter(
     (b, i, all) => b >= 16 && b <= 1024 && all.indexOf(b) === i && (i === 0 || b * threads <= proxyTiles),
   );
@@ -169,11 +183,10 @@ function winogradBlockCandidates(
 }
 
 /**
- * The plan of a convolution gradient: `direct` (the SIMD loop, threads taking images),
- * `direct-taps` (filter gradient: threads taking filter taps), `xnnpack` (the rewrite onto the
- * backend's forward conv) or, for the input gradient of a 3×3 stride-1 layer, `winograd` (the
- * Winograd correlation of winograd-input-grad.ts; CATDOG_WASM_WINOGRAD=3/4/6 forces that tile,
- * 0 rules it out). Pointwise layers keep their own path and have no plan.
+ * The plan of a convolution gradient. backprop-input: `direct` (the SIMD loop, threads taking images), `xnnpack`
+ * (the rewrite onto the backend's forward conv) or, for 3×3 stride-1 layers, `winograd` (the Winograd correlation
+ * of dy with the flipped filter, winograd-input-grad.ts; CATDOG_WASM_WINOGRAD=3/4/6 forces that tile, 0 rules it
+ * out); backprop-filter: filterGradientPlan (below). Pointwise layers keep their own path and have no plan.
  */
 export function gradientPlan(
   backend: WasmBackend,
@@ -181,11 +194,12 @@ export function gradientPlan(
   info: tf.backend_util.Conv2DInfo,
   run: ProxyRun,
 ): KernelPlan {
+  if (family === 'backprop-filter') return filterGradientPlan(backend, info, run);
   const threads = threadCount(backend);
   const canDirect = directApplies(family, info, TUNED_MAX_TAP_FLOATS);
-  // backprop-input: the Winograd correlation of dy this gradient equals, where the Winograd kernels run it.
+  // The Winograd correlation of dy this gradient equals, where the Winograd kernels run it.
   const override = winogradOverride();
-  const wino = family === 'backprop-input' && override !== 0 ? inputGradWinogradInfo(info) : null;
+  const wino = override !== 0 ? inputGradWinogradInfo(info) : null;
   if (wino && override !== 'auto' && override !== 0)
     return { kind: 'winograd', m: override, block: defaultWinogradBlock(wino) };
   if (!canDirect && !wino) return { kind: 'xnnpack' };
@@ -205,16 +219,75 @@ export function gradientPlan(
     applicable: (p) =>
       p.kind === 'xnnpack' ||
       (p.kind === 'direct' && canDirect) ||
-      (p.kind === 'direct-taps' && canDirect && family === 'backprop-filter') ||
       (p.kind === 'winograd' && wino !== null && p.block >= 1),
     normalize: (p) =>
       p.kind === 'winograd' && p.block === 0 && wino ? { ...p, block: defaultWinogradBlock(wino) } : p,
     candidates: (stage, winner) => {
-      if (stage > 0) return wino ? winogradBlockCandidates(info, wino, threads, winner, run) : [];
-      const x = proxyInputShape(info, threads);
-      const plans: KernelPlan[] = [{ kind: 'direct' }, { kind: 'direct-taps' }, { kind: 'xnnpack' }];
-      if (wino) plans.push(...winogradTilePlans(wino, threads));
-      return plans.map((plan): Candidate => ({ plan, run: () => run(plan, x) }));
+      if (stage === 0) {
+        const x = proxyInputShape(info, threads);
+        const plans: KernelPlan[] = [
+          { kind: 'direct' },
+          { kind: 'xnnpack' },
+          ...(wino
+            ? winogradTileCandidates(
+                (m) => convCost(wino, m, threads),
+                () => defaultWinogradBlock(wino),
+              )
+            : []),
+        ];
+        return plans.map((plan): Candidate => ({ plan, run: () => run(plan, x) }));
+      }
+      return winner?.kind === 'winograd' && wino ? winogradBlockCandidates(info, threads, winner, run, wino) : [];
+    },
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// backprop-filter
+
+/**
+ * The plan of a filter gradient: `direct`, `direct-taps`, `xnnpack` (as gradientPlan), and for 3×3 stride-1 layers
+ * `winograd3|4|6:block=n` (winograd-filter-grad.ts), its block refined as the forward's. The default (no tuning) is
+ * the cost model's tile, else the direct loop where its tap block fits, else XNNPACK. CATDOG_WASM_WINOGRAD=3/4/6
+ * forces that tile, 0 rules Winograd out.
+ */
+function filterGradientPlan(backend: WasmBackend, info: tf.backend_util.Conv2DInfo, run: ProxyRun): KernelPlan {
+  const threads = threadCount(backend);
+  const override = winogradOverride();
+  const wino = override !== 0 && winogradApplies(info);
+  const block = (m: WinogradTile) => defaultFilterGradBlock(info, m);
+  if (wino && override !== 'auto') return { kind: 'winograd', m: override, block: block(override) };
+  const canDirect = directApplies('backprop-filter', info, TUNED_MAX_TAP_FLOATS);
+  if (!wino && !canDirect) return { kind: 'xnnpack' };
+  const tile = winogradFilterGradTileSize(backend, info);
+  const defaultPlan: KernelPlan = tile
+    ? { kind: 'winograd', m: tile, block: block(tile) }
+    : directApplies('backprop-filter', info, DIRECT_MAX_TAP_FLOATS)
+      ? { kind: 'direct' }
+      : { kind: 'xnnpack' };
+  return choosePlan({
+    family: 'backprop-filter',
+    shape: shapeKey(info),
+    threads,
+    ready: () => workersReady(backend, threads),
+    defaultPlan,
+    applicable: (p) =>
+      p.kind === 'xnnpack' ||
+      ((p.kind === 'direct' || p.kind === 'direct-taps') && canDirect) ||
+      (p.kind === 'winograd' && wino && p.block >= 1),
+    normalize: (p) => (p.kind === 'winograd' && p.block === 0 ? { ...p, block: block(p.m) } : p),
+    candidates: (stage, winner) => {
+      if (stage === 0) {
+        const x = proxyInputShape(info, threads);
+        const plans: KernelPlan[] = [
+          { kind: 'direct' },
+          { kind: 'direct-taps' },
+          { kind: 'xnnpack' },
+          ...(wino ? winogradTileCandidates((m) => filterGradCost(info, m, threads), block) : []),
+        ];
+        return plans.map((plan): Candidate => ({ plan, run: () => run(plan, x) }));
+      }
+      return winner?.kind === 'winograd' ? winogradBlockCandidates(info, threads, winner, run) : [];
     },
   });
 }

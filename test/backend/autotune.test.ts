@@ -228,14 +228,26 @@ test('the filter gradient: the tuner times Winograd tiles and blocks and can cho
   );
   assert.match(tuned!.plan, /^winograd[346]:block=\d+$/, `Winograd chosen: ${JSON.stringify(tuned)}`);
 
-  // A cache written before the filter gradient had Winograd holds `direct` for the layer: it still loads and runs.
+  // A cache written before the filter gradient had Winograd holds `direct` for the layer, timed against the plans
+  // of then only: the layer is tuned again (Winograd is chosen) and the entry replaced.
   const path = join(cacheDir, PLAN_CACHE_FILE);
   const cache = JSON.parse(readFileSync(path, 'utf8'));
   const key = `backprop-filter ${tuned!.shape}`;
-  cache.machines[machineKey(threads)][key] = { plan: 'direct', us: { direct: 1, total: 1 }, tuned: 'before' };
+  const before = { direct: 1, 'direct-taps': 2, xnnpack: 3, total: 6 };
+  cache.machines[machineKey(threads)][key] = { plan: 'direct', us: before, tuned: 'before' };
   writeFileSync(path, JSON.stringify(cache));
   resetKernelPlans();
   run(1201);
+  const [again] = kernelPlans();
+  assert.equal(again?.source, 'tuned', JSON.stringify(again));
+  assert.match(again!.plan, /^winograd[346]:block=\d+$/);
+  const entry = JSON.parse(readFileSync(path, 'utf8')).machines[machineKey(threads)][key];
+  assert.equal(entry.plan, again!.plan);
+  // An entry that timed every plan of today is kept, whatever it chose.
+  entry.plan = 'direct';
+  writeFileSync(path, JSON.stringify({ ...cache, machines: { [machineKey(threads)]: { [key]: entry } } }));
+  resetKernelPlans();
+  run(1202);
   assert.deepEqual(
     kernelPlans().map((r) => [r.plan, r.source]),
     [['direct', 'cache']],

@@ -135,7 +135,7 @@ const CACHE_VERSION = 1;
 
 interface CachedPlan {
   plan: string;
-  /** Best time of each candidate on the proxy, µs (what the choice was based on). */
+  /** Best time of each candidate on the proxy, µs (what the choice was based on); −1 if it failed. */
   us: Record<string, number>;
   tuned: string;
   /** The machine's load per core when it was tuned (1-minute load average / cores). */
@@ -358,7 +358,10 @@ export function choosePlan(req: PlanRequest): KernelPlan {
   const refresh = autotuneRefresh();
   const cached = refresh ? undefined : cachedEntries(machine)[key];
   const cachedPlan = cached ? parsePlan(cached.plan) : null;
-  if (cached && cachedPlan && req.applicable(cachedPlan)) return remember(req, cachedPlan, 'cache', cached.us);
+  // An entry that did not time every plan the layer has now (tuned before a newer kernel) is tuned again and replaced.
+  const outdated = cached !== undefined && !timedEveryCandidate(req, cached);
+  if (cached && cachedPlan && req.applicable(cachedPlan) && !outdated)
+    return remember(req, cachedPlan, 'cache', cached.us);
 
   if (!req.ready()) {
     untuned.add(id);
@@ -371,14 +374,15 @@ export function choosePlan(req: PlanRequest): KernelPlan {
     const candidates = req.candidates(stage, winner).filter((c) => req.applicable(c.plan));
     if (candidates.length < 2) break;
     const times = timeCandidates(candidates);
+    // −1: the variant failed on this layer (still recorded: it was a candidate).
     for (const [name, t] of times)
-      if (Number.isFinite(t)) us[stage === 0 ? name : `${name} (block proxy)`] = Math.round(t);
+      us[stage === 0 ? name : `${name} (block proxy)`] = Number.isFinite(t) ? Math.round(t) : -1;
     winner = pickWinner(times, winner ?? req.defaultPlan);
   }
   const plan = winner ?? req.defaultPlan;
   us.total = Math.round((performance.now() - t0) * 1000);
   const entry: CachedPlan = { plan: formatPlan(plan), us, tuned: new Date().toISOString(), load: loadPerCore() };
-  const kept = writeCachedPlan(planCacheDir(), machine, key, entry, refresh);
+  const kept = writeCachedPlan(planCacheDir(), machine, key, entry, refresh || outdated);
   const keptPlan = kept === entry ? null : parsePlan(kept.plan);
   // Another process tuned the layer first: take its plan, so that every process runs the same one.
   if (keptPlan && req.applicable(keptPlan)) {
@@ -387,6 +391,15 @@ export function choosePlan(req: PlanRequest): KernelPlan {
   }
   if (cacheLoaded) cacheLoaded.entries[key] = entry;
   return remember(req, plan, 'tuned', us);
+}
+
+/**
+ * Whether a cached tuning timed every plan that would be timed for the layer now: a plan tuned before a newer
+ * kernel existed (or while CATDOG_WASM_WINOGRAD=0 ruled one out) is tuned again instead of being kept for good.
+ */
+function timedEveryCandidate(req: PlanRequest, cached: CachedPlan): boolean {
+  const now = req.candidates(0, null).filter((c) => req.applicable(c.plan));
+  return now.length < 2 || now.every((c) => formatPlan(c.plan) in cached.us);
 }
 
 /** The fastest plan, unless it beats the incumbent (the default, or the previous stage's winner) by less than MARGIN. */

@@ -278,7 +278,11 @@ function filterGradientPlan(backend: WasmBackend, info: tf.backend_util.Conv2DIn
     normalize: (p) => (p.kind === 'winograd' && p.block === 0 ? { ...p, block: block(p.m) } : p),
     candidates: (stage, winner) => {
       if (stage === 0) {
-        const x = proxyInputShape(info, threads);
+        // Where Winograd runs, on the larger proxy of the block stage: its costs per call (each thread's partial
+        // products M assigned, then all of them transformed: 2.4 MB a thread at 128 → 128 channels) weigh on a
+        // proxy of a few tiles as they never do on a batch (tuned on the 3e7 proxy, the convnet's 17×17×128 → 128
+        // layer went to direct-taps, 2× slower on the batch than Winograd).
+        const x = proxyInputShape(info, threads, wino ? PROXY_MACS * BLOCK_PROXY_SCALE : PROXY_MACS);
         const plans: KernelPlan[] = [
           { kind: 'direct' },
           { kind: 'direct-taps' },

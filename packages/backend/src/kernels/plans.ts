@@ -224,7 +224,9 @@ export function gradientPlan(
       p.kind === 'winograd' && p.block === 0 && wino ? { ...p, block: defaultWinogradBlock(wino) } : p,
     candidates: (stage, winner) => {
       if (stage === 0) {
-        const x = proxyInputShape(info, threads);
+        // Where Winograd runs, on the block stage's larger proxy, as the filter gradient (below): its costs per call
+        // (the flipped filter and its transform) weigh on a proxy of a few tiles as they never do on a batch.
+        const x = proxyInputShape(info, threads, wino ? PROXY_MACS * BLOCK_PROXY_SCALE : PROXY_MACS);
         const plans: KernelPlan[] = [
           { kind: 'direct' },
           { kind: 'xnnpack' },

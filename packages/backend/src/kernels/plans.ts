@@ -154,7 +154,10 @@ function winogradTileCandidates(cost: (m: WinogradTile) => number, block: (m: Wi
     .map((m) => ({ kind: 'winograd', m, block: block(m) }));
 }
 
-/** Blocks of tiles: half, same, 2× and 4× the winning Winograd plan's, where the proxy has enough tiles for them to differ. */
+/**
+ * Blocks of tiles: half, same, 2× and 4× the winning Winograd plan's, where the proxy has enough tiles for them to
+ * differ.
+ */
 function winogradBlockCandidates(
   info: tf.backend_util.Conv2DInfo,
   threads: number,

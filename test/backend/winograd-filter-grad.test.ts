@@ -8,7 +8,7 @@
 //
 // Tolerance: max |wasm - reference| ≤ 5e-5 (F3) or 1e-4 (F4, F6) × max |reference|. The cpu backend is within ~5e-8
 // of a float64 sum here; the error is the wasm kernel's: float32 sums over every tile of the batch, of transformed values
-// up to (1+2+4+8)² times dy's (F4), recombined by Gᵀ·Gᵀ with cancellation. Measured on these cases: 1–11e-6 (F3),
+// up to (1+2+4+8)² times dy's (F4), recombined by Gᵀ M G with cancellation. Measured on these cases: 1–11e-6 (F3),
 // 2–17e-6 (F4), 2–9e-6 (F6), the largest on the 74×74×32→64 layer (the direct loop: up to 4e-6); at the convnet's
 // batch of 20, 7e-6–4e-5 (the direct loop 3e-6–1.1e-5). An indexing mistake gives errors of the output's own size.
 import { test, before, after } from 'node:test';

@@ -14,12 +14,13 @@
 // three on the book's convnet, 2–4× for dW, whose XNNPACK "filter" is all of dy). MaxPoolGrad
 // (2×2, stride 2), the ReLU gradient and bias gradients (Sum over leading axes) have SIMD loops too.
 // The forward Conv2D / FusedConv2D with 3×3 filters at stride 1 run as Winograd convolutions (fewer
-// multiplies than any direct loop; see the section below).
+// multiplies than any direct loop; see the section below), and so do their filter gradients where the
+// layer's plan says.
 // Depthwise gradients are cheap (one MAC per output element and tap) and run as tight loops over
 // channels-last data directly on the wasm heap.
 // Anything outside what these rewrites cover (NCHW data, unusual explicit padding) falls back to
 // the backend's original kernel, so registering never makes a case fail that worked before.
-// The kernels live in kernels/, one family per module (conv, winograd, depthwise, pooling, sum,
+// The kernels live in kernels/, one family per module (conv, winograd, winograd-filter-grad, depthwise, pooling, sum,
 // matmul, activations, batchnorm, identity, rmsprop; base holds the shared plumbing); this module
 // registers them and answers what runs where.
 import * as tf from '@tensorflow/tfjs';

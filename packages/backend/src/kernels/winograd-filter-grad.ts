@@ -61,8 +61,8 @@ const BLOCK_BYTES = 512 << 10;
 /**
  * The default block of tiles per call: as many as keep the block's V (block × Ci) and U' (block × Co) at all (m+2)²
  * positions within 512 KB, 16 to 256: the products then read them from L2 right after the transforms wrote them
- * (measured on the convnet's layers: blocks of 2–4 MB ran 1.3–1.8× slower), while every block after a slice's first
- * reads and writes all of M, so blocks should not be much smaller.
+ * (measured on the convnet's layers: blocks of 2–4 MB ran 1.3–1.8× slower), while every block after a slice's
+ * first reads and writes all of M, so blocks should not be much smaller.
  */
 export function defaultFilterGradBlock(info: tf.backend_util.Conv2DInfo, m: WinogradTile): number {
   const n = (m + 2) * (m + 2);

@@ -70,8 +70,17 @@ after(() => {
 
 type Conv = { B: number; H: number; W: number; Ci: number; Co: number; k: number; s: number; pad: 'same' | 'valid' };
 
+/** FusedConv2D's epilogue: its activation and whether it has a bias. */
+type Epilogue = { activation: 'linear' | 'relu' | 'relu6'; bias: boolean };
+const RELU_WITH_BIAS: Epilogue = { activation: 'relu', bias: true };
+
 /** Inputs and attributes of one kernel of a convolution layer (forward, input gradient or filter gradient). */
-function kernelCase(kernel: string, c: Conv, seed: number): { inputs: KernelInputs; attrs: Record<string, unknown> } {
+function kernelCase(
+  kernel: string,
+  c: Conv,
+  seed: number,
+  epilogue = RELU_WITH_BIAS,
+): { inputs: KernelInputs; attrs: Record<string, unknown> } {
   const xShape = [c.B, c.H, c.W, c.Ci];
   const wShape = [c.k, c.k, c.Ci, c.Co];
   const info = tf.backend_util.computeConv2DInfo(xShape as never, wShape as never, c.s, 1, c.pad);
@@ -83,9 +92,12 @@ function kernelCase(kernel: string, c: Conv, seed: number): { inputs: KernelInpu
   const dy = { shape: yShape, values: random(n(yShape), seed + 2) };
   if (kernel === 'Conv2D') return { inputs: { x, filter: w }, attrs };
   if (kernel === 'FusedConv2D') {
+    // Inputs scaled ×3 so that ReLU6 clips some outputs at 6.
+    const inputs: KernelInputs = { x: { ...x, values: x.values.map((v) => 3 * v) }, filter: w };
+    if (epilogue.bias) inputs.bias = { shape: [c.Co], values: random(c.Co, seed + 3) };
     return {
-      inputs: { x, filter: w, bias: { shape: [c.Co], values: random(c.Co, seed + 3) } },
-      attrs: { ...attrs, activation: 'relu' },
+      inputs,
+      attrs: { ...attrs, activation: epilogue.activation },
     };
   }
   if (kernel === 'Conv2DBackpropInput') return { inputs: { dy, filter: w }, attrs: { ...attrs, inputShape: xShape } };
@@ -95,10 +107,10 @@ function kernelCase(kernel: string, c: Conv, seed: number): { inputs: KernelInpu
 const reference = new Map<string, { shape: number[]; values: Float32Array }>();
 
 /** Runs a kernel on wasm and cpu (once per case); asserts the outputs agree within `tol` of the output's scale. */
-function check(kernel: string, c: Conv, seed: number, tol: number, label: string): void {
-  const { inputs, attrs } = kernelCase(kernel, c, seed);
+function check(kernel: string, c: Conv, seed: number, tol: number, label: string, epilogue = RELU_WITH_BIAS): void {
+  const { inputs, attrs } = kernelCase(kernel, c, seed, epilogue);
   const got = runKernel('wasm', kernel, inputs, attrs);
-  const key = `${kernel} ${JSON.stringify(c)} ${seed}`;
+  const key = `${kernel} ${JSON.stringify(c)} ${seed} ${JSON.stringify(epilogue)}`;
   if (!reference.has(key)) reference.set(key, runKernel('cpu', kernel, inputs, attrs));
   const want = reference.get(key)!;
   assert.deepEqual(got.shape, want.shape, `${label}: shape`);
@@ -125,12 +137,13 @@ function checkForced(
   c: Conv,
   seed: number,
   source: 'forced' | 'default' | 'none' = 'forced',
+  epilogue = RELU_WITH_BIAS,
 ): void {
   const family = FAMILY[kernel]!;
   process.env.CATDOG_KERNEL_PLAN = `${family}=${plan}`;
   resetKernelPlans();
   const tol = plan.startsWith('winograd6') ? 2e-4 : 1e-4;
-  check(kernel, c, seed, tol, `${kernel} ${plan} ${JSON.stringify(c)}`);
+  check(kernel, c, seed, tol, `${kernel} ${plan} ${JSON.stringify(c)} ${JSON.stringify(epilogue)}`, epilogue);
   const records = kernelPlans().filter((r) => r.family === family);
   if (source === 'none') {
     assert.deepEqual(records, [], `${kernel} ${plan}: one variant applies, no plan`);
@@ -168,13 +181,34 @@ test('every forward plan (XNNPACK, direct, Winograd F3/F4/F6 with several blocks
     }
   }
   for (const plan of ['direct', 'winograd4:block=64', 'xnnpack']) checkForced('Conv2D', plan, BIG_TAP, 200);
-  // FusedConv2D (bias + relu): Winograd or the backend's own; it has no direct loop, so a forced
-  // "direct" leaves the layer on its default plan.
+  // FusedConv2D (bias + relu): Winograd or the backend's own; the direct loop only for pointwise layers (below), so
+  // a forced "direct" leaves a 3×3 layer on its default plan.
   for (const plan of ['xnnpack', 'winograd3:block=16', 'winograd4:block=128', 'winograd6:block=32'])
     checkForced('FusedConv2D', plan, SMALL, 300);
   checkForced('FusedConv2D', 'direct', SMALL, 300, 'default');
   // Neither Winograd nor the direct loop applies at stride 2: XNNPACK runs, and there is nothing to plan.
   checkForced('Conv2D', 'winograd4:block=16', STRIDED, 400, 'none');
+});
+
+// Pointwise layers (MobileNet's expand and project): 243 pixels in chunks of 204 at Ci = 160 (the second chunk odd,
+// for the loop's last single pixel); 5×5 maps (rows < 8 do not keep a pointwise layer off the direct loop); Co = 48.
+const POINTWISE: Conv = { B: 3, H: 9, W: 9, Ci: 160, Co: 48, k: 1, s: 1, pad: 'valid' };
+const POINTWISE_SMALL: Conv = { B: 2, H: 5, W: 5, Ci: 24, Co: 16, k: 1, s: 1, pad: 'valid' };
+
+test('pointwise layers: the direct loop with bias and ReLU / ReLU6 / linear in its stores matches cpu, as does XNNPACK', {
+  skip,
+}, () => {
+  let seed = 500;
+  for (const c of [POINTWISE, POINTWISE_SMALL]) {
+    for (const activation of ['linear', 'relu', 'relu6'] as const) {
+      for (const bias of [true, false]) {
+        seed += 4;
+        for (const plan of ['direct', 'xnnpack'])
+          checkForced('FusedConv2D', plan, c, seed, 'forced', { activation, bias });
+      }
+    }
+    for (const plan of ['direct', 'xnnpack']) checkForced('Conv2D', plan, c, seed + 1);
+  }
 });
 
 test('every gradient plan (direct, direct-taps, XNNPACK rewrite, Winograd dx) matches cpu, strided and with a tap over 64 k floats', {

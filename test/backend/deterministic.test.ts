@@ -89,6 +89,13 @@ const CASES: Case[] = [
     attrs: { ...conv, activation: 'relu' },
   },
   {
+    label: 'FusedConv2D pointwise direct (bias, relu6)',
+    kernel: 'FusedConv2D',
+    plan: 'conv2d=direct',
+    inputs: { x: x1, filter: w1, bias: input([48], 20) },
+    attrs: { ...conv, activation: 'relu6' },
+  },
+  {
     label: 'DepthwiseConv2dNativeBackpropFilter',
     kernel: 'DepthwiseConv2dNativeBackpropFilter',
     inputs: { x, dy: input([8, 16, 16, 32], 9) },

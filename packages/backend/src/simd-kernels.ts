@@ -27,6 +27,11 @@ export interface SimdKernels {
   conv_filter_grad_run(x: number, xs: number, dy: number, n: number, Ci: number, Co: number, dw: number): void;
   /** dx[p·dxs + ci] += Σ_co dy[p·Co + co] · wt[co·Ci + ci], Ci % 16 == 0 (byte offsets, dxs in bytes). */
   conv_input_grad_run(dy: number, n: number, Co: number, wt: number, Ci: number, dx: number, dxs: number): void;
+  /**
+   * y[p·Co + co] = act(bias[co] + Σ_ci x[p·Ci + ci] · w[ci·Co + co]) for p < n & 0x3fffffff, act = n >>> 30
+   * (0 linear, 1 ReLU, 2 ReLU6), Co % 16 == 0 (byte offsets): a pointwise convolution with bias and activation.
+   */
+  pointwise_run(x: number, n: number, Ci: number, w: number, Co: number, y: number, bias: number): void;
   /** out[i] = x[i] > 0 ? dy[i] : 0 for the first 4·vectors floats (byte offsets). */
   relu_grad(x: number, dy: number, out: number, vectors: number): void;
   /** out[i] = lo <= x[i] <= hi ? dy[i] : 0 for the first 4·vectors floats (byte offsets). */
@@ -222,6 +227,7 @@ export const JOB_KERNELS = {
   dw_filter_grad_run: 6,
   winograd_filter_grad_tiles: 7,
   winograd_filter_grad_out: 8,
+  pointwise_run: 9,
 } as const;
 
 /**

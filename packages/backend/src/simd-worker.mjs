@@ -21,6 +21,7 @@ const RUNS = [
   kernels.dw_filter_grad_run,
   kernels.winograd_filter_grad_tiles,
   kernels.winograd_filter_grad_out,
+  kernels.pointwise_run,
 ];
 Atomics.store(ctrl, 5, 1);
 Atomics.notify(ctrl, 5);

@@ -234,8 +234,28 @@
   ;; pixel the run's first output reads through this tap (dxs: bytes between the inputs of
   ;; consecutive outputs, stride·Ci·4). Ci % 16 == 0. Two pixels × 16 input channels of dx stay
   ;; in registers while the reduction over Co runs.
-  (func $conv_input_grad_run (export "conv_input_grad_run")
+  (func (export "conv_input_grad_run")
     (param $dy i32) (param $n i32) (param $Co i32) (param $wt i32) (param $Ci i32) (param $dx i32) (param $dxs i32)
+    (call $product_run (local.get $dy) (local.get $n) (local.get $Co) (local.get $wt) (local.get $Ci) (local.get $dx)
+      (local.get $dxs) (i32.const 0) (i32.const 0))
+  )
+
+  ;; Pointwise (1×1) convolution with bias and activation, one run of pixels (FusedConv2D's direct plan):
+  ;;   y[p·Co + co] = act(bias[co] + Σ_ci x[p·Ci + ci] · w[ci·Co + co])   for p < n & 0x3fffffff
+  ;; act = n >>> 30: 0 linear, 1 ReLU, 2 ReLU6. Co % 16 == 0. The same loop as the input gradient above
+  ;; (x for dy, w for wt), its accumulators starting from the bias instead of y.
+  (func (export "pointwise_run")
+    (param $x i32) (param $n i32) (param $Ci i32) (param $w i32) (param $Co i32) (param $y i32) (param $bias i32)
+    (call $product_run (local.get $x) (i32.and (local.get $n) (i32.const 0x3fffffff)) (local.get $Ci) (local.get $w)
+      (local.get $Co) (local.get $y) (i32.shl (local.get $Co) (i32.const 2)) (local.get $bias)
+      (i32.shr_u (local.get $n) (i32.const 30)))
+  )
+
+  ;; The product loop of both: bias = 0 adds into dx; else the accumulators start from bias[ci]
+  ;; (a byte offset: 0 is never a tensor's) and act (1 ReLU, 2 ReLU6) clamps them as they are stored.
+  (func $product_run
+    (param $dy i32) (param $n i32) (param $Co i32) (param $wt i32) (param $Ci i32) (param $dx i32) (param $dxs i32)
+    (param $bias i32) (param $act i32)
     (local $cib i32) (local $cob i32) (local $ci i32) (local $p i32) (local $co i32)
     (local $x0 i32) (local $x1 i32) (local $g0 i32) (local $g1 i32) (local $wp i32) (local $gend i32)
     (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
@@ -252,14 +272,22 @@
         (br_if $pdone (i32.ge_u (i32.add (local.get $p) (i32.const 1)) (local.get $n)))
         (local.set $x0 (i32.add (i32.add (local.get $dx) (i32.mul (local.get $p) (local.get $dxs))) (local.get $ci)))
         (local.set $x1 (i32.add (local.get $x0) (local.get $dxs)))
-        (local.set $a0 (v128.load offset=0 (local.get $x0)))
+        (if (local.get $bias) (then
+          (local.set $a0 (v128.load offset=0 (i32.add (local.get $bias) (local.get $ci))))
+          (local.set $a1 (v128.load offset=16 (i32.add (local.get $bias) (local.get $ci))))
+          (local.set $a2 (v128.load offset=32 (i32.add (local.get $bias) (local.get $ci))))
+          (local.set $a3 (v128.load offset=48 (i32.add (local.get $bias) (local.get $ci))))
+          (local.set $a4 (local.get $a0)) (local.set $a5 (local.get $a1))
+          (local.set $a6 (local.get $a2)) (local.set $a7 (local.get $a3)))
+        (else
+          (local.set $a0 (v128.load offset=0 (local.get $x0)))
           (local.set $a1 (v128.load offset=16 (local.get $x0)))
           (local.set $a2 (v128.load offset=32 (local.get $x0)))
           (local.set $a3 (v128.load offset=48 (local.get $x0)))
-        (local.set $a4 (v128.load offset=0 (local.get $x1)))
+          (local.set $a4 (v128.load offset=0 (local.get $x1)))
           (local.set $a5 (v128.load offset=16 (local.get $x1)))
           (local.set $a6 (v128.load offset=32 (local.get $x1)))
-          (local.set $a7 (v128.load offset=48 (local.get $x1)))
+          (local.set $a7 (v128.load offset=48 (local.get $x1)))))
         (local.set $g0 (i32.add (local.get $dy) (i32.mul (local.get $p) (local.get $cob))))
         (local.set $g1 (i32.add (local.get $g0) (local.get $cob)))
         (local.set $gend (local.get $g1))
@@ -284,6 +312,24 @@
           (local.set $g1 (i32.add (local.get $g1) (i32.const 4)))
           (local.set $wp (i32.add (local.get $wp) (local.get $cib)))
           (br $coloop)))
+        (if (local.get $act) (then
+          (local.set $a0 (f32x4.max (local.get $a0) (v128.const f32x4 0 0 0 0)))
+          (local.set $a1 (f32x4.max (local.get $a1) (v128.const f32x4 0 0 0 0)))
+          (local.set $a2 (f32x4.max (local.get $a2) (v128.const f32x4 0 0 0 0)))
+          (local.set $a3 (f32x4.max (local.get $a3) (v128.const f32x4 0 0 0 0)))
+          (local.set $a4 (f32x4.max (local.get $a4) (v128.const f32x4 0 0 0 0)))
+          (local.set $a5 (f32x4.max (local.get $a5) (v128.const f32x4 0 0 0 0)))
+          (local.set $a6 (f32x4.max (local.get $a6) (v128.const f32x4 0 0 0 0)))
+          (local.set $a7 (f32x4.max (local.get $a7) (v128.const f32x4 0 0 0 0)))
+          (if (i32.eq (local.get $act) (i32.const 2)) (then
+            (local.set $a0 (f32x4.min (local.get $a0) (v128.const f32x4 6 6 6 6)))
+            (local.set $a1 (f32x4.min (local.get $a1) (v128.const f32x4 6 6 6 6)))
+            (local.set $a2 (f32x4.min (local.get $a2) (v128.const f32x4 6 6 6 6)))
+            (local.set $a3 (f32x4.min (local.get $a3) (v128.const f32x4 6 6 6 6)))
+            (local.set $a4 (f32x4.min (local.get $a4) (v128.const f32x4 6 6 6 6)))
+            (local.set $a5 (f32x4.min (local.get $a5) (v128.const f32x4 6 6 6 6)))
+            (local.set $a6 (f32x4.min (local.get $a6) (v128.const f32x4 6 6 6 6)))
+            (local.set $a7 (f32x4.min (local.get $a7) (v128.const f32x4 6 6 6 6)))))))
         (v128.store offset=0 (local.get $x0) (local.get $a0))
           (v128.store offset=16 (local.get $x0) (local.get $a1))
           (v128.store offset=32 (local.get $x0) (local.get $a2))
@@ -297,10 +343,16 @@
       ;; the last pixel when n is odd
       (if (i32.lt_u (local.get $p) (local.get $n)) (then
         (local.set $x0 (i32.add (i32.add (local.get $dx) (i32.mul (local.get $p) (local.get $dxs))) (local.get $ci)))
-        (local.set $a0 (v128.load offset=0 (local.get $x0)))
+        (if (local.get $bias) (then
+          (local.set $a0 (v128.load offset=0 (i32.add (local.get $bias) (local.get $ci))))
+          (local.set $a1 (v128.load offset=16 (i32.add (local.get $bias) (local.get $ci))))
+          (local.set $a2 (v128.load offset=32 (i32.add (local.get $bias) (local.get $ci))))
+          (local.set $a3 (v128.load offset=48 (i32.add (local.get $bias) (local.get $ci)))))
+        (else
+          (local.set $a0 (v128.load offset=0 (local.get $x0)))
           (local.set $a1 (v128.load offset=16 (local.get $x0)))
           (local.set $a2 (v128.load offset=32 (local.get $x0)))
-          (local.set $a3 (v128.load offset=48 (local.get $x0)))
+          (local.set $a3 (v128.load offset=48 (local.get $x0)))))
         (local.set $g0 (i32.add (local.get $dy) (i32.mul (local.get $p) (local.get $cob))))
         (local.set $gend (i32.add (local.get $g0) (local.get $cob)))
         (local.set $wp (i32.add (local.get $wt) (local.get $ci)))
@@ -318,6 +370,16 @@
           (local.set $g0 (i32.add (local.get $g0) (i32.const 4)))
           (local.set $wp (i32.add (local.get $wp) (local.get $cib)))
           (br $coloop)))
+        (if (local.get $act) (then
+          (local.set $a0 (f32x4.max (local.get $a0) (v128.const f32x4 0 0 0 0)))
+          (local.set $a1 (f32x4.max (local.get $a1) (v128.const f32x4 0 0 0 0)))
+          (local.set $a2 (f32x4.max (local.get $a2) (v128.const f32x4 0 0 0 0)))
+          (local.set $a3 (f32x4.max (local.get $a3) (v128.const f32x4 0 0 0 0)))
+          (if (i32.eq (local.get $act) (i32.const 2)) (then
+            (local.set $a0 (f32x4.min (local.get $a0) (v128.const f32x4 6 6 6 6)))
+            (local.set $a1 (f32x4.min (local.get $a1) (v128.const f32x4 6 6 6 6)))
+            (local.set $a2 (f32x4.min (local.get $a2) (v128.const f32x4 6 6 6 6)))
+            (local.set $a3 (f32x4.min (local.get $a3) (v128.const f32x4 6 6 6 6)))))))
         (v128.store offset=0 (local.get $x0) (local.get $a0))
           (v128.store offset=16 (local.get $x0) (local.get $a1))
           (v128.store offset=32 (local.get $x0) (local.get $a2))

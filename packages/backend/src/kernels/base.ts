@@ -183,3 +183,22 @@ export function convInfo(
     depthwise,
   );
 }
+
+/**
+ * A 1×1 convolution at stride 1 without padding (MobileNet's expand and project layers): every pixel of the batch
+ * is one row of a matrix product, so the SIMD loops can run over all of them at once instead of row by row.
+ */
+export function isPointwise(info: tf.backend_util.Conv2DInfo): boolean {
+  return (
+    info.filterHeight === 1 &&
+    info.filterWidth === 1 &&
+    info.strideHeight === 1 &&
+    info.strideWidth === 1 &&
+    info.dilationHeight === 1 &&
+    info.dilationWidth === 1 &&
+    info.padInfo.top === 0 &&
+    info.padInfo.left === 0 &&
+    info.outHeight === info.inHeight &&
+    info.outWidth === info.inWidth
+  );
+}

@@ -14,6 +14,7 @@ import {
   fallback,
   helpers,
   isChannelsLast,
+  isPointwise,
   kernel,
   runChunks,
   threadCount,
@@ -132,25 +133,6 @@ function inputGradRewrite(
   return out;
 }
 
-/**
- * A 1×1 convolution at stride 1 without padding (MobileNet's expand and project layers): every pixel of the batch
- * is one row of a matrix product, so the SIMD loops can run over all of them at once instead of row by row.
- */
-function isPointwise(info: tf.backend_util.Conv2DInfo): boolean {
-  return (
-    info.filterHeight === 1 &&
-    info.filterWidth === 1 &&
-    info.strideHeight === 1 &&
-    info.strideWidth === 1 &&
-    info.dilationHeight === 1 &&
-    info.dilationWidth === 1 &&
-    info.padInfo.top === 0 &&
-    info.padInfo.left === 0 &&
-    info.outHeight === info.inHeight &&
-    info.outWidth === info.inWidth
-  );
-}
-
 /** Pixels per chunk of a pointwise gradient shared between threads. */
 const POINTWISE_PIXELS = 32;
 
@@ -243,7 +225,9 @@ export function conv2D({ inputs, backend, attrs }: Parameters<KernelFn>[0]): Ten
     plan.kind === 'winograd'
       ? winogradConv(simd, backend, xp, filter, null, 0, infop, plan.m, plan.block)
       : plan.kind === 'direct'
-        ? directForward(simd, backend, xp, filter, infop)
+        ? isPointwise(infop)
+          ? pointwiseForward(simd, backend, xp, filter, null, 0, infop)
+          : directForward(simd, backend, xp, filter, infop)
         : original({ inputs: { x: xp, filter }, backend, attrs });
   const info = convInfo(x.shape, filter.shape, attrs);
   const plan = forwardPlan(backend, info, false, (p, xShape) => {
@@ -296,6 +280,52 @@ function directForward(
   } catch (e) {
     backend.disposeData(out.dataId);
     throw e;
+  }
+  return out;
+}
+
+/** Output pixels per chunk of a pointwise forward run: about 128 KB of input rows, re-read per 16 output channels. */
+function pointwisePixels(Ci: number): number {
+  return Math.max(16, Math.min(1024, 2 * Math.round(16384 / Ci)));
+}
+
+/**
+ * A pointwise (1×1, stride 1) convolution as one matrix product over all the batch's pixels (pointwise_run), each
+ * output written once: accumulators start from the bias (zeros without one) and are clamped (act: 0 linear,
+ * 1 ReLU, 2 ReLU6) as they are stored, so no pass zeroes the output or applies bias and activation afterwards.
+ */
+function pointwiseForward(
+  simd: SimdKernels,
+  backend: WasmBackend,
+  x: TensorInfo,
+  filter: TensorInfo,
+  bias: TensorInfo | null,
+  act: number,
+  info: tf.backend_util.Conv2DInfo,
+): TensorInfo {
+  const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outChannels: Co } = info;
+  const P = B * H * W;
+  const chunk = pointwisePixels(Ci);
+  const chunks = Math.ceil(P / chunk);
+  const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
+  const zeros = bias ? null : backend.makeOutput([Co], 'float32');
+  if (zeros) f32(backend, zeros).fill(0);
+  const out = backend.makeOutput([B, H, W, Co], 'float32');
+  const x0 = offset(x);
+  const w0 = offset(filter);
+  const y0 = offset(out);
+  const b0 = offset(bias ?? zeros!);
+  try {
+    runChunks(backend, simd, 'pointwise_run', chunks, helpers(backend, chunks), (c, call) => {
+      const p = c * chunk;
+      const n = Math.min(chunk, P - p);
+      call(x0 + p * Ci * 4, n | (act << 30), Ci, w0, Co, y0 + p * Co * 4, b0);
+    });
+  } catch (e) {
+    backend.disposeData(out.dataId);
+    throw e;
+  } finally {
+    if (zeros) backend.disposeData(zeros.dataId);
   }
   return out;
 }
@@ -535,7 +565,10 @@ function filterGradTapRows(
 
 const FUSED_ACTIVATIONS: Record<string, number> = { linear: 0, relu: 1, relu6: 2 };
 
-/** FusedConv2D (conv, bias, activation: tf.fused.conv2d, e.g. inference through conv layers): Winograd where it wins. */
+/**
+ * FusedConv2D (conv, bias, activation: tf.fused.conv2d, e.g. inference through conv layers): Winograd or, for
+ * pointwise layers, the direct loop with bias and activation in its stores, where they win.
+ */
 export function fusedConv2D({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
   const { x, filter, bias, preluActivationWeights } = inputs as {
     x: TensorInfo;
@@ -563,7 +596,9 @@ export function fusedConv2D({ inputs, backend, attrs }: Parameters<KernelFn>[0])
   const run = (plan: KernelPlan, xp: TensorInfo, infop: tf.backend_util.Conv2DInfo): TensorInfo =>
     plan.kind === 'winograd'
       ? winogradConv(simd, backend, xp, filter, bias ?? null, act, infop, plan.m, plan.block)
-      : original({ inputs: { ...inputs, x: xp }, backend, attrs });
+      : plan.kind === 'direct'
+        ? pointwiseForward(simd, backend, xp, filter, bias ?? null, act, infop)
+        : original({ inputs: { ...inputs, x: xp }, backend, attrs });
   const info = convInfo(x.shape, filter.shape, attrs);
   const plan = forwardPlan(backend, info, true, (p, xShape) => {
     backend.disposeData(run(p, { ...x, shape: xShape }, convInfo(xShape, filter.shape, attrs)).dataId);

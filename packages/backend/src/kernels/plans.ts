@@ -3,7 +3,7 @@
 import type * as tf from '@tensorflow/tfjs';
 import { choosePlan, type Candidate, type KernelPlan, type PlanFamily } from '../autotune.js';
 import { awaitSimdWorkers } from '../simd-kernels.js';
-import { type WasmBackend, threadCount } from './base.js';
+import { type WasmBackend, isPointwise, threadCount } from './base.js';
 import {
   convCost,
   defaultWinogradBlock,
@@ -61,7 +61,7 @@ export function proxyInputShape(
 /** The direct SIMD loop of the forward conv / input gradient / filter gradient applies (`cap`: largest Ci·Co). */
 function directApplies(family: PlanFamily, info: tf.backend_util.Conv2DInfo, cap: number): boolean {
   const { inChannels: Ci, outChannels: Co, outWidth: Wo } = info;
-  if (Ci * Co > cap || Wo < 8) return false;
+  if (Ci * Co > cap || (Wo < 8 && !isPointwise(info))) return false; // (a pointwise layer's run is all its pixels)
   if (family === 'conv2d') {
     return (
       info.strideHeight === 1 &&
@@ -109,12 +109,17 @@ export function forwardPlan(
   const wino = override !== 0 && winogradApplies(info);
   if (wino && override !== 'auto') return { kind: 'winograd', m: override, block: defaultWinogradBlock(info) };
   const tile = winogradTileSize(backend, info);
+  // Fused layers have the direct loop only when pointwise (its one call per pixel then sees the whole sum, so bias
+  // and activation go in its stores); a pointwise layer reads one 16-column strip of its weights at a time, so the
+  // tap-size caps (a whole tap's block kept hot) do not apply to it.
+  const pointwise = isPointwise(info);
+  const cap = (limit: number) => (pointwise ? Infinity : limit);
   const defaultPlan: KernelPlan = tile
     ? { kind: 'winograd', m: tile, block: defaultWinogradBlock(info) }
-    : !fused && directApplies('conv2d', info, DIRECT_MAX_TAP_FLOATS)
+    : !fused && directApplies('conv2d', info, cap(DIRECT_MAX_TAP_FLOATS))
       ? { kind: 'direct' }
       : { kind: 'xnnpack' };
-  const canDirect = !fused && directApplies('conv2d', info, TUNED_MAX_TAP_FLOATS);
+  const canDirect = (!fused || pointwise) && directApplies('conv2d', info, cap(TUNED_MAX_TAP_FLOATS));
   if (!wino && !canDirect) return { kind: 'xnnpack' };
   return choosePlan({
     family: 'conv2d',

@@ -57,6 +57,12 @@ const CASES: Case[] = [
     inputs: { x: x1, dy: dy1 },
     attrs: { ...conv, filterShape: w1.shape },
   },
+  {
+    label: 'Conv2DBackpropFilter pointwise, K in slices (a 1024-channel dy)',
+    kernel: 'Conv2DBackpropFilter',
+    inputs: { x: x1, dy: input([8, 12, 12, 1024], 21) },
+    attrs: { ...conv, filterShape: [1, 1, 32, 1024] },
+  },
   ...['direct', 'winograd4:block=32', 'xnnpack'].map(
     (plan): Case => ({
       label: `Conv2DBackpropInput ${plan}`,

@@ -8,6 +8,7 @@ import {
   fallback,
   helpers,
   runChunks,
+  threadCount,
   transpose,
 } from './base.js';
 
@@ -122,14 +123,20 @@ function smallRowsProduct(simd: SimdKernels, backend: WasmBackend, A: TensorInfo
   return out;
 }
 
-/** Rows of Aᵀ·B per chunk of work shared between threads. */
+/** Rows of Aᵀ·B per chunk of work shared between threads (at most; fewer when there are few rows). */
 const PRODUCT_ROWS = 64;
+/** Floats of B per slice of K (256 KB: stays in L2 while every row pair of a chunk reads it). */
+const PRODUCT_SLICE_FLOATS = 1 << 16;
 
 /**
- * Aᵀ·B for A [K, M], B [K, N], N % 16 == 0 (a Dense layer's kernel gradient, xᵀ·dy) with the filter gradient's
- * SIMD loop: out[m, n] = Σ_k A[k, m]·B[k, n] is conv_filter_grad_run with K "pixels", M input and N output
- * channels, threads taking blocks of rows. No transposed copy of A, and a 2×16 block of the result stays in
+ * Aᵀ·B for A [K, M], B [K, N], N % 16 == 0 (a Dense layer's kernel gradient, xᵀ·dy, or a pointwise layer's filter
+ * gradient) with the filter gradient's SIMD loop: out[m, n] = Σ_k A[k, m]·B[k, n] is conv_filter_grad_run with K
+ * "pixels", M input and N output channels. No transposed copy of A, and a 2×16 block of the result stays in
  * registers while K streams by (XNNPACK on the transposed copy: 22 ms for 32000×20 · 20×256, this: ~4).
+ * Threads take blocks of rows; each block runs K in slices of B that fit in L2 (the first assigns, the rest add):
+ * the loop streams all of B once per pair of rows, from L3 when B is larger than L2 (a pointwise layer's dy at
+ * 5×5×1280 × 20 images is 2.5 MB). Each output's sum still runs over k in order on one thread, so the bits do not
+ * depend on the slicing or the thread count.
  */
 export function filterGradProduct(simd: SimdKernels, backend: WasmBackend, A: TensorInfo, B: TensorInfo): TensorInfo {
   const [K, M] = A.shape as [number, number];
@@ -139,12 +146,26 @@ export function filterGradProduct(simd: SimdKernels, backend: WasmBackend, A: Te
   const a0 = offset(A);
   const b0 = offset(B);
   const o0 = offset(out);
-  const chunks = Math.ceil(M / PRODUCT_ROWS);
+  // Enough blocks of rows for every thread to get several (MobileNet's 160-row layer: 8 of 20, not 3 of 64).
+  const rows = Math.min(PRODUCT_ROWS, Math.max(8, 2 * Math.ceil(M / (8 * threadCount(backend)))));
+  const chunks = Math.ceil(M / rows);
+  const slice = Math.max(16, Math.floor(PRODUCT_SLICE_FLOATS / N));
   try {
     runChunks(backend, simd, 'conv_filter_grad_run', chunks, helpers(backend, chunks), (c, call) => {
-      const m0 = c * PRODUCT_ROWS;
-      // K with the sign bit set: the rows are assigned, so out needs no zeroing first.
-      call(a0 + m0 * 4, M * 4, b0, K | 0x80000000, Math.min(PRODUCT_ROWS, M - m0), N, o0 + m0 * N * 4);
+      const m0 = c * rows;
+      for (let k0 = 0; k0 < K; k0 += slice) {
+        const n = Math.min(slice, K - k0);
+        // The first slice with the sign bit set: assigned, so out needs no zeroing first.
+        call(
+          a0 + (k0 * M + m0) * 4,
+          M * 4,
+          b0 + k0 * N * 4,
+          k0 === 0 ? n | 0x80000000 : n,
+          Math.min(rows, M - m0),
+          N,
+          o0 + m0 * N * 4,
+        );
+      }
     });
   } catch (e) {
     backend.disposeData(out.dataId);

@@ -467,7 +467,7 @@ test('BatchMatMul matches cpu for every transpose combination, ranks 2 and 3, ba
     [4, 6, 50],
     [131, 20, 32], // Aᵀ·B with N % 16 == 0: the SIMD product (odd M, three blocks of rows)
     [5, 700, 96], // A·B with few rows and a large B: the chunked SIMD product (a short last chunk)
-    [37, 200, 1024], // Aᵀ·B with K in slices of 64 (a short last one) and blocks of 8 rows (a short last one)
+    [137, 200, 512], // Aᵀ·B with K in slices of 128 (a short last one) and 3–4 blocks of rows (a short last one)
   ] as const) {
     for (const batch of [0, 1, 3]) {
       for (const transposeA of [false, true]) {

@@ -136,8 +136,9 @@ function onCachedActivations(ctx: StrategyContext, t: TransferModel, from: strin
     batchSize: cfg.batchSize,
   });
   const headFeatures = memoizedFeatures(async (split) => {
+    const cached = await activations.get(split); // (extracted first if need be: its own log line and time)
     const t0 = performance.now();
-    const set = mapFeatureSet(topFeatures, await activations.get(split), cfg.batchSize);
+    const set = mapFeatureSet(topFeatures, cached, cfg.batchSize);
     ctx.log(
       `features: ${split} head features from cached activations in ${((performance.now() - t0) / 1000).toFixed(1)}s`,
     );

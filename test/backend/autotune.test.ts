@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
 import { isUserError } from '@catdog/errors';
-import { random, runKernel, type KernelInputs } from '../helpers/kernels.js';
+import { errorAndScale, random, runKernel, type KernelInputs } from '../helpers/kernels.js';
 import {
   PLAN_CACHE_FILE,
   cpuModel,
@@ -114,12 +114,8 @@ function check(kernel: string, c: Conv, seed: number, tol: number, label: string
   if (!reference.has(key)) reference.set(key, runKernel('cpu', kernel, inputs, attrs));
   const want = reference.get(key)!;
   assert.deepEqual(got.shape, want.shape, `${label}: shape`);
-  let scale = 1;
-  let worst = 0;
-  for (let i = 0; i < want.values.length; i++) {
-    scale = Math.max(scale, Math.abs(want.values[i]!));
-    worst = Math.max(worst, Math.abs(got.values[i]! - want.values[i]!));
-  }
+  const { worst, scale: largest } = errorAndScale(got.values, want.values);
+  const scale = Math.max(1, largest);
   assert.ok(worst <= tol * scale, `${label}: max abs error ${worst} (scale ${scale})`);
 }
 

@@ -4,7 +4,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
-import { isolatePlanCache, random, runKernel } from '../helpers/kernels.js';
+import { errorAndScale, isolatePlanCache, random, runKernel } from '../helpers/kernels.js';
 import { initBackend, rmsprop, wasmSimdKernelsLoaded, wasmSimdWorkers, wasmTrainingKernelNames } from '@catdog/backend';
 
 type Pad = 'valid' | 'same';
@@ -19,12 +19,8 @@ function assertClose(
   label: string,
 ): void {
   assert.deepEqual(actual.shape, expected.shape, `${label}: shape`);
-  let scale = 1;
-  for (const v of expected.values) scale = Math.max(scale, Math.abs(v));
-  let worst = 0;
-  for (let i = 0; i < expected.values.length; i++) {
-    worst = Math.max(worst, Math.abs(actual.values[i]! - expected.values[i]!));
-  }
+  const { worst, scale: largest } = errorAndScale(actual.values, expected.values);
+  const scale = Math.max(1, largest);
   assert.ok(worst <= 1e-5 * scale * 10, `${label}: max abs error ${worst} (scale ${scale})`);
 }
 

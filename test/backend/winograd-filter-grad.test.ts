@@ -13,11 +13,17 @@
 // batch of 20, 7e-6–4e-5 (the direct loop 3e-6–1.1e-5). An indexing mistake gives errors of the output's own size.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
-import { isolatePlanCache, random, runKernel, type KernelInputs } from '../helpers/kernels.js';
+import {
+  SINGLE_THREADED_CHILD,
+  assertPassesSingleThreaded,
+  isolatePlanCache,
+  random,
+  runKernel,
+  type KernelInputs,
+} from '../helpers/kernels.js';
 import { initBackend, kernelPlans, resetKernelPlans, wasmSimdKernelsLoaded, wasmSimdWorkers } from '@catdog/backend';
 
 type Pad = 'valid' | 'same';
@@ -33,7 +39,7 @@ interface Case {
 }
 
 isolatePlanCache();
-const CHILD = process.env.CATDOG_WINOGRAD_TEST_CHILD === '1';
+const CHILD = SINGLE_THREADED_CHILD;
 const SIMD = process.env.CATDOG_WASM_SIMD_KERNELS !== '0';
 const skip = SIMD ? false : 'CATDOG_WASM_SIMD_KERNELS=0';
 const TOLERANCE = { 3: 5e-5, 4: 1e-4, 6: 1e-4 } as const;
@@ -208,13 +214,5 @@ test('without autotuning the cost model gives the convnet layers Winograd; it do
 });
 
 test('the same checks pass with the single-threaded wasm build', { skip: CHILD || skip }, () => {
-  const file = fileURLToPath(import.meta.url);
-  const { NODE_TEST_CONTEXT: _, ...env } = process.env;
-  const child = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=tap', file], {
-    env: { ...env, CATDOG_WASM_THREADS: '0', CATDOG_WINOGRAD_TEST_CHILD: '1' },
-    encoding: 'utf8',
-    timeout: 240_000,
-  });
-  assert.equal(child.status, 0, `child run failed:\n${child.stdout}\n${child.stderr}`);
-  assert.match(child.stdout, /^# pass 3$/m, `child ran the checks:\n${child.stdout}`);
+  assertPassesSingleThreaded(fileURLToPath(import.meta.url), 3, 240_000);
 });

@@ -10,11 +10,18 @@
 // these sums of up to 9·512 products. An indexing mistake gives errors of the output's own size.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
-import { isolatePlanCache, random, runKernel, type KernelInputs } from '../helpers/kernels.js';
+import {
+  SINGLE_THREADED_CHILD,
+  assertPassesSingleThreaded,
+  errorAndScale,
+  isolatePlanCache,
+  random,
+  runKernel,
+  type KernelInputs,
+} from '../helpers/kernels.js';
 import {
   initBackend,
   kernelPlans,
@@ -28,7 +35,7 @@ type Pad = 'valid' | 'same';
 type Shape4 = [number, number, number, number];
 
 isolatePlanCache();
-const CHILD = process.env.CATDOG_WINOGRAD_TEST_CHILD === '1';
+const CHILD = SINGLE_THREADED_CHILD;
 const SIMD = process.env.CATDOG_WASM_SIMD_KERNELS !== '0';
 const skip = SIMD ? false : 'CATDOG_WASM_SIMD_KERNELS=0';
 const TOLERANCE = { 3: 5e-5, 4: 5e-5, 6: 2e-4 } as const;
@@ -58,12 +65,7 @@ function check(
     const actual = runKernel('wasm', kernelName, inputs, attrs);
     const expected = runKernel('cpu', kernelName, inputs, attrs);
     assert.deepEqual(actual.shape, expected.shape, `${label}: shape`);
-    let scale = 0;
-    let worst = 0;
-    for (let i = 0; i < expected.values.length; i++) {
-      scale = Math.max(scale, Math.abs(expected.values[i]!));
-      worst = Math.max(worst, Math.abs(actual.values[i]! - expected.values[i]!));
-    }
+    const { worst, scale } = errorAndScale(actual.values, expected.values);
     assert.ok(scale > 1, `${label}: nonzero output`);
     assert.ok(worst <= TOLERANCE[m] * scale, `${label}: max abs error ${worst} (scale ${scale})`);
   } finally {
@@ -108,12 +110,7 @@ function checkInputGrad(m: 3 | 4 | 6, c: GradCase, seed: number, viaOverride = f
     if (!gradReference.has(key)) gradReference.set(key, runKernel('cpu', 'Conv2DBackpropInput', inputs, attrs));
     const expected = gradReference.get(key)!;
     assert.deepEqual(actual.shape, expected.shape, `${label}: shape`);
-    let scale = 0;
-    let worst = 0;
-    for (let i = 0; i < expected.values.length; i++) {
-      scale = Math.max(scale, Math.abs(expected.values[i]!));
-      worst = Math.max(worst, Math.abs(actual.values[i]! - expected.values[i]!));
-    }
+    const { worst, scale } = errorAndScale(actual.values, expected.values);
     assert.ok(scale > 1, `${label}: nonzero output`);
     assert.ok(worst <= TOLERANCE[m] * scale, `${label}: max abs error ${worst} (scale ${scale})`);
   } finally {
@@ -300,12 +297,7 @@ test('gradients of a small convnet through tf.grads (Winograd forward and input 
     for (const r of dx) assert.match(`${r.plan} ${r.source}`, /^winograd4:block=\d+ forced$/, r.shape);
     const expected = grads('cpu');
     expected.forEach((e, k) => {
-      let scale = 0;
-      let worst = 0;
-      for (let i = 0; i < e.length; i++) {
-        scale = Math.max(scale, Math.abs(e[i]!));
-        worst = Math.max(worst, Math.abs(actual[k]![i]! - e[i]!));
-      }
+      const { worst, scale } = errorAndScale(actual[k]!, e);
       assert.ok(scale > 0 && worst <= 1e-4 * scale, `gradient ${k}: max abs error ${worst} (scale ${scale})`);
     });
   } finally {
@@ -339,14 +331,5 @@ test('the tile is chosen per layer, and only where Winograd applies', { skip }, 
 });
 
 test('the same checks pass with the single-threaded wasm build', { skip: CHILD || skip }, () => {
-  const file = fileURLToPath(import.meta.url);
-  // Without NODE_TEST_CONTEXT (set for this file's own run), the child is a test run of its own.
-  const { NODE_TEST_CONTEXT: _, ...env } = process.env;
-  const child = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=tap', file], {
-    env: { ...env, CATDOG_WASM_THREADS: '0', CATDOG_WINOGRAD_TEST_CHILD: '1' },
-    encoding: 'utf8',
-    timeout: 120_000,
-  });
-  assert.equal(child.status, 0, `child run failed:\n${child.stdout}\n${child.stderr}`);
-  assert.match(child.stdout, /^# pass 7$/m, `child ran the checks:\n${child.stdout}`);
+  assertPassesSingleThreaded(fileURLToPath(import.meta.url), 7, 120_000);
 });

@@ -348,16 +348,24 @@ function filterTransform(m) {
     ;; one Ci·Co tap after the other: the same byte offset p in every tap of g and every ξ of U
     (local.set $tap (i32.shl (i32.mul (local.get $Ci) (local.get $Co)) (i32.const 2)))
     (local.set $us (i32.add (local.get $tap) (i32.const 64)))
-    (local.set $p (i32.shl (local.get $v0) (i32.const 4)))
+${vectorRangeLoop('$w', '$u', body)}
+  )`;
+}
+
+/**
+ * The loop of the per-vector transforms over the float vectors v0 .. v1 - 1 (so threads can share them): `body` runs
+ * with $s = src + p and $o = dst + p for byte offsets p = 16·v (uses the caller's locals p, end, s, o, v0, v1).
+ */
+function vectorRangeLoop(src, dst, body) {
+  return `    (local.set $p (i32.shl (local.get $v0) (i32.const 4)))
     (local.set $end (i32.shl (local.get $v1) (i32.const 4)))
     (block $done (loop $loop
       (br_if $done (i32.ge_u (local.get $p) (local.get $end)))
-      (local.set $s (i32.add (local.get $w) (local.get $p)))
-      (local.set $o (i32.add (local.get $u) (local.get $p)))
+      (local.set $s (i32.add (local.get ${src}) (local.get $p)))
+      (local.set $o (i32.add (local.get ${dst}) (local.get $p)))
 ${indent(body, 6)}
       (local.set $p (i32.add (local.get $p) (i32.const 16)))
-      (br $loop)))
-  )`;
+      (br $loop)))`;
 }
 
 /**
@@ -816,15 +824,7 @@ function filterGradTransform(m) {
     (local.set $tap (i32.shl (i32.mul (local.get $Ci) (local.get $Co)) (i32.const 2)))
     (local.set $xs (i32.add (local.get $tap) (i32.const 64)))
     (local.set $ps (i32.mul (local.get $xs) (i32.const ${A * A})))
-    (local.set $p (i32.shl (local.get $v0) (i32.const 4)))
-    (local.set $end (i32.shl (local.get $v1) (i32.const 4)))
-    (block $done (loop $loop
-      (br_if $done (i32.ge_u (local.get $p) (local.get $end)))
-      (local.set $s (i32.add (local.get $M) (local.get $p)))
-      (local.set $o (i32.add (local.get $dw) (local.get $p)))
-${indent(body, 6)}
-      (local.set $p (i32.add (local.get $p) (i32.const 16)))
-      (br $loop)))
+${vectorRangeLoop('$M', '$dw', body)}
   )`;
 }
 

@@ -132,20 +132,30 @@ export function forwardPlan(
     normalize: (p) => (p.kind === 'winograd' && p.block === 0 ? { ...p, block: defaultWinogradBlock(info) } : p),
     candidates: (stage, winner) => {
       if (stage === 0) {
-        const x = proxyInputShape(info, threads);
-        const plans: KernelPlan[] = [
+        return onProxy(info, threads, PROXY_MACS, run, [
           { kind: 'xnnpack' },
           { kind: 'direct' },
           ...winogradTileCandidates(
             (m) => convCost(info, m, threads),
             () => defaultWinogradBlock(info),
           ),
-        ];
-        return plans.map((plan): Candidate => ({ plan, run: () => run(plan, x) }));
+        ]);
       }
       return winner?.kind === 'winograd' ? winogradBlockCandidates(info, threads, winner, run) : [];
     },
   });
+}
+
+/** `plans` as candidates, each timed on one proxy of the layer of about `macs` multiply-adds (proxyInputShape). */
+function onProxy(
+  info: tf.backend_util.Conv2DInfo,
+  threads: number,
+  macs: number,
+  run: ProxyRun,
+  plans: KernelPlan[],
+): Candidate[] {
+  const x = proxyInputShape(info, threads, macs);
+  return plans.map((plan) => ({ plan, run: () => run(plan, x) }));
 }
 
 /**
@@ -231,8 +241,7 @@ export function gradientPlan(
       if (stage === 0) {
         // Where Winograd runs, on the block stage's larger proxy, as the filter gradient (below): its costs per call
         // (the flipped filter and its transform) weigh on a proxy of a few tiles as they never do on a batch.
-        const x = proxyInputShape(info, threads, wino ? PROXY_MACS * BLOCK_PROXY_SCALE : PROXY_MACS);
-        const plans: KernelPlan[] = [
+        return onProxy(info, threads, wino ? PROXY_MACS * BLOCK_PROXY_SCALE : PROXY_MACS, run, [
           { kind: 'direct' },
           { kind: 'xnnpack' },
           ...(wino
@@ -241,8 +250,7 @@ export function gradientPlan(
                 () => defaultWinogradBlock(wino),
               )
             : []),
-        ];
-        return plans.map((plan): Candidate => ({ plan, run: () => run(plan, x) }));
+        ]);
       }
       return winner?.kind === 'winograd' && wino ? winogradBlockCandidates(info, threads, winner, run, wino) : [];
     },
@@ -289,14 +297,12 @@ function filterGradientPlan(backend: WasmBackend, info: tf.backend_util.Conv2DIn
         // products M assigned, then all of them transformed: 2.4 MB a thread at 128 → 128 channels) weigh on a
         // proxy of a few tiles as they never do on a batch (tuned on the 3e7 proxy, the convnet's 17×17×128 → 128
         // layer went to direct-taps, 2× slower on the batch than Winograd).
-        const x = proxyInputShape(info, threads, wino ? PROXY_MACS * BLOCK_PROXY_SCALE : PROXY_MACS);
-        const plans: KernelPlan[] = [
+        return onProxy(info, threads, wino ? PROXY_MACS * BLOCK_PROXY_SCALE : PROXY_MACS, run, [
           { kind: 'direct' },
           { kind: 'direct-taps' },
           { kind: 'xnnpack' },
           ...(wino ? winogradTileCandidates((m) => filterGradCost(info, m, threads), block) : []),
-        ];
-        return plans.map((plan): Candidate => ({ plan, run: () => run(plan, x) }));
+        ]);
       }
       return winner?.kind === 'winograd' ? winogradBlockCandidates(info, threads, winner, run) : [];
     },

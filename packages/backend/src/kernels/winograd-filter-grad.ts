@@ -9,7 +9,13 @@
 import type * as tf from '@tensorflow/tfjs';
 import type { SimdKernels } from '../simd-kernels.js';
 import { type TensorInfo, type WasmBackend, helpers, runChunks, threadCount } from './base.js';
-import { type WinogradTile, winogradApplies, winogradOverride, winogradTiles } from './winograd.js';
+import {
+  type WinogradTile,
+  cheapestWinogradTile,
+  winogradApplies,
+  winogradOverride,
+  winogradTiles,
+} from './winograd.js';
 
 /**
  * Cost of the filter gradient of a stride-1 3×3 convolution in multiply-adds of the SIMD micro-kernel: direct (9 per
@@ -43,16 +49,7 @@ export function winogradFilterGradTileSize(backend: WasmBackend, info: tf.backen
   if (mode === 0 || !winogradApplies(info)) return 0;
   if (mode !== 'auto') return mode;
   const threads = threadCount(backend);
-  const f3 = filterGradCost(info, 3, threads);
-  const f4 = filterGradCost(info, 4, threads);
-  const f6 = filterGradCost(info, 6, threads);
-  let best: WinogradTile = f3 < f4 ? 3 : 4;
-  let cost = Math.min(f3, f4);
-  if (f6 < 0.85 * cost) {
-    best = 6;
-    cost = f6;
-  }
-  return cost < 0.8 * filterGradCost(info, 0, threads) ? best : 0;
+  return cheapestWinogradTile((m) => filterGradCost(info, m, threads), filterGradCost(info, 0, threads));
 }
 
 /** Bytes of a block's transformed inputs and output gradients (all (m+2)² positions), by default. */

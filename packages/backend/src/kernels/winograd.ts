@@ -18,7 +18,7 @@ import { type TensorInfo, type WasmBackend, helpers, runChunks, threadCount } fr
  * CATDOG_WASM_WINOGRAD: unset (or 1) chooses per layer; 0 keeps the direct loop / XNNPACK for every
  * convolution, 3, 4 or 6 force that tile wherever Winograd applies (A/B timing, tests). Read per call.
  */
-function winogradMode(): 'auto' | 0 | WinogradTile {
+export function winogradOverride(): 'auto' | 0 | WinogradTile {
   const v = process.env.CATDOG_WASM_WINOGRAD;
   return v === '0' ? 0 : v === '3' ? 3 : v === '4' ? 4 : v === '6' ? 6 : 'auto';
 }
@@ -71,27 +71,29 @@ export function winogradTileSize(
   info: tf.backend_util.Conv2DInfo,
   direct: tf.backend_util.Conv2DInfo = info,
 ): 0 | WinogradTile {
-  const mode = winogradMode();
+  const mode = winogradOverride();
   if (mode === 0 || !winogradApplies(info)) return 0;
   if (mode !== 'auto') return mode;
   const threads = threadCount(backend);
-  const directCost = convCost(direct, 0, threads);
-  const f3 = convCost(info, 3, threads);
-  const f4 = convCost(info, 4, threads);
-  const f6 = convCost(info, 6, threads);
-  // F3 where its tiles fit the map better (9×9), F6 only where it clearly wins: it is the least accurate.
-  let best: WinogradTile = f3 < f4 ? 3 : 4;
-  let cost = Math.min(f3, f4);
-  if (f6 < 0.85 * cost) {
-    best = 6;
-    cost = f6;
-  }
-  return cost < 0.8 * directCost ? best : 0;
+  return cheapestWinogradTile((m) => convCost(info, m, threads), convCost(direct, 0, threads));
 }
 
-/** CATDOG_WASM_WINOGRAD as set: 'auto', 0 (off) or a forced tile. */
-export function winogradOverride(): 'auto' | 0 | WinogradTile {
-  return winogradMode();
+/**
+ * The tile a cost model (`cost(m)`, in the units of `direct`, the direct loop's cost) picks: F3 where its tiles fit
+ * the map better (9×9), F6 only where it clearly wins (it is the least accurate), none (0) unless it costs under
+ * 0.8× the direct loop.
+ */
+export function cheapestWinogradTile(cost: (m: WinogradTile) => number, direct: number): 0 | WinogradTile {
+  const f3 = cost(3);
+  const f4 = cost(4);
+  const f6 = cost(6);
+  let best: WinogradTile = f3 < f4 ? 3 : 4;
+  let least = Math.min(f3, f4);
+  if (f6 < 0.85 * least) {
+    best = 6;
+    least = f6;
+  }
+  return least < 0.8 * direct ? best : 0;
 }
 
 /** Bytes of one position's slice of transformed inputs (or products) in a tile block, by default. */

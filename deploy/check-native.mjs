@@ -1,6 +1,7 @@
 // Loads every native (or WebAssembly) module the CLIs need and runs each once, from the installed node_modules.
-// The image build runs it right after `npm ci` (deploy/Dockerfile), so an image in which sharp, TurboJPEG, h5wasm or
-// the tfjs wasm backend cannot load is never pushed. Plain JavaScript, no workspace code: it checks the install only.
+// The image build runs it right after `npm ci` (deploy/Dockerfile), so an image in which sharp, TurboJPEG, h5wasm,
+// esbuild or the tfjs wasm backend cannot load is never pushed. Plain JavaScript, no workspace code: it checks the
+// install only.
 import { createRequire } from 'node:module';
 import { dirname, sep } from 'node:path';
 
@@ -52,7 +53,13 @@ await check('@tensorflow/tfjs-backend-wasm', async () => {
   if (sum !== 6) throw new Error(`sum was ${sum}`);
   return `backend ${tf.getBackend()}`;
 });
-await check('tsx', async () => `${require('tsx/package.json').version}`);
+// esbuild's platform binary compiles the CLIs next (tools/build.mjs): one TypeScript line through it.
+await check('esbuild', async () => {
+  const { transform, version } = await import('esbuild');
+  const { code } = await transform('const n: number = 6;', { loader: 'ts' });
+  if (code.trim() !== 'const n = 6;') throw new Error(`compiled to ${JSON.stringify(code)}`);
+  return `esbuild ${version}`;
+});
 process.stdout.write(
   `native modules load (node ${process.version}, uid ${process.getuid?.()}):\n  ${checks.join('\n  ')}\n`,
 );

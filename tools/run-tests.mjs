@@ -25,6 +25,9 @@ if (files.length === 0) {
   console.error(`no test files match ${filters.join(' ') || 'test/**/*.test.ts'}`);
   process.exit(1);
 }
+// The CLIs run compiled, as `nx run` runs them (tools/build.mjs): build them from the sources under test first.
+const built = spawnSync(process.execPath, [join(root, 'tools', 'build.mjs')], { cwd: root, stdio: 'inherit' });
+if (built.status !== 0) process.exit(built.status ?? 1);
 // One cache folder per run (kernel plans, downloads): tests never write the user's ~/.cache, and each shape is
 // autotuned once per run rather than once per test process.
 const cacheDir = process.env.CATDOG_CACHE_DIR ?? mkdtempSync(join(tmpdir(), 'catdog-test-cache-'));

@@ -7,11 +7,11 @@ import { prepareDataset } from '@catdog/dataset';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
+import { CLI, kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
 
 // Run at the workspace root as Nx does, with the user's directory in INIT_CWD as npm/npx set it.
 const cli = (args: string[], userDir = projectRoot) =>
-  spawnSync(process.execPath, ['--import', 'tsx', 'apps/augment/src/main.ts', ...args], {
+  spawnSync(process.execPath, [CLI.augment, ...args], {
     cwd: projectRoot,
     encoding: 'utf8',
     env: { ...process.env, INIT_CWD: userDir },
@@ -174,7 +174,7 @@ test('clear errors: exit 1 for missing inputs, 2 for usage errors', () => {
 test('serve refuses to listen beyond loopback without a token, and names bad flags (exit 2)', () => {
   const { CATDOG_AUGMENT_TOKEN: _, ...env } = process.env;
   const run = (args: string[]) =>
-    spawnSync(process.execPath, ['--import', 'tsx', 'apps/augment/src/main.ts', ...args], {
+    spawnSync(process.execPath, [CLI.augment, ...args], {
       cwd: projectRoot,
       encoding: 'utf8',
       env,

@@ -5,10 +5,10 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { projectRoot } from '../helpers/fixtures.js';
+import { CLI, projectRoot } from '../helpers/fixtures.js';
 import { flatSource, tempDir } from '../dataset/helpers.js';
 
-const MAIN = join(projectRoot, 'apps', 'augment', 'src', 'main.ts');
+const MAIN = CLI.augment;
 const children: ChildProcess[] = [];
 const dirs: string[] = [];
 after(async () => {
@@ -21,7 +21,7 @@ function augment(args: string[]): {
   out: { stdout: string; stderr: string };
   done: Promise<number | null>;
 } {
-  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], { cwd: projectRoot });
+  const child = spawn(process.execPath, [MAIN, ...args], { cwd: projectRoot });
   children.push(child);
   const out = { stdout: '', stderr: '' };
   child.stdout!.on('data', (d) => (out.stdout += d));

@@ -131,8 +131,15 @@ test('Dockerfile: one Debian-based Node >= 22 base for every stage, npm ci --omi
   );
   assert.deepEqual(exec(runtimeStage, 'ENTRYPOINT'), ['/usr/bin/tini', '--'], 'tini as PID 1 forwards signals');
   const cmd = exec(runtimeStage, 'CMD')!;
-  assert.deepEqual(cmd.slice(0, 3), ['node', '--import', 'tsx'], 'CMD runs node itself, not npm');
-  assert.ok(existsSync(join(projectRoot, cmd[3])), `CMD runs ${cmd[3]}, which exists`);
+  assert.equal(cmd[0], 'node', 'CMD runs node itself, not npm');
+  // A CLI compiled by tools/build.mjs (dist/node mirrors the sources): its TypeScript source exists.
+  assert.match(cmd[1]!, /^dist\/node\/apps\/\w+\/src\/\w+\.js$/);
+  const source = cmd[1]!.replace(/^dist\/node\//, '').replace(/\.js$/, '.ts');
+  assert.ok(existsSync(join(projectRoot, source)), `CMD runs ${cmd[1]}, compiled from ${source}, which exists`);
+  assert.ok(
+    runs(buildStage).some((r) => r === 'node tools/build.mjs'),
+    'the build stage compiles the CLIs (node tools/build.mjs)',
+  );
   // The runtime stage's RUN steps are system packages only (not run here: apt as root in a Debian image).
   for (const r of runs(runtimeStage))
     assert.match(
@@ -140,9 +147,11 @@ test('Dockerfile: one Debian-based Node >= 22 base for every stage, npm ci --omi
       /^apt-get update && apt-get install -y --no-install-recommends [\w ]+&& rm -rf \/var\/lib\/apt\/lists\/\*$/,
     );
   assert.ok(runs(runtimeStage).some((r) => /\btini\b/.test(r)));
-  // tsx runs the TypeScript sources in the image, so npm ci --omit=dev must install it; nx is build-time only.
+  // esbuild compiles the CLIs in the image's build stage, so npm ci --omit=dev must install it; the image runs
+  // JavaScript, so tsx (the tests' TypeScript loader) and nx are development tools.
   const pkg = JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8'));
-  assert.ok(pkg.dependencies.tsx, 'tsx is a runtime dependency');
+  assert.ok(pkg.dependencies.esbuild, 'esbuild is a runtime dependency');
+  assert.ok(!pkg.dependencies.tsx, 'tsx is a devDependency');
   assert.ok(!pkg.dependencies.nx, 'nx is a devDependency');
 });
 
@@ -172,14 +181,15 @@ function asUser1000(file: string, args: string[]): [string, string[]] {
     : [file, args];
 }
 
-// Runs in the clean tree as uid 1000 (through tsx, as the CLIs run): every native module, through our own packages.
+// Runs in the clean tree as uid 1000 from dist/node (where the compiled CLIs run, so @catdog/* are the compiled
+// packages): every native module, through our own packages.
 const PROBE = `
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 const out = { uid: process.getuid(), cwd: process.cwd() };
 try { accessSync(process.cwd(), constants.W_OK); out.treeWritable = true; } catch { out.treeWritable = false; }
-out.resolved = Object.fromEntries(['sharp', '@img/sharp-linux-x64/sharp.node', '@julusian/jpeg-turbo', 'h5wasm/node', '@tensorflow/tfjs-backend-wasm', 'tsx']
+out.resolved = Object.fromEntries(['sharp', '@img/sharp-linux-x64/sharp.node', '@julusian/jpeg-turbo', 'h5wasm/node', '@tensorflow/tfjs-backend-wasm', '@catdog/augment']
   .map((p) => [p, fileURLToPath(import.meta.resolve(p))]));
 const jpeg = readFileSync(process.env.PROBE_JPEG);
 const { default: sharp } = await import('sharp');
@@ -205,7 +215,7 @@ process.stdout.write(JSON.stringify(out));
 test("the build stage's COPY and RUN steps, replayed in a clean folder, give a tree where every native module loads as uid 1000", {
   timeout: 240_000,
 }, async (t) => {
-  // About 30 s on an idle 2-core machine (npm ci from the cache ~11 s, tsx compiling the sources once, prep on
+  // About 30 s on an idle 2-core machine (npm ci from the cache ~11 s, tools/build.mjs under a second, prep on
   // 10 JPEGs); the timeout leaves room for a machine shared with other test runs.
   const work = mkdtempSync(join(tmpdir(), 'catdog-image-'));
   chmodSync(work, 0o755);
@@ -255,9 +265,11 @@ test("the build stage's COPY and RUN steps, replayed in a clean folder, give a t
   }
   t.diagnostic(steps.join('\n'));
   assert.ok(existsSync(join(tree, 'node_modules', '@img', 'sharp-linux-x64')), "sharp's platform binary is installed");
-  assert.ok(existsSync(join(tree, 'node_modules', 'tsx')), 'tsx is installed by npm ci --omit=dev');
+  assert.ok(existsSync(join(tree, 'node_modules', 'esbuild')), 'esbuild is installed by npm ci --omit=dev');
+  assert.ok(existsSync(join(tree, 'dist', 'node', 'apps', 'prep', 'src', 'main.js')), 'the CLIs are compiled');
   for (const dev of [
     'nx',
+    'tsx',
     'typescript',
     's3rver',
     'kubernetes-models',
@@ -288,10 +300,10 @@ test("the build stage's COPY and RUN steps, replayed in a clean folder, give a t
   };
   assert.equal(imageEnv.NODE_ENV, 'production');
 
-  writeFileSync(join(tree, 'image-test-probe.mjs'), PROBE);
+  writeFileSync(join(tree, 'dist', 'node', 'image-test-probe.mjs'), PROBE);
   const jpegPath = join(kaggleTrainDir, 'cat.0.jpg');
   const h5Path = join(kerasH5Dir, 'mobilenet_2_5_224_tf_no_top.h5');
-  const [file, args] = asUser1000(process.execPath, ['--import', 'tsx', 'image-test-probe.mjs']);
+  const [file, args] = asUser1000(process.execPath, ['dist/node/image-test-probe.mjs']);
   if (!rootOwnsTree) t.diagnostic('not root (or no setpriv): the probe runs as the current user instead of uid 1000');
   const probeStarted = performance.now();
   const probe = await run(file, args, {
@@ -335,9 +347,7 @@ test("the build stage's COPY and RUN steps, replayed in a clean folder, give a t
     for (let i = 0; i < 5; i++) cpSync(join(kaggleTrainDir, `${cls}.${i}.jpg`), join(source, `${cls}.${i}.jpg`));
   const out = join(writable, 'tmp', 'book');
   const [pfile, pargs] = asUser1000(process.execPath, [
-    '--import',
-    'tsx',
-    'apps/prep/src/main.ts',
+    'dist/node/apps/prep/src/main.js',
     'split',
     `--source=${source}`,
     `--out=${out}`,

@@ -3,6 +3,7 @@
 // benchmarks can import it.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { CLI } from './fixtures.js';
 
 const projectRoot = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -40,9 +41,7 @@ export interface AugmentServeProcess {
 export function startAugmentServe(options: AugmentServeOptions = {}): Promise<AugmentServeProcess> {
   const args = [
     ...(options.nodeArgs ?? []),
-    '--import',
-    'tsx',
-    'apps/augment/src/main.ts',
+    CLI.augment,
     'serve',
     '--port',
     String(options.port ?? 0),

@@ -14,12 +14,12 @@ import sharp from 'sharp';
 import { openStream, readManifest, sha256, type Manifest } from '@catdog/dataset';
 import { decodeResized } from '@catdog/augment';
 import { UserError } from '@catdog/errors';
-import { kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
+import { CLI, kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
 import { startLoopbackS3, type LoopbackS3 } from '../helpers/s3-server.js';
 import { flatSource, tempDir } from '../dataset/helpers.js';
 
-const prepMain = join(projectRoot, 'apps', 'prep', 'src', 'main.ts');
-const augmentMain = join(projectRoot, 'apps', 'augment', 'src', 'main.ts');
+const prepMain = CLI.prep;
+const augmentMain = CLI.augment;
 const SMALL = ['--train', '6', '--validation', '3', '--test', '3', '--shard-samples', '6'];
 let work: string;
 let s3: LoopbackS3;
@@ -36,11 +36,10 @@ interface Run {
 function run(main: string, args: string[], env: Record<string, string> = {}): Promise<Run> {
   const timeFile = join(work, `time-${Math.random().toString(36).slice(2)}`);
   return new Promise((resolve, reject) => {
-    const child = spawn(
-      '/usr/bin/time',
-      ['-f', '%M', '-o', timeFile, process.execPath, '--import', 'tsx', main, ...args],
-      { cwd: projectRoot, env: { ...process.env, ...env, INIT_CWD: projectRoot } },
-    );
+    const child = spawn('/usr/bin/time', ['-f', '%M', '-o', timeFile, process.execPath, main, ...args], {
+      cwd: projectRoot,
+      env: { ...process.env, ...env, INIT_CWD: projectRoot },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));

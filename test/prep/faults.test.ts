@@ -8,12 +8,12 @@ import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { openStorage } from '@catdog/storage';
 import { readManifest } from '@catdog/dataset';
-import { projectRoot } from '../helpers/fixtures.js';
+import { CLI, projectRoot } from '../helpers/fixtures.js';
 import { startLoopbackS3, type LoopbackS3 } from '../helpers/s3-server.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/s3-fault-proxy.js';
 import { flatSource, tempDir } from '../dataset/helpers.js';
 
-const main = join(projectRoot, 'apps', 'prep', 'src', 'main.ts');
+const main = CLI.prep;
 const SMALL = ['--train', '12', '--validation', '6', '--test', '6', '--shard-samples', '8'];
 let s3: LoopbackS3;
 let src: string;
@@ -29,7 +29,7 @@ interface Run {
 /** Runs prep from the project root (as Nx does) with INIT_CWD set to the user's directory. */
 function prep(args: string[], env: Record<string, string>, userDir = projectRoot): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', main, ...args], {
+    const child = spawn(process.execPath, [main, ...args], {
       cwd: projectRoot,
       env: { ...process.env, ...env, INIT_CWD: userDir },
     });

@@ -8,10 +8,10 @@ import { existsSync, mkdirSync, watch } from 'node:fs';
 import { join } from 'node:path';
 import { TEMP_MARKER } from '@catdog/storage';
 import { seededRandom, type Manifest } from '@catdog/dataset';
-import { projectRoot } from '../helpers/fixtures.js';
+import { CLI, projectRoot } from '../helpers/fixtures.js';
 import { flatSource, tempDir } from '../dataset/helpers.js';
 
-const main = join(projectRoot, 'apps', 'prep', 'src', 'main.ts');
+const main = CLI.prep;
 // Resizing makes every image real work, so the kill lands inside the run rather than after it.
 const ARGS = [
   '--train',
@@ -40,7 +40,7 @@ interface Run {
 
 function run(args: string[], killAfterStartMs?: number): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', main, ...args], { cwd: projectRoot });
+    const child = spawn(process.execPath, [main, ...args], { cwd: projectRoot });
     let stderr = '';
     let timer: NodeJS.Timeout | undefined;
     let planned = 0;
@@ -113,7 +113,7 @@ test('kill -9 at random points (3 seeds), then rerun: same shards and manifest a
 function runKilledAt(args: string[], out: string, trigger: (path: string) => boolean): Promise<Run & { at?: string }> {
   return new Promise((resolve, reject) => {
     mkdirSync(out, { recursive: true });
-    const child = spawn(process.execPath, ['--import', 'tsx', main, ...args], { cwd: projectRoot });
+    const child = spawn(process.execPath, [main, ...args], { cwd: projectRoot });
     let at: string | undefined;
     const watcher = watch(out, { recursive: true }, (_event, name) => {
       if (at === undefined && name && trigger(name.toString())) {

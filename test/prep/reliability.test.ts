@@ -12,10 +12,10 @@ import sharp from 'sharp';
 import { TEMP_MARKER } from '@catdog/storage';
 import { openSource, sha256, type Manifest } from '@catdog/dataset';
 import { UserError } from '@catdog/errors';
-import { kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
+import { CLI, kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
 import { flatSource, tempDir } from '../dataset/helpers.js';
 
-const main = join(projectRoot, 'apps', 'prep', 'src', 'main.ts');
+const main = CLI.prep;
 const SMALL = ['--train', '6', '--validation', '3', '--test', '3', '--shard-samples', '6'];
 let src: string;
 let work: string;
@@ -28,7 +28,7 @@ interface Run {
 
 function prep(args: string[], env: Record<string, string> = {}, userDir = projectRoot): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', main, ...args], {
+    const child = spawn(process.execPath, [main, ...args], {
       cwd: projectRoot,
       env: { ...process.env, ...env, INIT_CWD: userDir },
     });
@@ -246,21 +246,7 @@ test('temp files of a killed run are removed by the next run; a live writer’s 
     await rm(out, { recursive: true, force: true });
     const child = spawn(
       process.execPath,
-      [
-        '--import',
-        'tsx',
-        main,
-        'split',
-        '--source',
-        src,
-        '--out',
-        out,
-        ...SMALL,
-        '--shard-samples',
-        '4',
-        '--concurrency',
-        '1',
-      ],
+      [main, 'split', '--source', src, '--out', out, ...SMALL, '--shard-samples', '4', '--concurrency', '1'],
       {
         cwd: projectRoot,
         stdio: 'ignore',

@@ -7,10 +7,10 @@ import { existsSync } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TEMP_MARKER } from '@catdog/storage';
-import { projectRoot } from '../helpers/fixtures.js';
+import { CLI, projectRoot } from '../helpers/fixtures.js';
 import { flatSource, tempDir } from '../dataset/helpers.js';
 
-const main = join(projectRoot, 'apps', 'prep', 'src', 'main.ts');
+const main = CLI.prep;
 // Resizing makes every image real work, so the signal lands inside the run rather than after it.
 const ARGS = [
   '--train',
@@ -41,7 +41,7 @@ after(async () => {
 /** Runs prep; once its plan line appears, sends `signals` (one after the other). */
 function run(args: string[], signals: NodeJS.Signals[] = []): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', main, ...args], { cwd: projectRoot });
+    const child = spawn(process.execPath, [main, ...args], { cwd: projectRoot });
     let stderr = '';
     let sent = false;
     child.stderr.on('data', (d) => {

@@ -6,10 +6,10 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { projectRoot } from '../helpers/fixtures.js';
+import { CLI, projectRoot } from '../helpers/fixtures.js';
 import { flatSource, tempDir } from '../dataset/helpers.js';
 
-const main = join(projectRoot, 'apps', 'prep', 'src', 'main.ts');
+const main = CLI.prep;
 const SCRIPT = '/usr/bin/script';
 const ESC = String.fromCharCode(27);
 let src: string;
@@ -44,7 +44,7 @@ test('prep split on a terminal draws a progress bar in place; piped, it writes p
     t.skip(`${SCRIPT} not found (util-linux)`);
     return;
   }
-  const command = [process.execPath, '--import', 'tsx', main, ...args(join(work, 'tty'))].map(quote).join(' ');
+  const command = [process.execPath, main, ...args(join(work, 'tty'))].map(quote).join(' ');
   const tty = spawnSync(SCRIPT, ['-qec', command, '/dev/null'], {
     cwd: projectRoot,
     encoding: 'utf8',
@@ -56,7 +56,7 @@ test('prep split on a terminal draws a progress bar in place; piped, it writes p
   assert.ok(tty.stdout.includes('\r') || tty.stdout.includes(`${ESC}[`), 'redrawn in place');
   assert.doesNotMatch(tty.stdout, /images in \d+ shards for this worker/, 'no plain progress lines on a terminal');
 
-  const piped = spawnSync(process.execPath, ['--import', 'tsx', main, ...args(join(work, 'piped'))], {
+  const piped = spawnSync(process.execPath, [main, ...args(join(work, 'piped'))], {
     cwd: projectRoot,
     encoding: 'utf8',
     timeout: 120_000,

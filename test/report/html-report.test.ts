@@ -12,7 +12,7 @@ import { chromium } from 'playwright-core';
 import sharp from 'sharp';
 import { UserError } from '@catdog/errors';
 import { findRunDirs, writeComparisonReport, writeRunReport } from '@catdog/report';
-import { projectRoot } from '../helpers/fixtures.js';
+import { CLI, projectRoot } from '../helpers/fixtures.js';
 import { makeRealRun } from './real-run.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -217,14 +217,10 @@ function cli(
   userDir = projectRoot,
 ): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((done) => {
-    const child = spawn(
-      process.execPath,
-      ['--import', 'tsx', join(projectRoot, 'apps/trainer/src/report.ts'), ...args],
-      {
-        cwd: projectRoot,
-        env: { ...process.env, INIT_CWD: userDir },
-      },
-    );
+    const child = spawn(process.execPath, [CLI.report, ...args], {
+      cwd: projectRoot,
+      env: { ...process.env, INIT_CWD: userDir },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));

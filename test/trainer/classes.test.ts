@@ -9,7 +9,7 @@ import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
+import { CLI, kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
 import { predict, type PhotoPrediction, type ProgressSink } from '@catdog/training';
 import { CONTRACT, lastLine, runTrainer } from './helpers.js';
 
@@ -43,9 +43,7 @@ before(async () => {
   const prep = spawnSync(
     process.execPath,
     [
-      '--import',
-      'tsx',
-      join(projectRoot, 'apps', 'prep', 'src', 'main.ts'),
+      CLI.prep,
       'split',
       '--source',
       source,
@@ -206,11 +204,10 @@ test('predict gives every class a probability; export writes the three classes i
   assert.equal(labels.activation, 'softmax');
 
   const html = join(root, 'report.html');
-  const rep = spawnSync(
-    process.execPath,
-    ['--import', 'tsx', join(projectRoot, 'apps', 'trainer', 'src', 'report.ts'), '--run', run, '--out', html],
-    { cwd: projectRoot, encoding: 'utf8' },
-  );
+  const rep = spawnSync(process.execPath, [CLI.report, '--run', run, '--out', html], {
+    cwd: projectRoot,
+    encoding: 'utf8',
+  });
   assert.equal(rep.status, 0, rep.stderr);
   const page = await readFile(html, 'utf8');
   for (const c of ['cat', 'dog', 'negative']) assert.match(page, new RegExp(`predicted ${c}</th>`));

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { prepareDataset } from '@catdog/dataset';
 import { openStorage } from '@catdog/storage';
 import { RunDir, type History } from '@catdog/training';
-import { kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
+import { CLI, kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
 import { startLoopbackS3, type LoopbackS3 } from '../helpers/s3-server.js';
 import { lastLine, runTrainerAsync, TRAINER, CONTRACT } from './helpers.js';
 
@@ -73,7 +73,7 @@ function runUntil(
   until?: RegExp,
 ): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', TRAINER, ...cliArgs], {
+    const child = spawn(process.execPath, [TRAINER, ...cliArgs], {
       cwd: projectRoot,
       env: { ...process.env, INIT_CWD: projectRoot, ...env },
       stdio: ['ignore', 'ignore', 'pipe'],
@@ -213,17 +213,10 @@ test('on S3: --data and --out s3://, killed twice, --resume each time; history, 
   assert.equal(lastLine(ev.stdout), lastLine(referenceLine), 'the resumed model scores as the uninterrupted one');
 
   const report = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    const child = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        join(projectRoot, 'apps', 'trainer', 'src', 'report.ts'),
-        '--runs',
-        's3://resume-bucket/runs',
-      ],
-      { cwd: projectRoot, env: { ...process.env, INIT_CWD: projectRoot } },
-    );
+    const child = spawn(process.execPath, [CLI.report, '--runs', 's3://resume-bucket/runs'], {
+      cwd: projectRoot,
+      env: { ...process.env, INIT_CWD: projectRoot },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

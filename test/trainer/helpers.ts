@@ -5,12 +5,12 @@ import { after, before } from 'node:test';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { prepareDataset } from '@catdog/dataset';
-import { kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
+import { CLI, kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
 import { startLoopbackS3, type LoopbackS3 } from '../helpers/s3-server.js';
 import { flatSource } from '../dataset/helpers.js';
 
-export const TRAINER = join(projectRoot, 'apps', 'trainer', 'src', 'main.ts');
-const PREP = join(projectRoot, 'apps', 'prep', 'src', 'main.ts');
+export const TRAINER = CLI.trainer;
+const PREP = CLI.prep;
 
 export interface CliResult {
   code: number | null;
@@ -19,7 +19,7 @@ export interface CliResult {
 }
 
 export function runTrainer(args: string[], env: Record<string, string> = {}): CliResult {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', TRAINER, ...args], {
+  const r = spawnSync(process.execPath, [TRAINER, ...args], {
     cwd: projectRoot,
     encoding: 'utf8',
     env: { ...process.env, INIT_CWD: projectRoot, ...env },
@@ -29,7 +29,7 @@ export function runTrainer(args: string[], env: Record<string, string> = {}): Cl
 }
 
 export function spawnTrainer(args: string[], env: Record<string, string> = {}): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', TRAINER, ...args], {
+  return spawn(process.execPath, [TRAINER, ...args], {
     cwd: projectRoot,
     env: { ...process.env, INIT_CWD: projectRoot, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -43,8 +43,6 @@ export async function tinyDataset(): Promise<{ root: string; data: string }> {
   const r = spawnSync(
     process.execPath,
     [
-      '--import',
-      'tsx',
       PREP,
       'split',
       '--source',
@@ -89,7 +87,7 @@ export const CONTRACT = /^accuracy=(\d\.\d+) loss=(\d+\.\d+) n=(\d+)$/;
 /** Like runTrainer, without blocking this process's event loop (needed when this process serves S3). */
 export function runTrainerAsync(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', TRAINER, ...args], {
+    const child = spawn(process.execPath, [TRAINER, ...args], {
       cwd: projectRoot,
       env: { ...process.env, INIT_CWD: projectRoot, ...env },
     });

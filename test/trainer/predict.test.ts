@@ -10,7 +10,7 @@ import sharp from 'sharp';
 import { initBackend } from '@catdog/backend';
 import { classifyPhoto, loadExportedModel } from '@catdog/models';
 import { spawnSync } from 'node:child_process';
-import { kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
+import { CLI, kaggleTrainDir, projectRoot } from '../helpers/fixtures.js';
 import { runTrainer, tinyDataset } from './helpers.js';
 
 let root = '';
@@ -280,11 +280,10 @@ test("the run's misclassified test images have Grad-CAM heatmaps, shown on the r
     assert.ok(existsSync(join(run, m.heatmap!)));
   }
   const html = join(root, 'report.html');
-  const rep = spawnSync(
-    process.execPath,
-    ['--import', 'tsx', join(projectRoot, 'apps', 'trainer', 'src', 'report.ts'), '--run', run, '--out', html],
-    { cwd: projectRoot, encoding: 'utf8' },
-  );
+  const rep = spawnSync(process.execPath, [CLI.report, '--run', run, '--out', html], {
+    cwd: projectRoot,
+    encoding: 'utf8',
+  });
   assert.equal(rep.status, 0, rep.stderr);
   const page = await readFile(html, 'utf8');
   assert.equal(

@@ -19,7 +19,8 @@ export class BatchPool {
     readonly workers: number,
   ) {
     this.pool = new Piscina({
-      filename: new URL('./worker.ts', import.meta.url).href,
+      // worker.ts beside this file, or worker.js when running compiled (dist/node, tools/build.mjs).
+      filename: new URL(`./worker${import.meta.url.slice(import.meta.url.lastIndexOf('.'))}`, import.meta.url).href,
       minThreads: workers,
       maxThreads: workers,
       idleTimeout: 60_000,

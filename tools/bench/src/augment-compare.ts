@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { CLI } from './cli.js';
 
 const root = fileURLToPath(new URL('../../..', import.meta.url));
 const base = process.env.INIT_CWD ?? process.cwd();
@@ -166,9 +167,7 @@ async function ours(from: string, label: string, work: string): Promise<OurRecor
   const file = join(work, `${label}.json`);
   console.error(`\n== ours (${label}): augment bench --source ${from}`);
   await run(process.execPath, [
-    '--import',
-    'tsx',
-    join(root, 'apps/augment/src/main.ts'),
+    CLI.augment,
     'bench',
     '--source',
     from,

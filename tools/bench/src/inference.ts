@@ -26,11 +26,11 @@ import {
   fixed,
   here,
   prepBookSplit,
-  root,
   runTimed,
   table,
   tail,
 } from './torch-peer.js';
+import { CLI } from './cli.js';
 
 interface Options {
   quick: boolean;
@@ -44,7 +44,7 @@ interface Options {
   python?: string;
 }
 
-const trainer = join(root, 'apps/trainer/src/main.ts');
+const trainer = CLI.trainer;
 
 /** Copies the book's test images (per class indices train+validation … +test) into a Kaggle-layout folder. */
 async function testFolder(dir: string, source: string, perClass: number): Promise<number> {
@@ -100,11 +100,9 @@ async function trainRuns(work: string, o: Options): Promise<string[]> {
   for (const [strategy, extra] of recipes) {
     const out = join(work, `run-${strategy}`);
     process.stderr.write(`== training a ${strategy} run to evaluate → ${out}\n`);
-    const r = await runTimed(
-      process.execPath,
-      ['--import', 'tsx', trainer, strategy, ...common, '--out', out, ...extra],
-      { prefix: `  [train ${strategy}] ` },
-    );
+    const r = await runTimed(process.execPath, [trainer, strategy, ...common, '--out', out, ...extra], {
+      prefix: `  [train ${strategy}] `,
+    });
     if (r.code !== 0) throw new Error(`trainer ${strategy} exited ${r.code}:\n${tail(r.stderr)}`);
     runs.push(out);
   }
@@ -154,8 +152,6 @@ async function measure(run: string, images: string, n: number, o: Options, pytho
   const ours = await runTimed(
     process.execPath,
     [
-      '--import',
-      'tsx',
       trainer,
       'evaluate',
       '--model',
@@ -178,8 +174,6 @@ async function measure(run: string, images: string, n: number, o: Options, pytho
   const predicted = await runTimed(
     process.execPath,
     [
-      '--import',
-      'tsx',
       trainer,
       'predict',
       '--model',

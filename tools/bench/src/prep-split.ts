@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util';
 import type { AddressInfo } from 'node:net';
 // @ts-expect-error s3rver ships no types
 import S3rver from 's3rver';
+import { CLI } from './cli.js';
 
 const root = fileURLToPath(new URL('../../..', import.meta.url));
 const { values } = parseArgs({
@@ -41,14 +42,10 @@ function runPrep(
 ): Promise<{ report: { images: number; seconds: number; imagesPerSecond: number }; wall: number }> {
   const started = performance.now();
   return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      ['--import', 'tsx', join(root, 'apps/prep/src/main.ts'), 'split', ...args, '--json'],
-      {
-        cwd: root,
-        env: { ...process.env, ...env },
-      },
-    );
+    const child = spawn(process.execPath, [CLI.prep, 'split', ...args, '--json'], {
+      cwd: root,
+      env: { ...process.env, ...env },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));

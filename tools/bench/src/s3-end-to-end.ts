@@ -23,6 +23,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { openStorage } from '@catdog/storage';
 import { check, PREP, runCli, SHARED_TRAIN, startS3, TRAINER } from './bench-s3.js';
+import { CLI } from './cli.js';
 
 const { values } = parseArgs({
   options: {
@@ -70,10 +71,7 @@ async function main(): Promise<void> {
       'trainer evaluate',
     );
     stages.evaluate = evaluated.seconds;
-    const reported = check(
-      await runCli('apps/trainer/src/report.ts', ['--runs', runs], s3.env, 'report'),
-      'trainer report',
-    );
+    const reported = check(await runCli(CLI.report, ['--runs', runs], s3.env, 'report'), 'trainer report');
     stages.report = reported.seconds;
     const history = JSON.parse((await openStorage(run).read('history.json')).toString('utf8')) as {
       epoch: number[];

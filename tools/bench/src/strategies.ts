@@ -25,12 +25,12 @@ import {
   fixed,
   here,
   prepBookSplit,
-  root,
   runTimed,
   table,
   tail,
   type SplitCounts,
 } from './torch-peer.js';
+import { CLI } from './cli.js';
 
 export const BENCH_STRATEGIES = ['extract', 'finetune', 'scratch', 'augmented'] as const;
 type BenchStrategy = (typeof BENCH_STRATEGIES)[number];
@@ -105,9 +105,7 @@ async function runOurs(
 ): Promise<SideResult & { runDir: string }> {
   const runDir = join(work, `ours-${strategy}`);
   const args = [
-    '--import',
-    'tsx',
-    join(root, 'apps/trainer/src/main.ts'),
+    CLI.trainer,
     strategy,
     '--data',
     data,

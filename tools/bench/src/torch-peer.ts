@@ -55,6 +55,7 @@ import os, torch
 blas = os.path.realpath('/usr/lib/x86_64-linux-gnu/libblas.so.3') if os.path.exists('/usr/lib/x86_64-linux-gnu/libblas.so.3') else 'n/a'
 print(torch.__version__, blas)
 `;
+import { CLI } from './cli.js';
 
 /**
  * "torch 1.13.0a0, BLAS /usr/lib/.../libopenblas.so.0" and a warning when Debian's torch runs on the reference
@@ -123,9 +124,7 @@ export async function prepBookSplit(out: string, counts: SplitCounts, source = K
   const r = await runTimed(
     process.execPath,
     [
-      '--import',
-      'tsx',
-      join(root, 'apps/prep/src/main.ts'),
+      CLI.prep,
       'split',
       '--source',
       source,

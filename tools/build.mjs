@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Compiles the Node side of the workspace (packages/*/src and the CLIs in apps/{prep,augment,trainer}/src) to
 // JavaScript under dist/node/, file for file, in the source tree's layout. The CLIs then start without a TypeScript
-// loader: tsx's hooks cost about 1.2 s and 2 s of CPU per process (`trainer --help`: 2.2 s through tsx, 1.0 s from
+// loader: tsx's hooks cost about 1.2 s and 2 s of CPU per process (`trainer --help`: 2.2 s through tsx, 1.4 s from
 // here), which the test suite paid ~300 times and every worker thread and Kubernetes pod paid once more.
 //
 // Usage: node tools/build.mjs   (about half a second; `nx run <app>:<target>` runs it first, as does `npm test`)
@@ -9,19 +9,19 @@
 // Same layout, so every `new URL('../wasm/…', import.meta.url)` finds its file; dist/node/node_modules/@catdog/*
 // link to the compiled packages, whose package.json exports point at .js, and every other import walks up to the
 // repository's node_modules. esbuild transpiles without type checking (that is `npm run typecheck`'s job).
-// The new tree is built beside the old one and swapped in by renames, so a CLI running from dist/node/ never sees
-// a half-written tree.
+// The new tree is built beside the old one and swapped in by two renames, so a CLI running from dist/node/ never
+// reads a half-written file.
 import { createHash } from 'node:crypto';
 import { build } from 'esbuild';
 import {
   cpSync,
-  statSync,
   existsSync,
   mkdirSync,
   readFileSync,
   readdirSync,
   renameSync,
   rmSync,
+  statSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
@@ -62,8 +62,11 @@ const inputs = [
 const stamp = createHash('sha256')
   .update(inputs.map((f) => `${relative(root, f)} ${statSync(f).size} ${statSync(f).mtimeMs}`).join('\n'))
   .digest('hex');
-const stampFile = join(out, '.build-stamp');
-if (existsSync(stampFile) && readFileSync(stampFile, 'utf8') === stamp) process.exit(0);
+const builtStamp = () => {
+  const file = join(out, '.build-stamp');
+  return existsSync(file) ? readFileSync(file, 'utf8') : undefined;
+};
+if (builtStamp() === stamp) process.exit(0);
 
 const staging = `${out}.tmp-${process.pid}`;
 rmSync(staging, { recursive: true, force: true });
@@ -94,14 +97,36 @@ try {
   }
   writeFileSync(join(staging, 'package.json'), '{ "private": true, "type": "module" }\n');
   writeFileSync(join(staging, '.build-stamp'), stamp);
-  const old = `${out}.old-${process.pid}`;
-  if (existsSync(out)) renameSync(out, old);
-  renameSync(staging, out);
-  rmSync(old, { recursive: true, force: true });
+  await swapIn();
 } catch (err) {
   rmSync(staging, { recursive: true, force: true });
   console.error(`build failed: ${err instanceof Error ? err.message : err}`);
   process.exit(1);
+}
+
+/**
+ * dist/node ← staging. Builds of the same sources may swap at the same moment (`nx run-many` runs each app's build
+ * target in parallel): a rename that loses that race is retried, and a tree another build put there from the same
+ * inputs is as good as ours.
+ */
+async function swapIn() {
+  const old = `${out}.old-${process.pid}`;
+  try {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        if (existsSync(out)) renameSync(out, old);
+        renameSync(staging, out);
+        return;
+      } catch (err) {
+        if (builtStamp() === stamp) return;
+        if (attempt === 20) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+  } finally {
+    rmSync(old, { recursive: true, force: true });
+    rmSync(staging, { recursive: true, force: true });
+  }
 }
 
 function copyTo(file) {

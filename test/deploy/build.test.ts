@@ -1,7 +1,7 @@
 // tools/build.mjs: the CLIs and packages compiled to dist/node, as Nx targets, the tests and the image run them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import {
   cpSync,
   existsSync,
@@ -59,36 +59,65 @@ test('a build with nothing changed leaves the tree as it is (Nx runs it before e
   assert.equal(statSync(dist).ino, before, 'dist/node was rebuilt although no source changed');
 });
 
-test('a source that does not compile: exit 1 naming the file, the previous tree kept, no staging folder left', () => {
-  // A copy of the workspace's sources (the build compiles the tree it sits in), node_modules linked.
+/** A copy of the workspace's sources (the build compiles the tree it sits in), node_modules linked, built once. */
+function workspaceCopy(): { root: string; build: () => ReturnType<typeof spawnSync>; remove: () => void } {
   const root = mkdtempSync(join(tmpdir(), 'catdog-build-'));
+  for (const dir of ['packages', 'apps', 'tools'])
+    cpSync(join(projectRoot, dir), join(root, dir), {
+      recursive: true,
+      filter: (src) => !src.includes('node_modules') && !src.includes(join('apps', 'web')),
+    });
+  symlinkSync(join(projectRoot, 'node_modules'), join(root, 'node_modules'), 'dir');
+  const build = () => spawnSync(process.execPath, [join(root, 'tools', 'build.mjs')], { cwd: root, encoding: 'utf8' });
+  const first = build();
+  assert.equal(first.status, 0, String(first.stderr));
+  return { root, build, remove: () => rmSync(root, { recursive: true, force: true }) };
+}
+
+test('a source that does not compile: exit 1 naming the file, the previous tree kept, no staging folder left', () => {
+  const { root, build, remove } = workspaceCopy();
   try {
-    for (const dir of ['packages', 'apps', 'tools'])
-      cpSync(join(projectRoot, dir), join(root, dir), {
-        recursive: true,
-        filter: (src) => !src.includes('node_modules') && !src.includes(join('apps', 'web')),
-      });
-    symlinkSync(join(projectRoot, 'node_modules'), join(root, 'node_modules'), 'dir');
-    const build = () =>
-      spawnSync(process.execPath, [join(root, 'tools', 'build.mjs')], { cwd: root, encoding: 'utf8' });
-    const first = build();
-    assert.equal(first.status, 0, first.stderr);
     const main = join(root, 'dist', 'node', 'apps', 'trainer', 'src', 'main.js');
     const good = readFileSync(main, 'utf8');
-
     const broken = join(root, 'apps', 'trainer', 'src', 'main.ts');
     writeFileSync(broken, `${readFileSync(broken, 'utf8')}\nconst = ;\n`);
     const r = build();
     assert.equal(r.status, 1);
-    assert.match(r.stderr, /build failed/);
-    assert.match(r.stderr, /apps\/trainer\/src\/main\.ts/);
+    assert.match(String(r.stderr), /build failed/);
+    assert.match(String(r.stderr), /apps\/trainer\/src\/main\.ts/);
     assert.equal(readFileSync(main, 'utf8'), good, 'the last good build is still there');
-    assert.deepEqual(
-      readdirSync(join(root, 'dist')).filter((f) => f !== 'node'),
-      [],
-      'no staging or old tree left beside dist/node',
-    );
+    assert.deepEqual(readdirSync(join(root, 'dist')), ['node'], 'no staging or old tree left beside dist/node');
   } finally {
-    rmSync(root, { recursive: true, force: true });
+    remove();
+  }
+});
+
+test('builds started together after a change (nx run-many: one per app) all succeed and leave one complete tree', async () => {
+  const { root, remove } = workspaceCopy();
+  try {
+    const source = join(root, 'packages', 'errors', 'src', 'index.ts');
+    writeFileSync(source, `${readFileSync(source, 'utf8')}\nexport const BUILD_TEST_MARK = 1;\n`);
+    const codes = await Promise.all(
+      Array.from(
+        { length: 4 },
+        () =>
+          new Promise<number | null>((resolve) => {
+            const child = spawn(process.execPath, [join(root, 'tools', 'build.mjs')], { cwd: root, stdio: 'inherit' });
+            child.on('exit', resolve);
+          }),
+      ),
+    );
+    assert.deepEqual(codes, [0, 0, 0, 0]);
+    assert.deepEqual(readdirSync(join(root, 'dist')), ['node'], 'no staging or old tree left beside dist/node');
+    const compiled = join(root, 'dist', 'node', 'packages', 'errors', 'src', 'index.js');
+    assert.match(readFileSync(compiled, 'utf8'), /BUILD_TEST_MARK = 1/);
+    for (const dir of sourceDirs)
+      assert.equal(
+        filesUnder(join(root, 'dist', 'node', dir), '.js').length,
+        filesUnder(join(root, dir), '.ts').length,
+        dir,
+      );
+  } finally {
+    remove();
   }
 });

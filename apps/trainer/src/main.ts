@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // trainer: the book's five strategies (one by one or all), evaluate, predict, export and explain: a thin CLI over @catdog/training (the report: report.ts).
-// Usage: node --import tsx apps/trainer/src/main.ts <strategy> --data <prepped dataset> --out <run dir> [options]
+// Usage: node dist/node/apps/trainer/src/main.js <strategy> --data <prepped dataset> --out <run dir> [options]
+//        (compiled by tools/build.mjs; `npx nx run trainer:<strategy>` builds first)
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { once } from 'node:events';
 import { join } from 'node:path';

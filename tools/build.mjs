@@ -111,15 +111,19 @@ try {
  */
 async function swapIn() {
   const old = `${out}.old-${process.pid}`;
+  // Test aid, not an option: holds the swap open between its two renames, so tests can make builds overlap.
+  const pauseMs = Number(process.env.CATDOG_TEST_BUILD_SWAP_PAUSE_MS ?? 0);
+  const deadline = Date.now() + 10_000 + pauseMs;
   try {
-    for (let attempt = 0; ; attempt++) {
+    for (;;) {
       try {
         if (existsSync(out)) renameSync(out, old);
+        if (pauseMs) await new Promise((resolve) => setTimeout(resolve, pauseMs));
         renameSync(staging, out);
         return;
       } catch (err) {
         if (builtStamp() === stamp) return;
-        if (attempt === 20) throw err;
+        if (Date.now() > deadline) throw err;
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
     }

@@ -102,7 +102,12 @@ test('builds started together after a change (nx run-many: one per app) all succ
         { length: 4 },
         () =>
           new Promise<number | null>((resolve) => {
-            const child = spawn(process.execPath, [join(root, 'tools', 'build.mjs')], { cwd: root, stdio: 'inherit' });
+            // Each build holds its swap open for 1.5 s between its two renames, so the builds' swaps overlap.
+            const child = spawn(process.execPath, [join(root, 'tools', 'build.mjs')], {
+              cwd: root,
+              stdio: 'inherit',
+              env: { ...process.env, CATDOG_TEST_BUILD_SWAP_PAUSE_MS: '1500' },
+            });
             child.on('exit', resolve);
           }),
       ),

@@ -47,20 +47,29 @@ const sourceDirs = [...packages.map((p) => join('packages', p)), ...NODE_APPS.ma
 const entryPoints = sourceDirs.flatMap((d) =>
   filesUnder(join(root, d, 'src'), (n) => n.endsWith('.ts') && !n.endsWith('.d.ts')),
 );
+// What the compiled code reads beside itself, copied as is: worker scripts already in JavaScript, the wasm kernels.
+const assets = sourceDirs.flatMap((d) => [
+  ...filesUnder(join(root, d, 'src'), (n) => n.endsWith('.mjs')),
+  ...filesUnder(join(root, d, 'wasm'), (n) => n.endsWith('.wasm')),
+]);
 
 // Up to date (the same files, sizes and times as the last build, and this script unchanged): nothing to do. Nx runs
 // this before every CLI target, and a test that runs one must not swap the tree under CLIs already running.
 const inputs = [
   fileURLToPath(import.meta.url),
   ...entryPoints,
-  ...sourceDirs.flatMap((d) => [
-    join(root, d, 'package.json'),
-    ...filesUnder(join(root, d, 'src'), (n) => n.endsWith('.mjs')),
-    ...filesUnder(join(root, d, 'wasm'), (n) => n.endsWith('.wasm')),
-  ]),
+  ...assets,
+  ...sourceDirs.map((d) => join(root, d, 'package.json')),
 ].sort();
 const stamp = createHash('sha256')
-  .update(inputs.map((f) => `${relative(root, f)} ${statSync(f).size} ${statSync(f).mtimeMs}`).join('\n'))
+  .update(
+    inputs
+      .map((f) => {
+        const { size, mtimeMs } = statSync(f);
+        return `${relative(root, f)} ${size} ${mtimeMs}`;
+      })
+      .join('\n'),
+  )
   .digest('hex');
 const builtStamp = () => {
   const file = join(out, '.build-stamp');
@@ -81,10 +90,8 @@ try {
     bundle: false,
     logLevel: 'warning',
   });
+  for (const file of assets) copyTo(file);
   for (const dir of sourceDirs) {
-    // What the compiled code reads beside itself: worker scripts already in JavaScript, the wasm kernels.
-    for (const file of filesUnder(join(root, dir, 'src'), (n) => n.endsWith('.mjs'))) copyTo(file);
-    for (const file of filesUnder(join(root, dir, 'wasm'), (n) => n.endsWith('.wasm'))) copyTo(file);
     const pkg = JSON.parse(readFileSync(join(root, dir, 'package.json'), 'utf8'));
     if (pkg.exports) pkg.exports = JSON.parse(JSON.stringify(pkg.exports).replace(/\.ts"/g, '.js"'));
     writeFileSync(join(staging, dir, 'package.json'), `${JSON.stringify(pkg, null, 2)}\n`);

@@ -6,7 +6,6 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 // @ts-expect-error s3rver ships no types
 import S3rver from 's3rver';
-import { CLI } from './cli.js';
 
 export const root = fileURLToPath(new URL('../../..', import.meta.url));
 
@@ -46,8 +45,8 @@ export interface CliRun {
 }
 
 /**
- * Runs `node <script> …args` (a compiled CLI, ./cli.js) from the workspace root; its stderr is echoed with a prefix (progress),
- * both streams kept. s3rver answers from this process's event loop, so the child is never waited on synchronously.
+ * Runs `node <script> …args` (a compiled CLI from ./cli.js) from the workspace root; its stderr is echoed with a
+ * prefix (progress), both streams kept. s3rver answers from this process's event loop, so the child is never waited on synchronously.
  */
 export function runCli(script: string, args: string[], env: Record<string, string>, label: string): Promise<CliRun> {
   const started = performance.now();
@@ -82,6 +81,4 @@ export function check(run: CliRun, what: string): CliRun {
   return run;
 }
 
-export const PREP = CLI.prep;
-export const TRAINER = CLI.trainer;
 export const SHARED_TRAIN = fileURLToPath(new URL('../../../../shared/datasets/dogs-vs-cats/train', import.meta.url));

@@ -22,7 +22,7 @@
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { openStorage } from '@catdog/storage';
-import { check, PREP, runCli, SHARED_TRAIN, startS3, TRAINER } from './bench-s3.js';
+import { check, runCli, SHARED_TRAIN, startS3 } from './bench-s3.js';
 import { CLI } from './cli.js';
 
 const { values } = parseArgs({
@@ -56,7 +56,7 @@ async function main(): Promise<void> {
       const prepArgs = ['split', '--source', values.source!, '--out', data];
       for (const k of ['train', 'validation', 'test'] as const) prepArgs.push(`--${k}`, values[k]!);
       if (values.resize) prepArgs.push('--resize', values.resize);
-      stages.prep = check(await runCli(PREP, prepArgs, s3.env, 'prep'), 'prep split').seconds;
+      stages.prep = check(await runCli(CLI.prep, prepArgs, s3.env, 'prep'), 'prep split').seconds;
     }
     const extra = values['trainer-args']!.split(/\s+/).filter(Boolean);
     const trainArgs = [values.strategy!, '--data', data, '--out', run, ...extra];
@@ -64,10 +64,10 @@ async function main(): Promise<void> {
     // A run on S3 caches extracted features in ~/.cache/catdog/features by default, where a rerun would find them and
     // time a warm train stage: kept in <folder> instead, so deleting it starts every stage cold.
     if (!extra.includes('--feature-cache-dir')) trainArgs.push('--feature-cache-dir', join(folder, 'feature-cache'));
-    const trained = check(await runCli(TRAINER, trainArgs, s3.env, 'train'), 'trainer');
+    const trained = check(await runCli(CLI.trainer, trainArgs, s3.env, 'train'), 'trainer');
     stages.train = trained.seconds;
     const evaluated = check(
-      await runCli(TRAINER, ['evaluate', '--model', run, '--data', data], s3.env, 'evaluate'),
+      await runCli(CLI.trainer, ['evaluate', '--model', run, '--data', data], s3.env, 'evaluate'),
       'trainer evaluate',
     );
     stages.evaluate = evaluated.seconds;

@@ -17,7 +17,8 @@ import { readFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { openStorage } from '@catdog/storage';
-import { check, PREP, runCli, SHARED_TRAIN, startS3, TRAINER } from './bench-s3.js';
+import { check, runCli, SHARED_TRAIN, startS3 } from './bench-s3.js';
+import { CLI } from './cli.js';
 
 const { values } = parseArgs({
   options: {
@@ -56,7 +57,7 @@ async function main(): Promise<void> {
       const prepArgs = ['split', '--source', values.source!, '--out', local];
       for (const k of ['train', 'validation', 'test'] as const) prepArgs.push(`--${k}`, values[k]!);
       if (values.resize) prepArgs.push('--resize', values.resize);
-      check(await runCli(PREP, prepArgs, s3.env, 'prep'), 'prep split');
+      check(await runCli(CLI.prep, prepArgs, s3.env, 'prep'), 'prep split');
     }
     const target = openStorage(remote);
     if (!(await target.stat('manifest.json'))) {
@@ -77,7 +78,7 @@ async function main(): Promise<void> {
         await rm(out, { recursive: true, force: true });
         const args = [values.strategy!, '--data', where === 'local' ? local : remote, '--out', out, ...extra];
         if (where === 's3' && values['cache-dir']) args.push('--cache-dir', resolve(values['cache-dir']));
-        const run = check(await runCli(TRAINER, args, s3.env, `${where} ${round + 1}`), `trainer (${where})`);
+        const run = check(await runCli(CLI.trainer, args, s3.env, `${where} ${round + 1}`), `trainer (${where})`);
         results.push({ where, round, ...(await imagesPerSecond(out)), seconds: run.seconds });
       }
     }

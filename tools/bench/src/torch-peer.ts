@@ -4,6 +4,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { CLI } from './cli.js';
 
 export const here = dirname(fileURLToPath(import.meta.url));
 export const root = join(here, '..', '..', '..');
@@ -55,7 +56,6 @@ import os, torch
 blas = os.path.realpath('/usr/lib/x86_64-linux-gnu/libblas.so.3') if os.path.exists('/usr/lib/x86_64-linux-gnu/libblas.so.3') else 'n/a'
 print(torch.__version__, blas)
 `;
-import { CLI } from './cli.js';
 
 /**
  * "torch 1.13.0a0, BLAS /usr/lib/.../libopenblas.so.0" and a warning when Debian's torch runs on the reference

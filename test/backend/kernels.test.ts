@@ -486,6 +486,43 @@ test('BatchMatMul matches cpu for every transpose combination, ranks 2 and 3, ba
   }
 });
 
+test('_FusedMatMul (Dense outside training) matches cpu: the SIMD product with bias and each activation, and what XNNPACK keeps', () => {
+  let n = 1500;
+  const cases: Array<{ M: number; K: number; N: number; bias?: number[]; activation: string; tA?: boolean; tB?: boolean; prelu?: boolean }> = [
+    // The small-rows SIMD product (M ≤ 64, N % 16 == 0, K·N ≥ 64 k): a validation batch of the extract head, scaled down.
+    ...['linear', 'relu', 'relu6', 'sigmoid', 'elu', 'leakyrelu'].map((activation) => ({ M: 20, K: 700, N: 96, bias: [96], activation })),
+    { M: 1, K: 4100, N: 32, activation: 'relu' }, // one row, no bias, a short last chunk of K
+    { M: 64, K: 300, N: 256, bias: [1, 256], activation: 'linear' },
+    { M: 7, K: 1000, N: 80, bias: [80], activation: 'relu' },
+    // Transposed operands: BatchMatMul's products, then bias and activation (tfjs' own kernel is wrong for transposeA).
+    { M: 20, K: 700, N: 96, bias: [96], activation: 'relu', tA: true },
+    { M: 7, K: 5, N: 16, bias: [16], activation: 'relu', tA: true },
+    { M: 20, K: 700, N: 96, bias: [20, 96], activation: 'linear', tB: true },
+    { M: 9, K: 30, N: 12, activation: 'sigmoid', tA: true, tB: true },
+    // tfjs' kernel (XNNPACK) keeps these: too many rows, N % 16 != 0, PReLU.
+    { M: 65, K: 1100, N: 64, bias: [64], activation: 'relu' },
+    { M: 20, K: 700, N: 90, bias: [90], activation: 'relu' },
+    { M: 20, K: 700, N: 96, bias: [96], activation: 'prelu', prelu: true },
+  ];
+  for (const c of cases) {
+    const pre = [1]; // tfjs-core's fused.matMul hands its kernel rank-3 operands
+    const aShape = [...pre, ...(c.tA ? [c.K, c.M] : [c.M, c.K])];
+    const bShape = [...pre, ...(c.tB ? [c.N, c.K] : [c.K, c.N])];
+    const inputs: Record<string, { shape: number[]; values: Float32Array }> = {
+      a: { shape: aShape, values: random(size(aShape), ++n) },
+      b: { shape: bShape, values: random(size(bShape), ++n) },
+    };
+    if (c.bias) inputs.bias = { shape: c.bias, values: random(size(c.bias), ++n) };
+    if (c.prelu) inputs.preluActivationWeights = { shape: [c.N], values: random(c.N, ++n) };
+    compare(
+      '_FusedMatMul',
+      inputs,
+      { transposeA: c.tA ?? false, transposeB: c.tB ?? false, activation: c.activation, leakyreluAlpha: 0.3 },
+      `fused matmul ${JSON.stringify(c)}`,
+    );
+  }
+});
+
 test('Identity shares data safely: a clone outlives its source', () => {
   tf.setBackend('wasm');
   const a = tf.tensor1d([1, 2, 3]);

@@ -38,7 +38,7 @@ import { fusedBatchNorm, fusedBatchNormGrad } from './kernels/batchnorm.js';
 import { conv2D, conv2DBackpropFilter, conv2DBackpropInput, fusedConv2D } from './kernels/conv.js';
 import { depthwiseBackpropFilter, depthwiseBackpropInput } from './kernels/depthwise.js';
 import { identity } from './kernels/identity.js';
-import { batchMatMul } from './kernels/matmul.js';
+import { batchMatMul, fusedMatMul } from './kernels/matmul.js';
 import { maxPoolGrad } from './kernels/pooling.js';
 import { RMSPROP_KERNEL, rmspropUpdate } from './kernels/rmsprop.js';
 import { sum } from './kernels/sum.js';
@@ -56,6 +56,7 @@ const TRAINING_KERNELS: Array<{ kernelName: string; kernelFunc: KernelFn }> = [
   { kernelName: 'MaxPoolGrad', kernelFunc: maxPoolGrad },
   { kernelName: 'Sum', kernelFunc: sum },
   { kernelName: 'BatchMatMul', kernelFunc: batchMatMul },
+  { kernelName: '_FusedMatMul', kernelFunc: fusedMatMul },
   { kernelName: 'Identity', kernelFunc: identity },
   { kernelName: 'FusedBatchNorm', kernelFunc: fusedBatchNorm },
   { kernelName: RELU_GRAD_KERNEL, kernelFunc: reluGrad },

@@ -305,8 +305,11 @@ function pointwiseForward(
 ): TensorInfo {
   const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outChannels: Co } = info;
   const P = B * H * W;
-  const chunk = pointwisePixels(Ci);
-  const chunks = Math.ceil(P / chunk);
+  // Chunks of at most pointwisePixels, as many as give every thread the same number (a batch of 2 at 7×7 on 2
+  // threads: 2 chunks of 50 pixels, not 34 + 34 + 30, which left one thread idle a third of the time).
+  const threads = threadCount(backend);
+  const chunks = threads * Math.ceil(P / (pointwisePixels(Ci) * threads));
+  const chunk = 2 * Math.ceil(P / (2 * chunks)); // pairs of pixels: the loop's register block
   const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
   const zeros = bias ? null : backend.makeOutput([Co], 'float32');
   if (zeros) f32(backend, zeros).fill(0);
@@ -319,6 +322,7 @@ function pointwiseForward(
     runChunks(backend, simd, 'pointwise_run', chunks, helpers(backend, chunks), (c, call) => {
       const p = c * chunk;
       const n = Math.min(chunk, P - p);
+      if (n <= 0) return;
       call(x0 + p * Ci * 4, n | (act << 30), Ci, w0, Co, y0 + p * Co * 4, b0);
     });
   } catch (e) {

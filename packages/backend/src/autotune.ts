@@ -132,8 +132,9 @@ export function planCacheDir(env: NodeJS.ProcessEnv = process.env): string {
 
 export const PLAN_CACHE_FILE = 'kernel-plans.json';
 /**
- * Plans timed by an older build are dropped when a variant's speed changed enough to change choices: 2, the
- * pointwise forward loop splits its pixels evenly between threads (on the small proxies XNNPACK used to win).
+ * Plans timed by an older build are dropped when a variant's speed changed enough to change choices: 2, the SIMD
+ * kernels are optimized code from their first call (before, the first layers tuned timed them in V8's baseline
+ * code, 4–7× slower) and the pointwise forward splits its pixels evenly between threads.
  */
 const CACHE_VERSION = 2;
 
@@ -271,7 +272,8 @@ export interface Candidate {
   run: () => void;
 }
 
-const REPS = 4;
+/** Interleaved runs per candidate at most: on a shared 2-vCPU VM, 4 let bursts of load decide between variants 25% apart. */
+const REPS = 8;
 /** After two runs (the first may pay for a cold cache or a lazily built operator), a candidate this many times slower than the best is not run again. */
 const HOPELESS = 2;
 /** The machine's load per core now (1-minute load average over the cores; 0 where the OS has none). */

@@ -488,9 +488,24 @@ test('BatchMatMul matches cpu for every transpose combination, ranks 2 and 3, ba
 
 test('_FusedMatMul (Dense outside training) matches cpu: the SIMD product with bias and each activation, and what XNNPACK keeps', () => {
   let n = 1500;
-  const cases: Array<{ M: number; K: number; N: number; bias?: number[]; activation: string; tA?: boolean; tB?: boolean; prelu?: boolean }> = [
+  const cases: Array<{
+    M: number;
+    K: number;
+    N: number;
+    bias?: number[];
+    activation: string;
+    tA?: boolean;
+    tB?: boolean;
+    prelu?: boolean;
+  }> = [
     // The small-rows SIMD product (M ≤ 64, N % 16 == 0, K·N ≥ 64 k): a validation batch of the extract head, scaled down.
-    ...['linear', 'relu', 'relu6', 'sigmoid', 'elu', 'leakyrelu'].map((activation) => ({ M: 20, K: 700, N: 96, bias: [96], activation })),
+    ...['linear', 'relu', 'relu6', 'sigmoid', 'elu', 'leakyrelu'].map((activation) => ({
+      M: 20,
+      K: 700,
+      N: 96,
+      bias: [96],
+      activation,
+    })),
     { M: 1, K: 4100, N: 32, activation: 'relu' }, // one row, no bias, a short last chunk of K
     { M: 64, K: 300, N: 256, bias: [1, 256], activation: 'linear' },
     { M: 7, K: 1000, N: 80, bias: [80], activation: 'relu' },

@@ -100,13 +100,23 @@ const FUSED_ACTIVATIONS: Record<string, (v: Float32Array, alpha: number) => void
  * applied to the result here; every other case is tfjs' kernel.
  */
 export function fusedMatMul({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
-  const { a, b, bias, preluActivationWeights: prelu } = inputs as {
+  const {
+    a,
+    b,
+    bias,
+    preluActivationWeights: prelu,
+  } = inputs as {
     a: TensorInfo;
     b: TensorInfo;
     bias?: TensorInfo;
     preluActivationWeights?: TensorInfo;
   };
-  const { transposeA, transposeB, activation = 'linear', leakyreluAlpha } = attrs as {
+  const {
+    transposeA,
+    transposeB,
+    activation = 'linear',
+    leakyreluAlpha,
+  } = attrs as {
     transposeA: boolean;
     transposeB: boolean;
     activation?: string;
@@ -126,7 +136,8 @@ export function fusedMatMul({ inputs, backend, attrs }: Parameters<KernelFn>[0])
   const simd = small && K * N >= SMALL_PRODUCT_MIN_WEIGHTS ? simdKernels(backend.wasm) : null;
   let out: TensorInfo;
   if (simd) out = smallRowsProduct(simd, backend, { ...a, shape: [M, K] }, { ...b, shape: [K, N] });
-  else if (transposeA || transposeB) out = batchMatMul({ inputs: { a, b }, backend, attrs: { transposeA, transposeB } });
+  else if (transposeA || transposeB)
+    out = batchMatMul({ inputs: { a, b }, backend, attrs: { transposeA, transposeB } });
   else return original({ inputs, backend, attrs });
   const v = f32(backend, out);
   if (bias) {
@@ -142,7 +153,9 @@ export function fusedMatMul({ inputs, backend, attrs }: Parameters<KernelFn>[0])
 function trailingBroadcast(t: TensorInfo, shape: number[]): boolean {
   const s = [...t.shape];
   while (s.length > 0 && s[0] === 1) s.shift();
-  return t.dtype === 'float32' && s.length <= shape.length && s.every((d, i) => d === shape[shape.length - s.length + i]);
+  return (
+    t.dtype === 'float32' && s.length <= shape.length && s.every((d, i) => d === shape[shape.length - s.length + i])
+  );
 }
 
 /** A·B with at most this many rows of A (a Dense layer's forward pass at training batch sizes) … */

@@ -2,7 +2,7 @@
 // training kernels' product loop reaches on data in cache, as a share of that peak (packages/backend/README.md,
 // "Where the time goes").
 //
-//   node --import tsx tools/bench/src/simd-peak.ts [--threads n] [--seconds s]
+//   node --import tsx tools/bench/src/simd-peak.ts [--threads n] [--reps n]
 //
 // Ends with one line per measurement:
 //   simd-peak fma gmacs_per_core=<x> threads=<n> gmacs_all=<y>

@@ -13,7 +13,8 @@
 import { copyFile, cp, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
+import { positiveInt } from './args.js';
 import {
   BOOK_COUNTS,
   QUICK_COUNTS,
@@ -229,12 +230,6 @@ async function measure(run: string, images: string, n: number, o: Options, pytho
     row.torchAcc = j.accuracy;
   }
   return row;
-}
-
-function positiveInt(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('must be a positive integer.');
-  return n;
 }
 
 async function main(): Promise<number> {

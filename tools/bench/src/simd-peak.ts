@@ -12,9 +12,11 @@ import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import initWabt from 'wabt';
 import { cpuModel, wasmFusedMultiplyAdd } from '@catdog/backend';
+import { pointwisePixels } from '../../../packages/backend/src/kernels/conv.js';
+import { positiveInt } from './args.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const KERNELS = join(here, '..', '..', '..', 'packages', 'backend', 'wasm');
@@ -95,12 +97,10 @@ function pointwiseInCache(fma: boolean, Ci: number, Co: number, pixels: number, 
 
 async function main(): Promise<void> {
   const program = new Command('simd-peak')
-    .addOption(new Option('--threads <n>', 'threads for the all-cores peak').default(String(availableParallelism())))
-    .addOption(new Option('--reps <n>', 'runs per measurement (the best is kept)').default('7'))
+    .option('--threads <n>', 'threads for the all-cores peak', positiveInt, availableParallelism())
+    .option('--reps <n>', 'runs per measurement (the best is kept)', positiveInt, 7)
     .parse();
-  const o = program.opts<{ threads: string; reps: string }>();
-  const threads = Math.max(1, Number(o.threads));
-  const reps = Math.max(1, Number(o.reps));
+  const { threads, reps } = program.opts<{ threads: number; reps: number }>();
   const fma = wasmFusedMultiplyAdd(); // (turns on relaxed SIMD on Node 20)
   console.log(
     `cpu: ${cpuModel()} (${availableParallelism()} logical CPUs); multiply-adds: ${fma ? 'fused (relaxed_madd)' : 'mul + add'}`,
@@ -121,7 +121,7 @@ async function main(): Promise<void> {
     [960, 320],
     [320, 1280],
   ] as const) {
-    const pixels = Math.max(16, Math.min(1024, 2 * Math.round(16384 / Ci)));
+    const pixels = pointwisePixels(Ci);
     const g = pointwiseInCache(fma, Ci, Co, pixels, reps);
     console.log(
       `simd-peak pointwise ${Ci}>${Co} pixels=${pixels} gmacs=${g.toFixed(1)} of_peak=${(g / perCore).toFixed(2)}`,

@@ -13,6 +13,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
+import { positiveInt } from './args.js';
 import {
   BOOK_COUNTS,
   QUICK_COUNTS,
@@ -261,12 +262,6 @@ interface Options {
   keep: boolean;
   torch: boolean;
   python?: string;
-}
-
-function positiveInt(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('must be a positive integer.');
-  return n;
 }
 
 function strategyList(v: string): BenchStrategy[] {

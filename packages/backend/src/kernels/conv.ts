@@ -285,7 +285,7 @@ function directForward(
 }
 
 /** Output pixels per chunk of a pointwise forward run: about 128 KB of input rows, re-read per 16 output channels. */
-function pointwisePixels(Ci: number): number {
+export function pointwisePixels(Ci: number): number {
   return Math.max(16, Math.min(1024, 2 * Math.round(16384 / Ci)));
 }
 

@@ -71,8 +71,8 @@ export function batchMatMul({ inputs, backend, attrs }: Parameters<KernelFn>[0])
   return shaped(out);
 }
 
-/** Activations the fused product applies itself (on the small [M, N] result); others go to XNNPACK. */
-const FUSED_ACTIVATIONS: Record<string, (v: Float32Array, alpha: number) => void> = {
+/** Activations fusedMatMul applies in place to its result (conv.ts' FUSED_ACTIVATIONS are the loops' codes); others go to tfjs' kernel. */
+const IN_PLACE_ACTIVATIONS: Record<string, (v: Float32Array, alpha: number) => void> = {
   linear: () => {},
   relu: (v) => {
     for (let i = 0; i < v.length; i++) if (v[i]! < 0) v[i] = 0;
@@ -123,7 +123,7 @@ export function fusedMatMul({ inputs, backend, attrs }: Parameters<KernelFn>[0])
     leakyreluAlpha?: number;
   };
   const original = fallback('_FusedMatMul');
-  const apply = FUSED_ACTIVATIONS[activation];
+  const apply = IN_PLACE_ACTIVATIONS[activation];
   const M = a.shape[a.shape.length - (transposeA ? 1 : 2)]!;
   const K = a.shape[a.shape.length - (transposeA ? 2 : 1)]!;
   const N = b.shape[b.shape.length - (transposeB ? 2 : 1)]!;

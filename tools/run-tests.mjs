@@ -31,12 +31,29 @@ if (built.status !== 0) process.exit(built.status ?? 1);
 // One cache folder per run (kernel plans, downloads): tests never write the user's ~/.cache, and each shape is
 // autotuned once per run rather than once per test process.
 const cacheDir = process.env.CATDOG_CACHE_DIR ?? mkdtempSync(join(tmpdir(), 'catdog-test-cache-'));
+const tap = process.env.CATDOG_TEST_TAP
+  ? [
+      '--test-reporter-destination=stdout',
+      '--test-reporter=tap',
+      `--test-reporter-destination=${process.env.CATDOG_TEST_TAP}`,
+    ]
+  : [];
 const result = spawnSync(
   process.execPath,
   // Three files at a time: most wait on subprocesses and servers as much as they compute, and each test process
   // has one backend thread (below): on 2 cores one at a time took 20 min, two 9.5–10 min, three 8 min 20 s.
   // A test that hangs fails after 5 minutes instead of holding CI to its limit (the slowest passes in ~60 s).
-  ['--import', 'tsx', '--test', '--test-concurrency=3', '--test-timeout=300000', '--test-reporter=spec', ...files],
+  // CATDOG_TEST_TAP=<file> also writes a TAP log there, with every test's duration (to find the slow ones).
+  [
+    '--import',
+    'tsx',
+    '--test',
+    '--test-concurrency=3',
+    '--test-timeout=300000',
+    '--test-reporter=spec',
+    ...tap,
+    ...files,
+  ],
   {
     cwd: root,
     stdio: 'inherit',

@@ -401,11 +401,14 @@ test('a stalled client does not grow server memory: the server stops making its 
 async function sigtermDuringStream() {
   const server = await startAugmentServe({ tokenFile, workers: 2, args: ['--shutdown-grace', '1'] });
   servers.push(server);
-  // A call longer than the grace period, read as fast as it comes: both workers busy when it is cut off.
+  // A call far longer than the grace period whose batches are small (25 × 32 × 32 × 3 floats, 300 KB) but costly
+  // to make (25 full-size JPEG decodes): the client keeps up with the server even on a loaded machine, so both
+  // workers are busy when the call is cut off. (150 × 150 batches are 6.75 MB: a starved client left the server
+  // waiting on it, making nothing, at every try of a CI run.)
   const request = validRequest({
     batchSize: 25,
-    height: 150,
-    width: 150,
+    height: 32,
+    width: 32,
     augment: BOOK_AUGMENTATION,
     batches: Array.from({ length: 1000 }, () => 0),
   });

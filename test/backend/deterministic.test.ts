@@ -151,6 +151,18 @@ const CASES: Case[] = [
     attrs: { varianceEpsilon: 1e-3 },
   },
   {
+    label: 'MaxPoolGrad 2×2 (slabs of rows)',
+    kernel: 'MaxPoolGrad',
+    inputs: { dy: input([8, 8, 8, 32], 21), input: input([8, 17, 16, 32], 22) },
+    attrs: { filterSize: [2, 2], strides: [2, 2], pad: 'valid' },
+  },
+  {
+    label: 'ReLU gradient',
+    kernel: 'CatdogReluGrad',
+    inputs: { dy: input([8, 72, 72, 32], 23), x: input([8, 72, 72, 32], 24) },
+    attrs: {},
+  },
+  {
     label: 'Sum over leading axes (bias gradient)',
     kernel: 'Sum',
     inputs: { x: dy },

@@ -464,6 +464,8 @@ test('BatchMatMul matches cpu for every transpose combination, ranks 2 and 3, ba
     [131, 20, 32], // Aᵀ·B with N % 16 == 0: the SIMD product (odd M, three blocks of rows)
     [5, 700, 96], // A·B with few rows and a large B: the chunked SIMD product (a short last chunk)
     [137, 200, 512], // Aᵀ·B with K in slices of 128 (a short last one) and 3–4 blocks of rows (a short last one)
+    [7, 256, 1300], // A·Bᵀ on the row-dot-product loop: odd M (a zero row added), a short last chunk of B's rows
+    [20, 68, 1024], // A·Bᵀ: K not a multiple of 16, four whole chunks
   ] as const) {
     for (const batch of [0, 1, 3]) {
       for (const transposeA of [false, true]) {

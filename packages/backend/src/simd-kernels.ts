@@ -21,6 +21,13 @@ export interface SimdKernels {
     Ho: number,
     Wo: number,
   ): void;
+  /** maxpool_grad_2x2 for `rows` output rows of one image (x, dy, dx at the first): B = 1, H = 2·rows, Ho = rows. */
+  maxpool_grad_2x2_rows(x: number, dy: number, dx: number, rows: number, W: number, C: number, Wo: number): void;
+  /**
+   * out[m·os + j] = Σ_k a[m·K + k]·b[j·K + k] for m < M, j < n: A·Bᵀ on a chunk of B's rows; K % 4 == 0, n % 4 == 0,
+   * A with an even number of rows (byte offsets, os in bytes).
+   */
+  abt_run(a: number, M: number, b: number, n: number, K: number, out: number, os: number): void;
   /** out[c] = Σ_r x[r, c], C % 4 == 0, rows ≥ 1 (byte offsets). */
   sum_rows(x: number, out: number, rows: number, C: number): void;
   /** dw[ci, co] += Σ_(p<n) x[p·xs + ci] · dy[p·Co + co], Co % 16 == 0 (byte offsets, xs in bytes); = with n | 0x80000000. */
@@ -259,6 +266,10 @@ export const JOB_KERNELS = {
   winograd_filter_grad_tiles: 7,
   winograd_filter_grad_out: 8,
   pointwise_run: 9,
+  relu_grad: 10,
+  sum_rows: 11,
+  maxpool_grad_2x2_rows: 12,
+  abt_run: 13,
 } as const;
 
 /**

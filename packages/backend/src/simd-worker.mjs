@@ -22,6 +22,10 @@ const RUNS = [
   kernels.winograd_filter_grad_tiles,
   kernels.winograd_filter_grad_out,
   kernels.pointwise_run,
+  kernels.relu_grad,
+  kernels.sum_rows,
+  kernels.maxpool_grad_2x2_rows,
+  kernels.abt_run,
 ];
 Atomics.store(ctrl, 5, 1);
 Atomics.notify(ctrl, 5);

@@ -12,7 +12,8 @@
 // rewrites and the forward conv itself: per filter tap and output row, with a block of the result
 // in registers, shared with worker threads in the threaded build (faster than XNNPACK for all
 // three on the book's convnet, 2–4× for dW, whose XNNPACK "filter" is all of dy). MaxPoolGrad
-// (2×2, stride 2), the ReLU gradient and bias gradients (Sum over leading axes) have SIMD loops too.
+// (2×2, stride 2), the ReLU gradient and bias gradients (Sum over leading axes) have SIMD loops too,
+// shared between threads as well.
 // The forward Conv2D / FusedConv2D with 3×3 filters at stride 1 run as Winograd convolutions (fewer
 // multiplies than any direct loop; see the section below), and so do their filter gradients where the
 // layer's plan says.
@@ -22,8 +23,10 @@
 // the backend's original kernel, so registering never makes a case fail that worked before.
 // The kernels live in kernels/, one family per module (conv, winograd, winograd-filter-grad, depthwise, pooling, sum,
 // matmul, activations, batchnorm, identity, rmsprop; base holds the shared plumbing); this module
-// registers them and answers what runs where.
+// registers them and answers what runs where. Registering also routes Conv2D layers in training through
+// FusedConv2D and a gradient of its own (fused-conv-training.ts).
 import * as tf from '@tensorflow/tfjs';
+import { routeConv2DTrainingThroughFusedKernel } from './fused-conv-training.js';
 import { simdKernels, simdWorkers } from './simd-kernels.js';
 import {
   CLIP_GRAD_KERNEL,
@@ -130,5 +133,6 @@ export function registerWasmTrainingKernels(): void {
   tf.registerGradient(fusedBatchNormGrad);
   tf.registerGradient(reluGradConfig);
   tf.registerGradient(clipGradConfig);
+  routeConv2DTrainingThroughFusedKernel();
   registered = true;
 }

@@ -13,7 +13,7 @@
   ;; For each window writes all four input positions of dx: dy at the window's first maximum
   ;; (window order (0,0), (0,1), (1,0), (1,1), as the cpu backend), 0 at the others.
   ;; Rows/columns outside every window (odd H or W) are left to the caller.
-  (func (export "maxpool_grad_2x2")
+  (func $maxpool_grad_2x2 (export "maxpool_grad_2x2")
     (param $x i32) (param $dy i32) (param $dx i32)
     (param $B i32) (param $H i32) (param $W i32) (param $C i32) (param $Ho i32) (param $Wo i32)
     (local $cb i32) (local $row i32) (local $b i32) (local $oi i32) (local $oj i32)
@@ -65,6 +65,94 @@
         (br $iloop)))
       (local.set $b (i32.add (local.get $b) (i32.const 1)))
       (br $bloop)))
+  )
+
+  ;; The same for `rows` output rows of one image (a worker job's call: 7 arguments), x, dy and dx at the
+  ;; first of them: maxpool_grad_2x2 with B = 1, H = 2·rows, Ho = rows.
+  (func (export "maxpool_grad_2x2_rows")
+    (param $x i32) (param $dy i32) (param $dx i32) (param $rows i32) (param $W i32) (param $C i32) (param $Wo i32)
+    (call $maxpool_grad_2x2 (local.get $x) (local.get $dy) (local.get $dx) (i32.const 1)
+      (i32.shl (local.get $rows) (i32.const 1)) (local.get $W) (local.get $C) (local.get $rows) (local.get $Wo))
+  )
+
+;; A·Bᵀ for a small A and a chunk of B's rows (a Dense layer's input gradient dy·Wᵀ, W [N, K]):
+  ;;   out[m·os + 4·j .. 4·j + 3] = Σ_k a[m·K + k] · b[(j + 0..3)·K + k]   for m < M, j < n (in steps of 4)
+  ;; (byte offsets; os: bytes between rows of out). K % 4 == 0, n % 4 == 0; A has an even number of rows (a zero
+  ;; row after an odd M: computed, not stored). Four rows of B × two of A stay in eight accumulators while k runs;
+  ;; the eight sums then go out as two vectors of four neighbouring outputs (a 4×4 transpose of partial sums), so no
+  ;; transposed copy of W is made and each output is written once.
+  (func (export "abt_run")
+    (param $a i32) (param $M i32) (param $b i32) (param $n i32) (param $K i32) (param $out i32) (param $os i32)
+    (local $kb i32) (local $j i32) (local $m i32) (local $k i32) (local $bj i32) (local $b1 i32) (local $b2 i32)
+    (local $b3 i32) (local $am i32) (local $o i32)
+    (local $w0 v128) (local $w1 v128) (local $x v128)
+    (local $c00 v128) (local $c01 v128) (local $c02 v128) (local $c03 v128)
+    (local $c10 v128) (local $c11 v128) (local $c12 v128) (local $c13 v128)
+    (local.set $kb (i32.shl (local.get $K) (i32.const 2)))
+    (local.set $j (i32.const 0))
+    (block $jdone (loop $jloop
+      (br_if $jdone (i32.ge_u (local.get $j) (local.get $n)))
+      (local.set $bj (i32.add (local.get $b) (i32.mul (local.get $j) (local.get $kb))))
+      (local.set $b1 (i32.add (local.get $bj) (local.get $kb)))
+      (local.set $b2 (i32.add (local.get $b1) (local.get $kb)))
+      (local.set $b3 (i32.add (local.get $b2) (local.get $kb)))
+      (local.set $m (i32.const 0))
+      (block $mdone (loop $mloop
+        (br_if $mdone (i32.ge_u (local.get $m) (local.get $M)))
+        (local.set $am (i32.add (local.get $a) (i32.mul (local.get $m) (local.get $kb))))
+        (local.set $c00 (v128.const i32x4 0 0 0 0))
+        (local.set $c01 (v128.const i32x4 0 0 0 0))
+        (local.set $c02 (v128.const i32x4 0 0 0 0))
+        (local.set $c03 (v128.const i32x4 0 0 0 0))
+        (local.set $c10 (v128.const i32x4 0 0 0 0))
+        (local.set $c11 (v128.const i32x4 0 0 0 0))
+        (local.set $c12 (v128.const i32x4 0 0 0 0))
+        (local.set $c13 (v128.const i32x4 0 0 0 0))
+        (local.set $k (i32.const 0))
+        (block $kdone (loop $kloop
+          (br_if $kdone (i32.ge_u (local.get $k) (local.get $kb)))
+          (local.set $w0 (v128.load (i32.add (local.get $am) (local.get $k))))
+          (local.set $w1 (v128.load (i32.add (i32.add (local.get $am) (local.get $kb)) (local.get $k))))
+          (local.set $x (v128.load (i32.add (local.get $bj) (local.get $k))))
+          (local.set $c00 (f32x4.add (local.get $c00) (f32x4.mul (local.get $w0) (local.get $x))))
+          (local.set $c10 (f32x4.add (local.get $c10) (f32x4.mul (local.get $w1) (local.get $x))))
+          (local.set $x (v128.load (i32.add (local.get $b1) (local.get $k))))
+          (local.set $c01 (f32x4.add (local.get $c01) (f32x4.mul (local.get $w0) (local.get $x))))
+          (local.set $c11 (f32x4.add (local.get $c11) (f32x4.mul (local.get $w1) (local.get $x))))
+          (local.set $x (v128.load (i32.add (local.get $b2) (local.get $k))))
+          (local.set $c02 (f32x4.add (local.get $c02) (f32x4.mul (local.get $w0) (local.get $x))))
+          (local.set $c12 (f32x4.add (local.get $c12) (f32x4.mul (local.get $w1) (local.get $x))))
+          (local.set $x (v128.load (i32.add (local.get $b3) (local.get $k))))
+          (local.set $c03 (f32x4.add (local.get $c03) (f32x4.mul (local.get $w0) (local.get $x))))
+          (local.set $c13 (f32x4.add (local.get $c13) (f32x4.mul (local.get $w1) (local.get $x))))
+          (local.set $k (i32.add (local.get $k) (i32.const 16)))
+          (br $kloop)))
+        (local.set $o (i32.add (i32.add (local.get $out) (i32.mul (local.get $m) (local.get $os)))
+          (i32.shl (local.get $j) (i32.const 2))))
+        (v128.store (local.get $o)
+          (call $sums4 (local.get $c00) (local.get $c01) (local.get $c02) (local.get $c03)))
+        (if (i32.lt_u (i32.add (local.get $m) (i32.const 1)) (local.get $M))
+          (then (v128.store (i32.add (local.get $o) (local.get $os))
+            (call $sums4 (local.get $c10) (local.get $c11) (local.get $c12) (local.get $c13)))))
+        (local.set $m (i32.add (local.get $m) (i32.const 2)))
+        (br $mloop)))
+      (local.set $j (i32.add (local.get $j) (i32.const 4)))
+      (br $jloop)))
+  )
+
+  ;; [Σ lanes of p, Σ lanes of q, Σ lanes of r, Σ lanes of s]: a 4×4 transpose folded into the adds.
+  (func $sums4 (param $p v128) (param $q v128) (param $r v128) (param $s v128) (result v128)
+    (local $u v128) (local $v v128)
+    ;; u = [p0+p2, q0+q2, p1+p3, q1+q3], v = the same for r and s
+    (local.set $u (f32x4.add
+      (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $p) (local.get $q))
+      (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $p) (local.get $q))))
+    (local.set $v (f32x4.add
+      (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $r) (local.get $s))
+      (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $r) (local.get $s))))
+    (f32x4.add
+      (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $u) (local.get $v))
+      (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $u) (local.get $v)))
   )
 
   ;; out[c] = Σ_r x[r, c] for r < rows, channels-last rows of C floats, C % 4 == 0 (the caller

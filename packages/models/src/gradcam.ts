@@ -235,10 +235,13 @@ export function heatmapRgba(
   width: number,
   opacity = 0.4,
 ): Uint8ClampedArray {
-  const values = tf.tidy(() => {
+  const resized = tf.tidy(() => {
     const m = tf.tensor4d(cam.heatmap, [1, cam.height, cam.width, 1]);
-    return tf.image.resizeBilinear(m, [height, width], false, true).dataSync();
+    return tf.image.resizeBilinear(m, [height, width], false, true);
   });
+  // Read outside tidy, which walks every element of a typed array it is handed back (a Set entry per pixel).
+  const values = resized.dataSync();
+  resized.dispose();
   const out = new Uint8ClampedArray(height * width * 4);
   const alpha = Math.round(255 * Math.min(1, Math.max(0, opacity)));
   for (let i = 0; i < values.length; i++) {

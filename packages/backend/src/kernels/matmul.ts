@@ -16,8 +16,9 @@ import {
 // runs on the SIMD loop (smallRowsProduct); other plain products stay on XNNPACK. The backend's
 // transposed-operand path is a slow loop, so those are rewritten:
 //   Aᵀ·B   = the filter-gradient SIMD loop when N % 16 == 0 (filterGradProduct), else (transpose A)·B
-//   A·Bᵀ   = (B·Aᵀ)ᵀ when B is the larger operand (the weights: only the small side is packed),
-//            else A·(transpose B)
+//   A·Bᵀ   = the row-dot-product SIMD loop for a small A and a large B (abtProduct: a Dense layer's input
+//            gradient dy·Wᵀ); else (B·Aᵀ)ᵀ when B is the larger operand (the weights: only the small side is
+//            packed), else A·(transpose B)
 //   Aᵀ·Bᵀ  = (B·A)ᵀ
 
 export function batchMatMul({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
@@ -52,7 +53,15 @@ export function batchMatMul({ inputs, backend, attrs }: Parameters<KernelFn>[0])
     out = original({ inputs: { a: at, b: B }, backend, attrs: plain });
     backend.disposeData(at.dataId);
   } else if (!transposeA && transposeB) {
-    if (B.shape[0]! > A.shape[0]!) {
+    const [M, K] = A.shape as [number, number];
+    const rowsB = B.shape[0]!;
+    const abt =
+      M <= SMALL_PRODUCT_ROWS && K % 4 === 0 && rowsB % 4 === 0 && K * rowsB >= SMALL_PRODUCT_MIN_WEIGHTS
+        ? simdKernels(backend.wasm)
+        : null;
+    if (abt) {
+      out = abtProduct(abt, backend, A, B);
+    } else if (rowsB > M) {
       const at = T(A);
       const ct = original({ inputs: { a: B, b: at }, backend, attrs: plain });
       out = T(ct);
@@ -208,6 +217,47 @@ function smallRowsProduct(simd: SimdKernels, backend: WasmBackend, A: TensorInfo
   } finally {
     backend.disposeData(blocks.dataId);
     backend.disposeData(partials.dataId);
+  }
+  return out;
+}
+
+/** Rows of B per chunk of abtProduct shared between threads (256 × K floats: 256 KB at K = 256). */
+const ABT_ROWS = 256;
+
+/**
+ * A·Bᵀ for a small A [M, K] and a large B [N, K], K % 4 == 0, N % 4 == 0: a Dense layer's input gradient dy·Wᵀ
+ * (W [in, units]: 32000 × 256 for the fine-tuned MobileNetV2's head). abt_run takes four rows of B and two of A at
+ * a time and writes four neighbouring outputs at once; B is read once, in place, in chunks of rows that threads
+ * take, each writing its own columns of the result. XNNPACK needed a transposed copy of one side and its result
+ * (16–20 ms for that head at batch 20, of which the product ~10). Each output's sum runs on one thread in a fixed
+ * order: the same bits at any thread count.
+ */
+function abtProduct(simd: SimdKernels, backend: WasmBackend, A: TensorInfo, B: TensorInfo): TensorInfo {
+  const [M, K] = A.shape as [number, number];
+  const N = B.shape[0]!;
+  const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
+  // abt_run reads A two rows at a time: an odd M gets a zero row after it.
+  const padded = M % 2 === 1 ? backend.makeOutput([M + 1, K], 'float32') : null;
+  const out = backend.makeOutput([M, N], 'float32');
+  try {
+    if (padded) {
+      const a = f32(backend, padded);
+      a.set(f32(backend, A));
+      a.fill(0, M * K);
+    }
+    const a0 = offset(padded ?? A);
+    const b0 = offset(B);
+    const o0 = offset(out);
+    const chunks = Math.ceil(N / ABT_ROWS);
+    runChunks(backend, simd, 'abt_run', chunks, helpers(backend, chunks), (c, call) => {
+      const n0 = c * ABT_ROWS;
+      call(a0, M, b0 + n0 * K * 4, Math.min(ABT_ROWS, N - n0), K, o0 + n0 * 4, N * 4);
+    });
+  } catch (e) {
+    backend.disposeData(out.dataId);
+    throw e;
+  } finally {
+    if (padded) backend.disposeData(padded.dataId);
   }
   return out;
 }

@@ -1,10 +1,13 @@
 // MaxPoolGrad.
 import * as tf from '@tensorflow/tfjs';
 import { simdKernels } from '../simd-kernels.js';
-import { type KernelFn, type TensorInfo, f32, fallback } from './base.js';
+import { type KernelFn, type TensorInfo, f32, fallback, helpers, runChunks } from './base.js';
 
 // MaxPoolGrad: the backend's C loop walks channels outermost (strided access); this walks
 // channels innermost, finding each window's first maximum as the cpu backend does.
+
+/** Floats of dy per slab of MaxPoolGrad shared between threads (4 × as many of x and dx). */
+const MAXPOOL_GRAD_SLAB_FLOATS = 1 << 15;
 
 /** Zeroes the last row/column that 2×2 stride-2 windows leave out when H or W is odd. */
 function zeroOutsideWindows(
@@ -206,7 +209,18 @@ export function maxPoolGrad({ inputs, backend, attrs }: Parameters<KernelFn>[0])
     const simd = C % 4 === 0 ? simdKernels(backend.wasm) : null;
     if (simd) {
       const offset = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
-      simd.maxpool_grad_2x2(offset(input), offset(dy), offset(out), B, H, W, C, Ho, Wo);
+      // Slabs of output rows shared between threads (a pass bound by memory: the convnet's first is 3 × 56 MB at
+      // batch 20); each slab writes its own rows of dx.
+      const slab = Math.max(1, Math.ceil(MAXPOOL_GRAD_SLAB_FLOATS / (Wo * C)));
+      const slabs = Math.ceil(Ho / slab);
+      const [xo, dyo, dxo] = [input, dy, out].map(offset) as [number, number, number];
+      runChunks(backend, simd, 'maxpool_grad_2x2_rows', B * slabs, helpers(backend, B * slabs), (c, call) => {
+        const b = Math.floor(c / slabs);
+        const i = (c % slabs) * slab;
+        const rowIn = (b * H + 2 * i) * W * C * 4;
+        const rowOut = (b * Ho + i) * Wo * C * 4;
+        call(xo + rowIn, dyo + rowOut, dxo + rowIn, Math.min(slab, Ho - i), W, C, Wo);
+      });
       zeroOutsideWindows(dx, B, H, W, C, Ho, Wo);
     } else {
       maxPoolGrad2x2(x, g, dx, B, H, W, C, Ho, Wo);

@@ -1,7 +1,7 @@
 // Sum over leading axes (bias gradients).
 import * as tf from '@tensorflow/tfjs';
 import { simdKernels } from '../simd-kernels.js';
-import { type KernelFn, type TensorInfo, f32, fallback } from './base.js';
+import { type KernelFn, type TensorInfo, f32, fallback, helpers, runChunks } from './base.js';
 
 // Sum over leading axes (bias gradients: dy summed over batch, rows and columns). The backend
 // transposes the reduced axes innermost first, a full copy of dy; this accumulates in place.
@@ -22,18 +22,32 @@ export function sum({ inputs, backend, attrs }: Parameters<KernelFn>[0]): Tensor
   const acc = new Float64Array(inner);
   const simd = inner % 4 === 0 ? simdKernels(backend.wasm) : null;
   if (simd) {
-    // Blocks of rows summed in float32 by SIMD, the blocks' sums accumulated in float64.
-    const block = backend.makeOutput([inner], 'float32');
-    const xOffset = backend.dataIdMap.get(x.dataId).memoryOffset;
-    const blockOffset = backend.dataIdMap.get(block.dataId).memoryOffset;
+    // Blocks of rows summed in float32 by SIMD (shared between threads: the convnet's first bias gradient reads
+    // 56 MB), the blocks' sums accumulated in float64 in block order: the same value at any thread count.
     const rows = Math.max(1, Math.floor(SUM_BLOCK_FLOATS / inner));
-    for (let o = 0; o < outer; o += rows) {
-      const n = Math.min(rows, outer - o);
-      simd.sum_rows(xOffset + o * inner * 4, blockOffset, n, inner);
-      const part = f32(backend, block);
-      for (let j = 0; j < inner; j++) acc[j] += part[j]!;
+    const blocks = Math.ceil(outer / rows);
+    const parts = backend.makeOutput([blocks, inner], 'float32');
+    const xOffset = backend.dataIdMap.get(x.dataId).memoryOffset;
+    const partsOffset = backend.dataIdMap.get(parts.dataId).memoryOffset;
+    try {
+      runChunks(backend, simd, 'sum_rows', blocks, helpers(backend, blocks), (c, call) =>
+        call(
+          xOffset + c * rows * inner * 4,
+          partsOffset + c * inner * 4,
+          Math.min(rows, outer - c * rows),
+          inner,
+          0,
+          0,
+          0,
+        ),
+      );
+      const part = f32(backend, parts);
+      for (let c = 0; c < blocks; c++) {
+        for (let j = 0; j < inner; j++) acc[j] += part[c * inner + j]!;
+      }
+    } finally {
+      backend.disposeData(parts.dataId);
     }
-    backend.disposeData(block.dataId);
   } else {
     const v = f32(backend, x);
     for (let o = 0; o < outer; o++) {

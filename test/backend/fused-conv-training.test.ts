@@ -43,12 +43,23 @@ function network(): tf.Sequential {
 const X = { shape: [3, 19, 21, 3], values: random(3 * 19 * 21 * 3, 41) };
 const Y = [1, 0, 1];
 
+/** The test batch: X and its labels Y as tensors. */
+function batch(): { x: tf.Tensor4D; y: tf.Tensor2D } {
+  return { x: tf.tensor4d(X.values, X.shape as [number, number, number, number]), y: tf.tensor2d(Y, [3, 1]) };
+}
+
+/** network(), compiled for trainOnBatch (plain SGD), with the test batch. */
+function compiledNetwork(): { m: tf.Sequential; x: tf.Tensor4D; y: tf.Tensor2D } {
+  const m = network();
+  m.compile({ optimizer: tf.train.sgd(0.01), loss: 'binaryCrossentropy' });
+  return { m, ...batch() };
+}
+
 /** The loss's gradients for every weight and for the input, on the current backend. */
 function gradients(m: tf.Sequential): Map<string, Float32Array> {
   const out = new Map<string, Float32Array>();
   tf.tidy(() => {
-    const x = tf.tensor4d(X.values, X.shape as [number, number, number, number]);
-    const y = tf.tensor2d(Y, [3, 1]);
+    const { x, y } = batch();
     const weights = m.trainableWeights.map((w) => w.read() as tf.Variable);
     const loss = (input: tf.Tensor) =>
       tf.losses.sigmoidCrossEntropy(y, m.apply(input, { training: true }) as tf.Tensor);
@@ -92,10 +103,7 @@ test('weight and input gradients through routed Conv2D layers match cpu and tfjs
 });
 
 test('the forward records FusedConv2D, not Conv2D + Add + Relu; the first layerâ€™s input gradient is skipped', async () => {
-  const m = network();
-  m.compile({ optimizer: tf.train.sgd(0.01), loss: 'binaryCrossentropy' });
-  const x = tf.tensor4d(X.values, X.shape as [number, number, number, number]);
-  const y = tf.tensor2d(Y, [3, 1]);
+  const { m, x, y } = compiledNetwork();
   const count = async () => {
     const info = await tf.profile(() => m.trainOnBatch(x, y));
     const n = new Map<string, number>();
@@ -118,22 +126,26 @@ test('the forward records FusedConv2D, not Conv2D + Add + Relu; the first layerâ
   // six filter gradients; input gradients of all but the first layer, on both paths
   assert.equal(routed.get('Conv2DBackpropFilter'), 6, info);
   assert.equal(routed.get('Conv2DBackpropInput'), 5, info);
+  assert.equal(own.get('Conv2DBackpropFilter'), 6, info);
+  assert.equal(own.get('Conv2DBackpropInput'), 5, info);
   tf.dispose([x, y]);
   m.dispose();
 });
 
 test('routed training steps change the weights and leak no tensor', async () => {
-  const m = network();
-  m.compile({ optimizer: tf.train.sgd(0.01), loss: 'binaryCrossentropy' });
-  const x = tf.tensor4d(X.values, X.shape as [number, number, number, number]);
-  const y = tf.tensor2d(Y, [3, 1]);
-  const predicted = (m.predict(x) as tf.Tensor).dataSync().slice();
+  const { m, x, y } = compiledNetwork();
+  const predict = () => {
+    const p = m.predict(x) as tf.Tensor;
+    const values = Array.from(p.dataSync());
+    p.dispose();
+    return values;
+  };
+  const predicted = predict();
   await m.trainOnBatch(x, y); // creates the optimizer's slots
   const before = tf.memory().numTensors;
   for (let i = 0; i < 3; i++) await m.trainOnBatch(x, y);
   assert.equal(tf.memory().numTensors, before);
-  const after = (m.predict(x) as tf.Tensor).dataSync();
-  assert.notDeepEqual(Array.from(after), Array.from(predicted), 'the steps changed the weights');
+  assert.notDeepEqual(predict(), predicted, 'the steps changed the weights');
   tf.dispose([x, y]);
   m.dispose();
 });

@@ -75,7 +75,7 @@
       (i32.shl (local.get $rows) (i32.const 1)) (local.get $W) (local.get $C) (local.get $rows) (local.get $Wo))
   )
 
-;; A·Bᵀ for a small A and a chunk of B's rows (a Dense layer's input gradient dy·Wᵀ, W [N, K]):
+  ;; A·Bᵀ for a small A and a chunk of B's rows (a Dense layer's input gradient dy·Wᵀ, W [N, K]):
   ;;   out[m·os + 4·j .. 4·j + 3] = Σ_k a[m·K + k] · b[(j + 0..3)·K + k]   for m < M, j < n (in steps of 4)
   ;; (byte offsets; os: bytes between rows of out). K % 4 == 0, n % 4 == 0; A has an even number of rows (a zero
   ;; row after an odd M: computed, not stored). Four rows of B × two of A stay in eight accumulators while k runs;

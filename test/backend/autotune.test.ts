@@ -236,6 +236,27 @@ test("the filter gradient's Winograd plans (F3/F4/F6, several blocks) match cpu;
   checkForced('Conv2DBackpropFilter', 'winograd4:block=16', STRIDED, 1100, 'default');
 });
 
+/**
+ * The tuner's choice follows its own timings: no candidate failed, and the chosen plan's tile (its first-stage
+ * time) is within the tuner's 3% margin of the fastest first-stage time. On an idle machine that is Winograd for
+ * the layer below (~⅓ of the direct loop's time on Zen 4 and Sapphire Rapids); asserting Winograd itself failed
+ * once in CI, where three test files at a time share 2 cores and a 1.3 ms timing can be preempted.
+ */
+function assertChoseFastest(record: { plan: string; us?: Record<string, number> }): void {
+  const shown = JSON.stringify(record);
+  const firstStage = Object.entries(record.us ?? {}).filter(([k]) => k !== 'total' && !k.includes('('));
+  assert.ok(firstStage.length >= 2, `timed: ${shown}`);
+  assert.ok(
+    firstStage.every(([, t]) => t > 0),
+    `a candidate failed: ${shown}`,
+  );
+  const tile = record.plan.replace(/:block=\d+$/, '');
+  const chosen = firstStage.find(([k]) => k.replace(/:block=\d+$/, '') === tile);
+  assert.ok(chosen, `the chosen plan was timed: ${shown}`);
+  const fastest = Math.min(...firstStage.map(([, t]) => t));
+  assert.ok(chosen[1] * 0.97 <= fastest + 1, `the fastest chosen: ${shown}`);
+}
+
 test('the filter gradient: the tuner times Winograd tiles and blocks and can choose them; a plan cached before Winograd still loads', {
   skip,
 }, () => {
@@ -256,10 +277,10 @@ test('the filter gradient: the tuner times Winograd tiles and blocks and can cho
     timed.some((k) => /^winograd4:block=\d+$/.test(k)),
     `winograd4 timed: ${JSON.stringify(tuned)}`,
   );
-  assert.match(tuned!.plan, /^winograd[346]:block=\d+$/, `Winograd chosen: ${JSON.stringify(tuned)}`);
+  assertChoseFastest(tuned!);
 
   // A cache written before the filter gradient had Winograd holds `direct` for the layer, timed against the plans
-  // of then only: the layer is tuned again (Winograd is chosen) and the entry replaced.
+  // of then only: the layer is tuned again (Winograd timed this time) and the entry replaced.
   const path = join(cacheDir, PLAN_CACHE_FILE);
   const cache = JSON.parse(readFileSync(path, 'utf8'));
   const key = `backprop-filter ${tuned!.shape}`;
@@ -270,7 +291,11 @@ test('the filter gradient: the tuner times Winograd tiles and blocks and can cho
   run(1201);
   const [again] = kernelPlans();
   assert.equal(again?.source, 'tuned', JSON.stringify(again));
-  assert.match(again!.plan, /^winograd[346]:block=\d+$/);
+  assert.ok(
+    Object.keys(again!.us ?? {}).some((k) => /^winograd4:block=\d+$/.test(k)),
+    `winograd4 timed again: ${JSON.stringify(again)}`,
+  );
+  assertChoseFastest(again!);
   const entry = JSON.parse(readFileSync(path, 'utf8')).machines[machineKey(threads)][key];
   assert.equal(entry.plan, again!.plan);
   // An entry that timed every plan of today is kept, whatever it chose.

@@ -11,9 +11,9 @@
 //            --batch <n> (32), --size <px> (150), --workers <n> (2), --json <file> (also write every number as JSON)
 // A --prepped dataset made with `prep split --folders` also has its images as plain JPEGs (<dir>/train/<class>/):
 // the peers then run on those too, so each of our sources is compared with peers reading the same images.
-// Peers need Debian's /usr/bin/python3 (or AUGMENT_PEERS_PYTHON) with python3-torch, -torchvision, -pil, -scipy,
-// -numpy: installed with apt-get when missing and run as root, else reported as "peers: none (<what to install>)".
-import { spawn, spawnSync } from 'node:child_process';
+// Peers need a python3 (AUGMENT_PEERS_PYTHON, else Debian's) with python3-torch, -torchvision, -pil, -scipy, -numpy:
+// installed with apt-get when missing and run as root, else reported as "peers: none (<what to install>)".
+import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -21,12 +21,11 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CLI } from './cli.js';
+import { findTorchPython, torchMissing } from './torch-peer.js';
 
 const root = fileURLToPath(new URL('../../..', import.meta.url));
 const base = process.env.INIT_CWD ?? process.cwd();
-// Debian's python3 (apt's python3-torch etc. live there), not whatever python3 is first on PATH.
-const PYTHON = process.env.AUGMENT_PEERS_PYTHON ?? '/usr/bin/python3';
-const DEBIAN_PACKAGES = ['python3-torch', 'python3-torchvision', 'python3-pil', 'python3-scipy', 'python3-numpy'];
+const PEER_MODULES = ['torch', 'torchvision', 'PIL', 'scipy', 'numpy'];
 
 function fail(message: string): never {
   console.error(`error: ${message}`);
@@ -138,31 +137,6 @@ function run(cmd: string, args: string[], forwardStdout = true): Promise<string>
   });
 }
 
-const canImportPeers = () =>
-  existsSync(PYTHON) &&
-  spawnSync(PYTHON, ['-c', 'import torch, torchvision, PIL, scipy, numpy'], { stdio: 'ignore' }).status === 0;
-
-/** Debian's python3 with the peers' packages, installed with apt-get when missing and we are root; else why not. */
-function ensurePeers(): { ok: true } | { ok: false; reason: string } {
-  if (!existsSync(PYTHON))
-    return { ok: false, reason: `${PYTHON} not found (install python3 and ${DEBIAN_PACKAGES.join(' ')})` };
-  if (canImportPeers()) return { ok: true };
-  const install = `apt-get install -y ${DEBIAN_PACKAGES.join(' ')}`;
-  if (process.getuid?.() !== 0)
-    return {
-      ok: false,
-      reason: `${PYTHON} cannot import torch, torchvision, PIL, scipy, numpy: run \`sudo ${install}\``,
-    };
-  console.error(`peers: ${PYTHON} lacks some packages; running ${install}`);
-  const r = spawnSync('apt-get', ['install', '-y', ...DEBIAN_PACKAGES], {
-    stdio: ['ignore', 2, 2],
-    env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
-  });
-  if (r.status !== 0 || !canImportPeers())
-    return { ok: false, reason: `\`${install}\` did not make them importable (exit ${r.status})` };
-  return { ok: true };
-}
-
 async function ours(from: string, label: string, work: string): Promise<OurRecord> {
   const file = join(work, `${label}.json`);
   console.error(`\n== ours (${label}): augment bench --source ${from}`);
@@ -195,15 +169,17 @@ let shards: OurRecord | undefined;
 let peers: PeerRecord | undefined;
 let peersPrepped: PeerRecord | undefined;
 let peersMissing: string | undefined;
+/** The python3 the peers run on: AUGMENT_PEERS_PYTHON, else the first that imports them (installed if root). */
+let peerPython: string | null = null;
 // `prep split --folders` also writes <out>/train/<class>/<key>.jpg: the same prepped images, readable by the peers.
 const preppedFolder = prepped && existsSync(join(prepped, 'train')) ? join(prepped, 'train') : undefined;
 const hasPreppedFolders =
   !!preppedFolder && readdirSync(preppedFolder, { withFileTypes: true }).some((e) => e.isDirectory());
 
 async function runPeers(from: string): Promise<PeerRecord> {
-  console.error(`\n== peers: ${PYTHON} tools/bench/src/augment_peers.py --source ${from}`);
+  console.error(`\n== peers: ${peerPython} tools/bench/src/augment_peers.py --source ${from}`);
   const out = await run(
-    PYTHON,
+    peerPython!,
     [
       join(root, 'tools/bench/src/augment_peers.py'),
       '--source',
@@ -225,10 +201,10 @@ async function runPeers(from: string): Promise<PeerRecord> {
 }
 try {
   // Peers first: the apt-get check may install, and its progress belongs before the long measurements.
-  const deps = ensurePeers();
+  peerPython = findTorchPython(process.env.AUGMENT_PEERS_PYTHON, PEER_MODULES);
   jpeg = await ours(source, 'original JPEGs', work);
   if (prepped) shards = await ours(prepped, 'prepped shards', work);
-  if (deps.ok) {
+  if (peerPython) {
     try {
       peers = await runPeers(source);
       if (hasPreppedFolders) peersPrepped = await runPeers(preppedFolder!);
@@ -236,7 +212,7 @@ try {
       peersMissing = (err as Error).message;
     }
   } else {
-    peersMissing = deps.reason;
+    peersMissing = torchMissing(PEER_MODULES);
   }
 } catch (err) {
   await rm(work, { recursive: true, force: true });
@@ -290,7 +266,7 @@ for (const [label, rec, peerRec] of sources) {
 if (!peers) lines.push(`\npeers: none (${peersMissing})`);
 else {
   lines.push(
-    `\npeers on ${PYTHON}: ${Object.entries(peers.versions)
+    `\npeers on ${peerPython}: ${Object.entries(peers.versions)
       .map(([k, v]) => `${k} ${v}`)
       .join(', ')}`,
   );

@@ -19,7 +19,7 @@ import {
   BOOK_COUNTS,
   QUICK_COUNTS,
   KAGGLE_TRAIN,
-  TORCH_MISSING,
+  torchMissing,
   WEIGHTS_DIR,
   cpuDescription,
   torchDescription,
@@ -258,7 +258,7 @@ async function main(): Promise<number> {
   const o = cmd.opts() as Options;
   const python = findTorchPython(o.python);
   if (!python) {
-    process.stderr.write(`error: ${TORCH_MISSING}\n`);
+    process.stderr.write(`error: ${torchMissing()}\n`);
     return 1;
   }
   console.log(`cpu: ${cpuDescription()}`);

@@ -18,7 +18,7 @@ import {
   BOOK_COUNTS,
   QUICK_COUNTS,
   KAGGLE_TRAIN,
-  TORCH_MISSING,
+  torchMissing,
   WEIGHTS_DIR,
   cpuDescription,
   torchDescription,
@@ -306,7 +306,7 @@ async function main(): Promise<number> {
   const o: Options = { ...raw, counts: raw.quick ? QUICK_COUNTS : BOOK_COUNTS };
   const python = o.torch ? findTorchPython(o.python) : null;
   if (o.torch && !python) {
-    process.stderr.write(`error: ${TORCH_MISSING} (or pass --no-torch)\n`);
+    process.stderr.write(`error: ${torchMissing()} (or pass --no-torch)\n`);
     return 1;
   }
   console.log(`cpu: ${cpuDescription()}`);

@@ -35,20 +35,47 @@ export function cpuDescription(): string {
   return `${model} (${list.length} logical CPUs${simd.length ? `; ${simd.join(' ')}` : ''})`;
 }
 
-export const TORCH_MISSING =
-  'PyTorch is not installed for any python3 on this machine (tried $CATDOG_BENCH_PYTHON, /usr/bin/python3, python3): ' +
-  'apt-get install -y python3-torch python3-torchvision';
+/** The Python modules each peer script imports, and the Debian package that provides each. */
+const DEBIAN_PACKAGE: Record<string, string> = {
+  torch: 'python3-torch',
+  torchvision: 'python3-torchvision',
+  PIL: 'python3-pil',
+  scipy: 'python3-scipy',
+  numpy: 'python3-numpy',
+};
+export const TORCH_MODULES = ['torch', 'torchvision', 'PIL'];
 
-/** The first python3 that imports torch, torchvision and PIL, or null. */
-export function findTorchPython(explicit?: string): string | null {
+export function torchMissing(modules: readonly string[] = TORCH_MODULES): string {
+  const packages = modules.map((m) => DEBIAN_PACKAGE[m] ?? m).join(' ');
+  return (
+    `no python3 on this machine imports ${modules.join(', ')} (tried $CATDOG_BENCH_PYTHON, /usr/bin/python3, ` +
+    `python3), and installing them needs root: apt-get install -y ${packages}`
+  );
+}
+
+const imports = (python: string, modules: readonly string[]) =>
+  spawnSync(python, ['-c', `import ${modules.join(', ')}`], { stdio: 'ignore' }).status === 0;
+
+/**
+ * The first python3 that imports `modules` (the peers' PyTorch, torchvision, PIL...), or null. When none does and
+ * we are root, Debian's packages for them are installed into /usr/bin/python3 first (apt is the one place this
+ * machine gets them from; progress goes to stderr), so each benchmark runs its peer on a fresh machine.
+ */
+export function findTorchPython(explicit?: string, modules: readonly string[] = TORCH_MODULES): string | null {
   const candidates = [explicit, process.env.CATDOG_BENCH_PYTHON, '/usr/bin/python3', 'python3'].filter(
     (p): p is string => Boolean(p),
   );
-  for (const py of candidates) {
-    const r = spawnSync(py, ['-c', 'import torch, torchvision, PIL'], { stdio: 'ignore' });
-    if (r.status === 0) return py;
-  }
-  return null;
+  const found = candidates.find((py) => imports(py, modules));
+  if (found || explicit || process.getuid?.() !== 0) return found ?? null;
+  // Debian's torch links the reference BLAS unless OpenBLAS is installed (its Linear layers then run several times
+  // slower than a real PyTorch install's, see torchDescription): a fair peer needs it.
+  const packages = [...modules.map((m) => DEBIAN_PACKAGE[m] ?? m), 'libopenblas0-pthread'];
+  console.error(`peers: no python3 imports ${modules.join(', ')}; apt-get install -y ${packages.join(' ')}`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  const apt = (args: string[]) => spawnSync('apt-get', args, { stdio: ['ignore', 2, 2], env }).status === 0;
+  // A fresh machine's package lists may be empty or stale: update once when the install alone fails.
+  if (!apt(['install', '-y', '-qq', ...packages]) && apt(['update', '-qq'])) apt(['install', '-y', '-qq', ...packages]);
+  return imports('/usr/bin/python3', modules) ? '/usr/bin/python3' : null;
 }
 
 const TORCH_INFO = `

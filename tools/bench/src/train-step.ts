@@ -29,6 +29,7 @@ import {
 } from '@catdog/backend';
 import { compileFrozenBase, loadMobileNetV2Base, setTrainableFrom, type FrozenBase } from '@catdog/models';
 import { splitAtLayer } from '@catdog/training';
+import { findTorchPython, torchMissing } from './torch-peer.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..', '..');
@@ -265,17 +266,9 @@ function measureCpuChild(network: Network, opts: Options): Promise<Measurement> 
   });
 }
 
-function findPython(): string | null {
-  for (const py of ['/usr/bin/python3', 'python3']) {
-    const r = spawnSync(py, ['-c', 'import torch'], { stdio: 'ignore' });
-    if (r.status === 0) return py;
-  }
-  return null;
-}
-
 function measureTorch(opts: Options, steps: number): Record<string, number> | string {
-  const py = findPython();
-  if (!py) return 'PyTorch not installed (apt-get install -y python3-torch)';
+  const py = findTorchPython(undefined, ['torch']);
+  if (!py) return torchMissing(['torch']);
   const networks = opts.networks.join(',');
   const r = spawnSync(
     py,

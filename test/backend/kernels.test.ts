@@ -556,6 +556,36 @@ test('Identity shares data safely: a clone outlives its source', () => {
   snapshot.dispose();
 });
 
+test('Slice copies what cpu copies: ranks 1–5, cut and whole trailing axes, negative sizes, int32, bool, empty', () => {
+  const cases: Array<{ shape: number[]; begin: number[]; size: number[]; dtype?: 'float32' | 'int32' | 'bool' }> = [
+    { shape: [7], begin: [2], size: [4] },
+    { shape: [5, 6], begin: [1, 0], size: [3, 6] }, // whole rows: one run
+    { shape: [5, 6], begin: [1, 2], size: [3, 3] },
+    { shape: [4, 15, 15, 24], begin: [0, 0, 0, 0], size: [-1, 14, 14, -1] }, // ZeroPadding2D's gradient
+    { shape: [4, 15, 15, 24], begin: [1, 1, 1, 3], size: [2, 13, 12, 17] },
+    { shape: [3, 4, 5, 6], begin: [0, 1, 0, 0], size: [3, 2, 5, 6] },
+    { shape: [2, 3, 4, 5, 6], begin: [1, 0, 2, 1, 0], size: [1, 3, 2, 3, 6] },
+    { shape: [4, 6], begin: [1, 1], size: [2, 4], dtype: 'int32' },
+    { shape: [4, 6], begin: [1, 1], size: [2, 4], dtype: 'bool' },
+    { shape: [4, 6], begin: [1, 1], size: [0, 4] },
+  ];
+  for (const c of cases) {
+    const n = c.shape.reduce((a, b) => a * b, 1);
+    const values = Array.from(random(n, n), (v) => (c.dtype === 'float32' || !c.dtype ? v : Math.round(v * 50)));
+    const results = ['wasm', 'cpu'].map((backend) => {
+      tf.setBackend(backend);
+      return tf.tidy(() => {
+        const x = tf.tensor(values, c.shape, c.dtype ?? 'float32');
+        const y = tf.slice(x, c.begin, c.size);
+        return { shape: y.shape, values: Array.from(y.dataSync()) };
+      });
+    });
+    assert.deepEqual(results[0], results[1], JSON.stringify(c));
+  }
+  tf.setBackend('wasm');
+  assert.ok(wasmTrainingKernelNames.includes('Slice'));
+});
+
 test('FusedBatchNorm matches cpu with and without scale/offset, per-channel and full-shape statistics', () => {
   let n = 2000;
   for (const xShape of [

@@ -22,7 +22,7 @@
 // Anything outside what these rewrites cover (NCHW data, unusual explicit padding) falls back to
 // the backend's original kernel, so registering never makes a case fail that worked before.
 // The kernels live in kernels/, one family per module (conv, winograd, winograd-filter-grad, depthwise, pooling, sum,
-// matmul, activations, batchnorm, identity, rmsprop; base holds the shared plumbing); this module
+// matmul, activations, batchnorm, identity, slice, rmsprop; base holds the shared plumbing); this module
 // registers them and answers what runs where. Registering also routes Conv2D layers in training through
 // FusedConv2D and a gradient of its own (fused-conv-training.ts).
 import * as tf from '@tensorflow/tfjs';
@@ -44,6 +44,7 @@ import { identity } from './kernels/identity.js';
 import { batchMatMul, fusedMatMul } from './kernels/matmul.js';
 import { maxPoolGrad } from './kernels/pooling.js';
 import { RMSPROP_KERNEL, rmspropUpdate } from './kernels/rmsprop.js';
+import { slice } from './kernels/slice.js';
 import { sum } from './kernels/sum.js';
 import { winogradTileSize } from './kernels/winograd.js';
 
@@ -61,6 +62,7 @@ const TRAINING_KERNELS: Array<{ kernelName: string; kernelFunc: KernelFn }> = [
   { kernelName: 'BatchMatMul', kernelFunc: batchMatMul },
   { kernelName: '_FusedMatMul', kernelFunc: fusedMatMul },
   { kernelName: 'Identity', kernelFunc: identity },
+  { kernelName: 'Slice', kernelFunc: slice },
   { kernelName: 'FusedBatchNorm', kernelFunc: fusedBatchNorm },
   { kernelName: RELU_GRAD_KERNEL, kernelFunc: reluGrad },
   { kernelName: CLIP_GRAD_KERNEL, kernelFunc: clipGrad },

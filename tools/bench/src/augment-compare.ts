@@ -21,7 +21,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CLI } from './cli.js';
-import { findTorchPython, torchMissing } from './torch-peer.js';
+import { findTorchPython, torchMissing } from './peer-python.js';
 
 const root = fileURLToPath(new URL('../../..', import.meta.url));
 const base = process.env.INIT_CWD ?? process.cwd();

@@ -19,11 +19,8 @@ import {
   BOOK_COUNTS,
   QUICK_COUNTS,
   KAGGLE_TRAIN,
-  torchMissing,
   WEIGHTS_DIR,
   cpuDescription,
-  torchDescription,
-  findTorchPython,
   fixed,
   here,
   prepBookSplit,
@@ -31,6 +28,7 @@ import {
   table,
   tail,
 } from './torch-peer.js';
+import { findTorchPython, torchDescription, torchMissing } from './peer-python.js';
 import { CLI } from './cli.js';
 
 interface Options {

@@ -18,11 +18,8 @@ import {
   BOOK_COUNTS,
   QUICK_COUNTS,
   KAGGLE_TRAIN,
-  torchMissing,
   WEIGHTS_DIR,
   cpuDescription,
-  torchDescription,
-  findTorchPython,
   fixed,
   here,
   prepBookSplit,
@@ -31,6 +28,7 @@ import {
   tail,
   type SplitCounts,
 } from './torch-peer.js';
+import { findTorchPython, torchDescription, torchMissing } from './peer-python.js';
 import { CLI } from './cli.js';
 
 export const BENCH_STRATEGIES = ['extract', 'finetune', 'scratch', 'augmented'] as const;

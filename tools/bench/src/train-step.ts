@@ -29,7 +29,7 @@ import {
 } from '@catdog/backend';
 import { compileFrozenBase, loadMobileNetV2Base, setTrainableFrom, type FrozenBase } from '@catdog/models';
 import { splitAtLayer } from '@catdog/training';
-import { findTorchPython, torchMissing } from './torch-peer.js';
+import { findTorchPython, torchMissing } from './peer-python.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..', '..');

@@ -27,7 +27,7 @@ import {
   type PlanFamily,
 } from '@catdog/backend';
 import { proxyInputShape } from '../../packages/backend/src/kernels/plans.js';
-import { timeCandidates } from '../../packages/backend/src/autotune.js';
+import { MARGIN, timeCandidates } from '../../packages/backend/src/autotune.js';
 
 const SIMD = process.env.CATDOG_WASM_SIMD_KERNELS !== '0';
 const skip = SIMD ? false : 'CATDOG_WASM_SIMD_KERNELS=0';
@@ -238,9 +238,9 @@ test("the filter gradient's Winograd plans (F3/F4/F6, several blocks) match cpu;
 
 /**
  * The tuner's choice follows its own timings: no candidate failed, and the chosen plan's tile (its first-stage
- * time) is within the tuner's 3% margin of the fastest first-stage time. On an idle machine that is Winograd for
- * the layer below (~⅓ of the direct loop's time on Zen 4 and Sapphire Rapids); asserting Winograd itself failed
- * once in CI, where three test files at a time share 2 cores and a 1.3 ms timing can be preempted.
+ * time) is within the tuner's MARGIN (3%) of the fastest first-stage time. On an idle machine that is Winograd for
+ * the layer below (~40% of the direct loop's time on Zen 4); asserting Winograd itself failed once in CI, where
+ * three test files at a time share 2 cores and a 1.3 ms timing can be preempted.
  */
 function assertChoseFastest(record: { plan: string; us?: Record<string, number> }): void {
   const shown = JSON.stringify(record);
@@ -250,11 +250,11 @@ function assertChoseFastest(record: { plan: string; us?: Record<string, number> 
     firstStage.every(([, t]) => t > 0),
     `a candidate failed: ${shown}`,
   );
-  const tile = record.plan.replace(/:block=\d+$/, '');
-  const chosen = firstStage.find(([k]) => k.replace(/:block=\d+$/, '') === tile);
+  const tileOf = (plan: string) => plan.replace(/:block=\d+$/, '');
+  const chosen = firstStage.find(([k]) => tileOf(k) === tileOf(record.plan));
   assert.ok(chosen, `the chosen plan was timed: ${shown}`);
   const fastest = Math.min(...firstStage.map(([, t]) => t));
-  assert.ok(chosen[1] * 0.97 <= fastest + 1, `the fastest chosen: ${shown}`);
+  assert.ok(chosen[1] * (1 - MARGIN) <= fastest + 1, `the fastest chosen: ${shown}`);
 }
 
 test('the filter gradient: the tuner times Winograd tiles and blocks and can choose them; a plan cached before Winograd still loads', {

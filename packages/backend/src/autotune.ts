@@ -284,7 +284,7 @@ export function loadPerCore(): number {
 /** A layer whose first stage took longer than this (ms; a loaded machine) is not refined further. */
 const STAGE_BUDGET_MS = 300;
 /** A candidate must beat the default by this fraction to replace it (noise on a shared machine). */
-const MARGIN = 0.03;
+export const MARGIN = 0.03;
 
 /**
  * Times candidates (µs, the minimum of up to REPS interleaved runs, so a burst of load from other

@@ -176,10 +176,10 @@ const preppedFolder = prepped && existsSync(join(prepped, 'train')) ? join(prepp
 const hasPreppedFolders =
   !!preppedFolder && readdirSync(preppedFolder, { withFileTypes: true }).some((e) => e.isDirectory());
 
-async function runPeers(from: string): Promise<PeerRecord> {
-  console.error(`\n== peers: ${peerPython} tools/bench/src/augment_peers.py --source ${from}`);
+async function runPeers(python: string, from: string): Promise<PeerRecord> {
+  console.error(`\n== peers: ${python} tools/bench/src/augment_peers.py --source ${from}`);
   const out = await run(
-    peerPython!,
+    python,
     [
       join(root, 'tools/bench/src/augment_peers.py'),
       '--source',
@@ -206,8 +206,8 @@ try {
   if (prepped) shards = await ours(prepped, 'prepped shards', work);
   if (peerPython) {
     try {
-      peers = await runPeers(source);
-      if (hasPreppedFolders) peersPrepped = await runPeers(preppedFolder!);
+      peers = await runPeers(peerPython, source);
+      if (hasPreppedFolders) peersPrepped = await runPeers(peerPython, preppedFolder!);
     } catch (err) {
       peersMissing = (err as Error).message;
     }

@@ -7,7 +7,7 @@ import { type KernelFn, type TensorInfo, type WasmBackend, fallback } from './ba
 // layer (32×15×15×576 → 32×14×14×576 when fine-tuning from block_13) took 7.4 ms for 14 MB. Here the trailing axes
 // the slice takes whole are merged into one run, and each run is one copyWithin on a single view of the heap.
 
-/** Bytes per element of the dtypes copied here (strings, and bool's bytes, go to the backend's kernel). */
+/** The dtypes copied here, 4 bytes an element (strings, and bool's single bytes, go to the backend's kernel). */
 const WORD_DTYPES: ReadonlySet<tf.DataType> = new Set(['float32', 'int32']);
 
 export function slice({ inputs, backend, attrs }: Parameters<KernelFn>[0]): TensorInfo {
